@@ -1,0 +1,223 @@
+"""The project file, ``custval.toml``, as typed settings.
+
+A project names its sources (where each table comes from and which of custval's table kinds it
+is), how the user's column names map onto custval's, how identities link, and the as-of date at
+which features are computed. ``custval init`` writes a commented example.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from datetime import date
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from custval.errors import ConfigError
+
+SourceKind = Literal[
+    "transactions", "customers", "web_sessions", "product_usage", "interactions", "id_map"
+]
+FileFormat = Literal["csv", "parquet", "json"]
+
+# Tried in order on string dates. Day-first is chosen over month-first for slashed dates because
+# most of the world writes dates that way; a source that differs sets ``date_formats``.
+DEFAULT_DATE_FORMATS: tuple[str, ...] = (
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%d %H:%M:%S.%f",
+    "%Y-%m-%dT%H:%M:%S.%f",
+    "%Y-%m-%dT%H:%M:%SZ",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%d",
+    "%Y/%m/%d %H:%M:%S",
+    "%Y/%m/%d %H:%M",
+    "%Y/%m/%d",
+    "%d.%m.%Y %H:%M:%S",
+    "%d.%m.%Y %H:%M",
+    "%d.%m.%Y",
+    "%d/%m/%Y %H:%M:%S",
+    "%d/%m/%Y %H:%M",
+    "%d/%m/%Y",
+    "%Y%m%d",
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HttpOptions(_Strict):
+    """How to page through an HTTP JSON API and how hard to retry.
+
+    ``pagination = "page"`` asks ``?page=1&page_size=N``, ``?page=2...`` until a page holds fewer
+    than ``page_size`` records; ``"cursor"`` passes back the cursor found at ``next_cursor_field``
+    until it is empty; ``"none"`` makes one request.
+    """
+
+    pagination: Literal["none", "page", "cursor"] = "page"
+    records_field: str | None = Field(
+        "data", description="dotted path to the list of records in each response; None: the body"
+    )
+    page_param: str = "page"
+    page_size_param: str = "page_size"
+    page_size: int = Field(1000, ge=1)
+    first_page: int = 1
+    cursor_param: str = "cursor"
+    next_cursor_field: str = "next_cursor"
+    headers: dict[str, str] = Field(default_factory=dict)
+    params: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(10.0, gt=0)
+    max_retries: int = Field(4, ge=0, description="retries on 429, 5xx and timeouts")
+    backoff_s: float = Field(0.5, ge=0, description="first wait; doubles each retry")
+    max_pages: int = Field(100_000, ge=1)
+
+
+class SourceSpec(_Strict):
+    """One source: where it is, what kind of table it holds, and its column names.
+
+    ``uri`` is a file path or glob (CSV, Parquet, JSON lines), a database URL (``duckdb:///x.db``,
+    ``sqlite:///x.db``, ``postgresql://user@host/db``) with ``table`` or ``query``, or an
+    ``http(s)://`` JSON API. ``${VAR}`` in the URI is taken from the environment.
+    ``columns`` maps custval's column names (keys) to the source's own (values); unmapped columns
+    are expected under custval's names.
+    """
+
+    name: str = ""
+    kind: SourceKind
+    uri: str
+    table: str | None = None
+    query: str | None = None
+    format: FileFormat | None = None
+    id_namespace: str | None = Field(
+        None,
+        description="the id-map column this source's customer key belongs to (e.g. account_id)",
+    )
+    columns: dict[str, str] = Field(default_factory=dict)
+    date_formats: list[str] | None = None
+    http: HttpOptions = Field(default_factory=HttpOptions)
+
+    @model_validator(mode="after")
+    def _one_of_table_query(self) -> SourceSpec:
+        if self.table and self.query:
+            raise ValueError("give either 'table' or 'query', not both")
+        return self
+
+    def column(self, canonical: str) -> str:
+        """The source's own name for one of custval's columns."""
+        return self.columns.get(canonical, canonical)
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        return tuple(self.date_formats) if self.date_formats else DEFAULT_DATE_FORMATS
+
+    @property
+    def is_database(self) -> bool:
+        return self.uri.split(":", 1)[0].lower() in {"duckdb", "sqlite", "postgresql", "postgres"}
+
+    @property
+    def is_http(self) -> bool:
+        return self.uri.lower().startswith(("http://", "https://"))
+
+
+class IdentitySpec(_Strict):
+    """How per-source ids become one ``customer_id``.
+
+    ``map_source`` names the ``id_map`` source; its columns are id namespaces (crm_id,
+    visitor_id, account_id...). ``primary`` is the namespace whose value becomes customer_id.
+    """
+
+    map_source: str | None = None
+    primary: str = "crm_id"
+
+
+class FeatureOptions(_Strict):
+    """Feature settings. Windows are in days."""
+
+    trend_window_days: int = Field(90, ge=1)
+
+
+class Project(_Strict):
+    """A custval project: sources, identity, as-of date and options."""
+
+    as_of: date
+    time_unit: Literal["days", "weeks"] = "weeks"
+    sources: dict[str, SourceSpec]
+    identity: IdentitySpec = Field(default_factory=IdentitySpec)
+    features: FeatureOptions = Field(default_factory=FeatureOptions)
+    root: Path = Field(Path(), exclude=True)
+
+    @model_validator(mode="after")
+    def _check(self) -> Project:
+        for name, spec in self.sources.items():
+            spec.name = name
+        kinds = [s.kind for s in self.sources.values()]
+        if "transactions" not in kinds and "customers" not in kinds:
+            raise ValueError("at least one source of kind 'transactions' or 'customers' is needed")
+        if self.identity.map_source is not None:
+            src = self.sources.get(self.identity.map_source)
+            if src is None or src.kind != "id_map":
+                raise ValueError(
+                    f"identity.map_source = '{self.identity.map_source}' is not a source of "
+                    "kind 'id_map'"
+                )
+        return self
+
+    def sources_of(self, kind: str) -> list[SourceSpec]:
+        return [s for s in self.sources.values() if s.kind == kind]
+
+
+def _resolve_uri(uri: str, root: Path) -> str:
+    uri = os.path.expandvars(uri)
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+    if scheme in {"duckdb", "sqlite"}:
+        # duckdb://rel/x.db is relative to the project file; duckdb:///abs/x.db is absolute
+        path = uri.split("://", 1)[1]
+        if path in {"", ":memory:"} or Path(path).is_absolute():
+            return uri
+        return f"{scheme}://{(root / path).resolve()}"
+    if scheme in {"", "file"}:
+        path = uri.split("://", 1)[1] if scheme else uri
+        return str(Path(path) if Path(path).is_absolute() else (root / path))
+    return uri
+
+
+def load_project(path: str | Path) -> Project:
+    """Read and check ``custval.toml``; relative file paths are taken from its folder.
+
+    Example
+    -------
+    >>> project = load_project("custval.toml")  # doctest: +SKIP
+    >>> project.as_of
+    datetime.date(2025, 12, 31)
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"the project file '{path}' does not exist",
+            hint="run 'custval init' to write a commented example",
+        )
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"the project file '{path}' is not valid TOML: {exc}") from None
+    return project_from_dict(raw, root=path.resolve().parent, origin=str(path))
+
+
+def project_from_dict(raw: dict, *, root: Path, origin: str = "custval.toml") -> Project:
+    """Build a :class:`Project` from a parsed TOML mapping (paths relative to ``root``)."""
+    try:
+        project = Project.model_validate({**raw, "root": root})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"the project file '{origin}' is invalid: {problems}") from None
+    for spec in project.sources.values():
+        spec.uri = _resolve_uri(spec.uri, root)
+        # secrets such as API tokens stay in the environment, not in the project file
+        spec.http.headers = {k: os.path.expandvars(v) for k, v in spec.http.headers.items()}
+    return project

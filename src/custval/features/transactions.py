@@ -1,0 +1,140 @@
+"""Features from transactions: RFM in two conventions, purchase rhythm, spend trend, product mix
+and channel preferences.
+
+BTYD convention (as in Fader, Hardie & Lee 2005 and the lifetimes library): purchases on the same
+calendar day are one transaction; ``frequency`` counts repeat purchase days (the first purchase is
+not a repeat); ``recency`` runs from the first to the last purchase day and ``T`` from the first
+purchase day to the as-of date, both in the project's time unit (weeks by default);
+``monetary_value`` is the mean spend of the repeat purchase days. Refunds are not purchases.
+
+Marketing convention: ``recency_days`` since the last purchase, ``orders`` and ``revenue`` (net of
+refunds).
+
+Only transactions strictly before the as-of date are used.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import ibis
+import ibis.expr.types as ir
+
+from custval.features import catalogue
+from custval.features._util import cutoff, days_between, distinct_values, safe_ratio, slug
+from custval.features.catalogue import Feature
+
+UNIT_DAYS = {"days": 1, "weeks": 7}
+
+
+def rfm_features(
+    tx: ir.Table, as_of: date, *, time_unit: str = "weeks", trend_window_days: int = 90
+) -> ir.Table:
+    """RFM, purchase rhythm and spend trend per customer, from cleaned transactions.
+
+    ``tx`` has customer_id, order_id, timestamp, amount and is_refund. Customers without a
+    purchase before ``as_of`` have no row.
+
+    Example
+    -------
+    >>> rfm_features(tx, date(2025, 1, 1)).select("customer_id", "frequency", "T").head(1)
+    ... # doctest: +SKIP
+    """
+    unit = UNIT_DAYS[time_unit]
+    end = ibis.date(as_of)
+    past = tx.filter(tx.timestamp < cutoff(as_of))
+    buys = past.filter(~past.is_refund)
+    per_day = buys.group_by("customer_id", day=buys.timestamp.date()).aggregate(
+        spend=buys.amount.sum(), orders=buys.order_id.nunique()
+    )
+    previous = per_day.day.lag().over(group_by="customer_id", order_by="day")
+    per_day = per_day.mutate(gap=days_between(per_day.day, previous))
+
+    recent_from = ibis.date(as_of) - ibis.interval(days=trend_window_days)
+    prior_from = ibis.date(as_of) - ibis.interval(days=2 * trend_window_days)
+    d = per_day
+    agg = d.group_by("customer_id").aggregate(
+        _first=d.day.min(),
+        _last=d.day.max(),
+        _days=d.count(),
+        _spend=d.spend.sum(),
+        _first_spend=d.spend.argmin(d.day),
+        orders=d.orders.sum(),
+        ipt_mean_days=d.gap.mean(),
+        ipt_std_days=d.gap.std(how="sample"),
+        ipt_min_days=d.gap.min().cast("float64"),
+        ipt_max_days=d.gap.max().cast("float64"),
+        spend_recent=d.spend.sum(where=d.day >= recent_from).fill_null(0.0),
+        spend_prior=d.spend.sum(where=(d.day >= prior_from) & (d.day < recent_from)).fill_null(0.0),
+    )
+    a = agg
+    frequency = a._days - 1
+    features = a.select(
+        "customer_id",
+        frequency=frequency,
+        recency=days_between(a._last, a._first) / unit,
+        T=days_between(end, a._first) / unit,
+        monetary_value=ibis.ifelse(
+            frequency > 0, (a._spend - a._first_spend) / frequency.cast("float64"), 0.0
+        ),
+        recency_days=days_between(end, a._last),
+        orders=a.orders,
+        gross_spend=a._spend,
+        avg_order_value=safe_ratio(a._spend, a.orders),
+        days_since_first_purchase=days_between(end, a._first),
+        ipt_mean_days=a.ipt_mean_days,
+        ipt_std_days=a.ipt_std_days,
+        ipt_min_days=a.ipt_min_days,
+        ipt_max_days=a.ipt_max_days,
+        spend_recent=a.spend_recent,
+        spend_prior=a.spend_prior,
+        spend_trend=safe_ratio(a.spend_recent - a.spend_prior, a.spend_recent + a.spend_prior),
+    )
+    refunds = past.filter(past.is_refund)
+    ref = refunds.group_by("customer_id").aggregate(
+        refunds=refunds.count(), refund_amount=-refunds.amount.sum()
+    )
+    joined = features.left_join(ref, "customer_id").drop("customer_id_right")
+    return joined.mutate(
+        refunds=joined.refunds.fill_null(0),
+        refund_amount=joined.refund_amount.fill_null(0.0),
+        revenue=joined.gross_spend - joined.refund_amount.fill_null(0.0),
+    ).drop("gross_spend")
+
+
+def mix_features(tx: ir.Table, as_of: date) -> tuple[ir.Table, list[Feature]]:
+    """Share of spend per product category and of orders per channel, and the favourite channel.
+
+    Category and channel values are read from the purchases before ``as_of``, so that the columns
+    do not depend on later data. Missing values ("unknown") get no share of their own.
+    """
+    past = tx.filter((tx.timestamp < cutoff(as_of)) & ~tx.is_refund)
+    categories = distinct_values(past.category, exclude=("unknown",))
+    channels = distinct_values(past.channel, exclude=("unknown",))
+    spend = past.amount.sum()
+    n = past.count()
+    cols: dict[str, ir.Value] = {}
+    specs: list[Feature] = []
+    for cat in categories:
+        name = f"share_spend_{slug(cat)}"
+        cols[name] = safe_ratio(past.amount.sum(where=past.category == cat).fill_null(0.0), spend)
+        specs.append(catalogue.spend_share(cat, name))
+    channel_cols = {}
+    for ch in channels:
+        name = f"share_orders_{slug(ch)}"
+        channel_cols[ch] = name
+        cols[name] = safe_ratio(past.channel.isin([ch]).sum(), n)
+        specs.append(catalogue.channel_share(ch, name))
+    known = past.category.nullif("unknown")
+    mix = past.group_by("customer_id").aggregate(n_categories=known.nunique(), **cols)
+    if channel_cols:
+        top = ibis.greatest(*[mix[c] for c in channel_cols.values()])
+        # alphabetical order of `channels` breaks ties deterministically
+        favourite = ibis.cases(
+            *[((mix[c] == top) & (top > 0), ch) for ch, c in channel_cols.items()],
+            else_=ibis.null("string"),
+        )
+    else:
+        favourite = ibis.null("string")
+    mix = mix.mutate(favourite_channel=favourite)
+    return mix, specs

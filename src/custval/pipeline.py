@@ -1,0 +1,164 @@
+"""Orchestration: sources -> contracts -> cleaning -> customer 360 -> features.
+
+Each step is a function of the step before; the CLI and the library call the same functions.
+Everything runs on one working DuckDB connection: file sources are read where they lie, database
+and HTTP sources are copied into it once.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+
+import ibis
+import ibis.expr.types as ir
+import pyarrow.parquet as pq
+
+from custval.config import Project, SourceSpec
+from custval.data import sources
+from custval.data.clean import Cleaned, RuleResult, clean_source
+from custval.data.contracts import (
+    CONTRACTS,
+    Contract,
+    SourceReport,
+    id_map_contract,
+    raise_for_errors,
+    validate_source,
+)
+from custval.data.identity import IdMap, clean_id_map, link
+from custval.features.build import FeatureTable, build_features
+
+Progress = Callable[[str], None]
+
+
+def _noop(_: str) -> None:
+    return None
+
+
+@dataclass
+class Prepared:
+    """Cleaned, linked tables by kind, with everything that was found and done on the way."""
+
+    con: ibis.BaseBackend
+    tables: dict[str, ir.Table]
+    reports: list[SourceReport]
+    rules: list[RuleResult]
+    rows_in: dict[str, int] = field(default_factory=dict)
+    rows_out: dict[str, int] = field(default_factory=dict)
+
+
+def id_namespaces(project: Project) -> list[str]:
+    """The id-map columns the project needs: the primary one first, then the sources' own."""
+    names = [project.identity.primary]
+    for spec in project.sources.values():
+        if spec.kind != "id_map" and spec.id_namespace and spec.id_namespace not in names:
+            names.append(spec.id_namespace)
+    return names
+
+
+def contract_for(project: Project, spec: SourceSpec) -> Contract:
+    if spec.kind == "id_map":
+        return id_map_contract(spec, id_namespaces(project))
+    return CONTRACTS[spec.kind]
+
+
+def open_all(
+    project: Project, con: ibis.BaseBackend, progress: Progress = _noop
+) -> dict[str, ir.Table]:
+    """Open every source on ``con`` (copying database and HTTP sources into it)."""
+    raw: dict[str, ir.Table] = {}
+    for name, spec in project.sources.items():
+        progress(f"reading {name}")
+        raw[name] = sources.stage(sources.open_source(spec, con), con, f"_raw_{name}")
+    return raw
+
+
+def validate(
+    project: Project, raw: dict[str, ir.Table], progress: Progress = _noop
+) -> list[SourceReport]:
+    """Check every source against its contract; returns one report per source."""
+    reports = []
+    for name, spec in project.sources.items():
+        progress(f"validating {name}")
+        reports.append(validate_source(spec, raw[name], contract_for(project, spec)))
+    return reports
+
+
+def prepare(
+    project: Project,
+    con: ibis.BaseBackend | None = None,
+    progress: Progress = _noop,
+    now: datetime | None = None,
+) -> Prepared:
+    """Open, validate, clean and link every source of ``project``.
+
+    Raises :class:`custval.errors.DataValidationError` listing every contract error, before any
+    cleaning, if the data breaks its contracts.
+    """
+    con = con or sources.working_connection()
+    raw = open_all(project, con, progress)
+    reports = validate(project, raw, progress)
+    raise_for_errors(reports)
+
+    rules: list[RuleResult] = []
+    idmap: IdMap | None = None
+    map_name = project.identity.map_source
+    if map_name is not None:
+        progress(f"linking identities through {map_name}")
+        idmap = clean_id_map(
+            con, project.sources[map_name], raw[map_name], id_namespaces(project),
+            project.identity.primary,
+        )
+        rules += idmap.rules
+    by_kind: dict[str, list[ir.Table]] = {}
+    rows_in: dict[str, int] = {}
+    rows_out: dict[str, int] = {}
+    for name, spec in project.sources.items():
+        if spec.kind == "id_map":
+            continue
+        progress(f"cleaning {name}")
+        cleaned: Cleaned = clean_source(con, spec, raw[name], CONTRACTS[spec.kind], now=now)
+        rules += cleaned.rules
+        linked, link_rules = link(con, name, cleaned.table, spec.id_namespace, idmap)
+        rules += link_rules
+        rows_in[name] = cleaned.rows_in
+        rows_out[name] = cleaned.rows_out - sum(r.dropped for r in link_rules)
+        by_kind.setdefault(spec.kind, []).append(linked)
+    tables = {}
+    for kind, parts in by_kind.items():
+        table = parts[0]
+        for other in parts[1:]:
+            table = table.union(other)
+        tables[kind] = table
+    return Prepared(con, tables, reports, rules, rows_in, rows_out)
+
+
+def features(
+    project: Project, prepared: Prepared, as_of: date | None = None
+) -> FeatureTable:
+    """The feature table of a prepared project at ``as_of`` (default: the project's)."""
+    return build_features(
+        prepared.tables,
+        as_of or project.as_of,
+        time_unit=project.time_unit,
+        trend_window_days=project.features.trend_window_days,
+    )
+
+
+def write_parquet_atomic(table, path: str | Path) -> Path:  # noqa: ANN001 - a pyarrow.Table
+    """Write ``table`` to ``path`` so that readers see the whole file or none."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
