@@ -177,23 +177,22 @@ def _load(config: Path):
     return load_project(config)
 
 
-def _print_reports(reports: list, title: str = "validation") -> int:
-    table = Table(title=title, show_lines=False)
-    for col in ("source", "kind", "rows", "severity", "column", "problem"):
-        table.add_column(col, overflow="fold", justify="right" if col == "rows" else "left")
+def _print_reports(reports: list) -> int:
+    """One line per source, then one indented paragraph per finding; returns the error count."""
     n_errors = 0
     for rep in reports:
-        if not rep.findings:
-            table.add_row(rep.source, rep.kind, f"{rep.rows:,}", "[green]ok[/]", "", "")
+        errors = sum(f.severity == "error" for f in rep.findings)
+        n_errors += errors
+        mark = "[red]x[/]" if errors else ("[yellow]![/]" if rep.findings else "[green]ok[/]")
+        out.print(f"{mark} {rep.source} ({rep.kind}): {rep.rows:,} rows", highlight=False)
         for f in rep.findings:
-            n_errors += f.severity == "error"
             style = "red" if f.severity == "error" else "yellow"
-            text = f.problem + (f" — e.g. {_examples(f.examples)}" if f.examples else "")
-            table.add_row(
-                rep.source, rep.kind, f"{rep.rows:,}", f"[{style}]{f.severity}[/]", f.column or "",
-                text,
-            )
-    out.print(table)
+            text = f"{f.column}: {f.problem}" if f.column else f.problem
+            if f.examples:
+                text += f". Examples: {_examples(f.examples)}"
+            if f.hint:
+                text += f". {f.hint}"
+            out.print(f"    [{style}]{f.severity}[/] {text}", highlight=False, soft_wrap=True)
     return n_errors
 
 

@@ -29,7 +29,9 @@ ColumnType = Literal["id", "timestamp", "date", "amount", "number", "bool", "cat
 class Column:
     """One column of a contract.
 
-    ``minimum`` applies to ``number`` columns (for example counts cannot be negative).
+    ``required`` columns must exist in the source; in a required column, blank values are
+    reported (cleaning drops those rows) unless ``values_required`` is false. ``minimum`` applies
+    to ``number`` columns (for example counts cannot be negative).
     """
 
     name: str
@@ -37,6 +39,7 @@ class Column:
     required: bool = False
     description: str = ""
     minimum: float | None = None
+    values_required: bool = True
 
 
 @dataclass(frozen=True)
@@ -222,7 +225,11 @@ def id_map_contract(spec: SourceSpec, namespaces: list[str]) -> Contract:
     """The id map holds one column per id namespace (crm_id, visitor_id, account_id...)."""
     return Contract(
         "id_map",
-        tuple(Column(ns, "id", True, f"identifier in the {ns} namespace") for ns in namespaces),
+        tuple(
+            # everyone has a primary id; not everyone has every other kind of id
+            Column(ns, "id", True, f"identifier in the {ns} namespace", values_required=i == 0)
+            for i, ns in enumerate(namespaces)
+        ),
         key=namespaces[0],
     )
 
@@ -260,7 +267,7 @@ def validate_source(
                 f"the required column '{own}'{mapped} is missing; the source has columns "
                 + ", ".join(present[:20]),
                 0,
-                hint="map it under [sources."
+                hint="Map it under [sources."
                 + spec.name
                 + ".columns] in custval.toml, e.g. "
                 + f'{col.name} = "your_column"',
@@ -286,7 +293,7 @@ def validate_source(
             checks[f"unparseable:{own}"] = (col, kind, bad)
             if col.minimum is not None:
                 checks[f"range:{own}"] = (col, f"a value below {col.minimum:g}", parsed < col.minimum)
-        if col.required:
+        if col.required and col.values_required:
             checks[f"missing:{own}"] = (col, "no value in a required column", is_blank(raw))
     counts = table.aggregate(
         __rows=table.count(), **{k: v[2].fill_null(False).sum() for k, v in checks.items()}
@@ -307,7 +314,7 @@ def validate_source(
         severity: Literal["error", "warning"] = "warning" if what == "missing" else "error"
         hint = None
         if what == "unparseable" and col.type in {"timestamp", "date"}:
-            hint = "set date_formats for this source in custval.toml (strptime codes)"
+            hint = "Set date_formats for this source in custval.toml (strptime codes)"
         if what == "missing":
             kind = "no value in a required column; cleaning drops these rows"
         report.findings.append(

@@ -12,9 +12,16 @@ from custval.features._util import days_between, distinct_values, slug
 from custval.features.catalogue import Feature
 
 
-def _services(customers: ir.Table) -> ir.ArrayValue:
-    items = customers.services.split(";").map(lambda s: s.strip().lower())
-    return items.filter(lambda s: s != "")
+def _service_names(customers: ir.Table) -> list[str]:
+    items = customers.select(s=customers.services.split(";").unnest())
+    return distinct_values(items.s.strip().lower().nullif(""))
+
+
+def _subscribes(services: ir.StringValue, name: str) -> ir.IntegerValue:
+    # ";a;b;" contains ";a;" exactly when a is one of the items; no array lambdas, which
+    # DuckDB 2 rejects in the syntax Ibis 12 writes
+    padded = ibis.literal(";") + services.lower().re_replace(r"\s*;\s*", ";").strip() + ";"
+    return padded.contains(f";{name};").fill_null(False).cast("int8")
 
 
 def profile_features(customers: ir.Table, as_of: date) -> tuple[ir.Table, list[Feature]]:
@@ -26,9 +33,8 @@ def profile_features(customers: ir.Table, as_of: date) -> tuple[ir.Table, list[F
     """
     end = ibis.date(as_of)
     c = customers.filter(customers.signup_date.isnull() | (customers.signup_date < end))
-    services = _services(c)
-    names = distinct_values(services.unnest(), exclude=())
-    flags = {f"service_{slug(s)}": services.contains(s).fill_null(False).cast("int8") for s in names}
+    names = _service_names(c)
+    flags = {f"service_{slug(s)}": _subscribes(c.services, s) for s in names}
     years = days_between(end, c.birth_date).cast("float64") / 365.25
     table = c.select(
         "customer_id",
@@ -39,7 +45,7 @@ def profile_features(customers: ir.Table, as_of: date) -> tuple[ir.Table, list[F
         region=c.region,
         acquisition_channel=c.acquisition_channel,
         plan=c.plan,
-        n_services=services.length().fill_null(0),
+        n_services=sum(flags.values(), ibis.literal(0)).cast("int64"),
         segment_label=c.segment_label.nullif("unknown"),
         **flags,
     )

@@ -1,0 +1,150 @@
+"""Bad input: a one-paragraph message naming source, column and rows; non-zero exit; no
+traceback; no partial output."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.company import TABLES, project_toml, write_csv_company
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "CUSTVAL_DEBUG"}
+    return subprocess.run(
+        [sys.executable, "-m", "custval", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+def features_cli(config: Path) -> tuple[subprocess.CompletedProcess[str], Path]:
+    out = config.parent / "out" / "features.parquet"
+    result = run_cli("features", "--config", str(config), "--out", str(out), cwd=config.parent)
+    return result, out
+
+
+def assert_clean_failure(result: subprocess.CompletedProcess[str], out: Path, *needles: str):
+    assert result.returncode != 0, result.stdout
+    message = " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in message, (needle, message)
+    assert not out.exists()
+    leftovers = list(out.parent.glob("*")) if out.parent.exists() else []
+    assert leftovers == [], leftovers
+    return message
+
+
+def rewrite(path: Path, rows: list[tuple]) -> None:
+    with path.open("w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+
+
+def test_good_input_writes_features(tmp_path: Path) -> None:
+    result, out = features_cli(write_csv_company(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert out.exists() and out.with_suffix(".catalogue.json").exists()
+    assert "3 customers" in " ".join(result.stdout.split())
+
+
+def test_missing_required_column(tmp_path: Path) -> None:
+    config = write_csv_company(tmp_path)
+    rows = [r[:3] + r[4:] for r in TABLES["transactions"]]  # drop "amount"
+    rewrite(tmp_path / "transactions.csv", rows)
+    result, out = features_cli(config)
+    assert_clean_failure(
+        result, out, "source 'transactions'", "column 'amount'", "missing", "account_id, ts"
+    )
+
+
+def test_unparseable_date_names_rows(tmp_path: Path) -> None:
+    config = write_csv_company(tmp_path)
+    rows = list(TABLES["transactions"])
+    rows[2] = ("O2", "A1", "2024-13-45 99:00", "50.00", "home", "app")
+    rows[3] = ("O3", "A1", "next tuesday", "1,200.00", "home", "web")
+    rewrite(tmp_path / "transactions.csv", rows)
+    result, out = features_cli(config)
+    message = assert_clean_failure(
+        result,
+        out,
+        "source 'transactions'",
+        "column 'ts'",
+        "2 of 10 rows",
+        "date formats",
+        "'2024-13-45 99:00'",
+        "'next tuesday'",
+        "account_id='A1'",
+    )
+    assert "date_formats" in message  # tells how to fix it
+
+
+def test_validate_reports_and_exits_non_zero(tmp_path: Path) -> None:
+    config = write_csv_company(tmp_path)
+    rows = list(TABLES["web_sessions"])
+    rows[1] = ("S1", "V1", "2024-02-01 10:00:00", "-3", "600", "1", "0", "1", "maybe")
+    rewrite(tmp_path / "web_sessions.csv", rows)
+    result = run_cli("validate", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 1
+    text = " ".join(result.stdout.split())
+    assert "page_views" in text and "below 0" in text
+    assert "converted" in text and "true/false" in text
+    assert "Traceback" not in result.stderr
+
+
+def test_id_map_linking_one_id_to_two_customers(tmp_path: Path) -> None:
+    config = write_csv_company(tmp_path)
+    rows = [*TABLES["id_map"], ("C4", " a1", "")]
+    rewrite(tmp_path / "id_map.csv", rows)
+    result, out = features_cli(config)
+    assert_clean_failure(
+        result,
+        out,
+        "source 'id_map'",
+        "column 'account_id'",
+        "1 account_id values are linked to more than one crm_id",
+        "account_id='A1'",
+        "crm_id='C1, C4'",
+    )
+
+
+def test_unreachable_database(tmp_path: Path) -> None:
+    config = write_csv_company(tmp_path)
+    text = project_toml(
+        {name: f"{name}.csv" for name in TABLES if name != "transactions"}
+        | {"transactions": "postgresql://custval:s3cret@127.0.0.1:1/shop"},
+        extra={"transactions": 'table = "orders"'},
+    )
+    config.write_text(text)
+    result, out = features_cli(config)
+    message = assert_clean_failure(result, out, "source 'transactions'", "127.0.0.1")
+    assert "s3cret" not in message
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    config = write_csv_company(tmp_path)
+    (tmp_path / "interactions.csv").write_text("")
+    result, out = features_cli(config)
+    assert_clean_failure(result, out, "source 'interactions'", "empty")
+
+
+def test_missing_project_file(tmp_path: Path) -> None:
+    result, out = features_cli(tmp_path / "nope.toml")
+    assert_clean_failure(result, out, "nope.toml", "does not exist", "custval init")
+
+
+@pytest.mark.parametrize("bad", ['as_of = "soon"', '[sources.x]\nkind = "orders"'])
+def test_invalid_project_file(tmp_path: Path, bad: str) -> None:
+    config = write_csv_company(tmp_path)
+    config.write_text(config.read_text().replace('as_of = "2024-03-01"', bad, 1))
+    result, out = features_cli(config)
+    assert_clean_failure(result, out, "custval.toml", "invalid")

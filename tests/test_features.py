@@ -1,0 +1,170 @@
+"""Features equal hand-computed values on a tiny company, exactly; later data changes nothing."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from datetime import date
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from custval import pipeline
+from custval.config import load_project
+from tests.company import write_csv_company
+
+
+def features_of(config: Path) -> tuple[dict[str, dict], list]:
+    project = load_project(config)
+    prepared = pipeline.prepare(project)
+    ft = pipeline.features(project, prepared)
+    table = ft.to_pyarrow()
+    return {r["customer_id"]: r for r in table.to_pylist()}, ft.catalogue
+
+
+@pytest.fixture(scope="module")
+def computed(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, dict], list]:
+    return features_of(write_csv_company(tmp_path_factory.mktemp("company")))
+
+
+def test_customers_are_those_known_before_as_of(computed: tuple) -> None:
+    rows, _ = computed
+    # C3 signs up after as_of and never buys; A9's order has no customer in the id map
+    assert sorted(rows) == ["C1", "C2", "C4"]
+
+
+def test_btyd_rfm_by_hand(computed: tuple) -> None:
+    c1 = computed[0]["C1"]
+    # purchase days Jan 1 (100 + 50), Jan 15 (1200), Jan 20 (0), Feb 10 (30); as_of Mar 1
+    assert c1["frequency"] == 3
+    assert c1["recency"] == 40 / 7
+    assert c1["T"] == 60 / 7
+    assert c1["monetary_value"] == (1200 + 0 + 30) / 3
+    c2 = computed[0]["C2"]
+    assert (c2["frequency"], c2["recency"], c2["T"], c2["monetary_value"]) == (0, 0, 10 / 7, 0)
+    c4 = computed[0]["C4"]
+    assert c4["frequency"] is None and c4["T"] is None  # never bought
+
+
+def test_marketing_rfm_trend_and_rhythm_by_hand(computed: tuple) -> None:
+    c1 = computed[0]["C1"]
+    assert c1["recency_days"] == 20
+    assert c1["orders"] == 5
+    assert c1["avg_order_value"] == 1380 / 5
+    assert c1["refunds"] == 1
+    assert c1["refund_amount"] == 50
+    assert c1["revenue"] == 1380 - 50
+    assert c1["days_since_first_purchase"] == 60
+    gaps = [14, 5, 21]
+    assert c1["ipt_mean_days"] == pytest.approx(statistics.mean(gaps), abs=1e-12)
+    assert c1["ipt_std_days"] == pytest.approx(statistics.stdev(gaps), abs=1e-12)
+    assert (c1["ipt_min_days"], c1["ipt_max_days"]) == (5, 21)
+    # 30-day window: recent = [Jan 31, Mar 1), prior = [Jan 1, Jan 31)
+    assert (c1["spend_recent"], c1["spend_prior"]) == (30, 1350)
+    assert c1["spend_trend"] == (30 - 1350) / (30 + 1350)
+    c2 = computed[0]["C2"]
+    assert (c2["orders"], c2["revenue"], c2["refunds"], c2["spend_trend"]) == (1, 20, 0, 1.0)
+    assert c2["ipt_mean_days"] is None
+    c4 = computed[0]["C4"]
+    assert (c4["orders"], c4["revenue"], c4["refund_amount"], c4["recency_days"]) == (
+        0,
+        0,
+        0,
+        None,
+    )
+
+
+def test_product_mix_and_channels_by_hand(computed: tuple) -> None:
+    c1 = computed[0]["C1"]
+    assert c1["share_spend_books"] == 130 / 1380
+    assert c1["share_spend_home"] == 1250 / 1380  # "Home" and "home" are one category
+    assert c1["share_spend_sports"] == 0
+    assert c1["n_categories"] == 2  # the unknown category is not counted
+    assert (c1["share_orders_web"], c1["share_orders_app"], c1["share_orders_branch"]) == (
+        3 / 5,
+        1 / 5,
+        0,
+    )
+    assert c1["favourite_channel"] == "web"
+    c2 = computed[0]["C2"]
+    assert (c2["share_spend_sports"], c2["favourite_channel"], c2["n_categories"]) == (
+        1,
+        "branch",
+        1,
+    )
+    assert computed[0]["C4"]["share_spend_books"] is None
+
+
+def test_profile_by_hand(computed: tuple) -> None:
+    rows = computed[0]
+    c1, c2, c4 = rows["C1"], rows["C2"], rows["C4"]
+    assert c1["customer_age_years"] == 34
+    assert c4["customer_age_years"] == 23
+    assert c2["customer_age_years"] is None
+    assert (c1["tenure_days"], c2["tenure_days"], c4["tenure_days"]) == (274, 77, 425)
+    assert (c1["region"], c1["plan"], c1["acquisition_channel"]) == ("north", "premium", "search")
+    assert (c1["n_services"], c2["n_services"], c4["n_services"]) == (2, 0, 1)
+    assert (c1["service_streaming"], c1["service_backup"], c1["service_support"]) == (1, 1, 0)
+    assert (c1["segment_label"], c2["segment_label"]) == ("vip", None)
+
+
+def test_web_product_service_by_hand(computed: tuple) -> None:
+    rows = computed[0]
+    c1, c2, c4 = rows["C1"], rows["C2"], rows["C4"]
+    assert (c1["website_sessions"], c1["website_views"], c1["pages_per_session"]) == (2, 14, 7)
+    assert (c1["blogs_viewed"], c1["videos_viewed"], c1["whitepapers_viewed"]) == (1, 2, 1)
+    assert c1["web_minutes_per_session"] == 6
+    assert (c1["converted_to_sale"], c1["web_conversion_rate"]) == (1, 0.5)
+    assert c1["days_since_last_session"] == 15
+    # C4's only session has no page views: counted as a session, views unknown
+    assert (c4["website_sessions"], c4["website_views"], c4["pages_per_session"]) == (1, 0, None)
+    assert (c2["website_sessions"], c2["pages_per_session"]) == (0, None)
+
+    assert (c1["product_active_days"], c1["product_features_used"]) == (2, 8)
+    assert c1["product_features_used_per_day"] == 4
+    assert c1["avg_sessions_per_day"] == 1.5
+    assert c1["avg_time_per_session_min"] == 10
+    assert c1["days_since_last_use"] == 28
+    assert (c2["product_active_days"], c2["avg_time_per_session_min"]) == (1, 1)
+    assert c4["product_active_days"] == 0
+
+    assert (c1["tickets"], c1["complaints"], c1["incidents"]) == (1, 1, 0)
+    assert (c1["tickets_resolved_share"], c1["mean_resolution_hours"]) == (1, 5)
+    assert c1["days_since_last_ticket"] == 29
+    assert (c2["tickets"], c2["incidents"], c2["tickets_resolved_share"]) == (2, 1, 0)
+    assert c2["mean_resolution_hours"] is None
+    assert c2["days_since_last_ticket"] == 10
+
+
+def test_catalogue_describes_every_column(computed: tuple) -> None:
+    rows, cat = computed
+    columns = set(next(iter(rows.values())))
+    assert {f.name for f in cat} == columns
+    by_name = {f.name: f for f in cat}
+    assert by_name["T"].unit == "weeks"
+    assert by_name["share_spend_books"].description == "share of spend on books"
+    assert all(f.description and f.unit and f.source for f in cat)
+
+
+def test_data_after_as_of_changes_nothing(tmp_path: Path) -> None:
+    base, _ = features_of(write_csv_company(tmp_path / "base"))
+    more, _ = features_of(write_csv_company(tmp_path / "more", after=True))
+    assert base.keys() == more.keys()
+    for cid in base:
+        for col, value in base[cid].items():
+            other = more[cid][col]
+            if isinstance(value, float) and math.isnan(value):
+                assert math.isnan(other)
+            else:
+                assert other == value, (cid, col)
+
+
+def test_earlier_as_of_moves_the_window(tmp_path: Path) -> None:
+    project = load_project(write_csv_company(tmp_path))
+    prepared = pipeline.prepare(project)
+    table: pa.Table = pipeline.features(project, prepared, date(2024, 1, 16)).to_pyarrow()
+    rows = {r["customer_id"]: r for r in table.to_pylist()}
+    # by Jan 16 C1 has bought on Jan 1 and Jan 15; C2 has not bought yet
+    assert (rows["C1"]["frequency"], rows["C1"]["T"]) == (1, 15 / 7)
+    assert rows["C2"]["orders"] == 0
