@@ -148,3 +148,11 @@ def test_invalid_project_file(tmp_path: Path, bad: str) -> None:
     config.write_text(config.read_text().replace('as_of = "2024-03-01"', bad, 1))
     result, out = features_cli(config)
     assert_clean_failure(result, out, "custval.toml", "invalid")
+
+
+def test_malformed_csv_row_deep_in_the_file(tmp_path: Path) -> None:
+    config = write_csv_company(tmp_path)
+    with (tmp_path / "product_usage.csv").open("a") as fh:
+        fh.write('A1,2024-02-03,1,1,60,"unterminated\n')
+    result, out = features_cli(config)
+    assert_clean_failure(result, out, "source 'product_usage'")

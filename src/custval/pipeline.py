@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 
+import duckdb
 import ibis
 import ibis.expr.types as ir
+import psycopg
+import pyarrow as pa
 import pyarrow.parquet as pq
+from ibis.common.exceptions import IbisError
 
 from custval.config import Project, SourceSpec
 from custval.data import sources
-from custval.data.clean import Cleaned, RuleResult, clean_source
+from custval.data.clean import RuleResult, clean_source
 from custval.data.contracts import (
     CONTRACTS,
     Contract,
@@ -30,9 +35,21 @@ from custval.data.contracts import (
     validate_source,
 )
 from custval.data.identity import IdMap, clean_id_map, link
+from custval.errors import CustvalError
 from custval.features.build import FeatureTable, build_features
 
 Progress = Callable[[str], None]
+
+
+@contextmanager
+def reading(spec: SourceSpec) -> Iterator[None]:
+    """Errors of the engine while working on ``spec`` become a SourceError naming it."""
+    try:
+        yield
+    except CustvalError:
+        raise
+    except (duckdb.Error, IbisError, psycopg.Error, OSError, pa.ArrowException) as exc:
+        raise sources.read_error(spec, exc) from exc
 
 
 def _noop(_: str) -> None:
@@ -73,7 +90,8 @@ def open_all(
     raw: dict[str, ir.Table] = {}
     for name, spec in project.sources.items():
         progress(f"reading {name}")
-        raw[name] = sources.stage(sources.open_source(spec, con), con, f"_raw_{name}")
+        with reading(spec):
+            raw[name] = sources.stage(sources.open_source(spec, con), con, f"_raw_{name}")
     return raw
 
 
@@ -84,7 +102,8 @@ def validate(
     reports = []
     for name, spec in project.sources.items():
         progress(f"validating {name}")
-        reports.append(validate_source(spec, raw[name], contract_for(project, spec)))
+        with reading(spec):
+            reports.append(validate_source(spec, raw[name], contract_for(project, spec)))
     return reports
 
 
@@ -109,10 +128,11 @@ def prepare(
     map_name = project.identity.map_source
     if map_name is not None:
         progress(f"linking identities through {map_name}")
-        idmap = clean_id_map(
-            con, project.sources[map_name], raw[map_name], id_namespaces(project),
-            project.identity.primary,
-        )
+        with reading(project.sources[map_name]):
+            idmap = clean_id_map(
+                con, project.sources[map_name], raw[map_name], id_namespaces(project),
+                project.identity.primary,
+            )
         rules += idmap.rules
     by_kind: dict[str, list[ir.Table]] = {}
     rows_in: dict[str, int] = {}
@@ -121,9 +141,10 @@ def prepare(
         if spec.kind == "id_map":
             continue
         progress(f"cleaning {name}")
-        cleaned: Cleaned = clean_source(con, spec, raw[name], CONTRACTS[spec.kind], now=now)
+        with reading(spec):
+            cleaned = clean_source(con, spec, raw[name], CONTRACTS[spec.kind], now=now)
+            linked, link_rules = link(con, name, cleaned.table, spec.id_namespace, idmap)
         rules += cleaned.rules
-        linked, link_rules = link(con, name, cleaned.table, spec.id_namespace, idmap)
         rules += link_rules
         rows_in[name] = cleaned.rows_in
         rows_out[name] = cleaned.rows_out - sum(r.dropped for r in link_rules)

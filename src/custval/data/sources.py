@@ -272,6 +272,12 @@ def _error(spec: SourceSpec, problem: str, hint: str | None = None) -> SourceErr
     return SourceError(_scrub(problem, spec), source=_label(spec), hint=hint)
 
 
+def read_error(spec: SourceSpec, exc: BaseException) -> SourceError:
+    """A library's error while reading ``spec`` (say a malformed row deep in a large CSV, which
+    lazy reading meets only when a query runs) as a one-paragraph SourceError."""
+    return _error(spec, f"could not be read: {_one_line(exc)}")
+
+
 def _one_line(exc: BaseException, limit: int = 300) -> str:
     """A database or library error as one line, without SQL excerpts and caret markers."""
     lines = []
