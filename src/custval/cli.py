@@ -322,8 +322,8 @@ def demo(
     _print_rules(prepared)
     preview = Table(title="a few customers (selected features)")
     cols = [
-        c for c in ("customer_id", "frequency", "recency", "T", "monetary_value", "revenue",
-                    "plan", "website_sessions", "product_active_days", "tickets")
+        c for c in ("customer_id", "plan", "frequency", "recency", "T", "monetary_value",
+                    "revenue")
         if c in table.column_names
     ]
     for c in cols:
@@ -343,7 +343,7 @@ def _cell(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:,.2f}"
+        return f"{value:,.1f}"
     return str(value)
 
 

@@ -80,8 +80,8 @@ def _typed(spec: SourceSpec, raw: ir.Table, contract: Contract) -> tuple[ir.Tabl
         if col.type == "id" and value.type().is_string():
             flags[f"_ids_normalised:{col.name}"] = value != parsed
         elif col.type in {"timestamp", "date"} and value.type().is_string():
-            first = _try_strptime(value.strip(), spec.formats[0])
-            flags[f"_dates_in_other_formats:{col.name}"] = parsed.notnull() & first.isnull()
+            iso = _try_strptime(value.strip().left(10), "%Y-%m-%d")
+            flags[f"_dates_in_non_iso_formats_parsed:{col.name}"] = parsed.notnull() & iso.isnull()
         elif col.type == "amount" and value.type().is_string():
             flags[f"_thousands_separators_removed:{col.name}"] = value.contains(",")
         elif col.type == "category":

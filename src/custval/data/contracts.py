@@ -82,7 +82,8 @@ CONTRACTS: dict[str, Contract] = {
             Column("acquisition_channel", "category", False, "how the customer was acquired"),
             Column("plan", "category", False, "subscription plan"),
             Column("services", "text", False, "subscribed services, separated by ';'"),
-            Column("segment_label", "category", False, "a known segment, where one is known"),
+            # a label as the business writes it: kept as text, blanks stay missing
+            Column("segment_label", "text", False, "a known segment, where one is known"),
         ),
     ),
     "web_sessions": Contract(

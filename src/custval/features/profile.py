@@ -46,7 +46,7 @@ def profile_features(customers: ir.Table, as_of: date) -> tuple[ir.Table, list[F
         acquisition_channel=c.acquisition_channel,
         plan=c.plan,
         n_services=sum(flags.values(), ibis.literal(0)).cast("int64"),
-        segment_label=c.segment_label.nullif("unknown"),
+        segment_label=c.segment_label,
         **flags,
     )
     specs = [catalogue.service_flag(s, f"service_{slug(s)}") for s in names]
