@@ -25,12 +25,13 @@ from ibis.common.exceptions import IbisError
 
 from custval.config import Project, SourceSpec
 from custval.data import sources
-from custval.data.clean import RuleResult, clean_source
+from custval.data.clean import RuleResult, Staged, clean_source, stage_typed
 from custval.data.contracts import (
     CONTRACTS,
     Contract,
     SourceReport,
     id_map_contract,
+    missing_columns,
     raise_for_errors,
     validate_source,
 )
@@ -115,12 +116,25 @@ def prepare(
 ) -> Prepared:
     """Open, validate, clean and link every source of ``project``.
 
-    Raises :class:`custval.errors.DataValidationError` listing every contract error, before any
-    cleaning, if the data breaks its contracts.
+    Each source is parsed once into a typed table that validation and cleaning share. Raises
+    :class:`custval.errors.DataValidationError` listing every contract error of every source
+    before anything is cleaned.
     """
     con = con or sources.working_connection()
     raw = open_all(project, con, progress)
-    reports = validate(project, raw, progress)
+    reports: list[SourceReport] = []
+    staged: dict[str, Staged] = {}
+    for name, spec in project.sources.items():
+        progress(f"validating {name}")
+        contract = contract_for(project, spec)
+        with reading(spec):
+            missing = missing_columns(spec, raw[name], contract)
+            if missing or spec.kind == "id_map":
+                report = validate_source(spec, raw[name], contract)
+            else:
+                staged[name] = stage_typed(con, spec, raw[name], contract)
+                report = validate_source(spec, raw[name], contract, staged[name].table)
+        reports.append(report)
     raise_for_errors(reports)
 
     rules: list[RuleResult] = []
@@ -142,10 +156,9 @@ def prepare(
             continue
         progress(f"cleaning {name}")
         with reading(spec):
-            cleaned = clean_source(con, spec, raw[name], CONTRACTS[spec.kind], now=now)
+            cleaned = clean_source(con, staged[name], now=now)
             linked, link_rules = link(con, name, cleaned.table, spec.id_namespace, idmap)
-        rules += cleaned.rules
-        rules += link_rules
+        rules += cleaned.rules + link_rules
         rows_in[name] = cleaned.rows_in
         rows_out[name] = cleaned.rows_out - sum(r.dropped for r in link_rules)
         by_kind.setdefault(spec.kind, []).append(linked)

@@ -28,7 +28,7 @@ import ibis
 import ibis.expr.types as ir
 
 from custval.config import SourceSpec
-from custval.data.contracts import Contract, _try_strptime, coerce, is_blank
+from custval.data.contracts import Contract, _try_strptime, checks, coerce, is_blank
 
 _IBIS_TYPES = {
     "id": "string",
@@ -65,8 +65,9 @@ class Cleaned:
     rules: list[RuleResult]
 
 
-def _typed(spec: SourceSpec, raw: ir.Table, contract: Contract) -> tuple[ir.Table, dict]:
-    """Select the contract's columns, typed, with flag columns that count what each rule does."""
+def _typed(spec: SourceSpec, raw: ir.Table, contract: Contract) -> tuple[ir.Table, list[str]]:
+    """Select the contract's columns, typed, with boolean columns that count what each cleaning
+    rule does (``_<rule>:<column>``) and what validation checks (``_check:<key>``)."""
     cols: dict[str, ir.Value] = {}
     flags: dict[str, ir.Value] = {}
     for col in contract.columns:
@@ -88,16 +89,34 @@ def _typed(spec: SourceSpec, raw: ir.Table, contract: Contract) -> tuple[ir.Tabl
             flags[f"_missing_set_to_unknown:{col.name}"] = is_blank(value)
         elif col.type in {"number", "bool"}:
             flags[f"_missing_left_empty:{col.name}"] = is_blank(value)
-    return raw.select(**cols, **{k: v.fill_null(False) for k, v in flags.items()}), flags
+    for key, (_col, _problem, predicate) in checks(spec, raw, contract).items():
+        flags[f"_check:{key}"] = predicate
+    typed = raw.select(**cols, **{k: v.fill_null(False) for k, v in flags.items()})
+    return typed, list(flags)
+
+
+@dataclass
+class Staged:
+    """A source parsed into custval's columns and types, materialised once, with the flags that
+    validation and cleaning count."""
+
+    spec: SourceSpec
+    contract: Contract
+    table: ir.Table
+    flags: list[str]
+
+
+def stage_typed(
+    con: ibis.BaseBackend, spec: SourceSpec, raw: ir.Table, contract: Contract
+) -> Staged:
+    """Parse ``raw`` once into a temporary table on ``con`` (see :func:`clean_source`)."""
+    typed, flags = _typed(spec, raw, contract)
+    table = con.create_table(f"_typed_{spec.name}", typed, temp=True, overwrite=True)
+    return Staged(spec, contract, table, flags)
 
 
 def clean_source(
-    con: ibis.BaseBackend,
-    spec: SourceSpec,
-    raw: ir.Table,
-    contract: Contract,
-    *,
-    now: datetime | None = None,
+    con: ibis.BaseBackend, staged: Staged, *, now: datetime | None = None
 ) -> Cleaned:
     """Apply the cleaning policy to one raw source and materialise the result on ``con``.
 
@@ -106,13 +125,15 @@ def clean_source(
 
     Example
     -------
-    >>> cleaned = clean_source(con, spec, raw, CONTRACTS["transactions"])  # doctest: +SKIP
+    >>> staged = stage_typed(con, spec, raw, CONTRACTS["transactions"])  # doctest: +SKIP
+    >>> cleaned = clean_source(con, staged)
     >>> [(r.rule, r.changed, r.dropped) for r in cleaned.rules][:2]
     [('ids normalised (customer_id)', 12, 0), ('duplicate rows', 0, 31)]
     """
     now = now or datetime.now()
-    typed, flags = _typed(spec, raw, contract)
-    staged = con.create_table(f"_typed_{spec.name}", typed, temp=True, overwrite=True)
+    spec, contract = staged.spec, staged.contract
+    rule_flags = [f for f in staged.flags if not f.startswith("_check:")]
+    typed = staged.table
 
     required_ids = [c.name for c in contract.columns if c.required and c.type == "id"]
     times = [c.name for c in contract.columns if c.type in {"timestamp", "date"}]
@@ -120,16 +141,16 @@ def clean_source(
 
     drops: dict[str, ir.BooleanColumn] = {}
     for name in required_ids:
-        drops[f"rows without {name}"] = staged[name].isnull() | (staged[name] == "")
+        drops[f"rows without {name}"] = typed[name].isnull() | (typed[name] == "")
     for name in required_times:
-        drops[f"rows without {name}"] = staged[name].isnull()
+        drops[f"rows without {name}"] = typed[name].isnull()
     for name in times:
         drops[f"future dates ({name} after {now:%Y-%m-%d %H:%M})"] = (
-            staged[name].cast("timestamp") > ibis.literal(now)
+            typed[name].cast("timestamp") > ibis.literal(now)
         ).fill_null(False)
 
-    aggs: dict[str, ir.Value] = {"rows": staged.count()}
-    aggs.update({k: staged[k].sum() for k in flags})
+    aggs: dict[str, ir.Value] = {"rows": typed.count()}
+    aggs.update({k: typed[k].sum() for k in rule_flags})
     # each drop rule counts only rows that earlier rules kept, so the counts add up
     kept_so_far = ibis.literal(True)
     for label, predicate in drops.items():
@@ -137,12 +158,12 @@ def clean_source(
         kept_so_far = kept_so_far & ~predicate
     is_refund = None
     if contract.kind == "transactions":
-        is_refund = staged.amount < 0
+        is_refund = typed.amount < 0
         aggs["refunds"] = is_refund.sum()
-    counts = staged.aggregate(**aggs).to_pyarrow().to_pylist()[0]
+    counts = typed.aggregate(**aggs).to_pyarrow().to_pylist()[0]
 
     rules: list[RuleResult] = []
-    for key in flags:
+    for key in rule_flags:
         label, col = key[1:].split(":")
         n = int(counts[key] or 0)
         rules.append(RuleResult(spec.name, f"{label.replace('_', ' ')} ({col})", changed=n))
@@ -157,9 +178,9 @@ def clean_source(
         )
 
     fills = {
-        c.name: staged[c.name].fill_null(UNKNOWN) for c in contract.columns if c.type == "category"
+        c.name: typed[c.name].fill_null(UNKNOWN) for c in contract.columns if c.type == "category"
     }
-    kept = staged.filter(keep).drop(*flags).mutate(**fills)
+    kept = typed.filter(keep).drop(*staged.flags).mutate(**fills)
     if is_refund is not None:
         kept = kept.mutate(is_refund=kept.amount < 0)
     deduped = kept.distinct()
