@@ -8,7 +8,6 @@ no traceback. Set CUSTVAL_DEBUG=1 to see tracebacks.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -79,7 +78,7 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
 @contextmanager
 def steps(total: int, quiet: bool = False) -> Iterator[Callable[[str], None]]:
     """A rich progress bar advanced by calling the yielded function with a step's name."""
-    if quiet or not err.is_terminal and not os.environ.get("CUSTVAL_PROGRESS"):
+    if quiet or (not err.is_terminal and not os.environ.get("CUSTVAL_PROGRESS")):
         yield lambda _step: None
         return
     with Progress(
@@ -237,22 +236,21 @@ def _print_rules(prepared: Any) -> None:
 def run_features(
     config: Path, out_path: Path, as_of: date | None, quiet: bool = False
 ) -> tuple[Any, Any, Path]:
-    """Shared by `features` and `demo`: prepare the project and write the feature table."""
+    """Shared by `features` and `demo`: prepare the project and write the feature table.
+
+    Returns the prepared project, the written file's Parquet metadata and the catalogue path.
+    """
+    import pyarrow.parquet as pq
+
     from custval import pipeline
 
     project = _load(config)
-    with steps(3 * len(project.sources) + 2, quiet) as advance:
+    with steps(2 * len(project.sources) + 2, quiet) as advance:
         prepared = pipeline.prepare(project, progress=advance)
-        advance("computing features")
+        advance("computing and writing features")
         ft = pipeline.features(project, prepared, as_of)
-        table = ft.to_pyarrow()
-        advance("writing")
-        pipeline.write_parquet_atomic(table, out_path)
-        cat_path = out_path.with_suffix(".catalogue.json")
-        tmp = cat_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps([f.as_dict() for f in ft.catalogue], indent=1))
-        tmp.replace(cat_path)
-    return prepared, table, cat_path
+        pipeline.write_features(ft, out_path)
+    return prepared, pq.ParquetFile(out_path).metadata, out_path.with_suffix(".catalogue.json")
 
 
 @app.command()
@@ -275,10 +273,10 @@ def features(
     catalogue of their meanings beside it.
     """
     day = _parse_date(as_of) if as_of else None
-    prepared, table, cat_path = run_features(config, out_path, day)
+    prepared, meta, cat_path = run_features(config, out_path, day)
     _print_rules(prepared)
     out.print(
-        f"features: {table.num_rows:,} customers x {table.num_columns - 1} features -> "
+        f"features: {meta.num_rows:,} customers x {meta.num_columns - 1} features -> "
         f"{out_path} (catalogue: {cat_path})"
     )
 
@@ -318,22 +316,24 @@ def demo(
         raise typer.Exit(1)
     out.rule("3. cleaning, customer 360 and features")
     features_path = out_dir / "features.parquet"
-    prepared, table, cat_path = run_features(config, features_path, None)
+    prepared, meta, cat_path = run_features(config, features_path, None)
     _print_rules(prepared)
     preview = Table(title="a few customers (selected features)")
     cols = [
         c for c in ("customer_id", "plan", "frequency", "recency", "T", "monetary_value",
                     "revenue")
-        if c in table.column_names
+        if c in meta.schema.names
     ]
     for c in cols:
         preview.add_column(c, justify="left" if c in ("customer_id", "plan") else "right")
-    for row in table.select(cols).slice(0, 5).to_pylist():
+    import pyarrow.parquet as pq
+
+    for row in pq.read_table(features_path, columns=cols).slice(0, 5).to_pylist():
         preview.add_row(*[_cell(row[c]) for c in cols])
     out.print(preview)
     out.rule("done")
-    out.print(f"feature table : {features_path}  ({table.num_rows:,} customers x "
-              f"{table.num_columns - 1} features)")
+    out.print(f"feature table : {features_path}  ({meta.num_rows:,} customers x "
+              f"{meta.num_columns - 1} features)")
     out.print(f"catalogue     : {cat_path}")
     out.print(f"raw data      : {result.out}  (project file {config})")
     out.print(f"true params   : {result.out / 'truth'}")

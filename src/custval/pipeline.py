@@ -7,8 +7,8 @@ and HTTP sources are copied into it once.
 
 from __future__ import annotations
 
+import json
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,7 +20,6 @@ import ibis
 import ibis.expr.types as ir
 import psycopg
 import pyarrow as pa
-import pyarrow.parquet as pq
 from ibis.common.exceptions import IbisError
 
 from custval.config import Project, SourceSpec
@@ -35,7 +34,7 @@ from custval.data.contracts import (
     raise_for_errors,
     validate_source,
 )
-from custval.data.identity import IdMap, clean_id_map, link
+from custval.data.identity import IdMap, clean_id_map, linker, unlinked_rule
 from custval.errors import CustvalError
 from custval.features.build import FeatureTable, build_features
 
@@ -156,12 +155,17 @@ def prepare(
             continue
         progress(f"cleaning {name}")
         with reading(spec):
-            cleaned = clean_source(con, staged[name], now=now)
-            linked, link_rules = link(con, name, cleaned.table, spec.id_namespace, idmap)
-        rules += cleaned.rules + link_rules
+            attach = linker(name, spec.id_namespace, idmap)
+            cleaned = clean_source(con, staged[name], now=now, link=attach)
+        rules += cleaned.rules
+        if attach is not None:
+            rules.append(
+                unlinked_rule(name, str(spec.id_namespace), cleaned.unlinked_rows,
+                              cleaned.unlinked_ids)
+            )
         rows_in[name] = cleaned.rows_in
-        rows_out[name] = cleaned.rows_out - sum(r.dropped for r in link_rules)
-        by_kind.setdefault(spec.kind, []).append(linked)
+        rows_out[name] = cleaned.rows_out
+        by_kind.setdefault(spec.kind, []).append(cleaned.table)
     tables = {}
     for kind, parts in by_kind.items():
         table = parts[0]
@@ -183,16 +187,23 @@ def features(
     )
 
 
-def write_parquet_atomic(table, path: str | Path) -> Path:  # noqa: ANN001 - a pyarrow.Table
-    """Write ``table`` to ``path`` so that readers see the whole file or none."""
+def write_features(ft: FeatureTable, path: str | Path) -> Path:
+    """Write the feature table (sorted by customer_id) to Parquet, with its catalogue as JSON
+    beside it (``<name>.catalogue.json``); readers see whole files or none.
+
+    The engine writes the Parquet file itself, so the table never passes through Python.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    catalogue = path.with_suffix(".catalogue.json")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp_cat = catalogue.with_name(f".{catalogue.name}.tmp")
     try:
-        pq.write_table(table, tmp)
+        ft.table.order_by("customer_id").to_parquet(tmp)
+        tmp_cat.write_text(json.dumps([f.as_dict() for f in ft.catalogue], indent=1))
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        os.replace(tmp_cat, catalogue)
+    finally:
+        tmp.unlink(missing_ok=True)
+        tmp_cat.unlink(missing_ok=True)
     return path

@@ -21,6 +21,7 @@ Unparseable values never reach cleaning: validation (:mod:`custval.data.contract
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -28,7 +29,7 @@ import ibis
 import ibis.expr.types as ir
 
 from custval.config import SourceSpec
-from custval.data.contracts import Contract, _try_strptime, checks, coerce, is_blank
+from custval.data.contracts import Contract, _substring, coerce, is_blank
 
 _IBIS_TYPES = {
     "id": "string",
@@ -63,11 +64,14 @@ class Cleaned:
     rows_in: int
     rows_out: int
     rules: list[RuleResult]
+    unlinked_rows: int = 0
+    unlinked_ids: int = 0
 
 
 def _typed(spec: SourceSpec, raw: ir.Table, contract: Contract) -> tuple[ir.Table, list[str]]:
-    """Select the contract's columns, typed, with boolean columns that count what each cleaning
-    rule does (``_<rule>:<column>``) and what validation checks (``_check:<key>``)."""
+    """Select the contract's columns, typed, with boolean flag columns: ``_blank:<column>`` for
+    raw values that are empty (validation and the missing-value rules count them) and
+    ``_<rule>:<column>`` for what other rules change."""
     cols: dict[str, ir.Value] = {}
     flags: dict[str, ir.Value] = {}
     for col in contract.columns:
@@ -78,19 +82,16 @@ def _typed(spec: SourceSpec, raw: ir.Table, contract: Contract) -> tuple[ir.Tabl
         value = raw[own]
         parsed = coerce(value, col, spec.formats)
         cols[col.name] = parsed
+        flags[f"_blank:{col.name}"] = is_blank(value)
         if col.type == "id" and value.type().is_string():
             flags[f"_ids_normalised:{col.name}"] = value != parsed
         elif col.type in {"timestamp", "date"} and value.type().is_string():
-            iso = _try_strptime(value.strip().left(10), "%Y-%m-%d")
-            flags[f"_dates_in_non_iso_formats_parsed:{col.name}"] = parsed.notnull() & iso.isnull()
+            # every ISO layout has "-" as its 5th character; no other default layout does
+            flags[f"_dates_in_non_iso_formats_parsed:{col.name}"] = parsed.notnull() & (
+                _substring(value, 5, 1) != "-"
+            )
         elif col.type == "amount" and value.type().is_string():
             flags[f"_thousands_separators_removed:{col.name}"] = value.contains(",")
-        elif col.type == "category":
-            flags[f"_missing_set_to_unknown:{col.name}"] = is_blank(value)
-        elif col.type in {"number", "bool"}:
-            flags[f"_missing_left_empty:{col.name}"] = is_blank(value)
-    for key, (_col, _problem, predicate) in checks(spec, raw, contract).items():
-        flags[f"_check:{key}"] = predicate
     typed = raw.select(**cols, **{k: v.fill_null(False) for k, v in flags.items()})
     return typed, list(flags)
 
@@ -116,12 +117,19 @@ def stage_typed(
 
 
 def clean_source(
-    con: ibis.BaseBackend, staged: Staged, *, now: datetime | None = None
+    con: ibis.BaseBackend,
+    staged: Staged,
+    *,
+    now: datetime | None = None,
+    link: Callable[[ir.Table], ir.Table] | None = None,
 ) -> Cleaned:
-    """Apply the cleaning policy to one raw source and materialise the result on ``con``.
+    """Apply the cleaning policy to one staged source and materialise the result on ``con``.
 
     The result has custval's column names and types (missing optional columns are null), plus
     ``is_refund`` for transactions. ``now`` is the moment after which dates count as future.
+    ``link`` (see :func:`custval.data.identity.linker`) gives rows their customer's primary id
+    in the same pass; rows it cannot link are counted in ``unlinked_rows``/``unlinked_ids`` and
+    left out of the table.
 
     Example
     -------
@@ -132,7 +140,7 @@ def clean_source(
     """
     now = now or datetime.now()
     spec, contract = staged.spec, staged.contract
-    rule_flags = [f for f in staged.flags if not f.startswith("_check:")]
+    rule_flags = staged.flags
     typed = staged.table
 
     required_ids = [c.name for c in contract.columns if c.required and c.type == "id"]
@@ -165,6 +173,14 @@ def clean_source(
     rules: list[RuleResult] = []
     for key in rule_flags:
         label, col = key[1:].split(":")
+        kind = contract.get(col).type
+        if label == "blank":
+            if kind == "category":
+                label = "missing set to unknown"
+            elif kind in {"number", "bool"}:
+                label = "missing left empty"
+            else:
+                continue  # required columns: counted by the drop rules below
         n = int(counts[key] or 0)
         rules.append(RuleResult(spec.name, f"{label.replace('_', ' ')} ({col})", changed=n))
     keep = ibis.literal(True)
@@ -187,10 +203,25 @@ def clean_source(
     if contract.kind == "customers":
         # one profile per customer: conflicting rows for one id are resolved deterministically
         deduped = deduped.order_by(*deduped.columns).distinct(on="customer_id", keep="first")
+    if link is not None:
+        deduped = link(deduped)
     final = con.create_table(f"_clean_{spec.name}", deduped, temp=True, overwrite=True)
-    rows_out = int(final.count().to_pyarrow().as_py())
+    stats = {"rows": final.count()}
+    if link is not None:
+        unlinked = final.customer_id.isnull()
+        stats |= {
+            "unlinked_rows": unlinked.sum(),
+            "unlinked_ids": final._source_id.nunique(where=unlinked),
+        }
+    counted = final.aggregate(**stats).to_pyarrow().to_pylist()[0]
     before_dedupe = remaining - sum(r.dropped for r in rules)
     label = "duplicate rows" if contract.kind != "customers" else "duplicate or conflicting rows"
-    rules.append(RuleResult(spec.name, label, dropped=before_dedupe - rows_out))
+    rules.append(RuleResult(spec.name, label, dropped=before_dedupe - int(counted["rows"])))
     con.drop_table(f"_typed_{spec.name}", force=True)
-    return Cleaned(spec.name, contract.kind, final, remaining, rows_out, rules)
+    unlinked_rows = int(counted.get("unlinked_rows") or 0)
+    if link is not None:
+        final = final.filter(final.customer_id.notnull()).drop("_source_id")
+    return Cleaned(
+        spec.name, contract.kind, final, remaining, int(counted["rows"]) - unlinked_rows, rules,
+        unlinked_rows, int(counted.get("unlinked_ids") or 0),
+    )

@@ -16,6 +16,7 @@ Rules, each counted:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import ibis
@@ -23,6 +24,7 @@ import ibis.expr.types as ir
 
 from custval.config import SourceSpec
 from custval.data.clean import RuleResult
+from custval.data.contracts import Column, coerce
 from custval.errors import MAX_EXAMPLES, IdentityError
 
 
@@ -61,7 +63,8 @@ def clean_id_map(
     """
     cols = {}
     for ns in namespaces:
-        value = raw[spec.column(ns)].cast("string").strip().upper()
+        # the same normalisation as every source's ids, or the join would miss
+        value = coerce(raw[spec.column(ns)], Column(ns, "id"), ())
         cols[ns] = ibis.ifelse(value == "", ibis.null("string"), value)
     typed = raw.select(**cols)
     counts = typed.aggregate(
@@ -106,16 +109,18 @@ def clean_id_map(
     return idmap
 
 
-def link(
-    con: ibis.BaseBackend, name: str, table: ir.Table, namespace: str | None, idmap: IdMap | None
-) -> tuple[ir.Table, list[RuleResult]]:
-    """Give every row of a cleaned source the customer's primary id in ``customer_id``.
+def linker(
+    name: str, namespace: str | None, idmap: IdMap | None
+) -> Callable[[ir.Table], ir.Table] | None:
+    """How to give a cleaned source's rows the customer's primary id, or None when nothing needs
+    linking (no id map, or the source is keyed by the primary namespace already).
 
-    Rows whose id the map does not know are dropped and counted. A source already keyed by the
-    primary namespace (or any source when there is no id map) is returned as it is.
+    The returned function keeps every row: ``customer_id`` becomes the primary id, or null where
+    the map does not know the row's id; ``_source_id`` keeps the row's own id, so that cleaning
+    can count the unmatched rows and ids in the same pass that materialises the table.
     """
     if idmap is None or namespace in (None, idmap.primary):
-        return table, []
+        return None
     if namespace not in idmap.namespaces:
         raise IdentityError(
             f"id_namespace '{namespace}' is not a column of the id map (it has "
@@ -124,17 +129,18 @@ def link(
             source=name,
         )
     pairs = idmap.pairs(namespace)
-    joined = table.rename(_linked_id="customer_id").inner_join(pairs, "_linked_id")
-    linked = joined.drop("_linked_id")
-    linked = linked.select("customer_id", *[c for c in linked.columns if c != "customer_id"])
-    out = con.create_table(f"_linked_{name}", linked, temp=True, overwrite=True)
-    unmatched = table.anti_join(pairs, table.customer_id == pairs._linked_id)
-    stats = unmatched.aggregate(
-        rows=unmatched.count(), ids=unmatched.customer_id.nunique()
-    ).to_pyarrow().to_pylist()[0]
-    rule = RuleResult(
-        name,
-        f"rows whose {namespace} is not in the id map ({int(stats['ids'])} distinct ids)",
-        dropped=int(stats["rows"]),
+
+    def attach(table: ir.Table) -> ir.Table:
+        own = table.rename(_source_id="customer_id")
+        joined = own.left_join(pairs, own._source_id == pairs._linked_id)
+        rest = [c for c in table.columns if c != "customer_id"]
+        return joined.select(joined.customer_id, *rest, _source_id=joined._source_id)
+
+    return attach
+
+
+def unlinked_rule(name: str, namespace: str, rows: int, ids: int) -> RuleResult:
+    """The count of rows dropped because the id map does not know their id."""
+    return RuleResult(
+        name, f"rows whose {namespace} is not in the id map ({ids} distinct ids)", dropped=rows
     )
-    return out, [rule]

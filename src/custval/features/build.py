@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
-import ibis
 import ibis.expr.types as ir
 
 from custval.features import catalogue
@@ -36,7 +35,7 @@ class FeatureTable:
     catalogue: list[Feature]
     as_of: date
 
-    def to_pyarrow(self):  # noqa: ANN201 - pyarrow is imported lazily by ibis
+    def to_pyarrow(self):
         return self.table.order_by("customer_id").to_pyarrow()
 
 
