@@ -141,8 +141,7 @@ def compare(custval_out: Path, sql_out: Path) -> None:
     b = pq.read_table(sql_out).sort_by("customer_id")
     a = a.filter(a["frequency"].is_valid())
     assert a["customer_id"].to_pylist() == b["customer_id"].to_pylist(), "customer sets differ"
-    for col in ("frequency", "recency", "T", "monetary_value", "recency_days", "orders",
-                "revenue"):
+    for col in ("frequency", "recency", "T", "monetary_value", "recency_days", "orders", "revenue"):
         x = a[col].to_numpy(zero_copy_only=False).astype(float)
         y = b[col].to_numpy(zero_copy_only=False).astype(float)
         assert np.allclose(x, y, rtol=1e-9, atol=1e-6), f"column {col} differs"
@@ -175,16 +174,20 @@ def main() -> int:
         }
         compare(tmp / "custval.parquet", tmp / "sql.parquet")
     base = runs["hand-written DuckDB SQL (RFM)"]["wall_s"]
-    print(f"\n{args.customers:,} customers, {tx_rows:,} transaction rows (Parquet), "
-          f"{os.cpu_count()} cores")
+    print(
+        f"\n{args.customers:,} customers, {tx_rows:,} transaction rows (Parquet), "
+        f"{os.cpu_count()} cores"
+    )
     print(f"{'contender':<46} {'wall s':>8} {'peak MiB':>9} {'x SQL':>6}")
     for name, r in runs.items():
         print(f"{name:<46} {r['wall_s']:>8.2f} {r['peak_mib']:>9.0f} {r['wall_s'] / base:>6.2f}")
     ratio = runs["custval features (transactions + id map)"]["wall_s"] / base
     peak = max(r["peak_mib"] for r in runs.values())
     ok = ratio <= RATIO_TARGET and peak < MEMORY_TARGET_MIB
-    print(f"\nratio custval / SQL = {ratio:.2f} (target <= {RATIO_TARGET}); peak memory "
-          f"{peak:.0f} MiB (target < {MEMORY_TARGET_MIB}); RFM columns agree: yes")
+    print(
+        f"\nratio custval / SQL = {ratio:.2f} (target <= {RATIO_TARGET}); peak memory "
+        f"{peak:.0f} MiB (target < {MEMORY_TARGET_MIB}); RFM columns agree: yes"
+    )
     print("targets met" if ok else "TARGETS MISSED")
     print(json.dumps({"customers": args.customers, "transactions": tx_rows, "runs": runs}))
     return 0 if ok else 1

@@ -95,9 +95,7 @@ def pg_company(pg_url: str) -> Iterator[str]:
         con.execute(f"CREATE SCHEMA {schema}")
         for name in TABLES:
             header, *body = rows(name)
-            con.execute(
-                f"CREATE TABLE {schema}.{name} ({', '.join(f'{h} TEXT' for h in header)})"
-            )
+            con.execute(f"CREATE TABLE {schema}.{name} ({', '.join(f'{h} TEXT' for h in header)})")
             with con.cursor().copy(f"COPY {schema}.{name} FROM STDIN") as copy:
                 for r in body:
                     copy.write_row([v if v != "" else None for v in r])

@@ -262,8 +262,10 @@ def features(
     ] = Path("features.parquet"),
     as_of: Annotated[
         str | None,
-        typer.Option(help="As-of date YYYY-MM-DD (default: the project's). Only data strictly "
-                     "before it is used."),
+        typer.Option(
+            help="As-of date YYYY-MM-DD (default: the project's). Only data strictly "
+            "before it is used."
+        ),
     ] = None,
 ) -> None:
     """Build the customer 360 and the feature table (one row per customer) at the as-of date.
@@ -320,8 +322,8 @@ def demo(
     _print_rules(prepared)
     preview = Table(title="a few customers (selected features)")
     cols = [
-        c for c in ("customer_id", "plan", "frequency", "recency", "T", "monetary_value",
-                    "revenue")
+        c
+        for c in ("customer_id", "plan", "frequency", "recency", "T", "monetary_value", "revenue")
         if c in meta.schema.names
     ]
     for c in cols:
@@ -332,8 +334,10 @@ def demo(
         preview.add_row(*[_cell(row[c]) for c in cols])
     out.print(preview)
     out.rule("done")
-    out.print(f"feature table : {features_path}  ({meta.num_rows:,} customers x "
-              f"{meta.num_columns - 1} features)")
+    out.print(
+        f"feature table : {features_path}  ({meta.num_rows:,} customers x "
+        f"{meta.num_columns - 1} features)"
+    )
     out.print(f"catalogue     : {cat_path}")
     out.print(f"raw data      : {result.out}  (project file {config})")
     out.print(f"true params   : {result.out / 'truth'}")

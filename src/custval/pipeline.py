@@ -143,7 +143,10 @@ def prepare(
         progress(f"linking identities through {map_name}")
         with reading(project.sources[map_name]):
             idmap = clean_id_map(
-                con, project.sources[map_name], raw[map_name], id_namespaces(project),
+                con,
+                project.sources[map_name],
+                raw[map_name],
+                id_namespaces(project),
                 project.identity.primary,
             )
         rules += idmap.rules
@@ -160,8 +163,9 @@ def prepare(
         rules += cleaned.rules
         if attach is not None:
             rules.append(
-                unlinked_rule(name, str(spec.id_namespace), cleaned.unlinked_rows,
-                              cleaned.unlinked_ids)
+                unlinked_rule(
+                    name, str(spec.id_namespace), cleaned.unlinked_rows, cleaned.unlinked_ids
+                )
             )
         rows_in[name] = cleaned.rows_in
         rows_out[name] = cleaned.rows_out
@@ -175,9 +179,7 @@ def prepare(
     return Prepared(con, tables, reports, rules, rows_in, rows_out)
 
 
-def features(
-    project: Project, prepared: Prepared, as_of: date | None = None
-) -> FeatureTable:
+def features(project: Project, prepared: Prepared, as_of: date | None = None) -> FeatureTable:
     """The feature table of a prepared project at ``as_of`` (default: the project's)."""
     return build_features(
         prepared.tables,

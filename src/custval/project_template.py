@@ -1,6 +1,6 @@
 """The commented example project file that ``custval init`` writes."""
 
-TEMPLATE = '''\
+TEMPLATE = """\
 # custval project file. Paths are relative to this file; ${VAR} is read from the environment.
 # Check it with:   custval validate --config custval.toml
 # Build features:  custval features --config custval.toml --out features.parquet
@@ -70,4 +70,4 @@ kind = "id_map"
 uri = "data/id_map.csv"
 # [sources.id_map.columns]
 # crm_id = "customer_number"
-'''
+"""

@@ -190,7 +190,9 @@ def clean_source(
         rules.append(RuleResult(spec.name, label, dropped=int(counts[f"drop:{label}"] or 0)))
     if is_refund is not None:
         rules.append(
-            RuleResult(spec.name, "negative amounts flagged as refunds", changed=int(counts["refunds"]))
+            RuleResult(
+                spec.name, "negative amounts flagged as refunds", changed=int(counts["refunds"])
+            )
         )
 
     fills = {
@@ -222,6 +224,12 @@ def clean_source(
     if link is not None:
         final = final.filter(final.customer_id.notnull()).drop("_source_id")
     return Cleaned(
-        spec.name, contract.kind, final, remaining, int(counted["rows"]) - unlinked_rows, rules,
-        unlinked_rows, int(counted.get("unlinked_ids") or 0),
+        spec.name,
+        contract.kind,
+        final,
+        remaining,
+        int(counted["rows"]) - unlinked_rows,
+        rules,
+        unlinked_rows,
+        int(counted.get("unlinked_ids") or 0),
     )

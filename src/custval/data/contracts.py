@@ -215,9 +215,8 @@ def coerce(value: ir.Column, column: Column, formats: tuple[str, ...]) -> ir.Col
         if dtype.is_boolean():
             return value
         text = _trim(value.cast("string")).lower()
-        return (
-            ibis.cases((text.isin(TRUE_WORDS), True), (text.isin(FALSE_WORDS), False))
-            .cast("boolean")
+        return ibis.cases((text.isin(TRUE_WORDS), True), (text.isin(FALSE_WORDS), False)).cast(
+            "boolean"
         )
     raise AssertionError(f"unknown column type {column.type}")
 
@@ -341,10 +340,16 @@ def checks(
         if col.type in _PROBLEMS:
             found[f"unparseable:{own}"] = (col, _PROBLEMS[col.type], ~blank & parsed.isnull())
             if col.minimum is not None:
-                found[f"range:{own}"] = (col, f"a value below {col.minimum:g}", parsed < col.minimum)
+                found[f"range:{own}"] = (
+                    col,
+                    f"a value below {col.minimum:g}",
+                    parsed < col.minimum,
+                )
         if col.required and col.values_required:
             found[f"missing:{own}"] = (
-                col, "no value in a required column; cleaning drops these rows", blank,
+                col,
+                "no value in a required column; cleaning drops these rows",
+                blank,
             )
     return found
 

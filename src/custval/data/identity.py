@@ -67,9 +67,11 @@ def clean_id_map(
         value = coerce(raw[spec.column(ns)], Column(ns, "id"), ())
         cols[ns] = ibis.ifelse(value == "", ibis.null("string"), value)
     typed = raw.select(**cols)
-    counts = typed.aggregate(
-        rows=typed.count(), no_primary=typed[primary].isnull().sum()
-    ).to_pyarrow().to_pylist()[0]
+    counts = (
+        typed.aggregate(rows=typed.count(), no_primary=typed[primary].isnull().sum())
+        .to_pyarrow()
+        .to_pylist()[0]
+    )
     kept = typed.filter(typed[primary].notnull()).distinct()
     table = con.create_table(f"_idmap_{spec.name}", kept, temp=True, overwrite=True)
     rows_out = int(table.count().to_pyarrow().as_py())

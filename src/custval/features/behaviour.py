@@ -15,8 +15,12 @@ from custval.features._util import cutoff, days_between, safe_ratio
 
 COUNTS = {
     "web_sessions": (
-        "website_sessions", "website_views", "blogs_viewed", "videos_viewed",
-        "whitepapers_viewed", "converted_to_sale",
+        "website_sessions",
+        "website_views",
+        "blogs_viewed",
+        "videos_viewed",
+        "whitepapers_viewed",
+        "converted_to_sale",
     ),
     "product_usage": ("product_active_days", "product_features_used"),
     "interactions": ("tickets", "complaints", "incidents"),

@@ -23,8 +23,15 @@ from custval.features.catalogue import Feature
 from custval.features.profile import profile_features
 from custval.features.transactions import mix_features, rfm_features
 
-TX_COUNTS = ("orders", "revenue", "refunds", "refund_amount", "spend_recent", "spend_prior",
-             "n_categories")
+TX_COUNTS = (
+    "orders",
+    "revenue",
+    "refunds",
+    "refund_amount",
+    "spend_recent",
+    "spend_prior",
+    "n_categories",
+)
 
 
 @dataclass
