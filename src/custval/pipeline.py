@@ -8,7 +8,6 @@ and HTTP sources are copied into it once.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -203,8 +202,8 @@ def write_features(ft: FeatureTable, path: str | Path) -> Path:
     try:
         ft.table.order_by("customer_id").to_parquet(tmp)
         tmp_cat.write_text(json.dumps([f.as_dict() for f in ft.catalogue], indent=1))
-        os.replace(tmp, path)
-        os.replace(tmp_cat, catalogue)
+        tmp.replace(path)
+        tmp_cat.replace(catalogue)
     finally:
         tmp.unlink(missing_ok=True)
         tmp_cat.unlink(missing_ok=True)
