@@ -156,3 +156,12 @@ def test_malformed_csv_row_deep_in_the_file(tmp_path: Path) -> None:
         fh.write('A1,2024-02-03,1,1,60,"unterminated\n')
     result, out = features_cli(config)
     assert_clean_failure(result, out, "source 'product_usage'")
+
+
+def test_unknown_feature_group(tmp_path: Path) -> None:
+    config = write_csv_company(tmp_path)
+    out = tmp_path / "out" / "features.parquet"
+    result = run_cli(
+        "features", "-c", str(config), "-o", str(out), "--groups", "rfm,magic", cwd=tmp_path
+    )
+    assert_clean_failure(result, out, "unknown feature groups magic", "Known groups: rfm")

@@ -168,3 +168,29 @@ def test_earlier_as_of_moves_the_window(tmp_path: Path) -> None:
     # by Jan 16 C1 has bought on Jan 1 and Jan 15; C2 has not bought yet
     assert (rows["C1"]["frequency"], rows["C1"]["T"]) == (1, 15 / 7)
     assert rows["C2"]["orders"] == 0
+
+
+def test_feature_groups_select_columns(tmp_path: Path) -> None:
+    project = load_project(write_csv_company(tmp_path))
+    prepared = pipeline.prepare(project)
+    table = pipeline.features(project, prepared, groups=["rfm"]).to_pyarrow()
+    assert table.column_names == [
+        "customer_id",
+        "frequency",
+        "recency",
+        "T",
+        "monetary_value",
+        "recency_days",
+        "orders",
+        "avg_order_value",
+        "days_since_first_purchase",
+        "refunds",
+        "refund_amount",
+        "revenue",
+    ]
+    # the customers are the same whichever groups are chosen
+    assert table.column("customer_id").to_pylist() == ["C1", "C2", "C4"]
+    full = pipeline.features(project, prepared).to_pyarrow()
+    assert table.to_pylist() == full.select(table.column_names).to_pylist()
+    web = pipeline.features(project, prepared, groups=["web", "service"]).to_pyarrow()
+    assert "website_sessions" in web.column_names and "frequency" not in web.column_names

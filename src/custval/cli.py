@@ -234,7 +234,11 @@ def _print_rules(prepared: Any) -> None:
 
 
 def run_features(
-    config: Path, out_path: Path, as_of: date | None, quiet: bool = False
+    config: Path,
+    out_path: Path,
+    as_of: date | None,
+    quiet: bool = False,
+    groups: list[str] | None = None,
 ) -> tuple[Any, Any, Path]:
     """Shared by `features` and `demo`: prepare the project and write the feature table.
 
@@ -248,7 +252,7 @@ def run_features(
     with steps(2 * len(project.sources) + 2, quiet) as advance:
         prepared = pipeline.prepare(project, progress=advance)
         advance("computing and writing features")
-        ft = pipeline.features(project, prepared, as_of)
+        ft = pipeline.features(project, prepared, as_of, groups)
         pipeline.write_features(ft, out_path)
     return prepared, pq.ParquetFile(out_path).metadata, out_path.with_suffix(".catalogue.json")
 
@@ -267,6 +271,13 @@ def features(
             "before it is used."
         ),
     ] = None,
+    groups: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated feature groups (default: the project's, all): rfm, rhythm, "
+            "trend, mix, profile, web, product, service. rhythm and trend need rfm."
+        ),
+    ] = None,
 ) -> None:
     """Build the customer 360 and the feature table (one row per customer) at the as-of date.
 
@@ -274,8 +285,17 @@ def features(
     each cleaning rule changed or dropped, and writes the features to Parquet with a JSON
     catalogue of their meanings beside it.
     """
+    from custval.features.build import GROUPS
+
     day = _parse_date(as_of) if as_of else None
-    prepared, meta, cat_path = run_features(config, out_path, day)
+    chosen = [g.strip() for g in groups.split(",") if g.strip()] if groups else None
+    unknown = sorted(set(chosen or []) - set(GROUPS))
+    if unknown:
+        raise CustvalError(
+            f"--groups names unknown feature groups {', '.join(unknown)}",
+            hint="Known groups: " + ", ".join(GROUPS),
+        )
+    prepared, meta, cat_path = run_features(config, out_path, day, groups=chosen)
     _print_rules(prepared)
     out.print(
         f"features: {meta.num_rows:,} customers x {meta.num_columns - 1} features -> "

@@ -133,10 +133,25 @@ class IdentitySpec(_Strict):
     primary: str = "crm_id"
 
 
+FeatureGroup = Literal["rfm", "rhythm", "trend", "mix", "profile", "web", "product", "service"]
+
+
 class FeatureOptions(_Strict):
-    """Feature settings. Windows are in days."""
+    """Feature settings. Windows are in days; ``groups`` picks feature groups (default: all)."""
 
     trend_window_days: int = Field(90, ge=1)
+    groups: list[FeatureGroup] = Field(
+        default_factory=lambda: [
+            "rfm",
+            "rhythm",
+            "trend",
+            "mix",
+            "profile",
+            "web",
+            "product",
+            "service",
+        ]
+    )
 
 
 class Project(_Strict):

@@ -178,13 +178,20 @@ def prepare(
     return Prepared(con, tables, reports, rules, rows_in, rows_out)
 
 
-def features(project: Project, prepared: Prepared, as_of: date | None = None) -> FeatureTable:
-    """The feature table of a prepared project at ``as_of`` (default: the project's)."""
+def features(
+    project: Project,
+    prepared: Prepared,
+    as_of: date | None = None,
+    groups: list[str] | None = None,
+) -> FeatureTable:
+    """The feature table of a prepared project at ``as_of`` (default: the project's), with the
+    feature ``groups`` given (default: the project's)."""
     return build_features(
         prepared.tables,
         as_of or project.as_of,
         time_unit=project.time_unit,
         trend_window_days=project.features.trend_window_days,
+        groups=groups or project.features.groups,
     )
 
 

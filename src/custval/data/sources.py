@@ -28,8 +28,10 @@ import contextlib
 import glob
 import gzip
 import json
+import os
 import re
 import sqlite3
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -63,6 +65,8 @@ MAX_BACKOFF_S = 60.0
 #: How many available tables a "missing table" message lists.
 MAX_LISTED_TABLES = 10
 
+DEFAULT_MEMORY_LIMIT = "3GB"
+
 _EXTENSIONS: dict[str, FileFormat] = {
     ".csv": "csv",
     ".tsv": "csv",
@@ -93,7 +97,8 @@ def working_connection() -> ibis.BaseBackend:
     """An in-memory Ibis DuckDB connection for the pipeline, where all sources meet.
 
     Extension auto-install is off: DuckDB would try to download an extension on first use, and
-    custval runs on machines that are offline.
+    custval runs on machines that are offline. DuckDB's memory is capped at
+    ``CUSTVAL_MEMORY_LIMIT`` (default 3GB); beyond it, work spills to a temporary folder.
 
     Example
     -------
@@ -101,7 +106,14 @@ def working_connection() -> ibis.BaseBackend:
     >>> con.name
     'duckdb'
     """
-    return ibis.duckdb.connect(":memory:", autoinstall_known_extensions=False)
+    con = ibis.duckdb.connect(":memory:", autoinstall_known_extensions=False)
+    # DuckDB would take up to 80% of the machine's memory; a cap makes it spill to disk instead,
+    # so a pipeline on a shared machine or a laptop stays inside a known budget
+    limit = os.environ.get("CUSTVAL_MEMORY_LIMIT", DEFAULT_MEMORY_LIMIT)
+    spill = Path(tempfile.gettempdir()) / f"custval-spill-{os.getpid()}"
+    con.raw_sql(f"SET memory_limit = '{limit}'")
+    con.raw_sql(f"SET temp_directory = '{spill}'")
+    return con
 
 
 def open_source(spec: SourceSpec, con: ibis.BaseBackend | None = None) -> ibis.Table:

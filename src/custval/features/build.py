@@ -6,6 +6,7 @@ up before it, and everyone with a purchase before it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 
@@ -46,14 +47,28 @@ class FeatureTable:
         return self.table.order_by("customer_id").to_pyarrow()
 
 
+GROUPS: dict[str, str] = {
+    "rfm": "RFM in the BTYD and the marketing conventions (transactions)",
+    "rhythm": "inter-purchase time statistics (transactions; needs rfm)",
+    "trend": "spend in the recent window against the one before (transactions; needs rfm)",
+    "mix": "product-category shares, channel shares, favourite channel (transactions)",
+    "profile": "age, tenure, plan, region, services (customers)",
+    "web": "website engagement (web_sessions)",
+    "product": "product usage (product_usage)",
+    "service": "service tickets (interactions)",
+}
+
+
 def build_features(
     tables: dict[str, ir.Table],
     as_of: date,
     *,
     time_unit: str = "weeks",
     trend_window_days: int = 90,
+    groups: Iterable[str] | None = None,
 ) -> FeatureTable:
-    """Join every feature group available from ``tables`` (cleaned, linked, keyed by kind).
+    """Join the feature ``groups`` (default: all, see :data:`GROUPS`) that ``tables`` (cleaned,
+    linked, keyed by kind) allow.
 
     Example
     -------
@@ -65,27 +80,43 @@ def build_features(
     parts: list[tuple[ir.Table, dict[str, ir.Value]]] = []
     extra: list[Feature] = []
     ids: list[ir.Table] = []
+    chosen = set(GROUPS if groups is None else groups)
+    unknown = chosen - set(GROUPS)
+    if unknown:
+        raise ValueError(f"unknown feature groups {sorted(unknown)}; known: {list(GROUPS)}")
     if "customers" in tables:
+        # the profile source also says who the customers are, chosen or not
         prof, specs = profile_features(tables["customers"], as_of)
-        parts.append((prof, {}))
-        extra += specs
         ids.append(prof.select("customer_id"))
+        if "profile" in chosen:
+            parts.append((prof, {}))
+            extra += specs
     if "transactions" in tables:
         tx = tables["transactions"]
-        rfm = rfm_features(tx, as_of, time_unit=time_unit, trend_window_days=trend_window_days)
-        mix, specs = mix_features(tx, as_of)
-        parts.append((rfm, {c: 0 for c in TX_COUNTS if c != "n_categories"}))
-        parts.append((mix, {"n_categories": 0}))
-        extra += specs
+        if "rfm" in chosen:
+            rfm = rfm_features(
+                tx,
+                as_of,
+                time_unit=time_unit,
+                trend_window_days=trend_window_days,
+                rhythm="rhythm" in chosen,
+                trend="trend" in chosen,
+            )
+            zero = {c: 0 for c in TX_COUNTS if c in rfm.columns}
+            parts.append((rfm, zero))
+        if "mix" in chosen:
+            mix, specs = mix_features(tx, as_of)
+            parts.append((mix, {"n_categories": 0}))
+            extra += specs
         buyers = tx.filter((tx.timestamp < cutoff(as_of)) & ~tx.is_refund)
         ids.append(buyers.select("customer_id").distinct())
-    groups = {
-        "web_sessions": web_features,
-        "product_usage": product_features,
-        "interactions": service_features,
+    behaviour = {
+        "web": ("web_sessions", web_features),
+        "product": ("product_usage", product_features),
+        "service": ("interactions", service_features),
     }
-    for kind, fn in groups.items():
-        if kind in tables:
+    for group, (kind, fn) in behaviour.items():
+        if kind in tables and group in chosen:
             parts.append((fn(tables[kind], as_of), dict.fromkeys(COUNTS[kind], 0)))
     if not ids:
         raise ValueError("features need a customers or a transactions table")

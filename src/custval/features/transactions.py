@@ -28,9 +28,16 @@ UNIT_DAYS = {"days": 1, "weeks": 7}
 
 
 def rfm_features(
-    tx: ir.Table, as_of: date, *, time_unit: str = "weeks", trend_window_days: int = 90
+    tx: ir.Table,
+    as_of: date,
+    *,
+    time_unit: str = "weeks",
+    trend_window_days: int = 90,
+    rhythm: bool = True,
+    trend: bool = True,
 ) -> ir.Table:
-    """RFM, purchase rhythm and spend trend per customer, from cleaned transactions.
+    """RFM, and optionally purchase rhythm and spend trend, per customer, from cleaned
+    transactions.
 
     ``tx`` has customer_id, order_id, timestamp, amount and is_refund. Customers without a
     purchase before ``as_of`` have no row.
@@ -47,27 +54,39 @@ def rfm_features(
     per_day = buys.group_by("customer_id", day=buys.timestamp.date()).aggregate(
         spend=buys.amount.sum(), orders=buys.order_id.nunique()
     )
-    previous = per_day.day.lag().over(group_by="customer_id", order_by="day")
-    per_day = per_day.mutate(gap=days_between(per_day.day, previous))
-
-    recent_from = ibis.date(as_of) - ibis.interval(days=trend_window_days)
-    prior_from = ibis.date(as_of) - ibis.interval(days=2 * trend_window_days)
+    extra: dict[str, ir.Value] = {}
+    if rhythm:
+        previous = per_day.day.lag().over(group_by="customer_id", order_by="day")
+        per_day = per_day.mutate(gap=days_between(per_day.day, previous))
+        g = per_day.gap
+        extra |= {
+            "ipt_mean_days": g.mean(),
+            "ipt_std_days": g.std(how="sample"),
+            "ipt_min_days": g.min().cast("float64"),
+            "ipt_max_days": g.max().cast("float64"),
+        }
     d = per_day
-    agg = d.group_by("customer_id").aggregate(
+    if trend:
+        recent_from = ibis.date(as_of) - ibis.interval(days=trend_window_days)
+        prior_from = ibis.date(as_of) - ibis.interval(days=2 * trend_window_days)
+        prior = (d.day >= prior_from) & (d.day < recent_from)
+        extra |= {
+            "spend_recent": d.spend.sum(where=d.day >= recent_from).fill_null(0.0),
+            "spend_prior": d.spend.sum(where=prior).fill_null(0.0),
+        }
+    a = d.group_by("customer_id").aggregate(
         _first=d.day.min(),
         _last=d.day.max(),
         _days=d.count(),
         _spend=d.spend.sum(),
         _first_spend=d.spend.argmin(d.day),
         orders=d.orders.sum(),
-        ipt_mean_days=d.gap.mean(),
-        ipt_std_days=d.gap.std(how="sample"),
-        ipt_min_days=d.gap.min().cast("float64"),
-        ipt_max_days=d.gap.max().cast("float64"),
-        spend_recent=d.spend.sum(where=d.day >= recent_from).fill_null(0.0),
-        spend_prior=d.spend.sum(where=(d.day >= prior_from) & (d.day < recent_from)).fill_null(0.0),
+        **extra,
     )
-    a = agg
+    if trend:
+        extra["spend_trend"] = safe_ratio(
+            a.spend_recent - a.spend_prior, a.spend_recent + a.spend_prior
+        )
     frequency = a._days - 1
     features = a.select(
         "customer_id",
@@ -82,13 +101,7 @@ def rfm_features(
         gross_spend=a._spend,
         avg_order_value=safe_ratio(a._spend, a.orders),
         days_since_first_purchase=days_between(end, a._first),
-        ipt_mean_days=a.ipt_mean_days,
-        ipt_std_days=a.ipt_std_days,
-        ipt_min_days=a.ipt_min_days,
-        ipt_max_days=a.ipt_max_days,
-        spend_recent=a.spend_recent,
-        spend_prior=a.spend_prior,
-        spend_trend=safe_ratio(a.spend_recent - a.spend_prior, a.spend_recent + a.spend_prior),
+        **{k: (a[k] if k in a.columns else v) for k, v in extra.items()},
     )
     refunds = past.filter(past.is_refund)
     ref = refunds.group_by("customer_id").aggregate(
