@@ -26,6 +26,7 @@ test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed-test
+	$(BIN)/python bench/synth.py
 	$(BIN)/python bench/features.py
 
 lint: $(VENV)/.installed-test

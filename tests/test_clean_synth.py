@@ -64,12 +64,17 @@ def test_other_sources_match_planted_dirt(company: tuple) -> None:
     _, _, prepared, dirt = company
     crm, web = dirt["crm_customers"], dirt["web_sessions"]
     assert rule(prepared, "crm", "duplicate or conflicting rows").dropped == crm["duplicates"]
-    assert rule(prepared, "crm", "ids normalised (customer_id)").changed == crm["dirty_ids"]["crm_id"]
+    assert (
+        rule(prepared, "crm", "ids normalised (customer_id)").changed == crm["dirty_ids"]["crm_id"]
+    )
     assert (
         rule(prepared, "crm", "missing set to unknown (region)").changed == (crm["empty"]["region"])
     )
     assert rule(prepared, "web", "duplicate rows").dropped == web["duplicates"]
-    assert rule(prepared, "web", "ids normalised (customer_id)").changed == web["dirty_ids"]["visitor_id"]
+    assert (
+        rule(prepared, "web", "ids normalised (customer_id)").changed
+        == web["dirty_ids"]["visitor_id"]
+    )
     assert (
         rule(prepared, "web", "missing left empty (page_views)").changed
         == (web["empty"]["page_views"])

@@ -194,3 +194,24 @@ def test_feature_groups_select_columns(tmp_path: Path) -> None:
     assert table.to_pylist() == full.select(table.column_names).to_pylist()
     web = pipeline.features(project, prepared, groups=["web", "service"]).to_pyarrow()
     assert "website_sessions" in web.column_names and "frequency" not in web.column_names
+
+
+def test_an_order_on_several_rows_counts_once(tmp_path: Path) -> None:
+    config = write_csv_company(tmp_path)
+    # a second line of order O4: another product in the same order
+    with (tmp_path / "transactions.csv").open("a") as fh:
+        fh.write("O4,A1,2024-02-10 12:00:00,5.00,home,web\r\n")
+    project = load_project(config)
+    prepared = pipeline.prepare(project)
+    assert prepared.one_row_per_order is False
+    rows = {
+        r["customer_id"]: r for r in pipeline.features(project, prepared).to_pyarrow().to_pylist()
+    }
+    assert rows["C1"]["orders"] == 5
+    assert rows["C1"]["revenue"] == 1385 - 50
+    assert rows["C1"]["monetary_value"] == (1200 + 0 + 35) / 3
+
+
+def test_one_row_per_order_is_detected(computed: tuple, tmp_path: Path) -> None:
+    project = load_project(write_csv_company(tmp_path))
+    assert pipeline.prepare(project).one_row_per_order is True

@@ -65,6 +65,7 @@ class Prepared:
     rules: list[RuleResult]
     rows_in: dict[str, int] = field(default_factory=dict)
     rows_out: dict[str, int] = field(default_factory=dict)
+    one_row_per_order: bool = False
 
 
 def id_namespaces(project: Project) -> list[str]:
@@ -152,6 +153,7 @@ def prepare(
     by_kind: dict[str, list[ir.Table]] = {}
     rows_in: dict[str, int] = {}
     rows_out: dict[str, int] = {}
+    per_order: list[bool] = []
     for name, spec in project.sources.items():
         if spec.kind == "id_map":
             continue
@@ -169,13 +171,17 @@ def prepare(
         rows_in[name] = cleaned.rows_in
         rows_out[name] = cleaned.rows_out
         by_kind.setdefault(spec.kind, []).append(cleaned.table)
+        if cleaned.one_row_per_order is not None:
+            per_order.append(cleaned.one_row_per_order)
     tables = {}
     for kind, parts in by_kind.items():
         table = parts[0]
         for other in parts[1:]:
             table = table.union(other)
         tables[kind] = table
-    return Prepared(con, tables, reports, rules, rows_in, rows_out)
+    # two transaction sources may share order ids, so only one source can vouch for itself
+    one_row_per_order = per_order == [True]
+    return Prepared(con, tables, reports, rules, rows_in, rows_out, one_row_per_order)
 
 
 def features(
@@ -192,6 +198,7 @@ def features(
         time_unit=project.time_unit,
         trend_window_days=project.features.trend_window_days,
         groups=groups or project.features.groups,
+        one_row_per_order=prepared.one_row_per_order,
     )
 
 

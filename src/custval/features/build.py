@@ -66,9 +66,11 @@ def build_features(
     time_unit: str = "weeks",
     trend_window_days: int = 90,
     groups: Iterable[str] | None = None,
+    one_row_per_order: bool = False,
 ) -> FeatureTable:
     """Join the feature ``groups`` (default: all, see :data:`GROUPS`) that ``tables`` (cleaned,
-    linked, keyed by kind) allow.
+    linked, keyed by kind) allow. ``one_row_per_order`` says the transactions hold no order on
+    two rows (cleaning checks it), so orders can be counted as rows.
 
     Example
     -------
@@ -101,6 +103,7 @@ def build_features(
                 trend_window_days=trend_window_days,
                 rhythm="rhythm" in chosen,
                 trend="trend" in chosen,
+                one_row_per_order=one_row_per_order,
             )
             zero = {c: 0 for c in TX_COUNTS if c in rfm.columns}
             parts.append((rfm, zero))

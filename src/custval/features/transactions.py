@@ -35,12 +35,14 @@ def rfm_features(
     trend_window_days: int = 90,
     rhythm: bool = True,
     trend: bool = True,
+    one_row_per_order: bool = False,
 ) -> ir.Table:
     """RFM, and optionally purchase rhythm and spend trend, per customer, from cleaned
     transactions.
 
     ``tx`` has customer_id, order_id, timestamp, amount and is_refund. Customers without a
-    purchase before ``as_of`` have no row.
+    purchase before ``as_of`` have no row. Orders are distinct order ids (an order may span
+    several rows, one per line), or rows when ``one_row_per_order`` says that is the same.
 
     Example
     -------
@@ -52,7 +54,8 @@ def rfm_features(
     past = tx.filter(tx.timestamp < cutoff(as_of))
     buys = past.filter(~past.is_refund)
     per_day = buys.group_by("customer_id", day=buys.timestamp.date()).aggregate(
-        spend=buys.amount.sum(), orders=buys.order_id.nunique()
+        spend=buys.amount.sum(),
+        orders=buys.count() if one_row_per_order else buys.order_id.nunique(),
     )
     extra: dict[str, ir.Value] = {}
     if rhythm:
