@@ -171,12 +171,27 @@ class Project(_Strict):
         kinds = [s.kind for s in self.sources.values()]
         if "transactions" not in kinds and "customers" not in kinds:
             raise ValueError("at least one source of kind 'transactions' or 'customers' is needed")
+        if kinds.count("customers") > 1:
+            raise ValueError(
+                "more than one source of kind 'customers': a customer needs one profile, so "
+                "merge them into one (a database query or a view can)"
+            )
         if self.identity.map_source is not None:
             src = self.sources.get(self.identity.map_source)
             if src is None or src.kind != "id_map":
                 raise ValueError(
                     f"identity.map_source = '{self.identity.map_source}' is not a source of "
                     "kind 'id_map'"
+                )
+            # without it a source would silently be taken as keyed by the primary id
+            unsaid = [
+                n for n, s in self.sources.items() if s.kind != "id_map" and not s.id_namespace
+            ]
+            if unsaid:
+                raise ValueError(
+                    "with an id map, every source must say which id its rows carry: set "
+                    f"id_namespace for {', '.join(unsaid)} (e.g. id_namespace = "
+                    f'"{self.identity.primary}")'
                 )
         return self
 

@@ -144,21 +144,25 @@ def clean_source(
     rule_flags = staged.flags
     typed = staged.table
 
-    required_ids = [c.name for c in contract.columns if c.required and c.type == "id"]
     times = [c.name for c in contract.columns if c.type in {"timestamp", "date"}]
-    required_times = [c for c in times if contract.get(c).required]
-
     drops: dict[str, ir.BooleanColumn] = {}
-    for name in required_ids:
-        drops[f"rows without {name}"] = typed[name].isnull() | (typed[name] == "")
-    for name in required_times:
-        drops[f"rows without {name}"] = typed[name].isnull()
+    for col in contract.columns:
+        # a row without a value in a required column (id, order, timestamp, amount) cannot be
+        # used; blank ids are null after normalisation
+        if col.required and col.values_required and col.name in typed.columns:
+            drops[f"rows without {col.name}"] = typed[col.name].isnull()
+    # a date after the moment of cleaning is impossible: in a row's own timestamp the row is
+    # dropped; in an attribute (a birth date) only the value is
+    future: dict[str, ir.BooleanColumn] = {}
     for name in times:
-        drops[f"future dates ({name} after {now:%Y-%m-%d %H:%M})"] = (
-            typed[name].cast("timestamp") > ibis.literal(now)
-        ).fill_null(False)
+        late = (typed[name].cast("timestamp") > ibis.literal(now)).fill_null(False)
+        if contract.get(name).required:
+            drops[f"future dates ({name} after {now:%Y-%m-%d %H:%M})"] = late
+        else:
+            future[name] = late
 
     aggs: dict[str, ir.Value] = {"rows": typed.count()}
+    aggs.update({f"future:{k}": v.sum() for k, v in future.items()})
     aggs.update({k: typed[k].sum() for k in rule_flags})
     # each drop rule counts only rows that earlier rules kept, so the counts add up
     kept_so_far = ibis.literal(True)
@@ -195,19 +199,36 @@ def clean_source(
                 spec.name, "negative amounts flagged as refunds", changed=int(counts["refunds"])
             )
         )
+    for name in future:
+        n = int(counts[f"future:{name}"] or 0)
+        rules.append(RuleResult(spec.name, f"future dates set to empty ({name})", changed=n))
 
-    fills = {
-        c.name: typed[c.name].fill_null(UNKNOWN) for c in contract.columns if c.type == "category"
+    # categories the source has get "unknown" for missing values; ones it lacks stay empty
+    fills: dict[str, ir.Value] = {
+        c.name: typed[c.name].fill_null(UNKNOWN)
+        for c in contract.columns
+        if c.type == "category" and f"_blank:{c.name}" in rule_flags
     }
+    fills |= {name: ibis.ifelse(late, ibis.null(), typed[name]) for name, late in future.items()}
     kept = typed.filter(keep).drop(*staged.flags).mutate(**fills)
     if is_refund is not None:
         kept = kept.mutate(is_refund=kept.amount < 0)
     deduped = kept.distinct()
-    if contract.kind == "customers":
-        # one profile per customer: conflicting rows for one id are resolved deterministically
-        deduped = deduped.order_by(*deduped.columns).distinct(on="customer_id", keep="first")
     if link is not None:
         deduped = link(deduped)
+    if contract.kind == "customers":
+        # one profile per customer, also when the source knows a customer under two ids:
+        # conflicting rows are resolved deterministically (unlinked rows, with a null id, stay
+        # apart so that they are counted as unlinked, not as duplicates)
+        key = deduped.customer_id
+        if link is not None:
+            key = ibis.ifelse(key.isnull(), "unlinked:" + deduped._source_id, "linked:" + key)
+        deduped = (
+            deduped.mutate(_profile=key)
+            .order_by(*deduped.columns)
+            .distinct(on="_profile", keep="first")
+            .drop("_profile")
+        )
     final = con.create_table(f"_clean_{spec.name}", deduped, temp=True, overwrite=True)
     stats = {"rows": final.count()}
     if link is not None:

@@ -192,7 +192,11 @@ def coerce(value: ir.Column, column: Column, formats: tuple[str, ...]) -> ir.Col
     """
     dtype = value.type()
     if column.type == "id":
-        return _trim(value.cast("string")).upper()
+        if dtype.is_floating():
+            # JSON and spreadsheets turn 1001 into 1001.0; as an id it is still 1001
+            whole = value == value.floor()
+            value = ibis.ifelse(whole, value.cast("int64").cast("string"), value.cast("string"))
+        return _trim(value.cast("string")).upper().nullif("")
     if column.type in {"category", "text"}:
         text = _trim(value.cast("string"))
         cleaned = text.lower() if column.type == "category" else text
@@ -295,9 +299,36 @@ _PROBLEMS = {
 
 
 def missing_columns(spec: SourceSpec, table: ir.Table, contract: Contract) -> list[Finding]:
-    """Errors for required columns the source lacks (from its schema alone, no query)."""
+    """Errors found from the schema alone (no query): required columns the source lacks,
+    mapped columns it lacks (a mapping is a promise that the column exists) and mappings of
+    names custval does not know."""
     present = list(table.columns)
     findings = []
+    known = {c.name for c in contract.columns}
+    for key, own in spec.columns.items():
+        if key not in known:
+            findings.append(
+                Finding(
+                    spec.name,
+                    own,
+                    "error",
+                    f"the mapping {key} = '{own}' names no column of a {contract.kind} source; "
+                    "known names: " + ", ".join(sorted(known)),
+                    0,
+                )
+            )
+        elif own not in present and not contract.get(key).required:
+            findings.append(
+                Finding(
+                    spec.name,
+                    own,
+                    "error",
+                    f"the column '{own}' (mapped from custval's '{key}') is missing; the source "
+                    "has columns " + ", ".join(present[:20]),
+                    0,
+                    hint="Fix the mapping, or remove it to go without this column",
+                )
+            )
     for col in contract.required:
         own = spec.column(col.name)
         if own in present:

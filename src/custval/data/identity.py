@@ -88,14 +88,23 @@ def clean_id_map(
         if ns == primary:
             continue
         pairs = idmap.pairs(ns)
+        # pairs are distinct, so an id on two rows is an id of two customers
         conflicts = (
             pairs.group_by("_linked_id")
-            .aggregate(customers=pairs.customer_id.nunique(), ids=pairs.customer_id.collect())
+            .aggregate(customers=pairs.count())
             .filter(lambda t: t.customers > 1)
         )
         n = int(conflicts.count().to_pyarrow().as_py())
         if n:
-            rows = conflicts.order_by("_linked_id").limit(MAX_EXAMPLES).to_pyarrow().to_pylist()
+            first = conflicts.order_by("_linked_id").limit(MAX_EXAMPLES).select("_linked_id")
+            shown = pairs.semi_join(first, "_linked_id")
+            rows = (
+                shown.group_by("_linked_id")
+                .aggregate(ids=shown.customer_id.collect())
+                .order_by("_linked_id")
+                .to_pyarrow()
+                .to_pylist()
+            )
             raise IdentityError(
                 f"{n} {ns} values are linked to more than one {primary}, so their rows cannot "
                 "be given to one customer",

@@ -30,6 +30,21 @@ def slug(value: str) -> str:
     return s or "blank"
 
 
+def column_names(prefix: str, values: list[str]) -> dict[str, str]:
+    """Column names ``<prefix><slug>`` for values, made unique where two values share a slug
+    ("home & garden" and "home-garden" become ..._home_garden and ..._home_garden_2)."""
+    names: dict[str, str] = {}
+    taken: set[str] = set()
+    for value in values:
+        base = f"{prefix}{slug(value)}"
+        name, i = base, 2
+        while name in taken:
+            name, i = f"{base}_{i}", i + 1
+        taken.add(name)
+        names[value] = name
+    return names
+
+
 def distinct_values(column: ir.Column, exclude: tuple[str, ...] = ()) -> list[str]:
     """The sorted distinct non-null values of a (small-cardinality) column."""
     values = column.name("v").as_table().distinct().to_pyarrow().column("v").to_pylist()

@@ -24,15 +24,15 @@ from custval.features.catalogue import Feature
 from custval.features.profile import profile_features
 from custval.features.transactions import mix_features, rfm_features
 
-TX_COUNTS = (
-    "orders",
-    "revenue",
-    "refunds",
-    "refund_amount",
-    "spend_recent",
-    "spend_prior",
-    "n_categories",
-)
+# what a customer without purchases has: no orders, no money (ints are counts, floats money)
+TX_ZEROS: dict[str, int | float] = {
+    "orders": 0,
+    "refunds": 0,
+    "revenue": 0.0,
+    "refund_amount": 0.0,
+    "spend_recent": 0.0,
+    "spend_prior": 0.0,
+}
 
 
 @dataclass
@@ -105,14 +105,19 @@ def build_features(
                 trend="trend" in chosen,
                 one_row_per_order=one_row_per_order,
             )
-            zero = {c: 0 for c in TX_COUNTS if c in rfm.columns}
+            zero = {c: v for c, v in TX_ZEROS.items() if c in rfm.columns}
             parts.append((rfm, zero))
         if "mix" in chosen:
             mix, specs = mix_features(tx, as_of)
             parts.append((mix, {"n_categories": 0}))
             extra += specs
-        buyers = tx.filter((tx.timestamp < cutoff(as_of)) & ~tx.is_refund)
-        ids.append(buyers.select("customer_id").distinct())
+        if "rfm" in chosen:
+            ids.append(rfm.select("customer_id"))  # one row per buyer already
+        elif "mix" in chosen:
+            ids.append(mix.select("customer_id"))
+        else:
+            buyers = tx.filter((tx.timestamp < cutoff(as_of)) & ~tx.is_refund)
+            ids.append(buyers.select("customer_id").distinct())
     behaviour = {
         "web": ("web_sessions", web_features),
         "product": ("product_usage", product_features),
@@ -131,7 +136,13 @@ def build_features(
     for part, zero in parts:
         table = table.left_join(part, "customer_id").drop("customer_id_right")
         fills.update(zero)
-    table = table.mutate(**{c: table[c].fill_null(v) for c, v in fills.items()})
+    # counts are whole numbers, also where they were summed from float measures
+    table = table.mutate(
+        **{
+            c: table[c].fill_null(v).cast("int64") if isinstance(v, int) else table[c].fill_null(v)
+            for c, v in fills.items()
+        }
+    )
 
     static = [catalogue.resolve(f, time_unit) for f in catalogue.STATIC]
     known = {f.name: f for f in [*static, *extra]}

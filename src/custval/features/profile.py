@@ -8,7 +8,7 @@ import ibis
 import ibis.expr.types as ir
 
 from custval.features import catalogue
-from custval.features._util import days_between, distinct_values, slug
+from custval.features._util import column_names, days_between, distinct_values
 from custval.features.catalogue import Feature
 
 
@@ -34,13 +34,15 @@ def profile_features(customers: ir.Table, as_of: date) -> tuple[ir.Table, list[F
     end = ibis.date(as_of)
     c = customers.filter(customers.signup_date.isnull() | (customers.signup_date < end))
     names = _service_names(c)
-    flags = {f"service_{slug(s)}": _subscribes(c.services, s) for s in names}
-    years = days_between(end, c.birth_date).cast("float64") / 365.25
+    columns = column_names("service_", names)
+    flags = {columns[s]: _subscribes(c.services, s) for s in names}
+    birth = c.birth_date
+    # whole years: the year difference, less one until this year's birthday
+    before_birthday = (as_of.month * 100 + as_of.day) < (birth.month() * 100 + birth.day())
+    years = as_of.year - birth.year() - before_birthday.cast("int64")
     table = c.select(
         "customer_id",
-        customer_age_years=ibis.ifelse(c.birth_date < end, years.floor(), ibis.null()).cast(
-            "int64"
-        ),
+        customer_age_years=ibis.ifelse(birth < end, years, ibis.null()).cast("int64"),
         tenure_days=days_between(end, c.signup_date),
         region=c.region,
         acquisition_channel=c.acquisition_channel,
@@ -49,5 +51,5 @@ def profile_features(customers: ir.Table, as_of: date) -> tuple[ir.Table, list[F
         segment_label=c.segment_label,
         **flags,
     )
-    specs = [catalogue.service_flag(s, f"service_{slug(s)}") for s in names]
+    specs = [catalogue.service_flag(s, columns[s]) for s in names]
     return table, specs

@@ -21,7 +21,13 @@ import ibis
 import ibis.expr.types as ir
 
 from custval.features import catalogue
-from custval.features._util import cutoff, days_between, distinct_values, safe_ratio, slug
+from custval.features._util import (
+    column_names,
+    cutoff,
+    days_between,
+    distinct_values,
+    safe_ratio,
+)
 from custval.features.catalogue import Feature
 
 UNIT_DAYS = {"days": 1, "weeks": 7}
@@ -127,17 +133,19 @@ def mix_features(tx: ir.Table, as_of: date) -> tuple[ir.Table, list[Feature]]:
     past = tx.filter((tx.timestamp < cutoff(as_of)) & ~tx.is_refund)
     categories = distinct_values(past.category, exclude=("unknown",))
     channels = distinct_values(past.channel, exclude=("unknown",))
+    spend_names = column_names("share_spend_", categories)
+    channel_names = column_names("share_orders_", channels)
     spend = past.amount.sum()
     n = past.count()
     cols: dict[str, ir.Value] = {}
     specs: list[Feature] = []
     for cat in categories:
-        name = f"share_spend_{slug(cat)}"
+        name = spend_names[cat]
         cols[name] = safe_ratio(past.amount.sum(where=past.category == cat).fill_null(0.0), spend)
         specs.append(catalogue.spend_share(cat, name))
     channel_cols = {}
     for ch in channels:
-        name = f"share_orders_{slug(ch)}"
+        name = channel_names[ch]
         channel_cols[ch] = name
         cols[name] = safe_ratio(past.channel.isin([ch]).sum(), n)
         specs.append(catalogue.channel_share(ch, name))
