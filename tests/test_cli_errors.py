@@ -165,3 +165,96 @@ def test_unknown_feature_group(tmp_path: Path) -> None:
         "features", "-c", str(config), "-o", str(out), "--groups", "rfm,magic", cwd=tmp_path
     )
     assert_clean_failure(result, out, "unknown feature groups magic", "Known groups: rfm")
+
+
+def test_data_that_looks_like_markup_is_shown_as_it_is(tmp_path: Path) -> None:
+    config = write_csv_company(tmp_path)
+    rows = list(TABLES["transactions"])
+    rows[1] = ("O1", "A1", "2024-01-01 10:00:00", "[/b]", "books", "web")
+    rows[2] = ("O2", "A1", "2024/01/01 15:00", "[red]12", "home", "app")
+    rewrite(tmp_path / "transactions.csv", rows)
+    result, out = features_cli(config)
+    assert_clean_failure(result, out, "column 'amount'", "'[/b]'", "'[red]12'")
+
+
+def test_missing_column_hint_names_the_table_to_edit(tmp_path: Path) -> None:
+    config = write_csv_company(tmp_path)
+    config.write_text(config.read_text().replace('timestamp = "ts"', 'timestamp = "time"'))
+    result, out = features_cli(config)
+    assert_clean_failure(
+        result, out, "column 'time'", "Map it under [sources.transactions.columns] in custval.toml"
+    )
+
+
+def test_mapping_to_an_absent_optional_column(tmp_path: Path) -> None:
+    config = write_csv_company(tmp_path)
+    text = config.read_text().replace(
+        'timestamp = "ts"', 'timestamp = "ts"\ncategory = "product_category"\nchanel = "x"'
+    )
+    config.write_text(text)
+    result, out = features_cli(config)
+    assert_clean_failure(
+        result,
+        out,
+        "column 'product_category'",
+        "mapped from custval's 'category'",
+        "chanel = 'x' names no column",
+    )
+
+
+@pytest.mark.parametrize(
+    ("target", "needle"),
+    [("folder", "is a folder"), ("under-a-file/f.parquet", "is a file, not a folder")],
+)
+def test_unwritable_output(tmp_path: Path, target: str, needle: str) -> None:
+    config = write_csv_company(tmp_path)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "under-a-file").write_text("x")
+    out = tmp_path / target
+    result = run_cli("features", "-c", str(config), "-o", str(out), cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert needle in " ".join(result.stderr.split())
+
+
+@pytest.mark.parametrize(
+    ("as_of", "needle"),
+    [
+        ("2000-01-01", "no customer is known before the as-of date 2000-01-01"),
+        ("2099-01-01", "the as-of date 2099-01-01 is in the future"),
+    ],
+)
+def test_as_of_outside_the_data(tmp_path: Path, as_of: str, needle: str) -> None:
+    config = write_csv_company(tmp_path)
+    out = tmp_path / "out" / "f.parquet"
+    result = run_cli("features", "-c", str(config), "-o", str(out), "--as-of", as_of, cwd=tmp_path)
+    assert_clean_failure(result, out, needle)
+
+
+def test_forgotten_id_namespace_is_an_error(tmp_path: Path) -> None:
+    config = write_csv_company(tmp_path)
+    config.write_text(config.read_text().replace('id_namespace = "account_id"\n', "", 1))
+    result, out = features_cli(config)
+    assert_clean_failure(result, out, "set id_namespace for transactions")
+
+
+def test_validate_checks_the_id_map_too(tmp_path: Path) -> None:
+    config = write_csv_company(tmp_path)
+    rewrite(tmp_path / "id_map.csv", [*TABLES["id_map"], ("C4", " a1", "")])
+    result = run_cli("validate", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "linked to more than one crm_id" in " ".join(result.stdout.split())
+
+
+def test_blank_amount_is_dropped_and_counted(tmp_path: Path) -> None:
+    config = write_csv_company(tmp_path)
+    rows = list(TABLES["transactions"])
+    rows[4] = ("O4", "A1", "2024-02-10 12:00:00", "", "books", "web")
+    rewrite(tmp_path / "transactions.csv", rows)
+    result, out = features_cli(config)
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert "rows without amount │ 0 │ 1" in text
+    import pyarrow.parquet as pq
+
+    c1 = next(r for r in pq.read_table(out).to_pylist() if r["customer_id"] == "C1")
+    assert (c1["orders"], c1["revenue"]) == (4, 1380 - 30 - 50)

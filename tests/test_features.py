@@ -215,3 +215,69 @@ def test_an_order_on_several_rows_counts_once(tmp_path: Path) -> None:
 def test_one_row_per_order_is_detected(computed: tuple, tmp_path: Path) -> None:
     project = load_project(write_csv_company(tmp_path))
     assert pipeline.prepare(project).one_row_per_order is True
+
+
+@pytest.mark.parametrize(
+    ("birth", "age"),
+    [("2000-03-01", 24), ("2000-03-02", 23), ("2000-02-29", 24), ("1990-02-28", 34)],
+)
+def test_age_in_whole_years_on_and_around_birthdays(tmp_path: Path, birth: str, age: int) -> None:
+    config = write_csv_company(tmp_path)
+    text = (tmp_path / "crm_customers.csv").read_text().replace("1990-03-01", birth)
+    (tmp_path / "crm_customers.csv").write_text(text)
+    rows, _ = features_of(config)
+    assert rows["C1"]["customer_age_years"] == age  # as_of is 2024-03-01
+
+
+def test_categories_with_the_same_slug_get_their_own_columns(tmp_path: Path) -> None:
+    config = write_csv_company(tmp_path)
+    text = (tmp_path / "transactions.csv").read_text()
+    text = text.replace(",books,", ",home & garden,", 1).replace(",Home,", ",home-garden,", 1)
+    (tmp_path / "transactions.csv").write_text(text)
+    rows, cat = features_of(config)
+    c1 = rows["C1"]
+    assert c1["share_spend_home_garden"] == 100 / 1380
+    assert c1["share_spend_home_garden_2"] == 1200 / 1380
+    shares = [v for k, v in c1.items() if k.startswith("share_spend_")]
+    assert sum(shares) == pytest.approx(1.0)
+    names = {f.name: f.description for f in cat}
+    assert names["share_spend_home_garden_2"] == "share of spend on home-garden"
+
+
+def test_counts_are_integers(computed: tuple) -> None:
+    c1 = computed[0]["C1"]
+    for name in (
+        "orders",
+        "refunds",
+        "website_views",
+        "complaints",
+        "tickets",
+        "n_categories",
+        "converted_to_sale",
+        "product_active_days",
+    ):
+        assert isinstance(c1[name], int), name
+
+
+def test_customers_keyed_by_account_with_two_accounts_get_one_row(tmp_path: Path) -> None:
+    import csv
+
+    config = write_csv_company(tmp_path)
+    rows = [
+        ("account_id", "signup_date", "plan"),
+        ("A1", "2023-06-01", "premium"),
+        ("A1B", "2023-06-02", "premium"),
+        ("A2", "2023-12-15", "basic"),
+    ]
+    with (tmp_path / "crm_customers.csv").open("w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    with (tmp_path / "id_map.csv").open("a", newline="") as fh:
+        csv.writer(fh).writerow(("C1", "A1B", ""))
+    text = config.read_text().replace(
+        'id_namespace = "crm_id"\n[sources.crm_customers.columns]\ncustomer_id = "crm_id"',
+        'id_namespace = "account_id"\n[sources.crm_customers.columns]\ncustomer_id = "account_id"',
+    )
+    config.write_text(text)
+    rows_by_id, _ = features_of(config)
+    assert sorted(rows_by_id) == ["C1", "C2"]
+    assert rows_by_id["C1"]["tenure_days"] == 274  # the earlier of the two profiles

@@ -7,6 +7,7 @@ import json
 import sqlite3
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -43,6 +44,70 @@ def write_config(folder: Path, uris: dict[str, str], extra: dict[str, str] | Non
     config = folder / "custval.toml"
     config.write_text(project_toml(uris, extra))
     return config
+
+
+def typed_transactions() -> pa.Table:
+    """The transactions as a database would hold them: timestamps and numbers, not text."""
+    _header, *body = rows("transactions")
+    formats = ("%Y-%m-%d %H:%M:%S", "%Y/%m/%d %H:%M", "%d.%m.%Y %H:%M")
+
+    def when(text: str) -> datetime:
+        for fmt in formats:
+            try:
+                return datetime.strptime(text, fmt)
+            except ValueError:
+                pass
+        raise AssertionError(text)
+
+    return pa.table(
+        {
+            "order_id": [r[0] for r in body],
+            "account_id": [r[1] for r in body],
+            "ts": pa.array([when(r[2]) for r in body], pa.timestamp("us")),
+            "amount": pa.array([float(r[3].replace(",", "")) for r in body], pa.float64()),
+            "category": [r[4] or None for r in body],
+            "channel": [r[5] or None for r in body],
+        }
+    )
+
+
+def test_typed_columns(tmp_path: Path, baseline: list[dict], pg_url: str) -> None:
+    """Timestamps and numbers typed in Parquet, DuckDB and PostgreSQL give the same features."""
+    typed = typed_transactions()
+    uris = {name: f"{name}.csv" for name in TABLES}
+    write_csv_company(tmp_path)
+    pq.write_table(typed, tmp_path / "tx.parquet")
+    config = write_config(tmp_path, uris | {"transactions": "tx.parquet"})
+    assert feature_rows(config) == baseline
+
+    con = duckdb.connect(str(tmp_path / "tx.duckdb"))
+    con.execute("CREATE TABLE tx AS SELECT * FROM typed")
+    con.close()
+    config = write_config(
+        tmp_path, uris | {"transactions": "duckdb://tx.duckdb"}, {"transactions": 'table = "tx"'}
+    )
+    assert feature_rows(config) == baseline
+
+    schema = f"custval_typed_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_url, autocommit=True) as pg:
+        pg.execute(f"CREATE SCHEMA {schema}")
+        pg.execute(
+            f"CREATE TABLE {schema}.tx (order_id TEXT, account_id TEXT, ts TIMESTAMP, "
+            "amount NUMERIC(12, 2), category TEXT, channel TEXT)"
+        )
+        with pg.cursor().copy(f"COPY {schema}.tx FROM STDIN") as copy:
+            for rec in typed.to_pylist():
+                copy.write_row(list(rec.values()))
+    try:
+        config = write_config(
+            tmp_path,
+            uris | {"transactions": pg_url},
+            {"transactions": f'table = "{schema}.tx"'},
+        )
+        assert feature_rows(config) == baseline
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as pg:
+            pg.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 @pytest.mark.parametrize("form", ["parquet", "jsonl"])

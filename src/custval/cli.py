@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -66,7 +67,8 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
         except CustvalError as exc:
             if os.environ.get("CUSTVAL_DEBUG"):
                 raise
-            err.print(f"[bold red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
+            # messages quote the user's data, which may hold rich markup such as "[/b]"
+            err.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err.print("interrupted; nothing was written")
@@ -165,7 +167,7 @@ def _print_synth(result: Any) -> None:
     table.add_column("rows", justify="right")
     table.add_column("file")
     for name, rows in result.rows.items():
-        table.add_row(name, f"{rows:,}", str(result.files.get(name, "")))
+        table.add_row(name, f"{rows:,}", escape(str(result.files.get(name, ""))))
     out.print(table)
     out.print(f"project file: {result.config_path}")
 
@@ -183,7 +185,7 @@ def _print_reports(reports: list) -> int:
         errors = sum(f.severity == "error" for f in rep.findings)
         n_errors += errors
         mark = "[red]x[/]" if errors else ("[yellow]![/]" if rep.findings else "[green]ok[/]")
-        out.print(f"{mark} {rep.source} ({rep.kind}): {rep.rows:,} rows", highlight=False)
+        out.print(f"{mark} {escape(rep.source)} ({rep.kind}): {rep.rows:,} rows", highlight=False)
         for f in rep.findings:
             style = "red" if f.severity == "error" else "yellow"
             text = f"{f.column}: {f.problem}" if f.column else f.problem
@@ -191,7 +193,9 @@ def _print_reports(reports: list) -> int:
                 text += f". Examples: {_examples(f.examples)}"
             if f.hint:
                 text += f". {f.hint}"
-            out.print(f"    [{style}]{f.severity}[/] {text}", highlight=False, soft_wrap=True)
+            out.print(
+                f"    [{style}]{f.severity}[/] {escape(text)}", highlight=False, soft_wrap=True
+            )
     return n_errors
 
 
@@ -213,7 +217,7 @@ def validate(config: ConfigOpt = Path("custval.toml")) -> None:
     con = sources.working_connection()
     with steps(2 * len(project.sources)) as advance:
         raw = pipeline.open_all(project, con, advance)
-        reports = pipeline.validate(project, raw, advance)
+        reports = pipeline.validate(project, con, raw, advance)
     n_errors = _print_reports(reports)
     if n_errors:
         err.print(f"[bold red]{n_errors} error(s)[/]: fix the data or the column mapping.")
@@ -229,7 +233,7 @@ def _print_rules(prepared: Any) -> None:
     table.add_column("dropped", justify="right")
     for r in prepared.rules:
         if r.changed or r.dropped:
-            table.add_row(r.source, r.rule, f"{r.changed:,}", f"{r.dropped:,}")
+            table.add_row(escape(r.source), escape(r.rule), f"{r.changed:,}", f"{r.dropped:,}")
     out.print(table)
 
 
@@ -249,6 +253,7 @@ def run_features(
     from custval import pipeline
 
     project = _load(config)
+    _check_output(out_path)
     with steps(2 * len(project.sources) + 2, quiet) as advance:
         prepared = pipeline.prepare(project, progress=advance)
         advance("computing and writing features")
@@ -303,6 +308,21 @@ def features(
     )
 
 
+def _check_output(path: Path) -> None:
+    """Refuse an output path that cannot be written before any work is done."""
+    if path.is_dir():
+        raise CustvalError(
+            f"--out '{path}' is a folder", hint="Name a file such as features.parquet"
+        )
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise CustvalError(f"--out '{path}': '{parent}' is a file, not a folder")
+    if not os.access(parent, os.W_OK):
+        raise CustvalError(f"--out '{path}': '{parent}' is not writable")
+
+
 def _parse_date(text: str) -> date:
     try:
         return date.fromisoformat(text)
@@ -333,7 +353,7 @@ def demo(
     out.rule("2. validation against the contracts")
     project = _load(config)
     con = sources.working_connection()
-    reports = pipeline.validate(project, pipeline.open_all(project, con))
+    reports = pipeline.validate(project, con, pipeline.open_all(project, con))
     if _print_reports(reports):
         raise typer.Exit(1)
     out.rule("3. cleaning, customer 360 and features")
@@ -368,7 +388,7 @@ def _cell(value: Any) -> str:
         return "-"
     if isinstance(value, float):
         return f"{value:,.1f}"
-    return str(value)
+    return escape(str(value))
 
 
 def main() -> None:

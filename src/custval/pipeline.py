@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -19,6 +19,7 @@ import ibis
 import ibis.expr.types as ir
 import psycopg
 import pyarrow as pa
+import pyarrow.parquet as pq
 from ibis.common.exceptions import IbisError
 
 from custval.config import Project, SourceSpec
@@ -27,6 +28,7 @@ from custval.data.clean import RuleResult, Staged, clean_source, stage_typed
 from custval.data.contracts import (
     CONTRACTS,
     Contract,
+    Finding,
     SourceReport,
     id_map_contract,
     missing_columns,
@@ -34,7 +36,7 @@ from custval.data.contracts import (
     validate_source,
 )
 from custval.data.identity import IdMap, clean_id_map, linker, unlinked_rule
-from custval.errors import CustvalError
+from custval.errors import CustvalError, IdentityError
 from custval.features.build import FeatureTable, build_features
 
 Progress = Callable[[str], None]
@@ -96,14 +98,40 @@ def open_all(
 
 
 def validate(
-    project: Project, raw: dict[str, ir.Table], progress: Progress = _noop
+    project: Project,
+    con: ibis.BaseBackend,
+    raw: dict[str, ir.Table],
+    progress: Progress = _noop,
 ) -> list[SourceReport]:
-    """Check every source against its contract; returns one report per source."""
+    """Check every source against its contract, and the id map for ids linked to two
+    customers; returns one report per source."""
     reports = []
     for name, spec in project.sources.items():
         progress(f"validating {name}")
         with reading(spec):
-            reports.append(validate_source(spec, raw[name], contract_for(project, spec)))
+            report = validate_source(spec, raw[name], contract_for(project, spec))
+            if spec.kind == "id_map" and not report.errors:
+                try:
+                    clean_id_map(
+                        con,
+                        spec,
+                        raw[name],
+                        id_namespaces(project),
+                        project.identity.primary,
+                    )
+                except IdentityError as exc:
+                    report.findings.append(
+                        Finding(
+                            name,
+                            exc.column,
+                            "error",
+                            exc.problem,
+                            exc.count or 0,
+                            exc.examples,
+                            exc.hint,
+                        )
+                    )
+        reports.append(report)
     return reports
 
 
@@ -191,10 +219,20 @@ def features(
     groups: list[str] | None = None,
 ) -> FeatureTable:
     """The feature table of a prepared project at ``as_of`` (default: the project's), with the
-    feature ``groups`` given (default: the project's)."""
+    feature ``groups`` given (default: the project's).
+
+    An as-of date after today is refused: recency and T would count time that has not passed.
+    """
+    as_of = as_of or project.as_of
+    if as_of > date.today() + timedelta(days=1):
+        raise CustvalError(
+            f"the as-of date {as_of} is in the future: recency and T would count time that has "
+            "not passed",
+            hint="Use today's date or an earlier one",
+        )
     return build_features(
         prepared.tables,
-        as_of or project.as_of,
+        as_of,
         time_unit=project.time_unit,
         trend_window_days=project.features.trend_window_days,
         groups=groups or project.features.groups,
@@ -215,9 +253,17 @@ def write_features(ft: FeatureTable, path: str | Path) -> Path:
     tmp_cat = catalogue.with_name(f".{catalogue.name}.tmp")
     try:
         ft.table.order_by("customer_id").to_parquet(tmp)
+        if pq.ParquetFile(tmp).metadata.num_rows == 0:
+            raise CustvalError(
+                f"no customer is known before the as-of date {ft.as_of}: no profile signed up "
+                "and no purchase was made before it",
+                hint="Choose a later as_of",
+            )
         tmp_cat.write_text(json.dumps([f.as_dict() for f in ft.catalogue], indent=1))
         tmp.replace(path)
         tmp_cat.replace(catalogue)
+    except OSError as exc:
+        raise CustvalError(f"cannot write '{path}': {exc.strerror or exc}") from None
     finally:
         tmp.unlink(missing_ok=True)
         tmp_cat.unlink(missing_ok=True)
