@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.company import TABLES, project_toml, write_csv_company
+from tests.conftest import HttpServer
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -258,3 +259,27 @@ def test_blank_amount_is_dropped_and_counted(tmp_path: Path) -> None:
 
     c1 = next(r for r in pq.read_table(out).to_pylist() if r["customer_id"] == "C1")
     assert (c1["orders"], c1["revenue"]) == (4, 1380 - 30 - 50)
+
+
+def test_http_api_answering_500_then_timing_out(tmp_path: Path, http_server: HttpServer) -> None:
+    def route(_q: dict[str, str], n: int) -> tuple:
+        if n == 1:
+            return 500, b"internal error", {}
+        http_server.release.wait(5)  # hangs past the client's timeout
+        return 200, {"data": []}, {}
+
+    url = http_server.route("/tickets", route)
+    config = write_csv_company(tmp_path)
+    text = project_toml(
+        {name: f"{name}.csv" for name in TABLES if name != "interactions"} | {"interactions": url},
+        extra={
+            "interactions": "[sources.interactions.http]\ntimeout_s = 0.3\nmax_retries = 2\n"
+            "backoff_s = 0.01"
+        },
+    )
+    config.write_text(text)
+    result, out = features_cli(config)
+    assert_clean_failure(
+        result, out, "source 'interactions'", "timed out after 0.3 s", "3 attempts", "page 1"
+    )
+    assert http_server.hits["/tickets"] == 3

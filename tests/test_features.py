@@ -281,3 +281,12 @@ def test_customers_keyed_by_account_with_two_accounts_get_one_row(tmp_path: Path
     rows_by_id, _ = features_of(config)
     assert sorted(rows_by_id) == ["C1", "C2"]
     assert rows_by_id["C1"]["tenure_days"] == 274  # the earlier of the two profiles
+
+
+def test_feature_group_names_agree() -> None:
+    from typing import get_args
+
+    from custval.config import FeatureGroup
+    from custval.features.build import GROUPS
+
+    assert list(GROUPS) == list(get_args(FeatureGroup))

@@ -11,7 +11,7 @@ import os
 import tomllib
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -140,18 +140,7 @@ class FeatureOptions(_Strict):
     """Feature settings. Windows are in days; ``groups`` picks feature groups (default: all)."""
 
     trend_window_days: int = Field(90, ge=1)
-    groups: list[FeatureGroup] = Field(
-        default_factory=lambda: [
-            "rfm",
-            "rhythm",
-            "trend",
-            "mix",
-            "profile",
-            "web",
-            "product",
-            "service",
-        ]
-    )
+    groups: list[FeatureGroup] = Field(default_factory=lambda: list(get_args(FeatureGroup)))
 
 
 class Project(_Strict):

@@ -66,7 +66,12 @@ def product_features(usage: ir.Table, as_of: date) -> ir.Table:
 
 
 def service_features(tickets: ir.Table, as_of: date) -> ir.Table:
-    """Service interactions per customer (one row per customer with a ticket before ``as_of``)."""
+    """Service interactions per customer (one row per customer with a ticket before ``as_of``).
+
+    Tickets are those opened before ``as_of``; their outcome (resolved, hours to resolve) is as
+    the source tells it now, which for a ticket settled after ``as_of`` is later knowledge. A
+    source with a resolution timestamp would let this be cut at ``as_of`` too.
+    """
     t = tickets.filter(tickets.timestamp < cutoff(as_of))
     return t.group_by("customer_id").aggregate(
         tickets=t.count(),

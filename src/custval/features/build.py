@@ -47,6 +47,7 @@ class FeatureTable:
         return self.table.order_by("customer_id").to_pyarrow()
 
 
+# the keys are config.FeatureGroup's values; a test keeps the two in step
 GROUPS: dict[str, str] = {
     "rfm": "RFM in the BTYD and the marketing conventions (transactions)",
     "rhythm": "inter-purchase time statistics (transactions; needs rfm)",

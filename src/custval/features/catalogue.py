@@ -7,7 +7,7 @@ subscribed service) are described by a pattern and added when the feature table 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 Role = Literal["feature", "label", "key"]
@@ -158,12 +158,4 @@ def service_flag(service: str, column: str) -> Feature:
 
 def resolve(feature: Feature, time_unit: str) -> Feature:
     """Fill the time unit into a BTYD feature's unit."""
-    if "{unit}" not in feature.unit:
-        return feature
-    return Feature(
-        feature.name,
-        feature.description,
-        feature.unit.format(unit=time_unit),
-        feature.source,
-        feature.role,
-    )
+    return replace(feature, unit=feature.unit.format(unit=time_unit))

@@ -27,6 +27,8 @@ def _subscribes(services: ir.StringValue, name: str) -> ir.IntegerValue:
 def profile_features(customers: ir.Table, as_of: date) -> tuple[ir.Table, list[Feature]]:
     """One row per customer who signed up before ``as_of`` (or whose signup date is unknown).
 
+    The profile is the source's current snapshot: plan, region and services as they are now,
+    not as they were at ``as_of`` (a CRM seldom keeps their history).
     ``customer_age_years`` is the age in whole years at ``as_of`` (a birth date on or after
     ``as_of`` gives null); ``tenure_days`` counts days from signup to ``as_of``; each subscribed
     service becomes a 0/1 column ``service_<name>``.
