@@ -283,3 +283,21 @@ def test_http_api_answering_500_then_timing_out(tmp_path: Path, http_server: Htt
         result, out, "source 'interactions'", "timed out after 0.3 s", "3 attempts", "page 1"
     )
     assert http_server.hits["/tickets"] == 3
+
+
+def test_init_writes_a_project_file_that_loads(tmp_path: Path) -> None:
+    from custval.config import load_project
+
+    result = run_cli("init", "--out", "custval.toml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    project = load_project(tmp_path / "custval.toml")
+    assert project.identity.map_source == "id_map"
+    assert {s.kind for s in project.sources.values()} == {
+        "customers",
+        "transactions",
+        "web_sessions",
+        "id_map",
+    }
+    again = run_cli("init", "--out", "custval.toml", cwd=tmp_path)
+    assert again.returncode == 2 and "exists already" in again.stderr
+    assert "Traceback" not in again.stderr

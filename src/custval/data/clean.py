@@ -42,6 +42,9 @@ _IBIS_TYPES = {
     "text": "string",
 }
 UNKNOWN = "unknown"
+# where a blank raw value and an unparseable one both parse to null, so blanks are flagged;
+# ids, categories and text are null after parsing exactly when they were blank
+_BLANK_DIFFERS = {"timestamp", "date", "amount", "number", "bool"}
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,8 @@ def _typed(spec: SourceSpec, raw: ir.Table, contract: Contract) -> tuple[ir.Tabl
         value = raw[own]
         parsed = coerce(value, col, spec.formats)
         cols[col.name] = parsed
-        flags[f"_blank:{col.name}"] = is_blank(value)
+        if col.type in _BLANK_DIFFERS:
+            flags[f"_blank:{col.name}"] = is_blank(value)
         if col.type == "id" and value.type().is_string():
             flags[f"_ids_normalised:{col.name}"] = value != parsed
         elif col.type in {"timestamp", "date"} and value.type().is_string():
@@ -106,6 +110,7 @@ class Staged:
     contract: Contract
     table: ir.Table
     flags: list[str]
+    present: list[str]
 
 
 def stage_typed(
@@ -114,7 +119,8 @@ def stage_typed(
     """Parse ``raw`` once into a temporary table on ``con`` (see :func:`clean_source`)."""
     typed, flags = _typed(spec, raw, contract)
     table = con.create_table(f"_typed_{spec.name}", typed, temp=True, overwrite=True)
-    return Staged(spec, contract, table, flags)
+    present = [c.name for c in contract.columns if spec.column(c.name) in raw.columns]
+    return Staged(spec, contract, table, flags, present)
 
 
 def clean_source(
@@ -143,6 +149,7 @@ def clean_source(
     spec, contract = staged.spec, staged.contract
     rule_flags = staged.flags
     typed = staged.table
+    present = staged.present
 
     times = [c.name for c in contract.columns if c.type in {"timestamp", "date"}]
     drops: dict[str, ir.BooleanColumn] = {}
@@ -169,6 +176,8 @@ def clean_source(
     for label, predicate in drops.items():
         aggs[f"drop:{label}"] = (kept_so_far & predicate).sum()
         kept_so_far = kept_so_far & ~predicate
+    categories = [c.name for c in contract.columns if c.type == "category" and c.name in present]
+    aggs.update({f"_missing:{c}": typed[c].isnull().sum() for c in categories})
     is_refund = None
     if contract.kind == "transactions":
         is_refund = typed.amount < 0
@@ -176,13 +185,13 @@ def clean_source(
     counts = typed.aggregate(**aggs).to_pyarrow().to_pylist()[0]
 
     rules: list[RuleResult] = []
-    for key in rule_flags:
+    for key in [*rule_flags, *(f"_missing:{c}" for c in categories)]:
         label, col = key[1:].split(":")
         kind = contract.get(col).type
-        if label == "blank":
-            if kind == "category":
-                label = "missing set to unknown"
-            elif kind in {"number", "bool"}:
+        if label == "missing":
+            label = "missing set to unknown"
+        elif label == "blank":
+            if kind in {"number", "bool"}:
                 label = "missing left empty"
             else:
                 continue  # required columns: counted by the drop rules below
@@ -204,16 +213,12 @@ def clean_source(
         rules.append(RuleResult(spec.name, f"future dates set to empty ({name})", changed=n))
 
     # categories the source has get "unknown" for missing values; ones it lacks stay empty
-    fills: dict[str, ir.Value] = {
-        c.name: typed[c.name].fill_null(UNKNOWN)
-        for c in contract.columns
-        if c.type == "category" and f"_blank:{c.name}" in rule_flags
-    }
+    fills: dict[str, ir.Value] = {c: typed[c].fill_null(UNKNOWN) for c in categories}
     fills |= {name: ibis.ifelse(late, ibis.null(), typed[name]) for name, late in future.items()}
     kept = typed.filter(keep).drop(*staged.flags).mutate(**fills)
-    if is_refund is not None:
-        kept = kept.mutate(is_refund=kept.amount < 0)
     deduped = kept.distinct()
+    if is_refund is not None:
+        deduped = deduped.mutate(is_refund=deduped.amount < 0)
     if link is not None:
         deduped = link(deduped)
     if contract.kind == "customers":
@@ -223,12 +228,9 @@ def clean_source(
         key = deduped.customer_id
         if link is not None:
             key = ibis.ifelse(key.isnull(), "unlinked:" + deduped._source_id, "linked:" + key)
-        deduped = (
-            deduped.mutate(_profile=key)
-            .order_by(*deduped.columns)
-            .distinct(on="_profile", keep="first")
-            .drop("_profile")
-        )
+        # the first row in the order of all columns (nulls last), whatever order rows come in
+        rank = ibis.row_number().over(group_by=key, order_by=list(deduped.columns))
+        deduped = deduped.mutate(_rank=rank).filter(lambda t: t._rank == 0).drop("_rank")
     final = con.create_table(f"_clean_{spec.name}", deduped, temp=True, overwrite=True)
     stats = {"rows": final.count()}
     if link is not None:

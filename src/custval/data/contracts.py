@@ -367,7 +367,10 @@ def checks(
         if typed is None:
             parsed, blank = coerce(table[own], col, spec.formats), is_blank(table[own])
         else:
-            parsed, blank = typed[col.name], typed[f"_blank:{col.name}"]
+            parsed = typed[col.name]
+            flag = f"_blank:{col.name}"
+            # cleaning flags blanks only where they differ from unparseable values
+            blank = typed[flag] if flag in typed.columns else parsed.isnull()
         if col.type in _PROBLEMS:
             found[f"unparseable:{own}"] = (col, _PROBLEMS[col.type], ~blank & parsed.isnull())
             if col.minimum is not None:
