@@ -90,7 +90,7 @@ def build_features(
     if "customers" in tables:
         # the profile source also says who the customers are, chosen or not
         prof, specs = profile_features(tables["customers"], as_of)
-        ids.append(prof.select("customer_id"))
+        ids.append(prof)
         if "profile" in chosen:
             parts.append((prof, {}))
             extra += specs
@@ -112,10 +112,11 @@ def build_features(
             mix, specs = mix_features(tx, as_of)
             parts.append((mix, {"n_categories": 0}))
             extra += specs
+        # rfm and mix have one row per buyer already
         if "rfm" in chosen:
-            ids.append(rfm.select("customer_id"))  # one row per buyer already
+            ids.append(rfm)
         elif "mix" in chosen:
-            ids.append(mix.select("customer_id"))
+            ids.append(mix)
         else:
             buyers = tx.filter((tx.timestamp < cutoff(as_of)) & ~tx.is_refund)
             ids.append(buyers.select("customer_id").distinct())
@@ -129,13 +130,21 @@ def build_features(
             parts.append((fn(tables[kind], as_of), dict.fromkeys(COUNTS[kind], 0)))
     if not ids:
         raise ValueError("features need a customers or a transactions table")
-    spine = ids[0]
-    for other in ids[1:]:
-        spine = spine.union(other, distinct=True)
-    table = spine
     fills: dict[str, object] = {}
+    if len(ids) == 1 and any(ids[0] is part for part, _ in parts):
+        # one source of customers that is itself a feature part: it is the spine, no join
+        table = ids[0]
+    else:
+        # a part that names the customers and joins in too would be computed twice: keep it
+        cached = {id(t): t.cache() for t in ids if any(t is part for part, _ in parts)}
+        parts = [(cached.get(id(part), part), zero) for part, zero in parts]
+        ids = [cached.get(id(t), t) for t in ids]
+        table = ids[0].select("customer_id")
+        for other in ids[1:]:
+            table = table.union(other.select("customer_id"), distinct=True)
     for part, zero in parts:
-        table = table.left_join(part, "customer_id").drop("customer_id_right")
+        if part is not table:
+            table = table.left_join(part, "customer_id").drop("customer_id_right")
         fills.update(zero)
     # counts are whole numbers, also where they were summed from float measures
     table = table.mutate(
