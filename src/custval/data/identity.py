@@ -61,27 +61,28 @@ def clean_id_map(
     >>> idmap.pairs("account_id").count().execute()
     4612
     """
-    cols = {}
-    for ns in namespaces:
-        # the same normalisation as every source's ids, or the join would miss
-        value = coerce(raw[spec.column(ns)], Column(ns, "id"), ())
-        cols[ns] = ibis.ifelse(value == "", ibis.null("string"), value)
-    typed = raw.select(**cols)
+    # the same normalisation as every source's ids (blank ids are null), or the join would miss
+    typed = raw.select(
+        **{ns: coerce(raw[spec.column(ns)], Column(ns, "id"), ()) for ns in namespaces}
+    )
+    # one pass: the distinct rows, each with how many raw rows it stands for
+    grouped = typed.group_by(namespaces).aggregate(_n=typed.count())
+    staged = con.create_table(f"_idmap_{spec.name}", grouped, temp=True, overwrite=True)
+    no_primary = staged[primary].isnull()
     counts = (
-        typed.aggregate(rows=typed.count(), no_primary=typed[primary].isnull().sum())
+        staged.aggregate(
+            rows=staged._n.sum(),
+            no_primary=staged._n.sum(where=no_primary),
+            kept=(~no_primary).cast("int64").sum(),
+        )
         .to_pyarrow()
         .to_pylist()[0]
     )
-    kept = typed.filter(typed[primary].notnull()).distinct()
-    table = con.create_table(f"_idmap_{spec.name}", kept, temp=True, overwrite=True)
-    rows_out = int(table.count().to_pyarrow().as_py())
+    table = staged.filter(staged[primary].notnull()).drop("_n")
+    rows, dropped = int(counts["rows"] or 0), int(counts["no_primary"] or 0)
     rules = [
-        RuleResult(spec.name, f"rows without {primary}", dropped=int(counts["no_primary"])),
-        RuleResult(
-            spec.name,
-            "duplicate rows",
-            dropped=int(counts["rows"]) - int(counts["no_primary"]) - rows_out,
-        ),
+        RuleResult(spec.name, f"rows without {primary}", dropped=dropped),
+        RuleResult(spec.name, "duplicate rows", dropped=rows - dropped - int(counts["kept"] or 0)),
     ]
     idmap = IdMap(table, primary, namespaces, rules)
     for ns in namespaces:
