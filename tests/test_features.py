@@ -290,3 +290,20 @@ def test_feature_group_names_agree() -> None:
     from custval.features.build import GROUPS
 
     assert list(GROUPS) == list(get_args(FeatureGroup))
+
+
+def test_transactions_without_order_ids_count_every_row(tmp_path: Path) -> None:
+    config = write_csv_company(tmp_path)
+    lines = (tmp_path / "transactions.csv").read_text().splitlines()
+    # drop the order_id column; the exact duplicate of O6 is now a second purchase
+    (tmp_path / "transactions.csv").write_text(
+        "\n".join(line.split(",", 1)[1] for line in lines) + "\n"
+    )
+    project = load_project(config)
+    prepared = pipeline.prepare(project)
+    assert prepared.one_row_per_order is True
+    rows = {
+        r["customer_id"]: r for r in pipeline.features(project, prepared).to_pyarrow().to_pylist()
+    }
+    assert (rows["C1"]["orders"], rows["C1"]["frequency"]) == (5, 3)
+    assert (rows["C2"]["orders"], rows["C2"]["revenue"]) == (2, 40)

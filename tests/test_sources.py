@@ -642,3 +642,25 @@ def test_mask_url() -> None:
     assert mask_url("https://x.io/v1?api_key=k&page=2&Token=t#f") == "https://x.io/v1?page=2#f"
     assert mask_url("duckdb:///data/x.db") == "duckdb:///data/x.db"
     assert mask_url("https://x.io/a?secret_id=1") == "https://x.io/a"
+
+
+def test_csv_options_for_a_whitespace_file_without_header(tmp_path: Path) -> None:
+    # the layout of CDNOW's master file: space separated, no header, dates as YYYYMMDD
+    path = tmp_path / "cdnow.txt"
+    path.write_text("00001 19970101 1 11.77\n00002 19970112 1 12.00\n00002 19970112 5 77.00\n")
+    spec = SourceSpec(
+        name="cdnow",
+        kind="transactions",
+        uri=str(path),
+        csv={"delimiter": " ", "header": False, "names": ["id", "date", "cds", "dollars"]},
+    )
+    rows = open_source(spec).to_pyarrow().to_pylist()
+    assert rows[0] == {"id": "00001", "date": "19970101", "cds": "1", "dollars": "11.77"}
+    assert len(rows) == 3
+
+
+def test_csv_latin1_encoding(tmp_path: Path) -> None:
+    path = tmp_path / "latin.csv"
+    path.write_bytes("id,city\n1,Zürich\n".encode("latin-1"))
+    spec = SourceSpec(name="l", kind="customers", uri=str(path), csv={"encoding": "latin-1"})
+    assert open_source(spec).to_pyarrow().to_pylist() == [{"id": "1", "city": "Zürich"}]

@@ -75,6 +75,16 @@ class HttpOptions(_Strict):
     max_pages: int = Field(100_000, ge=1)
 
 
+class CsvOptions(_Strict):
+    """How to read delimited text files. By default DuckDB detects the delimiter and there is a
+    header row. Whitespace-separated files (CDNOW's, say) use ``delimiter = " "``."""
+
+    delimiter: str | None = Field(None, description="field separator; None: detected")
+    header: bool = True
+    names: list[str] | None = Field(None, description="column names, for files without a header")
+    encoding: Literal["utf-8", "utf-16", "latin-1"] | None = None
+
+
 class SourceSpec(_Strict):
     """One source: where it is, what kind of table it holds, and its column names.
 
@@ -98,6 +108,7 @@ class SourceSpec(_Strict):
     columns: dict[str, str] = Field(default_factory=dict)
     date_formats: list[str] | None = None
     http: HttpOptions = Field(default_factory=HttpOptions)
+    csv: CsvOptions = Field(default_factory=CsvOptions)
 
     @model_validator(mode="after")
     def _one_of_table_query(self) -> SourceSpec:

@@ -14,7 +14,8 @@ per column kind:
 - categories: trimmed and lower-cased; missing values become ``"unknown"``.
 - measures (counts, durations): missing values stay missing (no value is invented); aggregates
   skip them.
-- duplicates: rows equal in every column after the rules above are kept once.
+- duplicates: rows equal in every column after the rules above are kept once; in transactions
+  without order ids every row is an order, so identical rows are kept.
 
 Unparseable values never reach cleaning: validation (:mod:`custval.data.contracts`) stops first.
 """
@@ -159,7 +160,7 @@ def clean_source(
     for col in contract.columns:
         # a row without a value in a required column (id, order, timestamp, amount) cannot be
         # used; blank ids are null after normalisation
-        if col.required and col.values_required and col.name in typed.columns:
+        if col.name in present and ((col.required and col.values_required) or col.drop_blank):
             drops[f"rows without {col.name}"] = typed[col.name].isnull()
     # a date after the moment of cleaning is impossible: in a row's own timestamp the row is
     # dropped; in an attribute (a birth date) only the value is
@@ -219,7 +220,10 @@ def clean_source(
     fills: dict[str, ir.Value] = {c: typed[c].fill_null(UNKNOWN) for c in categories}
     fills |= {name: ibis.ifelse(late, ibis.null(), typed[name]) for name, late in future.items()}
     kept = typed.filter(keep).drop(*staged.flags).mutate(**fills)
-    deduped = kept.distinct()
+    # without order ids an identical row may be a second purchase of the same thing on the same
+    # day, so rows are kept as they are; with them, a repeated row is a repeated export
+    no_order_ids = contract.kind == "transactions" and "order_id" not in present
+    deduped = kept if no_order_ids else kept.distinct()
     if is_refund is not None:
         deduped = deduped.mutate(is_refund=deduped.amount < 0)
     if link is not None:
@@ -242,7 +246,7 @@ def clean_source(
             "unlinked_rows": unlinked.sum(),
             "unlinked_ids": final._source_id.nunique(where=unlinked),
         }
-    if contract.kind == "transactions":
+    if contract.kind == "transactions" and not no_order_ids:
         # one row per order lets features count rows instead of distinct order ids per day,
         # which costs twice this one global count
         stats["order_ids"] = final.order_id.nunique()
@@ -256,7 +260,7 @@ def clean_source(
         final = final.filter(final.customer_id.notnull()).drop("_source_id")
     one_row_per_order = None
     if contract.kind == "transactions":
-        one_row_per_order = int(counted["order_ids"]) == int(counted["rows"])
+        one_row_per_order = no_order_ids or int(counted["order_ids"]) == int(counted["rows"])
     return Cleaned(
         spec.name,
         contract.kind,

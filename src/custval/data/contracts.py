@@ -31,7 +31,8 @@ class Column:
     """One column of a contract.
 
     ``required`` columns must exist in the source; in a required column, blank values are
-    reported (cleaning drops those rows) unless ``values_required`` is false. ``minimum`` applies
+    reported (cleaning drops those rows) unless ``values_required`` is false; an optional column
+    with ``drop_blank`` is treated the same way when the source has it. ``minimum`` applies
     to ``number`` columns (for example counts cannot be negative).
     """
 
@@ -41,6 +42,7 @@ class Column:
     description: str = ""
     minimum: float | None = None
     values_required: bool = True
+    drop_blank: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,8 @@ CONTRACTS: dict[str, Contract] = {
         "transactions",
         (
             _CUST,
-            Column("order_id", "id", True, "order (or refund) identifier"),
+            # without order ids every row is an order (CDNOW and many exports have none)
+            Column("order_id", "id", False, "order (or refund) identifier", drop_blank=True),
             Column("timestamp", "timestamp", True, "when the order was placed"),
             Column("amount", "amount", True, "order value in currency; negative for refunds"),
             Column("category", "category", False, "product category"),
@@ -379,7 +382,7 @@ def checks(
                     f"a value below {col.minimum:g}",
                     parsed < col.minimum,
                 )
-        if col.required and col.values_required:
+        if (col.required and col.values_required) or col.drop_blank:
             found[f"missing:{own}"] = (
                 col,
                 "no value in a required column; cleaning drops these rows",

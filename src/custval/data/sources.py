@@ -391,7 +391,7 @@ def _decide_format(spec: SourceSpec, where: str, files: list[str]) -> FileFormat
     return formats.pop()  # type: ignore[return-value]
 
 
-def _csv_has_rows(path: str) -> bool:
+def _csv_has_rows(path: str, header: bool = True) -> bool:
     """Whether a CSV holds a line after its header, looking at its first bytes only."""
     lower = path.lower()
     if lower.endswith(".zst"):
@@ -400,7 +400,7 @@ def _csv_has_rows(path: str) -> bool:
     with opener(path, "rb") as fh:
         head = fh.read(_HEAD_BYTES)
     lines = [line for line in head.splitlines() if line.strip()]
-    return len(lines) >= 2 or len(head) >= _HEAD_BYTES
+    return len(lines) >= (2 if header else 1) or len(head) >= _HEAD_BYTES
 
 
 def _check_files(spec: SourceSpec, where: str, files: list[str], fmt: FileFormat) -> list[str]:
@@ -415,7 +415,7 @@ def _check_files(spec: SourceSpec, where: str, files: list[str], fmt: FileFormat
             (only,) = files
             if sizes[only] == 0:
                 raise _error(spec, f"the file '{only}' is empty (0 bytes)")
-            if fmt == "csv" and not _csv_has_rows(only):
+            if fmt == "csv" and not _csv_has_rows(only, spec.csv.header):
                 raise _error(spec, f"the file '{only}' has no rows, only a header")
             with Path(only).open("rb"):  # unreadable (permissions): say so here, clearly
                 pass
@@ -455,6 +455,14 @@ def _open_files_on(
         if fmt == "csv":
             if all(_has_suffix(f, {".tsv"}) for f in files):
                 options["delim"] = "\t"
+            csv = spec.csv
+            if csv.delimiter is not None:
+                options["delim"] = csv.delimiter
+            options["header"] = csv.header
+            if csv.names:
+                options["names"] = csv.names
+            if csv.encoding:
+                options["encoding"] = csv.encoding
             # Every column as text and no type sniffing: cleaning parses "1,234.50" and mixed
             # date formats itself and must see them as written.
             table = con.read_csv(files, table_name=name, all_varchar=True, **options)
