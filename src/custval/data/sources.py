@@ -500,13 +500,17 @@ def _db_path(spec: SourceSpec) -> str:
     return path or ":memory:"
 
 
-def _open_database(spec: SourceSpec, scheme: str) -> ibis.Table:
+def _require_table_or_query(spec: SourceSpec) -> None:
     if not spec.table and not spec.query:
         raise _error(
             spec,
             f"the database source {mask_url(spec.uri)} names neither a table nor a query",
             hint='Set table = "..." (optionally schema.table) or query = "SELECT ..."',
         )
+
+
+def _open_database(spec: SourceSpec, scheme: str) -> ibis.Table:
+    _require_table_or_query(spec)
     if scheme == "duckdb":
         backend = _connect_duckdb(spec)
         kind = "DuckDB"
@@ -597,12 +601,7 @@ def _connect_postgres(spec: SourceSpec) -> ibis.BaseBackend:
 
 
 def _open_other_backend(spec: SourceSpec) -> ibis.Table:
-    if not spec.table and not spec.query:
-        raise _error(
-            spec,
-            f"the database source {mask_url(spec.uri)} names neither a table nor a query",
-            hint='Set table = "..." (optionally schema.table) or query = "SELECT ..."',
-        )
+    _require_table_or_query(spec)
     try:
         backend = ibis.connect(spec.uri)
     except Exception as exc:
