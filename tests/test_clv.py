@@ -1,0 +1,96 @@
+"""CLV and its intervals, on models with set parameters (CDNOW's published fits)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from custval.errors import CustvalError
+from custval.models.btyd import BetaGeo, GammaGamma
+from custval.models.clv import (
+    clv_interval,
+    customer_lifetime_value,
+    discounted_expected_purchases,
+)
+
+
+def models(cov_scale: float = 1e-4) -> tuple[BetaGeo, GammaGamma]:
+    bg, gg = BetaGeo(), GammaGamma()
+    bg.params_ = {"r": 0.2426, "alpha": 4.4136, "a": 0.7929, "b": 2.4259}
+    gg.params_ = {"p": 6.25, "q": 3.74, "gamma": 15.44}
+    # a plausible covariance: relative standard errors of 1% x sqrt(scale / 1e-4)
+    for m in (bg, gg):
+        theta = np.array(list(m.params_.values()))
+        m.covariance_ = np.diag((theta * 0.01) ** 2) * (cov_scale / 1e-4)
+    return bg, gg
+
+
+rng = np.random.default_rng(1)
+N = 3000
+T = rng.uniform(1, 39, N).round(2)
+RECENCY = (T * rng.uniform(0, 1, N)).round(2)
+FREQ = np.where(RECENCY > 0, rng.integers(1, 30, N), 0).astype(float)
+SPEND = np.where(FREQ > 0, rng.gamma(6, 6, N), 0.0)
+
+
+def test_one_undiscounted_step_is_spend_times_expected_purchases() -> None:
+    bg, gg = models()
+    clv = customer_lifetime_value(bg, gg, FREQ, RECENCY, T, SPEND, horizon=26, step=26)
+    expected = bg.conditional_expected_purchases(26, FREQ, RECENCY, T) * (
+        gg.conditional_expected_average_spend(FREQ, SPEND)
+    )
+    np.testing.assert_allclose(clv, expected, rtol=1e-12)
+
+
+def test_undiscounted_value_does_not_depend_on_the_step() -> None:
+    bg, _ = models()
+    a = discounted_expected_purchases(bg, FREQ, RECENCY, T, horizon=52, step=1)
+    b = discounted_expected_purchases(bg, FREQ, RECENCY, T, horizon=52, step=13)
+    np.testing.assert_allclose(a, b, rtol=1e-10)
+
+
+def test_discounting_by_hand() -> None:
+    bg, _ = models()
+    d = 0.01
+    got = discounted_expected_purchases(bg, FREQ[:5], RECENCY[:5], T[:5], horizon=4, discount=d)
+    cum = [bg.conditional_expected_purchases(t, FREQ[:5], RECENCY[:5], T[:5]) for t in range(5)]
+    by_hand = sum((cum[t] - cum[t - 1]) / (1 + d) ** t for t in range(1, 5))
+    np.testing.assert_allclose(got, by_hand, rtol=1e-12)
+    undiscounted = discounted_expected_purchases(bg, FREQ[:5], RECENCY[:5], T[:5], horizon=4)
+    assert np.all(got < undiscounted)
+
+
+def test_interval_brackets_the_estimate_and_is_reproducible() -> None:
+    bg, gg = models()
+    kwargs = {"horizon": 52, "discount": 0.002, "step": 4, "n_draws": 100, "seed": 3}
+    iv = clv_interval(bg, gg, FREQ, RECENCY, T, SPEND, **kwargs)
+    assert np.all(iv.lower <= iv.upper)
+    inside = (iv.lower <= iv.estimate) & (iv.estimate <= iv.upper)
+    assert inside.mean() > 0.99
+    assert np.all(iv.upper - iv.lower > 0)
+    again = clv_interval(bg, gg, FREQ, RECENCY, T, SPEND, chunk_size=700, **kwargs)
+    np.testing.assert_allclose(iv.lower, again.lower, rtol=1e-12)
+    np.testing.assert_allclose(iv.upper, again.upper, rtol=1e-12)
+
+
+def test_interval_widens_with_parameter_uncertainty() -> None:
+    narrow = clv_interval(*models(1e-6), FREQ, RECENCY, T, SPEND, horizon=26, step=13, n_draws=60)
+    wide = clv_interval(*models(1e-3), FREQ, RECENCY, T, SPEND, horizon=26, step=13, n_draws=60)
+    assert np.median(wide.upper - wide.lower) > 10 * np.median(narrow.upper - narrow.lower)
+
+
+def test_bad_arguments_are_clear_errors() -> None:
+    bg, gg = models()
+    bg.covariance_ = np.full((4, 4), np.nan)
+    with pytest.raises(CustvalError, match="no finite covariance"):
+        clv_interval(bg, gg, FREQ, RECENCY, T, SPEND, horizon=10)
+    bg, gg = models()
+    for kwargs, needle in [
+        ({"horizon": 0}, "horizon"),
+        ({"horizon": 10, "step": -1}, "step"),
+        ({"horizon": 10, "discount": -0.1}, "discount"),
+    ]:
+        with pytest.raises(CustvalError, match=needle):
+            customer_lifetime_value(bg, gg, FREQ, RECENCY, T, SPEND, **kwargs)
+    with pytest.raises(CustvalError, match="level"):
+        clv_interval(bg, gg, FREQ, RECENCY, T, SPEND, horizon=10, level=1.5)
