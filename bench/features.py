@@ -79,7 +79,7 @@ refunds AS (
 SELECT per.customer_id,
        n_days - 1 AS frequency,
        date_diff('day', first_day, last_day) / 7 AS recency,
-       date_diff('day', first_day, DATE '{as_of}') / 7 AS "T",
+       (date_diff('day', first_day, DATE '{as_of}') - 1) / 7 AS "T",
        CASE WHEN n_days > 1 THEN (spend - first_spend) / (n_days - 1) ELSE 0 END AS monetary_value,
        date_diff('day', last_day, DATE '{as_of}') AS recency_days,
        orders,

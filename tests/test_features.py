@@ -39,10 +39,10 @@ def test_btyd_rfm_by_hand(computed: tuple) -> None:
     # purchase days Jan 1 (100 + 50), Jan 15 (1200), Jan 20 (0), Feb 10 (30); as_of Mar 1
     assert c1["frequency"] == 3
     assert c1["recency"] == 40 / 7
-    assert c1["T"] == 60 / 7
+    assert c1["T"] == 59 / 7  # to Feb 29, the last day before as_of
     assert c1["monetary_value"] == (1200 + 0 + 30) / 3
     c2 = computed[0]["C2"]
-    assert (c2["frequency"], c2["recency"], c2["T"], c2["monetary_value"]) == (0, 0, 10 / 7, 0)
+    assert (c2["frequency"], c2["recency"], c2["T"], c2["monetary_value"]) == (0, 0, 9 / 7, 0)
     c4 = computed[0]["C4"]
     assert c4["frequency"] is None and c4["T"] is None  # never bought
 
@@ -166,7 +166,7 @@ def test_earlier_as_of_moves_the_window(tmp_path: Path) -> None:
     table: pa.Table = pipeline.features(project, prepared, date(2024, 1, 16)).to_pyarrow()
     rows = {r["customer_id"]: r for r in table.to_pylist()}
     # by Jan 16 C1 has bought on Jan 1 and Jan 15; C2 has not bought yet
-    assert (rows["C1"]["frequency"], rows["C1"]["T"]) == (1, 15 / 7)
+    assert (rows["C1"]["frequency"], rows["C1"]["T"]) == (1, 14 / 7)
     assert rows["C2"]["orders"] == 0
 
 

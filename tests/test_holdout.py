@@ -25,7 +25,7 @@ def test_calibration_and_holdout_by_hand(tmp_path: Path) -> None:
     c1 = rows["C1"]
     # calibration: Jan 1 (150) and Jan 15 (1200); holdout: Jan 20 (0) and Feb 10 (30); the refund
     # of Feb 12 is not a purchase
-    assert (c1["frequency"], c1["recency"], c1["T"]) == (1, 2.0, 15 / 7)
+    assert (c1["frequency"], c1["recency"], c1["T"]) == (1, 2.0, 14 / 7)
     assert c1["monetary_value"] == 1200
     assert (c1["frequency_holdout"], c1["spend_holdout"]) == (2, 30)
     assert c1["duration_holdout"] == (date(2024, 3, 1) - date(2024, 1, 16)).days / 7
@@ -65,3 +65,54 @@ def test_cdnow_sample_counts_match_the_literature(tmp_path: Path) -> None:
     assert sum(f > 0 for f in frequency) == 946
     assert sum(table.column("frequency_holdout").to_pylist()) == 1882
     assert set(table.column("duration_holdout").to_pylist()) == {39.0}
+
+
+def cdnow_csv(folder: Path) -> Path:
+    path = folder / "tx.csv"
+    with path.open("w") as out:
+        out.write("customer_id,date,cds,amount\n")
+        for line in CDNOW.read_text().splitlines():
+            _master, sample, day, cds, dollars = line.split()
+            out.write(f"{sample},{day},{cds},{dollars}\n")
+    return path
+
+
+@pytest.mark.skipif(not CDNOW.exists(), reason="the CDNOW reference data is not beside the project")
+def test_clv_command_reproduces_the_published_cdnow_fits(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    cdnow_csv(tmp_path)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "custval",
+            "clv",
+            "-t",
+            "tx.csv",
+            "--calibration-end",
+            "1997-10-01",
+            "--holdout-end",
+            "1998-07-01",
+            "-o",
+            "clv.parquet",
+            "--json",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    summary = json.loads(result.stdout)
+    bg = summary["purchases"]["params"]
+    published = {"r": 0.2426, "alpha": 4.4136, "a": 0.7929, "b": 2.4259}
+    for name, value in published.items():
+        assert f"{bg[name]:.4g}" == f"{value:.4g}", name
+    assert summary["purchases"]["log_likelihood"] == pytest.approx(-9582.43, abs=0.01)
+    gg = summary["spend"]["params"]
+    assert (round(gg["p"], 2), round(gg["q"], 2), round(gg["gamma"], 2)) == (6.25, 3.74, 15.44)
+    assert summary["holdout"]["actual_total"] == 1882
+    assert (tmp_path / "clv.parquet").exists()

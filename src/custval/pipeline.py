@@ -17,6 +17,7 @@ from pathlib import Path
 import duckdb
 import ibis
 import ibis.expr.types as ir
+import numpy as np
 import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -268,3 +269,98 @@ def write_features(ft: FeatureTable, path: str | Path) -> Path:
         tmp.unlink(missing_ok=True)
         tmp_cat.unlink(missing_ok=True)
     return path
+
+
+PURCHASE_MODELS = {"bgnbd": "BetaGeo", "mbgnbd": "ModifiedBetaGeo", "pnbd": "ParetoNBD"}
+
+
+@dataclass
+class ClvResult:
+    """A fitted purchase and spend model, per-customer predictions and holdout figures."""
+
+    purchases: object
+    spend: object
+    predictions: pa.Table
+    holdout: dict[str, float] | None
+    spend_excluded: int
+
+
+def clv(
+    prepared: Prepared,
+    *,
+    calibration_end: date,
+    holdout_end: date | None = None,
+    model: str = "bgnbd",
+    horizon: float = 52.0,
+    discount: float = 0.0,
+    time_unit: str = "weeks",
+) -> ClvResult:
+    """Fit a purchase model (BG/NBD, MBG/NBD or Pareto/NBD) and Gamma-Gamma on the customers'
+    BTYD summary at ``calibration_end``; predict P(alive), purchases and discounted CLV over
+    ``horizon`` time units; judge the purchase model on the holdout when ``holdout_end`` is given.
+
+    Repeat buyers whose mean repeat spend is zero cannot inform the spend model and are left out
+    of its fit (``spend_excluded``); they, like one-time buyers, get the population's mean spend.
+    """
+    from custval.features.holdout import calibration_holdout
+    from custval.features.transactions import rfm_features
+    from custval.models import btyd
+    from custval.models.clv import discounted_expected_purchases
+    from custval.models.evaluation import holdout_errors
+
+    if model not in PURCHASE_MODELS:
+        raise CustvalError(
+            f"unknown model '{model}'", hint="Use one of " + ", ".join(PURCHASE_MODELS)
+        )
+    tx = prepared.tables.get("transactions")
+    if tx is None:
+        raise CustvalError("CLV needs a source of kind 'transactions'")
+    if holdout_end is not None:
+        summary = calibration_holdout(
+            tx,
+            calibration_end,
+            holdout_end,
+            time_unit=time_unit,
+            one_row_per_order=prepared.one_row_per_order,
+        )
+    else:
+        summary = rfm_features(
+            tx,
+            calibration_end,
+            time_unit=time_unit,
+            rhythm=False,
+            trend=False,
+            one_row_per_order=prepared.one_row_per_order,
+        ).select("customer_id", "frequency", "recency", "T", "monetary_value")
+    table = summary.order_by("customer_id").to_pyarrow()
+    if table.num_rows == 0:
+        raise CustvalError(f"no customer bought before the calibration end {calibration_end}")
+    col = {c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names}
+    x, tx_, t, m = (col[c].astype(float) for c in ("frequency", "recency", "T", "monetary_value"))
+    purchases = getattr(btyd, PURCHASE_MODELS[model])().fit(x, tx_, t)
+    informative = (x > 0) & (m > 0)
+    spend = btyd.GammaGamma().fit(x[informative], m[informative])
+    xs = np.where(informative, x, 0.0)
+    ms = np.where(informative, m, 0.0)
+    out = {
+        "customer_id": table.column("customer_id"),
+        "frequency": x,
+        "recency": tx_,
+        "T": t,
+        "monetary_value": m,
+        "p_alive": purchases.probability_alive(x, tx_, t),
+        "expected_purchases": purchases.conditional_expected_purchases(horizon, x, tx_, t),
+        "expected_spend": spend.conditional_expected_average_spend(xs, ms),
+    }
+    # every customer's own purchases, at the spend the model expects of them (the population's
+    # mean for one-time buyers and for repeat buyers without spend data)
+    out["clv"] = out["expected_spend"] * discounted_expected_purchases(
+        purchases, x, tx_, t, horizon=horizon, discount=discount
+    )
+    holdout = None
+    if holdout_end is not None:
+        predicted = purchases.conditional_expected_purchases(col["duration_holdout"], x, tx_, t)
+        out["frequency_holdout"] = col["frequency_holdout"]
+        out["predicted_holdout"] = predicted
+        holdout = holdout_errors(predicted, col["frequency_holdout"])
+    return ClvResult(purchases, spend, pa.table(out), holdout, int(((x > 0) & ~informative).sum()))

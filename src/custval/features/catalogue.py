@@ -42,7 +42,12 @@ STATIC: tuple[Feature, ...] = (
         "transactions",
     ),
     _f("recency", "time from first to last purchase day", "{unit}", "transactions"),
-    _f("T", "time from first purchase day to the as-of date", "{unit}", "transactions"),
+    _f(
+        "T",
+        "time from first purchase day to the last day before the as-of date",
+        "{unit}",
+        "transactions",
+    ),
     _f(
         "monetary_value",
         "mean spend per repeat purchase day (0 without repeats)",

@@ -4,7 +4,8 @@ and channel preferences.
 BTYD convention (as in Fader, Hardie & Lee 2005 and the lifetimes library): purchases on the same
 calendar day are one transaction; ``frequency`` counts repeat purchase days (the first purchase is
 not a repeat); ``recency`` runs from the first to the last purchase day and ``T`` from the first
-purchase day to the as-of date, both in the project's time unit (weeks by default);
+purchase day to the last observed day (the day before the as-of date), both in the project's time
+unit (weeks by default);
 ``monetary_value`` is the mean spend of the repeat purchase days. Refunds are not purchases.
 
 Marketing convention: ``recency_days`` since the last purchase, ``orders`` and ``revenue`` (net of
@@ -101,7 +102,9 @@ def rfm_features(
         "customer_id",
         frequency=frequency,
         recency=days_between(a._last, a._first) / unit,
-        T=days_between(end, a._first) / unit,
+        # to the last observed day, as in the literature (and lifetimes): a customer whose first
+        # purchase is on the day before as_of has T = 0; this reproduces the published CDNOW fits
+        T=(days_between(end, a._first) - 1) / unit,
         monetary_value=ibis.ifelse(
             frequency > 0, (a._spend - a._first_spend) / frequency.cast("float64"), 0.0
         ),
