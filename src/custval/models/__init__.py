@@ -1,0 +1,1 @@
+"""Probabilistic and machine-learned customer models."""
