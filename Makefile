@@ -28,6 +28,9 @@ test: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/synth.py
 	$(BIN)/python bench/features.py
+	@if [ -d ../shared/data ]; then \
+		$(BIN)/python bench/btyd_cdnow.py && $(BIN)/python bench/btyd_donations.py; \
+	else echo "../shared/data is absent: the CDNOW and donations checks are skipped"; fi
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests bench
