@@ -32,7 +32,8 @@ app = typer.Typer(
         "360 table and features for customer value.\n\n"
         "Start with 'custval demo' to see the whole path on generated data, or 'custval init' "
         "to write a project file for your own data, then 'custval validate' and "
-        "'custval features'."
+        "'custval features'. 'custval clv' gives customer lifetime values from one "
+        "transactions file."
     ),
     no_args_is_help=True,
     add_completion=True,
@@ -135,11 +136,12 @@ def synth(
         str, typer.Option("--format", "-f", help="csv, parquet or duckdb (one database file).")
     ] = "csv",
 ) -> None:
-    """Generate a realistic sample company: CRM, transactions, web and product analytics,
-    service tickets and an id map, with deliberate dirt and the true model parameters.
+    """Generate a realistic sample company with deliberate dirt and known truth.
 
-    About 10 transactions per customer; 1M customers take under a minute. A ready custval.toml
-    is written beside the data.
+    Writes CRM profiles, transactions, web sessions, product usage, service tickets and an id
+    map, each with its own key and the usual dirt, the true model parameters and dirt counts in
+    truth/, and a ready custval.toml. About 10 transactions per customer; 1M customers take
+    under a minute.
     """
     if fmt not in ("csv", "parquet", "duckdb"):
         raise CustvalError(f"--format must be csv, parquet or duckdb, not '{fmt}'")
@@ -208,8 +210,12 @@ def _examples(rows: list[dict]) -> str:
 @app.command()
 @friendly
 def validate(config: ConfigOpt = Path("custval.toml")) -> None:
-    """Check every source against its contract: required columns, parseable dates and amounts,
-    ranges. Prints a report; exits 1 if there are errors (warnings do not fail)."""
+    """Check every source against its contract; exit 1 on errors.
+
+    Checks required columns, parseable dates, amounts and numbers, ranges, and ids linked to two
+    customers in the id map. Prints one line per source and a paragraph per problem with example
+    rows; warnings (such as rows without an id, which cleaning drops) do not fail.
+    """
     from custval import pipeline
     from custval.data import sources
 
@@ -485,6 +491,7 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """The whole path on a generated sample company: generate, validate, clean, link, features.
+
 
     Prints rows per source, what cleaning did, the feature table's shape and where files are.
     """
