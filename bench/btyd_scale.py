@@ -1,0 +1,301 @@
+"""Fitting speed of custval's BG/NBD and Pareto/NBD, side by side with lifetimes 0.11.3.
+
+lifetimes is a benchmark-only dependency. On first use the script creates its own virtual
+environment in ``bench/.data/venv-lifetimes`` (``python3 -m venv``, then ``pip install -r
+bench/requirements-lifetimes.txt``: lifetimes 0.11.3 with the NumPy < 2, pandas < 2 and
+SciPy < 1.12 it needs under Python 3.11) and reuses it afterwards. lifetimes runs in that
+environment through a subprocess; custval runs in a subprocess of the interpreter running this
+script, so that each library's fit is timed alone (imports and data loading excluded) and
+custval's peak memory (``resource.getrusage``, data included) is that of a fresh process.
+
+Data: BTYD summaries (frequency, recency, T in weeks) simulated from a BG/NBD model with
+r=0.25, alpha=4, a=0.8, b=2.5 (vectorised: purchases are Poisson(lambda T), the dropout is
+geometric in the repeat purchases, the last purchase time is an order statistic of uniforms).
+T is uniform in whole days from 1 to 78 weeks and the recency is rounded up to whole days, as in
+a daily transaction log. Both libraries fit the same arrays, written once to ``bench/.data``.
+Pareto/NBD is fitted to data from the same simulator.
+
+Cases and targets (issue 3): BG/NBD on 1M customers at least 20x faster than lifetimes'
+BetaGeoFitter and under 2 s; BG/NBD on 10M customers (custval only) under 10 s and under 4 GB
+peak memory; Pareto/NBD on 100k customers at least 20x faster than lifetimes' ParetoNBDFitter.
+A lifetimes fit that runs longer than ``--timeout`` seconds (default 120) is stopped and shown
+as "> 120", the ratio then being a lower bound. Where lifetimes finishes, the fitted parameters
+of the two libraries are compared (relative difference; 3 significant digits = 5e-3). Both use
+their default settings (lifetimes' Pareto/NBD default is Nelder-Mead with tol=1e-4).
+
+Run: ``.venv/bin/python bench/btyd_scale.py`` (``-n``/``--quick``: 100k/1M/10k customers).
+Exits 1 when a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / ".data"
+LT_VENV = DATA / "venv-lifetimes"
+LT_REQS = HERE / "requirements-lifetimes.txt"
+
+R, ALPHA, A, B = 0.25, 4.0, 0.8, 2.5
+MAX_DAYS = 78 * 7
+AGREE_RTOL = 5e-3
+
+CUSTVAL_CHILD = r"""
+import json, resource, sys, time
+import numpy as np
+from custval.models.btyd import BetaGeo, ParetoNBD
+d = np.load(sys.argv[2])
+f, r, t = d["frequency"], d["recency"], d["T"]
+model = {"bgnbd": BetaGeo, "pnbd": ParetoNBD}[sys.argv[1]]()
+t0 = time.perf_counter()
+model.fit(f, r, t)
+wall = time.perf_counter() - t0
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"wall": wall, "params": model.params_, "peak_bytes": peak,
+                  "converged": bool(model.converged_), "n_iter": int(model.n_iter_),
+                  "loglik": float(model.log_likelihood_)}))
+"""
+
+LIFETIMES_CHILD = r"""
+import json, signal, sys, time, warnings
+warnings.filterwarnings("ignore")
+import numpy as np
+import pandas as pd
+from lifetimes import BetaGeoFitter, ParetoNBDFitter
+d = np.load(sys.argv[2])
+f, r, t = (pd.Series(d[k]) for k in ("frequency", "recency", "T"))
+model = {"bgnbd": BetaGeoFitter, "pnbd": ParetoNBDFitter}[sys.argv[1]]()
+limit = float(sys.argv[3])
+
+class Timeout(Exception):
+    pass
+
+def _alarm(signum, frame):
+    raise Timeout
+
+signal.signal(signal.SIGALRM, _alarm)
+signal.setitimer(signal.ITIMER_REAL, limit)
+t0 = time.perf_counter()
+try:
+    model.fit(f, r, t)
+except Timeout:
+    print(json.dumps({"timeout": True, "wall": time.perf_counter() - t0}))
+    sys.exit(0)
+except Exception as exc:
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    print(json.dumps({"error": f"{type(exc).__name__}: {exc}"[:300],
+                      "wall": time.perf_counter() - t0}))
+    sys.exit(0)
+wall = time.perf_counter() - t0
+signal.setitimer(signal.ITIMER_REAL, 0)
+print(json.dumps({"wall": wall, "params": {k: float(v) for k, v in model.params_.items()}}))
+"""
+
+VERSIONS_CHILD = r"""
+import json, sys, autograd, lifetimes, numpy, pandas, scipy
+from importlib.metadata import version
+print(json.dumps({"python": sys.version.split()[0], "lifetimes": lifetimes.__version__,
+                  "numpy": numpy.__version__, "pandas": pandas.__version__,
+                  "scipy": scipy.__version__, "autograd": version("autograd")}))
+"""
+
+
+def lifetimes_python() -> Path:
+    """The lifetimes environment's interpreter, created (once) when missing or out of date."""
+    py = LT_VENV / "bin" / "python"
+    stamp = LT_VENV / ".installed"
+    wanted = LT_REQS.read_text()
+    if py.exists() and stamp.exists() and stamp.read_text() == wanted:
+        return py
+    base = shutil.which("python3") or sys.executable
+    print(f"creating {LT_VENV} (lifetimes 0.11.3, benchmark only) ...", flush=True)
+    if LT_VENV.exists():
+        shutil.rmtree(LT_VENV)
+    DATA.mkdir(parents=True, exist_ok=True)
+    subprocess.run([base, "-m", "venv", str(LT_VENV)], check=True)
+    subprocess.run(
+        [str(py), "-m", "pip", "install", "--quiet", "-r", str(LT_REQS)],
+        check=True,
+    )
+    stamp.write_text(wanted)
+    return py
+
+
+def simulate_bgnbd(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """BTYD summaries of ``n`` BG/NBD customers (weeks), vectorised."""
+    lam = rng.gamma(R, 1.0 / ALPHA, n)  # purchase rate per week
+    p = rng.beta(A, B, n)  # dropout probability after each repeat purchase
+    t_days = rng.integers(1, MAX_DAYS + 1, n)
+    t_weeks = t_days / 7.0
+    n_events = rng.poisson(lam * t_weeks)  # repeat purchases in (0, T] had the customer stayed
+    last = rng.geometric(p)  # index of the repeat purchase after which the customer drops out
+    x = np.minimum(n_events, last)
+    rec_days = np.zeros(n)
+    buy = x > 0
+    # the x-th of n_events uniform order statistics on (0, T] is T * Beta(x, n_events - x + 1)
+    u = rng.beta(x[buy], n_events[buy] - x[buy] + 1)
+    rec_days[buy] = np.clip(np.ceil(u * t_days[buy]), 1, t_days[buy])
+    return {"frequency": x.astype(np.int64), "recency": rec_days / 7.0, "T": t_weeks}
+
+
+def run_child(cmd: list[str], timeout: float) -> dict:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"timeout": True}
+    lines = out.stdout.strip().splitlines()
+    if out.returncode != 0 or not lines:
+        tail = (out.stderr or out.stdout).strip().splitlines()[-3:]
+        return {"error": f"exit {out.returncode}: " + " | ".join(tail)}
+    return json.loads(lines[-1])
+
+
+@dataclass
+class Case:
+    name: str
+    model: str  # "bgnbd" or "pnbd"
+    n: int
+    with_lifetimes: bool
+    target: str
+    custval: dict = field(default_factory=dict)
+    lifetimes: dict = field(default_factory=dict)
+    met: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def fmt_n(n: int) -> str:
+    return f"{n // 1_000_000}M" if n % 1_000_000 == 0 else f"{n // 1000}k"
+
+
+def fmt_ratio(ratio: float) -> str:
+    """lifetimes time / custval time, e.g. 12x or 0.71x."""
+    return f"{ratio:.0f}x" if ratio >= 10 else f"{ratio:.2g}x"
+
+
+def judge(case: Case, timeout: float) -> None:
+    cv, lt = case.custval, case.lifetimes
+    if "wall" not in cv:
+        case.met = "no"
+        case.notes.append(f"custval failed: {cv.get('error', 'timeout')}")
+        return
+    wall = cv["wall"]
+    if case.model == "bgnbd" and not case.with_lifetimes:
+        peak_gb = cv["peak_bytes"] / 1e9
+        case.met = "yes" if wall < 10 and peak_gb < 4 else "no"
+        return
+    ok_abs = wall < 2 if case.model == "bgnbd" else True
+    if lt.get("timeout"):
+        bound = timeout / wall
+        case.met = "yes" if bound >= 20 and ok_abs else ("no" if not ok_abs else "unknown")
+    elif "params" in lt:
+        case.met = "yes" if lt["wall"] / wall >= 20 and ok_abs else "no"
+        rel = {k: abs(cv["params"][k] - v) / abs(v) for k, v in lt["params"].items() if v != 0}
+        worst = max(rel, key=rel.get)
+        agree = "agree" if rel[worst] <= AGREE_RTOL else "DISAGREE"
+        case.notes.append(
+            f"parameters {agree} to max rel diff {rel[worst]:.1e} ({worst}); "
+            + "custval "
+            + ", ".join(f"{k}={v:.5g}" for k, v in cv["params"].items())
+            + "; lifetimes "
+            + ", ".join(f"{k}={v:.5g}" for k, v in lt["params"].items())
+        )
+    else:
+        case.met = "unknown"
+        case.notes.append(f"lifetimes failed: {lt['error']}" if lt else "lifetimes not run")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("-n", "--quick", action="store_true", help="100k / 1M / 10k customers")
+    ap.add_argument("--timeout", type=float, default=120.0, help="lifetimes limit per fit, s")
+    ap.add_argument("--seed", type=int, default=2024)
+    ap.add_argument("--no-lifetimes", action="store_true", help="custval columns only")
+    args = ap.parse_args()
+
+    n_bg, n_big, n_pn = (
+        (100_000, 1_000_000, 10_000)
+        if args.quick
+        else (
+            1_000_000,
+            10_000_000,
+            100_000,
+        )
+    )
+    cases = [
+        Case(f"BG/NBD {fmt_n(n_bg)}", "bgnbd", n_bg, True, ">=20x and < 2 s"),
+        Case(f"BG/NBD {fmt_n(n_big)}", "bgnbd", n_big, False, "< 10 s and < 4 GB"),
+        Case(f"Pareto/NBD {fmt_n(n_pn)}", "pnbd", n_pn, True, ">=20x"),
+    ]
+
+    lt_py = None
+    if not args.no_lifetimes:
+        lt_py = lifetimes_python()
+        versions = run_child([str(lt_py), "-c", VERSIONS_CHILD], 120)
+        print("lifetimes environment:", ", ".join(f"{k} {v}" for k, v in versions.items()))
+
+    out_dir = DATA / "btyd_scale"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(args.seed)
+    for case in cases:
+        t0 = time.perf_counter()
+        data = simulate_bgnbd(case.n, rng)
+        path = out_dir / f"{case.model}_{case.n}.npz"
+        np.savez(path, **data)
+        rep = (data["frequency"] > 0).mean()
+        print(
+            f"{case.name}: simulated {case.n:,} customers in {time.perf_counter() - t0:.1f} s "
+            f"({rep:.1%} repeat buyers, mean frequency {data['frequency'].mean():.2f})",
+            flush=True,
+        )
+        del data
+        case.custval = run_child([sys.executable, "-c", CUSTVAL_CHILD, case.model, str(path)], 600)
+        print(f"  custval: {json.dumps(case.custval)}", flush=True)
+        if case.with_lifetimes and lt_py is not None:
+            case.lifetimes = run_child(
+                [str(lt_py), "-c", LIFETIMES_CHILD, case.model, str(path), str(args.timeout)],
+                args.timeout + 120,
+            )
+            print(f"  lifetimes: {json.dumps(case.lifetimes)}", flush=True)
+        judge(case, args.timeout)
+
+    header = (
+        f"{'case':<16} {'custval s':>9} {'peak GB':>7} {'lifetimes s':>11} {'ratio':>8}  "
+        f"{'target':<18} met"
+    )
+    print()
+    print(header)
+    print("-" * len(header))
+    for c in cases:
+        cv, lt = c.custval, c.lifetimes
+        cv_s = f"{cv['wall']:.2f}" if "wall" in cv else "failed"
+        peak = f"{cv['peak_bytes'] / 1e9:.2f}" if "peak_bytes" in cv else "-"
+        if not c.with_lifetimes or lt_py is None:
+            lt_s, ratio = "-", "-"
+        elif lt.get("timeout"):
+            lt_s = f"> {args.timeout:.0f}"
+            ratio = f"> {fmt_ratio(args.timeout / cv['wall'])}" if "wall" in cv else "-"
+        elif "params" in lt:
+            lt_s = f"{lt['wall']:.1f}"
+            ratio = fmt_ratio(lt["wall"] / cv["wall"]) if "wall" in cv else "-"
+        else:
+            lt_s, ratio = "failed", "-"
+        print(f"{c.name:<16} {cv_s:>9} {peak:>7} {lt_s:>11} {ratio:>8}  {c.target:<18} {c.met}")
+    for c in cases:
+        for note in c.notes:
+            print(f"{c.name}: {note}")
+    if args.quick:
+        print("quick run: sizes reduced; the targets are stated for 1M / 10M / 100k customers")
+    return 0 if all(c.met == "yes" for c in cases) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
