@@ -52,6 +52,7 @@ from scipy import optimize
 from scipy.special import betaln, digamma, gammaln, hyp2f1
 
 from custval.errors import CustvalError
+from custval.models.btyd import _compress as compress_rows
 
 ArrayLike = npt.ArrayLike
 FloatArray = npt.NDArray[np.float64]
@@ -366,12 +367,12 @@ def _bgbb_data(
 def _compress(
     x: FloatArray, tx: FloatArray, n: FloatArray, w: FloatArray
 ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
-    """Unique (x, t_x, n) patterns with summed weights: the BG/BB sufficient statistics."""
-    keep = w > 0
-    keys = np.stack([x[keep], tx[keep], n[keep]], axis=1)
-    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
-    counts = np.bincount(inverse.ravel(), weights=w[keep], minlength=len(uniq))
-    return uniq[:, 0], uniq[:, 1], uniq[:, 2], counts
+    """Unique (x, t_x, n) patterns with summed weights: the BG/BB sufficient statistics.
+
+    The continuous models' compression (hashing, rows with zero weight dropped) serves here too.
+    """
+    (ux, utx, un), counts = compress_rows(x, tx, n, weights=w)
+    return ux, utx, un, counts
 
 
 def bgbb_log_likelihood(
