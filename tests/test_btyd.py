@@ -11,7 +11,8 @@ import pytest
 from scipy.special import gammaln, hyp2f1
 
 from custval.errors import CustvalError
-from custval.models.btyd import BetaGeo, GammaGamma, ModifiedBetaGeo, ParetoNBD, _compress
+from custval.models.btyd import BetaGeo, GammaGamma, ModifiedBetaGeo, ParetoNBD
+from custval.models.fitting import compress_rows
 
 CDNOW = Path(__file__).resolve().parents[2] / "shared" / "data" / "cdnow" / "CDNOW_sample.txt"
 
@@ -367,8 +368,8 @@ def test_compress_key_and_lexsort_paths_agree():
     T = tx + rng.integers(0, 3, 5_000)
     w = rng.integers(0, 3, 5_000).astype(float)
     (a_cols, a_w), (b_cols, b_w) = (
-        _compress(x, tx, T, weights=w),
-        _compress(x, tx, T, weights=w, max_key=1),
+        compress_rows(x, tx, T, weights=w),
+        compress_rows(x, tx, T, weights=w, max_key=1),
     )
     # the hashing path returns rows in no particular order: compare them sorted
     ia, ib = np.lexsort(a_cols[::-1]), np.lexsort(b_cols[::-1])

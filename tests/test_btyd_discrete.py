@@ -42,8 +42,16 @@ def simulate_bgbb(
     return x, tx, np.full(n_customers, n_periods)
 
 
+def values(d: dict[str, float]) -> np.ndarray:
+    """A fitted dict of parameters (or standard errors) as an array, in the model's order."""
+    return np.array(list(d.values()))
+
+
+BGBB = ("alpha", "beta", "gamma", "delta")
+
+
 def within_3_se(model: BetaGeoBetaBinom | ShiftedBetaGeometric, truth: np.ndarray) -> None:
-    z = np.abs(model.params_ - truth) / model.standard_errors_
+    z = np.abs(values(model.params_) - truth) / values(model.standard_errors_)
     assert np.all(z < 3), (model.params_, model.standard_errors_, truth)
 
 
@@ -69,7 +77,7 @@ def test_bgbb_weights_equal_repeated_rows() -> None:
     keys, counts = np.unique(np.stack([x, tx, n], axis=1), axis=0, return_counts=True)
     full = BetaGeoBetaBinom().fit(x, tx, n)
     packed = BetaGeoBetaBinom().fit(keys[:, 0], keys[:, 1], keys[:, 2], weights=counts)
-    np.testing.assert_allclose(full.params_, packed.params_, rtol=1e-6)
+    np.testing.assert_allclose(values(full.params_), values(packed.params_), rtol=1e-6)
     assert full.log_likelihood_ == pytest.approx(packed.log_likelihood_, rel=1e-12)
 
 
@@ -103,8 +111,8 @@ def test_bgbb_likelihood_matches_direct_formula() -> None:
 
 def test_bgbb_predictions_are_consistent() -> None:
     m = BetaGeoBetaBinom()
-    m.params_ = np.array([1.204, 0.750, 0.657, 2.783])
-    a, b, g, d = m.params_
+    m.params_ = dict(zip(BGBB, [1.204, 0.750, 0.657, 2.783], strict=True))
+    a, b, g, d = m.params_.values()
     # a customer with no history is a new customer
     new = m.expected_transactions_new_customer([5])
     cond = m.conditional_expected_transactions(5, [0], [0], [0])
@@ -122,9 +130,9 @@ def test_bgbb_predictions_are_consistent() -> None:
 
 def test_bgbb_gamma_equal_one_uses_the_limit() -> None:
     m = BetaGeoBetaBinom()
-    m.params_ = np.array([1.0, 1.0, 1.0, 2.0])
+    m.params_ = dict(zip(BGBB, [1.0, 1.0, 1.0, 2.0], strict=True))
     near = BetaGeoBetaBinom()
-    near.params_ = np.array([1.0, 1.0, 1.0 + 1e-6, 2.0])
+    near.params_ = dict(zip(BGBB, [1.0, 1.0, 1.0 + 1e-6, 2.0], strict=True))
     with np.errstate(all="raise"):
         exact = m.expected_transactions_new_customer([10])
         cond = m.conditional_expected_transactions([10], [2], [3], [5])
@@ -142,7 +150,7 @@ def test_bgbb_donations_published_fit() -> None:
     m = BetaGeoBetaBinom().fit(df["frequency"], df["recency"], df["periods"], df["weights"])
     assert df["weights"].sum() == 11_104
     # Fader, Hardie & Shang (2010), table 2
-    np.testing.assert_allclose(np.round(m.params_, 3), [1.204, 0.750, 0.657, 2.783])
+    np.testing.assert_allclose(np.round(values(m.params_), 3), [1.204, 0.750, 0.657, 2.783])
     assert m.log_likelihood_ == pytest.approx(-33_225.6, abs=0.05)
     assert m.converged_
 
@@ -158,7 +166,7 @@ def test_bgbb_donations_published_fit() -> None:
 def test_sbg_published_fits(counts: list[int], published: list[float]) -> None:
     m = ShiftedBetaGeometric().fit(counts)
     assert m.converged_
-    np.testing.assert_allclose(np.round(m.params_, 3), published)
+    np.testing.assert_allclose(np.round(values(m.params_), 3), published)
 
 
 def test_sbg_survival_and_retention() -> None:
@@ -172,7 +180,7 @@ def test_sbg_survival_and_retention() -> None:
 
 def test_sbg_derl_matches_direct_sum() -> None:
     m = ShiftedBetaGeometric().fit(HIGH_END)
-    a, b = m.params_
+    a, b = m.params_.values()
     d = 0.1
     t = np.arange(0, 5000)
     for renewals in (0, 4):
@@ -187,7 +195,7 @@ def test_sbg_derl_matches_direct_sum() -> None:
 @pytest.mark.parametrize(("a", "b", "d", "n"), [(0.7, 1.2, 0.1, 1), (0.05, 3.0, 0.001, 100)])
 def test_derl_series_fallback_matches_hyp2f1(a: float, b: float, d: float, n: float) -> None:
     m = ShiftedBetaGeometric()
-    m.params_ = np.array([a, b])
+    m.params_ = {"alpha": a, "beta": b}
     closed = m.discounted_expected_residual_lifetime(d, n - 1)[0]
     assert _derl_series(a, b, n, d) == pytest.approx(closed, rel=1e-9)
 
@@ -287,9 +295,11 @@ def test_extreme_inputs_raise_no_warnings() -> None:
         tx = [1000, 0, 0, 3, 4000]
         n = [1000, 5000, 0, 5000, 5000]
         w = [1e7, 1e7, 5, 1, 3e6]
-        m = BetaGeoBetaBinom().fit(x, tx, n, weights=w)
-        assert np.all(np.isfinite(m.params_)) and np.isfinite(m.log_likelihood_)
-        assert not np.any(np.isnan(m.standard_errors_))
+        # five patterns this far apart do not determine four parameters: a clear error
+        with pytest.raises(CustvalError, match="do not determine"):
+            BetaGeoBetaBinom().fit(x, tx, n, weights=w)
+        m = BetaGeoBetaBinom()
+        m.params_ = dict(zip(BGBB, [1.204, 0.750, 0.657, 2.783], strict=True))
         for pred in (
             m.probability_alive(x, tx, n),
             m.conditional_expected_transactions(10_000, x, tx, n),
@@ -300,10 +310,12 @@ def test_extreme_inputs_raise_no_warnings() -> None:
         for theta in ([1e-8, 1e8, 1e-8, 1e8], [1e8, 1e-8, 1e8, 1e-8], [1e-3] * 4):
             ll, grad = bgbb_log_likelihood(theta, x, tx, n, w)
             assert np.isfinite(ll) and np.all(np.isfinite(grad))
-        # one customer only: a result (possibly not converged), never NaN or a warning
-        one = BetaGeoBetaBinom().fit([2], [3], [6])
-        assert not np.any(np.isnan(one.params_))
+        # one customer only: no interior maximum, so a clear error and no half-fitted model
+        one = BetaGeoBetaBinom()
+        with pytest.raises(CustvalError, match="1 customer\\) do not determine"):
+            one.fit([2], [3], [6])
+        assert not hasattr(one, "params_")
         s = ShiftedBetaGeometric().fit([10**9, 10**9 - 1, 10**9 - 1, 10**9 - 2])
-        assert np.all(np.isfinite(s.params_))
+        assert np.all(np.isfinite(values(s.params_)))
         assert np.all(np.isfinite(s.survival([0, 10, 10**6])))
         assert np.all(np.isfinite(s.discounted_expected_residual_lifetime(1e-3, [0, 10**6])))

@@ -29,30 +29,31 @@ customer cancels with probability ``theta``, ``theta ~ Beta(alpha, beta)`` acros
     S(t)     = B(alpha, beta+t) / B(alpha, beta)
     r(t)     = S(t) / S(t-1) = (beta+t-1) / (alpha+beta+t-1).
 
-Both are fitted by maximum likelihood over the logarithms of the parameters (so they stay
-positive without bounds that stop the search) with analytic, digamma-based gradients. Standard
-errors come from a finite-difference Hessian of the analytic gradient in the natural parameters.
+Both are fitted as every customer-base model is (:mod:`custval.models.fitting`): maximum
+likelihood over the logarithms of the parameters with analytic, digamma-based gradients, on the
+unique patterns with their counts as weights; standard errors come from a finite-difference
+Hessian of the analytic gradient in the natural parameters. ``params_`` and ``standard_errors_``
+are dicts keyed by parameter name.
 
 Example
 -------
 >>> import numpy as np
 >>> m = ShiftedBetaGeometric().fit([1000, 631, 468, 382, 326, 289, 262, 241])
->>> np.round(m.params_, 3).tolist()
-[0.704, 1.182]
+>>> {k: round(v, 3) for k, v in m.params_.items()}
+{'alpha': 0.704, 'beta': 1.182}
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy import optimize
 from scipy.special import betaln, digamma, gammaln, hyp2f1
 
 from custval.errors import CustvalError
-from custval.models.btyd import _compress as compress_rows
+from custval.models.fitting import LikelihoodModel, compress_rows
 
 ArrayLike = npt.ArrayLike
 FloatArray = npt.NDArray[np.float64]
@@ -160,115 +161,6 @@ def _positive_params(params: ArrayLike, k: int) -> FloatArray:
     if p.shape != (k,) or not np.all(np.isfinite(p)) or np.any(p <= 0):
         raise CustvalError(f"parameters must be {k} positive finite numbers, got {p.tolist()}")
     return p
-
-
-# ---------------------------------------------------------------------------------------------
-# shared maximum likelihood
-# ---------------------------------------------------------------------------------------------
-
-
-class _MLEMixin:
-    """Fits ``loglik(params) -> (ll, grad in natural params)`` over log-parameters.
-
-    Sets ``params_``, ``log_likelihood_``, ``aic_``, ``bic_``, ``converged_``, ``n_iter_``,
-    ``grad_norm_`` (norm of the gradient of the total log-likelihood with respect to the
-    log-parameters at the optimum), ``covariance_`` and ``standard_errors_`` (natural
-    parameters; ``inf`` when the Hessian is not negative definite, i.e. a parameter is not
-    identified by the data).
-    """
-
-    _param_names: tuple[str, ...] = ()
-    params_: FloatArray
-    log_likelihood_: float
-    aic_: float
-    bic_: float
-    converged_: bool
-    n_iter_: int
-    grad_norm_: float
-    covariance_: FloatArray
-    standard_errors_: FloatArray
-    n_customers_: float
-
-    def _maximise(
-        self,
-        loglik: Callable[[FloatArray], tuple[float, FloatArray]],
-        n_obs: float,
-        start: FloatArray,
-        max_iter: int,
-        tol: float,
-    ) -> None:
-        # The objective is the *mean* negative log-likelihood so that the tolerances mean the
-        # same for 100 and for 10 million customers.
-        def objective(log_params: FloatArray) -> tuple[float, FloatArray]:
-            theta = np.exp(log_params)
-            ll, grad = loglik(theta)
-            return -ll / n_obs, -grad * theta / n_obs
-
-        x0 = np.log(start)
-        bounds = [(-_LOG_BOUND, _LOG_BOUND)] * len(x0)
-        res = optimize.minimize(
-            objective,
-            x0,
-            jac=True,
-            method="L-BFGS-B",
-            bounds=bounds,
-            options={"maxiter": max_iter, "ftol": 1e-15, "gtol": tol, "maxcor": 20},
-        )
-        theta = np.exp(res.x)
-        ll, grad = loglik(theta)
-        grad_log = grad * theta
-        at_bound = np.any(np.abs(res.x) >= _LOG_BOUND - 1e-6)
-        self.params_ = theta
-        self.log_likelihood_ = float(ll)
-        k = len(theta)
-        self.aic_ = float(2 * k - 2 * ll)
-        self.bic_ = float(k * np.log(n_obs) - 2 * ll)
-        self.n_iter_ = int(res.nit)
-        self.grad_norm_ = float(np.linalg.norm(grad_log))
-        self.n_customers_ = float(n_obs)
-        self.converged_ = bool(
-            not at_bound and np.linalg.norm(grad_log) / n_obs < max(10 * tol, 1e-6)
-        )
-        self.covariance_ = self._covariance(loglik, theta)
-        self.standard_errors_ = np.sqrt(np.diag(self.covariance_))
-
-    @staticmethod
-    def _covariance(
-        loglik: Callable[[FloatArray], tuple[float, FloatArray]], theta: FloatArray
-    ) -> FloatArray:
-        # Central differences of the analytic gradient: one order more accurate than
-        # differencing the log-likelihood twice, and 2k gradient calls instead of O(k^2).
-        k = len(theta)
-        hess = np.empty((k, k))
-        for j in range(k):
-            h = 1e-5 * theta[j]
-            up, down = theta.copy(), theta.copy()
-            up[j] += h
-            down[j] -= h
-            hess[:, j] = (loglik(up)[1] - loglik(down)[1]) / (2 * h)
-        hess = 0.5 * (hess + hess.T)
-        info = -hess
-        try:
-            np.linalg.cholesky(info)
-        except np.linalg.LinAlgError:
-            return np.full((k, k), np.inf)
-        return np.linalg.inv(info)
-
-    def _check_fitted(self) -> FloatArray:
-        if not hasattr(self, "params_"):
-            raise CustvalError(
-                f"this {type(self).__name__} is not fitted yet", hint="call fit() first"
-            )
-        return self.params_
-
-    @property
-    def summary(self) -> dict[str, dict[str, float]]:
-        """Parameter name -> {'estimate', 'se'} (natural parameters)."""
-        theta = self._check_fitted()
-        return {
-            n: {"estimate": float(v), "se": float(s)}
-            for n, v, s in zip(self._param_names, theta, self.standard_errors_, strict=True)
-        }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -397,25 +289,26 @@ def bgbb_log_likelihood(
     return float(w @ ll), w @ g
 
 
-class BetaGeoBetaBinom(_MLEMixin):
+class BetaGeoBetaBinom(LikelihoodModel):
     """BG/BB model for discrete transaction opportunities (Fader, Hardie & Shang 2010).
 
     Parameters
     ----------
-    max_iter:
-        Iteration limit of the L-BFGS-B search over log-parameters.
     tol:
-        Gradient tolerance on the mean log-likelihood per customer.
+        Gradient tolerance of the L-BFGS-B search on the mean log-likelihood per customer.
+    max_iter:
+        Iteration limit of the search over log-parameters.
 
     Attributes
     ----------
     params_:
-        ``[alpha, beta, gamma, delta]``: ``p ~ Beta(alpha, beta)`` is the per-opportunity
+        ``{"alpha", "beta", "gamma", "delta"}``: ``p ~ Beta(alpha, beta)`` is the per-opportunity
         transaction probability, ``theta ~ Beta(gamma, delta)`` the per-opportunity dropout
         probability.
     log_likelihood_, aic_, bic_, converged_, n_iter_, grad_norm_, covariance_,
     standard_errors_:
-        See the module docstring; ``bic_`` uses the number of customers (sum of weights).
+        See :mod:`custval.models.fitting`; ``bic_`` uses the number of customers (sum of
+        weights).
 
     Example
     -------
@@ -424,18 +317,7 @@ class BetaGeoBetaBinom(_MLEMixin):
     """
 
     _param_names = ("alpha", "beta", "gamma", "delta")
-
-    def __init__(self, max_iter: int = 1000, tol: float = 1e-10) -> None:
-        self.max_iter = max_iter
-        self.tol = tol
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {"max_iter": self.max_iter, "tol": self.tol}
-
-    def set_params(self, **params: Any) -> BetaGeoBetaBinom:
-        for key, value in params.items():
-            setattr(self, key, value)
-        return self
+    _log_bound = _LOG_BOUND
 
     def fit(
         self,
@@ -471,20 +353,21 @@ class BetaGeoBetaBinom(_MLEMixin):
                 "every customer has n_periods = 0", column="n_periods", hint="nothing observed"
             )
 
-        def loglik(theta: FloatArray) -> tuple[float, FloatArray]:
-            ll, g = _bgbb_terms(theta, x, tx, n, grad=True)
-            assert g is not None
-            return float(w @ ll), w @ g
+        return self._fit((x, tx, n), w)
 
-        self._maximise(loglik, float(w.sum()), np.ones(4), self.max_iter, self.tol)
-        return self
+    def _value_and_grad(
+        self, theta: FloatArray, state: tuple[FloatArray, ...], w: FloatArray
+    ) -> tuple[float, FloatArray]:
+        ll, g = _bgbb_terms(theta, *state, grad=True)
+        assert g is not None
+        return float(w @ ll), w @ g
 
     # -- predictions ----------------------------------------------------------------------
 
     def _posterior_inputs(
         self, frequency: ArrayLike, recency: ArrayLike, n_periods: ArrayLike
     ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
-        theta = self._check_fitted()
+        theta = self._theta()
         x, tx, n = _bgbb_data(frequency, recency, n_periods)
         # evaluate the likelihood once per distinct pattern, then map back to the rows
         keys = np.stack([x, tx, n], axis=1)
@@ -550,7 +433,7 @@ class BetaGeoBetaBinom(_MLEMixin):
         E[X(n)] = a/(a+b) * d/(g-1) * [1 - Gamma(g+d)/Gamma(g+d+n)
                   * Gamma(1+d+n)/Gamma(1+d)]
         """
-        a, b, g, d = self._check_fitted()
+        a, b, g, d = self._theta()
         nn = _counts("n", n)
         return a / (a + b) * self._survival_sum(g, d, np.zeros_like(nn), nn)
 
@@ -659,18 +542,18 @@ def _survivors_to_lifetimes(
     return t[keep], obs[keep], w[keep]
 
 
-class ShiftedBetaGeometric(_MLEMixin):
+class ShiftedBetaGeometric(LikelihoodModel):
     """sBG model of contractual retention (Fader & Hardie 2007).
 
     Parameters
     ----------
-    max_iter, tol:
+    tol, max_iter:
         As for ``BetaGeoBetaBinom``.
 
     Attributes
     ----------
     params_:
-        ``[alpha, beta]`` of the Beta distribution of the per-period cancellation probability.
+        ``{"alpha", "beta"}`` of the Beta distribution of the per-period cancellation probability.
 
     Example
     -------
@@ -681,18 +564,7 @@ class ShiftedBetaGeometric(_MLEMixin):
     """
 
     _param_names = ("alpha", "beta")
-
-    def __init__(self, max_iter: int = 1000, tol: float = 1e-10) -> None:
-        self.max_iter = max_iter
-        self.tol = tol
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {"max_iter": self.max_iter, "tol": self.tol}
-
-    def set_params(self, **params: Any) -> ShiftedBetaGeometric:
-        for key, value in params.items():
-            setattr(self, key, value)
-        return self
+    _log_bound = _LOG_BOUND
 
     def fit(
         self,
@@ -733,23 +605,25 @@ class ShiftedBetaGeometric(_MLEMixin):
                 hint="the sBG needs customers at risk beyond period 1",
             )
 
-        def loglik(theta: FloatArray) -> tuple[float, FloatArray]:
-            ll, g = _sbg_terms(theta, t, obs, grad=True)
-            assert g is not None
-            return float(w @ ll), w @ g
+        return self._fit((t, obs.astype(np.float64)), w)
 
-        self._maximise(loglik, float(w.sum()), np.ones(2), self.max_iter, self.tol)
-        return self
+    def _value_and_grad(
+        self, theta: FloatArray, state: tuple[FloatArray, ...], w: FloatArray
+    ) -> tuple[float, FloatArray]:
+        t, obs = state
+        ll, g = _sbg_terms(theta, t, obs == 1.0, grad=True)
+        assert g is not None
+        return float(w @ ll), w @ g
 
     def survival(self, t: ArrayLike) -> FloatArray:
         """S(t) = B(alpha, beta+t)/B(alpha, beta): share of the cohort active after t periods."""
-        a, b = self._check_fitted()
+        a, b = self._theta()
         tt = _counts("t", t)
         return np.exp(np.maximum(betaln(a, b + tt) - betaln(a, b), _MIN_EXP))
 
     def retention_rate(self, t: ArrayLike) -> FloatArray:
         """r(t) = S(t)/S(t-1) = (beta+t-1)/(alpha+beta+t-1), for t >= 1."""
-        a, b = self._check_fitted()
+        a, b = self._theta()
         tt = _counts("t", t)
         if np.any(tt < 1):
             raise CustvalError("retention rates are defined from period 1", column="t")
@@ -773,7 +647,7 @@ class ShiftedBetaGeometric(_MLEMixin):
         -------
         >>> # m.discounted_expected_residual_lifetime(0.1, renewals=[0, 4])
         """
-        a, b = self._check_fitted()
+        a, b = self._theta()
         if not np.isfinite(discount) or discount <= 0:
             raise CustvalError(
                 f"discount must be a positive rate per period, got {discount}",

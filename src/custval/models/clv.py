@@ -181,7 +181,7 @@ def clv_interval(
     Example
     -------
     >>> iv = clv_interval(bgnbd, gg, x, t_x, T, m, horizon=52, level=0.9)  # doctest: +SKIP
-    >>> (iv.lower <= iv.estimate).all()
+    >>> (iv.lower <= iv.estimate).all()  # doctest: +SKIP
     True
     """
     if not 0 < level < 1:

@@ -1,0 +1,272 @@
+"""Maximum likelihood machinery shared by every customer-base model.
+
+Every model of :mod:`custval.models.btyd` and :mod:`custval.models.btyd_discrete` is fitted the
+same way:
+
+* the data are compressed to their sufficient statistics (:func:`compress_rows`: unique rows with
+  the number of customers each stands for as a weight), so the cost grows with the number of
+  distinct rows, not with the number of customers;
+* the *mean* negative log-likelihood per customer is minimised over the logarithms of the
+  parameters with L-BFGS-B and an analytic gradient, so the parameters stay positive and the
+  tolerances mean the same for 100 and for 10 million customers;
+* the covariance of the estimates is the inverse of the observed information (the Hessian of the
+  negative log-likelihood in the natural parameters, by central differences of the analytic
+  gradient, symmetrised).
+
+A fitted model has ``params_`` and ``standard_errors_`` (dicts keyed by parameter name),
+``covariance_`` (array in the order of ``params_``), ``log_likelihood_``, ``aic_``, ``bic_``
+(``k log n`` with n the number of customers), ``converged_``, ``n_iter_``, ``grad_norm_`` (norm of
+the gradient of the mean per-customer log-likelihood with respect to the log-parameters at the
+optimum) and ``n_customers_``.
+
+When the data do not determine the parameters (the likelihood keeps rising towards a parameter of
+0 or infinity, or its Hessian is not negative definite) ``fit`` raises a
+:class:`~custval.errors.CustvalError` saying so: no estimate, and never a NaN, is reported.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Self
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from scipy import optimize
+
+from custval.errors import CustvalError
+
+__all__ = ["LikelihoodModel", "compress_rows"]
+
+Array = npt.NDArray[np.float64]
+
+# A fit counts as converged when the gradient of the mean per-customer log-likelihood with respect
+# to the log-parameters is this small (scipy's own message is unreliable at tight tolerances).
+GRADIENT_TOLERANCE = 1e-5
+
+
+def compress_rows(*cols: Array, weights: Array, max_key: int = 2**62) -> tuple[list[Array], Array]:
+    """Unique rows of the columns with summed weights (hashing, O(n), no Python loop).
+
+    Each column is factorised by hashing, the codes are packed into one int64 key and the keys
+    factorised once: three times as fast as sorting (1M rows: 0.1 s against 0.3 s), in no
+    particular row order (a likelihood is a sum). If the key could overflow (billions of
+    distinct values) a lexsort is used instead. Rows whose weights sum to zero are dropped.
+
+    Example
+    -------
+    >>> (x, t), w = compress_rows(np.array([1.0, 1, 2]), np.array([3.0, 3, 4]),
+    ...                           weights=np.ones(3))
+    >>> sorted(zip(x.tolist(), t.tolist(), w.tolist()))
+    [(1.0, 3.0, 2.0), (2.0, 4.0, 1.0)]
+    """
+    uniques, codes = [], []
+    for c in cols:  # loop over the 2-3 columns, not over customers
+        inv, u = pd.factorize(c, sort=False)
+        uniques.append(np.asarray(u))
+        codes.append(inv.astype(np.int64))
+    sizes = [u.size for u in uniques]
+    if math.prod(sizes) < max_key:
+        key = codes[0]
+        for code, size in zip(codes[1:], sizes[1:], strict=True):
+            key = key * size + code
+        inv, ukey = pd.factorize(key, sort=False)
+        w = np.bincount(inv, weights=weights, minlength=ukey.size)
+        out = []
+        for u, size in zip(uniques[::-1], sizes[::-1], strict=True):
+            out.append(u[ukey % size])
+            ukey = ukey // size
+        keep = w > 0
+        return [c[keep] for c in out[::-1]], w[keep]
+    order = np.lexsort(cols[::-1])
+    sorted_cols = [c[order] for c in cols]
+    change = np.zeros(order.size, dtype=bool)
+    change[0] = True
+    for c in sorted_cols:
+        change[1:] |= c[1:] != c[:-1]
+    starts = np.flatnonzero(change)
+    wsum = np.add.reduceat(weights[order], starts)
+    keep = wsum > 0
+    return [c[starts][keep] for c in sorted_cols], wsum[keep]
+
+
+class LikelihoodModel:
+    """Maximum likelihood over log-parameters on compressed data, with standard errors.
+
+    Subclasses name their parameters in ``_param_names`` and give the log-likelihood either per
+    row (``_loglik_rows``, and its gradient ``_grad_rows`` of shape parameters x rows) or in total
+    (``_value_and_grad``, on the state ``_prepare`` builds once per fit).
+    """
+
+    _param_names: tuple[str, ...] = ()
+    _analytic_gradient = True
+    # Bounds on the log-parameters: far outside any meaningful value, and they keep the
+    # optimiser's trial points finite.
+    _log_bound = 30.0
+
+    params_: dict[str, float]
+    log_likelihood_: float
+    aic_: float
+    bic_: float
+    converged_: bool
+    n_iter_: int
+    grad_norm_: float
+    covariance_: Array
+    standard_errors_: dict[str, float]
+    n_customers_: float
+
+    def __init__(self, tol: float = 1e-10, max_iter: int = 2000) -> None:
+        self.tol = tol
+        self.max_iter = max_iter
+
+    # ---- what a model provides -------------------------------------------------------------
+
+    def _loglik_rows(self, theta: Array, data: tuple[Array, ...]) -> Array:
+        raise NotImplementedError
+
+    def _grad_rows(self, theta: Array, data: tuple[Array, ...]) -> Array:
+        raise NotImplementedError
+
+    def _init_theta(self, data: tuple[Array, ...], w: Array) -> Array:
+        return np.ones(len(self._param_names))
+
+    def _prepare(self, data: tuple[Array, ...], w: Array) -> Any:
+        """Precomputed state for :meth:`_value_and_grad` (default: the data themselves)."""
+        return data
+
+    def _value_and_grad(self, theta: Array, state: Any, w: Array) -> tuple[float, Array]:
+        """Total log-likelihood and its gradient in the natural parameters."""
+        return self._loglik(theta, state, w), self._grad_natural(theta, state, w)
+
+    # ---- scikit-learn conventions ----------------------------------------------------------
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Constructor parameters (scikit-learn convention)."""
+        return {"tol": self.tol, "max_iter": self.max_iter}
+
+    def set_params(self, **params: Any) -> Self:
+        """Set constructor parameters (scikit-learn convention)."""
+        for k, v in params.items():
+            setattr(self, k, v)
+        return self
+
+    def _theta(self) -> Array:
+        """The fitted parameters as an array in ``_param_names`` order."""
+        if not hasattr(self, "params_"):
+            raise CustvalError(f"{type(self).__name__} is not fitted yet", hint="Call fit first")
+        return np.array([self.params_[k] for k in self._param_names])
+
+    @property
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Parameter name -> {'estimate', 'se'} (natural parameters)."""
+        theta = self._theta()
+        se = getattr(self, "standard_errors_", {})
+        return {
+            k: {"estimate": float(v), "se": float(se.get(k, math.nan))}
+            for k, v in zip(self._param_names, theta, strict=True)
+        }
+
+    # ---- the machinery ---------------------------------------------------------------------
+
+    def _loglik(self, theta: Array, data: tuple[Array, ...], w: Array) -> float:
+        return float(w @ self._loglik_rows(theta, data))
+
+    def _grad_natural(self, theta: Array, data: tuple[Array, ...], w: Array) -> Array:
+        """Gradient of the total log-likelihood in the natural parameters."""
+        if self._analytic_gradient:
+            return self._grad_rows(theta, data) @ w
+        # central differences in log-parameters; step ~ eps**(1/3) balances truncation/rounding
+        h = 1e-5
+        g = np.empty(theta.size)
+        for j in range(theta.size):  # loop over 2-4 parameters
+            up, dn = theta.copy(), theta.copy()
+            up[j] *= math.exp(h)
+            dn[j] *= math.exp(-h)
+            g[j] = (self._loglik(up, data, w) - self._loglik(dn, data, w)) / (2 * h)
+        return g / theta
+
+    def _fit(self, data: tuple[Array, ...], w: Array) -> Self:
+        n = float(w.sum())
+        state = self._prepare(data, w)
+
+        def objective(log_theta: Array) -> tuple[float, Array]:
+            theta = np.exp(log_theta)
+            with np.errstate(all="ignore"):
+                ll, g = self._value_and_grad(theta, state, w)
+                g = g * theta
+            if not np.isfinite(ll) or not np.all(np.isfinite(g)):
+                # outside the numerically meaningful region: push the line search back
+                return 1e300, np.zeros_like(log_theta)
+            return -ll / n, -g / n
+
+        x0 = np.log(self._init_theta(data, w))
+        bounds = [(-self._log_bound, self._log_bound)] * x0.size
+        res = optimize.minimize(
+            objective,
+            x0,
+            jac=True,
+            method="L-BFGS-B",
+            bounds=bounds,
+            options={"maxiter": self.max_iter, "ftol": 1e-15, "gtol": self.tol, "maxcor": 20},
+        )
+        theta = np.exp(res.x)
+        f, g = objective(res.x)
+        self.params_ = dict(zip(self._param_names, map(float, theta), strict=True))
+        self.log_likelihood_ = -f * n
+        k = theta.size
+        self.aic_ = 2 * k - 2 * self.log_likelihood_
+        self.bic_ = k * math.log(n) - 2 * self.log_likelihood_
+        self.n_iter_ = int(res.nit)
+        self.grad_norm_ = float(np.linalg.norm(g))
+        at_bound = bool(np.any(np.abs(res.x) >= self._log_bound - 1e-6))
+        self.converged_ = bool(np.isfinite(f) and self.grad_norm_ < GRADIENT_TOLERANCE)
+        self.converged_ = self.converged_ and not at_bound
+        self.n_customers_ = n
+        cov = self._covariance(theta, state, w)
+        if at_bound or not np.all(np.isfinite(cov)):
+            # With too few or too uniform customers the likelihood keeps rising towards infinite
+            # parameters: there is no estimate (and no standard error) to report.
+            values = ", ".join(f"{k}={v:.4g}" for k, v in self.params_.items())
+            del self.params_
+            raise CustvalError(
+                f"the data ({n:.0f} customer{'s' if n != 1 else ''}) do not determine the "
+                f"{type(self).__name__} parameters: the likelihood has no interior maximum "
+                f"(it ended at {values})",
+                count=int(n),
+                hint="Fit on more customers, or on a longer calibration period",
+            )
+        self.covariance_ = cov
+        self.standard_errors_ = dict(
+            zip(self._param_names, map(float, np.sqrt(np.diag(cov))), strict=True)
+        )
+        return self
+
+    def _covariance(self, theta: Array, state: Any, w: Array) -> Array:
+        """Inverse Hessian of the negative log-likelihood in the natural parameters.
+
+        The Hessian is the central finite difference of the gradient (analytic where the model has
+        one), with a relative step per parameter, then symmetrised. When it is not positive
+        definite (a flat or boundary optimum) the entries are NaN and ``fit`` raises a
+        CustvalError: there is no asymptotic normal approximation to report.
+        """
+        k = theta.size
+        hess = np.empty((k, k))
+        h = 1e-5 if self._analytic_gradient else 1e-4
+        with np.errstate(all="ignore"):
+            for j in range(k):  # loop over parameters, not customers
+                up, dn = theta.copy(), theta.copy()
+                step = h * theta[j]
+                up[j] += step
+                dn[j] -= step
+                hess[:, j] = -(
+                    self._value_and_grad(up, state, w)[1] - self._value_and_grad(dn, state, w)[1]
+                ) / (2 * step)
+        hess = (hess + hess.T) / 2
+        if not np.all(np.isfinite(hess)):
+            return np.full((k, k), np.nan)
+        try:
+            np.linalg.cholesky(hess)
+        except np.linalg.LinAlgError:
+            return np.full((k, k), np.nan)
+        cov = np.linalg.inv(hess)
+        return cov if np.all(np.diag(cov) > 0) else np.full((k, k), np.nan)
