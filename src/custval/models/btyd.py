@@ -43,10 +43,11 @@ from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 from scipy.special import betaln, digamma, expit, gammaln, hyp2f1, log_expit
 
 from custval.errors import CustvalError
-from custval.models.fitting import LikelihoodModel, compress_rows
+from custval.models.fitting import LikelihoodModel, compress_rows, map_chunks, row_chunks
 
 __all__ = ["BetaGeo", "GammaGamma", "ModifiedBetaGeo", "ParetoNBD"]
 
@@ -188,6 +189,9 @@ class _CountModel(LikelihoodModel):
 
 
 _SERIES_TERMS = 4000
+# Rows per block of the BG/NBD likelihood: small enough for the CPU cache, large enough that
+# NumPy's per-call overhead does not show.
+_CHUNK_ROWS = 32_768
 
 
 def _hyp2f1(a: float, b: float, c: Array, z: Array) -> Array:
@@ -216,6 +220,11 @@ def _hyp2f1(a: float, b: float, c: Array, z: Array) -> Array:
                 hint="Check that the horizon and the time unit are sensible",
             )
     return out
+
+
+def _dot(u: Array, v: Array) -> float:
+    # not BLAS: a threaded BLAS inside likelihood threads oversubscribes the cores
+    return float(np.multiply(u, v).sum())
 
 
 class BetaGeo(_CountModel):
@@ -272,22 +281,21 @@ class BetaGeo(_CountModel):
         d_b = psi_ab + digamma(b + x + s) - digamma(b) - psi_abx - w4 / denom
         return np.vstack([d_r, d_alpha, d_a, d_b])
 
-    def _prepare(self, data: tuple[Array, ...], w: Array) -> dict[str, Array]:
+    def _prepare(self, data: tuple[Array, ...], w: Array) -> dict[str, Any]:
         # Functions of x, t_x and T are evaluated once per distinct value and gathered, and the
         # terms that depend on x only are summed with the weights per distinct x; this makes an
-        # evaluation on a million distinct rows cost a few gathers and one logaddexp.
+        # evaluation on a million distinct rows cost a few gathers and one logaddexp per row.
         x, tx, t = data
-        ux, ix = np.unique(x, return_inverse=True)
-        utx, itx = np.unique(tx, return_inverse=True)
-        ut, it = np.unique(t, return_inverse=True)
+        ix, ux = pd.factorize(x, sort=False)
+        itx, utx = pd.factorize(tx, sort=False)
+        it, ut = pd.factorize(t, sort=False)
+        ux = np.asarray(ux, dtype=np.float64)
         return {
             "ux": ux,
-            "ix": ix,
             "wx": np.bincount(ix, weights=w, minlength=ux.size),
-            "utx": utx,
-            "itx": itx,
-            "ut": ut,
-            "it": it,
+            "utx": np.asarray(utx, dtype=np.float64),
+            "ut": np.asarray(ut, dtype=np.float64),
+            "chunks": [(ix[c], itx[c], it[c], w[c]) for c in row_chunks(x.size, _CHUNK_ROWS)],
         }
 
     def _value_and_grad(self, theta: Array, state: Any, w: Array) -> tuple[float, Array]:
@@ -295,7 +303,7 @@ class BetaGeo(_CountModel):
             return super()._value_and_grad(theta, state, w)
         r, alpha, a, b = (float(v) for v in theta)
         s = self._x0
-        ux, ix, wx = state["ux"], state["ix"], state["wx"]
+        ux, wx = state["ux"], state["wx"]
         has4 = (ux > 0) if s == 0 else np.ones(ux.shape, dtype=bool)
         denom = np.where(has4, b + ux - 1 + s, 1.0)
         head = (
@@ -307,23 +315,38 @@ class BetaGeo(_CountModel):
         )
         c4 = np.where(has4, math.log(a) - np.log(denom), -np.inf)
         at, atx = alpha + state["ut"], alpha + state["utx"]
-        it, itx = state["it"], state["itx"]
-        log_t, log_tx = np.log(at)[it], np.log(atx)[itx]
-        rx = (r + ux)[ix]
-        # log-odds of "dropped out after the last purchase" vs "alive at T": a4 - a3
-        d = c4[ix] - rx * (log_tx - log_t)
-        a3 = -rx * log_t
-        ll = float(wx @ head + w @ (a3 - log_expit(-d)))
-        w4 = w * expit(d)  # weighted posterior probability of the dropout term
-        w3 = w - w4
+        log_at, log_atx = np.log(at), np.log(atx)
+        inv_at, inv_atx = 1 / at, 1 / atx
+        rux = r + ux
+
+        def rows(chunk: tuple[Any, ...]) -> tuple[float, float, float, float, float, Array]:
+            ix, itx, it, wc = chunk
+            log_t, log_tx = log_at[it], log_atx[itx]
+            rx = rux[ix]
+            # log-odds of "dropped out after the last purchase" vs "alive at T": a4 - a3
+            d = c4[ix] - rx * (log_tx - log_t)
+            ll = _dot(wc, -rx * log_t - log_expit(-d))
+            w4 = wc * expit(d)  # weighted posterior probability of the dropout term
+            w3 = wc - w4
+            return (
+                ll,
+                _dot(w3, log_t) + _dot(w4, log_tx),
+                _dot(w3 * rx, inv_at[it]) + _dot(w4 * rx, inv_atx[itx]),
+                float(w4.sum()),
+                0.0,
+                np.bincount(ix, weights=w4, minlength=ux.size),
+            )
+
+        parts = map_chunks(rows, state["chunks"])
+        ll = float(wx @ head) + sum(p[0] for p in parts)
+        w4_by_x = np.sum([p[5] for p in parts], axis=0)
         psi_ab = digamma(a + b)
         psi_abx = digamma(a + b + ux + s)
-        w4_by_x = np.bincount(ix, weights=w4, minlength=ux.size)
         grad = np.array(
             [
-                wx @ (digamma(r + ux) - digamma(r) + math.log(alpha)) - w3 @ log_t - w4 @ log_tx,
-                float(wx.sum()) * r / alpha - (w3 * rx) @ (1 / at)[it] - (w4 * rx) @ (1 / atx)[itx],
-                wx @ (psi_ab - psi_abx) + w4_by_x.sum() / a,
+                wx @ (digamma(rux) - digamma(r) + math.log(alpha)) - sum(p[1] for p in parts),
+                float(wx.sum()) * r / alpha - sum(p[2] for p in parts),
+                wx @ (psi_ab - psi_abx) + sum(p[3] for p in parts) / a,
                 wx @ (psi_ab + digamma(b + ux + s) - digamma(b) - psi_abx)
                 - w4_by_x @ np.where(has4, 1 / denom, 0.0),
             ]
