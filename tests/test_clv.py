@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 
 from custval.errors import CustvalError
-from custval.models.btyd import BetaGeo, GammaGamma
+from custval.models.btyd import BetaGeo, GammaGamma, ModifiedBetaGeo, ParetoNBD
 from custval.models.clv import (
+    _quantiles,
     clv_interval,
     customer_lifetime_value,
     discounted_expected_purchases,
+    expected_purchases_interval,
 )
 
 
@@ -94,3 +96,47 @@ def test_bad_arguments_are_clear_errors() -> None:
             customer_lifetime_value(bg, gg, FREQ, RECENCY, T, SPEND, **kwargs)
     with pytest.raises(CustvalError, match="level"):
         clv_interval(bg, gg, FREQ, RECENCY, T, SPEND, horizon=10, level=1.5)
+
+
+@pytest.mark.parametrize("cov_scale", [1e-4, 1e-3])
+def test_quadratic_draws_match_exact_draws(cov_scale: float) -> None:
+    # relative standard errors of 1% and 3%: the quadratic's bounds are those of the exact draws
+    # to a small share of the interval's width (200 draws' quantiles are only good to ~5%)
+    bg, gg = models(cov_scale)
+    kwargs = {"horizon": 52, "discount": 0.002, "step": 4, "n_draws": 150, "seed": 5}
+    exact = clv_interval(bg, gg, FREQ, RECENCY, T, SPEND, method="exact", **kwargs)
+    quad = clv_interval(bg, gg, FREQ, RECENCY, T, SPEND, method="quadratic", **kwargs)
+    width = exact.upper - exact.lower
+    for q, e in ((quad.lower, exact.lower), (quad.upper, exact.upper)):
+        off = np.abs(q - e) / width
+        assert off.max() < 5e-3 and np.median(off) < 1e-4
+    np.testing.assert_allclose(quad.estimate, exact.estimate, rtol=1e-12)
+
+
+@pytest.mark.parametrize("cls", [BetaGeo, ModifiedBetaGeo, ParetoNBD])
+def test_expected_purchases_interval(cls: type) -> None:
+    m = cls()
+    names = ("r", "alpha", "s", "beta") if cls is ParetoNBD else ("r", "alpha", "a", "b")
+    m.params_ = dict(zip(names, (0.55, 10.6, 0.61, 11.7), strict=True))
+    theta = np.array(list(m.params_.values()))
+    m.covariance_ = np.diag((theta * 0.02) ** 2)
+    x, tx, tt = FREQ[:400], RECENCY[:400], T[:400]
+    iv = expected_purchases_interval(m, x, tx, tt, horizon=39, n_draws=100, method="exact")
+    np.testing.assert_allclose(
+        iv.estimate, m.conditional_expected_purchases(39, x, tx, tt), rtol=1e-10
+    )
+    assert np.all(iv.lower <= iv.upper) and np.mean(iv.upper - iv.lower > 0) == 1
+    inside = (iv.lower <= iv.estimate) & (iv.estimate <= iv.upper)
+    assert inside.mean() > 0.99
+    quad = expected_purchases_interval(m, x, tx, tt, horizon=39, n_draws=100, method="quadratic")
+    off = np.abs(quad.upper - iv.upper) / (iv.upper - iv.lower)
+    assert off.max() < 5e-3 and np.median(off) < 1e-4
+
+
+def test_quantiles_match_numpy() -> None:
+    values = np.random.default_rng(0).gamma(2.0, size=(50, 37))
+    for level in (0.5, 0.8, 0.9, 0.95):
+        lo, hi = _quantiles(values, level)
+        ref = np.quantile(values, [(1 - level) / 2, (1 + level) / 2], axis=1)
+        np.testing.assert_allclose(lo, ref[0], rtol=1e-14)
+        np.testing.assert_allclose(hi, ref[1], rtol=1e-14)

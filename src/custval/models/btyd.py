@@ -405,6 +405,13 @@ class BetaGeo(_CountModel):
             raise CustvalError("the horizon t must be finite and non-negative", column="t")
         return expit(-self._log_odds_dead(x, tx, tt)) * self._bracket(horizon, x, tt)
 
+    def _purchases_if_alive(self, t: float, x: Array, tt: Array) -> Array:
+        """E[Y(t) | alive at T, x, T]: the conditional expectation without P(alive).
+
+        It does not depend on t_x, so CLV evaluates it once per distinct (x, T).
+        """
+        return self._bracket(np.full(x.shape, float(t)), x, tt)
+
     def expected_purchases_new_customer(self, t: ArrayLike) -> Array:
         """Expected repeat purchases of a new customer in ``t`` time units after the first.
 
@@ -600,6 +607,17 @@ class ParetoNBD(_CountModel):
         else:
             bracket = (beta + tt) * -np.expm1(-sm1 * log_ratio) / sm1
         return p_alive * (r + x) / (alpha + tt) * bracket
+
+    def _purchases_if_alive(self, t: float, x: Array, tt: Array) -> Array:
+        """E[Y(t) | alive at T, x, T] (no t_x: CLV evaluates it once per distinct (x, T))."""
+        r, alpha, s, beta = self._theta()
+        log_ratio = np.log1p(t / (beta + tt))
+        sm1 = s - 1
+        if abs(sm1) < 1e-10:
+            bracket = (beta + tt) * log_ratio
+        else:
+            bracket = (beta + tt) * -np.expm1(-sm1 * log_ratio) / sm1
+        return (r + x) / (alpha + tt) * bracket
 
     def expected_purchases_new_customer(self, t: ArrayLike) -> Array:
         """E[X(t)] = r beta / (alpha (s - 1)) [1 - (beta / (beta + t))**(s - 1)]

@@ -13,11 +13,24 @@ weekly data and 10% a year, ``d = 1.1 ** (1 / 52) - 1``) and ``E[M_i]`` is the e
 spend per purchase. Money is in the data's currency; time in the data's unit (custval's default
 is weeks).
 
+For every model here ``E[Y_i(t)] = P(alive | x, t_x, T) * E[Y(t) | alive, x, T]``, and the second
+factor does not depend on t_x: the sum over the steps is evaluated once per distinct (x, T) pair
+(a million customers with daily times have about 12,000) and P(alive) once per distinct
+(x, t_x, T) row.
+
 Intervals come from the models' own uncertainty: parameters are drawn from their asymptotic
 normal distribution (on the log scale, so that they stay positive: the delta method turns the
 covariance of the parameters into that of their logarithms), every draw's CLV is computed for
-every customer, and the quantiles of the draws bound each customer's value. Customers are
-processed in chunks, so memory stays bounded whatever their number.
+every customer, and the quantiles of the draws bound each customer's value. With
+``method="exact"`` each draw is evaluated with the full formulas. With ``method="quadratic"``
+the log of each distinct row's P(alive) and discounted purchases is a quadratic function of the
+log-parameters fitted through 1 + 2k + k(k - 1) exact evaluations placed 1.6 standard
+deviations out along every parameter axis and pair of axes (k parameters): the draws then cost one
+small matrix product per block of customers. The spend model is always evaluated exactly per
+draw. Against the exact draws, with parameter standard errors of 3%, the quadratic's bounds move
+by a median 0.002% and at most 0.2% of the interval's width (tests/test_clv.py), far below the
+Monte Carlo error of quantiles from 200 draws; ``method="auto"`` uses the exact draws when there are
+at most 20,000 distinct rows. Customers are processed in chunks, so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -30,6 +43,7 @@ import numpy as np
 import numpy.typing as npt
 
 from custval.errors import CustvalError
+from custval.models.fitting import map_chunks, row_chunks, unique_rows
 
 Array = npt.NDArray[np.float64]
 
@@ -41,6 +55,10 @@ class PurchaseModel(Protocol):
     def conditional_expected_purchases(
         self, t: Any, frequency: Any, recency: Any, T: Any
     ) -> Array: ...
+
+    def probability_alive(self, frequency: Any, recency: Any, T: Any) -> Array: ...
+
+    def _purchases_if_alive(self, t: float, x: Array, tt: Array) -> Array: ...
 
 
 class SpendModel(Protocol):
@@ -59,6 +77,39 @@ def _steps(horizon: float, step: float) -> Array:
     return np.linspace(horizon / k, horizon, k)
 
 
+class _Layout:
+    """Customers mapped to their distinct (x, t_x, T) rows and distinct (x, T) pairs."""
+
+    def __init__(self, frequency: Any, recency: Any, T: Any) -> None:
+        self.x, self.tx, self.t = (
+            np.asarray(v, dtype=np.float64).ravel() for v in (frequency, recency, T)
+        )
+        if not (self.x.size == self.tx.size == self.t.size):
+            raise CustvalError(
+                f"frequency, recency and T have different lengths "
+                f"({self.x.size}, {self.tx.size}, {self.t.size})"
+            )
+        (self.rx, self.rtx, self.rt), self.row_of = unique_rows(self.x, self.tx, self.t)
+        (self.px, self.pt), self.pair_of_row = unique_rows(self.rx, self.rt)
+
+    def log_parts(self, model: PurchaseModel, ts: Array, discount: float) -> tuple[Array, Array]:
+        """log P(alive) per distinct row and log discounted purchases-if-alive per pair."""
+        with np.errstate(divide="ignore"):
+            log_alive = np.log(model.probability_alive(self.rx, self.rtx, self.rt))
+        total = np.zeros(self.px.size)
+        previous = np.zeros(self.px.size)
+        for t in ts:  # a loop over the horizon's steps; each step is vectorised over pairs
+            cumulative = model._purchases_if_alive(float(t), self.px, self.pt)
+            total += (cumulative - previous) / (1.0 + discount) ** t
+            previous = cumulative
+        with np.errstate(divide="ignore"):
+            return log_alive, np.log(total)
+
+    def per_row(self, log_alive: Array, log_future: Array) -> Array:
+        """log discounted expected purchases per distinct row (last axis: rows)."""
+        return log_alive + log_future[..., self.pair_of_row]
+
+
 def discounted_expected_purchases(
     model: PurchaseModel,
     frequency: Any,
@@ -71,33 +122,23 @@ def discounted_expected_purchases(
 ) -> Array:
     """Each customer's expected repeat purchases over ``horizon``, discounted per step.
 
-    Unique (frequency, recency, T) rows are evaluated once: customers who look alike to the
-    model cost one evaluation.
+    Distinct (frequency, recency, T) rows and distinct (frequency, T) pairs are evaluated once:
+    customers who look alike to the model cost one evaluation.
 
     Example
     -------
     >>> det = discounted_expected_purchases(bgnbd, x, t_x, T, horizon=52, discount=0.002)
     ... # doctest: +SKIP
     """
+    _check_discount(discount)
+    layout = _Layout(frequency, recency, T)
+    log_alive, log_future = layout.log_parts(model, _steps(horizon, step), discount)
+    return np.exp(layout.per_row(log_alive, log_future))[layout.row_of]
+
+
+def _check_discount(discount: float) -> None:
     if discount < 0 or not np.isfinite(discount):
         raise CustvalError(f"the discount rate must be zero or positive, not {discount}")
-    rows = np.column_stack(
-        [np.asarray(v, dtype=np.float64).ravel() for v in (frequency, recency, T)]
-    )
-    unique, inverse = np.unique(rows, axis=0, return_inverse=True)
-    det = _det_unique(model, unique, _steps(horizon, step), discount)
-    return det[inverse.ravel()]
-
-
-def _det_unique(model: PurchaseModel, unique: Array, ts: Array, discount: float) -> Array:
-    x, tx, tt = unique.T
-    total = np.zeros(len(unique))
-    previous = np.zeros(len(unique))
-    for t in ts:  # a loop over the horizon's steps; each step is vectorised over customers
-        cumulative = model.conditional_expected_purchases(t, x, tx, tt)
-        total += (cumulative - previous) / (1.0 + discount) ** t
-        previous = cumulative
-    return total
 
 
 def customer_lifetime_value(
@@ -135,11 +176,11 @@ class Interval:
     level: float
 
 
-def _parameter_draws(model: Any, n_draws: int, rng: np.random.Generator) -> list[Any]:
-    """Copies of ``model`` with parameters drawn from their asymptotic normal distribution."""
+def _log_parameter_draws(model: Any, n_draws: int, rng: np.random.Generator) -> tuple[Array, Array]:
+    """(log-parameters at the estimate, draws of the log-parameters (n_draws x k))."""
     names = list(model.params_)
     theta = np.array([model.params_[k] for k in names])
-    cov = np.asarray(model.covariance_, dtype=np.float64)
+    cov = np.asarray(getattr(model, "covariance_", np.nan), dtype=np.float64)
     if cov.shape != (theta.size, theta.size) or not np.all(np.isfinite(cov)):
         raise CustvalError(
             f"{type(model).__name__} has no finite covariance of its parameters, so intervals "
@@ -148,13 +189,98 @@ def _parameter_draws(model: Any, n_draws: int, rng: np.random.Generator) -> list
         )
     # delta method: log(theta) ~ N(log(theta_hat), D cov D), D = diag(1 / theta_hat)
     log_cov = cov / np.outer(theta, theta)
-    draws = rng.multivariate_normal(np.log(theta), log_cov, size=n_draws, method="eigh")
-    models = []
-    for row in np.exp(draws):  # a loop over draws, not customers
-        clone = copy.copy(model)
-        clone.params_ = dict(zip(names, map(float, row), strict=True))
-        models.append(clone)
-    return models
+    return np.log(theta), rng.multivariate_normal(np.log(theta), log_cov, n_draws, method="eigh")
+
+
+def _with_log_params(model: Any, log_theta: Array) -> Any:
+    clone = copy.copy(model)
+    clone.params_ = dict(zip(model.params_, map(float, np.exp(log_theta)), strict=True))
+    return clone
+
+
+def _quadratic_features(delta: Array) -> Array:
+    """[1, d_j, d_j^2, d_i d_j (i < j)] for each row of offsets ``delta`` (m x k)."""
+    k = delta.shape[1]
+    i, j = np.triu_indices(k, 1)
+    return np.hstack([np.ones((delta.shape[0], 1)), delta, delta**2, delta[:, i] * delta[:, j]])
+
+
+def _purchase_log_draws(
+    model: PurchaseModel,
+    layout: _Layout,
+    ts: Array,
+    discount: float,
+    centre: Array,
+    draws: Array,
+    method: str,
+) -> tuple[Array, Array]:
+    """log discounted expected purchases per distinct row, as coefficients and features.
+
+    Returns ``(coef, features)`` with ``features @ coef`` the draws' values (n_draws x rows):
+    for the exact method ``coef`` holds the values themselves and ``features`` is the identity.
+    """
+    if method == "exact":
+        values = np.vstack(
+            [
+                layout.per_row(*layout.log_parts(_with_log_params(model, d), ts, discount))
+                for d in draws  # a loop over draws; each draw is vectorised over rows
+            ]
+        )
+        return values, np.eye(draws.shape[0])
+    spread = np.sqrt(np.clip(np.diag(np.cov(draws.T, ddof=1).reshape(centre.size, -1)), 0, None))
+    # the 5% and 95% quantiles are set by draws about 1.6 standard deviations out
+    spread = np.where(spread > 0, 1.6 * spread, 1e-6)
+    k = centre.size
+    i, j = np.triu_indices(k, 1)
+    eye = np.eye(k)
+    design = np.vstack([np.zeros(k), eye, -eye, eye[i] + eye[j], -(eye[i] + eye[j])]) * spread
+    values = np.vstack(
+        [
+            layout.per_row(*layout.log_parts(_with_log_params(model, centre + d), ts, discount))
+            for d in design  # 1 + 2k + k(k-1) evaluations, each vectorised over rows
+        ]
+    )
+    coef = np.linalg.pinv(_quadratic_features(design)) @ values
+    return coef, _quadratic_features(draws - centre)
+
+
+def _spend_draws(spend: SpendModel, theta: Array, x: Array, m: Array) -> Array:
+    """Expected average spend for every customer (rows) and parameter draw (columns)."""
+    if list(spend.params_) == ["p", "q", "gamma"]:
+        p, q, g = theta.T
+        if np.any(q <= 1):
+            raise CustvalError(
+                f"{int((q <= 1).sum())} of {q.size} draws of the Gamma-Gamma q are <= 1, where "
+                "the mean spend is infinite, so the spend has no upper bound",
+                hint="Fit the spend model on more repeat buyers",
+            )
+        xc, mc = x[:, None], m[:, None]
+        return p * (g + xc * mc) / (p * xc + (q - 1))
+    return np.column_stack(
+        [
+            _with_log_params(spend, np.log(d)).conditional_expected_average_spend(x, m)
+            for d in theta  # a loop over draws for spend models without a formula here
+        ]
+    )
+
+
+def _quantiles(values: Array, level: float) -> tuple[Array, Array]:
+    """Lower and upper central-``level`` quantiles of each row (linear interpolation).
+
+    The same as ``np.quantile(values, [(1 - level) / 2, (1 + level) / 2], axis=1)`` with a
+    partition on the four order statistics needed instead of a full sort.
+    """
+    n = values.shape[1]
+    out = []
+    positions = [(1 - level) / 2 * (n - 1), (1 + level) / 2 * (n - 1)]
+    ks = sorted({min(int(np.floor(pos)) + d, n - 1) for pos in positions for d in (0, 1)})
+    part = np.partition(values, ks, axis=1)
+    for pos in positions:
+        lo = int(np.floor(pos))
+        hi = min(lo + 1, n - 1)
+        frac = pos - lo
+        out.append(part[:, lo] + (part[:, hi] - part[:, lo]) * frac)
+    return out[0], out[1]
 
 
 def clv_interval(
@@ -171,12 +297,14 @@ def clv_interval(
     level: float = 0.9,
     n_draws: int = 200,
     seed: int = 0,
-    chunk_size: int = 100_000,
+    chunk_size: int = 50_000,
+    method: str = "auto",
 ) -> Interval:
     """CLV with a central ``level`` interval per customer from ``n_draws`` parameter draws.
 
     The draws of both models are independent (the two are fitted separately). Memory holds
-    ``n_draws x chunk_size`` values at a time.
+    ``n_draws x chunk_size`` values at a time. ``method`` is ``"exact"``, ``"quadratic"`` or
+    ``"auto"`` (see the module docstring).
 
     Example
     -------
@@ -184,31 +312,121 @@ def clv_interval(
     >>> (iv.lower <= iv.estimate).all()  # doctest: +SKIP
     True
     """
+    return _interval(
+        purchases,
+        spend,
+        frequency,
+        recency,
+        T,
+        monetary_value,
+        ts=_steps(horizon, step),
+        discount=discount,
+        level=level,
+        n_draws=n_draws,
+        seed=seed,
+        chunk_size=chunk_size,
+        method=method,
+    )
+
+
+def expected_purchases_interval(
+    model: PurchaseModel,
+    frequency: Any,
+    recency: Any,
+    T: Any,
+    *,
+    horizon: float,
+    level: float = 0.9,
+    n_draws: int = 200,
+    seed: int = 0,
+    chunk_size: int = 50_000,
+    method: str = "auto",
+) -> Interval:
+    """Expected repeat purchases in the next ``horizon`` time units, with a central interval.
+
+    The estimate is ``model.conditional_expected_purchases(horizon, ...)``; the bounds are the
+    quantiles over ``n_draws`` parameter draws (see the module docstring).
+
+    Example
+    -------
+    >>> iv = expected_purchases_interval(bgnbd, x, t_x, T, horizon=39)  # doctest: +SKIP
+    """
+    if not np.isfinite(horizon) or horizon <= 0:
+        raise CustvalError(f"the horizon must be a positive number of time units, not {horizon}")
+    return _interval(
+        model,
+        None,
+        frequency,
+        recency,
+        T,
+        None,
+        ts=np.array([float(horizon)]),
+        discount=0.0,
+        level=level,
+        n_draws=n_draws,
+        seed=seed,
+        chunk_size=chunk_size,
+        method=method,
+    )
+
+
+def _interval(
+    purchases: PurchaseModel,
+    spend: SpendModel | None,
+    frequency: Any,
+    recency: Any,
+    T: Any,
+    monetary_value: Any,
+    *,
+    ts: Array,
+    discount: float,
+    level: float,
+    n_draws: int,
+    seed: int,
+    chunk_size: int,
+    method: str,
+) -> Interval:
     if not 0 < level < 1:
         raise CustvalError(f"the interval level must lie between 0 and 1, not {level}")
     if n_draws < 2:
         raise CustvalError("at least two parameter draws are needed for an interval")
+    if method not in ("auto", "exact", "quadratic"):
+        raise CustvalError(f"method must be auto, exact or quadratic, not {method!r}")
+    _check_discount(discount)
     rng = np.random.default_rng(seed)
-    purchase_draws = _parameter_draws(purchases, n_draws, rng)
-    spend_draws = _parameter_draws(spend, n_draws, rng)
-    x = np.asarray(frequency, dtype=np.float64).ravel()
-    tx = np.asarray(recency, dtype=np.float64).ravel()
-    tt = np.asarray(T, dtype=np.float64).ravel()
-    m = np.asarray(monetary_value, dtype=np.float64).ravel()
-    estimate = customer_lifetime_value(
-        purchases, spend, x, tx, tt, m, horizon=horizon, discount=discount, step=step
+    centre, purchase_draws = _log_parameter_draws(purchases, n_draws, rng)
+    layout = _Layout(frequency, recency, T)
+    if spend is not None:
+        _, spend_draws = _log_parameter_draws(spend, n_draws, rng)
+        spend_t = np.exp(spend_draws)
+        m = np.asarray(monetary_value, dtype=np.float64).ravel()
+        if m.size != layout.x.size:
+            raise CustvalError(f"monetary_value has {m.size} values for {layout.x.size} customers")
+    else:
+        m = np.zeros(layout.x.size)
+    if method == "auto":
+        method = "exact" if layout.rx.size <= 20_000 else "quadratic"
+    estimate = np.exp(layout.per_row(*layout.log_parts(purchases, ts, discount)))[layout.row_of]
+    if spend is not None:
+        estimate = estimate * spend.conditional_expected_average_spend(layout.x, m)
+    coef, features = _purchase_log_draws(
+        purchases, layout, ts, discount, centre, purchase_draws, method
     )
-    ts = _steps(horizon, step)
-    lower = np.empty_like(estimate)
-    upper = np.empty_like(estimate)
-    q = [(1 - level) / 2, (1 + level) / 2]
-    for start in range(0, x.size, chunk_size):  # chunks of customers bound the memory
-        part = slice(start, start + chunk_size)
-        rows = np.column_stack([x[part], tx[part], tt[part]])
-        unique, inverse = np.unique(rows, axis=0, return_inverse=True)
-        values = np.empty((n_draws, rows.shape[0]))
-        for d, (pm, sm) in enumerate(zip(purchase_draws, spend_draws, strict=True)):
-            det = _det_unique(pm, unique, ts, discount)[inverse.ravel()]
-            values[d] = det * sm.conditional_expected_average_spend(x[part], m[part])
-        lower[part], upper[part] = np.quantile(values, q, axis=0)
-    return Interval(estimate, lower, upper, level)
+    # customers alike in (row, spend) share their interval: a non-buyer's spend is m-free
+    (row_u, m_u), customer_of = unique_rows(
+        layout.row_of.astype(np.float64), np.where(layout.x > 0, m, 0.0)
+    )
+    rows_u = row_u.astype(np.int64)
+    x_u = layout.rx[rows_u]
+    lower_u = np.empty(rows_u.size)
+    upper_u = np.empty(rows_u.size)
+
+    def bounds(part: slice) -> None:
+        # customers x draws, so that each customer's draws are contiguous for the partition
+        values = np.exp(coef[:, rows_u[part]].T @ features.T)
+        if spend is not None:
+            values *= _spend_draws(spend, spend_t, x_u[part], m_u[part])
+        lower_u[part], upper_u[part] = _quantiles(values, level)
+
+    map_chunks(bounds, row_chunks(rows_u.size, chunk_size))
+    return Interval(estimate, lower_u[customer_of], upper_u[customer_of], level)

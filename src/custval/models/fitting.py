@@ -39,7 +39,7 @@ from scipy import optimize
 
 from custval.errors import CustvalError
 
-__all__ = ["LikelihoodModel", "compress_rows", "map_chunks", "row_chunks"]
+__all__ = ["LikelihoodModel", "compress_rows", "map_chunks", "row_chunks", "unique_rows"]
 
 Array = npt.NDArray[np.float64]
 
@@ -52,8 +52,9 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 # NumPy's element-wise loops release the GIL, so blocks of rows evaluated in threads use every
-# core; more than four threads gain little on likelihoods this cheap.
-_THREADS = max(1, min(4, os.cpu_count() or 1))
+# core; more than four threads gain little on likelihoods this cheap. CUSTVAL_THREADS=1 turns
+# the threads off.
+_THREADS = max(1, int(os.environ.get("CUSTVAL_THREADS", 0)) or min(4, os.cpu_count() or 1))
 _pool: ThreadPoolExecutor | None = None
 
 
@@ -70,6 +71,36 @@ def map_chunks(func: Callable[[T], R], chunks: Sequence[T]) -> list[R]:
     if _pool is None:
         _pool = ThreadPoolExecutor(_THREADS, thread_name_prefix="custval-likelihood")
     return list(_pool.map(func, chunks))
+
+
+def unique_rows(*cols: Array) -> tuple[list[Array], npt.NDArray[np.int64]]:
+    """Unique rows of the columns (hashing, in no particular order) and each row's index into them.
+
+    Example
+    -------
+    >>> (x,), inverse = unique_rows(np.array([2.0, 1.0, 2.0]))
+    >>> x[inverse].tolist()
+    [2.0, 1.0, 2.0]
+    """
+    uniques, codes = [], []
+    for c in cols:  # loop over the 2-4 columns, not over rows
+        inv, u = pd.factorize(c, sort=False)
+        uniques.append(np.asarray(u))
+        codes.append(inv.astype(np.int64))
+    sizes = [max(u.size, 1) for u in uniques]
+    if math.prod(sizes) >= 2**62:
+        stacked = np.column_stack(codes)
+        _, first, inverse = np.unique(stacked, axis=0, return_index=True, return_inverse=True)
+        return [u[c[first]] for u, c in zip(uniques, codes, strict=True)], inverse.ravel()
+    key = codes[0]
+    for code, size in zip(codes[1:], sizes[1:], strict=True):
+        key = key * size + code
+    inverse, ukey = pd.factorize(key, sort=False)
+    out = []
+    for u, size in zip(uniques[::-1], sizes[::-1], strict=True):
+        out.append(u[ukey % size])
+        ukey = ukey // size
+    return out[::-1], inverse.astype(np.int64)
 
 
 def compress_rows(*cols: Array, weights: Array, max_key: int = 2**62) -> tuple[list[Array], Array]:
