@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
 
 from custval.data.synth import generate
 
@@ -59,6 +62,64 @@ def test_clv_command_on_a_sample_company(tmp_path: Path) -> None:
     assert all(0 <= p <= 1 for p in p_alive)
     assert min(table.column("clv").to_pylist()) >= 0
     assert not list(tmp_path.glob(".clv.csv.tmp"))
+    # intervals: per customer around the estimate, and for the totals
+    for name in ("clv", "expected_purchases"):
+        est = np.array(table.column(name).to_pylist())
+        lo = np.array(table.column(f"{name}_lower").to_pylist())
+        hi = np.array(table.column(f"{name}_upper").to_pylist())
+        assert np.all(lo <= hi) and np.mean((lo <= est) & (est <= hi)) > 0.99
+        assert np.median((hi - lo) / est) > 0.001
+    total = summary["interval"]["clv_total"]
+    assert total["lower"] < total["estimate"] < total["upper"]
+    assert total["estimate"] == pytest.approx(sum(table.column("clv").to_pylist()), rel=1e-9)
+    assert summary["interval"]["level"] == 0.9
+
+
+def run_clv(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    result = generate(1500, tmp_path / "co", seed=9, fmt="csv")
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "custval",
+            "clv",
+            "-t",
+            str(result.files["transactions"]),
+            "--customer-id",
+            "account_id",
+            "--date",
+            "ts",
+            "--order-id",
+            "order_id",
+            "--calibration-end",
+            "2025-07-01",
+            "--json",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        cwd=tmp_path,
+    )
+
+
+def test_clv_time_unit_rescales_the_rate_parameters(tmp_path: Path) -> None:
+    weeks = run_clv(tmp_path, "--level", "0", "-o", "w.parquet")
+    months = run_clv(tmp_path, "--level", "0", "--time-unit", "months", "-o", "m.parquet")
+    assert weeks.returncode == 0 and months.returncode == 0, weeks.stderr + months.stderr
+    w, m = json.loads(weeks.stdout), json.loads(months.stdout)
+    # the same fit in another unit: shapes unchanged, alpha scaled by weeks per month
+    per_month = 365.25 / 12 / 7
+    pw, pm = w["purchases"]["params"], m["purchases"]["params"]
+    assert pm["r"] == pytest.approx(pw["r"], rel=1e-4)
+    assert pm["a"] == pytest.approx(pw["a"], rel=1e-4)
+    assert pm["alpha"] == pytest.approx(pw["alpha"] / per_month, rel=1e-4)
+    assert w["interval"] is None
+    assert "clv_lower" not in pq.read_table(tmp_path / "w.parquet").column_names
+    bad = run_clv(tmp_path, "--time-unit", "fortnights")
+    assert bad.returncode == 2
+    assert "unknown time unit 'fortnights'" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_clv_command_bad_input(tmp_path: Path) -> None:

@@ -365,8 +365,23 @@ def clv(
         typer.Option(help="End of the holdout period, YYYY-MM-DD: judge the model on it."),
     ] = None,
     model: Annotated[str, typer.Option(help="bgnbd, mbgnbd or pnbd.")] = "bgnbd",
-    horizon: Annotated[float, typer.Option(help="CLV horizon in weeks.")] = 52.0,
-    discount: Annotated[float, typer.Option(help="Discount rate per week.")] = 0.0,
+    time_unit: Annotated[
+        str,
+        typer.Option(
+            help="Unit of recency, T, the horizon and the discount: days, weeks, months "
+            "(365.25/12 days) or years."
+        ),
+    ] = "weeks",
+    horizon: Annotated[float, typer.Option(help="CLV horizon, in time units.")] = 52.0,
+    discount: Annotated[
+        float,
+        typer.Option(help="Discount rate per time unit (10% a year in weeks: 0.00183)."),
+    ] = 0.0,
+    level: Annotated[
+        float,
+        typer.Option(help="Level of the intervals of expected purchases and CLV (0 = none)."),
+    ] = 0.9,
+    draws: Annotated[int, typer.Option(help="Parameter draws behind the intervals.", min=2)] = 200,
     out_path: Annotated[
         Path, typer.Option("--out", "-o", help="Per-customer predictions (.parquet or .csv).")
     ] = Path("clv.parquet"),
@@ -374,11 +389,17 @@ def clv(
 ) -> None:
     """Customer lifetime value from one transactions file, in one command.
 
-    Merges same-day purchases, builds each customer's frequency, recency and T (weeks) at the
-    calibration end, fits the purchase model and the Gamma-Gamma spend model by maximum
-    likelihood, and writes per customer: P(alive), expected purchases and discounted CLV over
-    the horizon (and, with --holdout-end, actual against predicted holdout purchases). Prints
-    the parameters with standard errors and the holdout errors.
+    Merges same-day purchases, builds each customer's frequency, recency and T (in the time
+    unit) at the calibration end, fits the purchase model and the Gamma-Gamma spend model by
+    maximum likelihood, and writes per customer: P(alive), expected purchases and discounted
+    CLV over the horizon with their intervals (and, with --holdout-end, actual against
+    predicted holdout purchases). Prints the parameters with standard errors and the holdout
+    errors.
+
+    CLV = expected spend x sum over the horizon's steps (one time unit each) of the expected
+    purchases in the step / (1 + discount) ^ (step's end). The intervals are the central
+    --level quantiles over --draws draws of both models' parameters from their estimated
+    sampling distribution.
     """
     from custval import pipeline
     from custval.config import project_from_dict
@@ -386,6 +407,8 @@ def clv(
     cal_end = _parse_date(calibration_end)
     hold_end = _parse_date(holdout_end) if holdout_end else None
     _check_output(out_path)
+    if not 0 <= level < 1:
+        raise CustvalError(f"--level must be 0 (no intervals) or between 0 and 1, not {level}")
     columns = {"customer_id": customer_id, "timestamp": date_col, "amount": amount}
     if order_id:
         columns["order_id"] = order_id
@@ -409,6 +432,9 @@ def clv(
             model=model,
             horizon=horizon,
             discount=discount,
+            time_unit=time_unit,
+            level=level or None,
+            n_draws=draws,
         )
     _write_table(result.predictions, out_path)
     summary = _clv_summary(result, model, out_path)
@@ -436,6 +462,14 @@ def clv(
             f"{h['actual_total']:,.0f} actual ({h['aggregate_error']:+.1%}); per customer "
             f"MAE {h['mae']:.3f}, RMSE {h['rmse']:.3f}"
         )
+    if result.interval:
+        iv = result.interval
+        for name, label in (("expected_purchases_total", "repeat purchases"), ("clv_total", "CLV")):
+            t = iv[name]
+            out.print(
+                f"total {label} over {horizon:g} {time_unit}: {t['estimate']:,.0f} "
+                f"({iv['level']:.0%} interval {t['lower']:,.0f} to {t['upper']:,.0f})"
+            )
     out.print(f"predictions: {out_path}")
 
 
@@ -458,6 +492,7 @@ def _clv_summary(result: Any, model: str, path: Path) -> dict[str, Any]:
         "spend": fitted(result.spend),
         "spend_excluded": result.spend_excluded,
         "holdout": result.holdout,
+        "interval": result.interval,
         "out": str(path),
     }
 

@@ -158,7 +158,7 @@ class Project(_Strict):
     """A custval project: sources, identity, as-of date and options."""
 
     as_of: date
-    time_unit: Literal["days", "weeks"] = "weeks"
+    time_unit: Literal["days", "weeks", "months", "years"] = "weeks"
     sources: dict[str, SourceSpec]
     identity: IdentitySpec = Field(default_factory=IdentitySpec)
     features: FeatureOptions = Field(default_factory=FeatureOptions)

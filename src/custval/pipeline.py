@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import ibis
@@ -283,6 +284,7 @@ class ClvResult:
     predictions: pa.Table
     holdout: dict[str, float] | None
     spend_excluded: int
+    interval: dict[str, Any] | None = None
 
 
 def clv(
@@ -294,23 +296,35 @@ def clv(
     horizon: float = 52.0,
     discount: float = 0.0,
     time_unit: str = "weeks",
+    level: float | None = 0.9,
+    n_draws: int = 200,
 ) -> ClvResult:
     """Fit a purchase model (BG/NBD, MBG/NBD or Pareto/NBD) and Gamma-Gamma on the customers'
     BTYD summary at ``calibration_end``; predict P(alive), purchases and discounted CLV over
     ``horizon`` time units; judge the purchase model on the holdout when ``holdout_end`` is given.
+    With a ``level`` the expected purchases and the CLV get central intervals from ``n_draws``
+    draws of the models' parameters (:mod:`custval.models.clv`).
 
     Repeat buyers whose mean repeat spend is zero cannot inform the spend model and are left out
     of its fit (``spend_excluded``); they, like one-time buyers, get the population's mean spend.
     """
     from custval.features.holdout import calibration_holdout
-    from custval.features.transactions import rfm_features
+    from custval.features.transactions import UNIT_DAYS, rfm_features
     from custval.models import btyd
-    from custval.models.clv import discounted_expected_purchases
+    from custval.models.clv import (
+        clv_interval,
+        discounted_expected_purchases,
+        expected_purchases_interval,
+    )
     from custval.models.evaluation import holdout_errors
 
     if model not in PURCHASE_MODELS:
         raise CustvalError(
             f"unknown model '{model}'", hint="Use one of " + ", ".join(PURCHASE_MODELS)
+        )
+    if time_unit not in UNIT_DAYS:
+        raise CustvalError(
+            f"unknown time unit '{time_unit}'", hint="Use one of " + ", ".join(UNIT_DAYS)
         )
     tx = prepared.tables.get("transactions")
     if tx is None:
@@ -357,10 +371,40 @@ def clv(
     out["clv"] = out["expected_spend"] * discounted_expected_purchases(
         purchases, x, tx_, t, horizon=horizon, discount=discount
     )
+    interval = None
+    if level is not None:
+        purchases_iv = expected_purchases_interval(
+            purchases, x, tx_, t, horizon=horizon, level=level, n_draws=n_draws
+        )
+        clv_iv = clv_interval(
+            purchases,
+            spend,
+            x,
+            tx_,
+            t,
+            ms,
+            horizon=horizon,
+            discount=discount,
+            level=level,
+            n_draws=n_draws,
+        )
+        out["expected_purchases_lower"] = purchases_iv.lower
+        out["expected_purchases_upper"] = purchases_iv.upper
+        out["clv_lower"] = clv_iv.lower
+        out["clv_upper"] = clv_iv.upper
+        interval = {
+            "level": level,
+            "draws": n_draws,
+            "expected_purchases_total": dict(
+                zip(("estimate", "lower", "upper"), purchases_iv.total, strict=True)
+            ),
+            "clv_total": dict(zip(("estimate", "lower", "upper"), clv_iv.total, strict=True)),
+        }
     holdout = None
     if holdout_end is not None:
         predicted = purchases.conditional_expected_purchases(col["duration_holdout"], x, tx_, t)
         out["frequency_holdout"] = col["frequency_holdout"]
         out["predicted_holdout"] = predicted
         holdout = holdout_errors(predicted, col["frequency_holdout"])
-    return ClvResult(purchases, spend, pa.table(out), holdout, int(((x > 0) & ~informative).sum()))
+    excluded = int(((x > 0) & ~informative).sum())
+    return ClvResult(purchases, spend, pa.table(out), holdout, excluded, interval)

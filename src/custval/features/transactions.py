@@ -31,7 +31,8 @@ from custval.features._util import (
 )
 from custval.features.catalogue import Feature
 
-UNIT_DAYS = {"days": 1, "weeks": 7}
+# months and years are average calendar lengths (365.25 days a year)
+UNIT_DAYS = {"days": 1.0, "weeks": 7.0, "months": 365.25 / 12, "years": 365.25}
 
 
 def rfm_features(

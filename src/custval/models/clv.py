@@ -174,6 +174,14 @@ class Interval:
     lower: Array
     upper: Array
     level: float
+    #: the draws of the sum over all customers (its quantiles bound the total)
+    total_draws: Array
+
+    @property
+    def total(self) -> tuple[float, float, float]:
+        """(estimate, lower, upper) of the sum over all customers at the same level."""
+        lo, hi = np.quantile(self.total_draws, [(1 - self.level) / 2, (1 + self.level) / 2])
+        return float(self.estimate.sum()), float(lo), float(hi)
 
 
 def _log_parameter_draws(model: Any, n_draws: int, rng: np.random.Generator) -> tuple[Array, Array]:
@@ -420,13 +428,15 @@ def _interval(
     x_u = layout.rx[rows_u]
     lower_u = np.empty(rows_u.size)
     upper_u = np.empty(rows_u.size)
+    customers_u = np.bincount(customer_of, minlength=rows_u.size).astype(np.float64)
 
-    def bounds(part: slice) -> None:
+    def bounds(part: slice) -> Array:
         # customers x draws, so that each customer's draws are contiguous for the partition
         values = np.exp(coef[:, rows_u[part]].T @ features.T)
         if spend is not None:
             values *= _spend_draws(spend, spend_t, x_u[part], m_u[part])
         lower_u[part], upper_u[part] = _quantiles(values, level)
+        return customers_u[part] @ values
 
-    map_chunks(bounds, row_chunks(rows_u.size, chunk_size))
-    return Interval(estimate, lower_u[customer_of], upper_u[customer_of], level)
+    totals = np.sum(map_chunks(bounds, row_chunks(rows_u.size, chunk_size)), axis=0)
+    return Interval(estimate, lower_u[customer_of], upper_u[customer_of], level, totals)
