@@ -14,7 +14,9 @@ from datetime import date
 
 import ibis
 import ibis.expr.types as ir
+import numpy as np
 
+from custval.errors import CustvalError
 from custval.features._util import cutoff, days_between
 from custval.features.transactions import UNIT_DAYS, rfm_features
 
@@ -68,3 +70,40 @@ def calibration_holdout(
         spend_holdout=joined.spend_holdout.fill_null(0.0),
         duration_holdout=length / UNIT_DAYS[time_unit],
     ).order_by("customer_id")
+
+
+def tracking_times(
+    tx: ir.Table,
+    calibration_end: date,
+    holdout_end: date,
+    *,
+    time_unit: str = "weeks",
+) -> tuple[date, np.ndarray, np.ndarray]:
+    """The purchase times behind a tracking table of cumulative repeat transactions.
+
+    For the customers of :func:`calibration_holdout` (first purchase before
+    ``calibration_end``), returns ``(origin, first_purchase, repeat_times)``: the day of the
+    earliest first purchase, each customer's first purchase day and the day of every repeat
+    purchase (a purchase day after the customer's first, before ``holdout_end``), both in
+    ``time_unit`` since the origin. Same-day purchases are one transaction; refunds are not
+    purchases.
+    """
+    buys = tx.filter((tx.timestamp < cutoff(holdout_end)) & ~tx.is_refund)
+    days = buys.group_by("customer_id", day=buys.timestamp.date()).aggregate()
+    first = days.group_by("customer_id").aggregate(first=days.day.min())
+    first = first.filter(first.first < ibis.date(calibration_end))
+    if first.count().execute() == 0:
+        raise CustvalError(f"no customer bought before the calibration end {calibration_end}")
+    origin = first.first.min().execute()
+    origin = origin.date() if hasattr(origin, "date") else origin
+    unit = UNIT_DAYS[time_unit]
+    o = ibis.date(origin)
+    births = first.select(t=days_between(first.first, o)).to_pyarrow()
+    joined = days.join(first, "customer_id")
+    repeats = joined.filter(joined.day > joined.first).select(t=days_between(joined.day, o))
+    rep = repeats.to_pyarrow()
+    return (
+        origin,
+        births.column("t").to_numpy().astype(np.float64) / unit,
+        rep.column("t").to_numpy().astype(np.float64) / unit,
+    )
