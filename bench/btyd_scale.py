@@ -17,7 +17,11 @@ Pareto/NBD is fitted to data from the same simulator.
 
 Cases and targets (issue 3): BG/NBD on 1M customers at least 20x faster than lifetimes'
 BetaGeoFitter and under 2 s; BG/NBD on 10M customers (custval only) under 10 s and under 4 GB
-peak memory; Pareto/NBD on 100k customers at least 20x faster than lifetimes' ParetoNBDFitter.
+peak memory; Pareto/NBD on 100k customers at least 20x faster than lifetimes' ParetoNBDFitter;
+12-month CLV (BG/NBD and Gamma-Gamma, weekly steps, 10% a year) with 90% intervals from 200
+parameter draws for 1M customers under 10 s (models fitted beforehand, not timed). lifetimes
+has no CLV intervals; its point-estimate CLV (12 monthly steps) is timed alongside for scale.
+Spend is simulated from a Gamma-Gamma model (p=6, q=4, gamma=15).
 A lifetimes fit that runs longer than ``--timeout`` seconds (default 120) is stopped and shown
 as "> 120", the ratio then being a lower bound. Where lifetimes finishes, the fitted parameters
 of the two libraries are compared (relative difference; 3 significant digits = 5e-3). Both use
@@ -48,6 +52,28 @@ LT_REQS = HERE / "requirements-lifetimes.txt"
 R, ALPHA, A, B = 0.25, 4.0, 0.8, 2.5
 MAX_DAYS = 78 * 7
 AGREE_RTOL = 5e-3
+
+CLV_CHILD = r"""
+import json, resource, sys, time
+import numpy as np
+from custval.models.btyd import BetaGeo, GammaGamma
+from custval.models.clv import clv_interval
+d = np.load(sys.argv[1])
+f, r, t, m = d["frequency"], d["recency"], d["T"], d["monetary_value"]
+bg = BetaGeo().fit(f, r, t)
+gg = GammaGamma().fit(f, m)
+t0 = time.perf_counter()
+# 12 months in weeks, 10% a year, 90% intervals from 200 draws of both models' parameters
+iv = clv_interval(bg, gg, f, r, t, m, horizon=52, discount=1.1 ** (1 / 52) - 1, level=0.9,
+                  n_draws=200)
+wall = time.perf_counter() - t0
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+est, lo, hi = iv.total
+inside = float(np.mean((iv.lower <= iv.estimate) & (iv.estimate <= iv.upper)))
+print(json.dumps({"wall": wall, "peak_bytes": peak, "total": [est, lo, hi],
+                  "median_rel_width": float(np.median((iv.upper - iv.lower) / iv.estimate)),
+                  "estimate_inside": inside}))
+"""
 
 CUSTVAL_CHILD = r"""
 import json, resource, sys, time
@@ -100,6 +126,23 @@ signal.setitimer(signal.ITIMER_REAL, 0)
 print(json.dumps({"wall": wall, "params": {k: float(v) for k, v in model.params_.items()}}))
 """
 
+LIFETIMES_CLV_CHILD = r"""
+import json, sys, time, warnings
+warnings.filterwarnings("ignore")
+import numpy as np
+import pandas as pd
+from lifetimes import BetaGeoFitter, GammaGammaFitter
+d = np.load(sys.argv[1])
+f, r, t, m = (pd.Series(d[k]) for k in ("frequency", "recency", "T", "monetary_value"))
+bgf = BetaGeoFitter().fit(f, r, t)
+rep = f > 0
+ggf = GammaGammaFitter().fit(f[rep], m[rep])
+t0 = time.perf_counter()
+# lifetimes: 12 monthly steps (time in months, data in weeks), point estimates only
+clv = ggf.customer_lifetime_value(bgf, f, r, t, m, time=12, discount_rate=0.0080, freq="W")
+print(json.dumps({"wall": time.perf_counter() - t0, "total": float(clv.sum())}))
+"""
+
 VERSIONS_CHILD = r"""
 import json, sys, autograd, lifetimes, numpy, pandas, scipy
 from importlib.metadata import version
@@ -147,6 +190,14 @@ def simulate_bgnbd(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
     return {"frequency": x.astype(np.int64), "recency": rec_days / 7.0, "T": t_weeks}
 
 
+def add_spend(data: dict[str, np.ndarray], rng: np.random.Generator) -> None:
+    """Mean repeat spend per customer from a Gamma-Gamma model (p=6, q=4, gamma=15)."""
+    x = data["frequency"]
+    nu = rng.gamma(4.0, 1 / 15.0, x.size)
+    mean = rng.gamma(6.0 * np.maximum(x, 1), 1.0) / (nu * np.maximum(x, 1))
+    data["monetary_value"] = np.where(x > 0, mean.round(2), 0.0)
+
+
 def run_child(cmd: list[str], timeout: float) -> dict:
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -188,6 +239,16 @@ def judge(case: Case, timeout: float) -> None:
         case.notes.append(f"custval failed: {cv.get('error', 'timeout')}")
         return
     wall = cv["wall"]
+    if case.model == "clv":
+        case.met = "yes" if wall < 10 else "no"
+        est, lo, hi = cv["total"]
+        lt_total = case.lifetimes.get("total")
+        case.notes.append(
+            f"total CLV {est:,.0f} (90% interval {lo:,.0f} to {hi:,.0f}); median interval width "
+            f"{cv['median_rel_width']:.1%} of the estimate; lifetimes computes no interval"
+            + (f" (its point total, monthly steps: {lt_total:,.0f})" if lt_total else "")
+        )
+        return
     if case.model == "bgnbd" and not case.with_lifetimes:
         peak_gb = cv["peak_bytes"] / 1e9
         case.met = "yes" if wall < 10 and peak_gb < 4 else "no"
@@ -234,6 +295,7 @@ def main() -> int:
         Case(f"BG/NBD {fmt_n(n_bg)}", "bgnbd", n_bg, True, ">=20x and < 2 s"),
         Case(f"BG/NBD {fmt_n(n_big)}", "bgnbd", n_big, False, "< 10 s and < 4 GB"),
         Case(f"Pareto/NBD {fmt_n(n_pn)}", "pnbd", n_pn, True, ">=20x"),
+        Case(f"CLV 90% int. {fmt_n(n_bg)}", "clv", n_bg, True, "< 10 s"),
     ]
 
     lt_py = None
@@ -248,6 +310,8 @@ def main() -> int:
     for case in cases:
         t0 = time.perf_counter()
         data = simulate_bgnbd(case.n, rng)
+        if case.model == "clv":
+            add_spend(data, rng)
         path = out_dir / f"{case.model}_{case.n}.npz"
         np.savez(path, **data)
         rep = (data["frequency"] > 0).mean()
@@ -257,6 +321,14 @@ def main() -> int:
             flush=True,
         )
         del data
+        if case.model == "clv":
+            case.custval = run_child([sys.executable, "-c", CLV_CHILD, str(path)], 600)
+            print(f"  custval: {json.dumps(case.custval)}", flush=True)
+            if lt_py is not None:
+                case.lifetimes = run_child([str(lt_py), "-c", LIFETIMES_CLV_CHILD, str(path)], 900)
+                print(f"  lifetimes (point estimates only): {json.dumps(case.lifetimes)}")
+            judge(case, args.timeout)
+            continue
         case.custval = run_child([sys.executable, "-c", CUSTVAL_CHILD, case.model, str(path)], 600)
         print(f"  custval: {json.dumps(case.custval)}", flush=True)
         if case.with_lifetimes and lt_py is not None:
@@ -283,7 +355,7 @@ def main() -> int:
         elif lt.get("timeout"):
             lt_s = f"> {args.timeout:.0f}"
             ratio = f"> {fmt_ratio(args.timeout / cv['wall'])}" if "wall" in cv else "-"
-        elif "params" in lt:
+        elif "params" in lt or "total" in lt:
             lt_s = f"{lt['wall']:.1f}"
             ratio = fmt_ratio(lt["wall"] / cv["wall"]) if "wall" in cv else "-"
         else:
