@@ -47,7 +47,13 @@ import pandas as pd
 from scipy.special import betaln, digamma, expit, gammaln, hyp2f1, log_expit
 
 from custval.errors import CustvalError
+from custval.models import pnbd_likelihood
 from custval.models.fitting import LikelihoodModel, compress_rows, map_chunks, row_chunks
+from custval.models.pnbd_likelihood import log_tail_integral_direct
+from custval.models.purchase_counts import (
+    bgnbd_probability_of_purchases,
+    pnbd_probability_of_purchases,
+)
 
 __all__ = ["BetaGeo", "GammaGamma", "ModifiedBetaGeo", "ParetoNBD"]
 
@@ -430,6 +436,16 @@ class BetaGeo(_CountModel):
             out = out * b / (a + b)
         return out
 
+    def probability_of_purchases(self, t: ArrayLike, n: ArrayLike) -> Array:
+        """P(X(t) = n): a new customer makes n repeat purchases in ``t`` time units.
+
+        BG/NBD: Fader, Hardie & Lee (2005), eq. 8; MBG/NBD: the same with the dropout at time 0
+        (Batislam et al. 2007). Broadcasts over ``t`` and ``n``; see
+        :mod:`custval.models.purchase_counts`.
+        """
+        self._theta()  # a clear error when not fitted
+        return bgnbd_probability_of_purchases(self.params_, t, n, modified=bool(self._x0))
+
 
 class ModifiedBetaGeo(BetaGeo):
     """MBG/NBD model (Batislam, Denizel & Filiztekin 2007).
@@ -445,89 +461,6 @@ class ModifiedBetaGeo(BetaGeo):
 # Pareto/NBD
 # --------------------------------------------------------------------------------------------
 
-# Composite Gauss-Legendre rule: 32 panels of 8 nodes over the integration range.
-_GL_X, _GL_W = np.polynomial.legendre.leggauss(8)
-_PANELS = 32
-
-
-def _log_tail_integral(
-    r: float,
-    alpha: float,
-    s: float,
-    beta: float,
-    x: Array,
-    tx: Array,
-    t: Array,
-    grad: bool = False,
-) -> tuple[Array, Array | None]:
-    """log of D = integral from t_x to T of (alpha + u)**-(r + x) (beta + u)**-(s + 1) du.
-
-    With kappa = max(alpha, beta) and v = (kappa + t_x) / (kappa + u), w = 1 - v:
-    D = (kappa + t_x)**-m  integral_0^w_max (1 - w)**(m - 1) (eps + z w)**-c dw, where
-    m = r + s + x, z = |alpha - beta| / (kappa + t_x), eps = 1 - z = (min + t_x) / (kappa + t_x),
-    c = s + 1 if alpha >= beta else r + x, and w_max = (T - t_x) / (kappa + T). This is Fader &
-    Hardie's A0 (their 2F1 terms are the two tails of the same integral) without the difference of
-    two large numbers. The integral is evaluated in log space in the variable y = logit(w), where
-    all singularities of the integrand lie at distance pi from the real axis, with a composite
-    Gauss-Legendre rule; its relative accuracy is about 1e-12.
-
-    With ``grad`` it also returns d log D / d(r, alpha, s, beta) (shape 4 x n), by differentiating
-    under the integral sign (the limits t_x and T do not depend on the parameters) on the same
-    nodes: d log D = E[d log f], the expectation under the normalised integrand, where
-    log f = -(r + x) log(alpha + u) - (s + 1) log(beta + u).
-    """
-    kappa = max(alpha, beta)
-    m = r + s + x
-    if alpha >= beta:
-        c = np.full(x.shape, s + 1.0)
-        lo_rate = beta
-    else:
-        c = r + x
-        lo_rate = alpha
-    log_eps = np.log(lo_rate + tx) - np.log(kappa + tx)
-    z = abs(alpha - beta) / (kappa + tx)
-    pos = t > tx
-    w_max = np.where(pos, (t - tx) / (kappa + t), 0.5)
-    y_hi = np.log(w_max) - np.log1p(-w_max)
-    # below w ~ min(eps, 1/m, w_max) the integrand falls like w; e**-38 makes the rest negligible
-    y_lo = np.minimum(np.minimum(log_eps, -np.log(np.maximum(m, 1.0))), y_hi) - 38.0
-    width = (y_hi - y_lo) / _PANELS
-    # node positions: rows x panels x nodes
-    k = np.arange(_PANELS)[None, :, None]
-    y = y_lo[:, None, None] + width[:, None, None] * (k + 0.5 * (_GL_X[None, None, :] + 1.0))
-    log_w = -np.logaddexp(0.0, -y)  # log expit(y)
-    log_1mw = -np.logaddexp(0.0, y)
-    # log(eps + z w) in log space for tiny eps; z = 0 (alpha == beta) gives log z = -inf, harmless
-    with np.errstate(divide="ignore"):
-        log_z = np.log(z)
-    log_lin = np.logaddexp(log_eps[:, None, None], log_z[:, None, None] + log_w)
-    with np.errstate(divide="ignore"):
-        log_f = log_w + log_1mw + (m - 1)[:, None, None] * log_1mw - c[:, None, None] * log_lin
-    log_f = log_f.reshape(x.size, -1)
-    log_wts = np.log(np.tile(_GL_W, _PANELS) / 2)[None, :] + np.log(width)[:, None]
-    top = log_f.max(axis=1)
-    terms = np.exp(log_f + log_wts - top[:, None])
-    total = terms.sum(axis=1)
-    log_int = top + np.log(total)
-    out = np.where(pos, -m * np.log(kappa + tx) + log_int, -np.inf)
-    if not grad:
-        return out, None
-    # the integrand's u at each node: kappa + u = (kappa + t_x) / (1 - w) and
-    # other + u = (kappa + t_x) (eps + z w) / (1 - w)
-    prob = terms / total[:, None]
-    log_big = (np.log(kappa + tx)[:, None, None] - log_1mw).reshape(x.size, -1)
-    log_small = log_big + log_lin.reshape(x.size, -1)
-    log_a, log_b = (log_big, log_small) if alpha >= beta else (log_small, log_big)
-    g = np.vstack(
-        [
-            -(prob * log_a).sum(axis=1),
-            -(r + x) * (prob * np.exp(-log_a)).sum(axis=1),
-            -(prob * log_b).sum(axis=1),
-            -(s + 1) * (prob * np.exp(-log_b)).sum(axis=1),
-        ]
-    )
-    return out, np.where(pos, g, 0.0)
-
 
 class ParetoNBD(_CountModel):
     """Pareto/NBD model (Schmittlein, Morrison & Colombo 1987; Fader & Hardie 2005 note).
@@ -535,16 +468,28 @@ class ParetoNBD(_CountModel):
     Parameters learned: ``r`` and ``alpha`` (gamma shape and rate of the purchase rate),
     ``s`` and ``beta`` (gamma shape and rate of the dropout rate); alpha and beta are in the data's
     time unit. The gradient differentiates the likelihood's integral under the integral sign.
+
+    Fitting and P(alive) use :mod:`custval.models.pnbd_likelihood`, which evaluates the
+    integral as a difference of tails per distinct (x, t) pair (about 100 times faster, to
+    rounding); the per-row formulas here are the reference it is tested against.
     """
 
     _param_names = ("r", "alpha", "s", "beta")
+
+    def _prepare(self, data: tuple[Array, ...], w: Array) -> Any:
+        return pnbd_likelihood.prepare(*data, w)
+
+    def _value_and_grad(self, theta: Array, state: Any, w: Array) -> tuple[float, Array]:
+        if not isinstance(state, pnbd_likelihood.PNBDState):  # raw data (tests, direct calls)
+            return super()._value_and_grad(theta, state, w)
+        return pnbd_likelihood.value_and_grad(theta, state, w)
 
     def _log_terms(self, theta: Array, data: tuple[Array, ...]) -> tuple[Array, Array, Array]:
         r, alpha, s, beta = (float(v) for v in theta)
         x, tx, t = data
         head = gammaln(r + x) - gammaln(r) + r * math.log(alpha) + s * math.log(beta)
         alive = -(r + x) * np.log(alpha + t) - s * np.log(beta + t)
-        died = math.log(s) + _log_tail_integral(r, alpha, s, beta, x, tx, t)[0]
+        died = math.log(s) + log_tail_integral_direct(r, alpha, s, beta, x, tx, t)[0]
         return head, alive, died
 
     def _loglik_rows(self, theta: Array, data: tuple[Array, ...]) -> Array:
@@ -555,7 +500,7 @@ class ParetoNBD(_CountModel):
     def _grad_rows(self, theta: Array, data: tuple[Array, ...]) -> Array:
         r, alpha, s, beta = (float(v) for v in theta)
         x, tx, t = data
-        log_d, d_log_d = _log_tail_integral(r, alpha, s, beta, x, tx, t, grad=True)
+        log_d, d_log_d = log_tail_integral_direct(r, alpha, s, beta, x, tx, t, grad=True)
         assert d_log_d is not None
         alive = -(r + x) * np.log(alpha + t) - s * np.log(beta + t)
         died = math.log(s) + log_d
@@ -578,11 +523,12 @@ class ParetoNBD(_CountModel):
     def probability_alive(self, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike) -> Array:
         """P(alive at T | x, t_x, T) = 1 / (1 + s D (alpha+T)^(r+x) (beta+T)^s).
 
-        D is the integral in :func:`_log_tail_integral` (Fader & Hardie 2005, eq. 18 with their
-        A0 written as s D).
+        D is the integral from t_x to T of (alpha+u)^-(r+x) (beta+u)^-(s+1) du (Fader & Hardie
+        2005, eq. 18 with their A0 written as s D), evaluated by
+        :mod:`custval.models.pnbd_likelihood`.
         """
         x, tx, t, _ = _validate_rft(frequency, recency, T)
-        _, alive, died = self._log_terms(self._theta(), (x, tx, t))
+        alive, died = pnbd_likelihood.log_terms(self._theta(), x, tx, t)
         return expit(alive - died)
 
     def conditional_expected_purchases(
@@ -630,6 +576,15 @@ class ParetoNBD(_CountModel):
         if abs(s - 1) < 1e-10:
             return r * beta / alpha * log_ratio
         return r * beta / (alpha * (s - 1)) * -np.expm1(-(s - 1) * log_ratio)
+
+    def probability_of_purchases(self, t: ArrayLike, n: ArrayLike) -> Array:
+        """P(X(t) = n): a new customer makes n repeat purchases in ``t`` time units.
+
+        Pareto/NBD (Fader, Hardie & Lee 2005 note on P(X(t) = x)), by an integral over the
+        dropout time; broadcasts over ``t`` and ``n`` (:mod:`custval.models.purchase_counts`).
+        """
+        self._theta()  # a clear error when not fitted
+        return pnbd_probability_of_purchases(self.params_, t, n)
 
 
 # --------------------------------------------------------------------------------------------
