@@ -146,3 +146,36 @@ def test_clv_command_bad_input(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "unknown model 'magic'" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "clv.parquet").exists()
+
+
+def test_clv_compare_and_tracking(tmp_path: Path) -> None:
+    done = run_clv(
+        tmp_path,
+        "--holdout-end",
+        "2026-01-01",
+        "--level",
+        "0",
+        "--compare",
+        "--tracking",
+        "track.csv",
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    rows = summary["comparison"]
+    assert sorted(r["model"] for r in rows) == ["bgnbd", "mbgnbd", "pnbd"]
+    aics = [r["aic"] for r in rows]
+    assert aics == sorted(aics)
+    # the generator is an MBG/NBD process: its model fits best
+    assert rows[0]["model"] == "mbgnbd"
+    bg = next(r for r in rows if r["model"] == "bgnbd")
+    assert bg["log_likelihood"] == pytest.approx(summary["purchases"]["log_likelihood"], rel=1e-9)
+    assert bg["holdout_mae"] == pytest.approx(summary["holdout"]["mae"], rel=1e-9)
+    track = pacsv.read_csv(tmp_path / "track.csv").to_pandas()
+    assert (track.period_end.diff().dropna() > 0).all()
+    assert track.actual.sum() == track.cumulative_actual.iloc[-1]
+    np.testing.assert_allclose(track.predicted.cumsum(), track.cumulative_predicted, rtol=1e-9)
+    end = track.iloc[-1]
+    assert summary["tracking"]["cumulative_actual"] == end.cumulative_actual
+    assert abs(end.cumulative_predicted / end.cumulative_actual - 1) < 0.1
+    no_holdout = run_clv(tmp_path, "--tracking", "t2.csv")
+    assert no_holdout.returncode == 2 and "--tracking needs --holdout-end" in no_holdout.stderr

@@ -382,6 +382,22 @@ def clv(
         typer.Option(help="Level of the intervals of expected purchases and CLV (0 = none)."),
     ] = 0.9,
     draws: Annotated[int, typer.Option(help="Parameter draws behind the intervals.", min=2)] = 200,
+    compare: Annotated[
+        bool,
+        typer.Option(
+            "--compare",
+            help="Also fit BG/NBD, MBG/NBD and Pareto/NBD and compare them: log-likelihood, "
+            "AIC, BIC and holdout error.",
+        ),
+    ] = False,
+    tracking_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--tracking",
+            help="With --holdout-end: write the cumulative repeat transactions per time unit, "
+            "actual against predicted (.csv or .parquet).",
+        ),
+    ] = None,
     out_path: Annotated[
         Path, typer.Option("--out", "-o", help="Per-customer predictions (.parquet or .csv).")
     ] = Path("clv.parquet"),
@@ -409,6 +425,10 @@ def clv(
     _check_output(out_path)
     if not 0 <= level < 1:
         raise CustvalError(f"--level must be 0 (no intervals) or between 0 and 1, not {level}")
+    if tracking_path is not None:
+        if hold_end is None:
+            raise CustvalError("--tracking needs --holdout-end: it tracks through the holdout")
+        _check_output(tracking_path)
     columns = {"customer_id": customer_id, "timestamp": date_col, "amount": amount}
     if order_id:
         columns["order_id"] = order_id
@@ -435,8 +455,13 @@ def clv(
             time_unit=time_unit,
             level=level or None,
             n_draws=draws,
+            compare=compare,
         )
     _write_table(result.predictions, out_path)
+    if tracking_path is not None and result.tracking is not None:
+        import pyarrow as pa
+
+        _write_table(pa.Table.from_pandas(result.tracking, preserve_index=False), tracking_path)
     summary = _clv_summary(result, model, out_path)
     if as_json:
         out.print_json(data=summary)
@@ -470,6 +495,36 @@ def clv(
                 f"total {label} over {horizon:g} {time_unit}: {t['estimate']:,.0f} "
                 f"({iv['level']:.0%} interval {t['lower']:,.0f} to {t['upper']:,.0f})"
             )
+    if result.tracking is not None:
+        tr = summary["tracking"]
+        out.print(
+            f"tracking: cumulative repeat purchases {tr['cumulative_actual']:,.0f} actual, "
+            f"{tr['cumulative_predicted']:,.0f} predicted by the holdout end"
+            + (f" ({tracking_path})" if tracking_path else "")
+        )
+    if result.comparison is not None:
+        cmp = Table(title="purchase models compared (best AIC first)")
+        cols = ["model", "log-lik.", "AIC", "BIC", "conv."]
+        has_holdout = "holdout_mae" in result.comparison.columns
+        if has_holdout:
+            cols += ["holdout MAE", "holdout total"]
+        for c in cols:
+            cmp.add_column(c, justify="left" if c == "model" else "right")
+        for row in summary["comparison"]:
+            if row.get("error"):
+                cmp.add_row(row["model"], escape(str(row["error"]))[:60], "", "", "no")
+                continue
+            cells = [
+                row["model"],
+                f"{row['log_likelihood']:,.1f}",
+                f"{row['aic']:,.1f}",
+                f"{row['bic']:,.1f}",
+                "yes" if row["converged"] else "no",
+            ]
+            if has_holdout:
+                cells += [f"{row['holdout_mae']:.3f}", f"{row['holdout_aggregate_error']:+.1%}"]
+            cmp.add_row(*cells)
+        out.print(cmp)
     out.print(f"predictions: {out_path}")
 
 
@@ -493,8 +548,31 @@ def _clv_summary(result: Any, model: str, path: Path) -> dict[str, Any]:
         "spend_excluded": result.spend_excluded,
         "holdout": result.holdout,
         "interval": result.interval,
+        "tracking": None
+        if result.tracking is None
+        else {
+            k: float(result.tracking[k].iloc[-1])
+            for k in ("period_end", "cumulative_actual", "cumulative_predicted")
+        },
+        "comparison": None
+        if result.comparison is None
+        else [_plain(r) for r in result.comparison.to_dict("records")],
         "out": str(path),
     }
+
+
+def _plain(record: dict[str, Any]) -> dict[str, Any]:
+    """A record with NumPy scalars and NaN made JSON-friendly."""
+    import math
+
+    out: dict[str, Any] = {}
+    for k, v in record.items():
+        if hasattr(v, "item"):
+            v = v.item()
+        if isinstance(v, float) and not math.isfinite(v):
+            v = None
+        out[k] = v
+    return out
 
 
 def _write_table(table: Any, path: Path) -> None:

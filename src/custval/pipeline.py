@@ -285,6 +285,10 @@ class ClvResult:
     holdout: dict[str, float] | None
     spend_excluded: int
     interval: dict[str, Any] | None = None
+    #: cumulative repeat transactions by period, actual vs predicted (with a holdout)
+    tracking: Any = None
+    #: every purchase model's fit, AIC/BIC and holdout error (with ``compare``)
+    comparison: Any = None
 
 
 def clv(
@@ -298,17 +302,21 @@ def clv(
     time_unit: str = "weeks",
     level: float | None = 0.9,
     n_draws: int = 200,
+    compare: bool = False,
 ) -> ClvResult:
     """Fit a purchase model (BG/NBD, MBG/NBD or Pareto/NBD) and Gamma-Gamma on the customers'
     BTYD summary at ``calibration_end``; predict P(alive), purchases and discounted CLV over
     ``horizon`` time units; judge the purchase model on the holdout when ``holdout_end`` is given.
     With a ``level`` the expected purchases and the CLV get central intervals from ``n_draws``
-    draws of the models' parameters (:mod:`custval.models.clv`).
+    draws of the models' parameters (:mod:`custval.models.clv`). With a holdout the result has a
+    tracking table of cumulative repeat transactions per time unit, actual against predicted;
+    with ``compare`` every purchase model is fitted and compared (log-likelihood, AIC, BIC,
+    holdout error).
 
     Repeat buyers whose mean repeat spend is zero cannot inform the spend model and are left out
     of its fit (``spend_excluded``); they, like one-time buyers, get the population's mean spend.
     """
-    from custval.features.holdout import calibration_holdout
+    from custval.features.holdout import calibration_holdout, tracking_times
     from custval.features.transactions import UNIT_DAYS, rfm_features
     from custval.models import btyd
     from custval.models.clv import (
@@ -316,7 +324,7 @@ def clv(
         discounted_expected_purchases,
         expected_purchases_interval,
     )
-    from custval.models.evaluation import holdout_errors
+    from custval.models.evaluation import compare_models, holdout_errors, tracking_table
 
     if model not in PURCHASE_MODELS:
         raise CustvalError(
@@ -406,5 +414,27 @@ def clv(
         out["frequency_holdout"] = col["frequency_holdout"]
         out["predicted_holdout"] = predicted
         holdout = holdout_errors(predicted, col["frequency_holdout"])
+    tracking = None
+    if holdout_end is not None:
+        origin, births, repeats = tracking_times(
+            tx, calibration_end, holdout_end, time_unit=time_unit
+        )
+        # period ends every time unit from the first purchase; the last one at the holdout end
+        end = (holdout_end - origin).days / UNIT_DAYS[time_unit]
+        ends = np.arange(1.0, np.floor(end) + 1)
+        if ends.size == 0 or ends[-1] < end:
+            ends = np.append(ends, end)
+        tracking = tracking_table(purchases, births, repeats, ends)
+    comparison = None
+    if compare:
+        comparison = compare_models(
+            x,
+            tx_,
+            t,
+            holdout_frequency=col.get("frequency_holdout"),
+            holdout_duration=col.get("duration_holdout"),
+        )
     excluded = int(((x > 0) & ~informative).sum())
-    return ClvResult(purchases, spend, pa.table(out), holdout, excluded, interval)
+    return ClvResult(
+        purchases, spend, pa.table(out), holdout, excluded, interval, tracking, comparison
+    )
