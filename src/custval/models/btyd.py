@@ -44,7 +44,7 @@ from typing import Any, Self
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from scipy.special import betaln, digamma, expit, gammaln, hyp2f1, log_expit
+from scipy.special import betaln, digamma, expit, gammaln, hyp2f1
 
 from custval.errors import CustvalError
 from custval.models import pnbd_likelihood
@@ -296,11 +296,15 @@ class BetaGeo(_CountModel):
         itx, utx = pd.factorize(tx, sort=False)
         it, ut = pd.factorize(t, sort=False)
         ux = np.asarray(ux, dtype=np.float64)
+        ut = np.asarray(ut, dtype=np.float64)
         return {
             "ux": ux,
             "wx": np.bincount(ix, weights=w, minlength=ux.size),
             "utx": np.asarray(utx, dtype=np.float64),
-            "ut": np.asarray(ut, dtype=np.float64),
+            "ut": ut,
+            # the "alive at T" term's sums over rows are sums over distinct T with these weights
+            "wt": np.bincount(it, weights=w, minlength=ut.size),
+            "wxt": np.bincount(it, weights=w * x, minlength=ut.size),
             "chunks": [(ix[c], itx[c], it[c], w[c]) for c in row_chunks(x.size, _CHUNK_ROWS)],
         }
 
@@ -325,33 +329,38 @@ class BetaGeo(_CountModel):
         inv_at, inv_atx = 1 / at, 1 / atx
         rux = r + ux
 
-        def rows(chunk: tuple[Any, ...]) -> tuple[float, float, float, float, float, Array]:
+        def rows(chunk: tuple[Any, ...]) -> tuple[float, float, float, float, Array]:
             ix, itx, it, wc = chunk
-            log_t, log_tx = log_at[it], log_atx[itx]
+            log_t = log_at[it]
+            dlog = log_atx[itx] - log_t
             rx = rux[ix]
-            # log-odds of "dropped out after the last purchase" vs "alive at T": a4 - a3
-            d = c4[ix] - rx * (log_tx - log_t)
-            ll = _dot(wc, -rx * log_t - log_expit(-d))
-            w4 = wc * expit(d)  # weighted posterior probability of the dropout term
-            w3 = wc - w4
+            # log-odds of "dropped out after the last purchase" vs "alive at T": a4 - a3; the
+            # row's log-likelihood is a3 + log(1 + e^d), and expit(d) is the posterior weight
+            # of the dropout term
+            d = c4[ix] - rx * dlog
+            softplus = np.logaddexp(0.0, d)
+            w4 = wc * np.exp(d - softplus)
             return (
-                ll,
-                _dot(w3, log_t) + _dot(w4, log_tx),
-                _dot(w3 * rx, inv_at[it]) + _dot(w4 * rx, inv_atx[itx]),
+                _dot(wc, softplus),
+                _dot(w4, dlog),
+                _dot(w4 * rx, inv_atx[itx] - inv_at[it]),
                 float(w4.sum()),
-                0.0,
                 np.bincount(ix, weights=w4, minlength=ux.size),
             )
 
         parts = map_chunks(rows, state["chunks"])
-        ll = float(wx @ head) + sum(p[0] for p in parts)
-        w4_by_x = np.sum([p[5] for p in parts], axis=0)
+        wt, wxt = state["wt"], state["wxt"]
+        n = float(wx.sum())
+        ll = float(wx @ head) - (r * wt + wxt) @ log_at + sum(p[0] for p in parts)
+        w4_by_x = np.sum([p[4] for p in parts], axis=0)
         psi_ab = digamma(a + b)
         psi_abx = digamma(a + b + ux + s)
         grad = np.array(
             [
-                wx @ (digamma(rux) - digamma(r) + math.log(alpha)) - sum(p[1] for p in parts),
-                float(wx.sum()) * r / alpha - sum(p[2] for p in parts),
+                wx @ (digamma(rux) - digamma(r) + math.log(alpha))
+                - wt @ log_at
+                - sum(p[1] for p in parts),
+                n * r / alpha - (r * wt + wxt) @ inv_at - sum(p[2] for p in parts),
                 wx @ (psi_ab - psi_abx) + sum(p[3] for p in parts) / a,
                 wx @ (psi_ab + digamma(b + ux + s) - digamma(b) - psi_abx)
                 - w4_by_x @ np.where(has4, 1 / denom, 0.0),
