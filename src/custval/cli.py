@@ -467,6 +467,19 @@ def clv(
         out.print_json(data=summary)
         return
     _print_rules(prepared)
+    _print_clv(result, summary, model, horizon, time_unit, tracking_path)
+    out.print(f"predictions: {out_path}")
+
+
+def _print_clv(
+    result: Any,
+    summary: dict[str, Any],
+    model: str,
+    horizon: float,
+    time_unit: str,
+    tracking_path: Path | None,
+) -> None:
+    """The fitted models, holdout figures, totals with intervals, tracking and comparison."""
     params = Table(title=f"{model} and Gamma-Gamma (maximum likelihood)")
     for c in ("model", "parameter", "estimate", "std. error"):
         params.add_column(c, justify="left" if c in ("model", "parameter") else "right")
@@ -525,7 +538,6 @@ def clv(
                 cells += [f"{row['holdout_mae']:.3f}", f"{row['holdout_aggregate_error']:+.1%}"]
             cmp.add_row(*cells)
         out.print(cmp)
-    out.print(f"predictions: {out_path}")
 
 
 def _clv_summary(result: Any, model: str, path: Path) -> dict[str, Any]:
@@ -603,10 +615,11 @@ def demo(
     customers: Annotated[int, typer.Option("--customers", "-n", min=100)] = 5000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
-    """The whole path on a generated sample company: generate, validate, clean, link, features.
+    """The whole path on a generated sample company: generate, validate, clean, link, features,
+    CLV.
 
-
-    Prints rows per source, what cleaning did, the feature table's shape and where files are.
+    Prints rows per source, what cleaning did, the feature table's shape, the CLV models' fits,
+    holdout accuracy and comparison, and where the files are.
     """
     from custval import pipeline
     from custval.data import sources
@@ -638,12 +651,40 @@ def demo(
     for row in pq.read_table(features_path, columns=cols).slice(0, 5).to_pylist():
         preview.add_row(*[_cell(row[c]) for c in cols])
     out.print(preview)
+    out.rule("4. customer lifetime value: BTYD models fitted, judged on a holdout, compared")
+    from datetime import timedelta
+
+    holdout_end = project.as_of
+    calibration_end = holdout_end - timedelta(weeks=26)
+    clv_result = pipeline.clv(
+        prepared,
+        calibration_end=calibration_end,
+        holdout_end=holdout_end,
+        model="mbgnbd",
+        horizon=52,
+        discount=1.1 ** (1 / 52) - 1,
+        compare=True,
+    )
+    clv_path = out_dir / "clv.parquet"
+    tracking_path = out_dir / "clv_tracking.csv"
+    _write_table(clv_result.predictions, clv_path)
+    import pyarrow as pa
+
+    _write_table(pa.Table.from_pandas(clv_result.tracking, preserve_index=False), tracking_path)
+    out.print(
+        f"calibration to {calibration_end}, holdout {calibration_end} to {holdout_end}; "
+        "CLV over the next 52 weeks at 10% a year"
+    )
+    summary = _clv_summary(clv_result, "mbgnbd", clv_path)
+    _print_clv(clv_result, summary, "mbgnbd", 52, "weeks", tracking_path)
     out.rule("done")
     out.print(
         f"feature table : {features_path}  ({meta.num_rows:,} customers x "
         f"{meta.num_columns - 1} features)"
     )
     out.print(f"catalogue     : {cat_path}")
+    out.print(f"CLV           : {clv_path}  (P(alive), purchases and CLV with 90% intervals)")
+    out.print(f"tracking      : {tracking_path}")
     out.print(f"raw data      : {result.out}  (project file {config})")
     out.print(f"true params   : {result.out / 'truth'}")
 

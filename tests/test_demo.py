@@ -1,0 +1,37 @@
+"""`custval demo`: the whole path on a generated company, as `make demo` runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+
+def test_demo_runs_the_whole_path(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    done = subprocess.run(
+        [sys.executable, "-m", "custval", "demo", "-n", "1500", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert done.returncode == 0, done.stderr
+    features = pq.read_table(out / "features.parquet")
+    assert features.num_rows == 1500
+    clv = pq.read_table(out / "clv.parquet").to_pandas()
+    assert len(clv) > 500
+    assert (clv.clv_lower <= clv.clv).mean() > 0.99 and (clv.clv <= clv.clv_upper).mean() > 0.99
+    assert clv.p_alive.between(0, 1).all()
+    tracking = pacsv.read_csv(out / "clv_tracking.csv").to_pandas()
+    end = tracking.iloc[-1]
+    assert abs(end.cumulative_predicted / end.cumulative_actual - 1) < 0.1
+    np.testing.assert_allclose(tracking.predicted.cumsum(), tracking.cumulative_predicted)
+    for needle in ("purchase models compared", "holdout: predicted", str(out / "clv.parquet")):
+        assert needle in done.stdout
