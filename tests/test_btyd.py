@@ -417,3 +417,11 @@ def test_cdnow_bgnbd_matches_published():
     assert gg.params_["p"] == pytest.approx(6.25, abs=0.005)
     assert gg.params_["q"] == pytest.approx(3.74, abs=0.005)
     assert gg.params_["gamma"] == pytest.approx(15.44, abs=0.005)
+
+
+def test_a_transposed_dataframe_as_t_is_a_clear_error():
+    import pandas as pd
+
+    df = pd.DataFrame({"frequency": [1, 0], "recency": [2.0, 0.0], "T": [5.0, 3.0]})
+    with pytest.raises(CustvalError, match=r"df\['T'\]: df.T is the transposed"):
+        BetaGeo().fit(df.frequency, df.recency, df.T)

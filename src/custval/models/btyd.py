@@ -67,6 +67,12 @@ Array = npt.NDArray[np.float64]
 
 
 def _as_array(values: ArrayLike, name: str) -> Array:
+    if getattr(values, "ndim", 1) > 1:
+        raise CustvalError(
+            f"{name} must be one column, not a table of shape {getattr(values, 'shape', '?')}",
+            column=name,
+            hint="With a pandas DataFrame pass df['T']: df.T is the transposed table",
+        )
     try:
         arr = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError) as exc:
