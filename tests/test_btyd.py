@@ -425,3 +425,16 @@ def test_a_transposed_dataframe_as_t_is_a_clear_error():
     df = pd.DataFrame({"frequency": [1, 0], "recency": [2.0, 0.0], "T": [5.0, 3.0]})
     with pytest.raises(CustvalError, match=r"df\['T'\]: df.T is the transposed"):
         BetaGeo().fit(df.frequency, df.recency, df.T)
+
+
+def test_a_failed_refit_leaves_no_fitted_state_and_max_iter_is_named():
+    x, tx, T = simulate_bgnbd(3_000, 0.25, 4.0, 0.8, 2.5, seed=21)
+    m = BetaGeo().fit(x, tx, T)
+    with pytest.raises(CustvalError, match="do not determine"):
+        m.fit([0, 0], [0, 0], [1, 2])
+    for name in ("params_", "converged_", "covariance_", "standard_errors_", "log_likelihood_"):
+        assert not hasattr(m, name)
+    with pytest.raises(CustvalError, match=r"did not converge in 2 iterations.*Raise max_iter"):
+        BetaGeo(max_iter=2).fit(x, tx, T)
+    with pytest.raises(TypeError):
+        BetaGeo(1e-8)  # keyword-only: BetaGeo(tol=..., max_iter=...)

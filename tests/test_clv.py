@@ -140,3 +140,66 @@ def test_quantiles_match_numpy() -> None:
         ref = np.quantile(values, [(1 - level) / 2, (1 + level) / 2], axis=1)
         np.testing.assert_allclose(lo, ref[0], rtol=1e-14)
         np.testing.assert_allclose(hi, ref[1], rtol=1e-14)
+
+
+def test_quadratic_on_fitted_correlated_parameters_is_checked() -> None:
+    # real fits have strongly correlated parameters; the whitened quadratic follows them
+    rng = np.random.default_rng(4)
+    n = 10_000
+    lam = rng.gamma(0.25, 1 / 4.0, n)
+    p = rng.beta(0.8, 2.5, n)
+    t = rng.integers(7, 39 * 7, n) / 7.0
+    events = rng.poisson(lam * t)
+    x = np.minimum(events, rng.geometric(p)).astype(float)
+    tx = np.where(x > 0, t * rng.beta(np.maximum(x, 1), np.maximum(events - x, 0) + 1), 0.0)
+    bg = BetaGeo().fit(x, tx, t)
+    sd = np.sqrt(np.diag(bg.covariance_))
+    assert np.abs(bg.covariance_ / np.outer(sd, sd) - np.eye(4)).max() > 0.8
+    exact = expected_purchases_interval(bg, x, tx, t, horizon=39, method="exact")
+    quad = expected_purchases_interval(bg, x, tx, t, horizon=39, method="quadratic")
+    assert quad.method == "quadratic" and quad.surrogate_error < 0.25
+    width = exact.upper - exact.lower
+    for q, e in ((quad.lower, exact.lower), (quad.upper, exact.upper)):
+        off = np.abs(q - e) / width
+        assert off.max() < 0.02 and np.median(off) < 1e-3
+    # with few customers the quadratic is poor far out, and the check says so
+    small = BetaGeo().fit(x[:300], tx[:300], t[:300])
+    rough = expected_purchases_interval(
+        small, x[:300], tx[:300], t[:300], horizon=39, method="quadratic"
+    )
+    assert (
+        rough.surrogate_error
+        > expected_purchases_interval(bg, x, tx, t, horizon=39, method="quadratic").surrogate_error
+    )
+
+
+def test_dead_heavy_buyer_keeps_intervals_finite() -> None:
+    bg, gg = models()
+    x = np.append(FREQ, 700.0)
+    tx = np.append(RECENCY, 10.0)
+    t = np.append(T, 300.0)
+    m = np.append(SPEND, 30.0)
+    with np.errstate(all="raise", under="ignore"):
+        for method in ("exact", "quadratic"):
+            iv = clv_interval(bg, gg, x, tx, t, m, horizon=52, n_draws=60, method=method)
+            assert np.all(np.isfinite(iv.lower)) and np.all(np.isfinite(iv.total))
+            assert iv.estimate[-1] < 1e-6
+
+
+def test_too_few_draws_for_the_level_and_unfitted_models_are_clear_errors() -> None:
+    bg, gg = models()
+    with pytest.raises(CustvalError, match=r"too few for a 99\.9% interval"):
+        clv_interval(bg, gg, FREQ, RECENCY, T, SPEND, horizon=10, level=0.999, n_draws=200)
+    with pytest.raises(CustvalError, match="not fitted"):
+        clv_interval(BetaGeo(), gg, FREQ, RECENCY, T, SPEND, horizon=10)
+
+
+def test_spend_frequency_feeds_only_the_spend_model() -> None:
+    bg, gg = models()
+    xs = np.where(np.arange(N) % 7 == 0, 0.0, FREQ)
+    iv = clv_interval(bg, gg, FREQ, RECENCY, T, SPEND, horizon=26, n_draws=60, spend_frequency=xs)
+    expected = discounted_expected_purchases(bg, FREQ, RECENCY, T, horizon=26) * (
+        gg.conditional_expected_average_spend(xs, SPEND)
+    )
+    np.testing.assert_allclose(iv.estimate, expected, rtol=1e-12)
+    assert np.mean((iv.lower <= iv.estimate) & (iv.estimate <= iv.upper)) > 0.99

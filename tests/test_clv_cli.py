@@ -176,6 +176,17 @@ def test_clv_compare_and_tracking(tmp_path: Path) -> None:
     np.testing.assert_allclose(track.predicted.cumsum(), track.cumulative_predicted, rtol=1e-9)
     end = track.iloc[-1]
     assert summary["tracking"]["cumulative_actual"] == end.cumulative_actual
+    # the tracking counts the same repeat purchases as the calibration summary and the holdout
+    predictions = pq.read_table(tmp_path / "clv.parquet").to_pandas()
+    at_cal = summary["tracking"]["calibration_end"]
+    assert at_cal["cumulative_actual"] == predictions.frequency.sum()
+    assert end.cumulative_actual == (
+        predictions.frequency.sum() + predictions.frequency_holdout.sum()
+    )
+    assert summary["settings"]["horizon"] == 52 and summary["settings"]["time_unit"] == "weeks"
     assert abs(end.cumulative_predicted / end.cumulative_actual - 1) < 0.1
     no_holdout = run_clv(tmp_path, "--tracking", "t2.csv")
     assert no_holdout.returncode == 2 and "--tracking needs --holdout-end" in no_holdout.stderr
+    backwards = run_clv(tmp_path, "--holdout-end", "2025-01-01")
+    assert backwards.returncode == 2 and "must come after" in backwards.stderr
+    assert "Traceback" not in backwards.stderr

@@ -26,8 +26,8 @@ def simulate_cohort(n, r, alpha, a, b, seed, modified=False):
     transaction. A customer would buy at the times of a Poisson(lambda) process, lambda ~
     Gamma(r, alpha); she drops out after her K-th repeat purchase, K geometric on 1, 2, ...
     (0, 1, ... for the MBG/NBD) with p ~ Beta(a, b). Given their number, the would-be purchase
-    times are uniform on (s_i, END]; the first K of them are made. Times are rounded up to whole
-    days and same-day purchases merged (the BTYD convention).
+    times are uniform on (s_i, END]; the first K of them are made. Times are rounded down to
+    their day and same-day purchases merged (the BTYD convention).
     """
     rng = np.random.default_rng(seed)
     births = rng.integers(0, 84, n) / 7.0
@@ -41,14 +41,20 @@ def simulate_cohort(n, r, alpha, a, b, seed, modified=False):
     cust, times = cust[order], times[order]
     first = np.concatenate([[0], np.cumsum(n_events)[:-1]])
     made = (np.arange(cust.size) - first[cust]) < k[cust]
-    days = np.ceil(times[made] * 7 - 1e-9).astype(np.int64)
-    key = np.unique(cust[made] * 1000 + days)  # one transaction per customer and day
+    # a purchase is dated by the day it falls in; one on the first purchase's day is part of
+    # that first transaction, not a repeat
+    days = np.floor(times[made] * 7 + 1e-9).astype(np.int64)
+    repeat = days > np.round(births[cust[made]] * 7).astype(np.int64)
+    key = np.unique(cust[made][repeat] * 1000 + days[repeat])  # one transaction a customer-day
     return births, key // 1000, (key % 1000) / 7.0
 
 
 def btyd_summary(births, cust, times, n):
-    """Calibration (x, t_x, T) and holdout repeat purchases per customer."""
-    cal = times <= CAL_END
+    """Calibration (x, t_x, T) and holdout repeat purchases per customer.
+
+    As in custval's data: the calibration holds the purchase days before its end; a purchase on
+    the end day is in the holdout."""
+    cal = times < CAL_END
     x = np.bincount(cust[cal], minlength=n).astype(float)
     last = np.full(n, -np.inf)
     np.maximum.at(last, cust[cal], times[cal])
@@ -99,7 +105,7 @@ def test_tracking_table_tracks_the_simulated_cohort(cohort, fitted):
     # the fitted model reproduces the calibration total and forecasts the holdout total
     assert at_cal["cumulative_predicted"] == pytest.approx(at_cal["cumulative_actual"], rel=0.02)
     last = table.iloc[-1]
-    assert last["cumulative_actual"] == cohort["times"].size
+    assert last["cumulative_actual"] == (cohort["times"] < END).sum()
     assert last["cumulative_predicted"] == pytest.approx(last["cumulative_actual"], rel=0.05)
     # weekly figures: during acquisition (weeks 1-12) the model follows the growth of the base
     early = table.iloc[:12]
@@ -116,7 +122,7 @@ def test_tracking_table_is_internally_consistent(cohort, fitted):
     np.testing.assert_array_equal(table["cumulative_actual"], np.cumsum(table["actual"]))
     starts = np.concatenate([[-np.inf], ends[:-1]])
     times = cohort["times"][:, None]
-    expected_actual = ((times > starts) & (times <= ends)).sum(axis=0)  # periods (start, end]
+    expected_actual = ((times >= starts) & (times < ends)).sum(axis=0)  # periods [start, end)
     np.testing.assert_array_equal(table["actual"], expected_actual)
     # the predicted total is sum_i E[X(last_end - s_i)], customer by customer
     per_customer = fitted.expected_purchases_new_customer(ends[-1] - cohort["births"])
@@ -133,7 +139,8 @@ def test_tracking_table_by_hand():
     model.params_ = dict(TRUTH)
     table = tracking_table(model, [0.0, 1.0, 1.0], [0.5, 1.0, 1.5, 1.7, 2.5], [1.0, 2.0])
     e = model.expected_purchases_new_customer([1.0, 2.0])
-    assert table["actual"].tolist() == [2, 2]
+    # [.., 1): 0.5; [1, 2): 1.0, 1.5 and 1.7; 2.5 is after the last end
+    assert table["actual"].tolist() == [1, 3]
     assert table["cumulative_predicted"].tolist() == pytest.approx([e[0], e[1] + 2 * e[0]])
     assert table["predicted"].tolist() == pytest.approx([e[0], e[1] + e[0]])
 
@@ -185,7 +192,8 @@ def test_comparison_holdout_figures(comparison, cohort):
     assert row["holdout_mae"] == pytest.approx(errors["mae"])
     assert row["holdout_rmse"] == pytest.approx(errors["rmse"])
     assert row["holdout_aggregate_error"] == pytest.approx(errors["aggregate_error"])
-    assert abs(row["holdout_aggregate_error"]) < 0.05
+    # over seeds 0-5 the aggregate error of the true model spreads from -6% to +4% (sd ~3.5%)
+    assert abs(row["holdout_aggregate_error"]) < 0.1
     assert 0.5 < row["holdout_mae"] < 2.0  # purchases per customer over 39 weeks
 
 

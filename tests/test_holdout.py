@@ -9,6 +9,7 @@ import pytest
 
 from custval import pipeline
 from custval.config import load_project
+from custval.errors import CustvalError
 from custval.features.holdout import calibration_holdout
 from tests.company import write_csv_company
 
@@ -34,7 +35,7 @@ def test_calibration_and_holdout_by_hand(tmp_path: Path) -> None:
 def test_holdout_must_follow_calibration(tmp_path: Path) -> None:
     project = load_project(write_csv_company(tmp_path))
     prepared = pipeline.prepare(project)
-    with pytest.raises(ValueError, match="after calibration_end"):
+    with pytest.raises(CustvalError, match="must come after the calibration end"):
         calibration_holdout(prepared.tables["transactions"], date(2024, 2, 1), date(2024, 1, 1))
 
 

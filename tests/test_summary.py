@@ -80,3 +80,25 @@ def test_tracking_times() -> None:
     assert origin == date(2024, 1, 1)
     np.testing.assert_array_equal(np.sort(first), [0.0, 19.0])  # C3 started after CAL
     np.testing.assert_array_equal(np.sort(repeats), [14.0, 35.0])  # C2's refund is no purchase
+
+
+def test_summary_keeps_id_types_reads_string_dates_and_local_days() -> None:
+    tx = TX.assign(id=TX.id.str[1:].astype(int))
+    s = btyd_summary(tx, customer_id="id", date="when", amount="amt", calibration_end="2024-02-01")
+    assert list(s.index) == [1, 2]
+    # midnight in Paris is the previous evening in UTC: the local day must count
+    paris = pd.DataFrame(
+        {
+            "id": ["A", "A"],
+            "when": pd.to_datetime(["2024-01-01 00:30", "2024-01-08 00:30"]).tz_localize(
+                "Europe/Paris"
+            ),
+            "amt": [1.0, 1.0],
+        }
+    )
+    p = btyd_summary(
+        paris, customer_id="id", date="when", amount="amt", calibration_end=CAL, time_unit="days"
+    )
+    assert (p.loc["A", "recency"], p.loc["A", "T"]) == (7.0, 30.0)
+    with pytest.raises(CustvalError, match="calibration_end must be a date"):
+        btyd_summary(TX, customer_id="id", date="when", amount="amt", calibration_end="soon")

@@ -372,7 +372,10 @@ def clv(
             "(365.25/12 days) or years."
         ),
     ] = "weeks",
-    horizon: Annotated[float, typer.Option(help="CLV horizon, in time units.")] = 52.0,
+    horizon: Annotated[
+        float | None,
+        typer.Option(help="CLV horizon in time units (default: one year: 52 weeks, 365 days...)."),
+    ] = None,
     discount: Annotated[
         float,
         typer.Option(help="Discount rate per time unit (10% a year in weeks: 0.00183)."),
@@ -425,6 +428,15 @@ def clv(
     _check_output(out_path)
     if not 0 <= level < 1:
         raise CustvalError(f"--level must be 0 (no intervals) or between 0 and 1, not {level}")
+    if hold_end is not None and hold_end <= cal_end:
+        raise CustvalError(f"--holdout-end {hold_end} must come after --calibration-end {cal_end}")
+    one_year = {"days": 365.0, "weeks": 52.0, "months": 12.0, "years": 1.0}
+    if time_unit not in one_year:
+        raise CustvalError(
+            f"unknown time unit '{time_unit}'", hint="Use one of " + ", ".join(one_year)
+        )
+    if horizon is None:
+        horizon = one_year[time_unit]
     if tracking_path is not None:
         if hold_end is None:
             raise CustvalError("--tracking needs --holdout-end: it tracks through the holdout")
@@ -463,6 +475,13 @@ def clv(
 
         _write_table(pa.Table.from_pandas(result.tracking, preserve_index=False), tracking_path)
     summary = _clv_summary(result, model, out_path)
+    summary["settings"] = {
+        "time_unit": time_unit,
+        "horizon": horizon,
+        "discount": discount,
+        "calibration_end": cal_end.isoformat(),
+        "holdout_end": hold_end.isoformat() if hold_end else None,
+    }
     if as_json:
         out.print_json(data=summary)
         return
@@ -560,16 +579,27 @@ def _clv_summary(result: Any, model: str, path: Path) -> dict[str, Any]:
         "spend_excluded": result.spend_excluded,
         "holdout": result.holdout,
         "interval": result.interval,
-        "tracking": None
-        if result.tracking is None
-        else {
-            k: float(result.tracking[k].iloc[-1])
-            for k in ("period_end", "cumulative_actual", "cumulative_predicted")
-        },
+        "tracking": None if result.tracking is None else _tracking_summary(result.tracking),
         "comparison": None
         if result.comparison is None
         else [_plain(r) for r in result.comparison.to_dict("records")],
         "out": str(path),
+    }
+
+
+def _tracking_summary(tracking: Any) -> dict[str, Any]:
+    """Cumulative repeat purchases, actual and predicted, at the calibration and holdout ends."""
+    cal = tracking[tracking.period == "calibration"].iloc[-1]
+    end = tracking.iloc[-1]
+    return {
+        "calibration_end": {
+            k: float(cal[k]) for k in ("period_end", "cumulative_actual", "cumulative_predicted")
+        },
+        "holdout_end": {
+            k: float(end[k]) for k in ("period_end", "cumulative_actual", "cumulative_predicted")
+        },
+        "cumulative_actual": float(end.cumulative_actual),
+        "cumulative_predicted": float(end.cumulative_predicted),
     }
 
 

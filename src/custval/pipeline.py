@@ -391,6 +391,7 @@ def clv(
             tx_,
             t,
             ms,
+            spend_frequency=xs,
             horizon=horizon,
             discount=discount,
             level=level,
@@ -403,6 +404,7 @@ def clv(
         interval = {
             "level": level,
             "draws": n_draws,
+            "method": clv_iv.method,
             "expected_purchases_total": dict(
                 zip(("estimate", "lower", "upper"), purchases_iv.total, strict=True)
             ),
@@ -419,12 +421,14 @@ def clv(
         origin, births, repeats = tracking_times(
             tx, calibration_end, holdout_end, time_unit=time_unit
         )
-        # period ends every time unit from the first purchase; the last one at the holdout end
-        end = (holdout_end - origin).days / UNIT_DAYS[time_unit]
-        ends = np.arange(1.0, np.floor(end) + 1)
-        if ends.size == 0 or ends[-1] < end:
-            ends = np.append(ends, end)
-        tracking = tracking_table(purchases, births, repeats, ends)
+        # period ends every time unit from the first purchase, plus the calibration end and
+        # the holdout end
+        unit = UNIT_DAYS[time_unit]
+        end = (holdout_end - origin).days / unit
+        cal = (calibration_end - origin).days / unit
+        ends = np.unique(np.append(np.arange(1.0, np.floor(end) + 1), [cal, end]))
+        tracking = tracking_table(purchases, births, repeats, ends[ends > 0])
+        tracking.insert(1, "period", np.where(tracking.period_end <= cal, "calibration", "holdout"))
     comparison = None
     if compare:
         comparison = compare_models(

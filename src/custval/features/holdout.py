@@ -43,7 +43,9 @@ def calibration_holdout(
     1882
     """
     if holdout_end <= calibration_end:
-        raise ValueError("holdout_end must come after calibration_end")
+        raise CustvalError(
+            f"the holdout end {holdout_end} must come after the calibration end {calibration_end}"
+        )
     cal = rfm_features(
         tx,
         calibration_end,

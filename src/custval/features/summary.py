@@ -32,8 +32,8 @@ __all__ = ["btyd_summary"]
 def btyd_summary(
     transactions: pd.DataFrame | pa.Table,
     *,
-    calibration_end: date,
-    holdout_end: date | None = None,
+    calibration_end: date | str,
+    holdout_end: date | str | None = None,
     customer_id: str = "customer_id",
     date: str = "date",
     amount: str | None = "amount",
@@ -45,6 +45,8 @@ def btyd_summary(
     and ``monetary_value`` (mean spend of the repeat purchase days; 0 without ``amount``), and
     with ``holdout_end`` also ``frequency_holdout``, ``spend_holdout`` and ``duration_holdout``.
     """
+    calibration_end = _as_date(calibration_end, "calibration_end")
+    holdout_end = None if holdout_end is None else _as_date(holdout_end, "holdout_end")
     if time_unit not in UNIT_DAYS:
         raise CustvalError(
             f"unknown time unit '{time_unit}'", hint="Use one of " + ", ".join(UNIT_DAYS)
@@ -66,6 +68,9 @@ def btyd_summary(
             hint="Columns present: " + ", ".join(map(str, df.columns[:20])),
         )
     ts = pd.to_datetime(df[date], errors="coerce", format="mixed")
+    if getattr(ts.dt, "tz", None) is not None:
+        # the customer's local calendar day counts, not UTC's
+        ts = ts.dt.tz_localize(None)
     _reject(df, ts.isna(), date, "a missing or unreadable date", customer_id, date)
     money = (
         pd.to_numeric(df[amount], errors="coerce")
@@ -110,7 +115,24 @@ def btyd_summary(
             source="transactions",
             column=date,
         )
+    # give the ids back in the caller's type (the engine works on text)
+    originals = pd.Series(ids.to_numpy(), index=ids.astype(str).to_numpy())
+    originals = originals[~originals.index.duplicated()]
+    out["customer_id"] = originals.reindex(out["customer_id"].to_numpy()).to_numpy()
     return out.set_index("customer_id")
+
+
+def _as_date(value: Any, name: str) -> date:
+    if isinstance(value, pd.Timestamp):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError:
+        raise CustvalError(
+            f"{name} must be a date or a YYYY-MM-DD string, not {value!r}", column=name
+        ) from None
 
 
 def _reject(df: pd.DataFrame, bad: Any, column: str, problem: str, *show: str) -> None:

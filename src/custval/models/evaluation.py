@@ -83,8 +83,11 @@ def tracking_table(
         cumulative_predicted_k = sum_i E[X(max(e_k - s_i, 0))],
         predicted_k = cumulative_predicted_k - cumulative_predicted_{k-1},
 
-    and ``actual`` counts the repeat transactions in (e_{k-1}, e_k]; the first period takes
-    everything up to e_1 (so ``cumulative_actual`` is the count up to e_k). The calibration period
+    and ``actual`` counts the repeat transactions at times e_{k-1} <= time < e_k; the first
+    period takes everything before e_1 (so ``cumulative_actual`` is the count before e_k). Times
+    are those of purchase days, and a day's purchases happen after its midnight, so a purchase
+    dated on a period's end day belongs to the next period, as it belongs to the holdout when that
+    day is the calibration end. The calibration period
     is where the model was fitted; periods after it are a holdout test of the aggregate forecast.
 
     Customers are grouped by distinct first-purchase time, so the work is one evaluation per
@@ -123,7 +126,7 @@ def tracking_table(
     uniq, inverse = np.unique(horizon, return_inverse=True)
     expected = np.asarray(model.expected_purchases_new_customer(uniq), dtype=np.float64)
     cumulative_predicted = expected[inverse.reshape(horizon.shape)] @ birth_counts
-    period = np.searchsorted(ends, repeats, side="left")  # e_{k-1} < time <= e_k -> k
+    period = np.searchsorted(ends, repeats, side="right")  # e_{k-1} <= time < e_k -> k
     actual = np.bincount(period, minlength=ends.size + 1)[: ends.size]
     return pd.DataFrame(
         {

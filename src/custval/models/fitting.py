@@ -161,6 +161,20 @@ def compress_rows(*cols: Array, weights: Array, max_key: int = 2**62) -> tuple[l
     return [c[starts][keep] for c in sorted_cols], wsum[keep]
 
 
+_FITTED = (
+    "params_",
+    "log_likelihood_",
+    "aic_",
+    "bic_",
+    "n_iter_",
+    "grad_norm_",
+    "converged_",
+    "n_customers_",
+    "covariance_",
+    "standard_errors_",
+)
+
+
 class LikelihoodModel:
     """Maximum likelihood over log-parameters on compressed data, with standard errors.
 
@@ -186,7 +200,7 @@ class LikelihoodModel:
     standard_errors_: dict[str, float]
     n_customers_: float
 
-    def __init__(self, tol: float = 1e-10, max_iter: int = 2000) -> None:
+    def __init__(self, *, tol: float = 1e-10, max_iter: int = 2000) -> None:
         self.tol = tol
         self.max_iter = max_iter
 
@@ -283,31 +297,25 @@ class LikelihoodModel:
         return res
 
     def _fit(self, data: tuple[Array, ...], w: Array) -> Self:
+        """Fit, then set the learned attributes all at once: a fit that fails leaves none."""
+        for name in _FITTED:  # a refit that fails must not leave the previous fit's state
+            self.__dict__.pop(name, None)
         n = float(w.sum())
         res = self._search(data, w, np.log(self._init_theta(data, w)))
-        state = res.state
         theta = np.exp(res.x)
         f, g = float(res.fun), np.asarray(res.jac)
-        self.params_ = dict(zip(self._param_names, map(float, theta), strict=True))
-        self.log_likelihood_ = -f * n
-        k = theta.size
-        self.aic_ = 2 * k - 2 * self.log_likelihood_
-        self.bic_ = k * math.log(n) - 2 * self.log_likelihood_
-        self.n_iter_ = int(res.nit)
-        self.grad_norm_ = float(np.linalg.norm(g))
+        params = dict(zip(self._param_names, map(float, theta), strict=True))
+        grad_norm = float(np.linalg.norm(g))
         at_bound = bool(np.any(np.abs(res.x) >= self._log_bound - 1e-6))
-        self.converged_ = bool(np.isfinite(f) and self.grad_norm_ < GRADIENT_TOLERANCE)
-        self.converged_ = self.converged_ and not at_bound
-        self.n_customers_ = n
+        converged = bool(np.isfinite(f) and grad_norm < GRADIENT_TOLERANCE and not at_bound)
         # forward differences from the optimum's gradient only where it is one
-        cov = self._covariance(theta, state, w, -g * n / theta if self.converged_ else None)
+        cov = self._covariance(theta, res.state, w, -g * n / theta if converged else None)
+        values = ", ".join(f"{k}={v:.4g}" for k, v in params.items())
         # a search that stopped short on its way to 0 or infinity found no maximum either
-        runaway = not self.converged_ and np.any(np.abs(res.x) >= self._log_bound - 2.5)
-        if at_bound or runaway or not np.all(np.isfinite(cov)):
+        runaway = not converged and np.any(np.abs(res.x) >= self._log_bound - 2.5)
+        if at_bound or runaway:
             # With too few or too uniform customers the likelihood keeps rising towards infinite
             # parameters: there is no estimate (and no standard error) to report.
-            values = ", ".join(f"{k}={v:.4g}" for k, v in self.params_.items())
-            del self.params_
             raise CustvalError(
                 f"the data ({n:.0f} customer{'s' if n != 1 else ''}) do not determine the "
                 f"{type(self).__name__} parameters: the likelihood has no interior maximum "
@@ -315,6 +323,30 @@ class LikelihoodModel:
                 count=int(n),
                 hint="Fit on more customers, or on a longer calibration period",
             )
+        if not np.all(np.isfinite(cov)):
+            if not converged and res.nit >= self.max_iter:
+                raise CustvalError(
+                    f"the {type(self).__name__} fit did not converge in {self.max_iter} "
+                    f"iterations (it stopped at {values})",
+                    hint="Raise max_iter",
+                )
+            raise CustvalError(
+                f"the data ({n:.0f} customer{'s' if n != 1 else ''}) do not determine the "
+                f"{type(self).__name__} parameters: the likelihood is flat or curved the wrong "
+                f"way at its end point ({values}), so there are no standard errors",
+                count=int(n),
+                hint="Fit on more customers, or on a longer calibration period",
+            )
+        k = theta.size
+        ll = -f * n
+        self.params_ = params
+        self.log_likelihood_ = ll
+        self.aic_ = 2 * k - 2 * ll
+        self.bic_ = k * math.log(n) - 2 * ll
+        self.n_iter_ = int(res.nit)
+        self.grad_norm_ = grad_norm
+        self.converged_ = converged
+        self.n_customers_ = n
         self.covariance_ = cov
         self.standard_errors_ = dict(
             zip(self._param_names, map(float, np.sqrt(np.diag(cov))), strict=True)
