@@ -14,9 +14,8 @@ column (naming it), and turns a table into the matrices the candidate models nee
   design column remembers the original feature it came from (``design_groups``), so that
   contributions can be summed back to it.
 
-A column is categorical when its values are text or booleans, or when it is numeric with at most
-two distinct values that are not 0/1 (e.g. a 1/2 code); numeric text with blanks (``"29.85"``,
-``" "``) is numeric with missing values.
+A column is categorical when its values are text or booleans; numeric text with blanks
+(``"29.85"``, ``" "``) is numeric with missing values.
 """
 
 from __future__ import annotations
@@ -47,6 +46,8 @@ class FeatureSchema:
     categorical: dict[str, list[str]]
     medians: dict[str, float] = field(default_factory=dict)
     has_missing: list[str] = field(default_factory=list)
+    #: the most common category of each categorical column (the "typical customer")
+    modes: dict[str, str] = field(default_factory=dict)
     design_mean: list[float] = field(default_factory=list)
     design_scale: list[float] = field(default_factory=list)
 
@@ -93,7 +94,7 @@ class FeatureSchema:
         f = self.frame(df, source)
         cols = [f[c].to_numpy(dtype=np.float64) for c in self.numeric]
         for c, cats in self.categorical.items():
-            code = pd.Categorical(f[c], categories=cats).codes.astype(np.float64)
+            code = _category_codes(f[c], cats).astype(np.float64)
             code[code < 0] = np.nan
             cols.append(code)
         return np.column_stack(cols) if cols else np.empty((len(df), 0))
@@ -125,7 +126,7 @@ class FeatureSchema:
         for c in self.has_missing:
             parts.append(f[c].isna().to_numpy(dtype=np.float64))
         for c, cats in self.categorical.items():
-            code = pd.Categorical(f[c], categories=cats).codes
+            code = _category_codes(f[c], cats)
             onehot = np.zeros((len(f), len(cats)))
             known = code >= 0
             onehot[np.flatnonzero(known), code[known]] = 1.0
@@ -141,6 +142,24 @@ class FeatureSchema:
         self.design_mean = mean.tolist()
         self.design_scale = np.where(scale > 0, scale, 1.0).tolist()
 
+    def relearn(self, df: pd.DataFrame) -> FeatureSchema:
+        """The same columns and types, with categories, medians and standardisation learned
+        from ``df`` alone (a cross-validation fold's training rows: nothing from its test rows
+        may leak into the encodings)."""
+        f = self.frame(df)
+        out = FeatureSchema(
+            numeric=list(self.numeric),
+            categorical={c: _top_categories(f[c]) for c in self.categorical},
+            medians={
+                c: float(f[c].median()) if f[c].notna().any() else self.medians.get(c, 0.0)
+                for c in self.numeric
+            },
+            has_missing=list(self.has_missing),
+            modes={c: _mode(f[c]) for c in self.categorical},
+        )
+        out.fit_design(df)
+        return out
+
     # ---- persistence ---------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
@@ -149,6 +168,7 @@ class FeatureSchema:
             "categorical": self.categorical,
             "medians": self.medians,
             "has_missing": self.has_missing,
+            "modes": self.modes,
             "design_mean": self.design_mean,
             "design_scale": self.design_scale,
         }
@@ -160,6 +180,7 @@ class FeatureSchema:
             categorical={k: list(v) for k, v in d["categorical"].items()},
             medians={k: float(v) for k, v in d.get("medians", {}).items()},
             has_missing=list(d.get("has_missing", [])),
+            modes=dict(d.get("modes", {})),
             design_mean=list(d.get("design_mean", [])),
             design_scale=list(d.get("design_scale", [])),
         )
@@ -183,13 +204,8 @@ def infer_schema(df: pd.DataFrame, exclude: tuple[str, ...] = ()) -> FeatureSche
             continue
         s = df[c]
         values = None if s.dtype == bool else _as_numeric(s)
-        if values is not None and _is_code(values):
-            values = None
         if values is None:
-            text = _as_category_text(s)
-            counts = text.value_counts()
-            cats = sorted(map(str, counts.index[:_MAX_CATEGORIES]))
-            categorical[str(c)] = cats
+            categorical[str(c)] = _top_categories(_as_category_text(s))
             continue
         if values.notna().sum() == 0:
             continue  # an empty column carries nothing
@@ -201,9 +217,25 @@ def infer_schema(df: pd.DataFrame, exclude: tuple[str, ...] = ()) -> FeatureSche
         raise CustvalError(
             "the table has no feature columns", hint="Pass a table with features and a label"
         )
-    schema = FeatureSchema(numeric, categorical, medians, has_missing)
+    modes = {c: _mode(_as_category_text(df[c])) for c in categorical}
+    schema = FeatureSchema(numeric, categorical, medians, has_missing, modes)
     schema.fit_design(df)
     return schema
+
+
+def _category_codes(text: pd.Series, cats: list[str]) -> npt.NDArray[np.int64]:
+    """Index of each value in ``cats``; -1 for a missing or unseen category."""
+    return np.asarray(pd.Index(cats).get_indexer(text), dtype=np.int64)
+
+
+def _mode(text: pd.Series) -> str:
+    counts = text.value_counts()
+    return str(counts.index[0]) if counts.size else ""
+
+
+def _top_categories(text: pd.Series) -> list[str]:
+    counts = text.value_counts()
+    return sorted(map(str, counts.index[:_MAX_CATEGORIES]))
 
 
 def _as_numeric(s: pd.Series) -> pd.Series | None:
@@ -219,12 +251,6 @@ def _as_numeric(s: pd.Series) -> pd.Series | None:
     if filled == 0 or parsed.notna().sum() < filled:
         return None
     return parsed.astype(np.float64)
-
-
-def _is_code(values: pd.Series) -> bool:
-    """Two distinct values that are not 0/1 (e.g. 1/2 codes) are categories, not quantities."""
-    distinct = values.dropna().unique()
-    return len(distinct) == 2 and not set(distinct) <= {0.0, 1.0}
 
 
 def _as_category_text(s: pd.Series) -> pd.Series:

@@ -1,0 +1,211 @@
+"""Reasons for every prediction, global importance and the profile of high-value customers.
+
+Reasons come from the value model's per-feature contributions (exact for LightGBM and the
+logistic regression; see :mod:`custval.models.candidates` for the others), which add up with
+the base value to the model's score. For each customer the ``top_k`` features with the largest
+absolute contribution become reasons: the feature, the customer's value, the direction and a
+sentence built from the feature catalogue, e.g.
+
+    "Purchase days (repeat): 14 (typical customer: 2) raises the chance of high value"
+
+The "typical customer" is the training median (numeric) or the most common category. Features
+without a catalogue entry are described by their column name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from custval.errors import CustvalError
+
+__all__ = ["importance", "reasons", "value_profile"]
+
+Array = npt.NDArray[np.float64]
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "missing"
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        return f"{v:,.0f}" if v == round(v) else f"{v:,.3g}" if abs(v) < 100 else f"{v:,.0f}"
+    return str(value)
+
+
+def reasons(
+    clf: Any,
+    X: pd.DataFrame,
+    *,
+    top_k: int = 3,
+    catalogue: Mapping[str, str] | None = None,
+    outcome: str = "high value",
+    source: str = "input",
+) -> pd.DataFrame:
+    """Probability, class and the ``top_k`` reasons of every row of ``X``.
+
+    Columns: ``probability``, ``predicted_class`` (1 = high), then for i = 1..top_k
+    ``reason_i`` (the sentence), ``reason_i_feature``, ``reason_i_value`` (the customer's value,
+    as text) and ``reason_i_contribution`` (in the model's score: log-odds, or probability for
+    the random forest; positive raises the chance). ``catalogue`` maps feature names to
+    descriptions.
+
+    Example
+    -------
+    >>> reasons(clf, customers, top_k=3).reason_1.iloc[0]  # doctest: +SKIP
+    'Contract: Month-to-month (typical customer: Month-to-month) raises the chance of churn'
+    """
+    if top_k < 1:
+        raise CustvalError(f"top_k must be at least 1, not {top_k}")
+    schema = clf.schema_
+    contrib, _base = clf.contributions(X, source)
+    proba = clf.predict_proba(X, source)
+    frame = schema.frame(X, source)
+    names = schema.columns
+    k = min(top_k, len(names))
+    # the k largest absolute contributions per row, largest first (vectorised)
+    order = np.argsort(-np.abs(contrib), axis=1, kind="stable")[:, :k]
+    rows = np.arange(contrib.shape[0])[:, None]
+    top_values = contrib[rows, order]
+    describe = dict(catalogue or {})
+    typical = {c: _fmt(schema.medians.get(c)) for c in schema.numeric}
+    typical.update({c: schema.modes.get(c, "") for c in schema.categorical})
+    # each feature's values as text once; rows pick from them
+    as_text = {c: frame[c].map(_fmt).to_numpy(dtype=object) for c in names}
+    out = pd.DataFrame(
+        {
+            "probability": proba,
+            "predicted_class": (proba >= clf.threshold_).astype(np.int64),
+        },
+        index=X.index,
+    )
+    name_arr = np.array(names, dtype=object)
+    for i in range(k):  # a loop over the k reasons; each is vectorised over rows
+        feat = name_arr[order[:, i]]
+        value = np.empty(len(frame), dtype=object)
+        for j, c in enumerate(names):  # a loop over features, not rows
+            pick = order[:, i] == j
+            if pick.any():
+                value[pick] = as_text[c][pick]
+        label = pd.Series(feat).map(lambda f: describe.get(f, f)).to_numpy(dtype=object)
+        usual = pd.Series(feat).map(typical).to_numpy(dtype=object)
+        direction = np.where(top_values[:, i] >= 0, "raises", "lowers")
+        sentence = (
+            pd.Series(label, dtype=object)
+            + ": "
+            + pd.Series(value, dtype=object)
+            + " (typical customer: "
+            + pd.Series(usual, dtype=object)
+            + ") "
+            + pd.Series(direction, dtype=object)
+            + f" the chance of {outcome}"
+        )
+        out[f"reason_{i + 1}"] = sentence.to_numpy()
+        out[f"reason_{i + 1}_feature"] = feat
+        out[f"reason_{i + 1}_value"] = value
+        out[f"reason_{i + 1}_contribution"] = top_values[:, i]
+    return out
+
+
+def importance(clf: Any, X: pd.DataFrame) -> pd.DataFrame:
+    """Mean absolute contribution of each feature over ``X``, largest first, with its share."""
+    contrib, _ = clf.contributions(X)
+    mean_abs = np.abs(contrib).mean(axis=0)
+    total = mean_abs.sum()
+    out = pd.DataFrame(
+        {
+            "feature": clf.schema_.columns,
+            "mean_abs_contribution": mean_abs,
+            "share": mean_abs / total if total > 0 else 0.0,
+        }
+    )
+    return out.sort_values("mean_abs_contribution", ascending=False, kind="stable").reset_index(
+        drop=True
+    )
+
+
+def value_profile(schema: Any, X: pd.DataFrame, y: Any, *, top: int = 5) -> dict[str, Any]:
+    """How high-value customers differ from the others.
+
+    Returns ``features``: per feature, for numeric ones the medians of high and low customers
+    and their ratio, for categorical ones the category most over-represented among the high
+    ones with its share in both groups and the lift (share among high / share among all); and
+    ``conditions``: the ``top`` single-feature conditions ("tenure <= 5", "contract =
+    Month-to-month") with the highest lift among those that hold for at least 5% of customers,
+    with their support and the share of high customers among those they hold for.
+    """
+    f = schema.frame(X)
+    yv = np.asarray(y, dtype=np.float64)
+    base = yv.mean()
+    high = yv == 1
+    rows: list[dict[str, Any]] = []
+    conditions: list[dict[str, Any]] = []
+    for c in schema.numeric:  # a loop over features
+        v = f[c].to_numpy(dtype=np.float64)
+        ok = ~np.isnan(v)
+        mh, ml = np.median(v[ok & high]), np.median(v[ok & ~high])
+        rows.append(
+            {
+                "feature": c,
+                "kind": "numeric",
+                "median_high": float(mh),
+                "median_low": float(ml),
+                "ratio": float(mh / ml) if ml else float("nan"),
+            }
+        )
+        for q in (0.1, 0.25, 0.5, 0.75, 0.9):  # candidate cut points: quantiles
+            cut = float(np.quantile(v[ok], q))
+            for op, hold in ((">", v > cut), ("<=", v <= cut)):
+                support = hold.mean()
+                if support >= 0.05 and hold.any():
+                    share = yv[hold].mean()
+                    conditions.append(
+                        {
+                            "condition": f"{c} {op} {_fmt(cut)}",
+                            "support": float(support),
+                            "high_share": float(share),
+                            "lift": float(share / base),
+                        }
+                    )
+    for c in schema.categorical:
+        v = f[c].fillna("missing").to_numpy(dtype=object)
+        cats, inv = np.unique(v.astype(str), return_inverse=True)
+        n_all = np.bincount(inv, minlength=cats.size)
+        n_high = np.bincount(inv[high], minlength=cats.size)
+        lift = (n_high / np.maximum(n_all, 1)) / base
+        best = int(np.argmax(np.where(n_all >= 0.05 * v.size, lift, -np.inf)))
+        rows.append(
+            {
+                "feature": c,
+                "kind": "categorical",
+                "category": str(cats[best]),
+                "share_high": float(n_high[best] / max(high.sum(), 1)),
+                "share_low": float((n_all[best] - n_high[best]) / max((~high).sum(), 1)),
+                "lift": float(lift[best]),
+            }
+        )
+        for j in range(cats.size):  # a loop over a column's categories
+            support = n_all[j] / v.size
+            if support >= 0.05:
+                conditions.append(
+                    {
+                        "condition": f"{c} = {cats[j]}",
+                        "support": float(support),
+                        "high_share": float(n_high[j] / n_all[j]),
+                        "lift": float(lift[j]),
+                    }
+                )
+    cond = pd.DataFrame(conditions)
+    if not cond.empty:
+        cond = cond.sort_values("lift", ascending=False, kind="stable").head(top)
+    return {
+        "high_share": float(base),
+        "features": pd.DataFrame(rows),
+        "conditions": cond.reset_index(drop=True),
+    }

@@ -1,0 +1,434 @@
+"""The high/low value classifier: label, candidate models, honest selection, calibration check.
+
+:class:`ValueClassifier` takes a customer table (one row per customer, any feature columns, text
+or numeric, in any order) and a binary label, and
+
+1. cross-validates every candidate of :mod:`custval.models.candidates` (logistic regression,
+   random forest, LightGBM, a small neural network) on the same folds: stratified k-fold, or, for
+   labels derived from a later period, folds given by the caller (``groups``);
+2. scores each on the out-of-fold predictions: ROC AUC, PR AUC (average precision), log-loss,
+   Brier score and the lift in the top decile (share of positives among the 10% highest scores
+   over the overall share), and keeps the per-fold mean and standard deviation as the
+   ``leaderboard_``;
+3. chooses the candidate with the best mean ROC AUC; a candidate within one standard error of
+   it that is simpler (the order above) is preferred, the usual one-standard-error rule;
+4. refits the chosen one on all rows; checks its probabilities on the out-of-fold predictions
+   with a reliability table (``reliability_``: per decile of predicted probability, the mean
+   prediction and the observed share) and the expected calibration error;
+5. sets the decision threshold by a stated rule: ``"top_share"`` (the ``top_share`` of customers
+   with the highest probability are "high", default 20%) or ``"best_f1"`` (the out-of-fold
+   threshold with the best F1).
+
+With more than ``max_selection_rows`` rows the candidates are compared on a stratified random
+sample of that many rows (the leaderboard says so) and the chosen one is refitted on all rows:
+comparing a random forest and a neural network on a million rows five times over would take
+hours for no better choice.
+
+Example
+-------
+>>> clf = ValueClassifier(folds=5).fit(features, labels)  # doctest: +SKIP
+>>> clf.leaderboard_  # doctest: +SKIP
+>>> clf.predict_proba(new_customers)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Self
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from custval.errors import CustvalError
+from custval.models.candidates import CANDIDATES, Candidate, make_candidate
+from custval.models.encoding import infer_schema
+
+__all__ = ["ValueClassifier", "binary_label", "classification_metrics", "derive_value_label"]
+
+Array = npt.NDArray[np.float64]
+
+MIN_ROWS = 50
+_POSITIVE = {"yes", "y", "true", "t", "1", "high", "positive", "pos"}
+_NEGATIVE = {"no", "n", "false", "f", "0", "low", "negative", "neg"}
+METRICS = ("roc_auc", "pr_auc", "log_loss", "brier", "lift_top_decile")
+# higher is better for these; lower for log-loss and Brier
+_HIGHER_IS_BETTER = {
+    "roc_auc": True,
+    "pr_auc": True,
+    "log_loss": False,
+    "brier": False,
+    "lift_top_decile": True,
+}
+
+
+def binary_label(values: Any, positive: Any = None, *, column: str = "label") -> Array:
+    """A label column as 0/1 floats.
+
+    ``positive`` names the value that means "high" (or churn, or yes); without it, a column with
+    two values is read when they are yes/no, true/false, 1/0 or high/low (any case). Missing
+    labels are an error naming the rows.
+
+    Example
+    -------
+    >>> binary_label(["Yes", "No", "yes"]).tolist()
+    [1.0, 0.0, 1.0]
+    """
+    s = pd.Series(values)
+    missing = s.isna() | (s.astype(str).str.strip() == "")
+    if missing.any():
+        raise CustvalError(
+            f"{int(missing.sum())} rows have no label",
+            column=column,
+            count=int(missing.sum()),
+            examples=[{"row": int(i)} for i in np.flatnonzero(missing.to_numpy())[:5]],
+            hint="Drop the unlabelled rows or fill them",
+        )
+    text = s.astype(str).str.strip().str.lower()
+    distinct = sorted(set(text))
+    if len(distinct) == 1:
+        raise CustvalError(
+            f"every row's label is '{distinct[0]}': there is nothing to tell apart",
+            column=column,
+            hint="A label needs both classes; check the column and the positive value",
+        )
+    if positive is not None:
+        pos = str(positive).strip().lower()
+        if pos not in distinct:
+            raise CustvalError(
+                f"the positive value '{positive}' does not occur in the label",
+                column=column,
+                hint="Values present: " + ", ".join(distinct[:10]),
+            )
+        y = (text == pos).to_numpy(dtype=np.float64)
+    else:
+        if len(distinct) > 2:
+            raise CustvalError(
+                f"the label has {len(distinct)} values, so it is not binary",
+                column=column,
+                hint="Name the value meaning high (--positive), e.g. among: "
+                + ", ".join(distinct[:10]),
+            )
+        pos_values = [v for v in distinct if v in _POSITIVE]
+        neg_values = [v for v in distinct if v in _NEGATIVE]
+        if len(pos_values) != 1 or (len(distinct) == 2 and len(neg_values) != 1):
+            raise CustvalError(
+                f"cannot tell which label value means high among {', '.join(distinct)}",
+                column=column,
+                hint="Name it (--positive VALUE)",
+            )
+        y = (text == pos_values[0]).to_numpy(dtype=np.float64)
+    if y.min() == y.max():
+        which = "positive" if y[0] == 1 else "negative"
+        raise CustvalError(
+            f"every row's label is {which}: there is nothing to tell apart",
+            column=column,
+            hint="Check the label column and the positive value",
+        )
+    return y
+
+
+def derive_value_label(value: Any, top_share: float = 0.2) -> Array:
+    """1 for the customers in the top ``top_share`` of ``value`` (e.g. spend in the horizon).
+
+    Ties at the cut are all high, so slightly more than ``top_share`` may be; customers with no
+    value (0) are never high.
+    """
+    v = np.asarray(value, dtype=np.float64)
+    if not 0 < top_share < 1:
+        raise CustvalError(f"top_share must lie between 0 and 1, not {top_share}")
+    if v.size < MIN_ROWS:
+        raise CustvalError(f"{v.size} customers are too few for a value label (at least 50)")
+    cut = np.quantile(v, 1 - top_share)
+    y = ((v >= cut) & (v > 0)).astype(np.float64)
+    if y.min() == y.max():
+        raise CustvalError(
+            "the future value does not separate customers (all equal or all zero)",
+            hint="Use a longer horizon or another value column",
+        )
+    return y
+
+
+def classification_metrics(y: Array, p: Array) -> dict[str, float]:
+    """ROC AUC, PR AUC, log-loss, Brier score and top-decile lift of probabilities ``p``."""
+    from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+
+    clipped = np.clip(p, 1e-12, 1 - 1e-12)
+    k = max(1, round(0.1 * y.size))
+    top = np.argsort(-p, kind="stable")[:k]
+    return {
+        "roc_auc": float(roc_auc_score(y, p)),
+        "pr_auc": float(average_precision_score(y, p)),
+        "log_loss": float(log_loss(y, clipped, labels=[0, 1])),
+        "brier": float(brier_score_loss(y, p)),
+        "lift_top_decile": float(y[top].mean() / y.mean()),
+    }
+
+
+def reliability_table(y: Array, p: Array, bins: int = 10) -> pd.DataFrame:
+    """Per decile of predicted probability: customers, mean prediction, observed share."""
+    order = np.argsort(p, kind="stable")
+    groups = np.array_split(order, bins)
+    rows = [
+        {
+            "bin": i + 1,
+            "customers": int(g.size),
+            "mean_predicted": float(p[g].mean()),
+            "observed": float(y[g].mean()),
+        }
+        for i, g in enumerate(groups)  # a loop over ten bins
+        if g.size
+    ]
+    return pd.DataFrame(rows)
+
+
+class ValueClassifier:
+    """High/low value classifier with model selection (see the module docstring).
+
+    Parameters
+    ----------
+    candidates:
+        Names of the candidate models, in order of simplicity (ties go to the first).
+    folds:
+        Number of cross-validation folds.
+    threshold_rule:
+        "top_share" or "best_f1".
+    top_share:
+        Share of customers called high under "top_share".
+    max_selection_rows:
+        Above this many rows the candidates are compared on a stratified sample of this size.
+    seed:
+        Seed of the folds, the sample and the models.
+    threads:
+        Threads the models may use.
+    """
+
+    def __init__(
+        self,
+        candidates: tuple[str, ...] = ("logistic", "lightgbm", "random_forest", "mlp"),
+        *,
+        folds: int = 5,
+        threshold_rule: str = "top_share",
+        top_share: float = 0.2,
+        max_selection_rows: int = 200_000,
+        seed: int = 0,
+        threads: int = 2,
+    ) -> None:
+        self.candidates = candidates
+        self.folds = folds
+        self.threshold_rule = threshold_rule
+        self.top_share = top_share
+        self.max_selection_rows = max_selection_rows
+        self.seed = seed
+        self.threads = threads
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {
+            "candidates": self.candidates,
+            "folds": self.folds,
+            "threshold_rule": self.threshold_rule,
+            "top_share": self.top_share,
+            "max_selection_rows": self.max_selection_rows,
+            "seed": self.seed,
+            "threads": self.threads,
+        }
+
+    def set_params(self, **params: Any) -> Self:
+        for k, v in params.items():
+            setattr(self, k, v)
+        return self
+
+    # ---- fitting ---------------------------------------------------------------------------
+
+    def fit(self, X: pd.DataFrame, y: Any, *, groups: Any = None) -> Self:
+        """Select, refit and calibrate-check on a customer table ``X`` and 0/1 labels ``y``.
+
+        ``groups`` (optional) gives each row's fold (0 .. folds-1), e.g. from a time split.
+        """
+        self._check_settings()
+        y = np.asarray(y, dtype=np.float64).ravel()
+        if not isinstance(X, pd.DataFrame):
+            raise CustvalError("X must be a pandas DataFrame with one row per customer")
+        if len(X) != y.size:
+            raise CustvalError(f"X has {len(X)} rows but the label {y.size}")
+        if y.size < MIN_ROWS:
+            raise CustvalError(
+                f"{y.size} customers are too few to train and cross-validate a model",
+                hint=f"Use at least {MIN_ROWS} labelled customers",
+            )
+        if not np.isin(y, (0.0, 1.0)).all():
+            raise CustvalError("the label must be 0/1", hint="Use binary_label to convert it")
+        n_pos = int(y.sum())
+        if n_pos == 0 or n_pos == y.size:
+            raise CustvalError("the label has one class only: there is nothing to tell apart")
+        if min(n_pos, y.size - n_pos) < self.folds:
+            raise CustvalError(
+                f"the rarer class has {min(n_pos, y.size - n_pos)} customers, fewer than the "
+                f"{self.folds} folds",
+                hint="Use fewer folds or more data",
+            )
+        X = X.reset_index(drop=True)
+        self.schema_ = infer_schema(X)
+        sel = self._selection_rows(y)
+        fold_of = self._folds(y, sel, groups)
+        board, oof = self._cross_validate(X, y, sel, fold_of)
+        self.leaderboard_ = board
+        self.chosen_ = self._choose(board)
+        self.selection_rows_ = int(sel.size)
+        p_oof = oof[self.chosen_]
+        y_sel = y[sel]
+        self.oof_metrics_ = classification_metrics(y_sel, p_oof)
+        self.reliability_ = reliability_table(y_sel, p_oof)
+        self.calibration_error_ = float(
+            np.average(
+                np.abs(self.reliability_.mean_predicted - self.reliability_.observed),
+                weights=self.reliability_.customers,
+            )
+        )
+        start = time.perf_counter()
+        self.model_ = make_candidate(self.chosen_, self.seed, self.threads).fit(self.schema_, X, y)
+        self.refit_seconds_ = time.perf_counter() - start
+        self.threshold_ = self._threshold(y_sel, p_oof, self.predict_proba(X))
+        self.n_customers_ = int(y.size)
+        self.positive_share_ = float(y.mean())
+        return self
+
+    def _check_settings(self) -> None:
+        unknown = [c for c in self.candidates if c not in CANDIDATES]
+        if unknown or not self.candidates:
+            raise CustvalError(
+                f"unknown candidate models: {', '.join(unknown) or '(none given)'}",
+                hint="Use some of " + ", ".join(CANDIDATES),
+            )
+        if self.folds < 2:
+            raise CustvalError(f"at least 2 folds are needed, not {self.folds}")
+        if self.threshold_rule not in ("top_share", "best_f1"):
+            raise CustvalError(
+                f"unknown threshold rule '{self.threshold_rule}'", hint="top_share or best_f1"
+            )
+
+    def _selection_rows(self, y: Array) -> npt.NDArray[np.int64]:
+        n = y.size
+        if n <= self.max_selection_rows:
+            return np.arange(n)
+        from sklearn.model_selection import train_test_split
+
+        sel, _ = train_test_split(
+            np.arange(n),
+            train_size=self.max_selection_rows,
+            stratify=y,
+            random_state=self.seed,
+        )
+        return np.sort(sel)
+
+    def _folds(self, y: Array, sel: npt.NDArray[np.int64], groups: Any) -> npt.NDArray[np.int64]:
+        if groups is not None:
+            g = np.asarray(groups).ravel()
+            if g.size != y.size:
+                raise CustvalError(f"groups has {g.size} values for {y.size} rows")
+            codes = pd.factorize(g[sel], sort=True)[0]
+            return codes.astype(np.int64)
+        from sklearn.model_selection import StratifiedKFold
+
+        fold_of = np.empty(sel.size, dtype=np.int64)
+        skf = StratifiedKFold(n_splits=self.folds, shuffle=True, random_state=self.seed)
+        for k, (_, test) in enumerate(skf.split(np.zeros(sel.size), y[sel])):
+            fold_of[test] = k
+        return fold_of
+
+    def _cross_validate(
+        self,
+        X: pd.DataFrame,
+        y: Array,
+        sel: npt.NDArray[np.int64],
+        fold_of: npt.NDArray[np.int64],
+    ) -> tuple[pd.DataFrame, dict[str, Array]]:
+        Xs = X.iloc[sel].reset_index(drop=True)
+        ys = y[sel]
+        rows = []
+        oof: dict[str, Array] = {}
+        for name in self.candidates:  # a loop over four candidates and their folds
+            p = np.empty(ys.size)
+            per_fold = []
+            start = time.perf_counter()
+            for k in np.unique(fold_of):
+                test = fold_of == k
+                train = ~test
+                if len(np.unique(ys[train])) < 2 or len(np.unique(ys[test])) < 2:
+                    raise CustvalError(
+                        f"fold {k + 1} has one class only",
+                        hint="Use fewer folds, or groups with both classes in each",
+                    )
+                # the encodings are learned on the training part only
+                schema = self.schema_.relearn(Xs[train])
+                model = make_candidate(name, self.seed, self.threads)
+                model.fit(schema, Xs[train], ys[train])
+                p[test] = model.predict_proba(schema, Xs[test])
+                per_fold.append(classification_metrics(ys[test], p[test]))
+            seconds = time.perf_counter() - start
+            oof[name] = p
+            row: dict[str, Any] = {"model": name}
+            for m in METRICS:
+                values = np.array([f[m] for f in per_fold])
+                row[f"{m}_mean"] = float(values.mean())
+                row[f"{m}_std"] = float(values.std(ddof=1)) if values.size > 1 else 0.0
+            row["seconds"] = seconds
+            rows.append(row)
+        board = pd.DataFrame(rows)
+        board = board.sort_values("roc_auc_mean", ascending=False, kind="stable")
+        return board.reset_index(drop=True), oof
+
+    def _choose(self, board: pd.DataFrame) -> str:
+        """Best mean ROC AUC; the simplest candidate within one standard error of it."""
+        best = board.iloc[0]
+        se = best["roc_auc_std"] / np.sqrt(self.folds)
+        close = board[board.roc_auc_mean >= best.roc_auc_mean - se]
+        order = {name: i for i, name in enumerate(self.candidates)}
+        return str(min(close.model, key=lambda m: order[m]))
+
+    def _threshold(self, y_oof: Array, p_oof: Array, p_all: Array) -> float:
+        if self.threshold_rule == "top_share":
+            return float(np.quantile(p_all, 1 - self.top_share))
+        order = np.argsort(-p_oof, kind="stable")
+        tp = np.cumsum(y_oof[order])
+        k = np.arange(1, y_oof.size + 1)
+        f1 = 2 * tp / (k + y_oof.sum())
+        return float(p_oof[order][int(np.argmax(f1))])
+
+    # ---- prediction ------------------------------------------------------------------------
+
+    def _fitted(self) -> Candidate:
+        if not hasattr(self, "model_"):
+            raise CustvalError("the value classifier is not fitted yet", hint="Call fit first")
+        return self.model_
+
+    def predict_proba(self, X: pd.DataFrame, source: str = "input") -> Array:
+        """Probability of high value per row (features taken by name, in any order)."""
+        model = self._fitted()
+        return model.predict_proba(self.schema_, _frame(X, source))
+
+    def predict(self, X: pd.DataFrame, source: str = "input") -> Array:
+        """1 (high) where the probability reaches ``threshold_``, else 0."""
+        return (self.predict_proba(X, source) >= self.threshold_).astype(np.int64)
+
+    def contributions(self, X: pd.DataFrame, source: str = "input") -> tuple[Array, Array]:
+        """Per-feature contributions (rows x ``schema_.columns``) and the base value per row.
+
+        base + contributions.sum(axis=1) equals the model's raw score (``score_kind_``).
+        """
+        model = self._fitted()
+        return model.contributions(self.schema_, _frame(X, source))
+
+    def raw_score(self, X: pd.DataFrame, source: str = "input") -> Array:
+        return self._fitted().raw_score(self.schema_, _frame(X, source))
+
+    @property
+    def score_kind_(self) -> str:
+        """What raw scores and contributions are in: "log-odds" or "probability"."""
+        return self._fitted().score
+
+
+def _frame(X: Any, source: str) -> pd.DataFrame:
+    if not isinstance(X, pd.DataFrame):
+        raise CustvalError(f"{source} must be a table (pandas DataFrame)")
+    return X
