@@ -731,3 +731,7 @@ def main() -> None:
     """Entry point of ``python -m custval``."""
     app(prog_name="custval")
     sys.exit(0)
+
+
+# the value classifier's commands register on the same app
+from custval import cli_value  # noqa: E402, F401
