@@ -164,3 +164,31 @@ def test_reasons_importance_and_profile(fitted) -> None:
     assert feats.loc["frequency", "median_high"] > feats.loc["frequency", "median_low"]
     assert feats.loc["plan", "category"] == "premium" and feats.loc["plan", "lift"] > 1.2
     assert prof["conditions"].lift.iloc[0] > 1.3
+
+
+def test_bundle_round_trip_and_integrity(fitted, tmp_path) -> None:
+    from custval.models.bundle import data_fingerprint, load_bundle, save_bundle
+
+    clf, X, y = fitted
+    folder = save_bundle(
+        clf, tmp_path / "v1", label={"kind": "column"}, fingerprint=data_fingerprint(X, y)
+    )
+    files = sorted(p.name for p in folder.iterdir())
+    assert files[0] == "manifest.json" and files[1] in ("model.skops", "model.txt")
+    assert not any(p.suffix in (".pkl", ".pickle", ".joblib") for p in folder.iterdir())
+    back = load_bundle(folder)
+    np.testing.assert_array_equal(back.predict_proba(X), clf.predict_proba(X))
+    assert back.threshold_ == clf.threshold_ and back.chosen_ == clf.chosen_
+    manifest = back.manifest_
+    for key in ("created_at", "data", "schema", "label", "metrics", "leaderboard", "libraries"):
+        assert manifest[key]
+    assert manifest["data"]["rows"] == len(X)
+    # a damaged model file is refused, and so is an existing folder
+    model_file = folder / manifest["files"]["model"]
+    model_file.write_bytes(model_file.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(CustvalError, match="does not match its manifest"):
+        load_bundle(folder)
+    with pytest.raises(CustvalError, match="exists and is not empty"):
+        save_bundle(clf, folder, label={}, fingerprint={})
+    with pytest.raises(CustvalError, match=r"has no manifest\.json"):
+        load_bundle(tmp_path)

@@ -71,3 +71,53 @@ def test_evaluate_bad_input_is_a_clear_error(table: Path) -> None:
         assert needle in done.stderr and "Traceback" not in done.stderr
     missing = run("evaluate", "--data", "nope.csv", "--label", "x", cwd=table.parent)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_train_then_predict_on_a_project(tmp_path: Path) -> None:
+    from custval.data.synth import generate
+
+    company = generate(1500, tmp_path / "co", seed=4, fmt="csv")
+    config = company.config_path
+    done = run(
+        "train",
+        "-c",
+        str(config),
+        "--models",
+        "logistic,lightgbm",
+        "--folds",
+        "3",
+        "--json",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["label"]["kind"] == "future_spend"
+    assert summary["high_share"] == pytest.approx(0.2, abs=0.02)
+    best = summary["models"][summary["chosen"]]["roc_auc"]["mean"]
+    assert best > 0.8  # past purchases predict next year's spend well on this company
+    model_dir = Path(summary["model_dir"])
+    manifest = json.loads((model_dir / "manifest.json").read_text())
+    assert manifest["label"]["cutoff"] < manifest["created_at"][:10]
+    # score today's customers: features at the project's as-of date
+    features = tmp_path / "features.parquet"
+    assert run("features", "-c", str(config), "-o", str(features), cwd=tmp_path).returncode == 0
+    out = tmp_path / "pred.csv"
+    scored = run("predict", "-m", str(model_dir), "-i", str(features), "-o", str(out), cwd=tmp_path)
+    assert scored.returncode == 0, scored.stderr
+    import pandas as pd
+
+    pred = pd.read_csv(out)
+    assert len(pred) == 1500 and pred.customer_id.is_unique
+    assert pred.probability.between(0, 1).all()
+    assert pred.reason_1.str.contains(r"(?:raises|lowers) the chance of high value").all()
+    assert pred.reason_1.str[0].str.isupper().all()
+    # a table without one of the model's columns is refused, nothing is written
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(features).drop_columns(["frequency"])
+    pq.write_table(table, tmp_path / "partial.parquet")
+    refused = run(
+        "predict", "-m", str(model_dir), "-i", "partial.parquet", "-o", "p2.csv", cwd=tmp_path
+    )
+    assert refused.returncode == 2 and "frequency" in refused.stderr
+    assert not (tmp_path / "p2.csv").exists()

@@ -130,3 +130,193 @@ def evaluate(
         f"chosen: {clf.chosen_}; calibration error of its out-of-fold probabilities "
         f"{clf.calibration_error_:.3f}"
     )
+
+
+@app.command()
+@friendly
+def train(
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="The project file.", show_default=True)
+    ] = Path("custval.toml"),
+    cutoff: Annotated[
+        str | None,
+        typer.Option(
+            help="Date, YYYY-MM-DD, the features are taken at and the future value counted "
+            "from (default: the project's as-of date less the horizon)."
+        ),
+    ] = None,
+    horizon_weeks: Annotated[
+        int, typer.Option(help="Weeks after the cutoff whose spend makes the label.", min=1)
+    ] = 52,
+    top_share: Annotated[
+        float, typer.Option(help="Share of customers whose future spend labels them high.")
+    ] = 0.2,
+    label: Annotated[
+        str | None,
+        typer.Option(
+            help="Instead of future spend: a column of the feature table holding the label."
+        ),
+    ] = None,
+    positive: Annotated[
+        str | None, typer.Option(help="With --label: the value meaning high.")
+    ] = None,
+    folds: Annotated[int, typer.Option(help="Cross-validation folds.", min=2)] = 5,
+    models: Annotated[
+        str, typer.Option(help="Candidate models, comma-separated, simplest first.")
+    ] = "logistic,lightgbm,random_forest,mlp",
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="Folder for model versions (default: models/ by the project)."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the folds and the models.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Train the high/low value classifier of a project and store it as a model bundle.
+
+    The label is future value: a customer is high when her spend in the --horizon-weeks after
+    the --cutoff is in the top --top-share of all customers' (or a column you name with
+    --label). Features are computed at the cutoff from earlier data only. The candidates are
+    cross-validated (leaderboard printed and stored), the chosen one refitted on all customers,
+    its calibration checked, and the bundle written to models/<version>/ with a JSON manifest.
+    """
+    from datetime import timedelta
+
+    import numpy as np
+
+    from custval import pipeline
+    from custval.cli import _load, _parse_date
+    from custval.models.bundle import data_fingerprint, save_bundle
+    from custval.models.value import ValueClassifier, binary_label, derive_value_label
+
+    project = _load(config)
+    horizon = timedelta(weeks=horizon_weeks)
+    cut = _parse_date(cutoff) if cutoff else project.as_of - horizon
+    if label is None and cut + horizon > project.as_of:
+        raise CustvalError(
+            f"the cutoff {cut} plus {horizon_weeks} weeks ends after the project's as-of date "
+            f"{project.as_of}: the future value is not known yet",
+            hint=f"Use a cutoff on or before {project.as_of - horizon}",
+        )
+    prepared = pipeline.prepare(project)
+    ft = pipeline.features(project, prepared, as_of=cut)
+    table = ft.to_pyarrow().to_pandas()
+    keys = [f.name for f in ft.catalogue if f.role != "feature" and f.name in table.columns]
+    if label is not None:
+        if label not in table.columns:
+            raise CustvalError(
+                f"the feature table has no column '{label}'",
+                column=label,
+                hint="Columns: " + ", ".join(table.columns[:20]),
+            )
+        y = binary_label(table[label], positive, column=label)
+        definition: dict[str, Any] = {"kind": "column", "column": label, "positive": positive}
+        keys.append(label)
+    else:
+        spend = _future_spend(prepared, table["customer_id"], cut, cut + horizon)
+        y = derive_value_label(spend, top_share)
+        definition = {
+            "kind": "future_spend",
+            "cutoff": cut.isoformat(),
+            "horizon_weeks": horizon_weeks,
+            "top_share": top_share,
+            "threshold_spend": float(np.min(spend[y == 1])),
+        }
+    features = table.drop(columns=list(dict.fromkeys(keys)))
+    candidates = tuple(m.strip() for m in models.split(",") if m.strip())
+    clf = ValueClassifier(candidates, folds=folds, top_share=top_share, seed=seed).fit(features, y)
+    root = out_dir or (config.parent / "models")
+    from datetime import UTC, datetime
+
+    version = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    folder = save_bundle(
+        clf,
+        root / version,
+        label=definition,
+        fingerprint=data_fingerprint(features, y),
+        extra={"catalogue": {f.name: f.description for f in ft.catalogue}},
+    )
+    summary = {
+        **leaderboard_json(clf.leaderboard_, clf.chosen_),
+        "customers": len(y),
+        "high_share": float(y.mean()),
+        "label": definition,
+        "calibration_error": clf.calibration_error_,
+        "threshold": clf.threshold_,
+        "model_dir": str(folder),
+    }
+    if as_json:
+        out.print_json(data=summary)
+        return
+    out.print(
+        f"{len(y):,} customers at {cut}, {y.mean():.1%} high"
+        + (
+            f" (top {top_share:.0%} of spend in the next {horizon_weeks} weeks, at least "
+            f"{definition['threshold_spend']:,.2f})"
+            if label is None
+            else f" ('{label}')"
+        )
+    )
+    print_leaderboard(clf.leaderboard_, clf.chosen_, f"{folds}-fold cross-validation")
+    out.print(
+        f"chosen: {clf.chosen_}, refitted on all customers; calibration error "
+        f"{clf.calibration_error_:.3f}; threshold {clf.threshold_:.3f}"
+    )
+    out.print(f"model: {folder}")
+
+
+def _future_spend(prepared: Any, customer_ids: Any, start: Any, end: Any) -> Any:
+    """Each customer's net spend in [start, end), 0 without purchases, in ``customer_ids`` order."""
+    import numpy as np
+    import pandas as pd
+
+    from custval.features._util import cutoff as midnight
+
+    tx = prepared.tables["transactions"]
+    window = tx.filter((tx.timestamp >= midnight(start)) & (tx.timestamp < midnight(end)))
+    spend = window.group_by("customer_id").aggregate(spend=window.amount.sum()).to_pandas()
+    by_id = pd.Series(spend.spend.to_numpy(), index=spend.customer_id.to_numpy())
+    return by_id.reindex(np.asarray(customer_ids)).fillna(0.0).to_numpy(dtype=np.float64)
+
+
+@app.command()
+@friendly
+def predict(
+    model: Annotated[Path, typer.Option("--model", "-m", help="A model folder from train.")],
+    input_path: Annotated[
+        Path, typer.Option("--input", "-i", help="Customers to score (.csv or .parquet).")
+    ],
+    out_path: Annotated[
+        Path, typer.Option("--out", "-o", help="Predictions with reasons (.csv or .parquet).")
+    ] = Path("predictions.parquet"),
+    id_col: Annotated[
+        str | None, typer.Option("--id", help="Column identifying customers, copied to the output.")
+    ] = "customer_id",
+    top_k: Annotated[int, typer.Option(help="Reasons per customer.", min=1)] = 3,
+) -> None:
+    """Score customers with a trained model: probability, class and the top reasons.
+
+    The input needs the model's feature columns (any order, extra columns ignored); a missing
+    column or text in a numeric one is refused with a clear message, and categories the model
+    has not seen are handled. Writes per customer: probability of high value, predicted class
+    (1 = high, by the model's threshold), and for each of the --top-k reasons the sentence, the
+    feature, the customer's value and its contribution.
+    """
+    import pyarrow as pa
+
+    from custval.cli import _check_output, _write_table
+    from custval.explain import reasons
+    from custval.models.bundle import load_bundle
+    from custval.tables import read_customer_table
+
+    _check_output(out_path)
+    clf = load_bundle(model)
+    df = read_customer_table(input_path)
+    catalogue = clf.manifest_.get("catalogue", {})
+    result = reasons(clf, df, top_k=top_k, catalogue=catalogue, source=str(input_path))
+    if id_col and id_col in df.columns:
+        result.insert(0, id_col, df[id_col].to_numpy())
+    _write_table(pa.Table.from_pandas(result, preserve_index=False), out_path)
+    out.print(
+        f"{len(result):,} customers scored with {clf.chosen_} ({model}); "
+        f"{int(result.predicted_class.sum()):,} high; predictions: {out_path}"
+    )

@@ -39,6 +39,10 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _capitalise(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def reasons(
     clf: Any,
     X: pd.DataFrame,
@@ -93,7 +97,9 @@ def reasons(
             pick = order[:, i] == j
             if pick.any():
                 value[pick] = as_text[c][pick]
-        label = pd.Series(feat).map(lambda f: describe.get(f, f)).to_numpy(dtype=object)
+        label = (
+            pd.Series(feat).map(lambda f: _capitalise(describe.get(f, f))).to_numpy(dtype=object)
+        )
         usual = pd.Series(feat).map(typical).to_numpy(dtype=object)
         direction = np.where(top_values[:, i] >= 0, "raises", "lowers")
         sentence = (

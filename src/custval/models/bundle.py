@@ -1,0 +1,155 @@
+"""Saving and loading a trained value model: a folder with a JSON manifest and model files.
+
+A bundle is a folder (``models/<version>/`` under a project) holding
+
+* ``manifest.json``: format and custval version, creation time, the chosen model, what its
+  scores are (log-odds or probability), the decision threshold and its rule, the label's
+  definition, a fingerprint of the training data (rows, columns, a hash of the values), the
+  feature schema (columns, types, categories, medians, standardisation), the out-of-fold metrics,
+  the reliability table, the leaderboard, the library versions, and the model file's SHA-256;
+* the model: LightGBM's text format (``model.txt``) or a skops file (``model.skops``) for
+  scikit-learn models. Never pickle: loading a model file must not be able to run code, and
+  skops loads only the scikit-learn and NumPy types it is told to trust.
+
+:func:`load_bundle` checks the format, the file's hash and the library versions, and returns a
+fitted :class:`~custval.models.value.ValueClassifier` whose schema refuses incompatible input
+with a clear message (a missing column, text in a numeric column).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from datetime import UTC, datetime
+from importlib.metadata import version as pkg_version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from custval import __version__
+from custval.errors import CustvalError
+from custval.models.candidates import CANDIDATES
+from custval.models.encoding import FeatureSchema
+from custval.models.value import ValueClassifier
+
+__all__ = ["data_fingerprint", "load_bundle", "save_bundle"]
+
+FORMAT = "custval-value-model"
+FORMAT_VERSION = 1
+_LIBRARIES = ("numpy", "pandas", "scikit-learn", "lightgbm", "skops")
+
+
+def data_fingerprint(X: pd.DataFrame, y: Any) -> dict[str, Any]:
+    """Rows, columns and a SHA-256 of the values: which data a model was trained on."""
+    h = hashlib.sha256()
+    h.update(",".join(map(str, X.columns)).encode())
+    h.update(pd.util.hash_pandas_object(X, index=False).to_numpy().tobytes())
+    h.update(np.asarray(y, dtype=np.float64).tobytes())
+    return {"rows": len(X), "columns": len(X.columns), "sha256": h.hexdigest()}
+
+
+def save_bundle(
+    clf: ValueClassifier,
+    folder: str | Path,
+    *,
+    label: dict[str, Any],
+    fingerprint: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a fitted classifier to ``folder`` (created; written whole or not at all)."""
+    if not hasattr(clf, "model_"):
+        raise CustvalError("the value classifier is not fitted yet", hint="Call fit first")
+    target = Path(folder)
+    if target.exists() and any(target.iterdir()):
+        raise CustvalError(f"'{target}' exists and is not empty", hint="Choose a new folder")
+    model = clf.model_
+    filename = "model.txt" if model.name == "lightgbm" else "model.skops"
+    payload = model.dumps()
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "custval_version": __version__,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "version": target.name,
+        "model": model.name,
+        "score": model.score,
+        "threshold": clf.threshold_,
+        "threshold_rule": clf.threshold_rule,
+        "top_share": clf.top_share,
+        "label": label,
+        "data": fingerprint,
+        "schema": clf.schema_.to_dict(),
+        "metrics": clf.oof_metrics_,
+        "calibration_error": clf.calibration_error_,
+        "reliability": clf.reliability_.to_dict("records"),
+        "leaderboard": clf.leaderboard_.to_dict("records"),
+        "selection_rows": clf.selection_rows_,
+        "folds": clf.folds,
+        "seed": clf.seed,
+        "libraries": {lib: pkg_version(lib) for lib in _LIBRARIES},
+        "files": {"model": filename, "sha256": hashlib.sha256(payload).hexdigest()},
+        **(extra or {}),
+    }
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        (tmp / filename).write_bytes(payload)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=float))
+        if target.exists():
+            target.rmdir()
+        tmp.replace(target)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CustvalError(f"cannot write the model to '{target}': {exc}") from None
+    return target
+
+
+def load_bundle(folder: str | Path) -> ValueClassifier:
+    """A fitted classifier from a bundle folder, after checking what it holds."""
+    root = Path(folder)
+    path = root / "manifest.json"
+    if not path.exists():
+        raise CustvalError(f"'{root}' is not a custval model: it has no manifest.json")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CustvalError(f"'{path}' cannot be read: {exc}") from None
+    if manifest.get("format") != FORMAT:
+        raise CustvalError(f"'{root}' is not a custval value model")
+    if manifest.get("format_version", 0) > FORMAT_VERSION:
+        raise CustvalError(
+            f"'{root}' was written by a newer custval ({manifest.get('custval_version')})",
+            hint="Upgrade custval to load it",
+        )
+    name = manifest.get("model")
+    if name not in CANDIDATES:
+        raise CustvalError(f"'{root}' holds an unknown model '{name}'")
+    model_file = root / manifest["files"]["model"]
+    try:
+        payload = model_file.read_bytes()
+    except OSError as exc:
+        raise CustvalError(f"the model file '{model_file}' cannot be read: {exc}") from None
+    if hashlib.sha256(payload).hexdigest() != manifest["files"]["sha256"]:
+        raise CustvalError(
+            f"the model file '{model_file}' does not match its manifest (changed or damaged)"
+        )
+    clf = ValueClassifier(
+        folds=int(manifest.get("folds", 5)),
+        threshold_rule=manifest.get("threshold_rule", "top_share"),
+        top_share=float(manifest.get("top_share", 0.2)),
+        seed=int(manifest.get("seed", 0)),
+    )
+    clf.schema_ = FeatureSchema.from_dict(manifest["schema"])
+    clf.model_ = CANDIDATES[name].loads(payload)
+    clf.chosen_ = name
+    clf.threshold_ = float(manifest["threshold"])
+    clf.leaderboard_ = pd.DataFrame(manifest.get("leaderboard", []))
+    clf.reliability_ = pd.DataFrame(manifest.get("reliability", []))
+    clf.oof_metrics_ = manifest.get("metrics", {})
+    clf.calibration_error_ = float(manifest.get("calibration_error", float("nan")))
+    clf.manifest_ = manifest
+    return clf
