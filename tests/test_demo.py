@@ -33,5 +33,16 @@ def test_demo_runs_the_whole_path(tmp_path: Path) -> None:
     end = tracking.iloc[-1]
     assert abs(end.cumulative_predicted / end.cumulative_actual - 1) < 0.1
     np.testing.assert_allclose(tracking.predicted.cumsum(), tracking.cumulative_predicted)
-    for needle in ("purchase models compared", "holdout: predicted", str(out / "clv.parquet")):
+    for needle in (
+        "purchase models compared",
+        "holdout: predicted",
+        str(out / "clv.parquet"),
+        "5-fold cross-validation",
+        "most likely high-value customer",
+    ):
         assert needle in done.stdout
+    scores = pq.read_table(out / "value_predictions.parquet").to_pandas()
+    assert len(scores) == 1500 and scores.probability.between(0, 1).all()
+    assert scores.reason_1.str.endswith("the chance of high value").all()
+    (model_dir,) = (out / "models").iterdir()
+    assert (model_dir / "manifest.json").exists()

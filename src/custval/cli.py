@@ -646,10 +646,11 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """The whole path on a generated sample company: generate, validate, clean, link, features,
-    CLV.
+    CLV, the high/low value classifier.
 
     Prints rows per source, what cleaning did, the feature table's shape, the CLV models' fits,
-    holdout accuracy and comparison, and where the files are.
+    holdout accuracy and comparison, the value classifier's leaderboard and reasons, and where
+    the files are.
     """
     from custval import pipeline
     from custval.data import sources
@@ -707,6 +708,29 @@ def demo(
     )
     summary = _clv_summary(clv_result, "mbgnbd", clv_path)
     _print_clv(clv_result, summary, "mbgnbd", 52, "weeks", tracking_path)
+    out.rule("5. high/low value classifier: candidates compared, reasons for every customer")
+    from custval.explain import reasons
+
+    trained = pipeline.train_value(project, prepared=prepared, out_dir=out_dir / "models")
+    clf = trained.clf
+    out.print(
+        f"label: top 20% of spend in the 52 weeks after {trained.cutoff} "
+        f"({trained.y.sum():,.0f} of {trained.y.size:,} customers), features from before it"
+    )
+    cli_value.print_leaderboard(clf.leaderboard_, clf.chosen_, "5-fold cross-validation")
+    cli_value.print_insights(trained.importance, trained.profile, trained.catalogue)
+    today = pq.read_table(features_path).to_pandas()
+    scored = reasons(clf, today, catalogue=trained.catalogue)
+    scored.insert(0, "customer_id", today["customer_id"].to_numpy())
+    scores_path = out_dir / "value_predictions.parquet"
+    _write_table(pa.Table.from_pandas(scored, preserve_index=False), scores_path)
+    top = scored.sort_values("probability", ascending=False).iloc[0]
+    out.print(
+        f"today's most likely high-value customer, {top.customer_id} "
+        f"(probability {top.probability:.2f}):"
+    )
+    for i in (1, 2, 3):
+        out.print(f"  {i}. {escape(str(top[f'reason_{i}']))}")
     out.rule("done")
     out.print(
         f"feature table : {features_path}  ({meta.num_rows:,} customers x "
@@ -715,6 +739,8 @@ def demo(
     out.print(f"catalogue     : {cat_path}")
     out.print(f"CLV           : {clv_path}  (P(alive), purchases and CLV with 90% intervals)")
     out.print(f"tracking      : {tracking_path}")
+    out.print(f"value model   : {trained.folder}")
+    out.print(f"value scores  : {scores_path}  (probability, class, top 3 reasons)")
     out.print(f"raw data      : {result.out}  (project file {config})")
     out.print(f"true params   : {result.out / 'truth'}")
 
@@ -734,4 +760,4 @@ def main() -> None:
 
 
 # the value classifier's commands register on the same app
-from custval import cli_value  # noqa: E402, F401
+from custval import cli_value  # noqa: E402

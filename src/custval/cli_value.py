@@ -179,62 +179,24 @@ def train(
     cross-validated (leaderboard printed and stored), the chosen one refitted on all customers,
     its calibration checked, and the bundle written to models/<version>/ with a JSON manifest.
     """
-    from datetime import timedelta
-
-    import numpy as np
-
     from custval import pipeline
     from custval.cli import _load, _parse_date
-    from custval.models.bundle import data_fingerprint, save_bundle
-    from custval.models.value import ValueClassifier, binary_label, derive_value_label
 
     project = _load(config)
-    horizon = timedelta(weeks=horizon_weeks)
-    cut = _parse_date(cutoff) if cutoff else project.as_of - horizon
-    if label is None and cut + horizon > project.as_of:
-        raise CustvalError(
-            f"the cutoff {cut} plus {horizon_weeks} weeks ends after the project's as-of date "
-            f"{project.as_of}: the future value is not known yet",
-            hint=f"Use a cutoff on or before {project.as_of - horizon}",
-        )
-    prepared = pipeline.prepare(project)
-    ft = pipeline.features(project, prepared, as_of=cut)
-    table = ft.to_pyarrow().to_pandas()
-    keys = [f.name for f in ft.catalogue if f.role != "feature" and f.name in table.columns]
-    if label is not None:
-        if label not in table.columns:
-            raise CustvalError(
-                f"the feature table has no column '{label}'",
-                column=label,
-                hint="Columns: " + ", ".join(table.columns[:20]),
-            )
-        y = binary_label(table[label], positive, column=label)
-        definition: dict[str, Any] = {"kind": "column", "column": label, "positive": positive}
-        keys.append(label)
-    else:
-        spend = _future_spend(prepared, table["customer_id"], cut, cut + horizon)
-        y = derive_value_label(spend, top_share)
-        definition = {
-            "kind": "future_spend",
-            "cutoff": cut.isoformat(),
-            "horizon_weeks": horizon_weeks,
-            "top_share": top_share,
-            "threshold_spend": float(np.min(spend[y == 1])),
-        }
-    features = table.drop(columns=list(dict.fromkeys(keys)))
-    candidates = tuple(m.strip() for m in models.split(",") if m.strip())
-    clf = ValueClassifier(candidates, folds=folds, top_share=top_share, seed=seed).fit(features, y)
-    root = out_dir or (config.parent / "models")
-    from datetime import UTC, datetime
-
-    version = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    folder = save_bundle(
-        clf,
-        root / version,
-        label=definition,
-        fingerprint=data_fingerprint(features, y),
-        extra={"catalogue": {f.name: f.description for f in ft.catalogue}},
+    result = pipeline.train_value(
+        project,
+        cutoff=_parse_date(cutoff) if cutoff else None,
+        horizon_weeks=horizon_weeks,
+        top_share=top_share,
+        label=label,
+        positive=positive,
+        folds=folds,
+        candidates=tuple(m.strip() for m in models.split(",") if m.strip()),
+        seed=seed,
+        out_dir=out_dir or (config.parent / "models"),
     )
+    clf, y, definition, folder = result.clf, result.y, result.label, result.folder
+    cut = result.cutoff
     summary = {
         **leaderboard_json(clf.leaderboard_, clf.chosen_),
         "customers": len(y),
@@ -243,6 +205,8 @@ def train(
         "calibration_error": clf.calibration_error_,
         "threshold": clf.threshold_,
         "model_dir": str(folder),
+        "importance": result.importance.head(10).to_dict("records"),
+        "conditions": result.profile["conditions"].to_dict("records"),
     }
     if as_json:
         out.print_json(data=summary)
@@ -261,21 +225,34 @@ def train(
         f"chosen: {clf.chosen_}, refitted on all customers; calibration error "
         f"{clf.calibration_error_:.3f}; threshold {clf.threshold_:.3f}"
     )
+    print_insights(result.importance, result.profile, result.catalogue)
     out.print(f"model: {folder}")
 
 
-def _future_spend(prepared: Any, customer_ids: Any, start: Any, end: Any) -> Any:
-    """Each customer's net spend in [start, end), 0 without purchases, in ``customer_ids`` order."""
-    import numpy as np
-    import pandas as pd
-
-    from custval.features._util import cutoff as midnight
-
-    tx = prepared.tables["transactions"]
-    window = tx.filter((tx.timestamp >= midnight(start)) & (tx.timestamp < midnight(end)))
-    spend = window.group_by("customer_id").aggregate(spend=window.amount.sum()).to_pandas()
-    by_id = pd.Series(spend.spend.to_numpy(), index=spend.customer_id.to_numpy())
-    return by_id.reindex(np.asarray(customer_ids)).fillna(0.0).to_numpy(dtype=np.float64)
+def print_insights(imp: Any, profile: dict[str, Any], catalogue: dict[str, str]) -> None:
+    """The most important features and the conditions that most separate high customers."""
+    table = Table(title="what drives the prediction (mean absolute contribution)")
+    for c in ("feature", "meaning", "share"):
+        table.add_column(c, justify="right" if c == "share" else "left")
+    for row in imp.head(5).to_dict("records"):
+        table.add_row(row["feature"], catalogue.get(row["feature"], ""), f"{row['share']:.0%}")
+    out.print(table)
+    cond = profile["conditions"]
+    if len(cond):
+        table = Table(
+            title=f"high-value customers ({profile['high_share']:.0%} of all) are most "
+            "over-represented where"
+        )
+        for c in ("condition", "customers", "high among them", "lift"):
+            table.add_column(c, justify="left" if c == "condition" else "right")
+        for row in cond.to_dict("records"):
+            table.add_row(
+                row["condition"],
+                f"{row['support']:.0%}",
+                f"{row['high_share']:.0%}",
+                f"{row['lift']:.1f}x",
+            )
+        out.print(table)
 
 
 @app.command()

@@ -442,3 +442,116 @@ def clv(
     return ClvResult(
         purchases, spend, pa.table(out), holdout, excluded, interval, tracking, comparison
     )
+
+
+@dataclass
+class ValueTraining:
+    """A trained value classifier, what it was trained on, and where its bundle is."""
+
+    clf: Any
+    features: Any
+    y: Any
+    label: dict[str, Any]
+    cutoff: date
+    catalogue: dict[str, str]
+    importance: Any
+    profile: dict[str, Any]
+    folder: Path
+
+
+def train_value(
+    project: Project,
+    *,
+    cutoff: date | None = None,
+    horizon_weeks: int = 52,
+    top_share: float = 0.2,
+    label: str | None = None,
+    positive: str | None = None,
+    folds: int = 5,
+    candidates: tuple[str, ...] = ("logistic", "lightgbm", "random_forest", "mlp"),
+    seed: int = 0,
+    out_dir: Path | None = None,
+    prepared: Prepared | None = None,
+) -> ValueTraining:
+    """Train the high/low value classifier of a project and write its bundle.
+
+    The label is future value: high when a customer's spend in the ``horizon_weeks`` from
+    ``cutoff`` (default: the as-of date less the horizon) is in the top ``top_share``, or a
+    feature-table column named by ``label``. Features are computed at the cutoff from earlier
+    data only. The bundle goes to ``out_dir/<version>`` (default: ``models/`` by the project).
+    """
+    from datetime import UTC, datetime
+
+    from custval.explain import importance, value_profile
+    from custval.models.bundle import data_fingerprint, save_bundle
+    from custval.models.value import ValueClassifier, binary_label, derive_value_label
+
+    horizon = timedelta(weeks=horizon_weeks)
+    cut = cutoff or project.as_of - horizon
+    if label is None and cut + horizon > project.as_of:
+        raise CustvalError(
+            f"the cutoff {cut} plus {horizon_weeks} weeks ends after the project's as-of date "
+            f"{project.as_of}: the future value is not known yet",
+            hint=f"Use a cutoff on or before {project.as_of - horizon}",
+        )
+    prepared = prepared or prepare(project)
+    ft = features(project, prepared, as_of=cut)
+    table = ft.to_pyarrow().to_pandas()
+    keys = [f.name for f in ft.catalogue if f.role != "feature" and f.name in table.columns]
+    if label is not None:
+        if label not in table.columns:
+            raise CustvalError(
+                f"the feature table has no column '{label}'",
+                column=label,
+                hint="Columns: " + ", ".join(table.columns[:20]),
+            )
+        y = binary_label(table[label], positive, column=label)
+        definition: dict[str, Any] = {"kind": "column", "column": label, "positive": positive}
+        keys.append(label)
+    else:
+        spend = future_spend(prepared, table["customer_id"], cut, cut + horizon)
+        y = derive_value_label(spend, top_share)
+        definition = {
+            "kind": "future_spend",
+            "cutoff": cut.isoformat(),
+            "horizon_weeks": horizon_weeks,
+            "top_share": top_share,
+            "threshold_spend": float(np.min(spend[y == 1])),
+        }
+    feats = table.drop(columns=list(dict.fromkeys(keys)))
+    clf = ValueClassifier(candidates, folds=folds, top_share=top_share, seed=seed).fit(feats, y)
+    catalogue = {f.name: f.description for f in ft.catalogue}
+    imp = importance(clf, feats)
+    profile = value_profile(clf.schema_, feats, y)
+    version = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    root = out_dir or Path("models")
+    folder = save_bundle(
+        clf,
+        root / version,
+        label=definition,
+        fingerprint=data_fingerprint(feats, y),
+        extra={
+            "catalogue": catalogue,
+            "importance": imp.head(20).to_dict("records"),
+            "profile": {
+                "high_share": profile["high_share"],
+                "features": profile["features"].to_dict("records"),
+                "conditions": profile["conditions"].to_dict("records"),
+            },
+        },
+    )
+    return ValueTraining(clf, feats, y, definition, cut, catalogue, imp, profile, folder)
+
+
+def future_spend(prepared: Prepared, customer_ids: Any, start: date, end: date) -> Any:
+    """Each customer's net spend in [start, end) (0 without purchases), in ``customer_ids``
+    order."""
+    import pandas as pd
+
+    from custval.features._util import cutoff as midnight
+
+    tx = prepared.tables["transactions"]
+    window = tx.filter((tx.timestamp >= midnight(start)) & (tx.timestamp < midnight(end)))
+    spend = window.group_by("customer_id").aggregate(spend=window.amount.sum()).to_pandas()
+    by_id = pd.Series(spend.spend.to_numpy(), index=spend.customer_id.to_numpy())
+    return by_id.reindex(np.asarray(customer_ids)).fillna(0.0).to_numpy(dtype=np.float64)
