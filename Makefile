@@ -29,7 +29,8 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/synth.py
 	$(BIN)/python bench/features.py
 	@if [ -d ../shared/data ]; then \
-		$(BIN)/python bench/btyd_cdnow.py && $(BIN)/python bench/btyd_donations.py; \
+		$(BIN)/python bench/btyd_cdnow.py && $(BIN)/python bench/btyd_donations.py && \
+		$(BIN)/python bench/value_telco.py && $(BIN)/python bench/value_cdnow.py; \
 	else echo "../shared/data is absent: the CDNOW and donations checks are skipped"; fi
 
 lint: $(VENV)/.installed-test
