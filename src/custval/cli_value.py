@@ -225,6 +225,13 @@ def train(
         f"chosen: {clf.chosen_}, refitted on all customers; calibration error "
         f"{clf.calibration_error_:.3f}; threshold {clf.threshold_:.3f}"
     )
+    oot = definition.get("out_of_time")
+    if oot:
+        out.print(
+            f"forward in time: trained at {oot['trained_at']}, scored at {oot['scored_at']} on "
+            f"{oot['customers']:,} customers: ROC AUC {oot['roc_auc']:.4f}, lift in the top 10% "
+            f"{oot['lift_top_decile']:.2f}"
+        )
     print_insights(result.importance, result.profile, result.catalogue)
     out.print(f"model: {folder}")
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+from scipy.special import expit
 
 from custval.errors import CustvalError
 
@@ -37,6 +38,19 @@ def _fmt(value: Any) -> str:
         v = float(value)
         return f"{v:,.0f}" if v == round(v) else f"{v:,.3g}" if abs(v) < 100 else f"{v:,.0f}"
     return str(value)
+
+
+def _numbers_as_text(v: Array) -> npt.NDArray[np.object_]:
+    """Whole numbers without decimals, others to 3 significant digits, NaN as "missing";
+    vectorised (a million values in well under a second)."""
+    out = np.full(v.shape, "missing", dtype=object)
+    ok = ~np.isnan(v)
+    whole = ok & (v == np.round(v)) & (np.abs(v) < 1e15)
+    out[whole] = v[whole].astype(np.int64).astype(str)
+    rest = ok & ~whole
+    if rest.any():
+        out[rest] = np.char.mod("%.3g", v[rest])
+    return out
 
 
 def _capitalise(text: str) -> str:
@@ -68,8 +82,10 @@ def reasons(
     if top_k < 1:
         raise CustvalError(f"top_k must be at least 1, not {top_k}")
     schema = clf.schema_
-    contrib, _base = clf.contributions(X, source)
-    proba = clf.predict_proba(X, source)
+    contrib, base = clf.contributions(X, source)
+    # the score is the base plus the contributions: no second pass through the model
+    raw = base + contrib.sum(axis=1)
+    proba = expit(raw) if clf.score_kind_ == "log-odds" else raw
     frame = schema.frame(X, source)
     names = schema.columns
     k = min(top_k, len(names))
@@ -78,10 +94,12 @@ def reasons(
     rows = np.arange(contrib.shape[0])[:, None]
     top_values = contrib[rows, order]
     describe = dict(catalogue or {})
+    described = {c: _capitalise(describe.get(c, c)) for c in names}
     typical = {c: _fmt(schema.medians.get(c)) for c in schema.numeric}
     typical.update({c: schema.modes.get(c, "") for c in schema.categorical})
-    # each feature's values as text once; rows pick from them
-    as_text = {c: frame[c].map(_fmt).to_numpy(dtype=object) for c in names}
+    numeric_index = {c: j for j, c in enumerate(schema.numeric)}
+    numbers = frame[schema.numeric].to_numpy(dtype=np.float64) if schema.numeric else None
+    categories = {c: frame[c].to_numpy(dtype=object) for c in schema.categorical}
     out = pd.DataFrame(
         {
             "probability": proba,
@@ -93,13 +111,21 @@ def reasons(
     for i in range(k):  # a loop over the k reasons; each is vectorised over rows
         feat = name_arr[order[:, i]]
         value = np.empty(len(frame), dtype=object)
+        picked = np.full(len(frame), np.nan)
+        is_number = np.zeros(len(frame), dtype=bool)
         for j, c in enumerate(names):  # a loop over features, not rows
             pick = order[:, i] == j
-            if pick.any():
-                value[pick] = as_text[c][pick]
-        label = (
-            pd.Series(feat).map(lambda f: _capitalise(describe.get(f, f))).to_numpy(dtype=object)
-        )
+            if not pick.any():
+                continue
+            if c in numeric_index:
+                assert numbers is not None
+                picked[pick] = numbers[pick, numeric_index[c]]
+                is_number |= pick
+            else:
+                texts = categories[c][pick]
+                value[pick] = np.where(pd.isna(texts), "missing", texts)
+        value[is_number] = _numbers_as_text(picked[is_number])
+        label = pd.Series(feat).map(described).to_numpy(dtype=object)
         usual = pd.Series(feat).map(typical).to_numpy(dtype=object)
         direction = np.where(top_values[:, i] >= 0, "raises", "lowers")
         sentence = (

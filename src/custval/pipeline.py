@@ -520,6 +520,10 @@ def train_value(
         }
     feats = table.drop(columns=list(dict.fromkeys(keys)))
     clf = ValueClassifier(candidates, folds=folds, top_share=top_share, seed=seed).fit(feats, y)
+    if label is None:
+        definition["out_of_time"] = _out_of_time(
+            project, prepared, clf, cut, horizon, top_share, keys, seed
+        )
     catalogue = {f.name: f.description for f in ft.catalogue}
     imp = importance(clf, feats)
     profile = value_profile(clf.schema_, feats, y)
@@ -541,6 +545,53 @@ def train_value(
         },
     )
     return ValueTraining(clf, feats, y, definition, cut, catalogue, imp, profile, folder)
+
+
+def _out_of_time(
+    project: Project,
+    prepared: Prepared,
+    clf: Any,
+    cut: date,
+    horizon: timedelta,
+    top_share: float,
+    keys: list[str],
+    seed: int,
+) -> dict[str, Any] | None:
+    """The chosen model judged forward in time: trained one horizon earlier (features at
+    cut - horizon, labels from the spend up to cut), scored on the customers at ``cut``.
+
+    Cross-validation mixes customers of one period; this is the test a deployed model faces,
+    a later period it has not seen. None when the history is too short for it.
+    """
+    from custval.models.candidates import make_candidate
+    from custval.models.value import classification_metrics, derive_value_label
+
+    earlier = cut - horizon
+    tx = prepared.tables["transactions"]
+    first = tx.timestamp.min().execute()
+    if first is None or earlier <= first.date():
+        return None
+    old = features(project, prepared, as_of=earlier).to_pyarrow().to_pandas()
+    try:
+        y_old = derive_value_label(
+            future_spend(prepared, old["customer_id"], earlier, cut), top_share
+        )
+    except CustvalError:
+        return None
+    old_feats = old.drop(columns=[k for k in dict.fromkeys(keys) if k in old.columns])
+    schema = clf.schema_.relearn(old_feats)
+    model = make_candidate(clf.chosen_, seed).fit(schema, old_feats, y_old)
+    now = features(project, prepared, as_of=cut).to_pyarrow().to_pandas()
+    y_now = derive_value_label(
+        future_spend(prepared, now["customer_id"], cut, cut + horizon), top_share
+    )
+    p = model.predict_proba(schema, now.drop(columns=[k for k in keys if k in now.columns]))
+    return {
+        "trained_at": earlier.isoformat(),
+        "scored_at": cut.isoformat(),
+        "customers": len(now),
+        **classification_metrics(y_now, p),
+    }
 
 
 def future_spend(prepared: Prepared, customer_ids: Any, start: date, end: date) -> Any:
