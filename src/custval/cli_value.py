@@ -29,10 +29,15 @@ def print_leaderboard(board: Any, chosen: str, title: str) -> None:
     table.add_column("model", justify="left")
     for label in METRIC_LABELS.values():
         table.add_column(label, justify="right")
+    forward = "time_split_roc_auc" in board
+    if forward:
+        table.add_column("ROC AUC, next period", justify="right")
     table.add_column("seconds", justify="right")
     for row in board.to_dict("records"):
         name = row["model"] + (" (chosen)" if row["model"] == chosen else "")
         cells = [f"{row[m + '_mean']:.4f} ± {row[m + '_std']:.4f}" for m in METRIC_LABELS]
+        if forward:
+            cells.append(f"{row['time_split_roc_auc']:.4f}")
         table.add_row(name, *cells, f"{row['seconds']:.1f}")
     out.print(table)
 
@@ -43,6 +48,7 @@ def leaderboard_json(board: Any, chosen: str) -> dict[str, Any]:
         "models": {
             row["model"]: {
                 **{m: {"mean": row[m + "_mean"], "std": row[m + "_std"]} for m in METRIC_LABELS},
+                **{k: v for k, v in row.items() if k.startswith("time_split_")},
                 "seconds": row["seconds"],
             }
             for row in board.to_dict("records")
@@ -164,6 +170,13 @@ def train(
     models: Annotated[
         str, typer.Option(help="Candidate models, comma-separated, simplest first.")
     ] = "logistic,lightgbm,random_forest,mlp",
+    threshold_rule: Annotated[
+        str,
+        typer.Option(
+            help="How the class is decided: top_share (the --top-share most likely are high) "
+            "or best_f1 (the out-of-fold threshold with the best F1)."
+        ),
+    ] = "top_share",
     out_dir: Annotated[
         Path | None,
         typer.Option("--out", help="Folder for model versions (default: models/ by the project)."),
@@ -194,6 +207,7 @@ def train(
         candidates=tuple(m.strip() for m in models.split(",") if m.strip()),
         seed=seed,
         out_dir=out_dir or (config.parent / "models"),
+        threshold_rule=threshold_rule,
     )
     clf, y, definition, folder = result.clf, result.y, result.label, result.folder
     cut = result.cutoff
@@ -204,6 +218,8 @@ def train(
         "label": definition,
         "calibration_error": clf.calibration_error_,
         "threshold": clf.threshold_,
+        "threshold_rule": clf.threshold_rule,
+        "reliability": clf.reliability_.to_dict("records"),
         "model_dir": str(folder),
         "importance": result.importance.head(10).to_dict("records"),
         "conditions": result.profile["conditions"].to_dict("records"),
@@ -225,12 +241,12 @@ def train(
         f"chosen: {clf.chosen_}, refitted on all customers; calibration error "
         f"{clf.calibration_error_:.3f}; threshold {clf.threshold_:.3f}"
     )
-    oot = definition.get("out_of_time")
-    if oot:
+    ts = definition.get("time_split")
+    if ts:
         out.print(
-            f"forward in time: trained at {oot['trained_at']}, scored at {oot['scored_at']} on "
-            f"{oot['customers']:,} customers: ROC AUC {oot['roc_auc']:.4f}, lift in the top 10% "
-            f"{oot['lift_top_decile']:.2f}"
+            f"chosen forward in time: every candidate trained at {ts['trained_at']} and scored "
+            f"at {ts['scored_at']}; {clf.chosen_}: ROC AUC {ts['roc_auc']:.4f}, lift in the top "
+            f"10% {ts['lift_top_decile']:.2f}"
         )
     print_insights(result.importance, result.profile, result.catalogue)
     out.print(f"model: {folder}")

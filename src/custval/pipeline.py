@@ -472,6 +472,7 @@ def train_value(
     seed: int = 0,
     out_dir: Path | None = None,
     prepared: Prepared | None = None,
+    threshold_rule: str = "top_share",
 ) -> ValueTraining:
     """Train the high/low value classifier of a project and write its bundle.
 
@@ -519,11 +520,22 @@ def train_value(
             "threshold_spend": float(np.min(spend[y == 1])),
         }
     feats = table.drop(columns=list(dict.fromkeys(keys)))
-    clf = ValueClassifier(candidates, folds=folds, top_share=top_share, seed=seed).fit(feats, y)
-    if label is None:
-        definition["out_of_time"] = _out_of_time(
-            project, prepared, clf, cut, horizon, top_share, keys, seed
-        )
+    earlier = (
+        None
+        if label is not None
+        else _earlier_period(project, prepared, cut, horizon, top_share, keys)
+    )
+    clf = ValueClassifier(
+        candidates, folds=folds, top_share=top_share, seed=seed, threshold_rule=threshold_rule
+    ).fit(feats, y, earlier=earlier)
+    if earlier is not None:
+        chosen = clf.leaderboard_.set_index("model").loc[clf.chosen_]
+        definition["time_split"] = {
+            "trained_at": (cut - horizon).isoformat(),
+            "scored_at": cut.isoformat(),
+            "roc_auc": float(chosen.time_split_roc_auc),
+            "lift_top_decile": float(chosen.time_split_lift_top_decile),
+        }
     catalogue = {f.name: f.description for f in ft.catalogue}
     imp = importance(clf, feats)
     profile = value_profile(clf.schema_, feats, y)
@@ -547,24 +559,17 @@ def train_value(
     return ValueTraining(clf, feats, y, definition, cut, catalogue, imp, profile, folder)
 
 
-def _out_of_time(
+def _earlier_period(
     project: Project,
     prepared: Prepared,
-    clf: Any,
     cut: date,
     horizon: timedelta,
     top_share: float,
     keys: list[str],
-    seed: int,
-) -> dict[str, Any] | None:
-    """The chosen model judged forward in time: trained one horizon earlier (features at
-    cut - horizon, labels from the spend up to cut), scored on the customers at ``cut``.
-
-    Cross-validation mixes customers of one period; this is the test a deployed model faces,
-    a later period it has not seen. None when the history is too short for it.
-    """
-    from custval.models.candidates import make_candidate
-    from custval.models.value import classification_metrics, derive_value_label
+) -> tuple[Any, Any] | None:
+    """Features at cut - horizon and the label from the spend up to cut: the period before,
+    for a time-based split. None when the history is too short for it."""
+    from custval.models.value import derive_value_label
 
     earlier = cut - horizon
     tx = prepared.tables["transactions"]
@@ -578,20 +583,7 @@ def _out_of_time(
         )
     except CustvalError:
         return None
-    old_feats = old.drop(columns=[k for k in dict.fromkeys(keys) if k in old.columns])
-    schema = clf.schema_.relearn(old_feats)
-    model = make_candidate(clf.chosen_, seed).fit(schema, old_feats, y_old)
-    now = features(project, prepared, as_of=cut).to_pyarrow().to_pandas()
-    y_now = derive_value_label(
-        future_spend(prepared, now["customer_id"], cut, cut + horizon), top_share
-    )
-    p = model.predict_proba(schema, now.drop(columns=[k for k in keys if k in now.columns]))
-    return {
-        "trained_at": earlier.isoformat(),
-        "scored_at": cut.isoformat(),
-        "customers": len(now),
-        **classification_metrics(y_now, p),
-    }
+    return old.drop(columns=[k for k in dict.fromkeys(keys) if k in old.columns]), y_old
 
 
 def future_spend(prepared: Prepared, customer_ids: Any, start: date, end: date) -> Any:

@@ -4,14 +4,16 @@
 or numeric, in any order) and a binary label, and
 
 1. cross-validates every candidate of :mod:`custval.models.candidates` (logistic regression,
-   random forest, LightGBM, a small neural network) on the same folds: stratified k-fold, or, for
-   labels derived from a later period, folds given by the caller (``groups``);
+   random forest, LightGBM, a small neural network) on the same stratified k folds (or folds
+   the caller gives, ``groups``); for labels derived from a later period, a time-based split
+   too (``earlier``): each candidate trained one period earlier and scored on this one;
 2. scores each on the out-of-fold predictions: ROC AUC, PR AUC (average precision), log-loss,
    Brier score and the lift in the top decile (share of positives among the 10% highest scores
    over the overall share), and keeps the per-fold mean and standard deviation as the
    ``leaderboard_``;
-3. chooses the candidate with the best mean ROC AUC; a candidate within one standard error of
-   it that is simpler (the order above) is preferred, the usual one-standard-error rule;
+3. chooses the candidate with the best ROC AUC (forward in time when there is a time split,
+   else the cross-validated mean); a candidate within one standard error of it that is simpler
+   (the order above) is preferred, the usual one-standard-error rule;
 4. refits the chosen one on all rows; checks its probabilities on the out-of-fold predictions
    with a reliability table (``reliability_``: per decile of predicted probability, the mean
    prediction and the observed share) and the expected calibration error;
@@ -240,10 +242,21 @@ class ValueClassifier:
 
     # ---- fitting ---------------------------------------------------------------------------
 
-    def fit(self, X: pd.DataFrame, y: Any, *, groups: Any = None) -> Self:
+    def fit(
+        self,
+        X: pd.DataFrame,
+        y: Any,
+        *,
+        groups: Any = None,
+        earlier: tuple[pd.DataFrame, Any] | None = None,
+    ) -> Self:
         """Select, refit and calibrate-check on a customer table ``X`` and 0/1 labels ``y``.
 
-        ``groups`` (optional) gives each row's fold (0 .. folds-1), e.g. from a time split.
+        ``groups`` (optional) gives each row's fold (0 .. folds-1). ``earlier`` (optional) is
+        the same kind of table and label one period earlier, for a time-based split: each
+        candidate is then also trained on it and scored on ``(X, y)``, a period it has not seen,
+        as a deployed model is; those figures (``time_split_*`` in the leaderboard) choose the
+        model, the cross-validation still giving each one's spread.
         """
         self._check_settings()
         y = np.asarray(y, dtype=np.float64).ravel()
@@ -272,6 +285,8 @@ class ValueClassifier:
         sel = self._selection_rows(y)
         fold_of = self._folds(y, sel, groups)
         board, oof = self._cross_validate(X, y, sel, fold_of)
+        if earlier is not None:
+            board = self._time_split(board, earlier, X, y)
         self.leaderboard_ = board
         self.chosen_ = self._choose(board)
         self.selection_rows_ = int(sel.size)
@@ -378,11 +393,36 @@ class ValueClassifier:
         board = board.sort_values("roc_auc_mean", ascending=False, kind="stable")
         return board.reset_index(drop=True), oof
 
+    def _time_split(
+        self, board: pd.DataFrame, earlier: tuple[pd.DataFrame, Any], X: pd.DataFrame, y: Array
+    ) -> pd.DataFrame:
+        """Each candidate trained on the earlier period and scored on this one."""
+        X_old, y_old = earlier
+        y_old = np.asarray(y_old, dtype=np.float64).ravel()
+        X_old = X_old.reset_index(drop=True)
+        if len(X_old) != y_old.size or len(np.unique(y_old)) < 2:
+            raise CustvalError(
+                "the earlier period's table and label do not match or hold one class"
+            )
+        schema = self.schema_.relearn(X_old)
+        rows = {}
+        for name in board.model:  # a loop over the candidates
+            model = make_candidate(name, self.seed, self.threads).fit(schema, X_old, y_old)
+            metrics = classification_metrics(y, model.predict_proba(schema, X))
+            rows[name] = {f"time_split_{k}": v for k, v in metrics.items()}
+        extra = pd.DataFrame.from_dict(rows, orient="index")
+        board = board.join(extra, on="model")
+        return board.sort_values("time_split_roc_auc", ascending=False, kind="stable").reset_index(
+            drop=True
+        )
+
     def _choose(self, board: pd.DataFrame) -> str:
-        """Best mean ROC AUC; the simplest candidate within one standard error of it."""
-        best = board.iloc[0]
+        """Best ROC AUC (forward in time when there is a time split, else the cross-validated
+        mean); the simplest candidate within one standard error of it."""
+        key = "time_split_roc_auc" if "time_split_roc_auc" in board else "roc_auc_mean"
+        best = board.sort_values(key, ascending=False, kind="stable").iloc[0]
         se = best["roc_auc_std"] / np.sqrt(self.folds)
-        close = board[board.roc_auc_mean >= best.roc_auc_mean - se]
+        close = board[board[key] >= best[key] - se]
         order = {name: i for i, name in enumerate(self.candidates)}
         return str(min(close.model, key=lambda m: order[m]))
 
