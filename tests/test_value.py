@@ -136,8 +136,14 @@ def test_bad_labels_and_too_little_data() -> None:
         binary_label(["gold", "silver"])
     with pytest.raises(CustvalError, match="positive value 'platinum' does not occur"):
         binary_label(["gold", "silver"], "platinum")
-    with pytest.raises(CustvalError, match="1 rows have no label"):
+    with pytest.raises(CustvalError, match="1 row has no label"):
         binary_label(["Yes", None, "No"])
+    with pytest.raises(CustvalError, match="1 row has no label"):
+        binary_label(["gold", "NA", "silver"], "gold")  # "NA" is no label, not a negative
+    # numbers as labels, as text or floats: 1, 1.0 and "1" are the same value
+    assert binary_label([0.0, 1.0, 1.0]).tolist() == [0.0, 1.0, 1.0]
+    assert binary_label(["0", "1.0", "1"], "1").tolist() == [0.0, 1.0, 1.0]
+    assert binary_label([2, 5, 5], 5).tolist() == [0.0, 1.0, 1.0]
     v = np.arange(100.0)
     assert derive_value_label(v, 0.2).sum() == 20
 
@@ -192,3 +198,38 @@ def test_bundle_round_trip_and_integrity(fitted, tmp_path) -> None:
         save_bundle(clf, folder, label={}, fingerprint={})
     with pytest.raises(CustvalError, match=r"has no manifest\.json"):
         load_bundle(tmp_path)
+    # an edited manifest is refused, and so is a broken one, with a message, not a traceback
+    import json
+
+    good = save_bundle(clf, tmp_path / "v2", label={}, fingerprint={})
+    manifest = json.loads((good / "manifest.json").read_text())
+    manifest["schema"]["design_scale"] = [1.0]
+    (good / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CustvalError, match="was changed after training"):
+        load_bundle(good)
+    del manifest["files"]
+    (good / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CustvalError, match=r"damaged or incomplete|was changed"):
+        load_bundle(good)
+
+
+def test_guards_time_split_and_neutral_unseen_categories() -> None:
+    X, y = customers(400, seed=5)
+    few = y.copy()
+    few[np.flatnonzero(few == 1)[6:]] = 0  # six positives, five folds
+    with pytest.raises(CustvalError, match="the rarer class has 6 customers"):
+        ValueClassifier(folds=5).fit(X, few)
+    # the earlier period lacks a feature that appeared later: it is missing there, no error
+    clf = ValueClassifier(("logistic", "lightgbm"), folds=3).fit(
+        X, y, earlier=(X.drop(columns="region"), y)
+    )
+    assert {"time_split_roc_auc", "time_split_lift_top_decile"} <= set(clf.leaderboard_.columns)
+    # an unseen category moves the logistic score by nothing: it is the average customer
+    logistic = ValueClassifier(("logistic",), folds=3).fit(X, y)
+    contrib, _ = logistic.contributions(X.head(3).assign(plan="enterprise"))
+    assert np.allclose(contrib[:, logistic.schema_.columns.index("plan")], 0.0)
+    r = reasons(logistic, X.head(3).assign(plan="enterprise"), top_k=len(X.columns))
+    plan_reason = [
+        r[f"reason_{i}"].iloc[0] for i in range(1, 6) if r[f"reason_{i}_feature"].iloc[0] == "plan"
+    ]
+    assert plan_reason and "does not change the chance" in plan_reason[0]

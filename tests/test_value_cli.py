@@ -126,3 +126,28 @@ def test_train_then_predict_on_a_project(tmp_path: Path) -> None:
     )
     assert refused.returncode == 2 and "frequency" in refused.stderr
     assert not (tmp_path / "p2.csv").exists()
+
+
+def test_table_reading_ids_delimiters_and_duplicate_names(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from custval.errors import CustvalError
+    from custval.tables import identifier_columns, read_customer_table
+
+    n = 40
+    df = pd.DataFrame(
+        {
+            "customer_no": range(100, 100 + n),
+            "cents": np.arange(n) * 7 + 3,  # unique whole numbers, but a quantity
+            "email": [f"u{i}@x.org" for i in range(n)],
+            "plan": ["a", "b"] * (n // 2),
+        }
+    )
+    assert identifier_columns(df) == ["customer_no", "email"]
+    (tmp_path / "one.csv").write_text("plan\na\nb\n")
+    assert list(read_customer_table(tmp_path / "one.csv").columns) == ["plan"]
+    (tmp_path / "semi.csv").write_text("a;b\n1;2\n")
+    assert list(read_customer_table(tmp_path / "semi.csv").columns) == ["a", "b"]
+    (tmp_path / "dup.csv").write_text("x,x \n1,2\n")
+    with pytest.raises(CustvalError, match="column name twice: 'x'"):
+        read_customer_table(tmp_path / "dup.csv")

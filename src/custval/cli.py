@@ -715,7 +715,8 @@ def demo(
     clf = trained.clf
     out.print(
         f"label: top 20% of spend in the 52 weeks after {trained.cutoff} "
-        f"({trained.y.sum():,.0f} of {trained.y.size:,} customers), features from before it"
+        f"({trained.y.sum():,.0f} of {trained.y.size:,} customers); transaction and usage "
+        "features from before it, the CRM profile as it is now"
     )
     cli_value.print_leaderboard(clf.leaderboard_, clf.chosen_, "5-fold cross-validation")
     cli_value.print_insights(trained.importance, trained.profile, trained.catalogue)

@@ -188,7 +188,9 @@ def train(
 
     The label is future value: a customer is high when her spend in the --horizon-weeks after
     the --cutoff is in the top --top-share of all customers' (or a column you name with
-    --label). Features are computed at the cutoff from earlier data only. The candidates are
+    --label). Transaction, web, product and service features are computed at the cutoff from
+    earlier data only; the CRM profile (plan, region, services) is its current snapshot, as the
+    CRM keeps no history. The candidates are
     cross-validated (leaderboard printed and stored), the chosen one refitted on all customers,
     its calibration checked, and the bundle written to models/<version>/ with a JSON manifest.
     """
@@ -312,9 +314,15 @@ def predict(
     clf = load_bundle(model)
     df = read_customer_table(input_path)
     catalogue = clf.manifest_.get("catalogue", {})
-    result = reasons(clf, df, top_k=top_k, catalogue=catalogue, source=str(input_path))
+    label = clf.manifest_.get("label", {})
+    outcome = f"'{label['column']}'" if label.get("kind") == "column" else "high value"
+    result = reasons(
+        clf, df, top_k=top_k, catalogue=catalogue, outcome=outcome, source=str(input_path)
+    )
     if id_col and id_col in df.columns:
         result.insert(0, id_col, df[id_col].to_numpy())
+    elif id_col:
+        out.print(f"note: the input has no column '{id_col}'; rows are in the input's order")
     _write_table(pa.Table.from_pandas(result, preserve_index=False), out_path)
     out.print(
         f"{len(result):,} customers scored with {clf.chosen_} ({model}); "

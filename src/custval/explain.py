@@ -41,15 +41,17 @@ def _fmt(value: Any) -> str:
 
 
 def _numbers_as_text(v: Array) -> npt.NDArray[np.object_]:
-    """Whole numbers without decimals, others to 3 significant digits, NaN as "missing";
-    vectorised (a million values in well under a second)."""
+    """Numbers as a reader writes them: 1,320 and 14, 2.5 and 0.0371; NaN as "missing".
+
+    Whole numbers and anything from 100 up are rounded to units with thousands separators,
+    smaller ones keep 3 significant digits (no exponents below 1e-3 but the value's digits)."""
     out = np.full(v.shape, "missing", dtype=object)
     ok = ~np.isnan(v)
-    whole = ok & (v == np.round(v)) & (np.abs(v) < 1e15)
-    out[whole] = v[whole].astype(np.int64).astype(str)
-    rest = ok & ~whole
+    big = ok & ((v == np.round(v)) | (np.abs(v) >= 100)) & (np.abs(v) < 1e15)
+    out[big] = pd.Series(np.round(v[big])).map("{:,.0f}".format).to_numpy(dtype=object)
+    rest = ok & ~big
     if rest.any():
-        out[rest] = np.char.mod("%.3g", v[rest])
+        out[rest] = pd.Series(v[rest]).map(lambda x: f"{x:.3g}" if abs(x) >= 1e-3 else f"{x:.2e}")
     return out
 
 
@@ -95,7 +97,8 @@ def reasons(
     top_values = contrib[rows, order]
     describe = dict(catalogue or {})
     described = {c: _capitalise(describe.get(c, c)) for c in names}
-    typical = {c: _fmt(schema.medians.get(c)) for c in schema.numeric}
+    medians = np.array([schema.medians.get(c, np.nan) for c in schema.numeric], dtype=np.float64)
+    typical = dict(zip(schema.numeric, _numbers_as_text(medians), strict=True))
     typical.update({c: schema.modes.get(c, "") for c in schema.categorical})
     numeric_index = {c: j for j, c in enumerate(schema.numeric)}
     numbers = frame[schema.numeric].to_numpy(dtype=np.float64) if schema.numeric else None
@@ -127,7 +130,9 @@ def reasons(
         value[is_number] = _numbers_as_text(picked[is_number])
         label = pd.Series(feat).map(described).to_numpy(dtype=object)
         usual = pd.Series(feat).map(typical).to_numpy(dtype=object)
-        direction = np.where(top_values[:, i] >= 0, "raises", "lowers")
+        direction = np.select(
+            [top_values[:, i] > 0, top_values[:, i] < 0], ["raises", "lowers"], "does not change"
+        )
         sentence = (
             pd.Series(label, dtype=object)
             + ": "
@@ -181,7 +186,9 @@ def value_profile(schema: Any, X: pd.DataFrame, y: Any, *, top: int = 5) -> dict
     for c in schema.numeric:  # a loop over features
         v = f[c].to_numpy(dtype=np.float64)
         ok = ~np.isnan(v)
-        mh, ml = np.median(v[ok & high]), np.median(v[ok & ~high])
+        in_high, in_low = v[ok & high], v[ok & ~high]
+        mh = float(np.median(in_high)) if in_high.size else float("nan")
+        ml = float(np.median(in_low)) if in_low.size else float("nan")
         rows.append(
             {
                 "feature": c,
@@ -191,6 +198,8 @@ def value_profile(schema: Any, X: pd.DataFrame, y: Any, *, top: int = 5) -> dict
                 "ratio": float(mh / ml) if ml else float("nan"),
             }
         )
+        if not ok.any():
+            continue
         for q in (0.1, 0.25, 0.5, 0.75, 0.9):  # candidate cut points: quantiles
             cut = float(np.quantile(v[ok], q))
             for op, hold in ((">", v > cut), ("<=", v <= cut)):

@@ -11,9 +11,10 @@ A bundle is a folder (``models/<version>/`` under a project) holding
   scikit-learn models. Never pickle: loading a model file must not be able to run code, and
   skops loads only the scikit-learn and NumPy types it is told to trust.
 
-:func:`load_bundle` checks the format, the file's hash and the library versions, and returns a
-fitted :class:`~custval.models.value.ValueClassifier` whose schema refuses incompatible input
-with a clear message (a missing column, text in a numeric column).
+:func:`load_bundle` checks the format, the hashes of the model file and of what scoring depends
+on in the manifest, and (for scikit-learn models) that scikit-learn's minor version is the
+training one, and returns a fitted :class:`~custval.models.value.ValueClassifier` whose schema
+refuses incompatible input with a clear message (a missing column, text in a numeric column).
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ def save_bundle(
         "files": {"model": filename, "sha256": hashlib.sha256(payload).hexdigest()},
         **(extra or {}),
     }
+    manifest["content_sha256"] = _content_hash(manifest)
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -108,9 +110,25 @@ def save_bundle(
     return target
 
 
+def _content_hash(manifest: dict[str, Any]) -> str:
+    """SHA-256 of what scoring depends on: model, score, threshold, schema and model file."""
+    keys = ("model", "score", "threshold", "schema", "files")
+    blob = json.dumps({k: manifest.get(k) for k in keys}, sort_keys=True, default=float)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
 def load_bundle(folder: str | Path) -> ValueClassifier:
     """A fitted classifier from a bundle folder, after checking what it holds."""
-    root = Path(folder)
+    try:
+        return _load(Path(folder))
+    except (KeyError, TypeError, ValueError, AttributeError, UnicodeDecodeError) as exc:
+        raise CustvalError(
+            f"the model in '{folder}' is damaged or incomplete ({type(exc).__name__}: {exc})",
+            hint="Train the model again",
+        ) from None
+
+
+def _load(root: Path) -> ValueClassifier:
     path = root / "manifest.json"
     if not path.exists():
         raise CustvalError(f"'{root}' is not a custval model: it has no manifest.json")
@@ -125,10 +143,28 @@ def load_bundle(folder: str | Path) -> ValueClassifier:
             f"'{root}' was written by a newer custval ({manifest.get('custval_version')})",
             hint="Upgrade custval to load it",
         )
+    if manifest.get("content_sha256") != _content_hash(manifest):
+        raise CustvalError(
+            f"the manifest of '{root}' was changed after training (its schema, threshold or "
+            "model no longer match their hash)",
+            hint="Train the model again rather than editing its manifest",
+        )
     name = manifest.get("model")
     if name not in CANDIDATES:
         raise CustvalError(f"'{root}' holds an unknown model '{name}'")
-    model_file = root / manifest["files"]["model"]
+    filename = str(manifest["files"]["model"])
+    if Path(filename).name != filename:
+        raise CustvalError(f"'{root}' names a model file outside its folder: {filename!r}")
+    if name != "lightgbm":
+        trained = str(manifest.get("libraries", {}).get("scikit-learn", ""))
+        here = pkg_version("scikit-learn")
+        if trained.split(".")[:2] != here.split(".")[:2]:
+            raise CustvalError(
+                f"the model was trained with scikit-learn {trained}, this is {here}: its "
+                "scikit-learn objects may not load or predict the same",
+                hint="Train the model again with this installation",
+            )
+    model_file = root / filename
     try:
         payload = model_file.read_bytes()
     except OSError as exc:

@@ -138,7 +138,7 @@ class LightGBM(Candidate):
     name = "lightgbm"
     score = "log-odds"
     #: at most this many trees; early stopping on a tenth of the training rows picks fewer
-    rounds = 400
+    rounds = 200
     patience = 30
 
     def params(self) -> dict[str, Any]:
@@ -169,6 +169,11 @@ class LightGBM(Candidate):
         codes = schema.codes(X)
         cats = list(range(len(schema.numeric), len(schema.columns)))
         names = [f"f{j}" for j in range(codes.shape[1])]
+        if min(y.sum(), y.size - y.sum()) < 20:
+            # too few of a class to hold some out: a fixed, modest number of trees
+            data = lgb.Dataset(codes, label=y, categorical_feature=cats, feature_name=names)
+            self.model_ = lgb.train(self.params(), data, num_boost_round=100)
+            return self
         # the number of trees is chosen on a tenth of the rows held out of this fit
         fit_rows, stop_rows = train_test_split(
             np.arange(y.size), test_size=0.1, stratify=y, random_state=self.seed
@@ -277,12 +282,13 @@ class MLP(Candidate):
         self.model_ = MLPClassifier(
             hidden_layer_sizes=(32,),
             alpha=0.1,
-            early_stopping=True,
+            # holding out 15% needs a few of each class
+            early_stopping=bool(min(y.sum(), y.size - y.sum()) >= 20),
             validation_fraction=0.15,
             n_iter_no_change=20,
             max_iter=200,
             # small batches learn small tables; large ones keep a million rows fast
-            batch_size=200 if len(y) < 20_000 else 1024,
+            batch_size=min(200, int(0.8 * len(y))) if len(y) < 20_000 else 1024,
             random_state=self.seed,
         )
         self.model_.fit(schema.design(X), y)

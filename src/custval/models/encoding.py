@@ -10,7 +10,8 @@ column (naming it), and turns a table into the matrices the candidate models nee
 * :meth:`FeatureSchema.design` for linear models and neural networks: numeric columns with
   missing values replaced by the training median plus a 0/1 "was missing" column where training
   had any, categorical columns one-hot encoded over the training categories (an unseen category
-  is all zeros), every column standardised with the training mean and standard deviation. Each
+  counts as the average training customer), every column standardised with the training mean
+  and standard deviation. Each
   design column remembers the original feature it came from (``design_groups``), so that
   contributions can be summed back to it.
 
@@ -125,11 +126,18 @@ class FeatureSchema:
             parts.append(np.where(np.isnan(v), self.medians.get(c, 0.0), v))
         for c in self.has_missing:
             parts.append(f[c].isna().to_numpy(dtype=np.float64))
+        start = len(self.numeric) + len(self.has_missing)
         for c, cats in self.categorical.items():
             code = _category_codes(f[c], cats)
             onehot = np.zeros((len(f), len(cats)))
             known = code >= 0
             onehot[np.flatnonzero(known), code[known]] = 1.0
+            if self.design_mean and not known.all():
+                # a missing or unseen category is the average training customer in this
+                # feature: it neither raises nor lowers the score (zeros would be a category
+                # of its own that the model never saw)
+                onehot[~known] = self.design_mean[start : start + len(cats)]
+            start += len(cats)
             parts.append(onehot)
         cols = [p if p.ndim == 2 else p[:, None] for p in parts]
         return np.hstack(cols) if cols else np.empty((len(f), 0))
@@ -205,7 +213,9 @@ def infer_schema(df: pd.DataFrame, exclude: tuple[str, ...] = ()) -> FeatureSche
         s = df[c]
         values = None if s.dtype == bool else _as_numeric(s)
         if values is None:
-            categorical[str(c)] = _top_categories(_as_category_text(s))
+            cats = _top_categories(_as_category_text(s))
+            if cats:  # an entirely blank column carries nothing
+                categorical[str(c)] = cats
             continue
         if values.notna().sum() == 0:
             continue  # an empty column carries nothing

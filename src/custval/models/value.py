@@ -4,9 +4,10 @@
 or numeric, in any order) and a binary label, and
 
 1. cross-validates every candidate of :mod:`custval.models.candidates` (logistic regression,
-   random forest, LightGBM, a small neural network) on the same stratified k folds (or folds
-   the caller gives, ``groups``); for labels derived from a later period, a time-based split
-   too (``earlier``): each candidate trained one period earlier and scored on this one;
+   LightGBM, random forest, a small neural network, simplest first) on the same stratified k
+   folds (or folds the caller gives, ``groups``); for labels derived from a later period, a
+   time-based split too (``earlier``): each candidate trained one period earlier and scored
+   on this one;
 2. scores each on the out-of-fold predictions: ROC AUC, PR AUC (average precision), log-loss,
    Brier score and the lift in the top decile (share of positives among the 10% highest scores
    over the overall share), and keeps the per-fold mean and standard deviation as the
@@ -51,6 +52,8 @@ __all__ = ["ValueClassifier", "binary_label", "classification_metrics", "derive_
 Array = npt.NDArray[np.float64]
 
 MIN_ROWS = 50
+# label cells that mean "no label" rather than a class
+_MISSING = {"", "na", "n/a", "nan", "null", "none", "<na>"}
 _POSITIVE = {"yes", "y", "true", "t", "1", "high", "positive", "pos"}
 _NEGATIVE = {"no", "n", "false", "f", "0", "low", "negative", "neg"}
 METRICS = ("roc_auc", "pr_auc", "log_loss", "brier", "lift_top_decile")
@@ -77,16 +80,23 @@ def binary_label(values: Any, positive: Any = None, *, column: str = "label") ->
     [1.0, 0.0, 1.0]
     """
     s = pd.Series(values)
-    missing = s.isna() | (s.astype(str).str.strip() == "")
+    text = s.astype(str).str.strip().str.lower()
+    # numbers as text compare as numbers: 1, 1.0 and "1" are one value
+    as_number = pd.to_numeric(text, errors="coerce")
+    if as_number.notna().all():
+        text = as_number.map(lambda v: f"{v:g}")
+        number = pd.to_numeric(pd.Series([positive]), errors="coerce").iloc[0]
+        if positive is not None and pd.notna(number):
+            positive = f"{float(number):g}"
+    missing = s.isna() | text.isin(_MISSING)
     if missing.any():
         raise CustvalError(
-            f"{int(missing.sum())} rows have no label",
+            f"{int(missing.sum())} row{'s have' if missing.sum() != 1 else ' has'} no label",
             column=column,
             count=int(missing.sum()),
             examples=[{"row": int(i)} for i in np.flatnonzero(missing.to_numpy())[:5]],
             hint="Drop the unlabelled rows or fill them",
         )
-    text = s.astype(str).str.strip().str.lower()
     distinct = sorted(set(text))
     if len(distinct) == 1:
         raise CustvalError(
@@ -212,7 +222,7 @@ class ValueClassifier:
         folds: int = 5,
         threshold_rule: str = "top_share",
         top_share: float = 0.2,
-        max_selection_rows: int = 200_000,
+        max_selection_rows: int = 100_000,
         seed: int = 0,
         threads: int = 2,
     ) -> None:
@@ -274,11 +284,12 @@ class ValueClassifier:
         n_pos = int(y.sum())
         if n_pos == 0 or n_pos == y.size:
             raise CustvalError("the label has one class only: there is nothing to tell apart")
-        if min(n_pos, y.size - n_pos) < self.folds:
+        rarer = min(n_pos, y.size - n_pos)
+        if rarer < 2 * self.folds:
             raise CustvalError(
-                f"the rarer class has {min(n_pos, y.size - n_pos)} customers, fewer than the "
-                f"{self.folds} folds",
-                hint="Use fewer folds or more data",
+                f"the rarer class has {rarer} customers: with {self.folds} folds some training "
+                "parts would hold too few of them to learn from",
+                hint=f"Use at least {2 * self.folds} customers of each class, or fewer folds",
             )
         X = X.reset_index(drop=True)
         self.schema_ = infer_schema(X)
@@ -400,6 +411,10 @@ class ValueClassifier:
         X_old, y_old = earlier
         y_old = np.asarray(y_old, dtype=np.float64).ravel()
         X_old = X_old.reset_index(drop=True)
+        # a feature that did not exist yet (a category first sold later) is missing then
+        absent = [c for c in self.schema_.columns if c not in X_old.columns]
+        if absent:
+            X_old = X_old.assign(**{c: np.nan for c in absent})
         if len(X_old) != y_old.size or len(np.unique(y_old)) < 2:
             raise CustvalError(
                 "the earlier period's table and label do not match or hold one class"
