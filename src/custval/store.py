@@ -1,0 +1,359 @@
+"""The prediction store: every run's predictions and reasons, in DuckDB or PostgreSQL.
+
+One schema on both engines, created and upgraded by numbered migrations recorded in
+``schema_version`` (applied when the store is opened). A run is all-or-nothing: its row in
+``runs`` is written first with status ``running`` (so that a failure can be recorded), then its
+predictions, reasons and summaries go in one transaction that also marks it ``succeeded``; on
+any error the transaction is rolled back and the run is marked ``failed`` with the error. The BI
+views read succeeded runs only, so a reader sees the previous run or the new one, never half.
+Bulk rows go through Arrow into DuckDB and through ``COPY`` into PostgreSQL.
+
+Tables and views are documented in ``docs/store.md``.
+
+Example
+-------
+>>> with open_store("custval.duckdb") as store:  # doctest: +SKIP
+...     run_id = store.write_run(kind="score", predictions=table, reasons=reasons_table)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from custval.errors import CustvalError
+
+__all__ = ["MIGRATIONS", "Store", "open_store"]
+
+# Columns of the bulk tables, in order; types as both engines spell them.
+PREDICTION_COLUMNS = {
+    "run_id": "TEXT",
+    "customer_id": "TEXT",
+    "as_of": "DATE",
+    "value_probability": "DOUBLE PRECISION",
+    "value_class": "INTEGER",
+    "clv_expected": "DOUBLE PRECISION",
+    "clv_lower": "DOUBLE PRECISION",
+    "clv_upper": "DOUBLE PRECISION",
+    "p_alive": "DOUBLE PRECISION",
+    "expected_purchases": "DOUBLE PRECISION",
+    "segment": "TEXT",
+}
+REASON_COLUMNS = {
+    "run_id": "TEXT",
+    "customer_id": "TEXT",
+    "rank": "INTEGER",
+    "feature": "TEXT",
+    "feature_value": "TEXT",
+    "contribution": "DOUBLE PRECISION",
+    "direction": "TEXT",
+    "text": "TEXT",
+}
+IMPORTANCE_COLUMNS = {
+    "run_id": "TEXT",
+    "feature": "TEXT",
+    "mean_abs_contribution": "DOUBLE PRECISION",
+    "share": "DOUBLE PRECISION",
+}
+PROFILE_COLUMNS = {
+    "run_id": "TEXT",
+    "feature": "TEXT",
+    "kind": "TEXT",
+    "statistic": "TEXT",
+    "value": "DOUBLE PRECISION",
+    "category": "TEXT",
+}
+
+
+def _create(name: str, cols: dict[str, str]) -> str:
+    return f"CREATE TABLE {name} (" + ", ".join(f"{c} {t}" for c, t in cols.items()) + ")"
+
+
+# Each migration is a list of statements valid on DuckDB and PostgreSQL; never edit a released
+# one, add the next.
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE runs (
+            run_id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            started_at TIMESTAMP NOT NULL,
+            finished_at TIMESTAMP,
+            status TEXT NOT NULL,
+            model_version TEXT,
+            as_of DATE,
+            n_customers BIGINT,
+            config_hash TEXT,
+            error TEXT
+        )""",
+        """CREATE TABLE models (
+            version TEXT PRIMARY KEY,
+            created_at TIMESTAMP,
+            manifest TEXT,
+            metrics TEXT
+        )""",
+        _create("predictions", PREDICTION_COLUMNS),
+        _create("reasons", REASON_COLUMNS),
+        _create("feature_importance", IMPORTANCE_COLUMNS),
+        _create("value_profiles", PROFILE_COLUMNS),
+        "CREATE INDEX predictions_run ON predictions (run_id, customer_id)",
+        "CREATE INDEX reasons_run ON reasons (run_id, customer_id)",
+        """CREATE VIEW latest_predictions AS
+            SELECT p.* FROM predictions p
+            JOIN (SELECT run_id FROM runs WHERE status = 'succeeded' AND kind = 'score'
+                  ORDER BY finished_at DESC LIMIT 1) r ON p.run_id = r.run_id""",
+        """CREATE VIEW customer_value_summary AS
+            SELECT p.run_id, p.value_class, COUNT(*) AS customers,
+                   AVG(p.value_probability) AS mean_probability,
+                   SUM(p.clv_expected) AS clv_total, AVG(p.clv_expected) AS clv_mean,
+                   AVG(p.p_alive) AS mean_p_alive
+            FROM predictions p JOIN runs r ON p.run_id = r.run_id
+            WHERE r.status = 'succeeded'
+            GROUP BY p.run_id, p.value_class""",
+        """CREATE VIEW reason_summary AS
+            SELECT s.run_id, p.value_class, s.feature, s.direction, COUNT(*) AS customers,
+                   SUM(CASE WHEN s.rank = 1 THEN 1 ELSE 0 END) AS as_first_reason
+            FROM reasons s
+            JOIN predictions p ON p.run_id = s.run_id AND p.customer_id = s.customer_id
+            JOIN runs r ON r.run_id = s.run_id
+            WHERE r.status = 'succeeded'
+            GROUP BY s.run_id, p.value_class, s.feature, s.direction""",
+    ],
+]
+
+
+class Store:
+    """An open store (see the module docstring); use :func:`open_store`."""
+
+    def __init__(self, url: str, con: Any, engine: str) -> None:
+        self.url = url
+        self.con = con
+        self.engine = engine
+
+    # ---- plumbing ---------------------------------------------------------------------------
+
+    def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        if self.engine == "postgres":
+            sql = sql.replace("?", "%s")
+            cur = self.con.cursor()
+            cur.execute(sql, params)
+            return cur
+        return self.con.execute(sql, list(params))
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a query (``?`` placeholders on both engines)."""
+        cur = self._execute(sql, params)
+        rows = cur.fetchall()
+        if self.engine == "postgres":
+            self.con.commit()
+        return [tuple(r) for r in rows]
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        if self.engine == "postgres":
+            try:
+                yield
+                self.con.commit()
+            except BaseException:
+                self.con.rollback()
+                raise
+        else:
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                yield
+                self.con.execute("COMMIT")
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ---- schema -----------------------------------------------------------------------------
+
+    def migrate(self) -> int:
+        """Apply the migrations not yet applied; returns the schema version."""
+        with self._transaction():
+            self._execute(
+                "CREATE TABLE IF NOT EXISTS schema_version "
+                "(version INTEGER PRIMARY KEY, applied_at TIMESTAMP NOT NULL)"
+            )
+        current = self.query("SELECT COALESCE(MAX(version), 0) FROM schema_version")[0][0]
+        for version, statements in enumerate(MIGRATIONS, start=1):
+            if version <= current:
+                continue
+            with self._transaction():
+                for sql in statements:
+                    self._execute(sql)
+                self._execute("INSERT INTO schema_version VALUES (?, ?)", (version, _now()))
+        return len(MIGRATIONS)
+
+    # ---- writing ----------------------------------------------------------------------------
+
+    def _bulk(self, table: str, columns: dict[str, str], data: pa.Table) -> None:
+        missing = [c for c in columns if c not in data.column_names]
+        if missing:
+            data = _with_nulls(data, missing, columns)
+        data = data.select(list(columns))
+        if self.engine == "postgres":
+            buf = io.BytesIO()
+            pacsv.write_csv(data, buf, pacsv.WriteOptions(include_header=False))
+            cur = self.con.cursor()
+            with cur.copy(
+                f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)"
+            ) as copy:
+                copy.write(buf.getvalue())
+        else:
+            self.con.register("__incoming", data)
+            try:
+                self.con.execute(f"INSERT INTO {table} SELECT * FROM __incoming")
+            finally:
+                self.con.unregister("__incoming")
+
+    def save_model(self, version: str, manifest: dict[str, Any]) -> None:
+        """Record a model version (idempotent)."""
+        with self._transaction():
+            exists = self._execute("SELECT 1 FROM models WHERE version = ?", (version,))
+            if not exists.fetchall():
+                self._execute(
+                    "INSERT INTO models VALUES (?, ?, ?, ?)",
+                    (
+                        version,
+                        _now(),
+                        json.dumps(manifest, default=str),
+                        json.dumps(manifest.get("metrics", {}), default=str),
+                    ),
+                )
+
+    def write_run(
+        self,
+        *,
+        kind: str,
+        predictions: pa.Table,
+        reasons: pa.Table | None = None,
+        importance: pa.Table | None = None,
+        profiles: pa.Table | None = None,
+        model_version: str | None = None,
+        as_of: date | None = None,
+        config_hash: str | None = None,
+        before_commit: Callable[[], None] | None = None,
+    ) -> str:
+        """Write one run, all or nothing; returns its run_id.
+
+        ``before_commit`` (for tests) is called inside the transaction after the rows are
+        written: an exception there must leave nothing of the run but its failed status.
+        """
+        run_id = uuid.uuid4().hex
+        with self._transaction():
+            self._execute(
+                "INSERT INTO runs (run_id, kind, started_at, status, model_version, as_of, "
+                "config_hash) VALUES (?, ?, ?, 'running', ?, ?, ?)",
+                (run_id, kind, _now(), model_version, as_of, config_hash),
+            )
+        try:
+            with self._transaction():
+                n = predictions.num_rows
+                self._bulk("predictions", PREDICTION_COLUMNS, _stamp(predictions, run_id, as_of))
+                if reasons is not None:
+                    self._bulk("reasons", REASON_COLUMNS, _stamp(reasons, run_id))
+                if importance is not None:
+                    self._bulk("feature_importance", IMPORTANCE_COLUMNS, _stamp(importance, run_id))
+                if profiles is not None:
+                    self._bulk("value_profiles", PROFILE_COLUMNS, _stamp(profiles, run_id))
+                if before_commit is not None:
+                    before_commit()
+                self._execute(
+                    "UPDATE runs SET status = 'succeeded', finished_at = ?, n_customers = ? "
+                    "WHERE run_id = ?",
+                    (_now(), n, run_id),
+                )
+        except BaseException as exc:
+            with self._transaction():
+                self._execute(
+                    "UPDATE runs SET status = 'failed', finished_at = ?, error = ? "
+                    "WHERE run_id = ?",
+                    (_now(), f"{type(exc).__name__}: {exc}"[:2000], run_id),
+                )
+            raise
+        return run_id
+
+    def latest_run(self, kind: str = "score") -> str | None:
+        rows = self.query(
+            "SELECT run_id FROM runs WHERE status = 'succeeded' AND kind = ? "
+            "ORDER BY finished_at DESC LIMIT 1",
+            (kind,),
+        )
+        return rows[0][0] if rows else None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _stamp(data: pa.Table, run_id: str, as_of: date | None = None) -> pa.Table:
+    """The rows with this run's id (and as-of date where the table has that column)."""
+    data = data.drop_columns([c for c in ("run_id",) if c in data.column_names])
+    data = data.append_column("run_id", pa.array([run_id] * data.num_rows, pa.string()))
+    if as_of is not None and "as_of" not in data.column_names:
+        data = data.append_column("as_of", pa.array([as_of] * data.num_rows, pa.date32()))
+    return data
+
+
+def _with_nulls(data: pa.Table, missing: list[str], columns: dict[str, str]) -> pa.Table:
+    types = {
+        "TEXT": pa.string(),
+        "DOUBLE PRECISION": pa.float64(),
+        "INTEGER": pa.int32(),
+        "DATE": pa.date32(),
+        "BIGINT": pa.int64(),
+    }
+    for c in missing:
+        data = data.append_column(c, pa.nulls(data.num_rows, types[columns[c]]))
+    return data
+
+
+def open_store(url: str | Path) -> Store:
+    """Open (and create or upgrade) the store at ``url``: a DuckDB file path (or
+    ``duckdb:///path``) or a ``postgresql://`` URL. A store that cannot be reached is a clear
+    error naming it."""
+    text = str(url)
+    if text.startswith(("postgresql://", "postgres://")):
+        import psycopg
+
+        from custval.data.sources import mask_url
+
+        try:
+            con = psycopg.connect(text, connect_timeout=10)
+        except psycopg.Error as exc:
+            raise CustvalError(
+                f"cannot reach the store {mask_url(text)}: {str(exc).strip().splitlines()[0]}",
+                hint="Check the URL, the server and the credentials",
+            ) from None
+        store = Store(text, con, "postgres")
+    else:
+        import duckdb
+
+        path = Path(text.removeprefix("duckdb://"))
+        if path.parent and not path.parent.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            con = duckdb.connect(str(path))
+        except duckdb.Error as exc:
+            raise CustvalError(f"cannot open the store '{path}': {exc}") from None
+        store = Store(str(path), con, "duckdb")
+    store.migrate()
+    return store

@@ -1,0 +1,172 @@
+"""The prediction store: the same cases on DuckDB and on the real PostgreSQL server."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import psycopg
+import pyarrow as pa
+import pytest
+
+from custval.errors import CustvalError
+from custval.store import MIGRATIONS, open_store
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "duckdb":
+        yield str(tmp_path / "store.duckdb")
+        return
+    base = request.getfixturevalue("pg_url")
+    schema = f"custval_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(base, autocommit=True) as con:
+        con.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in base else "?"
+    yield f"{base}{sep}options=-csearch_path%3D{schema}"
+    with psycopg.connect(base, autocommit=True) as con:
+        con.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def run_tables(n: int, seed: int = 0) -> tuple[pa.Table, pa.Table]:
+    rng = np.random.default_rng(seed)
+    ids = [f"C{i:07d}" for i in range(n)]
+    p = rng.random(n)
+    predictions = pa.table(
+        {
+            "customer_id": ids,
+            "value_probability": p,
+            "value_class": (p > 0.8).astype(np.int32),
+            "clv_expected": rng.gamma(2, 50, n),
+            "clv_lower": rng.gamma(2, 30, n),
+            "clv_upper": rng.gamma(2, 80, n),
+            "p_alive": rng.random(n),
+            "expected_purchases": rng.gamma(1, 2, n),
+        }
+    )
+    features = np.array(["recency_days", "frequency", "plan"])
+    reasons = pa.table(
+        {
+            "customer_id": np.repeat(ids, 2),
+            "rank": np.tile(np.array([1, 2], dtype=np.int32), n),
+            "feature": features[rng.integers(0, 3, 2 * n)],
+            "feature_value": ["4"] * (2 * n),
+            "contribution": rng.normal(size=2 * n),
+            "direction": np.where(rng.random(2 * n) > 0.5, "raises", "lowers"),
+            "text": ["a sentence"] * (2 * n),
+        }
+    )
+    return predictions, reasons
+
+
+def test_schema_is_migrated_once_and_recorded(store_url: str) -> None:
+    with open_store(store_url) as store:
+        assert store.query("SELECT MAX(version) FROM schema_version")[0][0] == len(MIGRATIONS)
+    with open_store(store_url) as store:  # opening again applies nothing twice
+        assert store.query("SELECT COUNT(*) FROM schema_version")[0][0] == len(MIGRATIONS)
+        for view in ("latest_predictions", "customer_value_summary", "reason_summary"):
+            assert store.query(f"SELECT COUNT(*) FROM {view}")[0][0] == 0
+
+
+def test_runs_and_views(store_url: str) -> None:
+    predictions, reasons = run_tables(500)
+    with open_store(store_url) as store:
+        first = store.write_run(
+            kind="score",
+            predictions=predictions,
+            reasons=reasons,
+            model_version="v1",
+            as_of=date(2026, 1, 1),
+        )
+        second_pred, second_reasons = run_tables(300, seed=1)
+        second = store.write_run(
+            kind="score",
+            predictions=second_pred,
+            reasons=second_reasons,
+            model_version="v1",
+            as_of=date(2026, 2, 1),
+        )
+        assert store.latest_run() == second
+        rows = store.query("SELECT run_id, status, n_customers FROM runs ORDER BY started_at")
+        assert rows == [(first, "succeeded", 500), (second, "succeeded", 300)]
+        latest = store.query("SELECT COUNT(*), MIN(as_of) FROM latest_predictions")[0]
+        assert latest[0] == 300 and str(latest[1]) == "2026-02-01"
+        summary = store.query(
+            "SELECT value_class, customers FROM customer_value_summary WHERE run_id = ? "
+            "ORDER BY value_class",
+            (second,),
+        )
+        expected = np.bincount(second_pred.column("value_class").to_numpy(), minlength=2)
+        assert [r[1] for r in summary] == expected.tolist()
+        firsts = store.query(
+            "SELECT SUM(as_first_reason), SUM(customers) FROM reason_summary WHERE run_id = ?",
+            (first,),
+        )[0]
+        assert (firsts[0], firsts[1]) == (500, 1000)
+
+
+def test_a_failure_mid_write_leaves_nothing_and_keeps_the_previous_run(store_url: str) -> None:
+    good_pred, good_reasons = run_tables(1000)
+    big_pred, big_reasons = run_tables(100_000, seed=2)
+    with open_store(store_url) as store:
+        good = store.write_run(kind="score", predictions=good_pred, reasons=good_reasons)
+
+        def boom() -> None:
+            raise RuntimeError("disk full (simulated)")
+
+        with pytest.raises(RuntimeError, match="disk full"):
+            store.write_run(
+                kind="score", predictions=big_pred, reasons=big_reasons, before_commit=boom
+            )
+        failed = store.query("SELECT run_id, status, error FROM runs WHERE status = 'failed'")
+        assert len(failed) == 1 and "disk full" in failed[0][2]
+        bad_id = failed[0][0]
+        assert store.query("SELECT COUNT(*) FROM predictions WHERE run_id = ?", (bad_id,)) == [(0,)]
+        assert store.query("SELECT COUNT(*) FROM reasons WHERE run_id = ?", (bad_id,)) == [(0,)]
+        assert store.latest_run() == good
+        assert store.query("SELECT COUNT(*) FROM latest_predictions") == [(1000,)]
+
+
+def test_postgres_reader_sees_old_or_new_never_half(pg_url: str) -> None:
+    schema = f"custval_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_url, autocommit=True) as con:
+        con.execute(f"CREATE SCHEMA {schema}")
+    url = f"{pg_url}{'&' if '?' in pg_url else '?'}options=-csearch_path%3D{schema}"
+    try:
+        old_pred, _ = run_tables(2000)
+        new_pred, _ = run_tables(100_000, seed=3)
+        with open_store(url) as store:
+            store.write_run(kind="score", predictions=old_pred)
+            seen: list[int] = []
+            writing = threading.Event()
+            done = threading.Event()
+
+            def read() -> None:
+                with psycopg.connect(url, autocommit=True) as reader:
+                    writing.wait(10)
+                    while not done.is_set():
+                        seen.append(
+                            reader.execute("SELECT COUNT(*) FROM latest_predictions").fetchone()[0]
+                        )
+
+            t = threading.Thread(target=read)
+            t.start()
+            writing.set()
+            store.write_run(kind="score", predictions=new_pred)
+            done.set()
+            t.join(30)
+            seen.append(store.query("SELECT COUNT(*) FROM latest_predictions")[0][0])
+        assert len(seen) > 2
+        assert set(seen) <= {2000, 100_000} and seen[-1] == 100_000
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as con:
+            con.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def test_unreachable_store_is_a_clear_error() -> None:
+    with pytest.raises(CustvalError, match="cannot reach the store postgresql://u:\\*\\*\\*@127"):
+        open_store("postgresql://u:secret@127.0.0.1:1/none")
