@@ -760,5 +760,5 @@ def main() -> None:
     sys.exit(0)
 
 
-# the value classifier's commands register on the same app
-from custval import cli_value  # noqa: E402
+# the value classifier's and the store's commands register on the same app
+from custval import cli_store, cli_value  # noqa: E402, F401

@@ -598,3 +598,137 @@ def future_spend(prepared: Prepared, customer_ids: Any, start: date, end: date) 
     spend = window.group_by("customer_id").aggregate(spend=window.amount.sum()).to_pandas()
     by_id = pd.Series(spend.spend.to_numpy(), index=spend.customer_id.to_numpy())
     return by_id.reindex(np.asarray(customer_ids)).fillna(0.0).to_numpy(dtype=np.float64)
+
+
+@dataclass
+class ScoreResult:
+    """A scoring run written to the store."""
+
+    run_id: str
+    store_url: str
+    model_version: str
+    customers: int
+    high: int
+    predictions: Any
+
+
+def latest_model(models_dir: Path) -> Path:
+    """The newest model bundle in ``models_dir`` (versions are UTC timestamps)."""
+    versions = sorted(p for p in models_dir.glob("*") if (p / "manifest.json").exists())
+    if not versions:
+        raise CustvalError(
+            f"there is no trained model in '{models_dir}'", hint="Run 'custval train' first"
+        )
+    return versions[-1]
+
+
+def score(
+    project: Project,
+    *,
+    store_url: str | Path,
+    model_version: str | None = None,
+    models_dir: Path | None = None,
+    top_k: int = 3,
+    with_clv: bool = True,
+    prepared: Prepared | None = None,
+) -> ScoreResult:
+    """Score every customer at the project's as-of date and write one run to the store.
+
+    Value probability, class and top reasons from the model bundle (the newest in
+    ``models_dir`` unless ``model_version`` names one), and, when the project has transactions,
+    CLV over a year with its 90% interval, P(alive) and expected purchases from BG/NBD and
+    Gamma-Gamma fitted on all history. The run is all or nothing (:mod:`custval.store`).
+    """
+    import hashlib
+
+    import pandas as pd
+    import pyarrow as pa
+
+    from custval.explain import importance, reasons
+    from custval.models.bundle import load_bundle
+    from custval.store import open_store
+
+    root = models_dir or (project.root / "models")
+    folder = root / model_version if model_version else latest_model(root)
+    if not (folder / "manifest.json").exists():
+        known = ", ".join(sorted(p.name for p in root.glob("*"))) if root.exists() else "none"
+        raise CustvalError(
+            f"there is no model version '{model_version}' in '{root}'",
+            hint=f"Versions there: {known}",
+        )
+    clf = load_bundle(folder)
+    # open the store first: an unreachable store fails before any work
+    store = open_store(store_url)
+    try:
+        prepared = prepared or prepare(project)
+        table = features(project, prepared).to_pyarrow().to_pandas()
+        catalogue = clf.manifest_.get("catalogue", {})
+        explained = reasons(clf, table, top_k=top_k, catalogue=catalogue, source="features")
+        ids = table["customer_id"].astype(str).to_numpy()
+        preds: dict[str, Any] = {
+            "customer_id": ids,
+            "value_probability": explained.probability.to_numpy(),
+            "value_class": explained.predicted_class.to_numpy().astype(np.int32),
+        }
+        if with_clv and "transactions" in prepared.tables:
+            c = clv(
+                prepared,
+                calibration_end=project.as_of,
+                horizon=52.0,
+                discount=1.1 ** (1 / 52) - 1,
+                time_unit=project.time_unit,
+            ).predictions.to_pandas()
+            c = c.set_index(c.customer_id.astype(str)).reindex(ids)
+            for src, dst in (
+                ("clv", "clv_expected"),
+                ("clv_lower", "clv_lower"),
+                ("clv_upper", "clv_upper"),
+                ("p_alive", "p_alive"),
+                ("expected_purchases", "expected_purchases"),
+            ):
+                preds[dst] = c[src].to_numpy(dtype=np.float64)
+        k = min(top_k, len(clf.schema_.columns))
+        long = {
+            "customer_id": np.repeat(ids, k),
+            "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), len(ids)),
+        }
+        parts = {
+            "feature": "_feature",
+            "feature_value": "_value",
+            "contribution": "_contribution",
+            "text": "",
+        }
+        for col, suffix in parts.items():
+            stacked = np.column_stack(
+                [explained[f"reason_{i}{suffix}"].to_numpy(dtype=object) for i in range(1, k + 1)]
+            )
+            long[col] = stacked.ravel()
+        long["contribution"] = long["contribution"].astype(np.float64)
+        long["direction"] = np.select(
+            [long["contribution"] > 0, long["contribution"] < 0], ["raises", "lowers"], "none"
+        )
+        imp = importance(clf, table)
+        config_hash = hashlib.sha256(
+            project.model_dump_json().encode() + str(folder.name).encode()
+        ).hexdigest()[:16]
+        store.save_model(folder.name, clf.manifest_)
+        run_id = store.write_run(
+            kind="score",
+            # missing values (no purchase, so no CLV) are NULL for the BI tools, not NaN
+            predictions=pa.Table.from_pandas(pd.DataFrame(preds), preserve_index=False),
+            reasons=pa.table({k2: v for k2, v in long.items()}),
+            importance=pa.Table.from_pandas(imp, preserve_index=False),
+            model_version=folder.name,
+            as_of=project.as_of,
+            config_hash=config_hash,
+        )
+    finally:
+        store.close()
+    return ScoreResult(
+        run_id,
+        str(store_url),
+        folder.name,
+        len(ids),
+        int(explained.predicted_class.sum()),
+        explained.assign(customer_id=ids),
+    )

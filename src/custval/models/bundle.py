@@ -143,6 +143,11 @@ def _load(root: Path) -> ValueClassifier:
             f"'{root}' was written by a newer custval ({manifest.get('custval_version')})",
             hint="Upgrade custval to load it",
         )
+    if "content_sha256" not in manifest:
+        raise CustvalError(
+            f"the model in '{root}' has no content hash (an early custval wrote it)",
+            hint="Train the model again",
+        )
     if manifest.get("content_sha256") != _content_hash(manifest):
         raise CustvalError(
             f"the manifest of '{root}' was changed after training (its schema, threshold or "

@@ -1,0 +1,101 @@
+"""The store's commands: ``custval score`` and ``custval export``.
+
+They register on the main Typer app of :mod:`custval.cli`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from custval.cli import app, friendly, out
+from custval.errors import CustvalError
+
+
+@app.command()
+@friendly
+def score(
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="The project file.", show_default=True)
+    ] = Path("custval.toml"),
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="Model version under models/ (default: the newest)."),
+    ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            help="Where runs are kept: a DuckDB file (default: custval.duckdb by the project) "
+            "or a postgresql:// URL."
+        ),
+    ] = None,
+    top_k: Annotated[int, typer.Option(help="Reasons per customer.", min=1)] = 3,
+    no_clv: Annotated[bool, typer.Option("--no-clv", help="Skip the CLV models.")] = False,
+) -> None:
+    """Score every customer at the project's as-of date and store the run.
+
+    Features as of the date; the value model's probability, class and top reasons; CLV over a
+    year with its 90% interval, P(alive) and expected purchases from BG/NBD and Gamma-Gamma.
+    Written as one run, all or nothing: on any failure the run is marked failed with its error
+    and none of its rows is visible; earlier runs stay intact. BI tools read the views
+    latest_predictions, customer_value_summary and reason_summary (docs/bi.md).
+    """
+    from custval import pipeline
+    from custval.cli import _load
+
+    project = _load(config)
+    target = store or str(config.resolve().parent / "custval.duckdb")
+    result = pipeline.score(
+        project, store_url=target, model_version=model, top_k=top_k, with_clv=not no_clv
+    )
+    top = result.predictions.sort_values("probability", ascending=False).head(10)
+    table = Table(title=f"top 10 high-value customers (model {result.model_version})")
+    for c in ("customer", "probability", "first reason"):
+        table.add_column(c, justify="right" if c == "probability" else "left")
+    for row in top.to_dict("records"):
+        table.add_row(str(row["customer_id"]), f"{row['probability']:.2f}", row["reason_1"])
+    out.print(table)
+    from custval.data.sources import mask_url
+
+    out.print(
+        f"run {result.run_id}: {result.customers:,} customers, {result.high:,} high; "
+        f"store: {mask_url(result.store_url)}"
+    )
+
+
+@app.command()
+@friendly
+def export(
+    store: Annotated[str, typer.Option(help="The store: a DuckDB file or a postgresql:// URL.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the files.")],
+    run: Annotated[str, typer.Option(help="A run id, or 'latest'.")] = "latest",
+    fmt: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
+) -> None:
+    """Write a run's predictions and reasons as files, for tools that read files."""
+    import pyarrow as pa
+
+    from custval.cli import _write_table
+    from custval.store import PREDICTION_COLUMNS, REASON_COLUMNS, open_store
+
+    if fmt not in ("parquet", "csv"):
+        raise CustvalError(f"unknown format '{fmt}'", hint="Use parquet or csv")
+    if not Path(store).exists() and not store.startswith(("postgresql://", "postgres://")):
+        raise CustvalError(f"there is no store at '{store}'")
+    with open_store(store) as s:
+        run_id = s.latest_run() if run == "latest" else run
+        found = s.query("SELECT status FROM runs WHERE run_id = ?", (run_id,)) if run_id else []
+        if not found:
+            raise CustvalError(f"the store has no run '{run}'")
+        if found[0][0] != "succeeded":
+            raise CustvalError(f"run {run_id} {found[0][0]}: it has nothing to export")
+        written = []
+        for name, cols in (("predictions", PREDICTION_COLUMNS), ("reasons", REASON_COLUMNS)):
+            rows = s.query(f"SELECT {', '.join(cols)} FROM {name} WHERE run_id = ?", (run_id,))
+            data = pa.table({c: [r[i] for r in rows] for i, c in enumerate(cols)})
+            path = out_dir / f"{name}.{fmt}"
+            _write_table(data, path)
+            written.append(f"{path} ({data.num_rows:,} rows)")
+    out.print(f"run {run_id}: " + "; ".join(written))

@@ -1,0 +1,104 @@
+"""`custval score` and `custval export`: a project scored into the store, DuckDB and PostgreSQL."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import psycopg
+import pyarrow.parquet as pq
+import pytest
+
+from custval.store import open_store
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "custval", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=cwd,
+        env={**__import__("os").environ, "COLUMNS": "200"},
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from custval.data.synth import generate
+
+    root = tmp_path_factory.mktemp("score")
+    company = generate(1200, root / "co", seed=6, fmt="csv")
+    done = run(
+        "train",
+        "-c",
+        str(company.config_path),
+        "--models",
+        "logistic,lightgbm",
+        "--folds",
+        "3",
+        cwd=root,
+    )
+    assert done.returncode == 0, done.stderr
+    return company.config_path
+
+
+def check_store(url: str, customers: int) -> str:
+    with open_store(url) as s:
+        run_id = s.latest_run()
+        assert run_id is not None
+        rows = s.query(
+            "SELECT COUNT(*), COUNT(clv_expected), MIN(value_probability), "
+            "MAX(value_probability) FROM latest_predictions"
+        )[0]
+        assert rows[0] == customers and 0 < rows[1] < customers  # CLV for buyers only
+        assert 0 <= rows[2] <= rows[3] <= 1
+        reasons = s.query(
+            "SELECT COUNT(*), MIN(rank), MAX(rank) FROM reasons WHERE run_id = ?", (run_id,)
+        )[0]
+        assert reasons == (3 * customers, 1, 3)
+        inside = s.query(
+            "SELECT COUNT(*) FROM latest_predictions WHERE clv_expected IS NOT NULL"
+            " AND NOT (clv_lower <= clv_expected AND clv_expected <= clv_upper)"
+        )
+        assert inside[0][0] <= 0.01 * customers
+        assert s.query("SELECT COUNT(*) FROM models")[0][0] == 1
+    return run_id
+
+
+def test_score_into_duckdb_and_export(trained: Path, tmp_path: Path) -> None:
+    done = run("score", "-c", str(trained), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "top 10 high-value customers" in done.stdout
+    store = trained.parent / "custval.duckdb"
+    run_id = check_store(str(store), 1200)
+    exported = run("export", "--store", str(store), "--out", "files", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    preds = pq.read_table(tmp_path / "files" / "predictions.parquet")
+    assert preds.num_rows == 1200 and set(preds.column("run_id").to_pylist()) == {run_id}
+    # bad input: a clear message, nothing written
+    bad = run("score", "-c", str(trained), "--model", "19990101T000000Z", cwd=tmp_path)
+    assert bad.returncode == 2 and "no model version '19990101T000000Z'" in bad.stderr
+    unreachable = run(
+        "score", "-c", str(trained), "--store", "postgresql://x:y@127.0.0.1:1/z", cwd=tmp_path
+    )
+    assert unreachable.returncode == 2 and "cannot reach the store" in unreachable.stderr
+    with open_store(str(store)) as s:
+        assert s.query("SELECT COUNT(*) FROM runs") == [(1,)]
+
+
+def test_score_into_postgres(trained: Path, tmp_path: Path, pg_url: str) -> None:
+    schema = f"custval_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_url, autocommit=True) as con:
+        con.execute(f"CREATE SCHEMA {schema}")
+    url = f"{pg_url}{'&' if '?' in pg_url else '?'}options=-csearch_path%3D{schema}"
+    try:
+        done = run("score", "-c", str(trained), "--store", url, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        check_store(url, 1200)
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as con:
+            con.execute(f"DROP SCHEMA {schema} CASCADE")
