@@ -38,11 +38,16 @@ def test_demo_runs_the_whole_path(tmp_path: Path) -> None:
         "holdout: predicted",
         str(out / "clv.parquet"),
         "5-fold cross-validation",
-        "most likely high-value customer",
+        "top 10 high-value customers today",
     ):
         assert needle in done.stdout
-    scores = pq.read_table(out / "value_predictions.parquet").to_pandas()
-    assert len(scores) == 1500 and scores.probability.between(0, 1).all()
-    assert scores.reason_1.str.endswith("the chance of high value").all()
     (model_dir,) = (out / "models").iterdir()
     assert (model_dir / "manifest.json").exists()
+    from custval.store import open_store
+
+    with open_store(out / "custval.duckdb") as store:
+        assert store.query("SELECT COUNT(*) FROM latest_predictions") == [(1500,)]
+        texts = store.query("SELECT text FROM reasons WHERE rank = 1")
+        assert len(texts) == 1500
+        assert all(t.endswith("the chance of high value") for (t,) in texts)
+    assert "top 10 high-value customers today" in done.stdout

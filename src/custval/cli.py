@@ -646,7 +646,7 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """The whole path on a generated sample company: generate, validate, clean, link, features,
-    CLV, the high/low value classifier.
+    CLV, the high/low value classifier, scoring into the store.
 
     Prints rows per source, what cleaning did, the feature table's shape, the CLV models' fits,
     holdout accuracy and comparison, the value classifier's leaderboard and reasons, and where
@@ -709,7 +709,6 @@ def demo(
     summary = _clv_summary(clv_result, "mbgnbd", clv_path)
     _print_clv(clv_result, summary, "mbgnbd", 52, "weeks", tracking_path)
     out.rule("5. high/low value classifier: candidates compared, reasons for every customer")
-    from custval.explain import reasons
 
     trained = pipeline.train_value(project, prepared=prepared, out_dir=out_dir / "models")
     clf = trained.clf
@@ -720,18 +719,33 @@ def demo(
     )
     cli_value.print_leaderboard(clf.leaderboard_, clf.chosen_, "5-fold cross-validation")
     cli_value.print_insights(trained.importance, trained.profile, trained.catalogue)
-    today = pq.read_table(features_path).to_pandas()
-    scored = reasons(clf, today, catalogue=trained.catalogue)
-    scored.insert(0, "customer_id", today["customer_id"].to_numpy())
-    scores_path = out_dir / "value_predictions.parquet"
-    _write_table(pa.Table.from_pandas(scored, preserve_index=False), scores_path)
-    top = scored.sort_values("probability", ascending=False).iloc[0]
-    out.print(
-        f"today's most likely high-value customer, {top.customer_id} "
-        f"(probability {top.probability:.2f}):"
+    out.rule("6. scoring today's customers into the store: value, reasons, CLV, one run")
+    store_path = out_dir / "custval.duckdb"
+    scored_run = pipeline.score(
+        project, store_url=store_path, models_dir=out_dir / "models", prepared=prepared
     )
-    for i in (1, 2, 3):
-        out.print(f"  {i}. {escape(str(top[f'reason_{i}']))}")
+    from custval.store import open_store
+
+    with open_store(store_path) as store:
+        top10 = store.query(
+            "SELECT p.customer_id, p.value_probability, p.clv_expected, r.text "
+            "FROM latest_predictions p JOIN reasons r "
+            "ON r.run_id = p.run_id AND r.customer_id = p.customer_id AND r.rank = 1 "
+            "ORDER BY p.value_probability DESC, p.clv_expected DESC LIMIT 10"
+        )
+    table = Table(title="top 10 high-value customers today (from the store's latest run)")
+    for col in ("customer", "probability", "CLV, next year", "first reason"):
+        table.add_column(col, justify="left" if col in ("customer", "first reason") else "right")
+    for cid, prob, value, text in top10:
+        table.add_row(
+            str(cid), f"{prob:.2f}", "-" if value is None else f"{value:,.0f}", escape(text)
+        )
+    out.print(table)
+    out.print(
+        f"run {scored_run.run_id}: {scored_run.customers:,} customers, {scored_run.high:,} "
+        "high; BI tools "
+        "read the views latest_predictions, customer_value_summary, reason_summary"
+    )
     out.rule("done")
     out.print(
         f"feature table : {features_path}  ({meta.num_rows:,} customers x "
@@ -741,7 +755,7 @@ def demo(
     out.print(f"CLV           : {clv_path}  (P(alive), purchases and CLV with 90% intervals)")
     out.print(f"tracking      : {tracking_path}")
     out.print(f"value model   : {trained.folder}")
-    out.print(f"value scores  : {scores_path}  (probability, class, top 3 reasons)")
+    out.print(f"store         : {store_path}  (DuckDB: runs, predictions, reasons, BI views)")
     out.print(f"raw data      : {result.out}  (project file {config})")
     out.print(f"true params   : {result.out / 'truth'}")
 
