@@ -66,6 +66,15 @@ def check_store(url: str, customers: int) -> str:
         )
         assert inside[0][0] <= 0.01 * customers
         assert s.query("SELECT COUNT(*) FROM models")[0][0] == 1
+        profile = s.query(
+            "SELECT COUNT(*), COUNT(DISTINCT feature) FROM value_profiles WHERE run_id = ?",
+            (run_id,),
+        )[0]
+        assert profile[0] >= 3 * profile[1] > 0
+        assert (
+            s.query("SELECT COUNT(*) FROM feature_importance WHERE run_id = ?", (run_id,))[0][0]
+            > 10
+        )
     return run_id
 
 
@@ -102,3 +111,33 @@ def test_score_into_postgres(trained: Path, tmp_path: Path, pg_url: str) -> None
     finally:
         with psycopg.connect(pg_url, autocommit=True) as con:
             con.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def test_features_that_do_not_match_the_model_write_nothing(trained: Path, tmp_path: Path) -> None:
+    # the same project without its web source: the model's web features are missing
+    lines = trained.read_text().splitlines(keepends=True)
+    kept, skipping = [], False
+    for line in lines:
+        if line.startswith("["):
+            skipping = line.startswith("[sources.web")
+        if not skipping:
+            kept.append(line)
+    partial = trained.parent / "no_web.toml"
+    partial.write_text("".join(kept))
+    store = tmp_path / "store.duckdb"
+    done = run(
+        "score",
+        "-c",
+        str(partial),
+        "--store",
+        str(store),
+        "--model",
+        next((trained.parent / "models").iterdir()).name,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2, done.stdout
+    assert "lacks" in done.stderr and "website_sessions" in done.stderr
+    assert "Traceback" not in done.stderr
+    with open_store(str(store)) as s:
+        assert s.query("SELECT COUNT(*) FROM runs") == [(0,)]
+        assert s.query("SELECT COUNT(*) FROM predictions") == [(0,)]

@@ -708,6 +708,7 @@ def score(
             [long["contribution"] > 0, long["contribution"] < 0], ["raises", "lowers"], "none"
         )
         imp = importance(clf, table)
+        profiles = _profile_rows(clf.manifest_.get("profile", {}).get("features", []))
         config_hash = hashlib.sha256(
             project.model_dump_json().encode() + str(folder.name).encode()
         ).hexdigest()[:16]
@@ -718,6 +719,7 @@ def score(
             predictions=pa.Table.from_pandas(pd.DataFrame(preds), preserve_index=False),
             reasons=pa.table({k2: v for k2, v in long.items()}),
             importance=pa.Table.from_pandas(imp, preserve_index=False),
+            profiles=profiles,
             model_version=folder.name,
             as_of=project.as_of,
             config_hash=config_hash,
@@ -731,4 +733,35 @@ def score(
         len(ids),
         int(explained.predicted_class.sum()),
         explained.assign(customer_id=ids),
+    )
+
+
+def _profile_rows(records: list[dict[str, Any]]) -> Any:
+    """The model's high-value profile (from its bundle) as long rows for the store:
+    feature, kind, statistic, value, category."""
+    import pyarrow as pa
+
+    rows: dict[str, list[Any]] = {
+        k: [] for k in ("feature", "kind", "statistic", "value", "category")
+    }
+    stats = {
+        "numeric": ("median_high", "median_low", "ratio"),
+        "categorical": ("share_high", "share_low", "lift"),
+    }
+    for rec in records:  # a loop over the model's features
+        for stat in stats.get(rec.get("kind", ""), ()):
+            value = rec.get(stat)
+            rows["feature"].append(rec["feature"])
+            rows["kind"].append(rec["kind"])
+            rows["statistic"].append(stat)
+            rows["value"].append(None if value is None or value != value else float(value))
+            rows["category"].append(rec.get("category") if rec["kind"] == "categorical" else None)
+    return pa.table(
+        {
+            "feature": pa.array(rows["feature"], pa.string()),
+            "kind": pa.array(rows["kind"], pa.string()),
+            "statistic": pa.array(rows["statistic"], pa.string()),
+            "value": pa.array(rows["value"], pa.float64()),
+            "category": pa.array(rows["category"], pa.string()),
+        }
     )
