@@ -559,18 +559,11 @@ class ParetoNBD(_CountModel):
         horizon = np.broadcast_to(_as_array(t, "t"), x.shape).astype(np.float64)
         if np.any(horizon < 0) or not np.all(np.isfinite(horizon)):
             raise CustvalError("the horizon t must be finite and non-negative", column="t")
-        r, alpha, s, beta = self._theta()
-        p_alive = self.probability_alive(x, tx, tt)
-        log_ratio = np.log1p(horizon / (beta + tt))
-        sm1 = s - 1
-        if abs(sm1) < 1e-10:
-            bracket = (beta + tt) * log_ratio
-        else:
-            bracket = (beta + tt) * -np.expm1(-sm1 * log_ratio) / sm1
-        return p_alive * (r + x) / (alpha + tt) * bracket
+        return self.probability_alive(x, tx, tt) * self._purchases_if_alive(horizon, x, tt)
 
-    def _purchases_if_alive(self, t: float, x: Array, tt: Array) -> Array:
-        """E[Y(t) | alive at T, x, T] (no t_x: CLV evaluates it once per distinct (x, T))."""
+    def _purchases_if_alive(self, t: float | Array, x: Array, tt: Array) -> Array:
+        """E[Y(t) | alive at T, x, T] (no t_x: CLV evaluates it once per distinct (x, T));
+        ``t`` a scalar or one horizon per row."""
         r, alpha, s, beta = self._theta()
         log_ratio = np.log1p(t / (beta + tt))
         sm1 = s - 1
