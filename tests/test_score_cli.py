@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 import psycopg
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
@@ -84,10 +85,17 @@ def test_score_into_duckdb_and_export(trained: Path, tmp_path: Path) -> None:
     assert "top 10 high-value customers" in done.stdout
     store = trained.parent / "custval.duckdb"
     run_id = check_store(str(store), 1200)
-    exported = run("export", "--store", str(store), "--out", "files", cwd=tmp_path)
+    # the project's store setting (custval.duckdb beside it) is where export looks
+    exported = run("export", "-c", str(trained), "--out", "files", cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr
     preds = pq.read_table(tmp_path / "files" / "predictions.parquet")
     assert preds.num_rows == 1200 and set(preds.column("run_id").to_pylist()) == {run_id}
+    as_csv = run(
+        "export", "--store", str(store), "--out", "csv", "--format", "csv", cwd=tmp_path
+    )
+    assert as_csv.returncode == 0, as_csv.stderr
+    reasons = pacsv.read_csv(tmp_path / "csv" / "reasons.csv")
+    assert reasons.num_rows == 3 * 1200 and reasons.column("text").null_count == 0
     # bad input: a clear message, nothing written
     bad = run("score", "-c", str(trained), "--model", "19990101T000000Z", cwd=tmp_path)
     assert bad.returncode == 2 and "no model version '19990101T000000Z'" in bad.stderr

@@ -170,3 +170,35 @@ def test_postgres_reader_sees_old_or_new_never_half(pg_url: str) -> None:
 def test_unreachable_store_is_a_clear_error() -> None:
     with pytest.raises(CustvalError, match="cannot reach the store postgresql://u:\\*\\*\\*@127"):
         open_store("postgresql://u:secret@127.0.0.1:1/none")
+
+
+def test_a_run_reads_back_in_bulk_exactly_as_written(store_url: str) -> None:
+    predictions, reasons = run_tables(200, seed=3)
+    # NULL CLV (a customer without purchases) must stay NULL, an empty text must stay empty,
+    # and text with commas, quotes and line breaks must survive COPY's CSV
+    clv = predictions.column("clv_expected").to_pylist()
+    clv[:5] = [None] * 5
+    predictions = predictions.set_column(
+        predictions.schema.get_field_index("clv_expected"), "clv_expected", pa.array(clv)
+    )
+    texts = reasons.column("text").to_pylist()
+    texts[:3] = ["", 'Plan: "Gold, yearly"\nraises it', "ümlaut, €"]
+    reasons = reasons.set_column(reasons.schema.get_field_index("text"), "text", pa.array(texts))
+    with open_store(store_url) as store:
+        run_id = store.write_run(
+            kind="score", predictions=predictions, reasons=reasons, as_of=date(2026, 3, 1)
+        )
+        back = store.run_rows("predictions", run_id).sort_by("customer_id")
+        back_reasons = store.run_rows("reasons", run_id).sort_by(
+            [("customer_id", "ascending"), ("rank", "ascending")]
+        )
+        assert store.run_rows("predictions", "no-such-run").num_rows == 0
+    assert back.column_names[:3] == ["run_id", "customer_id", "as_of"]
+    assert back.column("clv_expected").to_pylist() == clv
+    assert back.column("value_probability").to_pylist() == (
+        predictions.column("value_probability").to_pylist()
+    )
+    assert set(back.column("as_of").to_pylist()) == {date(2026, 3, 1)}
+    assert back.column("segment").null_count == 200
+    assert back_reasons.column("text").to_pylist() == texts
+    assert back_reasons.column("rank").type == pa.int32()

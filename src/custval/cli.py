@@ -430,7 +430,7 @@ def clv(
         raise CustvalError(f"--level must be 0 (no intervals) or between 0 and 1, not {level}")
     if hold_end is not None and hold_end <= cal_end:
         raise CustvalError(f"--holdout-end {hold_end} must come after --calibration-end {cal_end}")
-    one_year = {"days": 365.0, "weeks": 52.0, "months": 12.0, "years": 1.0}
+    one_year = pipeline.ONE_YEAR
     if time_unit not in one_year:
         raise CustvalError(
             f"unknown time unit '{time_unit}'", hint="Use one of " + ", ".join(one_year)

@@ -28,8 +28,8 @@ def score(
     store: Annotated[
         str | None,
         typer.Option(
-            help="Where runs are kept: a DuckDB file (default: custval.duckdb by the project) "
-            "or a postgresql:// URL."
+            help="Where runs are kept: a DuckDB file or a postgresql:// URL (default: the "
+            "project's store setting, custval.duckdb beside the project file)."
         ),
     ] = None,
     top_k: Annotated[int, typer.Option(help="Reasons per customer.", min=1)] = 3,
@@ -47,7 +47,7 @@ def score(
     from custval.cli import _load
 
     project = _load(config)
-    target = store or str(config.resolve().parent / "custval.duckdb")
+    target = store or project.store
     result = pipeline.score(
         project, store_url=target, model_version=model, top_k=top_k, with_clv=not no_clv
     )
@@ -69,21 +69,31 @@ def score(
 @app.command()
 @friendly
 def export(
-    store: Annotated[str, typer.Option(help="The store: a DuckDB file or a postgresql:// URL.")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the files.")],
+    config: Annotated[
+        Path,
+        typer.Option("--config", "-c", help="The project file, for its store setting."),
+    ] = Path("custval.toml"),
+    store: Annotated[
+        str | None,
+        typer.Option(
+            help="The store: a DuckDB file or a postgresql:// URL (default: the project's)."
+        ),
+    ] = None,
     run: Annotated[str, typer.Option(help="A run id, or 'latest'.")] = "latest",
     fmt: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
 ) -> None:
-    """Write a run's predictions and reasons as files, for tools that read files."""
-    import pyarrow as pa
-
-    from custval.cli import _write_table
-    from custval.store import PREDICTION_COLUMNS, REASON_COLUMNS, open_store
+    """Write a run's predictions and reasons as files (predictions.parquet and
+    reasons.parquet, or .csv), for tools that read files."""
+    from custval.cli import _load, _write_table
+    from custval.store import open_store
 
     if fmt not in ("parquet", "csv"):
         raise CustvalError(f"unknown format '{fmt}'", hint="Use parquet or csv")
+    if store is None:
+        store = _load(config).store
     if not Path(store).exists() and not store.startswith(("postgresql://", "postgres://")):
-        raise CustvalError(f"there is no store at '{store}'")
+        raise CustvalError(f"there is no store at '{store}'", hint="Run 'custval score' first")
     with open_store(store) as s:
         run_id = s.latest_run() if run == "latest" else run
         found = s.query("SELECT status FROM runs WHERE run_id = ?", (run_id,)) if run_id else []
@@ -92,9 +102,8 @@ def export(
         if found[0][0] != "succeeded":
             raise CustvalError(f"run {run_id} {found[0][0]}: it has nothing to export")
         written = []
-        for name, cols in (("predictions", PREDICTION_COLUMNS), ("reasons", REASON_COLUMNS)):
-            rows = s.query(f"SELECT {', '.join(cols)} FROM {name} WHERE run_id = ?", (run_id,))
-            data = pa.table({c: [r[i] for r in rows] for i, c in enumerate(cols)})
+        for name in ("predictions", "reasons"):
+            data = s.run_rows(name, run_id)
             path = out_dir / f"{name}.{fmt}"
             _write_table(data, path)
             written.append(f"{path} ({data.num_rows:,} rows)")

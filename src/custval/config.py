@@ -162,6 +162,11 @@ class Project(_Strict):
     sources: dict[str, SourceSpec]
     identity: IdentitySpec = Field(default_factory=IdentitySpec)
     features: FeatureOptions = Field(default_factory=FeatureOptions)
+    store: str = Field(
+        "custval.duckdb",
+        description="where scoring runs are kept: a DuckDB file (relative to the project "
+        "file) or a postgresql:// URL; ${VAR} is read from the environment",
+    )
     root: Path = Field(Path(), exclude=True)
 
     @model_validator(mode="after")
@@ -214,6 +219,15 @@ def _resolve_uri(uri: str, root: Path) -> str:
     return uri
 
 
+def _resolve_store(url: str, root: Path) -> str:
+    """A PostgreSQL URL as given (variables expanded); a DuckDB file as an absolute path."""
+    url = os.path.expandvars(url)
+    if url.startswith(("postgresql://", "postgres://")):
+        return url
+    path = Path(url.removeprefix("duckdb://"))
+    return str(path if path.is_absolute() else (root / path).resolve())
+
+
 def load_project(path: str | Path) -> Project:
     """Read and check ``custval.toml``; relative file paths are taken from its folder.
 
@@ -246,6 +260,7 @@ def project_from_dict(raw: dict, *, root: Path, origin: str = "custval.toml") ->
             for err in exc.errors()
         )
         raise ConfigError(f"the project file '{origin}' is invalid: {problems}") from None
+    project.store = _resolve_store(project.store, root)
     for spec in project.sources.values():
         spec.uri = _resolve_uri(spec.uri, root)
         # secrets such as API tokens stay in the environment, not in the project file

@@ -67,6 +67,7 @@ def reasons(
     catalogue: Mapping[str, str] | None = None,
     outcome: str = "high value",
     source: str = "input",
+    contributions: tuple[Array, Array] | None = None,
 ) -> pd.DataFrame:
     """Probability, class and the ``top_k`` reasons of every row of ``X``.
 
@@ -74,7 +75,8 @@ def reasons(
     ``reason_i`` (the sentence), ``reason_i_feature``, ``reason_i_value`` (the customer's value,
     as text) and ``reason_i_contribution`` (in the model's score: log-odds, or probability for
     the random forest; positive raises the chance). ``catalogue`` maps feature names to
-    descriptions.
+    descriptions. ``contributions`` (from ``clf.contributions(X)``) saves computing them again
+    when the caller has them.
 
     Example
     -------
@@ -84,7 +86,7 @@ def reasons(
     if top_k < 1:
         raise CustvalError(f"top_k must be at least 1, not {top_k}")
     schema = clf.schema_
-    contrib, base = clf.contributions(X, source)
+    contrib, base = contributions or clf.contributions(X, source)
     # the score is the base plus the contributions: no second pass through the model
     raw = base + contrib.sum(axis=1)
     proba = expit(raw) if clf.score_kind_ == "log-odds" else raw
@@ -150,9 +152,12 @@ def reasons(
     return out
 
 
-def importance(clf: Any, X: pd.DataFrame) -> pd.DataFrame:
-    """Mean absolute contribution of each feature over ``X``, largest first, with its share."""
-    contrib, _ = clf.contributions(X)
+def importance(
+    clf: Any, X: pd.DataFrame, *, contributions: tuple[Array, Array] | None = None
+) -> pd.DataFrame:
+    """Mean absolute contribution of each feature over ``X``, largest first, with its share
+    (``contributions`` as in :func:`reasons`)."""
+    contrib, _ = contributions or clf.contributions(X)
     mean_abs = np.abs(contrib).mean(axis=0)
     total = mean_abs.sum()
     out = pd.DataFrame(

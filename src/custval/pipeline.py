@@ -8,6 +8,7 @@ and HTTP sources are copied into it once.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import duckdb
 import ibis
 import ibis.expr.types as ir
 import numpy as np
+import pandas as pd
 import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -272,6 +274,9 @@ def write_features(ft: FeatureTable, path: str | Path) -> Path:
     return path
 
 
+#: one year in each time unit: the default CLV horizon
+ONE_YEAR = {"days": 365.0, "weeks": 52.0, "months": 12.0, "years": 1.0}
+
 PURCHASE_MODELS = {"bgnbd": "BetaGeo", "mbgnbd": "ModifiedBetaGeo", "pnbd": "ParetoNBD"}
 
 
@@ -318,12 +323,6 @@ def clv(
     """
     from custval.features.holdout import calibration_holdout, tracking_times
     from custval.features.transactions import UNIT_DAYS, rfm_features
-    from custval.models import btyd
-    from custval.models.clv import (
-        clv_interval,
-        discounted_expected_purchases,
-        expected_purchases_interval,
-    )
     from custval.models.evaluation import compare_models, holdout_errors, tracking_table
 
     if model not in PURCHASE_MODELS:
@@ -359,57 +358,19 @@ def clv(
         raise CustvalError(f"no customer bought before the calibration end {calibration_end}")
     col = {c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names}
     x, tx_, t, m = (col[c].astype(float) for c in ("frequency", "recency", "T", "monetary_value"))
-    purchases = getattr(btyd, PURCHASE_MODELS[model])().fit(x, tx_, t)
-    informative = (x > 0) & (m > 0)
-    spend = btyd.GammaGamma().fit(x[informative], m[informative])
-    xs = np.where(informative, x, 0.0)
-    ms = np.where(informative, m, 0.0)
-    out = {
-        "customer_id": table.column("customer_id"),
-        "frequency": x,
-        "recency": tx_,
-        "T": t,
-        "monetary_value": m,
-        "p_alive": purchases.probability_alive(x, tx_, t),
-        "expected_purchases": purchases.conditional_expected_purchases(horizon, x, tx_, t),
-        "expected_spend": spend.conditional_expected_average_spend(xs, ms),
-    }
-    # every customer's own purchases, at the spend the model expects of them (the population's
-    # mean for one-time buyers and for repeat buyers without spend data)
-    out["clv"] = out["expected_spend"] * discounted_expected_purchases(
-        purchases, x, tx_, t, horizon=horizon, discount=discount
+    fitted = btyd_predictions(
+        x,
+        tx_,
+        t,
+        m,
+        model=model,
+        horizon=horizon,
+        discount=discount,
+        level=level,
+        n_draws=n_draws,
     )
-    interval = None
-    if level is not None:
-        purchases_iv = expected_purchases_interval(
-            purchases, x, tx_, t, horizon=horizon, level=level, n_draws=n_draws
-        )
-        clv_iv = clv_interval(
-            purchases,
-            spend,
-            x,
-            tx_,
-            t,
-            ms,
-            spend_frequency=xs,
-            horizon=horizon,
-            discount=discount,
-            level=level,
-            n_draws=n_draws,
-        )
-        out["expected_purchases_lower"] = purchases_iv.lower
-        out["expected_purchases_upper"] = purchases_iv.upper
-        out["clv_lower"] = clv_iv.lower
-        out["clv_upper"] = clv_iv.upper
-        interval = {
-            "level": level,
-            "draws": n_draws,
-            "method": clv_iv.method,
-            "expected_purchases_total": dict(
-                zip(("estimate", "lower", "upper"), purchases_iv.total, strict=True)
-            ),
-            "clv_total": dict(zip(("estimate", "lower", "upper"), clv_iv.total, strict=True)),
-        }
+    purchases, spend, interval = fitted.purchases, fitted.spend, fitted.interval
+    out = {"customer_id": table.column("customer_id"), **fitted.columns}
     holdout = None
     if holdout_end is not None:
         predicted = purchases.conditional_expected_purchases(col["duration_holdout"], x, tx_, t)
@@ -438,10 +399,107 @@ def clv(
             holdout_frequency=col.get("frequency_holdout"),
             holdout_duration=col.get("duration_holdout"),
         )
-    excluded = int(((x > 0) & ~informative).sum())
     return ClvResult(
-        purchases, spend, pa.table(out), holdout, excluded, interval, tracking, comparison
+        purchases,
+        spend,
+        pa.table(out),
+        holdout,
+        fitted.spend_excluded,
+        interval,
+        tracking,
+        comparison,
     )
+
+
+@dataclass
+class BtydFit:
+    """The customer-base models fitted on one BTYD summary and their predictions per customer
+    (arrays in the summary's order)."""
+
+    purchases: Any
+    spend: Any
+    columns: dict[str, Any]
+    interval: dict[str, Any] | None
+    spend_excluded: int
+
+
+def btyd_predictions(
+    x: Any,
+    tx_: Any,
+    t: Any,
+    m: Any,
+    *,
+    model: str = "bgnbd",
+    horizon: float = 52.0,
+    discount: float = 0.0,
+    level: float | None = 0.9,
+    n_draws: int = 200,
+    purchases_interval: bool = True,
+) -> BtydFit:
+    """Fit the purchase model and Gamma-Gamma on the summary (frequency ``x``, recency ``tx_``,
+    age ``t``, mean repeat spend ``m``) and predict each customer's P(alive), purchases over
+    ``horizon``, expected spend and discounted CLV, with central ``level`` intervals of the CLV
+    (and of the purchases when ``purchases_interval``). See :func:`clv`."""
+    from custval.models import btyd
+    from custval.models.clv import (
+        clv_interval,
+        discounted_expected_purchases,
+        expected_purchases_interval,
+    )
+
+    if model not in PURCHASE_MODELS:
+        raise CustvalError(
+            f"unknown model '{model}'", hint="Use one of " + ", ".join(PURCHASE_MODELS)
+        )
+    purchases = getattr(btyd, PURCHASE_MODELS[model])().fit(x, tx_, t)
+    informative = (x > 0) & (m > 0)
+    spend = btyd.GammaGamma().fit(x[informative], m[informative])
+    xs = np.where(informative, x, 0.0)
+    ms = np.where(informative, m, 0.0)
+    out = {
+        "frequency": x,
+        "recency": tx_,
+        "T": t,
+        "monetary_value": m,
+        "p_alive": purchases.probability_alive(x, tx_, t),
+        "expected_purchases": purchases.conditional_expected_purchases(horizon, x, tx_, t),
+        "expected_spend": spend.conditional_expected_average_spend(xs, ms),
+    }
+    # every customer's own purchases, at the spend the model expects of them (the population's
+    # mean for one-time buyers and for repeat buyers without spend data)
+    out["clv"] = out["expected_spend"] * discounted_expected_purchases(
+        purchases, x, tx_, t, horizon=horizon, discount=discount
+    )
+    interval = None
+    if level is not None:
+        clv_iv = clv_interval(
+            purchases,
+            spend,
+            x,
+            tx_,
+            t,
+            ms,
+            spend_frequency=xs,
+            horizon=horizon,
+            discount=discount,
+            level=level,
+            n_draws=n_draws,
+        )
+        interval = {"level": level, "draws": n_draws, "method": clv_iv.method}
+        if purchases_interval:
+            purchases_iv = expected_purchases_interval(
+                purchases, x, tx_, t, horizon=horizon, level=level, n_draws=n_draws
+            )
+            out["expected_purchases_lower"] = purchases_iv.lower
+            out["expected_purchases_upper"] = purchases_iv.upper
+            interval["expected_purchases_total"] = dict(
+                zip(("estimate", "lower", "upper"), purchases_iv.total, strict=True)
+            )
+        out["clv_lower"] = clv_iv.lower
+        out["clv_upper"] = clv_iv.upper
+        interval["clv_total"] = dict(zip(("estimate", "lower", "upper"), clv_iv.total, strict=True))
+    excluded = int(((x > 0) & ~informative).sum())
+    return BtydFit(purchases, spend, out, interval, excluded)
 
 
 @dataclass
@@ -610,6 +668,8 @@ class ScoreResult:
     customers: int
     high: int
     predictions: Any
+    #: seconds spent in each step: prepare, features, contributions, reasons, clv, store
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def latest_model(models_dir: Path) -> Path:
@@ -657,13 +717,37 @@ def score(
             hint=f"Versions there: {known}",
         )
     clf = load_bundle(folder)
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(step: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[step] = now - clock
+        clock = now
+
     # open the store first: an unreachable store fails before any work
     store = open_store(store_url)
     try:
         prepared = prepared or prepare(project)
+        lap("prepare")
         table = features(project, prepared).to_pyarrow().to_pandas()
+        lap("features")
         catalogue = clf.manifest_.get("catalogue", {})
-        explained = reasons(clf, table, top_k=top_k, catalogue=catalogue, source="features")
+        # one pass of the model's contributions serves the reasons and the importance
+        contributions = clf.contributions(table, "features")
+        lap("contributions")
+        explained = reasons(
+            clf,
+            table,
+            top_k=top_k,
+            catalogue=catalogue,
+            source="features",
+            contributions=contributions,
+        )
+        imp = importance(clf, table, contributions=contributions)
+        del contributions
+        lap("reasons")
         ids = table["customer_id"].astype(str).to_numpy()
         preds: dict[str, Any] = {
             "customer_id": ids,
@@ -671,22 +755,8 @@ def score(
             "value_class": explained.predicted_class.to_numpy().astype(np.int32),
         }
         if with_clv and "transactions" in prepared.tables:
-            c = clv(
-                prepared,
-                calibration_end=project.as_of,
-                horizon=52.0,
-                discount=1.1 ** (1 / 52) - 1,
-                time_unit=project.time_unit,
-            ).predictions.to_pandas()
-            c = c.set_index(c.customer_id.astype(str)).reindex(ids)
-            for src, dst in (
-                ("clv", "clv_expected"),
-                ("clv_lower", "clv_lower"),
-                ("clv_upper", "clv_upper"),
-                ("p_alive", "p_alive"),
-                ("expected_purchases", "expected_purchases"),
-            ):
-                preds[dst] = c[src].to_numpy(dtype=np.float64)
+            preds.update(_score_clv(project, prepared, table))
+            lap("clv")
         k = min(top_k, len(clf.schema_.columns))
         long = {
             "customer_id": np.repeat(ids, k),
@@ -707,10 +777,9 @@ def score(
         long["direction"] = np.select(
             [long["contribution"] > 0, long["contribution"] < 0], ["raises", "lowers"], "none"
         )
-        imp = importance(clf, table)
         profiles = _profile_rows(clf.manifest_.get("profile", {}).get("features", []))
         config_hash = hashlib.sha256(
-            project.model_dump_json().encode() + str(folder.name).encode()
+            project.model_dump_json(exclude={"store"}).encode() + str(folder.name).encode()
         ).hexdigest()[:16]
         store.save_model(folder.name, clf.manifest_)
         run_id = store.write_run(
@@ -724,6 +793,7 @@ def score(
             as_of=project.as_of,
             config_hash=config_hash,
         )
+        lap("store")
     finally:
         store.close()
     return ScoreResult(
@@ -733,7 +803,56 @@ def score(
         len(ids),
         int(explained.predicted_class.sum()),
         explained.assign(customer_id=ids),
+        seconds,
     )
+
+
+#: the BTYD summary in the feature table (the rfm group, in the project's time unit)
+SUMMARY_COLUMNS = ("frequency", "recency", "T", "monetary_value")
+
+
+def _score_clv(project: Project, prepared: Prepared, table: Any) -> dict[str, Any]:
+    """CLV over a year (10% yearly discount) with its 90% interval, P(alive) and expected
+    purchases for each row of the feature ``table`` (NaN for customers without a purchase).
+
+    The BTYD summary comes from the feature table when it has the rfm columns (they are the
+    same ``rfm_features`` at the same date and time unit), else from the transactions."""
+    per_year = ONE_YEAR[project.time_unit]
+    settings = {
+        "horizon": per_year,
+        "discount": 1.1 ** (1 / per_year) - 1,
+    }
+    n = len(table)
+    if all(c in table.columns for c in SUMMARY_COLUMNS):
+        buyers = table["T"].notna().to_numpy()
+        x, tx_, t, m = (
+            table[c].to_numpy(dtype=np.float64, na_value=np.nan)[buyers] for c in SUMMARY_COLUMNS
+        )
+        cols = btyd_predictions(x, tx_, t, m, purchases_interval=False, **settings).columns
+        where = np.flatnonzero(buyers)
+    else:
+        c = clv(
+            prepared, calibration_end=project.as_of, time_unit=project.time_unit, **settings
+        ).predictions
+        found = pd.Series(
+            np.arange(c.num_rows), index=c.column("customer_id").to_numpy(zero_copy_only=False)
+        )
+        at = found.reindex(table["customer_id"].to_numpy()).to_numpy()
+        where = np.flatnonzero(~np.isnan(at))
+        cols = {k: c.column(k).to_numpy() for k in c.column_names}
+        cols = {k: v[at[where].astype(np.int64)] for k, v in cols.items()}
+    out = {}
+    for src, dst in (
+        ("clv", "clv_expected"),
+        ("clv_lower", "clv_lower"),
+        ("clv_upper", "clv_upper"),
+        ("p_alive", "p_alive"),
+        ("expected_purchases", "expected_purchases"),
+    ):
+        full = np.full(n, np.nan)
+        full[where] = cols[src]
+        out[dst] = full
+    return out
 
 
 def _profile_rows(records: list[dict[str, Any]]) -> Any:

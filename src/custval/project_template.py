@@ -9,6 +9,9 @@ TEMPLATE = """\
 as_of = "2025-12-31"
 # Unit of the BTYD columns recency and T: "weeks" (the literature's) or "days".
 time_unit = "weeks"
+# Where `custval score` keeps its runs: a DuckDB file, or PostgreSQL for production, e.g.
+# store = "postgresql://custval:${CUSTVAL_PG_PASSWORD}@db.example.com:5432/analytics"
+store = "custval.duckdb"
 
 [identity]
 # The source of kind "id_map" that links ids across sources, one column per id namespace.

@@ -74,6 +74,22 @@ PROFILE_COLUMNS = {
 }
 
 
+#: the bulk tables and their columns
+BULK_TABLES = {
+    "predictions": PREDICTION_COLUMNS,
+    "reasons": REASON_COLUMNS,
+    "feature_importance": IMPORTANCE_COLUMNS,
+    "value_profiles": PROFILE_COLUMNS,
+}
+_ARROW_TYPES = {
+    "TEXT": pa.string(),
+    "DOUBLE PRECISION": pa.float64(),
+    "INTEGER": pa.int32(),
+    "DATE": pa.date32(),
+    "BIGINT": pa.int64(),
+}
+
+
 def _create(name: str, cols: dict[str, str]) -> str:
     return f"CREATE TABLE {name} (" + ", ".join(f"{c} {t}" for c, t in cols.items()) + ")"
 
@@ -291,6 +307,48 @@ class Store:
             raise
         return run_id
 
+    # ---- reading ----------------------------------------------------------------------------
+
+    def run_rows(self, table: str, run_id: str) -> pa.Table:
+        """One run's rows of a bulk table (``predictions``, ``reasons``, ...) as Arrow, in
+        the store's column order and types; read in bulk (Arrow from DuckDB, COPY from
+        PostgreSQL), never row by row."""
+        columns = BULK_TABLES[table]
+        schema = pa.schema([(c, _ARROW_TYPES[t]) for c, t in columns.items()])
+        if self.engine == "postgres":
+            from psycopg import sql
+
+            statement = sql.SQL(
+                "COPY (SELECT {cols} FROM {table} WHERE run_id = {run}) TO STDOUT WITH (FORMAT csv)"
+            ).format(
+                cols=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+                table=sql.Identifier(table),
+                run=sql.Literal(run_id),
+            )
+            buf = io.BytesIO()
+            with self.con.cursor().copy(statement) as copy:
+                for block in copy:
+                    buf.write(block)
+            self.con.commit()
+            if buf.tell() == 0:
+                return schema.empty_table()
+            buf.seek(0)
+            return pacsv.read_csv(
+                buf,
+                read_options=pacsv.ReadOptions(column_names=list(columns)),
+                # PostgreSQL writes NULL unquoted and the empty string quoted
+                convert_options=pacsv.ConvertOptions(
+                    column_types=schema,
+                    strings_can_be_null=True,
+                    quoted_strings_can_be_null=False,
+                ),
+            )
+        cols = ", ".join(columns)
+        data = self.con.execute(
+            f"SELECT {cols} FROM {table} WHERE run_id = ?", [run_id]
+        ).fetch_arrow_table()
+        return data.cast(schema)
+
     def latest_run(self, kind: str = "score") -> str | None:
         rows = self.query(
             "SELECT run_id FROM runs WHERE status = 'succeeded' AND kind = ? "
@@ -314,15 +372,8 @@ def _stamp(data: pa.Table, run_id: str, as_of: date | None = None) -> pa.Table:
 
 
 def _with_nulls(data: pa.Table, missing: list[str], columns: dict[str, str]) -> pa.Table:
-    types = {
-        "TEXT": pa.string(),
-        "DOUBLE PRECISION": pa.float64(),
-        "INTEGER": pa.int32(),
-        "DATE": pa.date32(),
-        "BIGINT": pa.int64(),
-    }
     for c in missing:
-        data = data.append_column(c, pa.nulls(data.num_rows, types[columns[c]]))
+        data = data.append_column(c, pa.nulls(data.num_rows, _ARROW_TYPES[columns[c]]))
     return data
 
 

@@ -167,6 +167,7 @@ class LightGBM(Candidate):
         from sklearn.model_selection import train_test_split
 
         codes = schema.codes(X)
+        self._explainer = None  # built from the fitted trees on first use
         cats = list(range(len(schema.numeric), len(schema.columns)))
         names = [f"f{j}" for j in range(codes.shape[1])]
         if min(y.sum(), y.size - y.sum()) < 20:
@@ -196,7 +197,18 @@ class LightGBM(Candidate):
         return np.asarray(self.model_.predict(codes, raw_score=True), dtype=np.float64)
 
     def contributions(self, schema: FeatureSchema, X: Any) -> tuple[Array, Array]:
-        contrib = np.asarray(self.model_.predict(schema.codes(X), pred_contrib=True))
+        from custval.models.treeshap import ShallowTreeShap, supports
+
+        codes = schema.codes(X)
+        # TreeSHAP by pattern tables: the same values as pred_contrib, about 10x faster
+        explainer = getattr(self, "_explainer", None)
+        if explainer is None:
+            dumped = self.model_.dump_model()
+            explainer = ShallowTreeShap(dumped) if supports(dumped) else False
+            self._explainer = explainer
+        if explainer:
+            return explainer.contributions(codes)
+        contrib = np.asarray(self.model_.predict(codes, pred_contrib=True))
         return contrib[:, :-1], contrib[:, -1]
 
     def dumps(self) -> bytes:

@@ -1,0 +1,57 @@
+"""Scoring in the library: the CLV columns of a run, and where runs are kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from custval import pipeline
+from custval.config import load_project
+from custval.data.synth import generate
+
+
+@pytest.fixture(scope="module")
+def company(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("score_lib")
+    return generate(900, root / "co", seed=11, fmt="parquet").config_path
+
+
+def test_clv_from_the_feature_table_equals_clv_from_the_transactions(company: Path) -> None:
+    project = load_project(company)
+    prepared = pipeline.prepare(project)
+    table = pipeline.features(project, prepared).to_pyarrow().to_pandas()
+    from_features = pipeline._score_clv(project, prepared, table)
+    # without the rfm columns the summary is computed from the transactions again
+    bare = table.drop(columns=list(pipeline.SUMMARY_COLUMNS))
+    from_transactions = pipeline._score_clv(project, prepared, bare)
+    buyers = table["T"].notna().to_numpy()
+    assert 0 < buyers.sum() < len(table)  # some customers never bought
+    for col, values in from_features.items():
+        assert np.isnan(values[~buyers]).all(), col
+        np.testing.assert_allclose(values, from_transactions[col], rtol=1e-6, err_msg=col)
+    # and both are what `custval clv` predicts over a year with a 10% yearly discount
+    direct = pipeline.clv(
+        prepared,
+        calibration_end=project.as_of,
+        horizon=52.0,
+        discount=1.1 ** (1 / 52) - 1,
+    ).predictions.to_pandas()
+    direct = direct.set_index("customer_id").reindex(table["customer_id"])
+    np.testing.assert_allclose(from_features["clv_expected"], direct["clv"], rtol=1e-6)
+    np.testing.assert_allclose(from_features["p_alive"], direct["p_alive"], rtol=1e-6)
+    assert (from_features["clv_lower"][buyers] <= from_features["clv_expected"][buyers]).mean() > 0.99
+
+
+def test_the_store_setting_is_relative_to_the_project_file_or_a_url(
+    company: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = company.read_text()
+    assert load_project(company).store == str((company.parent / "custval.duckdb").resolve())
+    moved = company.parent / "with_store.toml"
+    moved.write_text('store = "runs/store.duckdb"\n' + text)
+    assert load_project(moved).store == str((company.parent / "runs" / "store.duckdb").resolve())
+    monkeypatch.setenv("CUSTVAL_SECRET_PW", "s3cret")
+    moved.write_text('store = "postgresql://u:${CUSTVAL_SECRET_PW}@db:5432/x"\n' + text)
+    assert load_project(moved).store == "postgresql://u:s3cret@db:5432/x"
