@@ -90,9 +90,7 @@ def test_score_into_duckdb_and_export(trained: Path, tmp_path: Path) -> None:
     assert exported.returncode == 0, exported.stderr
     preds = pq.read_table(tmp_path / "files" / "predictions.parquet")
     assert preds.num_rows == 1200 and set(preds.column("run_id").to_pylist()) == {run_id}
-    as_csv = run(
-        "export", "--store", str(store), "--out", "csv", "--format", "csv", cwd=tmp_path
-    )
+    as_csv = run("export", "--store", str(store), "--out", "csv", "--format", "csv", cwd=tmp_path)
     assert as_csv.returncode == 0, as_csv.stderr
     reasons = pacsv.read_csv(tmp_path / "csv" / "reasons.csv")
     assert reasons.num_rows == 3 * 1200 and reasons.column("text").null_count == 0
