@@ -56,3 +56,29 @@ def test_the_store_setting_is_relative_to_the_project_file_or_a_url(
     monkeypatch.setenv("CUSTVAL_SECRET_PW", "s3cret")
     moved.write_text('store = "postgresql://u:${CUSTVAL_SECRET_PW}@db:5432/x"\n' + text)
     assert load_project(moved).store == "postgresql://u:s3cret@db:5432/x"
+
+
+def test_reasons_go_to_the_store_customer_by_customer_rank_by_rank() -> None:
+    import pandas as pd
+
+    wide = pd.DataFrame(
+        {
+            "reason_1": ["a1", "b1"],
+            "reason_1_feature": ["x", "y"],
+            "reason_1_value": ["1", "2"],
+            "reason_1_contribution": [0.5, -0.25],
+            "reason_2": ["a2", "b2"],
+            "reason_2_feature": ["y", "z"],
+            "reason_2_value": ["3", "red"],
+            "reason_2_contribution": [0.0, 0.125],
+        }
+    )
+    long = pipeline._long_reasons(wide, np.array(["A", "B"]), 2).to_pylist()
+    assert [(r["customer_id"], r["rank"], r["text"]) for r in long] == [
+        ("A", 1, "a1"),
+        ("A", 2, "a2"),
+        ("B", 1, "b1"),
+        ("B", 2, "b2"),
+    ]
+    assert [r["direction"] for r in long] == ["raises", "none", "lowers", "raises"]
+    assert [r["feature_value"] for r in long] == ["1", "3", "2", "red"]

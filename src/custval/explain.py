@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from scipy.special import expit
 
 from custval.errors import CustvalError
@@ -40,19 +42,68 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _numbers_as_text(v: Array) -> npt.NDArray[np.object_]:
+def _thousands(whole: npt.NDArray[np.int64]) -> pa.Array:
+    """Whole numbers with thousands separators (1,234,567), vectorised in Arrow."""
+    text = pc.cast(pa.array(np.abs(whole)), pa.string())
+    length = pc.utf8_length(text).to_numpy(zero_copy_only=False)
+    for n_digits in np.unique(length[length > 3]):  # a loop over digit counts (at most 16)
+        rows = length == n_digits
+        sub = text.filter(pa.array(rows))
+        head = int(n_digits) % 3 or 3
+        parts = [pc.utf8_slice_codeunits(sub, 0, head)]
+        parts += [pc.utf8_slice_codeunits(sub, i, i + 3) for i in range(head, int(n_digits), 3)]
+        text = pc.replace_with_mask(text, pa.array(rows), pc.binary_join_element_wise(*parts, ","))
+    return pc.if_else(pa.array(whole < 0), pc.binary_join_element_wise("-", text, ""), text)
+
+
+def _numbers_as_text(v: Array) -> pa.Array:
     """Numbers as a reader writes them: 1,320 and 14, 2.5 and 0.0371; NaN as "missing".
 
-    Whole numbers and anything from 100 up are rounded to units with thousands separators,
-    smaller ones keep 3 significant digits (no exponents below 1e-3 but the value's digits)."""
-    out = np.full(v.shape, "missing", dtype=object)
+    Whole numbers and anything from 100 up are rounded to units with thousands separators;
+    smaller ones keep 3 significant digits, written without exponent down to 1e-6. Vectorised
+    (Arrow's shortest round-trip text of the rounded value)."""
+    v = np.asarray(v, dtype=np.float64)
     ok = ~np.isnan(v)
-    big = ok & ((v == np.round(v)) | (np.abs(v) >= 100)) & (np.abs(v) < 1e15)
-    out[big] = pd.Series(np.round(v[big])).map("{:,.0f}".format).to_numpy(dtype=object)
-    rest = ok & ~big
-    if rest.any():
-        out[rest] = pd.Series(v[rest]).map(lambda x: f"{x:.3g}" if abs(x) >= 1e-3 else f"{x:.2e}")
-    return out
+    finite = ok & np.isfinite(v)
+    big = finite & ((v == np.round(v)) | (np.abs(v) >= 100)) & (np.abs(v) < 1e15)
+    whole = np.where(big, np.round(v), 0.0).astype(np.int64)
+    # 3 significant digits: round at 10**(2 - exponent); |v| < 100 here, so the scale is exact
+    small = finite & ~big & (np.abs(v) < 100) & (np.abs(v) > 1e-300)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        exponent = np.floor(np.log10(np.abs(np.where(small, v, 1.0))))
+        scale = 10.0 ** (2 - exponent)
+        rounded = np.where(small, np.round(v * scale) / scale, v)
+        # near a tie the scaled product can round the wrong way (46.85 is 46.8500...01):
+        # those few are rounded by Python, which rounds the exact binary value
+        near_tie = np.flatnonzero(small & (np.abs(np.abs(v * scale) % 1.0 - 0.5) < 1e-6))
+    rounded[near_tie] = [float(f"{x:.3g}") for x in v[near_tie]]
+    out = pc.if_else(pa.array(big), _thousands(whole), pc.cast(pa.array(rounded), pa.string()))
+    # huge or denormal: rare, so formatted in Python
+    other = np.flatnonzero(finite & ~big & ~small)
+    if other.size:
+        texts = pa.array([f"{x:.3g}" for x in v[other]], pa.string())
+        mask = np.zeros(v.size, dtype=bool)
+        mask[other] = True
+        out = pc.replace_with_mask(out, pa.array(mask), texts)
+    return pc.if_else(pa.array(ok), out, pa.scalar("missing"))
+
+
+def _top_k(contrib: Array, k: int) -> npt.NDArray[np.int64]:
+    """Per row, the columns of the ``k`` largest absolute values, largest first; ties go to
+    the first column (as a stable sort would), in O(rows x columns) rather than a full sort."""
+    a = np.abs(contrib)
+    n, p = a.shape
+    if k >= p:
+        return np.argsort(-a, axis=1, kind="stable")
+    kth = -np.partition(-a, k - 1, axis=1)[:, k - 1 : k]  # the k-th largest per row
+    above = a > kth
+    # as many of the columns tied at the k-th value as are still needed, first ones first
+    tied = a == kth
+    need = k - above.sum(axis=1, keepdims=True)
+    chosen = above | (tied & (np.cumsum(tied, axis=1) <= need))
+    cols = np.nonzero(chosen)[1].reshape(n, k)  # ascending column order per row
+    picked = np.take_along_axis(a, cols, axis=1)
+    return np.take_along_axis(cols, np.argsort(-picked, axis=1, kind="stable"), axis=1)
 
 
 def _capitalise(text: str) -> str:
@@ -93,18 +144,37 @@ def reasons(
     frame = schema.frame(X, source)
     names = schema.columns
     k = min(top_k, len(names))
-    # the k largest absolute contributions per row, largest first (vectorised)
-    order = np.argsort(-np.abs(contrib), axis=1, kind="stable")[:, :k]
+    order = _top_k(contrib, k)
     rows = np.arange(contrib.shape[0])[:, None]
     top_values = contrib[rows, order]
     describe = dict(catalogue or {})
-    described = {c: _capitalise(describe.get(c, c)) for c in names}
     medians = np.array([schema.medians.get(c, np.nan) for c in schema.numeric], dtype=np.float64)
-    typical = dict(zip(schema.numeric, _numbers_as_text(medians), strict=True))
+    typical = dict(zip(schema.numeric, _numbers_as_text(medians).to_pylist(), strict=True))
     typical.update({c: schema.modes.get(c, "") for c in schema.categorical})
-    numeric_index = {c: j for j, c in enumerate(schema.numeric)}
-    numbers = frame[schema.numeric].to_numpy(dtype=np.float64) if schema.numeric else None
-    categories = {c: frame[c].to_numpy(dtype=object) for c in schema.categorical}
+    # per feature the text before and after the customer's value
+    before = pa.array([_capitalise(describe.get(c, c)) + ": " for c in names], pa.string())
+    after = pa.array([f" (typical customer: {typical[c]}) " for c in names], pa.string())
+    name_arr = pa.array(names, pa.string())
+    words = pa.array(["lowers", "does not change", "raises"], pa.string())
+    ending = f" the chance of {outcome}"
+    numeric_pos = np.full(len(names), -1)
+    numeric_pos[[names.index(c) for c in schema.numeric]] = np.arange(len(schema.numeric))
+    numbers = (
+        frame[schema.numeric].to_numpy(dtype=np.float64)
+        if schema.numeric
+        else np.empty((len(frame), 0))
+    )
+    if schema.categorical:
+        category_pos = np.full(len(names), -1)
+        category_pos[[names.index(c) for c in schema.categorical]] = np.arange(
+            len(schema.categorical)
+        )
+        categories = pa.concat_arrays(
+            [
+                pa.array(frame[c].to_numpy(dtype=object), pa.string(), from_pandas=True)
+                for c in schema.categorical
+            ]
+        ).fill_null("missing")
     out = pd.DataFrame(
         {
             "probability": proba,
@@ -112,44 +182,32 @@ def reasons(
         },
         index=X.index,
     )
-    name_arr = np.array(names, dtype=object)
+    n = len(frame)
     for i in range(k):  # a loop over the k reasons; each is vectorised over rows
-        feat = name_arr[order[:, i]]
-        value = np.empty(len(frame), dtype=object)
-        picked = np.full(len(frame), np.nan)
-        is_number = np.zeros(len(frame), dtype=bool)
-        for j, c in enumerate(names):  # a loop over features, not rows
-            pick = order[:, i] == j
-            if not pick.any():
-                continue
-            if c in numeric_index:
-                assert numbers is not None
-                picked[pick] = numbers[pick, numeric_index[c]]
-                is_number |= pick
-            else:
-                texts = categories[c][pick]
-                value[pick] = np.where(pd.isna(texts), "missing", texts)
-        value[is_number] = _numbers_as_text(picked[is_number])
-        label = pd.Series(feat).map(described).to_numpy(dtype=object)
-        usual = pd.Series(feat).map(typical).to_numpy(dtype=object)
-        direction = np.select(
-            [top_values[:, i] > 0, top_values[:, i] < 0], ["raises", "lowers"], "does not change"
+        feature = order[:, i]
+        is_number = numeric_pos[feature] >= 0
+        value = _numbers_as_text(
+            np.where(is_number, numbers[np.arange(n), np.maximum(numeric_pos[feature], 0)], 0.0)
         )
-        sentence = (
-            pd.Series(label, dtype=object)
-            + ": "
-            + pd.Series(value, dtype=object)
-            + " (typical customer: "
-            + pd.Series(usual, dtype=object)
-            + ") "
-            + pd.Series(direction, dtype=object)
-            + f" the chance of {outcome}"
+        if schema.categorical:
+            # categorical values sit in one concatenated array, column after column
+            at = np.maximum(category_pos[feature], 0) * n + np.arange(n)
+            value = pc.if_else(pa.array(is_number), value, categories.take(pa.array(at)))
+        direction = words.take(pa.array(np.sign(top_values[:, i]).astype(np.int64) + 1))
+        taken = pa.array(feature)
+        sentence = pc.binary_join_element_wise(
+            before.take(taken), value, after.take(taken), direction, ending, ""
         )
-        out[f"reason_{i + 1}"] = sentence.to_numpy()
-        out[f"reason_{i + 1}_feature"] = feat
-        out[f"reason_{i + 1}_value"] = value
+        out[f"reason_{i + 1}"] = _strings(sentence, out.index)
+        out[f"reason_{i + 1}_feature"] = _strings(name_arr.take(taken), out.index)
+        out[f"reason_{i + 1}_value"] = _strings(value, out.index)
         out[f"reason_{i + 1}_contribution"] = top_values[:, i]
     return out
+
+
+def _strings(values: pa.Array, index: pd.Index) -> pd.Series:
+    """An Arrow string array as a pandas string column (no copy through Python objects)."""
+    return pd.Series(pd.array(values, dtype=pd.StringDtype("pyarrow")), index=index)
 
 
 def importance(

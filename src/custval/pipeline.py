@@ -757,26 +757,7 @@ def score(
         if with_clv and "transactions" in prepared.tables:
             preds.update(_score_clv(project, prepared, table))
             lap("clv")
-        k = min(top_k, len(clf.schema_.columns))
-        long = {
-            "customer_id": np.repeat(ids, k),
-            "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), len(ids)),
-        }
-        parts = {
-            "feature": "_feature",
-            "feature_value": "_value",
-            "contribution": "_contribution",
-            "text": "",
-        }
-        for col, suffix in parts.items():
-            stacked = np.column_stack(
-                [explained[f"reason_{i}{suffix}"].to_numpy(dtype=object) for i in range(1, k + 1)]
-            )
-            long[col] = stacked.ravel()
-        long["contribution"] = long["contribution"].astype(np.float64)
-        long["direction"] = np.select(
-            [long["contribution"] > 0, long["contribution"] < 0], ["raises", "lowers"], "none"
-        )
+        reasons_table = _long_reasons(explained, ids, min(top_k, len(clf.schema_.columns)))
         profiles = _profile_rows(clf.manifest_.get("profile", {}).get("features", []))
         config_hash = hashlib.sha256(
             project.model_dump_json(exclude={"store"}).encode() + str(folder.name).encode()
@@ -786,7 +767,7 @@ def score(
             kind="score",
             # missing values (no purchase, so no CLV) are NULL for the BI tools, not NaN
             predictions=pa.Table.from_pandas(pd.DataFrame(preds), preserve_index=False),
-            reasons=pa.table({k2: v for k2, v in long.items()}),
+            reasons=reasons_table,
             importance=pa.Table.from_pandas(imp, preserve_index=False),
             profiles=profiles,
             model_version=folder.name,
@@ -853,6 +834,32 @@ def _score_clv(project: Project, prepared: Prepared, table: Any) -> dict[str, An
         full[where] = cols[src]
         out[dst] = full
     return out
+
+
+def _long_reasons(explained: Any, ids: Any, k: int) -> Any:
+    """The reasons of :func:`custval.explain.reasons` (one column set per rank) as the store's
+    long table: customer_id, rank, feature, feature_value, contribution, direction, text;
+    customer by customer, rank 1 first. Built in Arrow: no Python strings per row."""
+    import pyarrow as pa
+
+    n = len(ids)
+    # row r of rank i sits at i * n + r in the concatenated ranks
+    order = pa.array((np.arange(n)[:, None] + n * np.arange(k)[None, :]).ravel())
+    long: dict[str, Any] = {
+        "customer_id": pa.array(ids, pa.string()).take(pa.array(np.repeat(np.arange(n), k))),
+        "rank": pa.array(np.tile(np.arange(1, k + 1, dtype=np.int32), n)),
+    }
+    for col, suffix in (("feature", "_feature"), ("feature_value", "_value"), ("text", "")):
+        ranks = [pa.array(explained[f"reason_{i}{suffix}"], pa.string()) for i in range(1, k + 1)]
+        long[col] = pa.concat_arrays(ranks).take(order)
+    contribution = np.column_stack(
+        [explained[f"reason_{i}_contribution"].to_numpy(np.float64) for i in range(1, k + 1)]
+    ).ravel()
+    long["contribution"] = pa.array(contribution)
+    long["direction"] = pa.array(
+        np.array(["lowers", "none", "raises"])[np.sign(contribution).astype(np.int64) + 1]
+    )
+    return pa.table(long)
 
 
 def _profile_rows(records: list[dict[str, Any]]) -> Any:

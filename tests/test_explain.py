@@ -1,0 +1,57 @@
+"""The building blocks of reasons: numbers as readers write them, and the top features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from custval.explain import _numbers_as_text, _top_k
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (1320.0, "1,320"),
+        (14.0, "14"),
+        (0.0, "0"),
+        (2.5, "2.5"),
+        (0.037123, "0.0371"),
+        (-1234567.4, "-1,234,567"),
+        (123.456, "123"),
+        (99.96, "100"),
+        (3.71e-5, "0.0000371"),
+        (1e20, "1e+20"),
+        (float("nan"), "missing"),
+        (float("inf"), "inf"),
+        (999_999_999_999_999.0, "999,999,999,999,999"),
+    ],
+)
+def test_numbers_read_as_a_person_writes_them(value: float, text: str) -> None:
+    assert _numbers_as_text(np.array([value])).to_pylist() == [text]
+
+
+def test_numbers_match_python_formatting_on_many_values() -> None:
+    rng = np.random.default_rng(3)
+    v = np.concatenate(
+        [
+            rng.lognormal(0, 4, 20_000) * rng.choice([-1, 1], 20_000),
+            rng.integers(-(10**9), 10**9, 5_000).astype(float),
+            np.round(rng.normal(0, 50, 5_000), 2),
+        ]
+    )
+    got = _numbers_as_text(v).to_pylist()
+    for x, t in zip(v, got, strict=True):  # the reference is Python's own formatting
+        if x == round(x) or abs(x) >= 100:
+            assert t == f"{round(x):,}", (x, t)
+        else:
+            assert float(t) == float(f"{x:.3g}"), (x, t)
+            assert "e" not in t or abs(x) < 1e-6, (x, t)
+
+
+def test_top_k_equals_a_stable_sort_with_ties() -> None:
+    rng = np.random.default_rng(0)
+    # few distinct values: many ties, also at the k-th place; signs must not matter
+    contrib = rng.integers(-3, 4, size=(5_000, 12)).astype(float)
+    for k in (1, 3, 12):
+        expected = np.argsort(-np.abs(contrib), axis=1, kind="stable")[:, :k]
+        np.testing.assert_array_equal(_top_k(contrib, k), expected)
