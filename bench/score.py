@@ -76,6 +76,10 @@ def main() -> int:
                 f"{4 * result.customers / seconds:,.0f} rows/s with 3 reasons each)",
                 flush=True,
             )
+            print(
+                "  steps: " + ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items()),
+                flush=True,
+            )
     finally:
         if schema:
             with psycopg.connect(args.pg, autocommit=True) as con:

@@ -171,7 +171,7 @@ def test_tails_converged():
             pl.STEP, pl.T_LO, pl.TAIL_LOG = 0.04, -5.0, 60.0
             ref_i, ref_g = pl._log_tails(*theta, xs, us)
             np.testing.assert_allclose(log_i, ref_i, rtol=1e-13, atol=1e-13)
-            np.testing.assert_allclose(g, ref_g, rtol=1e-11, atol=0)
+            np.testing.assert_allclose(g, ref_g, rtol=1e-11, atol=1e-14)
     finally:
         pl.STEP, pl.T_LO, pl.TAIL_LOG = saved
 
