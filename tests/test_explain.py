@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from custval.explain import _numbers_as_text, _top_k
+from custval.explain import _numbers_as_text, _top_k, number_text
 
 
 @pytest.mark.parametrize(
@@ -28,6 +28,7 @@ from custval.explain import _numbers_as_text, _top_k
 )
 def test_numbers_read_as_a_person_writes_them(value: float, text: str) -> None:
     assert _numbers_as_text(np.array([value])).to_pylist() == [text]
+    assert number_text(value) == text
 
 
 def test_numbers_match_python_formatting_on_many_values() -> None:
@@ -39,9 +40,14 @@ def test_numbers_match_python_formatting_on_many_values() -> None:
             np.round(rng.normal(0, 50, 5_000), 2),
         ]
     )
+    v = np.concatenate([v, [1.23e-5, 1.23e-6, 1.23e-7, 1e-7, 9.99e-7, 9.996e-7, -float("inf")]])
     got = _numbers_as_text(v).to_pylist()
+    # the one-value formatter of the online service writes the same text
+    assert got == [number_text(x) for x in v]
     for x, t in zip(v, got, strict=True):  # the reference is Python's own formatting
-        if x == round(x) or abs(x) >= 100:
+        if not np.isfinite(x):
+            assert t == "-inf"
+        elif x == round(x) or abs(x) >= 100:
             assert t == f"{round(x):,}", (x, t)
         else:
             assert float(t) == float(f"{x:.3g}"), (x, t)

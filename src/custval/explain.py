@@ -14,7 +14,9 @@ without a catalogue entry are described by their column name.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -106,6 +108,55 @@ def _top_k(contrib: Array, k: int) -> npt.NDArray[np.int64]:
     return np.take_along_axis(cols, np.argsort(-picked, axis=1, kind="stable"), axis=1)
 
 
+def number_text(x: float) -> str:
+    """One number as :func:`_numbers_as_text` writes it (the same text, tested), for a few
+    values where an Arrow round trip costs more than the formatting."""
+    x = float(x)
+    if x != x:
+        return "missing"
+    if not math.isfinite(x):
+        return "inf" if x > 0 else "-inf"
+    if abs(x) < 1e15 and (x == round(x) or abs(x) >= 100):
+        return f"{round(x):,}"
+    if 1e-300 < abs(x) < 100:
+        r = float(f"{x:.3g}")
+        if abs(r) >= 1e-6:
+            return np.format_float_positional(r, trim="-")
+        return np.format_float_scientific(r, trim="-", exp_digits=1)
+    return f"{x:.3g}"
+
+
+#: the words for a contribution below, at and above zero
+DIRECTIONS = ("lowers", "does not change", "raises")
+
+
+@dataclass(frozen=True)
+class Phrases:
+    """The fixed parts of each feature's reason sentence, in the schema's column order:
+    ``before[j] + value + after[j] + direction + ending``."""
+
+    before: list[str]
+    after: list[str]
+    ending: str
+
+    @classmethod
+    def of(
+        cls, schema: Any, catalogue: Mapping[str, str] | None, outcome: str = "high value"
+    ) -> Phrases:
+        describe = dict(catalogue or {})
+        medians = np.array(
+            [schema.medians.get(c, np.nan) for c in schema.numeric], dtype=np.float64
+        )
+        typical = dict(zip(schema.numeric, _numbers_as_text(medians).to_pylist(), strict=True))
+        typical.update({c: schema.modes.get(c, "") for c in schema.categorical})
+        names = schema.columns
+        return cls(
+            [_capitalise(describe.get(c, c)) + ": " for c in names],
+            [f" (typical customer: {typical[c]}) " for c in names],
+            f" the chance of {outcome}",
+        )
+
+
 def _capitalise(text: str) -> str:
     return text[:1].upper() + text[1:]
 
@@ -147,16 +198,12 @@ def reasons(
     order = _top_k(contrib, k)
     rows = np.arange(contrib.shape[0])[:, None]
     top_values = contrib[rows, order]
-    describe = dict(catalogue or {})
-    medians = np.array([schema.medians.get(c, np.nan) for c in schema.numeric], dtype=np.float64)
-    typical = dict(zip(schema.numeric, _numbers_as_text(medians).to_pylist(), strict=True))
-    typical.update({c: schema.modes.get(c, "") for c in schema.categorical})
-    # per feature the text before and after the customer's value
-    before = pa.array([_capitalise(describe.get(c, c)) + ": " for c in names], pa.string())
-    after = pa.array([f" (typical customer: {typical[c]}) " for c in names], pa.string())
+    phrases = Phrases.of(schema, catalogue, outcome)
+    before = pa.array(phrases.before, pa.string())
+    after = pa.array(phrases.after, pa.string())
     name_arr = pa.array(names, pa.string())
-    words = pa.array(["lowers", "does not change", "raises"], pa.string())
-    ending = f" the chance of {outcome}"
+    words = pa.array(list(DIRECTIONS), pa.string())
+    ending = phrases.ending
     numeric_pos = np.full(len(names), -1)
     numeric_pos[[names.index(c) for c in schema.numeric]] = np.arange(len(schema.numeric))
     numbers = (

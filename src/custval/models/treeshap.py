@@ -172,6 +172,44 @@ class ShallowTreeShap:
         self._lookups = {
             id(s): np.isin(np.arange(self._top + 2), s.categories) for s in splits if s.categorical
         }
+        self._flatten(splits)
+
+    #: up to this many rows go through the flat arrays (every split of every tree at once)
+    small_batch = 256
+
+    def _flatten(self, splits: list[_Split]) -> None:
+        """Every split and every table entry of the forest in flat arrays, so that a few rows
+        (an online request) are explained in a fixed number of NumPy calls, not a loop over
+        trees."""
+        kinds = {"None": 0, "Zero": 1, "NaN": 2}
+        self._node_feature = np.array([s.feature for s in splits], dtype=np.int64)
+        self._node_threshold = np.array([s.threshold for s in splits])
+        self._node_kind = np.array([3 if s.categorical else kinds[s.missing] for s in splits])
+        self._node_default_left = np.array([s.default_left for s in splits], dtype=bool)
+        self._node_tree = np.concatenate(
+            [np.full(len(t.splits), i) for i, t in enumerate(self.trees_)] + [np.empty(0, int)]
+        ).astype(np.int64)
+        self._node_bit = np.concatenate(
+            [2.0 ** np.arange(len(t.splits)) for t in self.trees_] + [np.empty(0)]
+        )
+        self._cat_nodes = np.flatnonzero(self._node_kind == 3)
+        self._cat_lookup = (
+            np.array([self._lookups[id(splits[i])] for i in self._cat_nodes])
+            if self._cat_nodes.size
+            else np.zeros((0, self._top + 2), dtype=bool)
+        )
+        # entry (tree t, pattern q, slot j) of the tables sits at base_t + q * d_t + j
+        sizes = [t.table.size for t in self.trees_]
+        bases = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        self._flat_table = np.concatenate([t.table.ravel() for t in self.trees_])
+        pairs = [
+            (i, j, int(f)) for i, t in enumerate(self.trees_) for j, f in enumerate(t.features)
+        ]
+        tree_of = np.array([i for i, _, _ in pairs], dtype=np.int64)
+        self._pair_tree = tree_of
+        self._pair_base = bases[tree_of] + np.array([j for _, j, _ in pairs], dtype=np.int64)
+        self._pair_width = np.array([len(self.trees_[i].features) for i in tree_of], np.int64)
+        self._pair_feature = np.array([f for _, _, f in pairs], dtype=np.int64)
 
     def contributions(self, X: Array, chunk: int = 65_536) -> tuple[Array, Array]:
         """Per-feature contributions (rows x features) and the base value per row, in the
@@ -179,6 +217,8 @@ class ShallowTreeShap:
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_features_:
             raise ValueError(f"X must have {self.n_features_} columns, not {X.shape}")
+        if X.shape[0] <= self.small_batch:
+            return self._explain_flat(X), np.full(X.shape[0], self.expected_value_)
         out = np.zeros((self.n_features_, X.shape[0]))  # features x rows: contiguous adds
 
         def work(rows: slice) -> None:
@@ -186,6 +226,34 @@ class ShallowTreeShap:
 
         map_chunks(work, row_chunks(X.shape[0], chunk))
         return out.T, np.full(X.shape[0], self.expected_value_)
+
+    def _explain_flat(self, X: Array) -> Array:
+        n, p = X.shape
+        v = X[:, self._node_feature]  # rows x splits
+        nan = np.isnan(v)
+        as_zero = np.where(nan, 0.0, v)
+        left = as_zero <= self._node_threshold
+        kind = self._node_kind
+        # missing type NaN: NaN goes to the default side, numbers compare as they are
+        left = np.where((kind == 2) & nan, self._node_default_left, left)
+        # missing type Zero: zero (and NaN, read as 0) goes to the default side
+        zero = np.abs(as_zero) <= _ZERO
+        left = np.where((kind == 1) & zero, self._node_default_left, left)
+        if self._cat_nodes.size:
+            c = v[:, self._cat_nodes]
+            outside = np.isnan(c) | (c < 0) | (c >= self._top + 1)
+            codes = np.where(outside, -1, np.where(outside, 0, c).astype(np.int64))
+            rows = np.arange(self._cat_nodes.size)
+            left[:, self._cat_nodes] = self._cat_lookup[rows, codes]
+        n_trees = len(self.trees_)
+        # each row's pattern per tree: the sum of its splits' bits that go left
+        at = (np.arange(n)[:, None] * n_trees + self._node_tree).ravel()
+        pattern = np.bincount(at, weights=(left * self._node_bit).ravel(), minlength=n * n_trees)
+        pattern = pattern.reshape(n, n_trees).astype(np.int64)
+        index = self._pair_base + pattern[:, self._pair_tree] * self._pair_width
+        values = self._flat_table[index]  # rows x (tree, feature) pairs
+        at = (np.arange(n)[:, None] * p + self._pair_feature).ravel()
+        return np.bincount(at, weights=values.ravel(), minlength=n * p).reshape(n, p)
 
     def _explain(self, X: Array, out: Array) -> None:
         n = X.shape[0]
