@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +23,10 @@ def test_clv_from_the_feature_table_equals_clv_from_the_transactions(company: Pa
     project = load_project(company)
     prepared = pipeline.prepare(project)
     table = pipeline.features(project, prepared).to_pyarrow().to_pandas()
-    from_features = pipeline._score_clv(project, prepared, table)
+    from_features, models = pipeline._score_clv(project, prepared, table)
     # without the rfm columns the summary is computed from the transactions again
     bare = table.drop(columns=list(pipeline.SUMMARY_COLUMNS))
-    from_transactions = pipeline._score_clv(project, prepared, bare)
+    from_transactions, _ = pipeline._score_clv(project, prepared, bare)
     buyers = table["T"].notna().to_numpy()
     assert 0 < buyers.sum() < len(table)  # some customers never bought
     for col, values in from_features.items():
@@ -43,6 +44,14 @@ def test_clv_from_the_feature_table_equals_clv_from_the_transactions(company: Pa
     np.testing.assert_allclose(from_features["p_alive"], direct["p_alive"], rtol=1e-6)
     lower, expected = from_features["clv_lower"][buyers], from_features["clv_expected"][buyers]
     assert (lower <= expected).mean() > 0.99
+    # the models as the store keeps them (JSON) give the same CLV: the service's path
+    purchases, spend = pipeline.clv_models_from_json(json.loads(json.dumps(models)))
+    x, tx, t, m = (table[c].to_numpy(np.float64)[buyers] for c in pipeline.SUMMARY_COLUMNS)
+    _, again = pipeline.point_clv(
+        purchases, spend, x, tx, t, m, horizon=models["horizon"], discount=models["discount"]
+    )
+    np.testing.assert_allclose(again, expected, rtol=1e-12)
+    assert models["purchases"]["model"] == "BetaGeo" and models["horizon"] == 52.0
 
 
 def test_the_store_setting_is_relative_to_the_project_file_or_a_url(

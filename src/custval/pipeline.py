@@ -411,6 +411,57 @@ def clv(
     )
 
 
+def point_clv(
+    purchases: Any,
+    spend: Any,
+    x: Any,
+    tx_: Any,
+    t: Any,
+    m: Any,
+    *,
+    horizon: float,
+    discount: float,
+) -> tuple[Any, Any]:
+    """Each customer's expected spend per purchase and discounted CLV over ``horizon``: their
+    own purchases at the spend the model expects of them (the population's mean for one-time
+    buyers and for repeat buyers without spend data)."""
+    from custval.models.clv import discounted_expected_purchases
+
+    informative = (x > 0) & (m > 0)
+    xs = np.where(informative, x, 0.0)
+    ms = np.where(informative, m, 0.0)
+    expected_spend = spend.conditional_expected_average_spend(xs, ms)
+    purchases_ = discounted_expected_purchases(
+        purchases, x, tx_, t, horizon=horizon, discount=discount
+    )
+    return expected_spend, expected_spend * purchases_
+
+
+def clv_models_json(purchases: Any, spend: Any, horizon: float, discount: float) -> dict[str, Any]:
+    """The fitted customer-base models as the store keeps them with a run (for the service)."""
+    return {
+        "purchases": {"model": type(purchases).__name__, "params": dict(purchases.params_)},
+        "spend": {"model": type(spend).__name__, "params": dict(spend.params_)},
+        "horizon": horizon,
+        "discount": discount,
+    }
+
+
+def clv_models_from_json(saved: dict[str, Any]) -> tuple[Any, Any]:
+    """The purchase and spend models of :func:`clv_models_json`, ready to predict."""
+    from custval.models import btyd
+
+    models = []
+    for part in ("purchases", "spend"):
+        name = saved[part]["model"]
+        if name not in (*PURCHASE_MODELS.values(), "GammaGamma"):
+            raise CustvalError(f"the store names an unknown customer-base model '{name}'")
+        model = getattr(btyd, name)()
+        model.params_ = {k: float(v) for k, v in saved[part]["params"].items()}
+        models.append(model)
+    return models[0], models[1]
+
+
 @dataclass
 class BtydFit:
     """The customer-base models fitted on one BTYD summary and their predictions per customer
@@ -441,11 +492,7 @@ def btyd_predictions(
     ``horizon``, expected spend and discounted CLV, with central ``level`` intervals of the CLV
     (and of the purchases when ``purchases_interval``). See :func:`clv`."""
     from custval.models import btyd
-    from custval.models.clv import (
-        clv_interval,
-        discounted_expected_purchases,
-        expected_purchases_interval,
-    )
+    from custval.models.clv import clv_interval, expected_purchases_interval
 
     if model not in PURCHASE_MODELS:
         raise CustvalError(
@@ -463,12 +510,9 @@ def btyd_predictions(
         "monetary_value": m,
         "p_alive": purchases.probability_alive(x, tx_, t),
         "expected_purchases": purchases.conditional_expected_purchases(horizon, x, tx_, t),
-        "expected_spend": spend.conditional_expected_average_spend(xs, ms),
     }
-    # every customer's own purchases, at the spend the model expects of them (the population's
-    # mean for one-time buyers and for repeat buyers without spend data)
-    out["clv"] = out["expected_spend"] * discounted_expected_purchases(
-        purchases, x, tx_, t, horizon=horizon, discount=discount
+    out["expected_spend"], out["clv"] = point_clv(
+        purchases, spend, x, tx_, t, m, horizon=horizon, discount=discount
     )
     interval = None
     if level is not None:
@@ -754,8 +798,10 @@ def score(
             "value_probability": explained.probability.to_numpy(),
             "value_class": explained.predicted_class.to_numpy().astype(np.int32),
         }
+        clv_models = None
         if with_clv and "transactions" in prepared.tables:
-            preds.update(_score_clv(project, prepared, table))
+            clv_columns, clv_models = _score_clv(project, prepared, table)
+            preds.update(clv_columns)
             lap("clv")
         reasons_table = _long_reasons(explained, ids, min(top_k, len(clf.schema_.columns)))
         profiles = _profile_rows(clf.manifest_.get("profile", {}).get("features", []))
@@ -773,6 +819,7 @@ def score(
             model_version=folder.name,
             as_of=project.as_of,
             config_hash=config_hash,
+            clv_models=clv_models,
         )
         lap("store")
     finally:
@@ -792,12 +839,15 @@ def score(
 SUMMARY_COLUMNS = ("frequency", "recency", "T", "monetary_value")
 
 
-def _score_clv(project: Project, prepared: Prepared, table: Any) -> dict[str, Any]:
+def _score_clv(
+    project: Project, prepared: Prepared, table: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """CLV over a year (10% yearly discount) with its 90% interval, P(alive) and expected
     purchases for each row of the feature ``table`` (NaN for customers without a purchase).
 
     The BTYD summary comes from the feature table when it has the rfm columns (they are the
-    same ``rfm_features`` at the same date and time unit), else from the transactions."""
+    same ``rfm_features`` at the same date and time unit), else from the transactions. Returns
+    the columns and the fitted models (:func:`clv_models_json`)."""
     per_year = ONE_YEAR[project.time_unit]
     settings = {
         "horizon": per_year,
@@ -809,12 +859,15 @@ def _score_clv(project: Project, prepared: Prepared, table: Any) -> dict[str, An
         x, tx_, t, m = (
             table[c].to_numpy(dtype=np.float64, na_value=np.nan)[buyers] for c in SUMMARY_COLUMNS
         )
-        cols = btyd_predictions(x, tx_, t, m, purchases_interval=False, **settings).columns
+        fit = btyd_predictions(x, tx_, t, m, purchases_interval=False, **settings)
+        cols, models = fit.columns, clv_models_json(fit.purchases, fit.spend, **settings)
         where = np.flatnonzero(buyers)
     else:
-        c = clv(
+        result = clv(
             prepared, calibration_end=project.as_of, time_unit=project.time_unit, **settings
-        ).predictions
+        )
+        models = clv_models_json(result.purchases, result.spend, **settings)
+        c = result.predictions
         found = pd.Series(
             np.arange(c.num_rows), index=c.column("customer_id").to_numpy(zero_copy_only=False)
         )
@@ -833,7 +886,7 @@ def _score_clv(project: Project, prepared: Prepared, table: Any) -> dict[str, An
         full = np.full(n, np.nan)
         full[where] = cols[src]
         out[dst] = full
-    return out
+    return out, models
 
 
 def _long_reasons(explained: Any, ids: Any, k: int) -> Any:

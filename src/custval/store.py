@@ -143,6 +143,18 @@ MIGRATIONS: list[list[str]] = [
             WHERE r.status = 'succeeded'
             GROUP BY s.run_id, p.value_class, s.feature, s.direction""",
     ],
+    [
+        # the REST service's keys, as hashes only (custval.api.keys)
+        """CREATE TABLE api_keys (
+            name TEXT PRIMARY KEY,
+            scope TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            created_at TIMESTAMP NOT NULL,
+            revoked_at TIMESTAMP
+        )""",
+        # the customer-base models a scoring run fitted (JSON), for the service's CLV
+        "ALTER TABLE runs ADD COLUMN clv_models TEXT",
+    ],
 ]
 
 
@@ -266,6 +278,7 @@ class Store:
         model_version: str | None = None,
         as_of: date | None = None,
         config_hash: str | None = None,
+        clv_models: dict[str, Any] | None = None,
         before_commit: Callable[[], None] | None = None,
     ) -> str:
         """Write one run, all or nothing; returns its run_id.
@@ -277,8 +290,16 @@ class Store:
         with self._transaction():
             self._execute(
                 "INSERT INTO runs (run_id, kind, started_at, status, model_version, as_of, "
-                "config_hash) VALUES (?, ?, ?, 'running', ?, ?, ?)",
-                (run_id, kind, _now(), model_version, as_of, config_hash),
+                "config_hash, clv_models) VALUES (?, ?, ?, 'running', ?, ?, ?, ?)",
+                (
+                    run_id,
+                    kind,
+                    _now(),
+                    model_version,
+                    as_of,
+                    config_hash,
+                    json.dumps(clv_models) if clv_models is not None else None,
+                ),
             )
         try:
             with self._transaction():
@@ -349,6 +370,50 @@ class Store:
         ).fetch_arrow_table()
         return data.cast(schema)
 
+    def latest_clv_models(self) -> dict[str, Any] | None:
+        """The customer-base models of the latest succeeded scoring run, if it fitted any."""
+        rows = self.query(
+            "SELECT clv_models FROM runs WHERE status = 'succeeded' AND kind = 'score' "
+            "ORDER BY finished_at DESC LIMIT 1"
+        )
+        return json.loads(rows[0][0]) if rows and rows[0][0] else None
+
+    def customer(self, customer_id: str) -> dict[str, Any] | None:
+        """A customer's prediction and reasons in the latest succeeded scoring run."""
+        run_id = self.latest_run()
+        if run_id is None:
+            return None
+        cols = [c for c in PREDICTION_COLUMNS if c != "segment"]
+        rows = self.query(
+            f"SELECT {', '.join(cols)} FROM predictions WHERE run_id = ? AND customer_id = ?",
+            (run_id, customer_id),
+        )
+        if not rows:
+            return None
+        out = dict(zip(cols, rows[0], strict=True))
+        out["as_of"] = str(out["as_of"])
+        reasons = self.query(
+            "SELECT rank, feature, feature_value, contribution, direction, text FROM reasons "
+            "WHERE run_id = ? AND customer_id = ? ORDER BY rank",
+            (run_id, customer_id),
+        )
+        keys = ("rank", "feature", "value", "contribution", "direction", "text")
+        out["reasons"] = [dict(zip(keys, r, strict=True)) for r in reasons]
+        return out
+
+    def add_api_key(self, name: str, scope: str, sha256: str) -> None:
+        """Keep a key's hash (custval.api.keys); a name already in use is an error."""
+        if self.query("SELECT 1 FROM api_keys WHERE name = ?", (name,)):
+            raise CustvalError(f"the store already has an API key named '{name}'")
+        with self._transaction():
+            self._execute(
+                "INSERT INTO api_keys VALUES (?, ?, ?, ?, NULL)", (name, scope, sha256, _now())
+            )
+
+    def api_keys(self) -> list[tuple[str, str, str]]:
+        """(name, scope, sha256) of the keys not revoked."""
+        return self.query("SELECT name, scope, sha256 FROM api_keys WHERE revoked_at IS NULL")
+
     def latest_run(self, kind: str = "score") -> str | None:
         rows = self.query(
             "SELECT run_id FROM runs WHERE status = 'succeeded' AND kind = ? "
@@ -377,10 +442,11 @@ def _with_nulls(data: pa.Table, missing: list[str], columns: dict[str, str]) -> 
     return data
 
 
-def open_store(url: str | Path) -> Store:
+def open_store(url: str | Path, *, read_only: bool = False) -> Store:
     """Open (and create or upgrade) the store at ``url``: a DuckDB file path (or
     ``duckdb:///path``) or a ``postgresql://`` URL. A store that cannot be reached is a clear
-    error naming it."""
+    error naming it. ``read_only`` opens an existing store without upgrading it (a DuckDB file
+    can then be read by several processes)."""
     text = str(url)
     if text.startswith(("postgresql://", "postgres://")):
         import psycopg
@@ -399,12 +465,15 @@ def open_store(url: str | Path) -> Store:
         import duckdb
 
         path = Path(text.removeprefix("duckdb://"))
+        if read_only and not path.exists():
+            raise CustvalError(f"there is no store at '{path}'", hint="Run 'custval score' first")
         if path.parent and not path.parent.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            con = duckdb.connect(str(path))
+            con = duckdb.connect(str(path), read_only=read_only)
         except duckdb.Error as exc:
             raise CustvalError(f"cannot open the store '{path}': {exc}") from None
         store = Store(str(path), con, "duckdb")
-    store.migrate()
+    if not read_only:
+        store.migrate()
     return store
