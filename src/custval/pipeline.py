@@ -650,6 +650,13 @@ def train_value(
         fingerprint=data_fingerprint(feats, y),
         extra={
             "catalogue": catalogue,
+            # how the features were computed, so that the service computes them alike
+            "features": {
+                "time_unit": project.time_unit,
+                "trend_window_days": project.features.trend_window_days,
+                "groups": list(project.features.groups),
+                "one_row_per_order": prepared.one_row_per_order,
+            },
             "importance": imp.head(20).to_dict("records"),
             "profile": {
                 "high_share": profile["high_share"],

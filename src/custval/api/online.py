@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 from custval.explain import DIRECTIONS, Phrases, _top_k, number_text, reasons
 from custval.models.bundle import load_bundle
 
-__all__ = ["OnlineModel", "Reason", "Prediction"]
+__all__ = ["OnlineModel", "Prediction", "Reason"]
 
 
 class Reason(BaseModel):
@@ -77,7 +77,9 @@ class OnlineModel:
         self.log_odds = self.clf.score_kind_ == "log-odds"
         self._numeric = list(self.schema.numeric)
         self._categorical = list(self.schema.categorical)
-        self._codes = {c: {v: i for i, v in enumerate(cats)} for c, cats in self.schema.categorical.items()}
+        self._codes = {
+            c: {v: i for i, v in enumerate(cats)} for c, cats in self.schema.categorical.items()
+        }
         candidate = self.clf._fitted()
         explainer = None
         if candidate.name == "lightgbm":
@@ -92,7 +94,7 @@ class OnlineModel:
         if self._explainer is None:
             return self._score_generic(customers)
         n_num = len(self._numeric)
-        X = np.full((len(customers), len(self.schema.columns)), np.nan)
+        codes = np.full((len(customers), len(self.schema.columns)), np.nan)
         values: list[list[str]] = []
         # the request's values are Python objects already: one pass over the (at most a few
         # hundred) customers of a request is the conversion itself
@@ -101,16 +103,16 @@ class OnlineModel:
             for j, c in enumerate(self._numeric):
                 v = row[c]
                 if v is not None:
-                    X[i, j] = v
-                texts.append(number_text(X[i, j]))
+                    codes[i, j] = v
+                texts.append(number_text(codes[i, j]))
             for j, c in enumerate(self._categorical):
                 label = _category_text(row[c])
                 code = self._codes[c].get(label) if label is not None else None
                 if code is not None:
-                    X[i, n_num + j] = code
+                    codes[i, n_num + j] = code
                 texts.append("missing" if label is None else label)
             values.append(texts)
-        contrib, base = self._explainer.contributions(X)
+        contrib, base = self._explainer.contributions(codes)
         raw = base + contrib.sum(axis=1)
         proba = 1.0 / (1.0 + np.exp(-raw)) if self.log_odds else raw
         order = _top_k(contrib, self.top_k)
@@ -146,7 +148,15 @@ class OnlineModel:
     def _score_generic(self, customers: list[dict[str, Any]]) -> list[dict[str, Any]]:
         import pandas as pd
 
-        frame = pd.DataFrame(customers)
+        # typed columns: a numeric feature that is null for every customer stays numeric
+        data: dict[str, Any] = {
+            c: np.array([np.nan if r[c] is None else r[c] for r in customers], dtype=np.float64)
+            for c in self._numeric
+        }
+        data.update(
+            {c: np.array([r[c] for r in customers], dtype=object) for c in self._categorical}
+        )
+        frame = pd.DataFrame(data)
         explained = reasons(self.clf, frame, top_k=self.top_k, catalogue=self.catalogue)
         out = []
         for i, row in enumerate(customers):
@@ -192,7 +202,9 @@ def _request_type(schema: Any, version: str) -> type[BaseModel]:
         fields[c] = (
             Annotated[
                 str | bool | int | None,
-                Field(description=f"one of {', '.join(cats[:20])}{'...' if len(cats) > 20 else ''}"),
+                Field(
+                    description=f"one of {', '.join(cats[:20])}{'...' if len(cats) > 20 else ''}"
+                ),
             ],
             ...,
         )

@@ -1,0 +1,151 @@
+"""The service's commands: ``custval serve`` and ``custval api-key``.
+
+They register on the main Typer app of :mod:`custval.cli`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from custval.cli import app, friendly, out
+from custval.errors import CustvalError
+
+keys_app = typer.Typer(help="API keys of the REST service: made once, shown once, kept hashed.")
+app.add_typer(keys_app, name="api-key")
+
+
+def _store_of(store: str | None, config: Path | None) -> str | None:
+    if store is not None or config is None:
+        return store
+    from custval.cli import _load
+
+    return _load(config).store
+
+
+@app.command()
+@friendly
+def serve(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="The project file: its models/ folder and its store."),
+    ] = None,
+    models: Annotated[
+        Path | None,
+        typer.Option(help="The models folder (default: models/ beside the project file)."),
+    ] = None,
+    model: Annotated[str, typer.Option(help="The version to serve, or 'latest'.")] = "latest",
+    store: Annotated[
+        str | None,
+        typer.Option(
+            help="The store (DuckDB file or postgresql:// URL) for stored customers, CLV models, "
+            "API keys and --log-predictions (default: the project's)."
+        ),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes (one per core).", min=1)] = 1,
+    batch_limit: Annotated[
+        int, typer.Option(help="Most customers in one request (413 beyond).", min=1)
+    ] = 1000,
+    max_body_mb: Annotated[
+        float, typer.Option(help="Largest request body in MB (413 beyond).", min=0.01)
+    ] = 10.0,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(help="An origin browsers may call from (repeat it); CORS is off without."),
+    ] = None,
+    log_predictions: Annotated[
+        bool,
+        typer.Option(
+            "--log-predictions",
+            help="Keep online predictions in the store (runs of kind 'online', batched).",
+        ),
+    ] = False,
+) -> None:
+    """Serve predictions with reasons over HTTP: POST /v1/predict and /v1/predict/records,
+    GET /v1/customers/{id}, /v1/models; OpenAPI at /docs.
+
+    Every /v1 request needs an API key (Authorization: Bearer <key>): make one with
+    'custval api-key new' and give the service its line in CUSTVAL_API_KEYS, or keep it in the
+    store. /healthz and /readyz are open. Bad input gets a 4xx with a JSON body naming the field
+    and the customer; nothing of a customer is logged.
+    """
+    import uvicorn
+
+    from custval.api.app import ServiceSettings, create_app
+
+    if config is not None:
+        from custval.cli import _load
+
+        project = _load(config)
+        models = models or project.root / "models"
+        store = store or project.store
+    if models is None:
+        raise CustvalError("say where the models are: --config custval.toml or --models DIR")
+    is_file = store is not None and not store.startswith(("postgresql://", "postgres://"))
+    if is_file and not Path(str(store)).exists():
+        store = None  # no scoring run yet: nothing stored to serve
+    settings = ServiceSettings(
+        models_dir=models.resolve(),
+        model=model,
+        store=store,
+        batch_limit=batch_limit,
+        max_body_bytes=int(max_body_mb * 2**20),
+        cors_origins=cors_origin or [],
+        log_predictions=log_predictions,
+    )
+    # build it once here: a missing model or key fails now, with a clear message
+    service = create_app(settings)
+    out.print(
+        f"serving model {service.state.registry.active.version} on http://{host}:{port} "
+        f"({workers} worker{'s' if workers > 1 else ''}); OpenAPI at /docs",
+        highlight=False,
+    )
+    common = {
+        "host": host,
+        "port": port,
+        "access_log": False,  # paths carry customer ids
+        "log_level": "warning",
+        "loop": "auto",
+        "http": "auto",
+    }
+    if workers == 1:
+        uvicorn.run(service, **common)  # type: ignore[arg-type]
+        return
+    os.environ["CUSTVAL_SERVE_SETTINGS"] = settings.model_dump_json()
+    uvicorn.run("custval.api.app:app_from_env", factory=True, workers=workers, **common)  # type: ignore[arg-type]
+
+
+@keys_app.command("new")
+@friendly
+def new_api_key(
+    name: Annotated[str, typer.Option(help="Who uses the key, e.g. crm-screen.")],
+    scope: Annotated[str, typer.Option(help="read, or admin (may switch models).")] = "read",
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Keep it in this project's store.")
+    ] = None,
+    store: Annotated[
+        str | None, typer.Option(help="Keep it in this store (DuckDB file or PostgreSQL URL).")
+    ] = None,
+) -> None:
+    """Make an API key and print it once. Without a store, prints the line to add to
+    CUSTVAL_API_KEYS; with --store or --config, keeps its hash in the store's api_keys table."""
+    from custval.api.keys import new_key
+
+    key, stored = new_key(name, scope)
+    target = _store_of(store, config)
+    if target is not None:
+        from custval.store import open_store
+
+        with open_store(target) as s:
+            s.add_api_key(stored.name, stored.scope, stored.sha256)
+        where = "kept (as a hash) in the store"
+    else:
+        where = f"add this to CUSTVAL_API_KEYS (comma-separated): {stored.entry}"
+    # one line each, never wrapped: they are copied
+    out.print(f"key for {name} ({scope}): {key}", highlight=False, soft_wrap=True)
+    out.print(f"{where}. The key is not shown again.", highlight=False, soft_wrap=True)
