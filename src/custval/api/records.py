@@ -105,6 +105,7 @@ def features_from_records(request: RecordsRequest, model: Any) -> list[dict[str,
         prepared = pipeline.prepare(project)
         table = pipeline.features(project, prepared).to_pyarrow().to_pandas()
     table = table.set_index(table["customer_id"].astype(str))
+    _fill_absent_levels(table, model.schema.columns)
     missing = [c for c in model.schema.columns if c not in table.columns]
     if missing:
         raise CustvalError(
@@ -125,6 +126,23 @@ def features_from_records(request: RecordsRequest, model: Any) -> list[dict[str,
             values[c] = None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
         out.append(values)
     return out
+
+
+#: features with a column per level seen in the data (a service, a product category, a
+#: channel), and the column that says whether a customer has the data they are shares of
+_LEVELS = {"service_": "n_services", "share_spend_": "T", "share_orders_": "T"}
+
+
+def _fill_absent_levels(table: Any, columns: list[str]) -> None:
+    """A model column for a level none of these customers has (service_analytics when nobody
+    here subscribes to it) is 0 for the customers with such data and missing for the others,
+    as it is in the whole company's table."""
+    for c in columns:
+        if c in table.columns:
+            continue
+        basis = next((b for prefix, b in _LEVELS.items() if c.startswith(prefix)), None)
+        if basis is not None and basis in table.columns:
+            table[c] = np.where(table[basis].notna(), 0.0, np.nan)
 
 
 def _write(folder: Path, name: str, rows: list[dict[str, Any]]) -> str:
