@@ -207,10 +207,15 @@ def _keys(settings: ServiceSettings) -> KeyRing:
 def _clv_models(settings: ServiceSettings) -> dict[str, Any] | None:
     if not settings.store:
         return None
+    from custval.pipeline import clv_models_from_json
     from custval.store import open_store
 
     with open_store(settings.store) as store:
-        return store.latest_clv_models()
+        saved = store.latest_clv_models()
+    if saved is None:
+        return None
+    # the models are built once; every request uses them
+    return {**saved, "fitted": clv_models_from_json(saved)}
 
 
 class BodyLimit:
@@ -611,7 +616,7 @@ def _add_clv(
 ) -> None:
     """CLV over the stored horizon from the customer-base models of the latest scoring run,
     for customers whose features include the BTYD summary (null for those who never bought)."""
-    from custval.pipeline import SUMMARY_COLUMNS, clv_models_from_json, point_clv
+    from custval.pipeline import SUMMARY_COLUMNS, point_clv
 
     if not customers or any(c not in customers[0] for c in SUMMARY_COLUMNS):
         return
@@ -622,7 +627,7 @@ def _add_clv(
     buyers = ~np.isnan(t) & ~np.isnan(x) & ~np.isnan(tx)
     if not buyers.any():
         return
-    purchases, spend = clv_models_from_json(saved)
+    purchases, spend = saved["fitted"]
     m = np.nan_to_num(m, nan=0.0)
     _, clv = point_clv(
         purchases,

@@ -95,23 +95,22 @@ class OnlineModel:
             return self._score_generic(customers)
         n_num = len(self._numeric)
         codes = np.full((len(customers), len(self.schema.columns)), np.nan)
-        values: list[list[str]] = []
+        labels: list[list[str | None]] = []
         # the request's values are Python objects already: one pass over the (at most a few
         # hundred) customers of a request is the conversion itself
         for i, row in enumerate(customers):
-            texts = []
             for j, c in enumerate(self._numeric):
                 v = row[c]
                 if v is not None:
                     codes[i, j] = v
-                texts.append(number_text(codes[i, j]))
+            texts = []
             for j, c in enumerate(self._categorical):
                 label = _category_text(row[c])
                 code = self._codes[c].get(label) if label is not None else None
                 if code is not None:
                     codes[i, n_num + j] = code
-                texts.append("missing" if label is None else label)
-            values.append(texts)
+                texts.append(label)
+            labels.append(texts)
         contrib, base = self._explainer.contributions(codes)
         raw = base + contrib.sum(axis=1)
         proba = 1.0 / (1.0 + np.exp(-raw)) if self.log_odds else raw
@@ -124,7 +123,9 @@ class OnlineModel:
             for j in order[i]:
                 c = float(contrib[i, j])
                 word = DIRECTIONS[(c > 0) - (c < 0) + 1]
-                value = values[i][j]
+                # only the values that become reasons are written as text
+                text = number_text(codes[i, j]) if j < n_num else labels[i][j - n_num]
+                value = text or "missing"
                 reasons_i.append(
                     {
                         "feature": names[j],

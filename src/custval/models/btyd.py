@@ -426,12 +426,13 @@ class BetaGeo(_CountModel):
             raise CustvalError("the horizon t must be finite and non-negative", column="t")
         return expit(-self._log_odds_dead(x, tx, tt)) * self._bracket(horizon, x, tt)
 
-    def _purchases_if_alive(self, t: float, x: Array, tt: Array) -> Array:
-        """E[Y(t) | alive at T, x, T]: the conditional expectation without P(alive).
+    def _purchases_if_alive(self, t: float | Array, x: Array, tt: Array) -> Array:
+        """E[Y(t) | alive at T, x, T]: the conditional expectation without P(alive); ``t`` a
+        scalar or one horizon per row.
 
         It does not depend on t_x, so CLV evaluates it once per distinct (x, T).
         """
-        return self._bracket(np.full(x.shape, float(t)), x, tt)
+        return self._bracket(np.broadcast_to(np.asarray(t, dtype=np.float64), x.shape), x, tt)
 
     def expected_purchases_new_customer(self, t: ArrayLike) -> Array:
         """Expected repeat purchases of a new customer in ``t`` time units after the first.

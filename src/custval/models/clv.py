@@ -63,7 +63,7 @@ class PurchaseModel(Protocol):
 
     def probability_alive(self, frequency: Any, recency: Any, T: Any) -> Array: ...
 
-    def _purchases_if_alive(self, t: float, x: Array, tt: Array) -> Array: ...
+    def _purchases_if_alive(self, t: float | Array, x: Array, tt: Array) -> Array: ...
 
 
 class SpendModel(Protocol):
@@ -97,6 +97,12 @@ class _Layout:
                 f"frequency, recency and T have different lengths "
                 f"({self.x.size}, {self.tx.size}, {self.t.size})"
             )
+        if self.x.size <= 64:
+            # a handful of customers (an online request): hashing them costs more than it saves
+            identity = np.arange(self.x.size)
+            self.rx, self.rtx, self.rt, self.row_of = self.x, self.tx, self.t, identity
+            self.px, self.pt, self.pair_of_row = self.x, self.t, identity
+            return
         (self.rx, self.rtx, self.rt), self.row_of = unique_rows(self.x, self.tx, self.t)
         (self.px, self.pt), self.pair_of_row = unique_rows(self.rx, self.rt)
 
@@ -106,11 +112,19 @@ class _Layout:
         # every sum, and it keeps -inf (and -inf * 0 = NaN) out of the matrix products
         log_alive = np.log(np.maximum(model.probability_alive(self.rx, self.rtx, self.rt), _TINY))
         total = np.zeros(self.px.size)
-        previous = np.zeros(self.px.size)
-        for t in ts:  # a loop over the horizon's steps; each step is vectorised over pairs
-            cumulative = model._purchases_if_alive(float(t), self.px, self.pt)
-            total += (cumulative - previous) / (1.0 + discount) ** t
-            previous = cumulative
+        # all steps of a block of pairs in one call (a step-by-step loop costs a model call per
+        # step, which dominates for the few customers of an online request); the sum over
+        # steps runs in the same order as such a loop would
+        size = max(1, 2**20 // ts.size)
+        for block in row_chunks(self.px.size, size):  # blocks bound the memory
+            n = block.stop - block.start
+            cumulative = model._purchases_if_alive(
+                np.repeat(ts, n),
+                np.tile(self.px[block], ts.size),
+                np.tile(self.pt[block], ts.size),
+            ).reshape(ts.size, n)
+            increments = np.diff(cumulative, axis=0, prepend=0.0)
+            total[block] = (increments / (1.0 + discount) ** ts[:, None]).sum(axis=0)
         return log_alive, np.log(np.maximum(total, _TINY))
 
     def per_row(self, log_alive: Array, log_future: Array) -> Array:
