@@ -6,7 +6,8 @@ a 100,000-customer sample, refit on all; not timed). Then ``custval.pipeline.sco
 as ``custval score`` runs it: reading, checking and cleaning the six sources, features at the
 as-of date, value probability, class and top-3 reasons, CLV with its 90% interval and P(alive)
 from BG/NBD and Gamma-Gamma, all written as one run, into the DuckDB file and, when
-``CUSTVAL_TEST_PG_URL`` (or ``--pg``) names a server, into PostgreSQL. Prints the seconds and rows per second of each, and the time of each part.
+``CUSTVAL_TEST_PG_URL`` (or ``--pg``) names a server, into PostgreSQL. Prints the seconds and
+rows per second of each, and the time of each part.
 
 Targets (issue 5): DuckDB under 2 minutes, PostgreSQL under 4 minutes on 2 cores. Exits 1 when
 one is missed. Run: ``.venv/bin/python bench/score.py [--customers N] [--pg URL]``.
