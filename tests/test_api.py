@@ -420,3 +420,138 @@ def test_schemathesis_finds_no_server_error(service: Service, trained: Trained) 
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     # every operation but the excluded one was exercised
     assert "Tested: 7" in done.stdout, done.stdout[-3000:]
+
+
+def test_keys_kept_in_the_store_and_logged_predictions(
+    trained: Trained, start: Any, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL: a key kept (hashed) in the store's api_keys opens the service, and
+    --log-predictions writes what was served to the store as runs of kind 'online'."""
+    import uuid
+
+    import psycopg
+
+    schema = f"custval_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_url, autocommit=True) as con:
+        con.execute(f"CREATE SCHEMA {schema}")
+    url = f"{pg_url}{'&' if '?' in pg_url else '?'}options=-csearch_path%3D{schema}"
+    try:
+        key, stored = new_key("crm-screen", "read")
+        with open_store(url) as s:
+            s.add_api_key(stored.name, stored.scope, stored.sha256)
+            assert s.query("SELECT sha256 FROM api_keys") == [(stored.sha256,)]  # no key text
+        monkeypatch.setenv("CUSTVAL_API_KEYS", "")  # the store's key only
+        svc = start(
+            ServiceSettings(
+                models_dir=trained.models,
+                model=trained.versions[0],
+                store=url,
+                log_predictions=True,
+            )
+        )
+        answers = {}
+        with svc.client(key) as c:
+            assert c.get("/v1/customers/anyone").status_code == 404  # no scoring run yet
+            for i in range(3):
+                r = c.post("/v1/predict", json={"customers": customers(trained, 5, start=5 * i)})
+                assert r.status_code == 200, r.text
+                answers.update({p["customer_id"]: p for p in r.json()["predictions"]})
+        with svc.client("cv_wrong") as c:
+            assert c.get("/v1/models").status_code == 401
+        deadline = time.monotonic() + 20
+        rows: list[tuple[Any, ...]] = []
+        while time.monotonic() < deadline and len(rows) < 15:
+            time.sleep(0.5)
+            with open_store(url) as s:
+                rows = s.query(
+                    "SELECT p.customer_id, p.value_probability, r.model_version FROM predictions p "
+                    "JOIN runs r ON r.run_id = p.run_id WHERE r.kind = 'online' "
+                    "AND r.status = 'succeeded'"
+                )
+        assert len(rows) == 15
+        for cid, prob, version in rows:
+            assert prob == answers[cid]["value_probability"] and version == trained.versions[0]
+        with open_store(url) as s:
+            texts = dict(s.query("SELECT customer_id, text FROM reasons WHERE rank = 1", ()))
+        assert all(texts[c] == a["reasons"][0]["text"] for c, a in answers.items())
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as con:
+            con.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def test_every_worker_follows_a_model_switch(trained: Trained) -> None:
+    """`custval serve --workers 2`: one worker takes the activation, the other follows the
+    models folder's ACTIVE file within seconds; no request fails on the way."""
+    import os
+    import subprocess
+    import sys
+
+    read, read_key = new_key("tests", "read")
+    admin, admin_key = new_key("ops", "admin")
+    port = free_port()
+    env = {**os.environ, "CUSTVAL_API_KEYS": f"{read_key.entry},{admin_key.entry}"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "custval",
+            "serve",
+            "--models",
+            str(trained.models),
+            "--model",
+            trained.versions[0],
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    batch = {"customers": customers(trained, 2)}
+
+    def versions(n: int) -> list[str]:
+        # a new connection per request: the kernel spreads them over both workers
+        out = []
+        for _ in range(n):
+            r = httpx.post(
+                f"{url}/v1/predict",
+                json=batch,
+                headers={"Authorization": f"Bearer {read}"},
+                timeout=30,
+            )
+            assert r.status_code == 200, r.text
+            out.append(r.json()["model_version"])
+        return out
+
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert set(versions(20)) == {trained.versions[0]}
+        r = httpx.post(
+            f"{url}/v1/models/{trained.versions[1]}/activate",
+            headers={"Authorization": f"Bearer {admin}"},
+            timeout=30,
+        )
+        assert r.status_code == 200, r.text
+        deadline = time.monotonic() + 15
+        seen = versions(10)
+        while time.monotonic() < deadline and set(seen[-20:]) != {trained.versions[1]}:
+            seen += versions(10)
+        assert set(seen[-20:]) == {trained.versions[1]}
+        # put the first model back for the other tests
+        r = httpx.post(
+            f"{url}/v1/models/{trained.versions[0]}/activate",
+            headers={"Authorization": f"Bearer {admin}"},
+            timeout=30,
+        )
+        assert r.status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
