@@ -1,0 +1,559 @@
+"""Customer segments: clusters with profiles and names, RFM segments, and assignment.
+
+* :class:`SegmentPrep` chooses the features (default: RFM, predicted CLV, tenure and behaviour,
+  those the table has), takes ``log1p`` of skewed non-negative money and counts, and scales
+  robustly (median and interquartile range); the choices are kept (``features_``, ``logged_``).
+* :class:`Segmenter` clusters: k-means (default), hierarchical (Ward on a sample, the rest
+  assigned to the nearest centroid, so it scales), HDBSCAN (with a noise segment, -1) or a
+  Gaussian mixture. ``k="auto"`` tries k over ``k_range`` on a sample and keeps the k with the
+  best silhouette (Calinski-Harabasz breaks near-ties), and reports the stability of the chosen
+  segmentation: the mean adjusted Rand index between the segmentation of the whole sample and
+  those of bootstrap resamples.
+* :func:`profile_segments` describes each segment against the whole base: size, share of
+  revenue and of predicted CLV, per-feature medians and lift, the features that set it apart;
+  :func:`name_segments` names it from that profile with the rule stated.
+* :func:`rfm_segments`: quintile R, F and M scores and the familiar named RFM segments.
+* Assignment of new customers: a :class:`custval.models.segment_assign.SegmentAssigner`.
+
+Example
+-------
+>>> seg = Segmenter(k="auto", seed=0).fit(features)  # doctest: +SKIP
+>>> seg.k_, seg.silhouette_, seg.stability_
+(4, 0.41, 0.97)
+>>> profiles = profile_segments(features, seg.labels_, revenue="revenue")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from custval.errors import CustvalError
+
+__all__ = [
+    "ALGORITHMS",
+    "DEFAULT_FEATURES",
+    "SegmentPrep",
+    "Segmenter",
+    "name_segments",
+    "profile_segments",
+    "rfm_segments",
+]
+
+Array = npt.NDArray[np.float64]
+
+ALGORITHMS = ("kmeans", "hierarchical", "hdbscan", "gmm")
+
+#: the default features, those of them a table has: RFM, predicted CLV, tenure, behaviour
+DEFAULT_FEATURES = (
+    "recency_days",
+    "orders",
+    "revenue",
+    "avg_order_value",
+    "clv",
+    "tenure_days",
+    "website_sessions",
+    "product_active_days",
+)
+
+
+@dataclass
+class SegmentPrep:
+    """Feature choice, log of skewed money and counts, robust scaling (see the module doc).
+
+    Parameters
+    ----------
+    features : list of str, optional
+        Columns to segment on (numeric); default: :data:`DEFAULT_FEATURES` that the table has.
+    log : "auto", True or False
+        ``"auto"`` takes ``log1p`` of non-negative columns whose skewness is above 1.
+    """
+
+    features: list[str] | None = None
+    log: str | bool = "auto"
+
+    def fit(self, X: pd.DataFrame) -> SegmentPrep:
+        chosen = (
+            list(self.features)
+            if self.features
+            else [c for c in DEFAULT_FEATURES if c in X.columns]
+        )
+        if not chosen:
+            raise CustvalError(
+                "none of the default segmentation features is in the table: "
+                + ", ".join(DEFAULT_FEATURES),
+                hint="Name the features to segment on (--features)",
+            )
+        missing = [c for c in chosen if c not in X.columns]
+        if missing:
+            raise CustvalError(
+                f"the table has no column {', '.join(missing[:5])}", column=missing[0]
+            )
+        values = {}
+        for c in chosen:
+            v = pd.to_numeric(X[c], errors="coerce").to_numpy(dtype=np.float64)
+            if np.isnan(v).all():
+                raise CustvalError(
+                    f"column '{c}' has no numeric value: it cannot place customers",
+                    column=c,
+                    hint="Drop it from the features",
+                )
+            values[c] = v
+        constant = [c for c, v in values.items() if np.nanmax(v) == np.nanmin(v)]
+        if constant:
+            raise CustvalError(
+                f"column{'s' if len(constant) > 1 else ''} {', '.join(constant[:5])} "
+                "holds one value for every customer: it cannot separate segments",
+                column=constant[0],
+                hint="Drop it from the features",
+            )
+        self.features_ = chosen
+        self.logged_ = []
+        self.median_ = {}
+        self.center_ = {}
+        self.scale_ = {}
+        for c, v in values.items():
+            ok = v[~np.isnan(v)]
+            skewed = ok.min() >= 0 and _skewness(ok) > 1.0
+            if self.log is True or (self.log == "auto" and skewed):
+                if ok.min() < 0:
+                    raise CustvalError(f"column '{c}' has negative values: no log", column=c)
+                self.logged_.append(c)
+                ok = np.log1p(ok)
+            self.median_[c] = float(np.median(ok))
+            q1, q3 = np.percentile(ok, [25, 75])
+            spread = q3 - q1
+            if spread <= 0:  # most customers share one value: scale by the standard deviation
+                spread = float(ok.std()) or 1.0
+            self.center_[c] = float(np.median(ok))
+            self.scale_[c] = float(spread)
+        return self
+
+    def transform(self, X: pd.DataFrame) -> Array:
+        """The scaled matrix (rows x ``features_``); a missing value gets the median."""
+        cols = []
+        for c in self.features_:
+            if c not in X.columns:
+                raise CustvalError(f"the table has no column '{c}'", column=c)
+            v = pd.to_numeric(X[c], errors="coerce").to_numpy(dtype=np.float64)
+            if c in self.logged_:
+                v = np.log1p(np.maximum(v, 0.0))
+            v = np.where(np.isnan(v), self.median_[c], v)
+            cols.append((v - self.center_[c]) / self.scale_[c])
+        return np.column_stack(cols)
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "features": self.features_,
+            "logged": self.logged_,
+            "center": self.center_,
+            "scale": self.scale_,
+        }
+
+
+def _skewness(v: Array) -> float:
+    sd = v.std()
+    return float(((v - v.mean()) ** 3).mean() / sd**3) if sd > 0 else 0.0
+
+
+class Segmenter:
+    """Segments customers (see the module docstring).
+
+    Parameters
+    ----------
+    algorithm : {"kmeans", "hierarchical", "hdbscan", "gmm"}
+    k : "auto" or int
+        Number of segments (ignored by HDBSCAN, which finds its own).
+    k_range : (int, int)
+        The k tried by ``k="auto"``, both ends included.
+    features : list of str, optional
+        As in :class:`SegmentPrep`.
+    sample_size : int
+        Rows used to choose k, for hierarchical clustering and for the silhouette.
+    bootstrap : int
+        Resamples for the stability (0: not measured).
+    seed : int
+
+    Attributes (after ``fit``)
+    --------------------------
+    prep_, k_, labels_, centers_ (in the scaled space), silhouette_, calinski_harabasz_,
+    stability_, scores_ (a table per k tried).
+    """
+
+    def __init__(
+        self,
+        algorithm: str = "kmeans",
+        k: str | int = "auto",
+        *,
+        k_range: tuple[int, int] = (2, 8),
+        features: list[str] | None = None,
+        sample_size: int = 20_000,
+        bootstrap: int = 5,
+        min_cluster_size: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.algorithm = algorithm
+        self.k = k
+        self.k_range = k_range
+        self.features = features
+        self.sample_size = sample_size
+        self.bootstrap = bootstrap
+        self.min_cluster_size = min_cluster_size
+        self.seed = seed
+
+    # ---- fitting ------------------------------------------------------------------------------
+
+    def fit(self, X: pd.DataFrame) -> Segmenter:
+        if self.algorithm not in ALGORITHMS:
+            raise CustvalError(
+                f"unknown algorithm '{self.algorithm}'", hint="Use one of " + ", ".join(ALGORITHMS)
+            )
+        prep = SegmentPrep(self.features).fit(X)
+        Z = prep.transform(X)
+        n = Z.shape[0]
+        rng = np.random.default_rng(self.seed)
+        sample = (
+            np.sort(rng.choice(n, self.sample_size, replace=False))
+            if n > self.sample_size
+            else np.arange(n)
+        )
+        Zs = Z[sample]
+        if self.algorithm == "hdbscan":
+            k = None
+        elif self.k == "auto":
+            lo, hi = self.k_range
+            if lo < 2 or hi < lo:
+                raise CustvalError(f"k_range must be 2 <= low <= high, not {self.k_range}")
+            distinct = _distinct_rows(Zs)
+            hi = min(hi, distinct - 1)
+            if hi < lo:
+                raise CustvalError(
+                    f"{n} customers with {distinct} distinct profiles cannot form {lo} or more "
+                    "segments",
+                    hint="Segment more customers, or choose k yourself",
+                )
+            self.scores_ = self._choose_k(Zs, range(lo, hi + 1))
+            k = int(self.scores_.loc[self.scores_["chosen"], "k"].iloc[0])
+        else:
+            k = int(self.k)
+            if k < 1:
+                raise CustvalError(f"k must be at least 1, not {k}")
+            if k > n:
+                raise CustvalError(
+                    f"{n} customer{'s' if n != 1 else ''} cannot form {k} segments",
+                    hint="Ask for fewer segments",
+                )
+        self.prep_ = prep
+        self.k_ = k
+        self.labels_, self.centers_ = self._cluster(Z, Zs, k, sample)
+        if self.algorithm == "hdbscan":
+            self.k_ = int(self.labels_.max()) + 1
+        self.silhouette_, self.calinski_harabasz_ = _quality(Z, self.labels_, self.seed)
+        self.stability_ = self._stability(Zs, k) if self.bootstrap else float("nan")
+        return self
+
+    def _fit_labels(
+        self, Z: Array, k: int | None, seed: int
+    ) -> tuple[npt.NDArray[np.int64], Array]:
+        """Labels and centroids of ``Z`` (all rows given)."""
+        from sklearn.cluster import HDBSCAN, AgglomerativeClustering, KMeans
+        from sklearn.mixture import GaussianMixture
+
+        if self.algorithm == "kmeans":
+            km = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(Z)
+            return km.labels_.astype(np.int64), km.cluster_centers_
+        if self.algorithm == "gmm":
+            gm = GaussianMixture(n_components=k, random_state=seed, n_init=2).fit(Z)
+            labels = gm.predict(Z).astype(np.int64)
+            self._gmm = gm
+            return labels, gm.means_
+        if self.algorithm == "hierarchical":
+            labels = AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(Z)
+            labels = labels.astype(np.int64)
+            return labels, _centroids(Z, labels, k or 0)
+        size = self.min_cluster_size or max(10, Z.shape[0] // 50)
+        labels = HDBSCAN(min_cluster_size=size, copy=True).fit_predict(Z).astype(np.int64)
+        found = int(labels.max()) + 1
+        return labels, _centroids(Z, labels, found)
+
+    def _cluster(
+        self, Z: Array, Zs: Array, k: int | None, sample: npt.NDArray[np.int64]
+    ) -> tuple[npt.NDArray[np.int64], Array]:
+        if self.algorithm in ("hierarchical", "hdbscan") and Z.shape[0] > Zs.shape[0]:
+            # on a sample, then every customer to the nearest centroid: Ward and HDBSCAN are
+            # quadratic in the rows
+            labels_s, centers = self._fit_labels(Zs, k, self.seed)
+            labels = _nearest(Z, centers)
+            if self.algorithm == "hdbscan":
+                # noise stays noise where it was found; elsewhere the nearest segment
+                labels[sample[labels_s < 0]] = -1
+            return labels, centers
+        labels, centers = self._fit_labels(Z, k, self.seed)
+        if self.algorithm == "kmeans":
+            labels, centers = _order_by_size(labels, centers)
+        return labels, centers
+
+    def _choose_k(self, Zs: Array, ks: range) -> pd.DataFrame:
+        from sklearn.metrics import calinski_harabasz_score
+
+        rows = []
+        for k in ks:  # a loop over the candidate k
+            labels, _ = self._fit_labels(Zs, k, self.seed)
+            sil, _ = _quality(Zs, labels, self.seed)
+            ch = float(calinski_harabasz_score(Zs, labels)) if len(set(labels)) > 1 else 0.0
+            rows.append({"k": k, "silhouette": sil, "calinski_harabasz": ch})
+        scores = pd.DataFrame(rows)
+        # the best silhouette; within 0.01 of it, the best Calinski-Harabasz
+        near = scores["silhouette"] >= scores["silhouette"].max() - 0.01
+        best = scores[near]["calinski_harabasz"].idxmax()
+        scores["chosen"] = scores.index == best
+        return scores
+
+    def _stability(self, Zs: Array, k: int | None) -> float:
+        """Mean adjusted Rand index between the sample's segmentation and each bootstrap
+        resample's, on the customers they share."""
+        from sklearn.metrics import adjusted_rand_score
+
+        base, _ = self._fit_labels(Zs, k, self.seed)
+        rng = np.random.default_rng(self.seed + 1)
+        scores = []
+        for b in range(self.bootstrap):  # a loop over resamples
+            idx = np.unique(rng.integers(0, Zs.shape[0], Zs.shape[0]))
+            labels, _ = self._fit_labels(Zs[idx], k, self.seed + 1 + b)
+            scores.append(adjusted_rand_score(base[idx], labels))
+        return float(np.mean(scores))
+
+    # ---- assignment ---------------------------------------------------------------------------
+
+    def predict(self, X: pd.DataFrame) -> npt.NDArray[np.int64]:
+        """The segment of each row of ``X``: the nearest centroid (the most likely component for
+        a Gaussian mixture); HDBSCAN's noise segment is not assigned to new customers."""
+        Z = self.prep_.transform(X)
+        if self.algorithm == "gmm":
+            return self._gmm.predict(Z).astype(np.int64)
+        return _nearest(Z, self.centers_)
+
+
+def _distinct_rows(Z: Array) -> int:
+    return int(np.unique(np.round(Z, 12), axis=0).shape[0])
+
+
+def _centroids(Z: Array, labels: npt.NDArray[np.int64], k: int) -> Array:
+    return (
+        np.array([Z[labels == j].mean(axis=0) for j in range(k)])
+        if k
+        else np.empty((0, Z.shape[1]))
+    )
+
+
+def _nearest(Z: Array, centers: Array) -> npt.NDArray[np.int64]:
+    """Index of the nearest centre of each row, in blocks (no rows x centres x features array)."""
+    out = np.empty(Z.shape[0], dtype=np.int64)
+    c2 = (centers**2).sum(axis=1)
+    for start in range(0, Z.shape[0], 65_536):
+        block = Z[start : start + 65_536]
+        # |z - c|^2 = |z|^2 - 2 z.c + |c|^2; |z|^2 is the same for every centre
+        out[start : start + block.shape[0]] = np.argmin(c2 - 2 * block @ centers.T, axis=1)
+    return out
+
+
+def _order_by_size(
+    labels: npt.NDArray[np.int64], centers: Array
+) -> tuple[npt.NDArray[np.int64], Array]:
+    """Segments numbered from the largest: the same segmentation reads the same each run."""
+    sizes = np.bincount(labels, minlength=centers.shape[0])
+    order = np.argsort(-sizes, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return rank[labels], centers[order]
+
+
+def _quality(Z: Array, labels: npt.NDArray[np.int64], seed: int) -> tuple[float, float]:
+    """Silhouette (on at most 10,000 rows) and Calinski-Harabasz of a segmentation; noise
+    (-1) left out."""
+    from sklearn.metrics import calinski_harabasz_score, silhouette_score
+
+    keep = labels >= 0
+    if len(set(labels[keep])) < 2:
+        return float("nan"), float("nan")
+    Zk, lk = Z[keep], labels[keep]
+    size = min(10_000, Zk.shape[0])
+    sil = float(silhouette_score(Zk, lk, sample_size=size, random_state=seed))
+    return sil, float(calinski_harabasz_score(Zk, lk))
+
+
+# ---- profiles and names --------------------------------------------------------------------
+
+
+def profile_segments(
+    X: pd.DataFrame,
+    labels: Any,
+    *,
+    features: list[str],
+    revenue: str | None = "revenue",
+    clv: str | None = "clv",
+    top: int = 3,
+) -> pd.DataFrame:
+    """One row per segment: ``segment``, ``customers``, ``share`` of customers, ``revenue_share``
+    and ``clv_share`` (when those columns exist), for each feature its median in the segment
+    (``<feature>``) and its lift (segment median / base median, ``<feature>_lift``), and
+    ``distinctive``: the ``top`` features whose segment median is furthest from the base's,
+    in robust units (interquartile ranges), with the direction ("high revenue")."""
+    labels = np.asarray(labels)
+    segs = sorted(set(labels.tolist()))
+    values = {c: pd.to_numeric(X[c], errors="coerce").to_numpy(dtype=np.float64) for c in features}
+    base_median = {c: float(np.nanmedian(v)) for c, v in values.items()}
+    base_iqr = {}
+    for c, v in values.items():
+        q1, q3 = np.nanpercentile(v, [25, 75])
+        base_iqr[c] = float(q3 - q1) or float(np.nanstd(v)) or 1.0
+    money = {
+        name: pd.to_numeric(X[col], errors="coerce").to_numpy(dtype=np.float64)
+        for name, col in (("revenue_share", revenue), ("clv_share", clv))
+        if col and col in X.columns
+    }
+    rows = []
+    for s in segs:  # a loop over segments
+        mine = labels == s
+        row: dict[str, Any] = {
+            "segment": int(s),
+            "customers": int(mine.sum()),
+            "share": float(mine.mean()),
+        }
+        for name, v in money.items():
+            total = np.nansum(v)
+            row[name] = float(np.nansum(v[mine]) / total) if total else float("nan")
+        gaps = {}
+        for c, v in values.items():
+            med = float(np.nanmedian(v[mine])) if np.isfinite(v[mine]).any() else float("nan")
+            row[c] = med
+            row[f"{c}_lift"] = med / base_median[c] if base_median[c] else float("nan")
+            gaps[c] = (med - base_median[c]) / base_iqr[c]
+        ranked = sorted(gaps, key=lambda c: -abs(gaps[c]) if np.isfinite(gaps[c]) else 0)
+        row["distinctive"] = [
+            f"{'high' if gaps[c] > 0 else 'low'} {c}" for c in ranked[:top] if gaps[c] != 0
+        ]
+        row["_gaps"] = gaps
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def name_segments(profiles: pd.DataFrame) -> pd.DataFrame:
+    """A name per segment from its profile, with the rule that gave it.
+
+    Value: "High-value" when the segment's revenue (else CLV, else orders) median is at least
+    1.5x the base's, "Low-value" at most 0.67x, else "Mid-value". Activity from recency (days
+    since the last purchase): "at risk" at least 1.5x the base's median, "active" at most
+    0.67x. Tenure: "new" at most 0.5x the base's. Orders: "loyal" with at least 1.5x the base's
+    orders and active. HDBSCAN's noise segment is "Unassigned (noise)". Returns ``segment``,
+    ``name`` and ``rule``; equal names get a number."""
+    names, rules = [], []
+    for _, p in profiles.iterrows():  # a loop over segments
+        if p["segment"] == -1:
+            names.append("Unassigned (noise)")
+            rules.append("HDBSCAN found no dense group for these customers")
+            continue
+        why = []
+        value_col = next((c for c in ("revenue", "clv", "orders") if f"{c}_lift" in p), None)
+        value = "Mid-value"
+        if value_col is not None and np.isfinite(p[f"{value_col}_lift"]):
+            lift = p[f"{value_col}_lift"]
+            if lift >= 1.5:
+                value = "High-value"
+            elif lift <= 0.67:
+                value = "Low-value"
+            why.append(f"{value_col} median {lift:.2f}x the base's")
+        parts = [value]
+        recency = p.get("recency_days_lift", float("nan"))
+        orders = p.get("orders_lift", float("nan"))
+        tenure = p.get("tenure_days_lift", float("nan"))
+        if np.isfinite(tenure) and tenure <= 0.5:
+            parts.append("new")
+            why.append(f"tenure {tenure:.2f}x")
+        if np.isfinite(recency) and recency >= 1.5:
+            parts.append("at risk")
+            why.append(f"days since the last purchase {recency:.2f}x")
+        elif np.isfinite(recency) and recency <= 0.67:
+            if np.isfinite(orders) and orders >= 1.5:
+                parts.append("loyal")
+                why.append(f"orders {orders:.2f}x")
+            else:
+                parts.append("active")
+            why.append(f"days since the last purchase {recency:.2f}x")
+        names.append(" ".join(parts).replace("Mid-value", "Mid-value", 1))
+        rules.append("; ".join(why) or "close to the base on every named measure")
+    out = pd.DataFrame({"segment": profiles["segment"].to_numpy(), "name": names, "rule": rules})
+    # the same name twice: number them by size, so each segment reads differently
+    counts: dict[str, int] = {}
+    for i, name in enumerate(out["name"]):
+        if (out["name"] == name).sum() > 1:
+            counts[name] = counts.get(name, 0) + 1
+            out.loc[i, "name"] = f"{name} ({counts[name]})"
+    return out
+
+
+# ---- RFM scores ----------------------------------------------------------------------------
+
+#: (name, rule on R and FM scores 1-5), first match wins; the usual RFM grid
+RFM_SEGMENTS: tuple[tuple[str, str], ...] = (
+    ("Champions", "R >= 4 and FM >= 4"),
+    ("Loyal customers", "R >= 3 and FM >= 4"),
+    ("Potential loyalists", "R >= 4 and FM >= 2"),
+    ("New customers", "R == 5 and FM == 1"),
+    ("Promising", "R == 4 and FM == 1"),
+    ("Need attention", "R == 3 and FM >= 2"),
+    ("About to sleep", "R == 3 and FM == 1"),
+    ("Cannot lose them", "R <= 2 and FM >= 4"),
+    ("At risk", "R == 2 and FM >= 2"),
+    ("Hibernating", "R == 2 and FM == 1"),
+    ("Lost", "R == 1"),
+)
+
+
+def _quintile(v: Array) -> npt.NDArray[np.int64]:
+    """Scores 1-5 by rank (ties share the lower rank's quintile); missing: 1."""
+    ok = ~np.isnan(v)
+    out = np.ones(v.size, dtype=np.int64)
+    if ok.sum() == 0:
+        return out
+    ranks = pd.Series(v[ok]).rank(method="min", pct=True).to_numpy()
+    out[ok] = np.clip(np.ceil(ranks * 5), 1, 5).astype(np.int64)
+    return out
+
+
+def rfm_segments(recency: Any, frequency: Any, monetary: Any) -> pd.DataFrame:
+    """Quintile scores (R: recent is 5; F and M: more is 5), the FM score (the rounded mean of
+    F and M) and the named segment of :data:`RFM_SEGMENTS`."""
+    r = np.asarray(recency, dtype=np.float64)
+    f = np.asarray(frequency, dtype=np.float64)
+    m = np.asarray(monetary, dtype=np.float64)
+    if not (r.size == f.size == m.size):
+        raise CustvalError("recency, frequency and monetary have different lengths")
+    R = _quintile(-r)
+    F = _quintile(f)
+    M = _quintile(m)
+    FM = np.floor((F + M) / 2 + 0.5).astype(np.int64)
+    names = np.full(r.size, "Other", dtype=object)
+    done = np.zeros(r.size, dtype=bool)
+    env = {"R": R, "FM": FM}
+    for name, rule in RFM_SEGMENTS:  # a loop over the named segments
+        hold = _rule(rule, env) & ~done
+        names[hold] = name
+        done |= hold
+    return pd.DataFrame(
+        {"r_score": R, "f_score": F, "m_score": M, "fm_score": FM, "segment": names}
+    )
+
+
+def _rule(rule: str, env: dict[str, Any]) -> npt.NDArray[np.bool_]:
+    """A conjunction like ``R >= 4 and FM == 1`` over score arrays."""
+    ops = {">=": np.greater_equal, "<=": np.less_equal, "==": np.equal}
+    out = np.ones(next(iter(env.values())).size, dtype=bool)
+    for clause in rule.split(" and "):
+        name, op, value = clause.split()
+        out &= ops[op](env[name], int(value))
+    return out
