@@ -484,15 +484,14 @@ def name_segments(profiles: pd.DataFrame) -> pd.DataFrame:
             else:
                 parts.append("active")
             why.append(f"days since the last purchase {recency:.2f}x")
-        names.append(" ".join(parts).replace("Mid-value", "Mid-value", 1))
+        names.append(" ".join(parts))
         rules.append("; ".join(why) or "close to the base on every named measure")
     out = pd.DataFrame({"segment": profiles["segment"].to_numpy(), "name": names, "rule": rules})
     # the same name twice: number them by size, so each segment reads differently
-    counts: dict[str, int] = {}
-    for i, name in enumerate(out["name"]):
-        if (out["name"] == name).sum() > 1:
-            counts[name] = counts.get(name, 0) + 1
-            out.loc[i, "name"] = f"{name} ({counts[name]})"
+    shared = out["name"][out["name"].duplicated(keep=False)].unique()
+    for name in shared:  # a loop over repeated names
+        at = out.index[out["name"] == name]
+        out.loc[at, "name"] = [f"{name} ({j})" for j in range(1, at.size + 1)]
     return out
 
 
