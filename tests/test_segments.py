@@ -1,0 +1,141 @@
+"""Segments: planted segments found, named, assigned; RFM scores; clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from custval.errors import CustvalError
+from custval.models.segment_assign import SegmentAssigner
+from custval.models.segments import (
+    Segmenter,
+    name_segments,
+    profile_segments,
+    rfm_segments,
+)
+
+#: four planted segments: (recency days, orders, revenue, tenure days) medians
+PLANTED = np.array(
+    [[10, 12, 2000, 800], [200, 2, 60, 700], [30, 4, 300, 60], [400, 1, 20, 1200]], float
+)
+
+
+def planted(n: int = 6000, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, 4, n)
+    noise = lambda s: rng.lognormal(0, s, n)  # noqa: E731
+    X = pd.DataFrame(
+        {
+            "customer_id": [f"C{i}" for i in range(n)],
+            "recency_days": PLANTED[truth, 0] * noise(0.25),
+            "orders": np.maximum(1, np.round(PLANTED[truth, 1] * noise(0.25))),
+            "revenue": PLANTED[truth, 2] * noise(0.25),
+            "tenure_days": PLANTED[truth, 3] * noise(0.2),
+        }
+    )
+    return X, truth
+
+
+def test_kmeans_finds_the_planted_k_and_segments() -> None:
+    X, truth = planted()
+    seg = Segmenter("kmeans", "auto", sample_size=3000, seed=1).fit(X)
+    assert seg.k_ == 4
+    assert adjusted_rand_score(truth, seg.labels_) >= 0.9
+    assert seg.stability_ >= 0.9 and seg.silhouette_ > 0.5
+    assert seg.scores_["chosen"].sum() == 1 and list(seg.scores_["k"]) == list(range(2, 9))
+    assert seg.prep_.features_ == ["recency_days", "orders", "revenue", "tenure_days"]
+    assert "revenue" in seg.prep_.logged_  # skewed money is logged
+    # new customers go to the segment of the planted group they come from
+    new, new_truth = planted(1000, seed=5)
+    assigned = seg.predict(new)
+    assert adjusted_rand_score(new_truth, assigned) >= 0.9
+
+
+@pytest.mark.parametrize("algorithm", ["hierarchical", "gmm"])
+def test_other_algorithms_find_the_planted_segments(algorithm: str) -> None:
+    X, truth = planted(4000)
+    seg = Segmenter(algorithm, 4, sample_size=2000, bootstrap=2).fit(X)
+    assert seg.k_ == 4 and adjusted_rand_score(truth, seg.labels_) >= 0.9
+
+
+def test_hdbscan_marks_noise_and_finds_dense_groups() -> None:
+    X, truth = planted(4000)
+    rng = np.random.default_rng(3)
+    outliers = pd.DataFrame(
+        {
+            "customer_id": [f"O{i}" for i in range(40)],
+            "recency_days": rng.uniform(1, 3000, 40),
+            "orders": rng.integers(1, 300, 40).astype(float),
+            "revenue": rng.uniform(1, 1e6, 40),
+            "tenure_days": rng.uniform(1, 5000, 40),
+        }
+    )
+    seg = Segmenter("hdbscan", sample_size=5000, bootstrap=0).fit(pd.concat([X, outliers]))
+    assert seg.k_ >= 4 and (seg.labels_ == -1).any()
+    found = seg.labels_[: len(X)]
+    assert adjusted_rand_score(truth[found >= 0], found[found >= 0]) >= 0.8
+
+
+def test_profiles_and_names() -> None:
+    X, truth = planted()
+    seg = Segmenter("kmeans", 4, bootstrap=0).fit(X)
+    prof = profile_segments(X, seg.labels_, features=seg.prep_.features_)
+    assert prof["customers"].sum() == len(X) and prof["revenue_share"].sum() == pytest.approx(1)
+    names = name_segments(prof).set_index("segment")
+    # the planted group with high revenue, many orders and recent purchases
+    best = pd.Series(seg.labels_[truth == 0]).mode().iloc[0]
+    assert names.loc[best, "name"] == "High-value loyal"
+    assert "revenue median" in names.loc[best, "rule"]
+    newest = pd.Series(seg.labels_[truth == 2]).mode().iloc[0]
+    assert " new" in names.loc[newest, "name"]
+    lost = pd.Series(seg.labels_[truth == 3]).mode().iloc[0]
+    assert names.loc[lost, "name"].startswith("Low-value at risk")
+    assert len(set(names["name"])) == 4
+
+
+def test_assignment_learns_labelled_segments() -> None:
+    X, truth = planted(6000)
+    rng = np.random.default_rng(1)
+    X["plan"] = np.where(truth == 2, "pro", np.where(rng.random(len(X)) < 0.5, "basic", "free"))
+    labels = np.array(["champions", "sleepers", "newcomers", "lost"], dtype=object)[truth]
+    labels[rng.random(len(X)) < 0.1] = None  # unlabelled customers are left out
+    train = np.arange(len(X)) < 4500
+    model = SegmentAssigner(seed=0).fit(X[train], labels[train], exclude=("customer_id",))
+    test = ~train & pd.notna(labels)
+    accuracy = (model.predict(X[test]) == labels[test]).mean()
+    assert accuracy >= 0.9
+    why = model.reasons(X[test].head(20))
+    assert (why["segment"].to_numpy() == model.predict(X[test].head(20))).all()
+    assert why["reason_1"].str.contains('the chance of segment "').all()
+    assert (why["reason_1_contribution"].abs() >= why["reason_2_contribution"].abs()).all()
+
+
+def test_rfm_scores_and_named_segments() -> None:
+    recency = [1, 2, 3, 4, 5, 100, 200, 300, 400, 500]
+    frequency = [10, 9, 8, 7, 6, 5, 4, 3, 2, 1]
+    monetary = [1000, 900, 800, 700, 600, 500, 400, 300, 200, 100]
+    rfm = rfm_segments(recency, frequency, monetary)
+    assert rfm["r_score"].tolist() == [5, 5, 4, 4, 3, 3, 2, 2, 1, 1]
+    assert rfm["f_score"].tolist() == [5, 5, 4, 4, 3, 3, 2, 2, 1, 1]
+    assert rfm["fm_score"].tolist() == [5, 5, 4, 4, 3, 3, 2, 2, 1, 1]
+    assert rfm["segment"].iloc[0] == "Champions" and rfm["segment"].iloc[-1] == "Lost"
+
+
+def test_clear_errors() -> None:
+    X, _ = planted(200)
+    with pytest.raises(CustvalError, match="one value for every customer"):
+        Segmenter(k=3).fit(X.assign(tenure_days=5.0))
+    with pytest.raises(CustvalError, match="no numeric value"):
+        Segmenter(k=3).fit(X.assign(tenure_days=np.nan))
+    with pytest.raises(CustvalError, match="cannot form 5 segments"):
+        Segmenter(k=5).fit(X.head(3))
+    with pytest.raises(CustvalError, match="distinct profiles"):
+        Segmenter(k="auto").fit(pd.concat([X.head(2)] * 10))
+    with pytest.raises(CustvalError, match="unknown algorithm"):
+        Segmenter("spectral").fit(X)
+    with pytest.raises(CustvalError, match="no column"):
+        Segmenter(features=["revenue", "nps"]).fit(X)
+    with pytest.raises(CustvalError, match="nothing to tell apart"):
+        SegmentAssigner().fit(X, ["A"] * len(X))
