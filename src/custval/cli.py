@@ -775,4 +775,4 @@ def main() -> None:
 
 
 # the value classifier's and the store's commands register on the same app
-from custval import cli_serve, cli_store, cli_value  # noqa: E402, F401
+from custval import cli_segment, cli_serve, cli_store, cli_value  # noqa: E402, F401

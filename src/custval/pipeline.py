@@ -951,3 +951,105 @@ def _profile_rows(records: list[dict[str, Any]]) -> Any:
             "category": pa.array(rows["category"], pa.string()),
         }
     )
+
+
+@dataclass
+class SegmentResult:
+    """A segmentation of a customer table: per customer its segment and name, per segment its
+    profile, name and rule, and the fitted segmenter (None for RFM segments)."""
+
+    algorithm: str
+    segmenter: Any
+    customers: Any  # customer_id, segment, segment_name
+    profiles: Any  # segment, name, rule, customers, share, ..., distinctive
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON summary of ``custval segment --json``."""
+        seg = self.segmenter
+        out: dict[str, Any] = {"algorithm": self.algorithm, "customers": len(self.customers)}
+        if seg is not None:
+            out.update(
+                {
+                    "k": seg.k_,
+                    "silhouette": seg.silhouette_,
+                    "calinski_harabasz": seg.calinski_harabasz_,
+                    "stability_ari": seg.stability_,
+                    "preparation": seg.prep_.record(),
+                }
+            )
+            if hasattr(seg, "scores_"):
+                out["k_scores"] = seg.scores_.to_dict("records")
+        profiles = self.profiles.drop(columns=["_gaps"], errors="ignore")
+        out["segments"] = json.loads(profiles.to_json(orient="records"))
+        return out
+
+
+def segment_table(
+    table: Any,
+    *,
+    id_column: str = "customer_id",
+    features: list[str] | None = None,
+    algorithm: str = "kmeans",
+    k: str | int = "auto",
+    seed: int = 0,
+) -> SegmentResult:
+    """Segment a customer table (one row per customer): cluster with ``algorithm`` (or
+    ``"rfm"`` for RFM quintile segments on recency_days, orders and revenue), profile and name
+    each segment (:mod:`custval.models.segments`)."""
+    from custval.models.segments import (
+        Segmenter,
+        name_segments,
+        profile_segments,
+        rfm_segments,
+    )
+
+    if id_column not in table.columns:
+        raise CustvalError(f"the table has no id column '{id_column}'", column=id_column)
+    if table[id_column].duplicated().any():
+        dup = table[id_column][table[id_column].duplicated()].head(5).tolist()
+        raise CustvalError(
+            f"the id column '{id_column}' repeats customers (e.g. {', '.join(map(str, dup))})",
+            column=id_column,
+            hint="Segment a table with one row per customer",
+        )
+    ids = table[id_column].astype(str).to_numpy()
+    if algorithm == "rfm":
+        need = ["recency_days", "orders", "revenue"]
+        lacking = [c for c in need if c not in table.columns]
+        if lacking:
+            raise CustvalError(
+                f"RFM segments need the columns {', '.join(need)}; the table lacks "
+                f"{', '.join(lacking)}",
+                column=lacking[0],
+            )
+        rfm = rfm_segments(*(table[c].to_numpy(dtype=np.float64) for c in need))
+        names = sorted(set(rfm["segment"]))
+        code = {n: i for i, n in enumerate(names)}
+        labels = rfm["segment"].map(code).to_numpy()
+        profiles = profile_segments(table, labels, features=need)
+        profiles.insert(1, "name", [names[s] for s in profiles["segment"]])
+        profiles.insert(2, "rule", [_rfm_rule(names[s]) for s in profiles["segment"]])
+        customers = pd.DataFrame(
+            {"customer_id": ids, "segment": labels, "segment_name": rfm["segment"].to_numpy()}
+        )
+        return SegmentResult("rfm", None, customers, profiles)
+    seg = Segmenter(algorithm, k, features=features, seed=seed).fit(table)
+    profiles = profile_segments(table, seg.labels_, features=seg.prep_.features_)
+    named = name_segments(profiles)
+    profiles.insert(1, "name", named["name"].to_numpy())
+    profiles.insert(2, "rule", named["rule"].to_numpy())
+    name_of = dict(zip(named["segment"], named["name"], strict=True))
+    customers = pd.DataFrame(
+        {
+            "customer_id": ids,
+            "segment": seg.labels_,
+            "segment_name": pd.Series(seg.labels_).map(name_of).to_numpy(),
+        }
+    )
+    return SegmentResult(algorithm, seg, customers, profiles)
+
+
+def _rfm_rule(name: str) -> str:
+    from custval.models.segments import RFM_SEGMENTS
+
+    return dict(RFM_SEGMENTS).get(name, "no rule matched")

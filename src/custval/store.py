@@ -74,12 +74,33 @@ PROFILE_COLUMNS = {
 }
 
 
+SEGMENT_COLUMNS = {
+    "run_id": "TEXT",
+    "customer_id": "TEXT",
+    "segment": "INTEGER",
+    "segment_name": "TEXT",
+}
+SEGMENT_PROFILE_COLUMNS = {
+    "run_id": "TEXT",
+    "segment": "INTEGER",
+    "name": "TEXT",
+    "rule": "TEXT",
+    "customers": "BIGINT",
+    "share": "DOUBLE PRECISION",
+    "revenue_share": "DOUBLE PRECISION",
+    "clv_share": "DOUBLE PRECISION",
+    "distinctive": "TEXT",
+    "profile": "TEXT",
+}
+
 #: the bulk tables and their columns
 BULK_TABLES = {
     "predictions": PREDICTION_COLUMNS,
     "reasons": REASON_COLUMNS,
     "feature_importance": IMPORTANCE_COLUMNS,
     "value_profiles": PROFILE_COLUMNS,
+    "segments": SEGMENT_COLUMNS,
+    "segment_profiles": SEGMENT_PROFILE_COLUMNS,
 }
 _ARROW_TYPES = {
     "TEXT": pa.string(),
@@ -154,6 +175,12 @@ MIGRATIONS: list[list[str]] = [
         )""",
         # the customer-base models a scoring run fitted (JSON), for the service's CLV
         "ALTER TABLE runs ADD COLUMN clv_models TEXT",
+    ],
+    [
+        # segmentation runs (custval segment): each customer's segment, each segment's profile
+        _create("segments", SEGMENT_COLUMNS),
+        _create("segment_profiles", SEGMENT_PROFILE_COLUMNS),
+        "CREATE INDEX segments_run ON segments (run_id, customer_id)",
     ],
 ]
 
@@ -279,6 +306,7 @@ class Store:
         as_of: date | None = None,
         config_hash: str | None = None,
         clv_models: dict[str, Any] | None = None,
+        extra: dict[str, pa.Table] | None = None,
         before_commit: Callable[[], None] | None = None,
     ) -> str:
         """Write one run, all or nothing; returns its run_id.
@@ -311,6 +339,8 @@ class Store:
                     self._bulk("feature_importance", IMPORTANCE_COLUMNS, _stamp(importance, run_id))
                 if profiles is not None:
                     self._bulk("value_profiles", PROFILE_COLUMNS, _stamp(profiles, run_id))
+                for name, rows in (extra or {}).items():  # e.g. segments, segment_profiles
+                    self._bulk(name, BULK_TABLES[name], _stamp(rows, run_id))
                 if before_commit is not None:
                     before_commit()
                 self._execute(

@@ -1,0 +1,191 @@
+"""``custval segment``: customer segments with profiles and names.
+
+It registers on the main Typer app of :mod:`custval.cli`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from custval.cli import app, friendly, out
+from custval.errors import CustvalError
+
+
+@app.command()
+@friendly
+def segment(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="A project: segments its customers at the as-of date."),
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Or any customer table (CSV or Parquet), one row per customer."),
+    ] = None,
+    id_column: Annotated[
+        str, typer.Option("--id", help="The customer id column of --data.")
+    ] = "customer_id",
+    features: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated columns to segment on (default: RFM, predicted CLV, tenure "
+            "and behaviour, those the table has)."
+        ),
+    ] = None,
+    algorithm: Annotated[
+        str, typer.Option(help="kmeans, hierarchical, hdbscan, gmm or rfm.")
+    ] = "kmeans",
+    k: Annotated[str, typer.Option(help="Number of segments, or auto (2 to 8).")] = "auto",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    out_path: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Write customer_id, segment, segment_name here."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as JSON (k, scores, profiles).")
+    ] = False,
+    store: Annotated[
+        str | None,
+        typer.Option(help="With --config: the store for the run (default: the project's)."),
+    ] = None,
+) -> None:
+    """Segment customers: cluster them (k-means by default; k chosen by silhouette with its
+    stability reported), profile each segment against the whole base (size, share of revenue
+    and CLV, medians and lifts, what sets it apart) and name it from its profile, with the rule.
+
+    With --config the project's customers are segmented on their features at the as-of date
+    plus their predicted CLV, and the run goes into the store (tables segments and
+    segment_profiles). With --data any customer table is segmented.
+    """
+    from custval import pipeline
+
+    if (config is None) == (data is None):
+        raise CustvalError("give either --config (a project) or --data (a customer table)")
+    chosen = [c.strip() for c in features.split(",") if c.strip()] if features else None
+    k_value: str | int = k if k == "auto" else _k(k)
+    if data is not None:
+        from custval.tables import read_customer_table
+
+        table = read_customer_table(data)
+    else:
+        from custval.cli import _load
+
+        project = _load(config)  # type: ignore[arg-type]
+        prepared = pipeline.prepare(project)
+        table = pipeline.features(project, prepared).to_pyarrow().to_pandas()
+        if "transactions" in prepared.tables:
+            clv_columns, _ = pipeline._score_clv(project, prepared, table)
+            table["clv"] = clv_columns["clv_expected"]
+        id_column = "customer_id"
+    if out_path is not None:
+        from custval.cli import _check_output
+
+        _check_output(out_path)
+    result = pipeline.segment_table(
+        table, id_column=id_column, features=chosen, algorithm=algorithm, k=k_value, seed=seed
+    )
+    if out_path is not None:
+        import pyarrow as pa
+
+        from custval.cli import _write_table
+
+        _write_table(pa.Table.from_pandas(result.customers, preserve_index=False), out_path)
+    run_id = None
+    if config is not None:
+        run_id = _store_run(result, store or project.store, project.as_of)
+    if as_json:
+        summary = result.summary()
+        summary["run_id"] = run_id
+        out.print_json(json.dumps(summary, default=str))
+        return
+    _print(result)
+    if out_path is not None:
+        out.print(f"segments of {len(result.customers):,} customers: {out_path}")
+    if run_id is not None:
+        out.print(f"run {run_id} stored (tables segments, segment_profiles)")
+
+
+def _k(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise CustvalError(f"--k must be auto or a whole number, not '{text}'") from None
+
+
+def _print(result: Any) -> None:
+    seg = result.segmenter
+    if seg is not None:
+        out.print(
+            f"{result.algorithm}: {seg.k_} segments; silhouette {seg.silhouette_:.3f}, "
+            f"stability (ARI over bootstrap resamples) {seg.stability_:.3f}; features "
+            f"{', '.join(seg.prep_.features_)} (log: {', '.join(seg.prep_.logged_) or 'none'})",
+            highlight=False,
+        )
+    table = Table(title="segments")
+    for col in ("segment", "name", "customers", "share", "revenue", "CLV", "sets it apart"):
+        table.add_column(col, justify="right" if col in ("customers", "share") else "left")
+    for row in result.profiles.to_dict("records"):
+        table.add_row(
+            str(row["segment"]),
+            row["name"],
+            f"{row['customers']:,}",
+            f"{row['share']:.1%}",
+            f"{row['revenue_share']:.1%}" if "revenue_share" in row else "-",
+            f"{row['clv_share']:.1%}" if "clv_share" in row else "-",
+            ", ".join(row["distinctive"]),
+        )
+    out.print(table)
+    for row in result.profiles.to_dict("records"):
+        out.print(f"  {row['name']}: {row['rule']}", highlight=False)
+
+
+def _store_run(result: Any, url: str, as_of: Any) -> str:
+    import pyarrow as pa
+
+    from custval.store import open_store
+
+    customers = result.customers
+    profiles = result.profiles.drop(columns=["_gaps"], errors="ignore")
+    profile_rows = pa.table(
+        {
+            "segment": pa.array(profiles["segment"].to_numpy(), pa.int32()),
+            "name": pa.array(profiles["name"].astype(str).tolist()),
+            "rule": pa.array(profiles["rule"].astype(str).tolist()),
+            "customers": pa.array(profiles["customers"].to_numpy(), pa.int64()),
+            "share": pa.array(profiles["share"].to_numpy(dtype=float)),
+            "revenue_share": pa.array(
+                profiles.get("revenue_share", profiles["share"] * float("nan")).to_numpy(float)
+            ),
+            "clv_share": pa.array(
+                profiles.get("clv_share", profiles["share"] * float("nan")).to_numpy(float)
+            ),
+            "distinctive": pa.array(["; ".join(d) for d in profiles["distinctive"]]),
+            "profile": pa.array([json.dumps(r, default=str) for r in profiles.to_dict("records")]),
+        }
+    )
+    with open_store(url) as s:
+        return s.write_run(
+            kind="segment",
+            predictions=pa.table(
+                {
+                    "customer_id": pa.array(customers["customer_id"].astype(str).tolist()),
+                    "segment": pa.array(customers["segment_name"].astype(str).tolist()),
+                }
+            ),
+            as_of=as_of,
+            extra={
+                "segments": pa.table(
+                    {
+                        "customer_id": pa.array(customers["customer_id"].astype(str).tolist()),
+                        "segment": pa.array(customers["segment"].to_numpy(), pa.int32()),
+                        "segment_name": pa.array(customers["segment_name"].astype(str).tolist()),
+                    }
+                ),
+                "segment_profiles": profile_rows,
+            },
+        )
