@@ -218,6 +218,20 @@ def test_bad_input_is_a_4xx_naming_the_field_and_the_customer(
             )
             assert r.status_code == 422, body_text
             assert "detail" in r.json()
+        # numbers no customer has (and that would overflow a linear model) are refused
+        r = c.post("/v1/predict", json={"customers": [dict(good[0], **{feature: 1e300})]})
+        assert r.status_code == 422 and r.json()["errors"][0]["customer_index"] == 0
+        # a BTYD summary that cannot be (recency after T) is named, not a 500 or a NaN
+        buyer = next(x for x in customers(trained, 200) if x["T"] is not None and x["T"] > 1)
+        broken = dict(buyer, recency=buyer["T"] + 5)
+        r = c.post("/v1/predict", json={"customers": [good[0], broken]})
+        assert r.status_code == 422 and r.json()["errors"][0]["customer_index"] == 1
+        assert str(buyer["T"] + 5) not in r.text
+        # a categorical value of the wrong type: one error for the field, not one per type tried
+        r = c.post("/v1/predict", json={"customers": [dict(good[0], region=[1, 2])]})
+        assert r.status_code == 422 and [e["field"] for e in r.json()["errors"]] == [
+            "customers[0].region"
+        ]
         too_many = customers(trained, 51)
         r = c.post("/v1/predict", json={"customers": too_many})
         assert r.status_code == 413 and "limit is 50" in r.json()["detail"]
@@ -227,6 +241,12 @@ def test_bad_input_is_a_4xx_naming_the_field_and_the_customer(
         assert c.get("/v1/models/..%2F..%2Fetc").status_code == 404
         assert c.get("/v1/models/19990101T000000Z").status_code == 404
         assert c.get("/v1/nothing-here").status_code == 404
+    with service.client(None) as anonymous:
+        # without a key nothing of a body is read or buffered: 401 before the size check
+        r = anonymous.post(
+            "/v1/predict", content=huge, headers={"Content-Type": "application/json"}
+        )
+        assert r.status_code == 401
 
 
 # ---- parity and content ---------------------------------------------------------------------
@@ -331,6 +351,10 @@ def test_model_switch_under_load_drops_no_request(service: Service, trained: Tra
         assert len(p["reasons"]) == 3 and 0 <= p["value_probability"] <= 1
         r = c.get("/readyz").json()
         assert r["model_version"] == trained.versions[1]
+    # a worker that uvicorn starts again serves the active model; it does not reset it
+    from custval.api.app import Registry
+
+    assert Registry(service.settings, worker=True).active.version == trained.versions[1]
     # back, so that other tests see the first model
     with service.client("admin") as admin:
         assert admin.post(f"/v1/models/{trained.versions[0]}/activate").status_code == 200

@@ -40,7 +40,8 @@ def test_numbers_match_python_formatting_on_many_values() -> None:
             np.round(rng.normal(0, 50, 5_000), 2),
         ]
     )
-    v = np.concatenate([v, [1.23e-5, 1.23e-6, 1.23e-7, 1e-7, 9.99e-7, 9.996e-7, -float("inf")]])
+    tiny = [1.23e-5, 1.23e-6, 1.23e-7, 1e-7, 9.99e-7, 9.996e-7, 3.3e-262, 5e-320, -4.4e-30]
+    v = np.concatenate([v, tiny, [-float("inf")]])
     got = _numbers_as_text(v).to_pylist()
     # the one-value formatter of the online service writes the same text
     assert got == [number_text(x) for x in v]

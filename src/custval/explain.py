@@ -70,7 +70,7 @@ def _numbers_as_text(v: Array) -> pa.Array:
     big = finite & ((v == np.round(v)) | (np.abs(v) >= 100)) & (np.abs(v) < 1e15)
     whole = np.where(big, np.round(v), 0.0).astype(np.int64)
     # 3 significant digits: round at 10**(2 - exponent); |v| < 100 here, so the scale is exact
-    small = finite & ~big & (np.abs(v) < 100) & (np.abs(v) > 1e-300)
+    small = finite & ~big & (np.abs(v) < 100) & (np.abs(v) >= 1e-6)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         exponent = np.floor(np.log10(np.abs(np.where(small, v, 1.0))))
         scale = 10.0 ** (2 - exponent)
@@ -80,10 +80,10 @@ def _numbers_as_text(v: Array) -> pa.Array:
         near_tie = np.flatnonzero(small & (np.abs(np.abs(v * scale) % 1.0 - 0.5) < 1e-6))
     rounded[near_tie] = [float(f"{x:.3g}") for x in v[near_tie]]
     out = pc.if_else(pa.array(big), _thousands(whole), pc.cast(pa.array(rounded), pa.string()))
-    # huge or denormal: rare, so formatted in Python
+    # huge or tiny: rare, so formatted one by one, by the same rules
     other = np.flatnonzero(finite & ~big & ~small)
     if other.size:
-        texts = pa.array([f"{x:.3g}" for x in v[other]], pa.string())
+        texts = pa.array([number_text(x) for x in v[other]], pa.string())
         mask = np.zeros(v.size, dtype=bool)
         mask[other] = True
         out = pc.replace_with_mask(out, pa.array(mask), texts)
@@ -94,6 +94,7 @@ def _top_k(contrib: Array, k: int) -> npt.NDArray[np.int64]:
     """Per row, the columns of the ``k`` largest absolute values, largest first; ties go to
     the first column (as a stable sort would), in O(rows x columns) rather than a full sort."""
     a = np.abs(contrib)
+    a[np.isnan(a)] = -1.0  # a NaN contribution is never a reason before a number
     n, p = a.shape
     if k >= p:
         return np.argsort(-a, axis=1, kind="stable")

@@ -30,7 +30,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,7 @@ log = logging.getLogger("custval.api")
 
 #: the file in the models folder that names the active version, so that every worker follows
 ACTIVE_FILE = "ACTIVE"
-_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$")
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,100}")
 
 
 class ServiceSettings(BaseModel):
@@ -90,7 +90,7 @@ class ApiError(Exception):
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(
-        pydantic_core.to_json(data),
+        pydantic_core.to_json(data, inf_nan_mode="null"),
         status_code=status,
         media_type="application/json",
         headers=headers,
@@ -112,23 +112,30 @@ class Registry:
     takes the reference once and finishes on that model. Workers follow the ACTIVE file of the
     models folder (checked at most once a second, the new model loaded off the request path)."""
 
-    def __init__(self, settings: ServiceSettings) -> None:
+    def __init__(self, settings: ServiceSettings, *, worker: bool = False) -> None:
         self.settings = settings
         self.dir = settings.models_dir
-        version = settings.model
-        if version == "latest":
-            from custval.pipeline import latest_model
+        stamp = self._marker_stamp()
+        if worker and stamp[1]:
+            # a worker (re)started by uvicorn serves what is active now, and never decides it:
+            # a restart must not undo an activation
+            version = stamp[1]
+        else:
+            version = settings.model
+            if version == "latest":
+                from custval.pipeline import latest_model
 
-            version = latest_model(self.dir).name
+                version = latest_model(self.dir).name
         self._active = self.load(version)
-        self._write_marker(version)
+        if not worker:
+            self._write_marker(version)
         self._marker_seen = self._marker_stamp()
         self._checked = time.monotonic()
         self._loading = False
         self._lock = threading.Lock()
 
     def folder(self, version: str) -> Path:
-        if not _VERSION.match(version) or ".." in version:
+        if not _VERSION.fullmatch(version) or ".." in version:
             raise ApiError(404, f"there is no model version '{version[:100]}'")
         folder = self.dir / version
         if not (folder / "manifest.json").exists():
@@ -188,13 +195,28 @@ class Registry:
 # ---- the app --------------------------------------------------------------------------------
 
 
-def _keys(settings: ServiceSettings) -> KeyRing:
+def _with_store(settings: ServiceSettings, read: Callable[[Any], Any], *, migrate: bool) -> Any:
+    """``read(store)`` on the settings' store; a DuckDB file locked by another process (a
+    scoring run, another worker starting) is retried for a few seconds."""
+    from custval.store import open_store
+
+    for attempt in range(20):
+        try:
+            with open_store(str(settings.store), read_only=not migrate) as store:
+                return read(store)
+        except CustvalError as exc:
+            if "lock" not in str(exc).lower() or attempt == 19:
+                raise
+            time.sleep(0.25)
+    return None
+
+
+def _keys(settings: ServiceSettings, *, migrate: bool) -> KeyRing:
     keys: list[ApiKey] = parse_env()
     if settings.store:
-        from custval.store import open_store
-
-        with open_store(settings.store) as store:
-            keys += [ApiKey(*row) for row in store.api_keys()]
+        keys += [
+            ApiKey(*row) for row in _with_store(settings, lambda s: s.api_keys(), migrate=migrate)
+        ]
     if not keys:
         raise CustvalError(
             "the service has no API keys: every /v1 request would be refused",
@@ -204,34 +226,64 @@ def _keys(settings: ServiceSettings) -> KeyRing:
     return KeyRing(keys)
 
 
-def _clv_models(settings: ServiceSettings) -> dict[str, Any] | None:
+def _clv_models(settings: ServiceSettings, *, migrate: bool) -> dict[str, Any] | None:
     if not settings.store:
         return None
     from custval.pipeline import clv_models_from_json
-    from custval.store import open_store
 
-    with open_store(settings.store) as store:
-        saved = store.latest_clv_models()
+    saved = _with_store(settings, lambda s: s.latest_clv_models(), migrate=migrate)
     if saved is None:
         return None
     # the models are built once; every request uses them
     return {**saved, "fitted": clv_models_from_json(saved)}
 
 
+class StoreState:
+    """The keys and the CLV models a worker uses, read again from the store every
+    ``interval`` seconds in a thread: a revoked key stops working and a new scoring run's
+    models are used without a restart."""
+
+    def __init__(self, settings: ServiceSettings, *, worker: bool, interval: float = 30.0) -> None:
+        self.settings, self.interval = settings, interval
+        self.ring = _keys(settings, migrate=not worker)
+        self.clv = _clv_models(settings, migrate=False)
+        self._stop = threading.Event()
+        if settings.store:
+            threading.Thread(target=self._refresh, daemon=True, name="custval-store").start()
+
+    def _refresh(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.ring = _keys(self.settings, migrate=False)
+                self.clv = _clv_models(self.settings, migrate=False)
+            except Exception as exc:  # keep what we have; say why without details
+                log.error("keys and CLV models not refreshed: %s", type(exc).__name__)
+
+    def close(self) -> None:
+        self._stop.set()
+
+
 class BodyLimit:
     """Refuses bodies over ``limit`` bytes with 413 before the app reads them (pure ASGI)."""
 
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app: Any, limit: int, keys: Callable[[], KeyRing] | None = None) -> None:
+        self.app, self.limit, self.keys = app, limit, keys
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await self._too_large(send)
+        headers = dict(scope["headers"])
+        if self.keys is not None and scope["path"].startswith("/v1/"):
+            auth = headers.get(b"authorization", b"").decode("latin-1")
+            if auth[:7].lower() != "bearer " or self.keys().find(auth[7:].strip()) is None:
+                # no valid key: answered before any of the body is read (the handler says why)
+                await self.app(scope, _no_body(receive), send)
                 return
+        value = headers.get(b"content-length", b"")
+        if value.isdigit() and int(value) > self.limit:
+            await self._too_large(send)
+            return
         chunks, size, more = [], 0, True
         while more:
             message = await receive()
@@ -272,19 +324,36 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+def _no_body(receive: Any) -> Any:
+    """A receive that gives the app an empty body and leaves the client's unread."""
+    sent = False
+
+    async def empty() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        return dict(await receive())
+
+    return empty
+
+
 def _validation_errors(exc: ValidationError) -> tuple[str, list[dict[str, Any]]]:
     """Pydantic's errors as the service reports them: where (customers[3].tenure_days), what;
     the offending values are not echoed."""
     errors = []
     for err in exc.errors(include_url=False, include_input=False, include_context=False):
         loc = err["loc"]
+        if len(loc) > 3 and loc[0] == "customers":
+            loc = loc[:3]  # customers[i].field, without the union member pydantic tried
         where = ""
         for part in loc:
             where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else part)
         item = {"field": where or "(body)", "message": err["msg"], "type": err["type"]}
         if len(loc) >= 2 and loc[0] == "customers" and isinstance(loc[1], int):
             item["customer_index"] = loc[1]
-        errors.append(item)
+        if all(e["field"] != item["field"] for e in errors):  # one error per field
+            errors.append(item)
     first = errors[0]
     message = f"{first['field']}: {first['message']}"
     if len(errors) > 1:
@@ -311,12 +380,12 @@ def guarded(handler: Any) -> Any:
     return wrapper
 
 
-def create_app(settings: ServiceSettings) -> FastAPI:
+def create_app(settings: ServiceSettings, *, worker: bool = False) -> FastAPI:
     """The service for ``settings``: loads the model and the keys now (a clear error if it
-    cannot), so that a started service is ready."""
-    registry = Registry(settings)
-    ring = _keys(settings)
-    clv_models = _clv_models(settings)
+    cannot), so that a started service is ready. ``worker``: one of several uvicorn workers,
+    which serves the active model and opens the store read-only."""
+    registry = Registry(settings, worker=worker)
+    state = StoreState(settings, worker=worker)
     logger = None
     if settings.log_predictions:
         if not settings.store:
@@ -328,6 +397,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
+        state.close()
         if logger is not None:
             logger.close()
 
@@ -349,7 +419,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                 "an API key is needed: send 'Authorization: Bearer <key>'",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        key = ring.find(header[7:].strip())
+        key = state.ring.find(header[7:].strip())
         if key is None:
             raise ApiError(401, "the API key is not valid", headers={"WWW-Authenticate": "Bearer"})
         if not key.allows(scope):
@@ -415,8 +485,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             predictions = await run_in_threadpool(model.score, customers)
         else:
             predictions = model.score(customers)
-        if clv_models is not None:
-            _add_clv(predictions, customers, clv_models)
+        if state.clv is not None:
+            _add_clv(predictions, customers, state.clv)
         if logger is not None:
             logger.add(model.version, predictions)
         return _json({"model_version": model.version, "predictions": predictions})
@@ -452,8 +522,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         except CustvalError as exc:
             raise ApiError(422, str(exc)) from None
         predictions = await run_in_threadpool(model.score, rows)
-        if clv_models is not None:
-            _add_clv(predictions, rows, clv_models)
+        if state.clv is not None:
+            _add_clv(predictions, rows, state.clv)
         if logger is not None:
             logger.add(model.version, predictions)
         return _json({"model_version": model.version, "predictions": predictions})
@@ -569,7 +639,8 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    # the key is checked before a body is read: without one, nothing is buffered
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, keys=lambda: state.ring)
     return app
 
 
@@ -605,10 +676,10 @@ def _lookup(store_url: str, customer_id: str) -> dict[str, Any] | None:
     try:
         with open_store(store_url, read_only=True) as store:
             return store.customer(customer_id)
-    except CustvalError as exc:
-        raise ApiError(503, f"the store cannot be read now: {exc.args[0]}") from None
-    except Exception as exc:  # a DuckDB file being written by a scoring run is locked
-        raise ApiError(503, f"the store cannot be read now ({type(exc).__name__})") from None
+    except Exception as exc:  # e.g. a DuckDB file being written by a scoring run is locked
+        # the details (paths, process ids) stay in the log, by type only
+        log.error("store lookup failed: %s", type(exc).__name__)
+        raise ApiError(503, "the store cannot be read now; try again shortly") from None
 
 
 def _add_clv(
@@ -627,6 +698,31 @@ def _add_clv(
     buyers = ~np.isnan(t) & ~np.isnan(x) & ~np.isnan(tx)
     if not buyers.any():
         return
+    # a BTYD summary the models can read: whole repeat counts, 0 <= recency <= T
+    with np.errstate(invalid="ignore"):
+        bad = buyers & (
+            (x < 0)
+            | (x != np.round(x))
+            | (tx < 0)
+            | (t < 0)
+            | (tx > t * (1 + 1e-12) + 1e-12)
+            | (m < 0)
+        )
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ApiError(
+            422,
+            f"customers[{i}]: frequency, recency, T and monetary_value are not a customer "
+            "summary (frequency a whole number >= 0, 0 <= recency <= T, monetary_value >= 0)",
+            [
+                {
+                    "field": f"customers[{i}].recency",
+                    "message": "not a BTYD summary",
+                    "type": "value_error",
+                    "customer_index": i,
+                }
+            ],
+        )
     purchases, spend = saved["fitted"]
     m = np.nan_to_num(m, nan=0.0)
     _, clv = point_clv(
@@ -645,4 +741,5 @@ def _add_clv(
 
 def app_from_env() -> FastAPI:
     """The app of ``CUSTVAL_SERVE_SETTINGS`` (JSON): how uvicorn workers build it."""
-    return create_app(ServiceSettings.model_validate_json(os.environ["CUSTVAL_SERVE_SETTINGS"]))
+    settings = ServiceSettings.model_validate_json(os.environ["CUSTVAL_SERVE_SETTINGS"])
+    return create_app(settings, worker=True)

@@ -198,7 +198,11 @@ def _request_type(schema: Any, version: str) -> type[BaseModel]:
         "customer_id": (Annotated[str | int, Field(description="your id of the customer")], ...)
     }
     for c in schema.numeric:
-        fields[c] = (Annotated[float | None, Field(allow_inf_nan=False)], ...)
+        # beyond 1e15 a value is an error in the data (and standardised, it overflows)
+        fields[c] = (
+            Annotated[float | None, Field(allow_inf_nan=False, ge=-1e15, le=1e15)],
+            ...,
+        )
     for c, cats in schema.categorical.items():
         fields[c] = (
             Annotated[

@@ -1,9 +1,10 @@
 """``--log-predictions``: online predictions kept in the store, in batches, off the request path.
 
 A request only appends its predictions to a queue; a thread writes what has gathered every
-``interval`` seconds (or when ``batch`` predictions wait) as one run of kind ``online`` with its
-predictions and reasons, all or nothing like every run (:mod:`custval.store`). A full queue
-drops the oldest predictions rather than slow the service down, and says how many it dropped.
+``interval`` seconds as runs of kind ``online`` of at most ``batch`` predictions, with their
+reasons, all or nothing like every run (:mod:`custval.store`). When ``capacity`` predictions
+already wait (the store is slow or down), new ones are dropped rather than slow the service
+down or fill its memory, and the log says how many were dropped.
 A DuckDB store file has one writer at a time: with several workers, log into PostgreSQL.
 """
 
@@ -29,18 +30,24 @@ class PredictionLog:
         self, url: str, *, interval: float = 2.0, batch: int = 5_000, capacity: int = 200_000
     ) -> None:
         self.url, self.interval, self.batch = url, interval, batch
-        self._queue: queue.Queue[tuple[str, list[dict[str, Any]]]] = queue.Queue(capacity)
+        self._queue: queue.Queue[tuple[str, list[dict[str, Any]]]] = queue.Queue()
+        self.capacity = capacity
+        self._waiting = 0  # predictions in the queue
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self.dropped = 0
+        self._dropped_said = 0
         self.written = 0
         self._thread = threading.Thread(target=self._run, daemon=True, name="custval-log")
         self._thread.start()
 
     def add(self, version: str, predictions: list[dict[str, Any]]) -> None:
-        try:
-            self._queue.put_nowait((version, predictions))
-        except queue.Full:
-            self.dropped += len(predictions)
+        with self._lock:
+            if self._waiting + len(predictions) > self.capacity:
+                self.dropped += len(predictions)
+                return
+            self._waiting += len(predictions)
+        self._queue.put_nowait((version, predictions))
 
     def close(self) -> None:
         self._stop.set()
@@ -53,13 +60,20 @@ class PredictionLog:
         self.flush()
 
     def flush(self) -> None:
+        if self.dropped > self._dropped_said:
+            log.warning("online predictions dropped so far (store too slow): %d", self.dropped)
+            self._dropped_said = self.dropped
         by_version: dict[str, list[dict[str, Any]]] = {}
-        while True:
+        taken = 0
+        while taken < self.capacity:
             try:
                 version, predictions = self._queue.get_nowait()
             except queue.Empty:
                 break
+            taken += len(predictions)
             by_version.setdefault(version, []).extend(predictions)
+        with self._lock:
+            self._waiting -= taken
         for version, predictions in by_version.items():
             for start in range(0, len(predictions), self.batch):
                 try:

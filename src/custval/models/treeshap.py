@@ -17,8 +17,8 @@ comparisons per split) and a table lookup per feature: the same numbers as ``pre
 
 The row's way at a split follows LightGBM's prediction rules exactly (``Tree::Decision``):
 numeric splits send NaN to 0 unless the split has learned a side for missing values (missing
-type NaN), a zero to the default side under missing type Zero; categorical splits send NaN and
-negative codes right. Models this module does not cover (deeper trees, several trees per
+type NaN), a zero to the default side under missing type Zero; categorical splits truncate the
+code toward zero and send NaN and negative codes right. Models this module does not cover (deeper trees, several trees per
 iteration, averaged output, linear trees) are left to ``pred_contrib``: :func:`supports`.
 """
 
@@ -241,7 +241,7 @@ class ShallowTreeShap:
         left = np.where((kind == 1) & zero, self._node_default_left, left)
         if self._cat_nodes.size:
             c = v[:, self._cat_nodes]
-            outside = np.isnan(c) | (c < 0) | (c >= self._top + 1)
+            outside = np.isnan(c) | (c <= -1) | (c >= self._top + 1)
             codes = np.where(outside, -1, np.where(outside, 0, c).astype(np.int64))
             rows = np.arange(self._cat_nodes.size)
             left[:, self._cat_nodes] = self._cat_lookup[rows, codes]
@@ -264,7 +264,7 @@ class ShallowTreeShap:
         codes = {}
         for f in self._categorical:  # a loop over categorical features
             c = columns[f]
-            outside = nan[f] | (c < 0) | (c >= self._top + 1)
+            outside = nan[f] | (c <= -1) | (c >= self._top + 1)
             codes[f] = np.where(outside, -1, np.where(outside, 0, c).astype(np.int64))
         pattern = np.empty(n, dtype=np.int64)
         left = np.empty(n, dtype=bool)
