@@ -6,8 +6,10 @@ They register on the main Typer app of :mod:`custval.cli`.
 from __future__ import annotations
 
 import os
+import socket
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -117,7 +119,74 @@ def serve(
         uvicorn.run(service, **common)  # type: ignore[arg-type]
         return
     os.environ["CUSTVAL_SERVE_SETTINGS"] = settings.model_dump_json()
+    if hasattr(socket, "SO_REUSEPORT") and sys.platform.startswith("linux"):
+        _run_workers(host, port, workers, common)
+        return
     uvicorn.run("custval.api.app:app_from_env", factory=True, workers=workers, **common)  # type: ignore[arg-type]
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket of its own for one worker, on a port the workers share: with
+    SO_REUSEPORT the kernel spreads new connections evenly over the workers' sockets (one
+    shared socket lets the first worker to wake take every connection of a burst)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _worker(host: str, port: int, common: dict[str, Any]) -> None:
+    import uvicorn
+
+    from custval.api.app import app_from_env
+
+    sock = _listen(host, port)
+    options = {k: v for k, v in common.items() if k not in ("host", "port")}
+    uvicorn.Server(uvicorn.Config(app_from_env(), **options)).run(sockets=[sock])
+
+
+def _run_workers(host: str, port: int, workers: int, common: dict[str, Any]) -> None:
+    """Start ``workers`` processes, each with its own socket on the port; start again one that
+    dies; stop them all on SIGINT or SIGTERM."""
+    import multiprocessing
+    import signal
+    import time
+
+    context = multiprocessing.get_context("spawn")
+    stopping = False
+
+    def start() -> Any:
+        proc = context.Process(target=_worker, args=(host, port, common), daemon=False)
+        proc.start()
+        return proc
+
+    def stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    procs = [start() for _ in range(workers)]
+    restarts: list[float] = []
+    while not stopping:
+        time.sleep(0.2)
+        for i, proc in enumerate(procs):
+            if not proc.is_alive() and not stopping:
+                restarts = [t for t in restarts if t > time.monotonic() - 60] + [time.monotonic()]
+                if len(restarts) > 5:  # failing at start: no endless restarts
+                    out.print("workers keep stopping (6 times in a minute): stopping the service")
+                    stopping = True
+                    break
+                out.print(f"worker {proc.pid} stopped ({proc.exitcode}); starting another")
+                procs[i] = start()
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.join(timeout=30)
 
 
 @keys_app.command("new")
