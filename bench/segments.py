@@ -63,9 +63,10 @@ def main() -> int:
     from custval.models.segments import Segmenter, name_segments, profile_segments
 
     t0 = time.perf_counter()
-    X, truth = company(args.customers)
+    X, truth = company(args.customers)  # noqa: N806
     print(
-        f"{len(X):,} customers x {X.shape[1]} features generated in {time.perf_counter() - t0:.1f} s"
+        f"{len(X):,} customers x {X.shape[1]} features generated in "
+        f"{time.perf_counter() - t0:.1f} s"
     )
     check = np.random.default_rng(1).choice(len(X), 100_000, replace=False)
     results = {}
@@ -88,7 +89,8 @@ def main() -> int:
     bare = time.perf_counter() - t0
     print(f"for scale: scikit-learn KMeans(k=5, n_init=3) on all rows, k known: {bare:.1f} s")
     print(
-        f"custval k-means with automatic k / bare KMeans with k known: {results['kmeans'] / bare:.2f}x"
+        "custval k-means with automatic k / bare KMeans with k known: "
+        f"{results['kmeans'] / bare:.2f}x"
     )
     met = {a: s < 60 for a, s in results.items()}
     for a, ok in met.items():

@@ -3,12 +3,12 @@
 * :class:`SegmentPrep` chooses the features (default: RFM, predicted CLV, tenure and behaviour,
   those the table has), takes ``log1p`` of skewed non-negative money and counts, and scales
   robustly (median and interquartile range); the choices are kept (``features_``, ``logged_``).
-* :class:`Segmenter` clusters: k-means (default), hierarchical (Ward on a sample, the rest
-  assigned to the nearest centroid, so it scales), HDBSCAN (with a noise segment, -1) or a
-  Gaussian mixture. ``k="auto"`` tries k over ``k_range`` on a sample and keeps the k with the
-  best silhouette (Calinski-Harabasz breaks near-ties), and reports the stability of the chosen
-  segmentation: the mean adjusted Rand index between the segmentation of the whole sample and
-  those of bootstrap resamples.
+* :class:`Segmenter` clusters: k-means (default), hierarchical (Ward on a sample of at most
+  5,000 customers, the rest assigned to the nearest centroid, so it scales), HDBSCAN (with a
+  noise segment, -1) or a Gaussian mixture. ``k="auto"`` tries k over ``k_range`` on a sample
+  and keeps the k with the best silhouette (Calinski-Harabasz breaks near-ties), and reports
+  the stability of the chosen segmentation: the mean adjusted Rand index between the
+  segmentation of the whole sample and those of bootstrap resamples.
 * :func:`profile_segments` describes each segment against the whole base: size, share of
   revenue and of predicted CLV, per-feature medians and lift, the features that set it apart;
   :func:`name_segments` names it from that profile with the rule stated.
@@ -216,11 +216,13 @@ class Segmenter:
         Z = prep.transform(X)
         n = Z.shape[0]
         rng = np.random.default_rng(self.seed)
-        sample = (
-            np.sort(rng.choice(n, self.sample_size, replace=False))
-            if n > self.sample_size
-            else np.arange(n)
+        # Ward's memory and time grow with the square of the rows: a smaller sample for it
+        size = (
+            min(self.sample_size, WARD_ROWS)
+            if self.algorithm == "hierarchical"
+            else self.sample_size
         )
+        sample = np.sort(rng.choice(n, size, replace=False)) if n > size else np.arange(n)
         Zs = Z[sample]
         if self.algorithm == "hdbscan":
             k = None
@@ -260,7 +262,7 @@ class Segmenter:
         self, Z: Array, k: int | None, seed: int
     ) -> tuple[npt.NDArray[np.int64], Array]:
         """Labels and centroids of ``Z`` (all rows given)."""
-        from sklearn.cluster import HDBSCAN, AgglomerativeClustering, KMeans
+        from sklearn.cluster import HDBSCAN, KMeans
         from sklearn.mixture import GaussianMixture
 
         if self.algorithm == "kmeans":
@@ -272,8 +274,7 @@ class Segmenter:
             self._gmm = gm
             return labels, gm.means_
         if self.algorithm == "hierarchical":
-            labels = AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(Z)
-            labels = labels.astype(np.int64)
+            labels = _ward_cut(_ward_tree(Z), k or 1)
             return labels, _centroids(Z, labels, k or 0)
         size = self.min_cluster_size or max(10, Z.shape[0] // 50)
         labels = HDBSCAN(min_cluster_size=size, copy=True).fit_predict(Z).astype(np.int64)
@@ -301,8 +302,13 @@ class Segmenter:
         from sklearn.metrics import calinski_harabasz_score
 
         rows = []
+        # one Ward tree serves every k: it is cut at k segments
+        tree = _ward_tree(Zs) if self.algorithm == "hierarchical" else None
         for k in ks:  # a loop over the candidate k
-            labels, _ = self._fit_labels(Zs, k, self.seed)
+            if tree is not None:
+                labels = _ward_cut(tree, k)
+            else:
+                labels, _ = self._fit_labels(Zs, k, self.seed)
             sil, _ = _quality(Zs, labels, self.seed)
             ch = float(calinski_harabasz_score(Zs, labels)) if len(set(labels)) > 1 else 0.0
             rows.append({"k": k, "silhouette": sil, "calinski_harabasz": ch})
@@ -336,6 +342,24 @@ class Segmenter:
         if self.algorithm == "gmm":
             return self._gmm.predict(Z).astype(np.int64)
         return _nearest(Z, self.centers_)
+
+
+#: rows of the sample Ward's hierarchical clustering runs on (the rest: nearest centroid)
+WARD_ROWS = 5_000
+
+
+def _ward_tree(Z: Array) -> Array:
+    from scipy.cluster.hierarchy import linkage
+
+    return np.asarray(linkage(Z, method="ward"))
+
+
+def _ward_cut(tree: Array, k: int) -> npt.NDArray[np.int64]:
+    """The Ward tree cut into ``k`` segments, numbered 0..k-1."""
+    from scipy.cluster.hierarchy import fcluster
+
+    labels = fcluster(tree, t=k, criterion="maxclust").astype(np.int64) - 1
+    return np.unique(labels, return_inverse=True)[1].astype(np.int64)
 
 
 def _distinct_rows(Z: Array) -> int:
