@@ -746,6 +746,12 @@ def demo(
         "high; BI tools "
         "read the views latest_predictions, customer_value_summary, reason_summary"
     )
+    out.rule("7. segments: k-means with automatic k, profiled and named, into the store")
+    from custval.cli_segment import print_segments, store_segments
+
+    segmented = pipeline.segment_table(pipeline.segment_features(project, prepared), seed=0)
+    print_segments(segmented)
+    store_segments(segmented, str(store_path), project.as_of)
     out.rule("done")
     out.print(
         f"feature table : {features_path}  ({meta.num_rows:,} customers x "
@@ -755,7 +761,9 @@ def demo(
     out.print(f"CLV           : {clv_path}  (P(alive), purchases and CLV with 90% intervals)")
     out.print(f"tracking      : {tracking_path}")
     out.print(f"value model   : {trained.folder}")
-    out.print(f"store         : {store_path}  (DuckDB: runs, predictions, reasons, BI views)")
+    out.print(
+        f"store         : {store_path}  (DuckDB: runs, predictions, reasons, segments, BI views)"
+    )
     out.print(f"raw data      : {result.out}  (project file {config})")
     out.print(f"true params   : {result.out / 'truth'}")
 

@@ -76,11 +76,7 @@ def segment(
         from custval.cli import _load
 
         project = _load(config)  # type: ignore[arg-type]
-        prepared = pipeline.prepare(project)
-        table = pipeline.features(project, prepared).to_pyarrow().to_pandas()
-        if "transactions" in prepared.tables:
-            clv_columns, _ = pipeline._score_clv(project, prepared, table)
-            table["clv"] = clv_columns["clv_expected"]
+        table = pipeline.segment_features(project, pipeline.prepare(project))
         id_column = "customer_id"
     if out_path is not None:
         from custval.cli import _check_output
@@ -97,13 +93,13 @@ def segment(
         _write_table(pa.Table.from_pandas(result.customers, preserve_index=False), out_path)
     run_id = None
     if config is not None:
-        run_id = _store_run(result, store or project.store, project.as_of)
+        run_id = store_segments(result, store or project.store, project.as_of)
     if as_json:
         summary = result.summary()
         summary["run_id"] = run_id
         out.print_json(json.dumps(summary, default=str))
         return
-    _print(result)
+    print_segments(result)
     if out_path is not None:
         out.print(f"segments of {len(result.customers):,} customers: {out_path}")
     if run_id is not None:
@@ -117,7 +113,7 @@ def _k(text: str) -> int:
         raise CustvalError(f"--k must be auto or a whole number, not '{text}'") from None
 
 
-def _print(result: Any) -> None:
+def print_segments(result: Any) -> None:
     seg = result.segmenter
     if seg is not None:
         out.print(
@@ -144,7 +140,7 @@ def _print(result: Any) -> None:
         out.print(f"  {row['name']}: {row['rule']}", highlight=False)
 
 
-def _store_run(result: Any, url: str, as_of: Any) -> str:
+def store_segments(result: Any, url: str, as_of: Any) -> str:
     import pyarrow as pa
 
     from custval.store import open_store

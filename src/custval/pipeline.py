@@ -984,6 +984,17 @@ class SegmentResult:
         return out
 
 
+def segment_features(project: Project, prepared: Prepared) -> Any:
+    """The project's feature table at its as-of date with each customer's predicted CLV over a
+    year (``clv``; missing for customers who never bought): what ``custval segment --config``
+    segments."""
+    table = features(project, prepared).to_pyarrow().to_pandas()
+    if "transactions" in prepared.tables:
+        clv_columns, _ = _score_clv(project, prepared, table)
+        table["clv"] = clv_columns["clv_expected"]
+    return table
+
+
 def segment_table(
     table: Any,
     *,

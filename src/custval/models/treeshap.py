@@ -18,8 +18,9 @@ comparisons per split) and a table lookup per feature: the same numbers as ``pre
 The row's way at a split follows LightGBM's prediction rules exactly (``Tree::Decision``):
 numeric splits send NaN to 0 unless the split has learned a side for missing values (missing
 type NaN), a zero to the default side under missing type Zero; categorical splits truncate the
-code toward zero and send NaN and negative codes right. Models this module does not cover (deeper trees, several trees per
-iteration, averaged output, linear trees) are left to ``pred_contrib``: :func:`supports`.
+code toward zero and send NaN and negative codes right. Models this module does not cover
+(deeper trees, several trees per iteration, averaged output, linear trees) are left to
+``pred_contrib``: :func:`supports`.
 """
 
 from __future__ import annotations
