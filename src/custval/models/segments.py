@@ -455,7 +455,11 @@ def profile_segments(
         for c, v in values.items():
             med = float(np.nanmedian(v[mine])) if np.isfinite(v[mine]).any() else float("nan")
             row[c] = med
-            row[f"{c}_lift"] = med / base_median[c] if base_median[c] else float("nan")
+            if base_median[c]:
+                row[f"{c}_lift"] = med / base_median[c]
+            else:  # a median of 0 (most customers bought once): the ratio of the means
+                base_mean = float(np.nanmean(v))
+                row[f"{c}_lift"] = float(np.nanmean(v[mine])) / base_mean if base_mean else 1.0
             gaps[c] = (med - base_median[c]) / base_iqr[c]
         ranked = sorted(gaps, key=lambda c: -abs(gaps[c]) if np.isfinite(gaps[c]) else 0)
         row["distinctive"] = [
@@ -472,9 +476,11 @@ def name_segments(profiles: pd.DataFrame) -> pd.DataFrame:
     Value: "High-value" when the segment's revenue (else CLV, else orders) median is at least
     1.5x the base's, "Low-value" at most 0.67x, else "Mid-value". Activity from recency (days
     since the last purchase): "at risk" at least 1.5x the base's median, "active" at most
-    0.67x. Tenure: "new" at most 0.5x the base's. Orders: "loyal" with at least 1.5x the base's
-    orders and active. HDBSCAN's noise segment is "Unassigned (noise)". Returns ``segment``,
-    ``name`` and ``rule``; equal names get a number."""
+    0.67x; in a BTYD table without it, from P(alive): "at risk" at most 0.67x. Tenure: "new"
+    at most 0.5x the base's. Orders (or repeat purchases): "loyal" with at least 1.5x the
+    base's and active. A lift against a base median of 0 is the ratio of the means. HDBSCAN's
+    noise segment is "Unassigned (noise)". Returns ``segment``, ``name`` and ``rule``; equal
+    names get a number."""
     names, rules = [], []
     for _, p in profiles.iterrows():  # a loop over segments
         if p["segment"] == -1:
@@ -493,12 +499,21 @@ def name_segments(profiles: pd.DataFrame) -> pd.DataFrame:
             why.append(f"{value_col} median {lift:.2f}x the base's")
         parts = [value]
         recency = p.get("recency_days_lift", float("nan"))
-        orders = p.get("orders_lift", float("nan"))
+        orders = p.get("orders_lift", p.get("frequency_lift", float("nan")))
         tenure = p.get("tenure_days_lift", float("nan"))
+        alive = p.get("p_alive_lift", float("nan"))
         if np.isfinite(tenure) and tenure <= 0.5:
             parts.append("new")
             why.append(f"tenure {tenure:.2f}x")
-        if np.isfinite(recency) and recency >= 1.5:
+        if not np.isfinite(recency) and np.isfinite(alive):
+            # a BTYD table (custval clv): P(alive) says what recency would
+            if alive <= 0.67:
+                parts.append("at risk")
+                why.append(f"P(alive) {alive:.2f}x")
+            elif np.isfinite(orders) and orders >= 1.5:
+                parts.append("loyal")
+                why.append(f"repeat purchases {orders:.2f}x; P(alive) {alive:.2f}x")
+        elif np.isfinite(recency) and recency >= 1.5:
             parts.append("at risk")
             why.append(f"days since the last purchase {recency:.2f}x")
         elif np.isfinite(recency) and recency <= 0.67:
