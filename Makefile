@@ -29,6 +29,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/synth.py
 	$(BIN)/python bench/features.py
 	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/segments.py
 	@if [ -d ../shared/data ]; then \
 		$(BIN)/python bench/btyd_cdnow.py && $(BIN)/python bench/btyd_donations.py && \
 		$(BIN)/python bench/value_telco.py && $(BIN)/python bench/value_cdnow.py; \
