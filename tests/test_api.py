@@ -409,7 +409,9 @@ def test_records_give_the_same_prediction_as_the_stored_run(
         assert abs(got[cid] - stored[cid]) <= 1e-9, cid
 
 
-def test_schemathesis_finds_no_server_error(service: Service, trained: Trained) -> None:
+def test_schemathesis_finds_no_server_error(
+    service: Service, trained: Trained, tmp_path: Path
+) -> None:
     """A bounded property-based run over every operation of the OpenAPI spec: valid and invalid
     bodies, paths and headers; no answer may be a 5xx."""
     import subprocess
@@ -439,6 +441,7 @@ def test_schemathesis_finds_no_server_error(service: Service, trained: Trained) 
         text=True,
         timeout=240,
         check=False,
+        cwd=tmp_path,  # its example cache goes there, not into the working tree
         env={**__import__("os").environ, "NO_COLOR": "1", "SCHEMATHESIS_TELEMETRY": "false"},
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
