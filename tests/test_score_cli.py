@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -13,18 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from custval.store import open_store
-
-
-def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "custval", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        cwd=cwd,
-        env={**__import__("os").environ, "COLUMNS": "200"},
-    )
+from tests.cli import run
 
 
 @pytest.fixture(scope="module")

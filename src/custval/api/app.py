@@ -426,6 +426,12 @@ def create_app(settings: ServiceSettings, *, worker: bool = False) -> FastAPI:
             raise ApiError(403, f"the key '{key.name}' has scope '{key.scope}', not '{scope}'")
         return key
 
+    def check_batch(n: int) -> None:
+        if n > settings.batch_limit:
+            raise ApiError(
+                413, f"{n:,} customers in one request; the limit is {settings.batch_limit:,}"
+            )
+
     @app.exception_handler(ApiError)
     async def api_error(_: Request, exc: ApiError) -> Response:
         return _error(exc.status, exc.message, exc.errors, exc.headers)
@@ -475,12 +481,7 @@ def create_app(settings: ServiceSettings, *, worker: bool = False) -> FastAPI:
             message, errors = _validation_errors(exc)
             raise ApiError(422, message, errors) from None
         customers = as_dicts(parsed)
-        if len(customers) > settings.batch_limit:
-            raise ApiError(
-                413,
-                f"{len(customers):,} customers in one request; the limit is "
-                f"{settings.batch_limit:,}",
-            )
+        check_batch(len(customers))
         if len(customers) > 32:  # keep the event loop free for other requests
             predictions = await run_in_threadpool(model.score, customers)
         else:
@@ -511,12 +512,7 @@ def create_app(settings: ServiceSettings, *, worker: bool = False) -> FastAPI:
         except ValidationError as exc:
             message, errors = _validation_errors(exc)
             raise ApiError(422, message, errors) from None
-        if len(parsed.customers) > settings.batch_limit:
-            raise ApiError(
-                413,
-                f"{len(parsed.customers):,} customers in one request; the limit is "
-                f"{settings.batch_limit:,}",
-            )
+        check_batch(len(parsed.customers))
         try:
             rows = await run_in_threadpool(features_from_records, parsed, model)
         except CustvalError as exc:
