@@ -87,3 +87,38 @@ def test_segment_a_project_into_its_store(tmp_path: Path) -> None:
         assert counts == (1500, 4)
         named = s.query("SELECT COUNT(segment) FROM predictions")[0][0]
         assert named == 1500
+
+
+def test_learn_the_segments_a_company_already_has(tmp_path: Path) -> None:
+    import numpy as np
+
+    X, truth = planted(3000)
+    labels = np.array(["champions", "sleepers", "newcomers", "lost"], dtype=object)[truth]
+    hidden = np.random.default_rng(2).random(len(X)) < 0.3
+    X["crm_segment"] = np.where(hidden, "", labels)
+    X.to_csv(tmp_path / "crm.csv", index=False)
+    done = run(
+        "segment",
+        "--data",
+        "crm.csv",
+        "--labels",
+        "crm_segment",
+        "--out",
+        "placed.csv",
+        "--json",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["held_out_accuracy"] >= 0.9 and summary["placed"] == int(hidden.sum())
+    placed = __import__("pandas").read_csv(tmp_path / "placed.csv")
+    model_rows = placed["source"] == "model"
+    assert (placed.loc[model_rows, "segment"] == labels[hidden]).mean() >= 0.9
+    assert placed.loc[model_rows, "reason_1"].str.contains("the chance of segment").all()
+    X.assign(crm_segment=np.where(np.arange(len(X)) < 10, labels, "")).to_csv(
+        tmp_path / "few.csv", index=False
+    )
+    few = run("segment", "--data", "few.csv", "--labels", "crm_segment", cwd=tmp_path)
+    assert few.returncode == 2 and "too few to learn from" in few.stderr
+    missing = run("segment", "--data", "crm.csv", "--labels", "nps", cwd=tmp_path)
+    assert missing.returncode == 2 and "no column 'nps'" in missing.stderr

@@ -53,6 +53,13 @@ def segment(
         str | None,
         typer.Option(help="With --config: the store for the run (default: the project's)."),
     ] = None,
+    labels: Annotated[
+        str | None,
+        typer.Option(
+            help="With --data: a column of segments the company already has (blank where "
+            "unknown): learn them and place the other customers, with reasons."
+        ),
+    ] = None,
 ) -> None:
     """Segment customers: cluster them (k-means by default; k chosen by silhouette with its
     stability reported), profile each segment against the whole base (size, share of revenue
@@ -60,7 +67,9 @@ def segment(
 
     With --config the project's customers are segmented on their features at the as-of date
     plus their predicted CLV, and the run goes into the store (tables segments and
-    segment_profiles). With --data any customer table is segmented.
+    segment_profiles). With --data any customer table is segmented; with --labels COLUMN its
+    known segments (a CRM column, blank where unknown) are learnt instead, judged on a fifth
+    of them held out, and every unlabelled customer is placed, with the reasons.
     """
     from custval import pipeline
 
@@ -82,6 +91,38 @@ def segment(
         from custval.cli import _check_output
 
         _check_output(out_path)
+    if labels is not None:
+        if data is None:
+            raise CustvalError("--labels goes with --data: a table with the label column")
+        learnt = pipeline.assign_labelled_segments(table, id_column=id_column, labels=labels)
+        if out_path is not None:
+            import pyarrow as pa
+
+            from custval.cli import _write_table
+
+            _write_table(pa.Table.from_pandas(learnt.customers, preserve_index=False), out_path)
+        placed = learnt.customers[learnt.customers["source"] == "model"]
+        summary = {
+            "labels": labels,
+            "held_out_accuracy": learnt.accuracy,
+            "held_out_customers": learnt.held_out,
+            "placed": len(placed),
+            "segments": learnt.customers["segment"].value_counts().to_dict(),
+        }
+        if as_json:
+            out.print_json(json.dumps(summary, default=str))
+            return
+        out.print(
+            f"learnt the segments of '{labels}': accuracy {learnt.accuracy:.3f} on "
+            f"{learnt.held_out:,} labelled customers held out; placed {len(placed):,} "
+            "unlabelled customers",
+            highlight=False,
+        )
+        for row in placed.head(5).to_dict("records"):
+            out.print(f"  {row['customer_id']}: {row.get('reason_1', '')}", highlight=False)
+        if out_path is not None:
+            out.print(f"segments of {len(learnt.customers):,} customers: {out_path}")
+        return
     result = pipeline.segment_table(
         table, id_column=id_column, features=chosen, algorithm=algorithm, k=k_value, seed=seed
     )

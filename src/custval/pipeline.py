@@ -1064,3 +1064,61 @@ def _rfm_rule(name: str) -> str:
     from custval.models.segments import RFM_SEGMENTS
 
     return dict(RFM_SEGMENTS).get(name, "no rule matched")
+
+
+@dataclass
+class LabelledSegments:
+    """Segments learnt from labels the company has: the held-out accuracy, and every
+    customer's segment (the label where there is one, else the model's) with reasons."""
+
+    accuracy: float
+    held_out: int
+    customers: Any  # customer_id, segment, source ("label" or "model"), probability, reasons
+
+
+def assign_labelled_segments(
+    table: Any, *, id_column: str, labels: str, seed: int = 0, top_k: int = 3
+) -> LabelledSegments:
+    """Learn the segments of column ``labels`` (blank where unknown) from the other columns,
+    judge the model on a fifth of the labelled customers held out, refit on all of them, and
+    place every unlabelled customer, with the reasons for its segment."""
+    from sklearn.model_selection import train_test_split
+
+    from custval.models.segment_assign import SegmentAssigner
+
+    for col in (id_column, labels):
+        if col not in table.columns:
+            raise CustvalError(f"the table has no column '{col}'", column=col)
+    y = table[labels].astype("string").str.strip()
+    known = (y.notna() & (y != "")).to_numpy()
+    if known.sum() < 20:
+        raise CustvalError(
+            f"only {int(known.sum())} customers have a label in '{labels}': too few to learn from",
+            column=labels,
+        )
+    features = table.drop(columns=[labels])
+    exclude = (id_column,)
+    idx = np.flatnonzero(known)
+    counts = y[known].value_counts()
+    stratify = y[known].to_numpy() if counts.min() >= 2 else None
+    train, test = train_test_split(idx, test_size=0.2, random_state=seed, stratify=stratify)
+    judge = SegmentAssigner(seed=seed).fit(
+        features.iloc[train], y.iloc[train].to_numpy(), exclude=exclude
+    )
+    accuracy = float((judge.predict(features.iloc[test]) == y.iloc[test].to_numpy()).mean())
+    model = SegmentAssigner(seed=seed).fit(
+        features.iloc[idx], y.iloc[idx].to_numpy(), exclude=exclude
+    )
+    why = model.reasons(features, top_k=top_k)
+    out = pd.DataFrame(
+        {
+            "customer_id": table[id_column].astype(str).to_numpy(),
+            "segment": np.where(known, y.fillna("").to_numpy(dtype=object), why["segment"]),
+            "source": np.where(known, "label", "model"),
+            "probability": why["probability"].to_numpy(),
+        }
+    )
+    for i in range(1, top_k + 1):
+        if f"reason_{i}" in why:
+            out[f"reason_{i}"] = why[f"reason_{i}"].to_numpy()
+    return LabelledSegments(accuracy, len(test), out)
