@@ -582,3 +582,43 @@ def test_every_worker_follows_a_model_switch(trained: Trained) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_segment_endpoint_places_customers_as_the_stored_run(trained: Trained, start: Any) -> None:
+    from custval.cli_segment import store_segments
+
+    project = load_project(trained.config)
+    table = pipeline.segment_features(project, pipeline.prepare(project))
+    result = pipeline.segment_table(table, k=3, seed=0)
+    run_id = store_segments(result, str(trained.store), project.as_of)
+    svc = start(
+        ServiceSettings(
+            models_dir=trained.models, model=trained.versions[0], store=str(trained.store)
+        )
+    )
+    with svc.client() as c:
+        info = c.get("/v1/segments").json()
+        assert info["run_id"] == run_id and len(info["segments"]) == 3
+        features = info["features"]
+        rows = table.iloc[:30]
+        body = {
+            "customers": [
+                {
+                    "customer_id": str(r["customer_id"]),
+                    **{f: None if r[f] != r[f] else float(r[f]) for f in features},
+                }
+                for r in rows.to_dict("records")
+            ]
+        }
+        r = c.post("/v1/segment", json=body)
+        assert r.status_code == 200, r.text
+        got = [s["segment"] for s in r.json()["segments"]]
+        assert got == result.customers["segment"].iloc[:30].tolist()
+        names = {s["name"] for s in r.json()["segments"]}
+        assert names <= set(result.profiles["name"])
+        broken = [dict(body["customers"][0]), dict(body["customers"][1])]
+        del broken[1][features[0]]
+        r = c.post("/v1/segment", json={"customers": broken})
+        assert r.status_code == 422 and r.json()["errors"][0]["customer_index"] == 1
+        r = c.post("/v1/segment", json={"customers": [dict(broken[0], **{features[0]: "x"})]})
+        assert r.status_code == 422

@@ -205,9 +205,18 @@ def store_segments(result: Any, url: str, as_of: Any) -> str:
             "profile": pa.array([json.dumps(r, default=str) for r in profiles.to_dict("records")]),
         }
     )
+    from custval.models.segments import centroid_model
+
+    model = None
+    if result.segmenter is not None:
+        names = dict(
+            zip(profiles["segment"].astype(int), profiles["name"].astype(str), strict=True)
+        )
+        model = centroid_model(result.segmenter, names)
     with open_store(url) as s:
         return s.write_run(
             kind="segment",
+            segment_model=model,
             predictions=pa.table(
                 {
                     "customer_id": pa.array(customers["customer_id"].astype(str).tolist()),

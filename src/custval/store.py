@@ -182,6 +182,10 @@ MIGRATIONS: list[list[str]] = [
         _create("segment_profiles", SEGMENT_PROFILE_COLUMNS),
         "CREATE INDEX segments_run ON segments (run_id, customer_id)",
     ],
+    [
+        # how a segmentation run places new customers (JSON: preparation and centroids)
+        "ALTER TABLE runs ADD COLUMN segment_model TEXT",
+    ],
 ]
 
 
@@ -306,6 +310,7 @@ class Store:
         as_of: date | None = None,
         config_hash: str | None = None,
         clv_models: dict[str, Any] | None = None,
+        segment_model: dict[str, Any] | None = None,
         extra: dict[str, pa.Table] | None = None,
         before_commit: Callable[[], None] | None = None,
     ) -> str:
@@ -318,7 +323,8 @@ class Store:
         with self._transaction():
             self._execute(
                 "INSERT INTO runs (run_id, kind, started_at, status, model_version, as_of, "
-                "config_hash, clv_models) VALUES (?, ?, ?, 'running', ?, ?, ?, ?)",
+                "config_hash, clv_models, segment_model) "
+                "VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?)",
                 (
                     run_id,
                     kind,
@@ -327,6 +333,7 @@ class Store:
                     as_of,
                     config_hash,
                     json.dumps(clv_models) if clv_models is not None else None,
+                    json.dumps(segment_model) if segment_model is not None else None,
                 ),
             )
         try:
@@ -399,6 +406,16 @@ class Store:
             f"SELECT {cols} FROM {table} WHERE run_id = ?", [run_id]
         ).fetch_arrow_table()
         return data.cast(schema)
+
+    def latest_segment_model(self) -> tuple[str, dict[str, Any]] | None:
+        """(run_id, model) of the latest succeeded segmentation run that can place customers."""
+        rows = self.query(
+            "SELECT run_id, segment_model FROM runs WHERE status = 'succeeded' AND "
+            "kind = 'segment' ORDER BY finished_at DESC LIMIT 1"
+        )
+        if not rows or not rows[0][1]:
+            return None
+        return rows[0][0], json.loads(rows[0][1])
 
     def latest_clv_models(self) -> dict[str, Any] | None:
         """The customer-base models of the latest succeeded scoring run, if it fitted any."""

@@ -33,14 +33,14 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import pydantic_core
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
@@ -238,6 +238,24 @@ def _clv_models(settings: ServiceSettings, *, migrate: bool) -> dict[str, Any] |
     return {**saved, "fitted": clv_models_from_json(saved)}
 
 
+def _segment_model(settings: ServiceSettings) -> tuple[str, dict[str, Any]] | None:
+    if not settings.store:
+        return None
+    return _with_store(settings, lambda s: s.latest_segment_model(), migrate=False)  # type: ignore[no-any-return]
+
+
+class SegmentRequest(BaseModel):
+    """Customers to place in segments: ``customer_id`` and the segmentation's features
+    (``GET /v1/segments`` lists them; null for a missing value)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    customers: Annotated[
+        list[dict[str, Annotated[float, Field(allow_inf_nan=False)] | str | int | None]],
+        Field(min_length=1),
+    ]
+
+
 class StoreState:
     """The keys and the CLV models a worker uses, read again from the store every
     ``interval`` seconds in a thread: a revoked key stops working and a new scoring run's
@@ -247,6 +265,7 @@ class StoreState:
         self.settings, self.interval = settings, interval
         self.ring = _keys(settings, migrate=not worker)
         self.clv = _clv_models(settings, migrate=False)
+        self.segments = _segment_model(settings)
         self._stop = threading.Event()
         if settings.store:
             threading.Thread(target=self._refresh, daemon=True, name="custval-store").start()
@@ -256,6 +275,7 @@ class StoreState:
             try:
                 self.ring = _keys(self.settings, migrate=False)
                 self.clv = _clv_models(self.settings, migrate=False)
+                self.segments = _segment_model(self.settings)
             except Exception as exc:  # keep what we have; say why without details
                 log.error("keys and CLV models not refreshed: %s", type(exc).__name__)
 
@@ -524,6 +544,61 @@ def create_app(settings: ServiceSettings, *, worker: bool = False) -> FastAPI:
             logger.add(model.version, predictions)
         return _json({"model_version": model.version, "predictions": predictions})
 
+    @app.get("/v1/segments", tags=["segments"], responses={404: {}})
+    @guarded
+    async def segments(request: Request) -> Response:
+        """The segmentation that places customers: its run, features and segment names."""
+        authorize(request, "read")
+        found = state.segments
+        if found is None:
+            raise ApiError(404, NO_SEGMENTS)
+        run_id, model = found
+        return _json(
+            {
+                "run_id": run_id,
+                "algorithm": model["algorithm"],
+                "features": model["preparation"]["features"],
+                "segments": model["names"],
+            }
+        )
+
+    @app.post(
+        "/v1/segment",
+        tags=["segments"],
+        responses={401: {}, 403: {}, 404: {}, 413: {}, 422: {}},
+    )
+    @guarded
+    async def segment(request: Request) -> Response:
+        """The segment of each customer: the nearest segment centre of the latest
+        segmentation run in the store (``custval segment -c custval.toml``), from the
+        customer's segmentation features (null: the base's median)."""
+        authorize(request, "read")
+        found = state.segments
+        if found is None:
+            raise ApiError(404, NO_SEGMENTS)
+        run_id, model = found
+        body = await request.body()
+        try:
+            parsed = SegmentRequest.model_validate_json(body)
+        except ValidationError as exc:
+            message, errors = _validation_errors(exc)
+            raise ApiError(422, message, errors) from None
+        check_batch(len(parsed.customers))
+        from custval.models.segments import assign_nearest
+
+        rows = _segment_rows(parsed.customers, model["preparation"]["features"])
+        labels = assign_nearest(model, rows)
+        names = model["names"]
+        return _json(
+            {
+                "run_id": run_id,
+                "segments": [
+                    {"customer_id": cid, "segment": int(k), "name": names.get(str(int(k)))}
+                    for cid, k in zip(rows["customer_id"], labels, strict=True)
+                ],
+            }
+        )
+
     @app.get("/v1/customers/{customer_id}", tags=["stored runs"], responses={404: {}})
     @guarded
     async def customer(customer_id: str, request: Request) -> Response:
@@ -648,6 +723,64 @@ def _request_errors(exc: RequestValidationError) -> tuple[str, list[dict[str, An
     if not errors:
         return "the request is not valid", []
     return f"{errors[0]['field']}: {errors[0]['message']}", errors
+
+
+NO_SEGMENTS = (
+    "the store has no segmentation run that places customers: run 'custval segment -c "
+    "custval.toml' (k-means, hierarchical or HDBSCAN) and start the service with its store"
+)
+
+
+def _segment_rows(customers: list[dict[str, Any]], features: list[str]) -> Any:
+    """The customers as a table of the segmentation's features; a missing id or feature, or
+    text where a number goes, is a 422 naming the customer and the field."""
+    import pandas as pd
+
+    for i, c in enumerate(customers):  # a request's customers: the validation itself
+        for f in ("customer_id", *features):
+            if f not in c:
+                raise ApiError(
+                    422,
+                    f"customers[{i}].{f}: Field required",
+                    [
+                        {
+                            "field": f"customers[{i}].{f}",
+                            "message": "Field required",
+                            "type": "missing",
+                            "customer_index": i,
+                        }
+                    ],
+                )
+            if f != "customer_id" and isinstance(c[f], str):
+                raise ApiError(
+                    422,
+                    f"customers[{i}].{f}: a number or null is needed",
+                    [
+                        {
+                            "field": f"customers[{i}].{f}",
+                            "message": "a number or null is needed",
+                            "type": "float_type",
+                            "customer_index": i,
+                        }
+                    ],
+                )
+            if f != "customer_id" and c[f] is not None and abs(float(c[f])) > 1e15:
+                raise ApiError(
+                    422,
+                    f"customers[{i}].{f}: beyond 1e15",
+                    [
+                        {
+                            "field": f"customers[{i}].{f}",
+                            "message": "beyond 1e15",
+                            "type": "less_than_equal",
+                            "customer_index": i,
+                        }
+                    ],
+                )
+    data = {"customer_id": [str(c["customer_id"]) for c in customers]}
+    for f in features:
+        data[f] = [float("nan") if c[f] is None else float(c[f]) for c in customers]
+    return pd.DataFrame(data)
 
 
 def _manifest(folder: Path) -> dict[str, Any] | None:

@@ -150,9 +150,39 @@ class SegmentPrep:
         return {
             "features": self.features_,
             "logged": self.logged_,
+            "median": self.median_,
             "center": self.center_,
             "scale": self.scale_,
         }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> SegmentPrep:
+        prep = cls(list(record["features"]))
+        prep.features_ = list(record["features"])
+        prep.logged_ = list(record["logged"])
+        prep.median_ = {k: float(v) for k, v in record["median"].items()}
+        prep.center_ = {k: float(v) for k, v in record["center"].items()}
+        prep.scale_ = {k: float(v) for k, v in record["scale"].items()}
+        return prep
+
+
+def centroid_model(segmenter: Segmenter, names: dict[int, str]) -> dict[str, Any] | None:
+    """What places a new customer in a segment (the preparation and the centroids), as JSON;
+    None for a Gaussian mixture, which assigns by its covariances, not by the nearest centre."""
+    if segmenter.algorithm == "gmm":
+        return None
+    return {
+        "algorithm": segmenter.algorithm,
+        "preparation": segmenter.prep_.record(),
+        "centers": np.asarray(segmenter.centers_).tolist(),
+        "names": {str(k): v for k, v in names.items()},
+    }
+
+
+def assign_nearest(model: dict[str, Any], X: pd.DataFrame) -> npt.NDArray[np.int64]:
+    """Segments of the rows of ``X`` by a :func:`centroid_model`: the nearest centre."""
+    prep = SegmentPrep.from_record(model["preparation"])
+    return _nearest(prep.transform(X), np.asarray(model["centers"], dtype=np.float64))
 
 
 def _skewness(v: Array) -> float:
