@@ -118,6 +118,8 @@ def serve(
     if workers == 1:
         uvicorn.run(service, **common)  # type: ignore[arg-type]
         return
+    # this process only supervises the workers: its check of the store can stop
+    service.state.store_state.close()
     os.environ["CUSTVAL_SERVE_SETTINGS"] = settings.model_dump_json()
     if hasattr(socket, "SO_REUSEPORT") and sys.platform.startswith("linux"):
         _run_workers(host, port, workers, common)

@@ -344,6 +344,23 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+def _parse(validate: Callable[[bytes], Any], body: bytes) -> Any:
+    """The body validated, or a 422 naming each wrong field (and the customer's index)."""
+    try:
+        return validate(body)
+    except ValidationError as exc:
+        message, errors = _validation_errors(exc)
+        raise ApiError(422, message, errors) from None
+
+
+def _customer_error(i: int, field: str, message: str, kind: str, detail: str = "") -> ApiError:
+    """A 422 about one field of customer ``i`` of the request, in the shape of
+    :func:`_validation_errors`."""
+    where = f"customers[{i}].{field}"
+    item = {"field": where, "message": message, "type": kind, "customer_index": i}
+    return ApiError(422, detail or f"{where}: {message}", [item])
+
+
 def _no_body(receive: Any) -> Any:
     """A receive that gives the app an empty body and leaves the client's unread."""
     sent = False
@@ -430,6 +447,7 @@ def create_app(settings: ServiceSettings, *, worker: bool = False) -> FastAPI:
         redoc_url=None,
     )
     app.state.registry = registry
+    app.state.store_state = state
 
     def authorize(request: Request, scope: str) -> ApiKey:
         header = request.headers.get("authorization", "")
@@ -445,6 +463,16 @@ def create_app(settings: ServiceSettings, *, worker: bool = False) -> FastAPI:
         if not key.allows(scope):
             raise ApiError(403, f"the key '{key.name}' has scope '{key.scope}', not '{scope}'")
         return key
+
+    def answer(
+        model: OnlineModel, predictions: list[dict[str, Any]], customers: list[dict[str, Any]]
+    ) -> Response:
+        """The predictions with their CLV, logged when asked, as the response."""
+        if state.clv is not None:
+            _add_clv(predictions, customers, state.clv)
+        if logger is not None:
+            logger.add(model.version, predictions)
+        return _json({"model_version": model.version, "predictions": predictions})
 
     def check_batch(n: int) -> None:
         if n > settings.batch_limit:
@@ -494,23 +522,14 @@ def create_app(settings: ServiceSettings, *, worker: bool = False) -> FastAPI:
         missing value). At most the batch limit (default 1,000) customers per request."""
         authorize(request, "read")
         model = registry.active
-        body = await request.body()
-        try:
-            parsed = model.adapter.validate_json(body)
-        except ValidationError as exc:
-            message, errors = _validation_errors(exc)
-            raise ApiError(422, message, errors) from None
+        parsed = _parse(model.adapter.validate_json, await request.body())
         customers = as_dicts(parsed)
         check_batch(len(customers))
         if len(customers) > 32:  # keep the event loop free for other requests
             predictions = await run_in_threadpool(model.score, customers)
         else:
             predictions = model.score(customers)
-        if state.clv is not None:
-            _add_clv(predictions, customers, state.clv)
-        if logger is not None:
-            logger.add(model.version, predictions)
-        return _json({"model_version": model.version, "predictions": predictions})
+        return answer(model, predictions, customers)
 
     @app.post(
         "/v1/predict/records",
@@ -526,23 +545,14 @@ def create_app(settings: ServiceSettings, *, worker: bool = False) -> FastAPI:
         from custval.api.records import RecordsRequest, features_from_records
 
         model = registry.active
-        body = await request.body()
-        try:
-            parsed = RecordsRequest.model_validate_json(body)
-        except ValidationError as exc:
-            message, errors = _validation_errors(exc)
-            raise ApiError(422, message, errors) from None
+        parsed = _parse(RecordsRequest.model_validate_json, await request.body())
         check_batch(len(parsed.customers))
         try:
             rows = await run_in_threadpool(features_from_records, parsed, model)
         except CustvalError as exc:
             raise ApiError(422, str(exc)) from None
         predictions = await run_in_threadpool(model.score, rows)
-        if state.clv is not None:
-            _add_clv(predictions, rows, state.clv)
-        if logger is not None:
-            logger.add(model.version, predictions)
-        return _json({"model_version": model.version, "predictions": predictions})
+        return answer(model, predictions, rows)
 
     @app.get("/v1/segments", tags=["segments"], responses={404: {}})
     @guarded
@@ -577,12 +587,7 @@ def create_app(settings: ServiceSettings, *, worker: bool = False) -> FastAPI:
         if found is None:
             raise ApiError(404, NO_SEGMENTS)
         run_id, model = found
-        body = await request.body()
-        try:
-            parsed = SegmentRequest.model_validate_json(body)
-        except ValidationError as exc:
-            message, errors = _validation_errors(exc)
-            raise ApiError(422, message, errors) from None
+        parsed = _parse(SegmentRequest.model_validate_json, await request.body())
         check_batch(len(parsed.customers))
         from custval.models.segments import assign_nearest
 
@@ -739,44 +744,11 @@ def _segment_rows(customers: list[dict[str, Any]], features: list[str]) -> Any:
     for i, c in enumerate(customers):  # a request's customers: the validation itself
         for f in ("customer_id", *features):
             if f not in c:
-                raise ApiError(
-                    422,
-                    f"customers[{i}].{f}: Field required",
-                    [
-                        {
-                            "field": f"customers[{i}].{f}",
-                            "message": "Field required",
-                            "type": "missing",
-                            "customer_index": i,
-                        }
-                    ],
-                )
+                raise _customer_error(i, f, "Field required", "missing")
             if f != "customer_id" and isinstance(c[f], str):
-                raise ApiError(
-                    422,
-                    f"customers[{i}].{f}: a number or null is needed",
-                    [
-                        {
-                            "field": f"customers[{i}].{f}",
-                            "message": "a number or null is needed",
-                            "type": "float_type",
-                            "customer_index": i,
-                        }
-                    ],
-                )
+                raise _customer_error(i, f, "a number or null is needed", "float_type")
             if f != "customer_id" and c[f] is not None and abs(float(c[f])) > 1e15:
-                raise ApiError(
-                    422,
-                    f"customers[{i}].{f}: beyond 1e15",
-                    [
-                        {
-                            "field": f"customers[{i}].{f}",
-                            "message": "beyond 1e15",
-                            "type": "less_than_equal",
-                            "customer_index": i,
-                        }
-                    ],
-                )
+                raise _customer_error(i, f, "beyond 1e15", "less_than_equal")
     data = {"customer_id": [str(c["customer_id"]) for c in customers]}
     for f in features:
         data[f] = [float("nan") if c[f] is None else float(c[f]) for c in customers]
@@ -839,18 +811,13 @@ def _add_clv(
         )
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise ApiError(
-            422,
+        raise _customer_error(
+            i,
+            "recency",
+            "not a BTYD summary",
+            "value_error",
             f"customers[{i}]: frequency, recency, T and monetary_value are not a customer "
             "summary (frequency a whole number >= 0, 0 <= recency <= T, monetary_value >= 0)",
-            [
-                {
-                    "field": f"customers[{i}].recency",
-                    "message": "not a BTYD summary",
-                    "type": "value_error",
-                    "customer_index": i,
-                }
-            ],
         )
     purchases, spend = saved["fitted"]
     m = np.nan_to_num(m, nan=0.0)
