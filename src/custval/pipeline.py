@@ -902,6 +902,8 @@ def _long_reasons(explained: Any, ids: Any, k: int) -> Any:
     customer by customer, rank 1 first. Built in Arrow: no Python strings per row."""
     import pyarrow as pa
 
+    from custval.store import directions
+
     n = len(ids)
     # row r of rank i sits at i * n + r in the concatenated ranks
     order = pa.array((np.arange(n)[:, None] + n * np.arange(k)[None, :]).ravel())
@@ -916,9 +918,7 @@ def _long_reasons(explained: Any, ids: Any, k: int) -> Any:
         [explained[f"reason_{i}_contribution"].to_numpy(np.float64) for i in range(1, k + 1)]
     ).ravel()
     long["contribution"] = pa.array(contribution)
-    long["direction"] = pa.array(
-        np.array(["lowers", "none", "raises"])[np.sign(contribution).astype(np.int64) + 1]
-    )
+    long["direction"] = directions(contribution)
     return pa.table(long)
 
 

@@ -27,6 +27,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
@@ -109,6 +110,12 @@ _ARROW_TYPES = {
     "DATE": pa.date32(),
     "BIGINT": pa.int64(),
 }
+
+
+def directions(contribution: Any) -> pa.Array:
+    """The ``direction`` column of ``reasons``: raises, lowers or none, by the sign."""
+    words = np.array(["lowers", "none", "raises"])
+    return pa.array(words[np.sign(np.asarray(contribution, dtype=np.float64)).astype(np.int64) + 1])
 
 
 def _create(name: str, cols: dict[str, str]) -> str:

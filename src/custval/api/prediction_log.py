@@ -82,7 +82,7 @@ class PredictionLog:
                     log.error("online predictions not stored: %s", type(exc).__name__)
 
     def _write(self, version: str, predictions: list[dict[str, Any]]) -> None:
-        from custval.store import open_store
+        from custval.store import directions, open_store
 
         ids = [p["customer_id"] for p in predictions]
         preds = pa.table(
@@ -104,9 +104,7 @@ class PredictionLog:
                 "feature": pa.array([r["feature"] for _, r, _ in reasons], pa.string()),
                 "feature_value": pa.array([r["value"] for _, r, _ in reasons], pa.string()),
                 "contribution": pa.array(contribution),
-                "direction": pa.array(
-                    np.array(["lowers", "none", "raises"])[np.sign(contribution).astype(int) + 1]
-                ),
+                "direction": directions(contribution),
                 "text": pa.array([r["text"] for _, r, _ in reasons], pa.string()),
             }
         )

@@ -93,6 +93,8 @@ class SegmentAssigner:
     def reasons(self, X: pd.DataFrame, *, top_k: int = 3) -> pd.DataFrame:
         """``segment``, ``probability`` and for i = 1..top_k ``reason_i`` (the sentence),
         ``reason_i_feature`` and ``reason_i_contribution`` (to the assigned segment's score)."""
+        from custval.explain import _numbers_as_text, _top_k
+
         codes = self.schema_.codes(X)
         n, p, k = codes.shape[0], len(self.schema_.columns), len(self.classes_)
         proba = np.asarray(self.model_.predict(codes))
@@ -100,14 +102,12 @@ class SegmentAssigner:
         contrib = np.asarray(self.model_.predict(codes, pred_contrib=True)).reshape(n, k, p + 1)
         mine = contrib[np.arange(n), chosen, :p]
         top = min(top_k, p)
-        order = np.argsort(-np.abs(mine), axis=1, kind="stable")[:, :top]
+        order = _top_k(mine, top)
         names = np.asarray(self.schema_.columns, dtype=object)
         segment = np.asarray(self.classes_, dtype=object)[chosen]
         out = pd.DataFrame(
             {"segment": segment, "probability": proba[np.arange(n), chosen]}, index=X.index
         )
-        from custval.explain import _numbers_as_text
-
         values = self.schema_.frame(X)[self.schema_.columns].to_numpy(dtype=object)
         n_num = len(self.schema_.numeric)
         rows = np.arange(n)

@@ -254,6 +254,9 @@ class Segmenter:
         )
         sample = np.sort(rng.choice(n, size, replace=False)) if n > size else np.arange(n)
         Zs = Z[sample]
+        # Ward's tree of the sample, built once for the choice of k, the clustering and the
+        # stability's reference
+        tree = _ward_tree(Zs) if self.algorithm == "hierarchical" else None
         if self.algorithm == "hdbscan":
             k = None
         elif self.k == "auto":
@@ -268,7 +271,7 @@ class Segmenter:
                     "segments",
                     hint="Segment more customers, or choose k yourself",
                 )
-            self.scores_ = self._choose_k(Zs, range(lo, hi + 1))
+            self.scores_ = self._choose_k(Zs, range(lo, hi + 1), tree)
             k = int(self.scores_.loc[self.scores_["chosen"], "k"].iloc[0])
         else:
             k = int(self.k)
@@ -281,17 +284,17 @@ class Segmenter:
                 )
         self.prep_ = prep
         self.k_ = k
-        self.labels_, self.centers_ = self._cluster(Z, Zs, k, sample)
+        self.labels_, self.centers_ = self._cluster(Z, Zs, k, sample, tree)
         if self.algorithm == "hdbscan":
             self.k_ = int(self.labels_.max()) + 1
         self.silhouette_, self.calinski_harabasz_ = _quality(Z, self.labels_, self.seed)
-        self.stability_ = self._stability(Zs, k) if self.bootstrap else float("nan")
+        self.stability_ = self._stability(Zs, k, tree) if self.bootstrap else float("nan")
         return self
 
     def _fit_labels(
-        self, Z: Array, k: int | None, seed: int
+        self, Z: Array, k: int | None, seed: int, tree: Array | None = None
     ) -> tuple[npt.NDArray[np.int64], Array]:
-        """Labels and centroids of ``Z`` (all rows given)."""
+        """Labels and centroids of ``Z`` (all rows given); ``tree``: Z's Ward tree, if built."""
         from sklearn.cluster import HDBSCAN, KMeans
         from sklearn.mixture import GaussianMixture
 
@@ -304,7 +307,7 @@ class Segmenter:
             self._gmm = gm
             return labels, gm.means_
         if self.algorithm == "hierarchical":
-            labels = _ward_cut(_ward_tree(Z), k or 1)
+            labels = _ward_cut(_ward_tree(Z) if tree is None else tree, k or 1)
             return labels, _centroids(Z, labels, k or 0)
         size = self.min_cluster_size or max(10, Z.shape[0] // 50)
         labels = HDBSCAN(min_cluster_size=size, copy=True).fit_predict(Z).astype(np.int64)
@@ -312,28 +315,33 @@ class Segmenter:
         return labels, _centroids(Z, labels, found)
 
     def _cluster(
-        self, Z: Array, Zs: Array, k: int | None, sample: npt.NDArray[np.int64]
+        self,
+        Z: Array,
+        Zs: Array,
+        k: int | None,
+        sample: npt.NDArray[np.int64],
+        tree: Array | None = None,
     ) -> tuple[npt.NDArray[np.int64], Array]:
         if self.algorithm in ("hierarchical", "hdbscan") and Z.shape[0] > Zs.shape[0]:
             # on a sample, then every customer to the nearest centroid: Ward and HDBSCAN are
             # quadratic in the rows
-            labels_s, centers = self._fit_labels(Zs, k, self.seed)
+            labels_s, centers = self._fit_labels(Zs, k, self.seed, tree)
             labels = _nearest(Z, centers)
             if self.algorithm == "hdbscan":
                 # noise stays noise where it was found; elsewhere the nearest segment
                 labels[sample[labels_s < 0]] = -1
             return labels, centers
-        labels, centers = self._fit_labels(Z, k, self.seed)
+        # here Z is the whole sample: the same rows as Zs, so the same Ward tree
+        labels, centers = self._fit_labels(Z, k, self.seed, tree)
         if self.algorithm == "kmeans":
             labels, centers = _order_by_size(labels, centers)
         return labels, centers
 
-    def _choose_k(self, Zs: Array, ks: range) -> pd.DataFrame:
+    def _choose_k(self, Zs: Array, ks: range, tree: Array | None = None) -> pd.DataFrame:
         from sklearn.metrics import calinski_harabasz_score
 
         rows = []
         # one Ward tree serves every k: it is cut at k segments
-        tree = _ward_tree(Zs) if self.algorithm == "hierarchical" else None
         for k in ks:  # a loop over the candidate k
             if tree is not None:
                 labels = _ward_cut(tree, k)
@@ -349,12 +357,12 @@ class Segmenter:
         scores["chosen"] = scores.index == best
         return scores
 
-    def _stability(self, Zs: Array, k: int | None) -> float:
+    def _stability(self, Zs: Array, k: int | None, tree: Array | None = None) -> float:
         """Mean adjusted Rand index between the sample's segmentation and each bootstrap
         resample's, on the customers they share."""
         from sklearn.metrics import adjusted_rand_score
 
-        base, _ = self._fit_labels(Zs, k, self.seed)
+        base, _ = self._fit_labels(Zs, k, self.seed, tree)
         rng = np.random.default_rng(self.seed + 1)
         scores = []
         for b in range(self.bootstrap):  # a loop over resamples
