@@ -305,6 +305,7 @@ def test_stored_customer_and_models(service: Service, trained: Trained) -> None:
         assert r.status_code == 200
         body = r.json()
         assert body["customer_id"] == cid and len(body["reasons"]) == 3
+        assert "segment" in body  # null: the store had no segmentation when it was scored
         assert [x["rank"] for x in body["reasons"]] == [1, 2, 3]
         assert c.get("/v1/customers/no-such-customer").status_code == 404
         listing = c.get("/v1/models").json()

@@ -50,4 +50,13 @@ def test_demo_runs_the_whole_path(tmp_path: Path) -> None:
         texts = store.query("SELECT text FROM reasons WHERE rank = 1")
         assert len(texts) == 1500
         assert all(t.endswith("the chance of high value") for (t,) in texts)
+        # the scoring run places everyone in the segmentation made before it
+        placed = store.query(
+            "SELECT SUM(s.customers), COUNT(*) FROM segment_value_summary s JOIN "
+            "latest_segment_profiles p ON p.name = s.segment WHERE s.run_id = "
+            "(SELECT run_id FROM latest_predictions LIMIT 1)"
+        )[0]
+        segments = store.query("SELECT COUNT(*) FROM latest_segment_profiles")[0][0]
+        assert placed == (1500, segments) and segments >= 2
+    assert "value by segment" in done.stdout
     assert "top 10 high-value customers today" in done.stdout

@@ -134,3 +134,43 @@ def test_features_that_do_not_match_the_model_write_nothing(trained: Path, tmp_p
     with open_store(str(store)) as s:
         assert s.query("SELECT COUNT(*) FROM runs") == [(0,)]
         assert s.query("SELECT COUNT(*) FROM predictions") == [(0,)]
+
+
+def test_score_places_customers_in_the_latest_segmentation(trained: Path, tmp_path: Path) -> None:
+    store = str(tmp_path / "store.duckdb")
+    done = run("segment", "-c", str(trained), "--k", "4", "--store", store, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    done = run("score", "-c", str(trained), "--store", store, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "segments by segmentation run" in done.stdout
+    with open_store(store, read_only=True) as s:
+        rows = s.query(
+            "SELECT COUNT(*), COUNT(DISTINCT p.segment), "
+            "SUM(CASE WHEN p.segment = g.segment_name THEN 1 ELSE 0 END) "
+            "FROM latest_predictions p JOIN segments g ON g.customer_id = p.customer_id"
+        )[0]
+        # the same customers at the same date: the scoring run puts each where the
+        # segmentation did (k-means: its segments are the nearest centres)
+        assert rows[0] == 1200 and rows[1] == 4
+        assert rows[2] >= 0.99 * 1200, rows
+        summary = s.query(
+            "SELECT SUM(customers), COUNT(*), SUM(high_value_customers) FROM segment_value_summary"
+        )[0]
+        high = s.query("SELECT SUM(value_class) FROM latest_predictions")[0][0]
+        assert summary == (1200, 4, high)
+        named = s.query(
+            "SELECT COUNT(*) FROM latest_segment_profiles p JOIN segment_value_summary"
+            " v ON v.segment = p.name"
+        )[0][0]
+        assert named == 4
+
+
+def test_a_segmentation_of_other_features_leaves_segments_empty() -> None:
+    import pandas as pd
+
+    from custval.pipeline import _score_segments
+
+    model = {"preparation": {"features": ["orders", "nps"]}, "centers": [[0.0]], "names": {}}
+    run_id, names, note = _score_segments(pd.DataFrame({"orders": [1.0]}), {}, "r1", model)
+    assert (run_id, names) == (None, None)
+    assert note is not None and "nps" in note and "r1" in note

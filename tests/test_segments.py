@@ -87,7 +87,7 @@ def test_profiles_and_names() -> None:
     # the planted group with high revenue, many orders and recent purchases
     best = pd.Series(seg.labels_[truth == 0]).mode().iloc[0]
     assert names.loc[best, "name"] == "High-value loyal"
-    assert "revenue median" in names.loc[best, "rule"]
+    assert "revenue per customer" in names.loc[best, "rule"]
     newest = pd.Series(seg.labels_[truth == 2]).mode().iloc[0]
     assert " new" in names.loc[newest, "name"]
     lost = pd.Series(seg.labels_[truth == 3]).mode().iloc[0]
@@ -139,3 +139,23 @@ def test_clear_errors() -> None:
         Segmenter(features=["revenue", "nps"]).fit(X)
     with pytest.raises(CustvalError, match="nothing to tell apart"):
         SegmentAssigner().fit(X, ["A"] * len(X))
+
+
+def test_value_names_follow_value_per_customer_not_the_median() -> None:
+    # half the base, mostly one-time buyers: its CLV median is the base's, its CLV per
+    # customer a sixth of it (CDNOW's largest segment)
+    profiles = pd.DataFrame(
+        {
+            "segment": [0, 1, 2],
+            "customers": [500, 300, 200],
+            "share": [0.5, 0.3, 0.2],
+            "clv_share": [0.08, 0.86, 0.06],
+            "clv_lift": [0.96, 8.9, 1.3],
+            "monetary_value_lift": [0.0, 2.2, 1.8],
+        }
+    )
+    names = name_segments(profiles)
+    # lapsed customers with large baskets: low value ahead, but not like the one-time buyers
+    assert names["name"].tolist() == ["Low-value", "High-value", "Big spenders"]
+    assert "spend per order 1.80x" in names["rule"][2]
+    assert names["rule"][0].startswith("predicted CLV per customer 0.16x the base's (8.0% of it")

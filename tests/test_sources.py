@@ -659,6 +659,51 @@ def test_csv_options_for_a_whitespace_file_without_header(tmp_path: Path) -> Non
     assert len(rows) == 3
 
 
+def test_csv_fields_separated_by_runs_of_blanks(tmp_path: Path) -> None:
+    # CDNOW's master file as published: leading blanks, runs of spaces, Windows line ends
+    (tmp_path / "a.txt").write_bytes(
+        b" customer_id  date number_of_cds  dollar_value\r\n"
+        b" 00001 19970101  1   11.77\r\n"
+        b"\r\n"
+        b" 00002\t19970112  1   12.00 \r\n"
+    )
+    (tmp_path / "b.txt").write_text(
+        " customer_id date number_of_cds dollar_value\n 00003 19970102 2 9\n"
+    )
+    spec = SourceSpec(
+        name="cdnow",
+        kind="transactions",
+        uri=str(tmp_path / "*.txt"),
+        csv={"delimiter": "whitespace"},
+    )
+    rows = open_source(spec).to_pyarrow().to_pylist()
+    assert sorted(r["customer_id"] for r in rows) == ["00001", "00002", "00003"]
+    assert {
+        "customer_id": "00002",
+        "date": "19970112",
+        "number_of_cds": "1",
+        "dollar_value": "12.00",
+    } in rows
+    # without a header, with names
+    (tmp_path / "b.txt").unlink()
+    (tmp_path / "c.txt").write_text("00001 19970101 1 11.77\n  00002  19970112 5 77.00\n")
+    spec = SourceSpec(
+        name="cdnow",
+        kind="transactions",
+        uri=str(tmp_path / "c.txt"),
+        csv={"delimiter": "whitespace", "header": False, "names": ["id", "date", "cds", "usd"]},
+    )
+    assert open_source(spec).to_pyarrow().column("usd").to_pylist() == ["11.77", "77.00"]
+    # a line with a missing field is named, not read as a shifted row
+    (tmp_path / "c.txt").write_text("00001 19970101 1 11.77\n00002 19970112 77.00\n")
+    with pytest.raises(SourceError) as err:
+        open_source(spec)
+    assert "source 'cdnow'" in str(err.value)
+    assert "other than the 4 fields" in str(err.value) and "'00002 19970112 77.00' (3" in str(
+        err.value
+    )
+
+
 def test_csv_latin1_encoding(tmp_path: Path) -> None:
     path = tmp_path / "latin.csv"
     path.write_bytes("id,city\n1,Zürich\n".encode("latin-1"))

@@ -68,7 +68,13 @@ def test_schema_is_migrated_once_and_recorded(store_url: str) -> None:
         assert store.query("SELECT MAX(version) FROM schema_version")[0][0] == len(MIGRATIONS)
     with open_store(store_url) as store:  # opening again applies nothing twice
         assert store.query("SELECT COUNT(*) FROM schema_version")[0][0] == len(MIGRATIONS)
-        for view in ("latest_predictions", "customer_value_summary", "reason_summary"):
+        for view in (
+            "latest_predictions",
+            "customer_value_summary",
+            "reason_summary",
+            "latest_segment_profiles",
+            "segment_value_summary",
+        ):
             assert store.query(f"SELECT COUNT(*) FROM {view}")[0][0] == 0
 
 

@@ -719,8 +719,14 @@ def demo(
     )
     cli_value.print_leaderboard(clf.leaderboard_, clf.chosen_, "5-fold cross-validation")
     cli_value.print_insights(trained.importance, trained.profile, trained.catalogue)
-    out.rule("6. scoring today's customers into the store: value, reasons, CLV, one run")
+    out.rule("6. segments: k-means with automatic k, profiled and named, into the store")
+    from custval.cli_segment import print_segments, store_segments
+
     store_path = out_dir / "custval.duckdb"
+    segmented = pipeline.segment_table(pipeline.segment_features(project, prepared), seed=0)
+    print_segments(segmented)
+    store_segments(segmented, str(store_path), project.as_of)
+    out.rule("7. scoring today's customers into the store: value, reasons, CLV, segment, one run")
     scored_run = pipeline.score(
         project, store_url=store_path, models_dir=out_dir / "models", prepared=prepared
     )
@@ -733,6 +739,11 @@ def demo(
             "ON r.run_id = p.run_id AND r.customer_id = p.customer_id AND r.rank = 1 "
             "ORDER BY p.value_probability DESC, p.clv_expected DESC LIMIT 10"
         )
+        by_segment = store.query(
+            "SELECT segment, customers, high_value_customers, clv_total FROM "
+            "segment_value_summary WHERE run_id = ? ORDER BY clv_total DESC",
+            (scored_run.run_id,),
+        )
     table = Table(title="top 10 high-value customers today (from the store's latest run)")
     for col in ("customer", "probability", "CLV, next year", "first reason"):
         table.add_column(col, justify="left" if col in ("customer", "first reason") else "right")
@@ -741,17 +752,23 @@ def demo(
             str(cid), f"{prob:.2f}", "-" if value is None else f"{value:,.0f}", escape(text)
         )
     out.print(table)
+    table = Table(title="value by segment (view segment_value_summary)")
+    for col in ("segment", "customers", "high value", "CLV, next year"):
+        table.add_column(col, justify="left" if col == "segment" else "right")
+    clv_sum = sum(v for *_, v in by_segment if v is not None) or 1.0
+    for name, n, high, value in by_segment:
+        table.add_row(
+            name,
+            f"{n:,}",
+            f"{high:,} ({high / n:.0%})",
+            "-" if value is None else f"{value:,.0f} ({value / clv_sum:.0%})",
+        )
+    out.print(table)
     out.print(
         f"run {scored_run.run_id}: {scored_run.customers:,} customers, {scored_run.high:,} "
-        "high; BI tools "
-        "read the views latest_predictions, customer_value_summary, reason_summary"
+        "high; BI tools read the views latest_predictions, customer_value_summary, "
+        "reason_summary, latest_segment_profiles, segment_value_summary"
     )
-    out.rule("7. segments: k-means with automatic k, profiled and named, into the store")
-    from custval.cli_segment import print_segments, store_segments
-
-    segmented = pipeline.segment_table(pipeline.segment_features(project, prepared), seed=0)
-    print_segments(segmented)
-    store_segments(segmented, str(store_path), project.as_of)
     out.rule("done")
     out.print(
         f"feature table : {features_path}  ({meta.num_rows:,} customers x "

@@ -38,7 +38,8 @@ def score(
     """Score every customer at the project's as-of date and store the run.
 
     Features as of the date; the value model's probability, class and top reasons; CLV over a
-    year with its 90% interval, P(alive) and expected purchases from BG/NBD and Gamma-Gamma.
+    year with its 90% interval, P(alive) and expected purchases from BG/NBD and Gamma-Gamma;
+    each customer's segment by the store's latest segmentation ('custval segment -c').
     Written as one run, all or nothing: on any failure the run is marked failed with its error
     and none of its rows is visible; earlier runs stay intact. BI tools read the views
     latest_predictions, customer_value_summary and reason_summary (docs/bi.md).
@@ -64,6 +65,10 @@ def score(
         f"run {result.run_id}: {result.customers:,} customers, {result.high:,} high; "
         f"store: {mask_url(result.store_url)}"
     )
+    if result.segment_run is not None:
+        out.print(f"segments by segmentation run {result.segment_run}")
+    elif result.segment_note is not None:
+        out.print(f"[yellow]{result.segment_note}[/yellow]")
 
 
 @app.command()

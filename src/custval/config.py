@@ -77,9 +77,13 @@ class HttpOptions(_Strict):
 
 class CsvOptions(_Strict):
     """How to read delimited text files. By default DuckDB detects the delimiter and there is a
-    header row. Whitespace-separated files (CDNOW's, say) use ``delimiter = " "``."""
+    header row. Files whose fields are separated by runs of blanks, perhaps with leading ones
+    (CDNOW's, say), use ``delimiter = "whitespace"``."""
 
-    delimiter: str | None = Field(None, description="field separator; None: detected")
+    delimiter: str | None = Field(
+        None,
+        description='field separator; None: detected; "whitespace": runs of spaces or tabs',
+    )
     header: bool = True
     names: list[str] | None = Field(None, description="column names, for files without a header")
     encoding: Literal["utf-8", "utf-16", "latin-1"] | None = None

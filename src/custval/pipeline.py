@@ -719,8 +719,13 @@ class ScoreResult:
     customers: int
     high: int
     predictions: Any
-    #: seconds spent in each step: prepare, features, contributions, reasons, clv, store
+    #: seconds spent in each step: prepare, features, contributions, reasons, clv, segments,
+    #: store
     seconds: dict[str, float] = field(default_factory=dict)
+    #: the segmentation run whose segments fill ``predictions.segment`` (None: no segments)
+    segment_run: str | None = None
+    #: why the segments were left empty, when the store has a segmentation that cannot be used
+    segment_note: str | None = None
 
 
 def latest_model(models_dir: Path) -> Path:
@@ -810,6 +815,13 @@ def score(
             clv_columns, clv_models = _score_clv(project, prepared, table)
             preds.update(clv_columns)
             lap("clv")
+        segment_run, segment_note = None, None
+        placed = store.latest_segment_model()
+        if placed is not None:
+            segment_run, names, segment_note = _score_segments(table, preds, *placed)
+            if names is not None:
+                preds["segment"] = names
+            lap("segments")
         reasons_table = _long_reasons(explained, ids, min(top_k, len(clf.schema_.columns)))
         profiles = _profile_rows(clf.manifest_.get("profile", {}).get("features", []))
         config_hash = hashlib.sha256(
@@ -839,7 +851,36 @@ def score(
         int(explained.predicted_class.sum()),
         explained.assign(customer_id=ids),
         seconds,
+        segment_run,
+        segment_note,
     )
+
+
+def _score_segments(
+    table: Any, preds: dict[str, Any], run_id: str, model: dict[str, Any]
+) -> tuple[str | None, Any, str | None]:
+    """Each scored customer's segment name by the store's latest segmentation (its
+    preparation and centres, :func:`custval.models.segments.assign_nearest`), from the feature
+    ``table`` and the run's CLV (``clv``, the segmentation's name for it). Returns (segmentation
+    run, names, None), or (None, None, why) when the segmentation uses features this scoring
+    run does not have, so a segmentation of another table never stops a scoring run."""
+    from custval.models.segments import assign_nearest
+
+    wanted = list(model["preparation"]["features"])
+    frame = table.copy()
+    if "clv_expected" in preds:
+        frame["clv"] = preds["clv_expected"]
+    missing = [f for f in wanted if f not in frame.columns]
+    if missing:
+        return (
+            None,
+            None,
+            f"segments left empty: segmentation run {run_id} uses {', '.join(missing)}, which "
+            "this scoring run does not compute",
+        )
+    labels = assign_nearest(model, frame[wanted])
+    names = np.array([model["names"].get(str(k), str(k)) for k in range(len(model["centers"]))])
+    return run_id, names[labels], None
 
 
 #: the BTYD summary in the feature table (the rfm group, in the project's time unit)

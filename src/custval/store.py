@@ -193,6 +193,22 @@ MIGRATIONS: list[list[str]] = [
         # how a segmentation run places new customers (JSON: preparation and centroids)
         "ALTER TABLE runs ADD COLUMN segment_model TEXT",
     ],
+    [
+        # the BI views of segments: the latest segmentation's profiles, and value by segment
+        """CREATE VIEW latest_segment_profiles AS
+            SELECT g.* FROM segment_profiles g
+            JOIN (SELECT run_id FROM runs WHERE status = 'succeeded' AND kind = 'segment'
+                  ORDER BY finished_at DESC LIMIT 1) r ON g.run_id = r.run_id""",
+        """CREATE VIEW segment_value_summary AS
+            SELECT p.run_id, p.segment, COUNT(*) AS customers,
+                   SUM(p.value_class) AS high_value_customers,
+                   AVG(p.value_probability) AS mean_probability,
+                   SUM(p.clv_expected) AS clv_total, AVG(p.clv_expected) AS clv_mean,
+                   AVG(p.p_alive) AS mean_p_alive
+            FROM predictions p JOIN runs r ON p.run_id = r.run_id
+            WHERE r.status = 'succeeded' AND r.kind = 'score' AND p.segment IS NOT NULL
+            GROUP BY p.run_id, p.segment""",
+    ],
 ]
 
 
@@ -437,7 +453,7 @@ class Store:
         run_id = self.latest_run()
         if run_id is None:
             return None
-        cols = [c for c in PREDICTION_COLUMNS if c != "segment"]
+        cols = list(PREDICTION_COLUMNS)
         rows = self.query(
             f"SELECT {', '.join(cols)} FROM predictions WHERE run_id = ? AND customer_id = ?",
             (run_id, customer_id),

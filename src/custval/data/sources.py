@@ -452,7 +452,9 @@ def _open_files_on(
         options["union_by_name"] = True
     _drop_temp(con, name)
     try:
-        if fmt == "csv":
+        if fmt == "csv" and spec.csv.delimiter == "whitespace":
+            table = _read_whitespace(spec, con, name, files)
+        elif fmt == "csv":
             if all(_has_suffix(f, {".tsv"}) for f in files):
                 options["delim"] = "\t"
             csv = spec.csv
@@ -487,6 +489,50 @@ def _open_files_on(
             raise _error(spec, f"the file '{files[0]}' has no rows")
         raise _error(spec, f"the {len(files)} files matching '{where}' have no rows")
     return table
+
+
+def _read_whitespace(
+    spec: SourceSpec, con: ibis.BaseBackend, name: str, files: list[str]
+) -> ibis.Table:
+    """Text whose fields are separated by runs of spaces or tabs, with leading and trailing
+    blanks (CDNOW's master file: ``" 00001 19970101  1   11.77"``). DuckDB's CSV reader takes
+    one delimiter character, so each line is read whole and split here, in DuckDB."""
+    csv = spec.csv
+    strings = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+    encoding = f", encoding='{csv.encoding}'" if csv.encoding else ""
+    blanks = "' ' || chr(9) || chr(13)"  # space, tab and the CR of Windows line ends
+    lines = (
+        f"SELECT string_split_regex(trim(column0, {blanks}), '[ \\t]+') AS f, column0 "
+        f"FROM read_csv([{strings}], columns={{'column0': 'VARCHAR'}}, delim='\x01', "
+        f"header=false, quote='', escape='', auto_detect=false{encoding}) "
+        f"WHERE trim(column0, {blanks}) <> ''"
+    )
+    header: list[str] | None = None
+    if csv.header:
+        first = con.con.sql(f"SELECT f FROM ({lines}) LIMIT 1").fetchone()
+        header = list(first[0]) if first else []
+    names = csv.names or header
+    if names is None:
+        widest = con.con.sql(f"SELECT max(len(f)) FROM ({lines})").fetchone()
+        names = [f"column{i}" for i in range((widest[0] if widest else None) or 0)]
+    rows = f"SELECT * FROM ({lines})"
+    if header is not None:
+        listed = ", ".join("'" + h.replace("'", "''") + "'" for h in header)
+        rows += f" WHERE f <> [{listed}]"  # the header line of every file
+    bad = con.con.sql(
+        f"SELECT len(f), column0 FROM ({rows}) WHERE len(f) <> {len(names)} LIMIT 3"
+    ).fetchall()
+    if bad:
+        examples = "; ".join(f"'{line.strip()[:80]}' ({n} fields)" for n, line in bad)
+        raise _error(
+            spec,
+            f"lines with other than the {len(names)} fields of the columns "
+            f"{', '.join(names)}, e.g. {examples}",
+            hint="Check the file's columns, or csv.names",
+        )
+    picked = ", ".join(f"f[{i + 1}] AS {_quote(n)}" for i, n in enumerate(names))
+    con.con.execute(f"CREATE TEMP VIEW {_quote(name)} AS SELECT {picked} FROM ({rows})")
+    return con.table(name)
 
 
 # --------------------------------------------------------------------------------------------

@@ -511,8 +511,11 @@ def profile_segments(
 def name_segments(profiles: pd.DataFrame) -> pd.DataFrame:
     """A name per segment from its profile, with the rule that gave it.
 
-    Value: "High-value" when the segment's revenue (else CLV, else orders) median is at least
-    1.5x the base's, "Low-value" at most 0.67x, else "Mid-value". Activity from recency (days
+    Value: "High-value" when the segment's revenue per customer (else predicted CLV per
+    customer: its share of the total over its share of customers; without either column, the
+    median of orders against the base's) is at least 1.5x the base's, "Low-value" at most
+    0.67x, else "Mid-value"; but "Big spenders" when, not high-value, its spend per order
+    (avg_order_value, else monetary_value) is at least 1.5x the base's. Activity from recency (days
     since the last purchase): "at risk" at least 1.5x the base's median, "active" at most
     0.67x; in a BTYD table without it, from P(alive): "at risk" at most 0.67x. Tenure: "new"
     at most 0.5x the base's. Orders (or repeat purchases): "loyal" with at least 1.5x the
@@ -526,15 +529,19 @@ def name_segments(profiles: pd.DataFrame) -> pd.DataFrame:
             rules.append("HDBSCAN found no dense group for these customers")
             continue
         why = []
-        value_col = next((c for c in ("revenue", "clv", "orders") if f"{c}_lift" in p), None)
         value = "Mid-value"
-        if value_col is not None and np.isfinite(p[f"{value_col}_lift"]):
-            lift = p[f"{value_col}_lift"]
+        lift, said = _value_lift(p)
+        if np.isfinite(lift):
             if lift >= 1.5:
                 value = "High-value"
             elif lift <= 0.67:
                 value = "Low-value"
-            why.append(f"{value_col} median {lift:.2f}x the base's")
+            why.append(said)
+        per_order = p.get("avg_order_value_lift", p.get("monetary_value_lift", float("nan")))
+        if value != "High-value" and np.isfinite(per_order) and per_order >= 1.5:
+            # large baskets that do not add up to high value: a different offer's audience
+            value = "Big spenders"
+            why.append(f"spend per order {per_order:.2f}x")
         parts = [value]
         recency = p.get("recency_days_lift", float("nan"))
         orders = p.get("orders_lift", p.get("frequency_lift", float("nan")))
@@ -570,6 +577,22 @@ def name_segments(profiles: pd.DataFrame) -> pd.DataFrame:
         at = out.index[out["name"] == name]
         out.loc[at, "name"] = [f"{name} ({j})" for j in range(1, at.size + 1)]
     return out
+
+
+def _value_lift(p: pd.Series) -> tuple[float, str]:
+    """How valuable a segment's customers are against the base's, and the rule's words. Per
+    customer, from the shares (what marketing reads: "28% of customers, 85% of the CLV"): a
+    median would call a segment holding half the base, mostly one-time buyers, average."""
+    for col, label in (("revenue_share", "revenue"), ("clv_share", "predicted CLV")):
+        share = p.get(col, float("nan"))
+        if np.isfinite(share) and p["share"] > 0:
+            lift = share / p["share"]
+            return lift, (
+                f"{label} per customer {lift:.2f}x the base's ({share:.1%} of it, "
+                f"{p['share']:.1%} of customers)"
+            )
+    lift = p.get("orders_lift", float("nan"))
+    return lift, f"orders median {lift:.2f}x the base's"
 
 
 # ---- RFM scores ----------------------------------------------------------------------------
