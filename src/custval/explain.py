@@ -142,7 +142,11 @@ class Phrases:
 
     @classmethod
     def of(
-        cls, schema: Any, catalogue: Mapping[str, str] | None, outcome: str = "high value"
+        cls,
+        schema: Any,
+        catalogue: Mapping[str, str] | None,
+        outcome: str = "high value",
+        ending: str | None = None,
     ) -> Phrases:
         describe = dict(catalogue or {})
         medians = np.array(
@@ -154,7 +158,7 @@ class Phrases:
         return cls(
             [_capitalise(describe.get(c, c)) + ": " for c in names],
             [f" (typical customer: {typical[c]}) " for c in names],
-            f" the chance of {outcome}",
+            f" the chance of {outcome}" if ending is None else ending,
         )
 
 
@@ -186,20 +190,53 @@ def reasons(
     >>> reasons(clf, customers, top_k=3).reason_1.iloc[0]  # doctest: +SKIP
     'Contract: Month-to-month (typical customer: Month-to-month) raises the chance of churn'
     """
-    if top_k < 1:
-        raise CustvalError(f"top_k must be at least 1, not {top_k}")
     schema = clf.schema_
     contrib, base = contributions or clf.contributions(X, source)
     # the score is the base plus the contributions: no second pass through the model
     raw = base + contrib.sum(axis=1)
     proba = expit(raw) if clf.score_kind_ == "log-odds" else raw
+    out = pd.DataFrame(
+        {
+            "probability": proba,
+            "predicted_class": (proba >= clf.threshold_).astype(np.int64),
+        },
+        index=X.index,
+    )
+    why = reason_columns(
+        schema,
+        X,
+        contrib,
+        top_k=top_k,
+        catalogue=catalogue,
+        ending=f" the chance of {outcome}",
+        source=source,
+    )
+    return pd.concat([out, why], axis=1)
+
+
+def reason_columns(
+    schema: Any,
+    X: pd.DataFrame,
+    contrib: Array,
+    *,
+    top_k: int = 3,
+    catalogue: Mapping[str, str] | None = None,
+    ending: str = " the chance of high value",
+    source: str = "input",
+) -> pd.DataFrame:
+    """The ``top_k`` reasons of every row of ``X`` from its per-feature contributions
+    (rows x ``schema.columns``, in any model's score): for i = 1..top_k ``reason_i`` (the
+    sentence, ending with ``ending``), ``reason_i_feature``, ``reason_i_value`` and
+    ``reason_i_contribution``. Strongest first, by absolute contribution."""
+    if top_k < 1:
+        raise CustvalError(f"top_k must be at least 1, not {top_k}")
     frame = schema.frame(X, source)
     names = schema.columns
     k = min(top_k, len(names))
     order = _top_k(contrib, k)
     rows = np.arange(contrib.shape[0])[:, None]
     top_values = contrib[rows, order]
-    phrases = Phrases.of(schema, catalogue, outcome)
+    phrases = Phrases.of(schema, catalogue, ending=ending)
     before = pa.array(phrases.before, pa.string())
     after = pa.array(phrases.after, pa.string())
     name_arr = pa.array(names, pa.string())
@@ -223,13 +260,7 @@ def reasons(
                 for c in schema.categorical
             ]
         ).fill_null("missing")
-    out = pd.DataFrame(
-        {
-            "probability": proba,
-            "predicted_class": (proba >= clf.threshold_).astype(np.int64),
-        },
-        index=X.index,
-    )
+    out = pd.DataFrame(index=X.index)
     n = len(frame)
     for i in range(k):  # a loop over the k reasons; each is vectorised over rows
         feature = order[:, i]

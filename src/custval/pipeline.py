@@ -891,28 +891,50 @@ def _score_clv(
     project: Project, prepared: Prepared, table: Any
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """CLV over a year (10% yearly discount) with its 90% interval, P(alive) and expected
-    purchases for each row of the feature ``table`` (NaN for customers without a purchase).
+    purchases for each row of the feature ``table`` (NaN for customers without a purchase),
+    and the fitted models (:func:`clv_models_json`)."""
+    per_year = ONE_YEAR[project.time_unit]
+    return btyd_columns(
+        project, prepared, table, horizon=per_year, discount=1.1 ** (1 / per_year) - 1
+    )
+
+
+def btyd_columns(
+    project: Project,
+    prepared: Prepared,
+    table: Any,
+    *,
+    horizon: float,
+    discount: float = 0.0,
+    level: float | None = 0.9,
+    as_of: date | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """BG/NBD and Gamma-Gamma fitted at ``as_of`` (default: the project's): for each row of
+    the feature ``table`` (computed at that date) its ``clv_expected`` over ``horizon`` time
+    units at ``discount`` per unit, with its central ``level`` interval (``clv_lower``,
+    ``clv_upper``; NaN without a level), ``p_alive``, ``expected_purchases`` and
+    ``expected_spend`` (per purchase); NaN for customers without a purchase. Returns the
+    columns and the fitted models (:func:`clv_models_json`).
 
     The BTYD summary comes from the feature table when it has the rfm columns (they are the
-    same ``rfm_features`` at the same date and time unit), else from the transactions. Returns
-    the columns and the fitted models (:func:`clv_models_json`)."""
-    per_year = ONE_YEAR[project.time_unit]
-    settings = {
-        "horizon": per_year,
-        "discount": 1.1 ** (1 / per_year) - 1,
-    }
+    same ``rfm_features`` at the same date and time unit), else from the transactions."""
+    settings = {"horizon": horizon, "discount": discount}
     n = len(table)
     if all(c in table.columns for c in SUMMARY_COLUMNS):
         buyers = table["T"].notna().to_numpy()
         x, tx_, t, m = (
             table[c].to_numpy(dtype=np.float64, na_value=np.nan)[buyers] for c in SUMMARY_COLUMNS
         )
-        fit = btyd_predictions(x, tx_, t, m, purchases_interval=False, **settings)
+        fit = btyd_predictions(x, tx_, t, m, purchases_interval=False, level=level, **settings)
         cols, models = fit.columns, clv_models_json(fit.purchases, fit.spend, **settings)
         where = np.flatnonzero(buyers)
     else:
         result = clv(
-            prepared, calibration_end=project.as_of, time_unit=project.time_unit, **settings
+            prepared,
+            calibration_end=as_of or project.as_of,
+            time_unit=project.time_unit,
+            level=level,
+            **settings,
         )
         models = clv_models_json(result.purchases, result.spend, **settings)
         c = result.predictions
@@ -930,9 +952,11 @@ def _score_clv(
         ("clv_upper", "clv_upper"),
         ("p_alive", "p_alive"),
         ("expected_purchases", "expected_purchases"),
+        ("expected_spend", "expected_spend"),
     ):
         full = np.full(n, np.nan)
-        full[where] = cols[src]
+        if src in cols:
+            full[where] = cols[src]
         out[dst] = full
     return out, models
 

@@ -256,7 +256,7 @@ class RandomForest(Candidate):
         base = 0.0
         for tree in self.model_.estimators_:  # a loop over trees; each is vectorised over rows
             t = tree.tree_
-            share = t.value[:, 0, 1] / t.value[:, 0, :].sum(axis=1)
+            share = self._node_values(t)
             parent = np.full(t.node_count, -1)
             for child in (t.children_left, t.children_right):
                 inner = child >= 0
@@ -270,6 +270,11 @@ class RandomForest(Candidate):
             base += share[0]
         n = len(self.model_.estimators_)
         return contrib / n, np.full(codes.shape[0], base / n)
+
+    @staticmethod
+    def _node_values(tree: Any) -> Array:
+        """What each node predicts: its share of positives."""
+        return np.asarray(tree.value[:, 0, 1] / tree.value[:, 0, :].sum(axis=1))
 
     def dumps(self) -> bytes:
         return _skops_dumps(self.model_)

@@ -1,0 +1,445 @@
+"""Which CLV predicts a company's customers best: the probabilistic model, machine learning on
+all features, or the hybrid of both, judged side by side on a time-based holdout.
+
+The orchestration of :mod:`custval.models.clv_ml` (what learns) on a prepared project (where the
+data comes from), in four steps:
+
+1. **Windows.** The training rows are the customers at a cutoff: their features computed from
+   the data before it, and their net spend in the window after it (at least 0). Several
+   cutoffs are stacked (rolling origin), a quarter of a window apart, all windows ending by the
+   evaluation date. A window is the horizon when the history allows it, that is when the
+   earliest cutoff leaves at least a quarter of the horizon of history before it; with a
+   shorter history it is half of what there is, and the model's spend over the window is
+   scaled to the horizon (``x horizon / window``, the window's rate carried on: stated in the
+   result as ``window``).
+2. **Candidates.** ``btyd`` (BG/NBD and Gamma-Gamma fitted on all history at the evaluation
+   date; customers without a purchase get 0), ``lightgbm`` (Tweedie), ``random_forest``,
+   ``mlp`` and ``hybrid`` (``lightgbm`` on the features plus the BTYD model's P(alive),
+   expected purchases and expected spend over the window, fitted at each cutoff on the data
+   before it).
+3. **Holdout.** Every candidate predicts each customer's spend over the horizon from the
+   evaluation date; the leaderboard sets them against the actual spend
+   (:func:`custval.models.clv_ml.clv_metrics`, a decile table each) and
+   :func:`custval.models.clv_ml.choose` picks one. The machine-learned candidates' intervals are
+   conformal, learnt on a fifth of the customers held out of their training (their rows at the
+   latest cutoff), and their coverage of the holdout is reported; the BTYD intervals come from
+   its parameters' uncertainty only, and their coverage is reported too.
+4. **Today.** Without a given holdout, the evaluation date is the as-of date less the horizon;
+   the chosen candidate is then refitted with the windows that end by the as-of date and
+   predicts the horizon after it, with intervals and, for a machine-learned model, the reasons.
+
+Money is in the data's currency and undiscounted over the horizon, except in
+:attr:`ClvBoard.predictions`, where a discount rate (per time unit) is applied: to the BTYD CLV
+by its own formula, to a machine-learned one as to spend spread evenly over the horizon.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from custval.config import Project
+from custval.errors import CustvalError
+from custval.pipeline import Prepared, btyd_columns, features, future_spend
+
+__all__ = ["CLV_METHODS", "ClvBoard", "clv_leaderboard"]
+
+#: every candidate, in the leaderboard's order
+CLV_METHODS = ("btyd", "lightgbm", "random_forest", "mlp", "hybrid")
+#: the columns the hybrid adds from the BTYD model, over the window
+HYBRID_COLUMNS = ("btyd_spend", "btyd_p_alive", "btyd_purchases")
+#: at most this many training rows (all cutoffs together); more are sampled, customers whole
+MAX_TRAINING_ROWS = 400_000
+
+
+@dataclass
+class Windows:
+    """Where the training rows come from: cutoffs, each with a window of ``days``."""
+
+    cutoffs: list[date]
+    days: int
+    horizon_days: int
+
+    @property
+    def scale(self) -> float:
+        return self.horizon_days / self.days
+
+
+@dataclass
+class ClvBoard:
+    """The leaderboard of CLV methods on a time-based holdout, and what the chosen one says."""
+
+    #: model, mae, rmse, total_error, spearman, top20_capture, top20_best, coverage, seconds
+    leaderboard: pd.DataFrame
+    chosen: str
+    #: each method's predicted against actual spend by decile of its prediction
+    deciles: dict[str, pd.DataFrame]
+    #: the holdout: from, to, customers, actual_total; the training windows
+    evaluation: dict[str, Any]
+    #: per customer at the prediction date: customer_id, clv, clv_lower, clv_upper and each
+    #: method's clv_<method> (holdout mode: the holdout's actual spend as ``actual``)
+    predictions: pd.DataFrame
+    #: the chosen machine-learned model's top reasons per customer (None for btyd)
+    reasons: pd.DataFrame | None = None
+    #: the fitted chosen model (a SpendModel, or None for btyd)
+    model: Any = None
+    level: float = 0.9
+    notes: list[str] = field(default_factory=list)
+
+
+def clv_leaderboard(
+    project: Project,
+    prepared: Prepared,
+    *,
+    horizon: float | None = None,
+    holdout_end: date | None = None,
+    methods: tuple[str, ...] = CLV_METHODS,
+    choose_method: str = "auto",
+    cutoffs: int = 4,
+    level: float = 0.9,
+    discount: float = 0.0,
+    top_k: int = 3,
+    seed: int = 0,
+    progress: Any = None,
+) -> ClvBoard:
+    """Compare CLV methods on a time-based holdout and predict with the best (module docstring).
+
+    ``horizon`` is in the project's time unit (default: a year). With ``holdout_end`` the
+    holdout runs from the project's as-of date to it (its length is the horizon) and the
+    predictions are those of the holdout; without, it is the horizon before the as-of date and
+    the predictions are for the horizon after it. ``choose_method`` is ``auto`` (the
+    leaderboard's pick) or one of ``methods``.
+    """
+    from custval.features.transactions import UNIT_DAYS
+    from custval.models.clv_ml import choose
+
+    say = progress or (lambda _msg: None)
+    unknown = [m for m in methods if m not in CLV_METHODS]
+    if unknown or not methods:
+        raise CustvalError(
+            f"unknown CLV method '{(unknown or [''])[0]}'",
+            hint="Use some of " + ", ".join(CLV_METHODS),
+        )
+    if choose_method != "auto" and choose_method not in methods:
+        raise CustvalError(
+            f"unknown CLV method '{choose_method}'", hint="Use auto or one of " + ", ".join(methods)
+        )
+    if "transactions" not in prepared.tables:
+        raise CustvalError("CLV needs a source of kind 'transactions'")
+    unit = UNIT_DAYS[project.time_unit]
+    first = _first_purchase(prepared)
+    if holdout_end is not None:
+        if holdout_end <= project.as_of:
+            raise CustvalError(
+                f"the holdout end {holdout_end} must come after the as-of date {project.as_of}"
+            )
+        evaluated = project.as_of
+        horizon_days = (holdout_end - project.as_of).days
+    else:
+        from custval.pipeline import ONE_YEAR
+
+        horizon_days = round((horizon or ONE_YEAR[project.time_unit]) * unit)
+        evaluated = project.as_of - timedelta(days=horizon_days)
+    if horizon_days < 7:
+        raise CustvalError(f"the horizon must be at least a week, not {horizon_days} days")
+    windows = _windows(first, evaluated, horizon_days, cutoffs)
+    notes = []
+    if windows.days < horizon_days:
+        notes.append(
+            f"the history allows windows of {windows.days} days, shorter than the horizon of "
+            f"{horizon_days}: the machine-learned spend is scaled by {windows.scale:.2f}"
+        )
+    say(f"evaluating at {evaluated}: windows of {windows.days} days from {windows.cutoffs}")
+    at_eval = _customers(project, prepared, evaluated)
+    actual = future_spend(
+        prepared, at_eval["customer_id"], evaluated, evaluated + timedelta(days=horizon_days)
+    )
+    if not (actual > 0).any():
+        raise CustvalError(
+            f"no customer spent anything between {evaluated} and "
+            f"{evaluated + timedelta(days=horizon_days)}: there is nothing to judge the models on"
+        )
+    rows = _training_rows(project, prepared, windows, "hybrid" in methods, seed)
+    say(f"{len(rows.X):,} training rows")
+    outcome = _run_methods(
+        project,
+        prepared,
+        methods,
+        rows,
+        at_eval,
+        evaluated,
+        windows,
+        horizon_days,
+        level,
+        seed,
+        actual=actual,
+        say=say,
+    )
+    board = pd.DataFrame(outcome.metrics).sort_values(["mae", "model"]).reset_index(drop=True)
+    chosen = choose(board) if choose_method == "auto" else choose_method
+    evaluation = {
+        "from": evaluated.isoformat(),
+        "to": (evaluated + timedelta(days=horizon_days)).isoformat(),
+        "customers": len(at_eval),
+        "actual_total": float(actual.sum()),
+        "window_days": windows.days,
+        "cutoffs": [c.isoformat() for c in windows.cutoffs],
+        "training_rows": len(rows.X),
+    }
+    if holdout_end is not None:
+        predictions = pd.DataFrame({"customer_id": at_eval["customer_id"].astype(str)})
+        for m, p in outcome.predicted.items():
+            predictions[f"clv_{m}"] = p
+        predictions["actual"] = actual
+        lower, upper = outcome.intervals[chosen]
+        predictions.insert(1, "clv", outcome.predicted[chosen])
+        predictions.insert(2, "clv_lower", lower)
+        predictions.insert(3, "clv_upper", upper)
+        model = outcome.models.get(chosen)
+        why = _reasons(model, outcome.frames.get(chosen), top_k, at_eval.attrs.get("catalogue"))
+        return ClvBoard(
+            board, chosen, outcome.deciles, evaluation, predictions, why, model, level, notes
+        )
+    # today: refit the chosen method with the windows that end by the as-of date
+    say(f"refitting {chosen} for {project.as_of}")
+    today = _windows(first, project.as_of, horizon_days, cutoffs)
+    rows_today = (
+        rows
+        if chosen == "btyd"
+        else _training_rows(project, prepared, today, chosen == "hybrid", seed)
+    )
+    at_today = _customers(project, prepared, project.as_of)
+    final = _run_methods(
+        project,
+        prepared,
+        (chosen,),
+        rows_today,
+        at_today,
+        project.as_of,
+        today,
+        horizon_days,
+        level,
+        seed,
+        actual=None,
+        say=say,
+        discount=discount,
+    )
+    predictions = pd.DataFrame({"customer_id": at_today["customer_id"].astype(str)})
+    lower, upper = final.intervals[chosen]
+    predictions["clv"] = final.predicted[chosen]
+    predictions["clv_lower"] = lower
+    predictions["clv_upper"] = upper
+    model = final.models.get(chosen)
+    why = _reasons(model, final.frames.get(chosen), top_k, at_today.attrs.get("catalogue"))
+    return ClvBoard(
+        board, chosen, outcome.deciles, evaluation, predictions, why, model, level, notes
+    )
+
+
+# ---- windows and rows ------------------------------------------------------------------------
+
+
+def _first_purchase(prepared: Prepared) -> date:
+    first = prepared.tables["transactions"].timestamp.min().execute()
+    if first is None:
+        raise CustvalError("the transactions have no purchase dates")
+    return pd.Timestamp(first).date()
+
+
+def _windows(first: date, end: date, horizon_days: int, cutoffs: int) -> Windows:
+    """Cutoffs and window length for training rows whose windows end by ``end``."""
+    history = (end - first).days
+    least = max(7, horizon_days // 4)  # history before the earliest cutoff
+    days = horizon_days if history - horizon_days >= least else (history - least) // 2
+    if days < 7:
+        raise CustvalError(
+            f"the history from the first purchase ({first}) to {end} is {history} days: too "
+            f"short to learn spend over a window (a horizon of {horizon_days} days needs at "
+            f"least {2 * 7 + least} days of history before {end})",
+            hint="Use a later date, a shorter horizon or --method btyd",
+        )
+    step = max(1, days // 4)
+    found = [end - timedelta(days=days + j * step) for j in range(max(1, cutoffs))]
+    return Windows([c for c in found if (c - first).days >= least] or found[:1], days, horizon_days)
+
+
+def _customers(project: Project, prepared: Prepared, at: date) -> pd.DataFrame:
+    found = features(project, prepared, as_of=at)
+    table = found.to_pyarrow().to_pandas()
+    if table.empty:
+        raise CustvalError(f"there are no customers at {at}")
+    table.attrs["catalogue"] = {f.name: f.description for f in found.catalogue}
+    return table
+
+
+@dataclass
+class _Rows:
+    X: pd.DataFrame  # features (with the hybrid's columns when asked), customer_id
+    y: np.ndarray  # spend in the window
+    latest: np.ndarray  # True for rows of the latest cutoff
+    calibration: np.ndarray  # True for the customers held out for the intervals
+
+
+def _training_rows(
+    project: Project, prepared: Prepared, windows: Windows, hybrid: bool, seed: int
+) -> _Rows:
+    frames, spends, latest = [], [], []
+    for j, cut in enumerate(windows.cutoffs):  # a loop over the few cutoffs
+        table = _customers(project, prepared, cut)
+        spend = future_spend(
+            prepared, table["customer_id"], cut, cut + timedelta(days=windows.days)
+        )
+        if hybrid:
+            _add_btyd(project, prepared, table, cut, windows.days)
+        frames.append(table)
+        spends.append(spend)
+        latest.append(np.full(len(table), j == 0))
+    table = pd.concat(frames, ignore_index=True)
+    y = np.concatenate(spends)
+    newest = np.concatenate(latest)
+    ids = table["customer_id"].astype(str).to_numpy()
+    # a fifth of the customers (all their rows) is held out for the intervals; by a hash of
+    # the id, so that a customer is in or out at every cutoff
+    bucket = pd.util.hash_array(ids.astype(object), categorize=False) % 5
+    held = bucket == (seed % 5)
+    if len(table) > MAX_TRAINING_ROWS:
+        keep_share = MAX_TRAINING_ROWS / len(table)
+        keep = (pd.util.hash_array(ids.astype(object), hash_key="custvalsample012") % 10_000) < (
+            keep_share * 10_000
+        )
+        table, y = table[keep].reset_index(drop=True), y[keep]
+        newest, held = newest[keep], held[keep]
+    return _Rows(table, y, newest, held)
+
+
+def _add_btyd(
+    project: Project, prepared: Prepared, table: pd.DataFrame, at: date, days: int
+) -> None:
+    """The hybrid's columns: the BTYD model fitted at ``at`` on the history before it."""
+    from custval.features.transactions import UNIT_DAYS
+
+    cols, _ = btyd_columns(
+        project,
+        prepared,
+        table,
+        horizon=days / UNIT_DAYS[project.time_unit],
+        level=None,
+        as_of=at,
+    )
+    table["btyd_spend"] = cols["clv_expected"]
+    table["btyd_p_alive"] = cols["p_alive"]
+    table["btyd_purchases"] = cols["expected_purchases"]
+
+
+# ---- fitting and judging ---------------------------------------------------------------------
+
+
+@dataclass
+class _Outcome:
+    predicted: dict[str, np.ndarray] = field(default_factory=dict)
+    intervals: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    deciles: dict[str, pd.DataFrame] = field(default_factory=dict)
+    models: dict[str, Any] = field(default_factory=dict)
+    frames: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+
+def _run_methods(
+    project: Project,
+    prepared: Prepared,
+    methods: tuple[str, ...],
+    rows: _Rows,
+    at: pd.DataFrame,
+    when: date,
+    windows: Windows,
+    horizon_days: int,
+    level: float,
+    seed: int,
+    *,
+    actual: np.ndarray | None,
+    say: Any,
+    discount: float = 0.0,
+) -> _Outcome:
+    from custval.features.transactions import UNIT_DAYS
+    from custval.models.clv_ml import SpendModel, clv_metrics, decile_table
+
+    unit = UNIT_DAYS[project.time_unit]
+    horizon = horizon_days / unit
+    out = _Outcome()
+    hybrid_frame = None
+    if "hybrid" in methods:
+        hybrid_frame = at.copy()
+        _add_btyd(project, prepared, hybrid_frame, when, windows.days)
+    # spread evenly over the horizon, spend is worth this share of itself today
+    discount_share = (
+        1.0
+        if discount == 0
+        else float(((1 + discount) ** -np.linspace(0, horizon, 201)[1:]).mean())
+    )
+    plain = [c for c in rows.X.columns if c not in HYBRID_COLUMNS]
+    for method in methods:  # a loop over the few candidates
+        start = time.perf_counter()
+        say(f"fitting {method}")
+        if method == "btyd":
+            cols, _ = btyd_columns(
+                project,
+                prepared,
+                at,
+                horizon=horizon,
+                discount=discount,
+                level=level,
+                as_of=when,
+            )
+            predicted = np.nan_to_num(cols["clv_expected"], nan=0.0)
+            lower = np.nan_to_num(cols["clv_lower"], nan=0.0)
+            upper = np.nan_to_num(cols["clv_upper"], nan=0.0)
+        else:
+            frame = hybrid_frame if method == "hybrid" else at
+            columns = list(rows.X.columns) if method == "hybrid" else plain
+            model = SpendModel("lightgbm" if method == "hybrid" else method, level=level, seed=seed)
+            train = ~rows.calibration
+            model.fit(rows.X.loc[train, columns], rows.y[train])
+            held = rows.calibration & rows.latest
+            model.calibrate(rows.X.loc[held, columns], rows.y[held])
+            assert frame is not None
+            window_spend = model.predict(frame[columns])
+            lo, hi = model.interval(frame[columns], window_spend)
+            factor = windows.scale * discount_share
+            predicted, lower, upper = window_spend * factor, lo * factor, hi * factor
+            out.models[method] = model
+            out.frames[method] = frame[columns]
+        seconds = time.perf_counter() - start
+        out.predicted[method] = predicted
+        out.intervals[method] = (lower, upper)
+        if actual is not None:
+            row: dict[str, Any] = {"model": method, **clv_metrics(actual, predicted)}
+            row["coverage"] = float(((actual >= lower) & (actual <= upper)).mean())
+            row["seconds"] = seconds
+            out.metrics.append(row)
+            out.deciles[method] = decile_table(actual, predicted)
+    return out
+
+
+def _reasons(
+    model: Any, frame: pd.DataFrame | None, top_k: int, catalogue: dict[str, str] | None
+) -> pd.DataFrame | None:
+    """The chosen machine-learned model's top reasons for each customer's CLV."""
+    from custval.explain import reason_columns
+
+    if model is None or frame is None:
+        return None
+    contrib, _ = model.contributions(frame)
+    described = {
+        **(catalogue or {}),
+        "btyd_spend": "expected spend by the BTYD model",
+        "btyd_p_alive": "P(alive) by the BTYD model",
+        "btyd_purchases": "expected purchases by the BTYD model",
+    }
+    return reason_columns(
+        model.schema_, frame, contrib, top_k=top_k, catalogue=described, ending=" the expected CLV"
+    )
