@@ -365,6 +365,16 @@ def clv(
         typer.Option(help="End of the holdout period, YYYY-MM-DD: judge the model on it."),
     ] = None,
     model: Annotated[str, typer.Option(help="bgnbd, mbgnbd or pnbd.")] = "bgnbd",
+    method: Annotated[
+        str,
+        typer.Option(
+            help="btyd: the purchase model and Gamma-Gamma; ml: the best of LightGBM "
+            "(Tweedie), random forest and neural network on the customer's features; hybrid: "
+            "LightGBM on the features plus the BTYD outputs; auto: all of them side by side "
+            "on a time-based holdout (--holdout-end, else the horizon before the calibration "
+            "end), the best chosen. Every method but btyd prints the leaderboard."
+        ),
+    ] = "btyd",
     time_unit: Annotated[
         str,
         typer.Option(
@@ -454,6 +464,31 @@ def clv(
         root=Path.cwd(),
         origin="the command line",
     )
+    if method not in ("btyd", "ml", "hybrid", "auto"):
+        raise CustvalError(f"unknown method '{method}'", hint="Use btyd, ml, hybrid or auto")
+    if method != "btyd":
+        from custval import cli_clv_ml
+
+        with steps(3, as_json) as advance:
+            prepared = pipeline.prepare(project, progress=advance)
+            advance("fitting and judging the CLV models")
+            board = cli_clv_ml.run(
+                project,
+                prepared,
+                method=method,
+                holdout_end=hold_end,
+                horizon=horizon,
+                discount=discount,
+                level=level or 0.9,
+                out_path=out_path,
+                as_json=as_json,
+                advance=lambda _msg: None,
+            )
+        if as_json:
+            out.print_json(data=board)
+        else:
+            cli_clv_ml.print_board(board, time_unit)
+        return
     with steps(3, as_json) as advance:
         prepared = pipeline.prepare(project, progress=advance)
         advance("fitting")

@@ -51,6 +51,8 @@ __all__ = ["CLV_METHODS", "ClvBoard", "clv_leaderboard"]
 
 #: every candidate, in the leaderboard's order
 CLV_METHODS = ("btyd", "lightgbm", "random_forest", "mlp", "hybrid")
+#: the machine-learned candidates on features alone (``--method ml`` picks among them)
+ML_METHODS = ("lightgbm", "random_forest", "mlp")
 #: the columns the hybrid adds from the BTYD model, over the window
 HYBRID_COLUMNS = ("btyd_spend", "btyd_p_alive", "btyd_purchases")
 #: at most this many training rows (all cutoffs together); more are sampled, customers whole
@@ -113,7 +115,8 @@ def clv_leaderboard(
     holdout runs from the project's as-of date to it (its length is the horizon) and the
     predictions are those of the holdout; without, it is the horizon before the as-of date and
     the predictions are for the horizon after it. ``choose_method`` is ``auto`` (the
-    leaderboard's pick) or one of ``methods``.
+    leaderboard's pick), ``ml`` (the best of the machine-learned models on features alone) or
+    one of ``methods``.
     """
     from custval.features.transactions import UNIT_DAYS
     from custval.models.clv_ml import choose
@@ -125,9 +128,10 @@ def clv_leaderboard(
             f"unknown CLV method '{(unknown or [''])[0]}'",
             hint="Use some of " + ", ".join(CLV_METHODS),
         )
-    if choose_method != "auto" and choose_method not in methods:
+    if choose_method not in ("auto", "ml") and choose_method not in methods:
         raise CustvalError(
-            f"unknown CLV method '{choose_method}'", hint="Use auto or one of " + ", ".join(methods)
+            f"unknown CLV method '{choose_method}'",
+            hint="Use auto, ml or one of " + ", ".join(methods),
         )
     if "transactions" not in prepared.tables:
         raise CustvalError("CLV needs a source of kind 'transactions'")
@@ -181,7 +185,15 @@ def clv_leaderboard(
         say=say,
     )
     board = pd.DataFrame(outcome.metrics).sort_values(["mae", "model"]).reset_index(drop=True)
-    chosen = choose(board) if choose_method == "auto" else choose_method
+    notes += [f"{m} could not be fitted: {why}" for m, why in outcome.failed.items()]
+    if choose_method not in ("auto", "ml") and choose_method in outcome.failed:
+        raise CustvalError(f"{choose_method} could not be fitted: {outcome.failed[choose_method]}")
+    if choose_method == "auto":
+        chosen = choose(board)
+    elif choose_method == "ml":
+        chosen = choose(board[board["model"].isin(ML_METHODS)])
+    else:
+        chosen = choose_method
     evaluation = {
         "from": evaluated.isoformat(),
         "to": (evaluated + timedelta(days=horizon_days)).isoformat(),
@@ -323,14 +335,19 @@ def _add_btyd(
     """The hybrid's columns: the BTYD model fitted at ``at`` on the history before it."""
     from custval.features.transactions import UNIT_DAYS
 
-    cols, _ = btyd_columns(
-        project,
-        prepared,
-        table,
-        horizon=days / UNIT_DAYS[project.time_unit],
-        level=None,
-        as_of=at,
-    )
+    try:
+        cols, _ = btyd_columns(
+            project,
+            prepared,
+            table,
+            horizon=days / UNIT_DAYS[project.time_unit],
+            level=None,
+            as_of=at,
+        )
+    except CustvalError:
+        # too few customers yet at an early cutoff to determine the model: the trees learn
+        # those rows without its outputs (missing values), from the features alone
+        cols = dict.fromkeys(("clv_expected", "p_alive", "expected_purchases"), np.nan)
     table["btyd_spend"] = cols["clv_expected"]
     table["btyd_p_alive"] = cols["p_alive"]
     table["btyd_purchases"] = cols["expected_purchases"]
@@ -347,6 +364,8 @@ class _Outcome:
     deciles: dict[str, pd.DataFrame] = field(default_factory=dict)
     models: dict[str, Any] = field(default_factory=dict)
     frames: dict[str, pd.DataFrame] = field(default_factory=dict)
+    #: the candidates that could not be fitted, and why
+    failed: dict[str, str] = field(default_factory=dict)
 
 
 def _run_methods(
@@ -366,7 +385,7 @@ def _run_methods(
     discount: float = 0.0,
 ) -> _Outcome:
     from custval.features.transactions import UNIT_DAYS
-    from custval.models.clv_ml import SpendModel, clv_metrics, decile_table
+    from custval.models.clv_ml import clv_metrics, decile_table
 
     unit = UNIT_DAYS[project.time_unit]
     horizon = horizon_days / unit
@@ -385,34 +404,29 @@ def _run_methods(
     for method in methods:  # a loop over the few candidates
         start = time.perf_counter()
         say(f"fitting {method}")
-        if method == "btyd":
-            cols, _ = btyd_columns(
+        try:
+            predicted, lower, upper = _one_method(
                 project,
                 prepared,
+                method,
+                rows,
                 at,
-                horizon=horizon,
-                discount=discount,
-                level=level,
-                as_of=when,
+                hybrid_frame,
+                plain,
+                when,
+                windows,
+                horizon,
+                level,
+                seed,
+                discount,
+                discount_share,
+                out,
             )
-            predicted = np.nan_to_num(cols["clv_expected"], nan=0.0)
-            lower = np.nan_to_num(cols["clv_lower"], nan=0.0)
-            upper = np.nan_to_num(cols["clv_upper"], nan=0.0)
-        else:
-            frame = hybrid_frame if method == "hybrid" else at
-            columns = list(rows.X.columns) if method == "hybrid" else plain
-            model = SpendModel("lightgbm" if method == "hybrid" else method, level=level, seed=seed)
-            train = ~rows.calibration
-            model.fit(rows.X.loc[train, columns], rows.y[train])
-            held = rows.calibration & rows.latest
-            model.calibrate(rows.X.loc[held, columns], rows.y[held])
-            assert frame is not None
-            window_spend = model.predict(frame[columns])
-            lo, hi = model.interval(frame[columns], window_spend)
-            factor = windows.scale * discount_share
-            predicted, lower, upper = window_spend * factor, lo * factor, hi * factor
-            out.models[method] = model
-            out.frames[method] = frame[columns]
+        except CustvalError as exc:
+            # one candidate that cannot be fitted (no repeat buyers for the BTYD model, say)
+            # leaves the others to be judged; the reason is kept
+            out.failed[method] = str(exc).split("\n", 1)[0]
+            continue
         seconds = time.perf_counter() - start
         out.predicted[method] = predicted
         out.intervals[method] = (lower, upper)
@@ -422,7 +436,57 @@ def _run_methods(
             row["seconds"] = seconds
             out.metrics.append(row)
             out.deciles[method] = decile_table(actual, predicted)
+    if not out.predicted:
+        raise CustvalError(
+            "no CLV method could be fitted: "
+            + "; ".join(f"{m}: {why}" for m, why in out.failed.items())
+        )
     return out
+
+
+def _one_method(
+    project: Project,
+    prepared: Prepared,
+    method: str,
+    rows: _Rows,
+    at: pd.DataFrame,
+    hybrid_frame: pd.DataFrame | None,
+    plain: list[str],
+    when: date,
+    windows: Windows,
+    horizon: float,
+    level: float,
+    seed: int,
+    discount: float,
+    discount_share: float,
+    out: _Outcome,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One candidate's spend over the horizon from ``when``, with its interval."""
+    from custval.models.clv_ml import SpendModel
+
+    if method == "btyd":
+        cols, _ = btyd_columns(
+            project, prepared, at, horizon=horizon, discount=discount, level=level, as_of=when
+        )
+        return (
+            np.nan_to_num(cols["clv_expected"], nan=0.0),
+            np.nan_to_num(cols["clv_lower"], nan=0.0),
+            np.nan_to_num(cols["clv_upper"], nan=0.0),
+        )
+    frame = hybrid_frame if method == "hybrid" else at
+    assert frame is not None
+    columns = list(rows.X.columns) if method == "hybrid" else plain
+    model = SpendModel("lightgbm" if method == "hybrid" else method, level=level, seed=seed)
+    train = ~rows.calibration
+    model.fit(rows.X.loc[train, columns], rows.y[train])
+    held = rows.calibration & rows.latest
+    model.calibrate(rows.X.loc[held, columns], rows.y[held])
+    window_spend = model.predict(frame[columns])
+    lo, hi = model.interval(frame[columns], window_spend)
+    factor = windows.scale * discount_share
+    out.models[method] = model
+    out.frames[method] = frame[columns]
+    return window_spend * factor, lo * factor, hi * factor
 
 
 def _reasons(
