@@ -22,8 +22,10 @@ $(VENV)/.installed-test: $(BIN)/python pyproject.toml
 demo: $(VENV)/.installed
 	$(BIN)/custval demo --out $(DEMO_DIR)
 
+# two workers, a test file each at a time (its module fixtures are built once): the suite's
+# subprocesses, servers and database round trips leave a core idle otherwise
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/synth.py
