@@ -174,3 +174,28 @@ def test_a_segmentation_of_other_features_leaves_segments_empty() -> None:
     run_id, names, note = _score_segments(pd.DataFrame({"orders": [1.0]}), {}, "r1", model)
     assert (run_id, names) == (None, None)
     assert note is not None and "nps" in note and "r1" in note
+
+
+def test_score_with_the_hybrid_clv(trained: Path, tmp_path: Path) -> None:
+    import json
+
+    store = str(tmp_path / "store.duckdb")
+    done = run(
+        "score", "-c", str(trained), "--store", store, "--clv-method", "hybrid", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert "CLV by hybrid" in done.stdout
+    with open_store(store, read_only=True) as s:
+        saved = json.loads(s.query("SELECT clv_models FROM runs")[0][0])
+        rows = s.query(
+            "SELECT COUNT(*), COUNT(clv_expected), COUNT(p_alive), "
+            "SUM(CASE WHEN clv_lower <= clv_expected AND clv_expected <= clv_upper "
+            "THEN 1 ELSE 0 END) FROM latest_predictions"
+        )[0]
+    assert saved["method"] == "hybrid"
+    assert {r["model"] for r in saved["leaderboard"]} == {"btyd", "hybrid"}
+    assert saved["purchases"]["model"] == "BetaGeo"  # the service's CLV models stay
+    # the machine-learned CLV covers every customer, buyers or not; P(alive) only buyers
+    assert rows[0] == rows[1] == rows[3] == 1200 and rows[2] < 1200
+    bad = run("score", "-c", str(trained), "--store", store, "--clv-method", "magic", cwd=tmp_path)
+    assert bad.returncode == 2 and "unknown CLV method" in bad.stderr

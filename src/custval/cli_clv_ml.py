@@ -13,13 +13,6 @@ from rich.table import Table
 
 from custval.cli import out
 
-#: the ``--method`` choices and the candidates each one runs
-METHOD_CANDIDATES = {
-    "ml": ("btyd", "lightgbm", "random_forest", "mlp"),
-    "hybrid": ("btyd", "hybrid"),
-    "auto": ("btyd", "lightgbm", "random_forest", "mlp", "hybrid"),
-}
-
 
 def run(
     project: Any,
@@ -38,7 +31,7 @@ def run(
     import pyarrow as pa
 
     from custval.cli import _write_table
-    from custval.clv_leaderboard import clv_leaderboard
+    from custval.clv_leaderboard import METHOD_CANDIDATES, clv_leaderboard
 
     board = clv_leaderboard(
         project,

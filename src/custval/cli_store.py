@@ -34,6 +34,13 @@ def score(
     ] = None,
     top_k: Annotated[int, typer.Option(help="Reasons per customer.", min=1)] = 3,
     no_clv: Annotated[bool, typer.Option("--no-clv", help="Skip the CLV models.")] = False,
+    clv_method: Annotated[
+        str | None,
+        typer.Option(
+            help="btyd, ml, hybrid or auto: overrides the project's [clv] method (see "
+            "'custval clv --help'); every method but btyd runs the leaderboard first."
+        ),
+    ] = None,
 ) -> None:
     """Score every customer at the project's as-of date and store the run.
 
@@ -48,6 +55,14 @@ def score(
     from custval.cli import _load
 
     project = _load(config)
+    if clv_method is not None:
+        if clv_method not in ("btyd", "ml", "hybrid", "auto"):
+            raise CustvalError(
+                f"unknown CLV method '{clv_method}'", hint="Use btyd, ml, hybrid or auto"
+            )
+        project = project.model_copy(
+            update={"clv": project.clv.model_copy(update={"method": clv_method})}
+        )
     target = store or project.store
     result = pipeline.score(
         project, store_url=target, model_version=model, top_k=top_k, with_clv=not no_clv
@@ -65,6 +80,8 @@ def score(
         f"run {result.run_id}: {result.customers:,} customers, {result.high:,} high; "
         f"store: {mask_url(result.store_url)}"
     )
+    if result.clv_method is not None:
+        out.print(f"CLV by {result.clv_method}")
     if result.segment_run is not None:
         out.print(f"segments by segmentation run {result.segment_run}")
     elif result.segment_note is not None:

@@ -53,6 +53,12 @@ __all__ = ["CLV_METHODS", "ClvBoard", "clv_leaderboard"]
 CLV_METHODS = ("btyd", "lightgbm", "random_forest", "mlp", "hybrid")
 #: the machine-learned candidates on features alone (``--method ml`` picks among them)
 ML_METHODS = ("lightgbm", "random_forest", "mlp")
+#: what each ``method`` (of ``custval clv`` and ``[clv]``) runs: its candidates
+METHOD_CANDIDATES = {
+    "ml": ("btyd", "lightgbm", "random_forest", "mlp"),
+    "hybrid": ("btyd", "hybrid"),
+    "auto": CLV_METHODS,
+}
 #: the columns the hybrid adds from the BTYD model, over the window
 HYBRID_COLUMNS = ("btyd_spend", "btyd_p_alive", "btyd_purchases")
 #: at most this many training rows (all cutoffs together); more are sampled, customers whole
@@ -108,13 +114,15 @@ def clv_leaderboard(
     top_k: int = 3,
     seed: int = 0,
     progress: Any = None,
+    today: pd.DataFrame | None = None,
 ) -> ClvBoard:
     """Compare CLV methods on a time-based holdout and predict with the best (module docstring).
 
     ``horizon`` is in the project's time unit (default: a year). With ``holdout_end`` the
     holdout runs from the project's as-of date to it (its length is the horizon) and the
     predictions are those of the holdout; without, it is the horizon before the as-of date and
-    the predictions are for the horizon after it. ``choose_method`` is ``auto`` (the
+    the predictions are for the horizon after it (``today``: the feature table at the as-of
+    date, when the caller has it). ``choose_method`` is ``auto`` (the
     leaderboard's pick), ``ml`` (the best of the machine-learned models on features alone) or
     one of ``methods``.
     """
@@ -219,13 +227,13 @@ def clv_leaderboard(
         )
     # today: refit the chosen method with the windows that end by the as-of date
     say(f"refitting {chosen} for {project.as_of}")
-    today = _windows(first, project.as_of, horizon_days, cutoffs)
+    windows_today = _windows(first, project.as_of, horizon_days, cutoffs)
     rows_today = (
         rows
         if chosen == "btyd"
-        else _training_rows(project, prepared, today, chosen == "hybrid", seed)
+        else _training_rows(project, prepared, windows_today, chosen == "hybrid", seed)
     )
-    at_today = _customers(project, prepared, project.as_of)
+    at_today = _customers(project, prepared, project.as_of) if today is None else today
     final = _run_methods(
         project,
         prepared,
@@ -233,7 +241,7 @@ def clv_leaderboard(
         rows_today,
         at_today,
         project.as_of,
-        today,
+        windows_today,
         horizon_days,
         level,
         seed,
@@ -336,14 +344,18 @@ def _add_btyd(
     from custval.features.transactions import UNIT_DAYS
 
     try:
-        cols, _ = btyd_columns(
-            project,
-            prepared,
-            table,
-            horizon=days / UNIT_DAYS[project.time_unit],
-            level=None,
-            as_of=at,
-        )
+        # an early cutoff's fit can sit at extreme parameters, where some customers' terms
+        # overflow: those customers get missing values below, not a warning
+        with np.errstate(all="ignore"):
+            cols, _ = btyd_columns(
+                project,
+                prepared,
+                table,
+                horizon=days / UNIT_DAYS[project.time_unit],
+                level=None,
+                as_of=at,
+            )
+        cols = {k: np.where(np.isfinite(v), v, np.nan) for k, v in cols.items()}
     except CustvalError:
         # too few customers yet at an early cutoff to determine the model: the trees learn
         # those rows without its outputs (missing values), from the features alone

@@ -158,6 +158,18 @@ class FeatureOptions(_Strict):
     groups: list[FeatureGroup] = Field(default_factory=lambda: list(get_args(FeatureGroup)))
 
 
+class ClvOptions(_Strict):
+    """How ``custval score`` predicts CLV: ``method`` btyd (BG/NBD and Gamma-Gamma), ml (the
+    best of LightGBM, random forest and neural network on the features), hybrid (LightGBM on
+    the features and the BTYD outputs) or auto (the leaderboard's pick; see
+    :mod:`custval.clv_leaderboard`); over ``horizon`` time units (default: a year), discounted
+    at ``discount_per_year``."""
+
+    method: Literal["btyd", "ml", "hybrid", "auto"] = "btyd"
+    horizon: float | None = Field(None, gt=0, description="time units; None: a year")
+    discount_per_year: float = Field(0.10, ge=0, lt=1)
+
+
 class Project(_Strict):
     """A custval project: sources, identity, as-of date and options."""
 
@@ -166,6 +178,7 @@ class Project(_Strict):
     sources: dict[str, SourceSpec]
     identity: IdentitySpec = Field(default_factory=IdentitySpec)
     features: FeatureOptions = Field(default_factory=FeatureOptions)
+    clv: ClvOptions = Field(default_factory=ClvOptions)
     store: str = Field(
         "custval.duckdb",
         description="where scoring runs are kept: a DuckDB file (relative to the project "

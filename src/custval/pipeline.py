@@ -726,6 +726,8 @@ class ScoreResult:
     segment_run: str | None = None
     #: why the segments were left empty, when the store has a segmentation that cannot be used
     segment_note: str | None = None
+    #: the method behind clv_expected (btyd, lightgbm, random_forest, mlp, hybrid)
+    clv_method: str | None = None
 
 
 def latest_model(models_dir: Path) -> Path:
@@ -853,6 +855,7 @@ def score(
         seconds,
         segment_run,
         segment_note,
+        clv_models.get("method") if clv_models else None,
     )
 
 
@@ -890,13 +893,46 @@ SUMMARY_COLUMNS = ("frequency", "recency", "T", "monetary_value")
 def _score_clv(
     project: Project, prepared: Prepared, table: Any
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """CLV over a year (10% yearly discount) with its 90% interval, P(alive) and expected
-    purchases for each row of the feature ``table`` (NaN for customers without a purchase),
-    and the fitted models (:func:`clv_models_json`)."""
+    """CLV over the project's horizon (``[clv]``; default a year at 10% a year) with its 90%
+    interval, P(alive) and expected purchases for each row of the feature ``table`` (NaN for
+    customers without a purchase), and the fitted models (:func:`clv_models_json`).
+
+    P(alive) and the expected purchases always come from the BTYD model. With ``[clv] method``
+    other than btyd the CLV and its interval come from the method the leaderboard chose
+    (:func:`custval.clv_leaderboard.clv_leaderboard`), for every customer of the table (those
+    without a purchase too); the models' JSON then says which (``method``) and keeps the
+    leaderboard."""
+    options = project.clv
     per_year = ONE_YEAR[project.time_unit]
-    return btyd_columns(
-        project, prepared, table, horizon=per_year, discount=1.1 ** (1 / per_year) - 1
+    horizon = options.horizon or per_year
+    discount = (1 + options.discount_per_year) ** (1 / per_year) - 1
+    cols, models = btyd_columns(project, prepared, table, horizon=horizon, discount=discount)
+    models["method"] = "btyd"
+    if options.method == "btyd":
+        return cols, models
+    from custval.clv_leaderboard import METHOD_CANDIDATES, clv_leaderboard
+
+    board = clv_leaderboard(
+        project,
+        prepared,
+        horizon=horizon,
+        discount=discount,
+        methods=METHOD_CANDIDATES[options.method],
+        choose_method=options.method,
+        today=table,
     )
+    found = board.predictions.set_index("customer_id")
+    ids = table["customer_id"].astype(str).to_numpy()
+    for src, dst in (
+        ("clv", "clv_expected"),
+        ("clv_lower", "clv_lower"),
+        ("clv_upper", "clv_upper"),
+    ):
+        cols[dst] = found[src].reindex(ids).to_numpy(dtype=np.float64)
+    models["method"] = board.chosen
+    models["leaderboard"] = board.leaderboard.to_dict("records")
+    models["evaluation"] = board.evaluation
+    return cols, models
 
 
 def btyd_columns(
