@@ -190,3 +190,56 @@ def test_clv_compare_and_tracking(tmp_path: Path) -> None:
     backwards = run_clv(tmp_path, "--holdout-end", "2025-01-01")
     assert backwards.returncode == 2 and "must come after" in backwards.stderr
     assert "Traceback" not in backwards.stderr
+
+
+def test_clv_methods_side_by_side_on_a_project(tmp_path: Path) -> None:
+    from tests.cli import run
+
+    company = generate(1500, tmp_path / "co", seed=8, fmt="parquet")
+    done = run(
+        "clv",
+        "-c",
+        str(company.config_path),
+        "--calibration-end",
+        "2025-01-01",
+        "--holdout-end",
+        "2026-01-01",
+        "--method",
+        "hybrid",
+        "--json",
+        "-o",
+        "board.parquet",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["chosen"] == "hybrid"
+    assert [r["model"] for r in summary["leaderboard"]] != []
+    assert {r["model"] for r in summary["leaderboard"]} == {"btyd", "hybrid"}
+    assert len(summary["deciles"]) == 10
+    board = pq.read_table(tmp_path / "board.parquet").to_pandas()
+    assert {"clv", "clv_lower", "clv_upper", "clv_btyd", "clv_hybrid", "actual"} <= set(board)
+    assert board["reason_1"].str.endswith("the expected CLV").all()
+    # profile features reach the machine-learned model
+    assert board.filter(like="_feature").stack().isin(["plan", "region", "tenure_days"]).any()
+    printed = run(
+        "clv",
+        "-c",
+        str(company.config_path),
+        "--method",
+        "auto",
+        "-o",
+        "x.parquet",
+        "--horizon",
+        "26",
+        cwd=tmp_path,
+    )
+    assert printed.returncode == 0, printed.stderr
+    assert "CLV methods on the holdout" in printed.stdout and "(chosen)" in printed.stdout
+    for args, message in (
+        ((), "either --transactions"),
+        (("-t", "x.csv"), "--calibration-end is needed"),
+        (("-c", str(company.config_path), "--method", "magic"), "unknown method"),
+    ):
+        bad = run("clv", *args, cwd=tmp_path)
+        assert bad.returncode == 2 and message in bad.stderr, (args, bad.stderr)

@@ -340,12 +340,25 @@ def _parse_date(text: str) -> date:
 @friendly
 def clv(
     transactions: Annotated[
-        str, typer.Option("--transactions", "-t", help="Transactions: a file, glob or URL.")
-    ],
+        str | None,
+        typer.Option("--transactions", "-t", help="Transactions: a file, glob or URL."),
+    ] = None,
     calibration_end: Annotated[
-        str,
-        typer.Option(help="End of the calibration period, YYYY-MM-DD: fit on what came before."),
-    ],
+        str | None,
+        typer.Option(
+            help="End of the calibration period, YYYY-MM-DD: fit on what came before "
+            "(with --config: default the project's as-of date)."
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Or a project: its transactions, and for --method ml, hybrid or auto every "
+            "feature of its customers (profile, products, channels, usage).",
+        ),
+    ] = None,
     customer_id: Annotated[str, typer.Option(help="Column with the customer's id.")] = (
         "customer_id"
     ),
@@ -433,7 +446,12 @@ def clv(
     from custval import pipeline
     from custval.config import project_from_dict
 
-    cal_end = _parse_date(calibration_end)
+    if (transactions is None) == (config is None):
+        raise CustvalError("give either --transactions (a file, glob or URL) or --config")
+    loaded = _load(config) if config is not None else None
+    if calibration_end is None and loaded is None:
+        raise CustvalError("--calibration-end is needed with --transactions")
+    cal_end = _parse_date(calibration_end) if calibration_end else loaded.as_of  # type: ignore[union-attr]
     hold_end = _parse_date(holdout_end) if holdout_end else None
     _check_output(out_path)
     if not 0 <= level < 1:
@@ -459,11 +477,14 @@ def clv(
         source["table"] = table
     if delimiter:
         source["csv"] = {"delimiter": delimiter}
-    project = project_from_dict(
-        {"as_of": cal_end.isoformat(), "sources": {"transactions": source}},
-        root=Path.cwd(),
-        origin="the command line",
-    )
+    if loaded is not None:
+        project = loaded.model_copy(update={"as_of": cal_end, "time_unit": time_unit})
+    else:
+        project = project_from_dict(
+            {"as_of": cal_end.isoformat(), "sources": {"transactions": source}},
+            root=Path.cwd(),
+            origin="the command line",
+        )
     if method not in ("btyd", "ml", "hybrid", "auto"):
         raise CustvalError(f"unknown method '{method}'", hint="Use btyd, ml, hybrid or auto")
     if method != "btyd":
