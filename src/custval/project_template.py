@@ -23,6 +23,15 @@ primary = "crm_id"
 # Spend trend compares the last N days before as_of with the N days before those.
 trend_window_days = 90
 
+[clv]
+# How `custval score` predicts CLV: "btyd" (BG/NBD and Gamma-Gamma), "ml" (the best of
+# LightGBM, random forest and a neural network on every feature), "hybrid" (LightGBM on the
+# features and the BTYD outputs) or "auto" (all judged on the last horizon; the best kept).
+# `custval clv -c custval.toml --method auto` shows the leaderboard first.
+method = "btyd"
+# horizon = 52            # in time_unit; default one year
+discount_per_year = 0.10
+
 # One [sources.NAME] table per source. kind is one of: transactions, customers, web_sessions,
 # product_usage, interactions, id_map. [sources.NAME.columns] maps custval's column names
 # (left) to yours (right); unmapped columns are expected under custval's names.
