@@ -32,9 +32,11 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/features.py
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/segments.py
+	$(BIN)/python bench/clv_scale.py
 	@if [ -d ../shared/data ]; then \
 		$(BIN)/python bench/btyd_cdnow.py && $(BIN)/python bench/btyd_donations.py && \
-		$(BIN)/python bench/value_telco.py && $(BIN)/python bench/value_cdnow.py; \
+		$(BIN)/python bench/value_telco.py && $(BIN)/python bench/value_cdnow.py && \
+		$(BIN)/python bench/clv_cdnow.py; \
 	else echo "../shared/data is absent: the CDNOW and donations checks are skipped"; fi
 
 lint: $(VENV)/.installed-test
