@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -98,7 +99,9 @@ def test_the_leaderboard_on_a_generated_company(tmp_path: Path) -> None:
     from custval.config import load_project
     from custval.data.synth import generate
 
-    company = generate(2000, tmp_path / "co", seed=3, fmt="parquet")
+    # 5,000 generated, about 3,000 known a year before the end: fewer leave the trees too
+    # little to learn the profile's part from
+    company = generate(5000, tmp_path / "co", seed=3, fmt="parquet")
     project = load_project(company.config_path)
     prepared = pipeline.prepare(project)
     year_before = project.model_copy(update={"as_of": project.as_of - timedelta(weeks=52)})
@@ -143,3 +146,87 @@ def test_a_history_too_short_for_the_horizon(tmp_path: Path) -> None:
     prepared = pipeline.prepare(project)
     with pytest.raises(CustvalError, match="too short to learn spend over a window"):
         clv_leaderboard(project, prepared, horizon=52)
+
+
+def small_shop(tmp_path: Path, *, repeat: bool, n: int = 400) -> Path:
+    """A transactions file over two years: customers arrive through the first year and, with
+    ``repeat``, buy again at a rate of their own; one customer, r1, only ever returns goods."""
+    rng = np.random.default_rng(5)
+    start = np.datetime64("2023-01-01")
+    rows = []
+    for i in range(n):  # a small test fixture, not a hot path
+        first = start + np.timedelta64(int(rng.integers(0, 365)), "D")
+        dates = [first]
+        if repeat:
+            # each buys at a rate of their own until they drop out (BG/NBD's story)
+            gaps = rng.exponential(rng.gamma(2.0, 40.0), size=rng.geometric(0.15)).cumsum()
+            dates += [first + np.timedelta64(int(g) + 1, "D") for g in gaps]
+        size = rng.gamma(2.0, 20.0)
+        rows += [(f"c{i}", str(d), round(size * rng.gamma(4.0, 0.25), 2)) for d in dates]
+    rows += [("r1", "2023-03-01", -30.0), ("r1", "2024-06-01", -12.5)]
+    frame = pd.DataFrame(rows, columns=["customer_id", "timestamp", "amount"])
+    frame = frame[frame["timestamp"] < "2025-01-01"]
+    path = tmp_path / ("tx.csv" if repeat else "once.csv")
+    frame.to_csv(path, index=False)
+    return path
+
+
+def shop_project(path: Path, as_of: str) -> Any:
+    from custval.config import project_from_dict
+
+    return project_from_dict(
+        {"as_of": as_of, "sources": {"transactions": {"kind": "transactions", "uri": str(path)}}},
+        root=path.parent,
+        origin="test",
+    )
+
+
+def test_a_customer_with_only_refunds_is_worth_nothing_not_less(tmp_path: Path) -> None:
+    from datetime import date
+
+    from custval import pipeline
+    from custval.clv_leaderboard import clv_leaderboard
+
+    project = shop_project(small_shop(tmp_path, repeat=True), "2024-07-01")
+    prepared = pipeline.prepare(project)
+    board = clv_leaderboard(
+        project, prepared, holdout_end=date(2025, 1, 1), methods=("btyd", "lightgbm")
+    )
+    p = board.predictions.set_index("customer_id")
+    assert (p[["clv", "clv_lower", "clv_btyd", "clv_lightgbm", "actual"]] >= 0).all().all()
+    if "r1" in p.index:  # known at the date through its refunds
+        assert p.loc["r1", "actual"] == 0
+    assert set(board.leaderboard["model"]) == {"btyd", "lightgbm"}
+
+
+def test_no_repeat_buyers_is_a_clear_error(tmp_path: Path) -> None:
+    from tests.cli import run
+
+    path = small_shop(tmp_path, repeat=False)
+    done = run(
+        "clv",
+        "-t",
+        str(path),
+        "--date",
+        "timestamp",
+        "--calibration-end",
+        "2024-07-01",
+        "--holdout-end",
+        "2025-01-01",
+        "--method",
+        "auto",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2, done.stdout
+    assert "Traceback" not in done.stderr
+    # nobody buys again: nothing to learn from, nothing to judge on
+    assert "no customer spent anything" in done.stderr or "no CLV method" in done.stderr
+
+
+def test_too_few_held_out_customers_for_the_intervals() -> None:
+    X, y, _ = planted(500, 6)
+    model = SpendModel(level=0.9).fit(X, y)
+    with pytest.raises(CustvalError, match="too few to bound"):
+        model.calibrate(X.head(10), y[:10])
+    model.calibrate(X.head(19), y[:19])  # k = ceil(20 * 0.95) = 19 <= 19
+    assert model.conformal_ is not None and model.conformal_["rows"] == 19

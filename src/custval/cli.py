@@ -389,20 +389,23 @@ def clv(
         ),
     ] = "btyd",
     time_unit: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="Unit of recency, T, the horizon and the discount: days, weeks, months "
-            "(365.25/12 days) or years."
+            "(365.25/12 days) or years (default: the project's, else weeks)."
         ),
-    ] = "weeks",
+    ] = None,
     horizon: Annotated[
         float | None,
         typer.Option(help="CLV horizon in time units (default: one year: 52 weeks, 365 days...)."),
     ] = None,
     discount: Annotated[
-        float,
-        typer.Option(help="Discount rate per time unit (10% a year in weeks: 0.00183)."),
-    ] = 0.0,
+        float | None,
+        typer.Option(
+            help="Discount rate per time unit (10% a year in weeks: 0.00183; default: the "
+            "project's [clv] discount_per_year with --config, else 0)."
+        ),
+    ] = None,
     level: Annotated[
         float,
         typer.Option(help="Level of the intervals of expected purchases and CLV (0 = none)."),
@@ -459,12 +462,21 @@ def clv(
     if hold_end is not None and hold_end <= cal_end:
         raise CustvalError(f"--holdout-end {hold_end} must come after --calibration-end {cal_end}")
     one_year = pipeline.ONE_YEAR
+    # with a project, what is not given on the command line is the project's, so that the
+    # leaderboard shown is judged as 'custval score' will then predict
+    time_unit = time_unit or (loaded.time_unit if loaded is not None else "weeks")
     if time_unit not in one_year:
         raise CustvalError(
             f"unknown time unit '{time_unit}'", hint="Use one of " + ", ".join(one_year)
         )
     if horizon is None:
-        horizon = one_year[time_unit]
+        horizon = (loaded.clv.horizon if loaded is not None else None) or one_year[time_unit]
+    if discount is None:
+        discount = (
+            (1 + loaded.clv.discount_per_year) ** (1 / one_year[time_unit]) - 1
+            if loaded is not None
+            else 0.0
+        )
     if tracking_path is not None:
         if hold_end is None:
             raise CustvalError("--tracking needs --holdout-end: it tracks through the holdout")
@@ -485,9 +497,27 @@ def clv(
             root=Path.cwd(),
             origin="the command line",
         )
-    if method not in ("btyd", "ml", "hybrid", "auto"):
-        raise CustvalError(f"unknown method '{method}'", hint="Use btyd, ml, hybrid or auto")
+    from custval.config import CLV_METHOD_NAMES
+
+    if method not in CLV_METHOD_NAMES:
+        raise CustvalError(f"unknown method '{method}'", hint="Use " + ", ".join(CLV_METHOD_NAMES))
     if method != "btyd":
+        ignored = [
+            flag
+            for flag, given in (
+                ("--model", model != "bgnbd"),
+                ("--draws", draws != 200),
+                ("--compare", compare),
+                ("--tracking", tracking_path is not None),
+                ("--level 0", level == 0),
+            )
+            if given
+        ]
+        if ignored:
+            raise CustvalError(
+                f"{', '.join(ignored)} belong to --method btyd",
+                hint="The leaderboard fits BG/NBD and its own intervals at the --level",
+            )
         from custval import cli_clv_ml
 
         with steps(3, as_json) as advance:

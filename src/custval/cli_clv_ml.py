@@ -48,17 +48,30 @@ def run(
     if board.reasons is not None:
         table = table.join(board.reasons.set_axis(table.index))
     _write_table(pa.Table.from_pandas(table, preserve_index=False), out_path)
-    return {
-        "method": method,
-        "chosen": board.chosen,
-        "evaluation": board.evaluation,
-        "leaderboard": board.leaderboard.to_dict("records"),
-        "deciles": board.deciles[board.chosen].to_dict("records"),
-        "level": board.level,
-        "notes": board.notes,
-        "predictions": str(out_path),
-        "prediction_date": project.as_of.isoformat() if holdout_end is None else None,
-    }
+    return _json_safe(
+        {
+            "method": method,
+            "chosen": board.chosen,
+            "evaluation": board.evaluation,
+            "leaderboard": board.leaderboard.to_dict("records"),
+            "deciles": board.deciles[board.chosen].to_dict("records"),
+            "level": board.level,
+            "notes": board.notes,
+            "predictions": str(out_path),
+            "prediction_date": project.as_of.isoformat() if holdout_end is None else None,
+        }
+    )
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN (a rank correlation of a constant prediction, say) as null: NaN is not JSON."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and value != value:
+        return None
+    return value
 
 
 def print_board(summary: dict[str, Any], time_unit: str) -> None:
@@ -78,7 +91,7 @@ def print_board(summary: dict[str, Any], time_unit: str) -> None:
             f"{row['mae']:.2f}",
             f"{row['rmse']:.2f}",
             f"{row['total_error']:+.1%}",
-            f"{row['spearman']:.3f}",
+            "-" if row["spearman"] is None else f"{row['spearman']:.3f}",
             f"{row['top20_capture']:.1%} of {row['top20_best']:.1%}",
             f"{row['coverage']:.1%}",
             f"{row['seconds']:.1f}",

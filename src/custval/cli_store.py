@@ -44,9 +44,11 @@ def score(
 ) -> None:
     """Score every customer at the project's as-of date and store the run.
 
-    Features as of the date; the value model's probability, class and top reasons; CLV over a
-    year with its 90% interval, P(alive) and expected purchases from BG/NBD and Gamma-Gamma;
-    each customer's segment by the store's latest segmentation ('custval segment -c').
+    Features as of the date; the value model's probability, class and top reasons; CLV over
+    the project's horizon (a year by default) with its 90% interval, by the project's [clv]
+    method (BG/NBD and Gamma-Gamma unless --clv-method says otherwise), P(alive) and expected
+    purchases from BG/NBD; each customer's segment by the store's latest segmentation
+    ('custval segment -c').
     Written as one run, all or nothing: on any failure the run is marked failed with its error
     and none of its rows is visible; earlier runs stay intact. BI tools read the views
     latest_predictions, customer_value_summary and reason_summary (docs/bi.md).
@@ -56,9 +58,11 @@ def score(
 
     project = _load(config)
     if clv_method is not None:
-        if clv_method not in ("btyd", "ml", "hybrid", "auto"):
+        from custval.config import CLV_METHOD_NAMES
+
+        if clv_method not in CLV_METHOD_NAMES:
             raise CustvalError(
-                f"unknown CLV method '{clv_method}'", hint="Use btyd, ml, hybrid or auto"
+                f"unknown CLV method '{clv_method}'", hint="Use " + ", ".join(CLV_METHOD_NAMES)
             )
         project = project.model_copy(
             update={"clv": project.clv.model_copy(update={"method": clv_method})}

@@ -8,10 +8,15 @@ data comes from), in four steps:
    the data before it, and their net spend in the window after it (at least 0). Several
    cutoffs are stacked (rolling origin), a quarter of a window apart, all windows ending by the
    evaluation date. A window is the horizon when the history allows it, that is when the
-   earliest cutoff leaves at least a quarter of the horizon of history before it; with a
-   shorter history it is half of what there is, and the model's spend over the window is
-   scaled to the horizon (``x horizon / window``, the window's rate carried on: stated in the
-   result as ``window``).
+   latest cutoff leaves at least a quarter of the horizon of history before it (earlier
+   cutoffs that would not are dropped); with a shorter history it is half of what there is,
+   and the model's spend over the window is scaled to the horizon (``x horizon / window``, the
+   window's rate carried on, stated in the result's notes; at most 4x, else only the BTYD
+   model runs). Intervals are then calibrated on the window, not the horizon. Features
+   computed from dated data (transactions, sessions, usage, interactions) see only what came
+   before each cutoff; the CRM profile (plan, region, services) is as the source holds it
+   now, as in the value model, so a profile that changes over time lends the
+   machine-learned models some hindsight. Spend is net of refunds and at least 0.
 2. **Candidates.** ``btyd`` (BG/NBD and Gamma-Gamma fitted on all history at the evaluation
    date; customers without a purchase get 0), ``lightgbm`` (Tweedie), ``random_forest``,
    ``mlp`` and ``hybrid`` (``lightgbm`` on the features plus the BTYD model's P(alive),
@@ -36,6 +41,7 @@ by its own formula, to a machine-learned one as to spend spread evenly over the 
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -61,6 +67,8 @@ METHOD_CANDIDATES = {
 }
 #: the columns the hybrid adds from the BTYD model, over the window
 HYBRID_COLUMNS = ("btyd_spend", "btyd_p_alive", "btyd_purchases")
+#: the longest horizon, in training windows, that the machine-learned spend is scaled to
+MAX_SCALE = 4.0
 #: at most this many training rows (all cutoffs together); more are sampled, customers whole
 MAX_TRAINING_ROWS = 400_000
 
@@ -161,15 +169,34 @@ def clv_leaderboard(
         raise CustvalError(f"the horizon must be at least a week, not {horizon_days} days")
     windows = _windows(first, evaluated, horizon_days, cutoffs)
     notes = []
-    if windows.days < horizon_days:
+    if windows.scale > MAX_SCALE:
+        dropped = [m for m in methods if m != "btyd"]
+        if "btyd" not in methods:
+            raise CustvalError(
+                f"the history allows training windows of {windows.days} days, too short to "
+                f"learn spend over a horizon of {horizon_days} days (more than {MAX_SCALE:g}x "
+                "the window)",
+                hint="Use a shorter horizon, a later date or --method btyd",
+            )
+        notes.append(
+            f"{', '.join(dropped)} left out: the history allows training windows of "
+            f"{windows.days} days, more than {MAX_SCALE:g}x shorter than the horizon"
+        )
+        methods = ("btyd",)
+    if windows.days < horizon_days and methods != ("btyd",):
         notes.append(
             f"the history allows windows of {windows.days} days, shorter than the horizon of "
             f"{horizon_days}: the machine-learned spend is scaled by {windows.scale:.2f}"
         )
     say(f"evaluating at {evaluated}: windows of {windows.days} days from {windows.cutoffs}")
     at_eval = _customers(project, prepared, evaluated)
-    actual = future_spend(
-        prepared, at_eval["customer_id"], evaluated, evaluated + timedelta(days=horizon_days)
+    # net spend, at least 0: a customer whose refunds of earlier orders outweigh their new
+    # purchases spent nothing, in training, intervals and judging alike
+    actual = np.maximum(
+        future_spend(
+            prepared, at_eval["customer_id"], evaluated, evaluated + timedelta(days=horizon_days)
+        ),
+        0.0,
     )
     if not (actual > 0).any():
         raise CustvalError(
@@ -289,10 +316,18 @@ def _windows(first: date, end: date, horizon_days: int, cutoffs: int) -> Windows
 
 
 def _customers(project: Project, prepared: Prepared, at: date) -> pd.DataFrame:
+    """The customers known at ``at`` and their features (no label or key column but the id)."""
     found = features(project, prepared, as_of=at)
     table = found.to_pyarrow().to_pandas()
     if table.empty:
         raise CustvalError(f"there are no customers at {at}")
+    # a CRM label (segment_label, say) is an answer, not a feature: as in the value model
+    others = [
+        f.name
+        for f in found.catalogue
+        if f.role != "feature" and f.name != "customer_id" and f.name in table.columns
+    ]
+    table = table.drop(columns=others)
     table.attrs["catalogue"] = {f.name: f.description for f in found.catalogue}
     return table
 
@@ -311,8 +346,9 @@ def _training_rows(
     frames, spends, latest = [], [], []
     for j, cut in enumerate(windows.cutoffs):  # a loop over the few cutoffs
         table = _customers(project, prepared, cut)
-        spend = future_spend(
-            prepared, table["customer_id"], cut, cut + timedelta(days=windows.days)
+        spend = np.maximum(
+            future_spend(prepared, table["customer_id"], cut, cut + timedelta(days=windows.days)),
+            0.0,
         )
         if hybrid:
             _add_btyd(project, prepared, table, cut, windows.days)
@@ -434,7 +470,7 @@ def _run_methods(
                 discount_share,
                 out,
             )
-        except CustvalError as exc:
+        except (CustvalError, ValueError, ArithmeticError) as exc:
             # one candidate that cannot be fitted (no repeat buyers for the BTYD model, say)
             # leaves the others to be judged; the reason is kept
             out.failed[method] = str(exc).split("\n", 1)[0]
@@ -477,14 +513,18 @@ def _one_method(
     from custval.models.clv_ml import SpendModel
 
     if method == "btyd":
-        cols, _ = btyd_columns(
-            project, prepared, at, horizon=horizon, discount=discount, level=level, as_of=when
-        )
-        return (
-            np.nan_to_num(cols["clv_expected"], nan=0.0),
-            np.nan_to_num(cols["clv_lower"], nan=0.0),
-            np.nan_to_num(cols["clv_upper"], nan=0.0),
-        )
+        # parameter draws far out in a small base can overflow for a few customers: their
+        # bounds fall back to the estimate below, without a warning
+        # (the draws run on worker threads, which np.errstate does not reach)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            cols, _ = btyd_columns(
+                project, prepared, at, horizon=horizon, discount=discount, level=level, as_of=when
+            )
+        # customers without a purchase: the BTYD model says nothing, 0 in the leaderboard
+        mid = np.nan_to_num(cols["clv_expected"], nan=0.0, posinf=0.0)
+        bounds = [np.where(np.isfinite(cols[c]), cols[c], mid) for c in ("clv_lower", "clv_upper")]
+        return mid, bounds[0], bounds[1]
     frame = hybrid_frame if method == "hybrid" else at
     assert frame is not None
     columns = list(rows.X.columns) if method == "hybrid" else plain

@@ -158,6 +158,11 @@ class FeatureOptions(_Strict):
     groups: list[FeatureGroup] = Field(default_factory=lambda: list(get_args(FeatureGroup)))
 
 
+ClvMethod = Literal["btyd", "ml", "hybrid", "auto"]
+#: the CLV methods of ``[clv] method``, ``custval clv --method`` and ``custval score``
+CLV_METHOD_NAMES: tuple[str, ...] = get_args(ClvMethod)
+
+
 class ClvOptions(_Strict):
     """How ``custval score`` predicts CLV: ``method`` btyd (BG/NBD and Gamma-Gamma), ml (the
     best of LightGBM, random forest and neural network on the features), hybrid (LightGBM on
@@ -165,7 +170,7 @@ class ClvOptions(_Strict):
     :mod:`custval.clv_leaderboard`); over ``horizon`` time units (default: a year), discounted
     at ``discount_per_year``."""
 
-    method: Literal["btyd", "ml", "hybrid", "auto"] = "btyd"
+    method: ClvMethod = "btyd"
     horizon: float | None = Field(None, gt=0, description="time units; None: a year")
     discount_per_year: float = Field(0.10, ge=0, lt=1)
 

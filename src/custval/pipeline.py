@@ -754,8 +754,10 @@ def score(
 
     Value probability, class and top reasons from the model bundle (the newest in
     ``models_dir`` unless ``model_version`` names one), and, when the project has transactions,
-    CLV over a year with its 90% interval, P(alive) and expected purchases from BG/NBD and
-    Gamma-Gamma fitted on all history. The run is all or nothing (:mod:`custval.store`).
+    CLV over the project's horizon (``[clv]``, a year by default) with its 90% interval, by
+    its method (BG/NBD and Gamma-Gamma by default; :func:`_score_clv`), and P(alive) and
+    expected purchases from BG/NBD; each customer's segment by the store's latest
+    segmentation. The run is all or nothing (:mod:`custval.store`).
     """
     import hashlib
 
@@ -906,10 +908,20 @@ def _score_clv(
     per_year = ONE_YEAR[project.time_unit]
     horizon = options.horizon or per_year
     discount = (1 + options.discount_per_year) ** (1 / per_year) - 1
-    cols, models = btyd_columns(project, prepared, table, horizon=horizon, discount=discount)
-    models["method"] = "btyd"
     if options.method == "btyd":
+        cols, models = btyd_columns(project, prepared, table, horizon=horizon, discount=discount)
+        models["method"] = "btyd"
         return cols, models
+    try:
+        # P(alive) and the expected purchases; the CLV and its interval come from the chosen
+        # method below, so no interval draws here
+        cols, models = btyd_columns(
+            project, prepared, table, horizon=horizon, discount=discount, level=None
+        )
+    except CustvalError as exc:
+        # no repeat buyers, say: the machine-learned CLV does without the BTYD model
+        cols = {c: np.full(len(table), np.nan) for c in ("p_alive", "expected_purchases")}
+        models = {"btyd_error": str(exc).split("\n", 1)[0]}
     from custval.clv_leaderboard import METHOD_CANDIDATES, clv_leaderboard
 
     board = clv_leaderboard(
@@ -1086,9 +1098,9 @@ class SegmentResult:
 
 
 def segment_features(project: Project, prepared: Prepared) -> Any:
-    """The project's feature table at its as-of date with each customer's predicted CLV over a
-    year (``clv``; missing for customers who never bought): what ``custval segment --config``
-    segments."""
+    """The project's feature table at its as-of date with each customer's predicted CLV
+    (``clv``, as ``custval score`` predicts it: by the project's ``[clv]`` method; with btyd,
+    missing for customers who never bought): what ``custval segment --config`` segments."""
     table = features(project, prepared).to_pyarrow().to_pandas()
     if "transactions" in prepared.tables:
         clv_columns, _ = _score_clv(project, prepared, table)

@@ -232,7 +232,7 @@ def _clv_models(settings: ServiceSettings, *, migrate: bool) -> dict[str, Any] |
     from custval.pipeline import clv_models_from_json
 
     saved = _with_store(settings, lambda s: s.latest_clv_models(), migrate=migrate)
-    if saved is None:
+    if saved is None or "purchases" not in saved:  # a run whose BTYD model could not be fitted
         return None
     # the models are built once; every request uses them
     return {**saved, "fitted": clv_models_from_json(saved)}

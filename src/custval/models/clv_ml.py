@@ -86,8 +86,13 @@ class _TweedieTrees(LightGBM):
         self._explainer = None
         cats = list(range(len(schema.numeric), len(schema.columns)))
         names = [f"f{j}" for j in range(codes.shape[1])]
-        rng = np.random.default_rng(self.seed)
-        stop = rng.random(y.size) < 0.1
+        # a tenth of the customers (all their cutoffs' rows) stops the boosting: a customer in
+        # both halves would make the held-out error look better than it is
+        if "customer_id" in X.columns:
+            ids = X["customer_id"].astype(str).to_numpy(dtype=object)
+            stop = pd.util.hash_array(ids, hash_key=f"custvalstop{self.seed:05d}"[:16]) % 10 == 0
+        else:
+            stop = np.random.default_rng(self.seed).random(y.size) < 0.1
         if stop.sum() < 50 or (y[~stop] > 0).sum() < 20:
             data = lgb.Dataset(codes, label=y, categorical_feature=cats, feature_name=names)
             self.model_ = lgb.train(self.params(), data, num_boost_round=150)
@@ -224,10 +229,7 @@ class SpendModel:
         # refunds larger than purchases make a window's net spend negative; spend is learnt
         # as at least 0 (a Tweedie loss has no negative values)
         target = np.maximum(target, 0.0)
-        self.schema_ = infer_schema(X, exclude=exclude)
-        if not self.schema_.columns:
-            raise CustvalError("the customer table has no feature columns to learn spend from")
-        self.schema_.fit_design(X)
+        self.schema_ = infer_schema(X, exclude=exclude)  # standardisation learnt too
         self.candidate_ = SPEND_MODELS[self.model](seed=self.seed, threads=self.threads)
         self.candidate_.fit(self.schema_, X, target)
         # a network extrapolates without bound off the training data: no customer is given
@@ -254,22 +256,39 @@ class SpendModel:
 
     def contributions(self, X: pd.DataFrame, source: str = "input") -> tuple[Array, Array]:
         """(rows x features contributions, base) in the model's score (``score_kind_``):
-        ``base + contributions.sum(axis=1)`` is the score of each row."""
-        return self.candidate_.contributions(self.schema_, _frame(X, source))
+        ``base + contributions.sum(axis=1)`` is the score of each row, the one
+        :meth:`predict` turns into spend (for the MLP, after its cap: a capped row's
+        contributions are scaled down together to reach it)."""
+        contrib, base = self.candidate_.contributions(self.schema_, _frame(X, source))
+        if self.model == "mlp":
+            total = contrib.sum(axis=1)
+            over = base + total > self.cap_
+            if over.any():
+                shrink = np.where(over, (self.cap_ - base) / np.where(over, total, 1.0), 1.0)
+                contrib = contrib * shrink[:, None]
+        return contrib, base
 
     def calibrate(self, X: pd.DataFrame, y: Any) -> Self:
-        """Learn the interval bounds from the residuals on rows the model did not learn from."""
-        actual = np.asarray(y, dtype=np.float64)
+        """Learn the interval bounds from the residuals on rows the model did not learn from
+        (at least ``2 / (1 - level)`` of them: fewer cannot bound a ``level`` interval)."""
+        actual = np.maximum(np.asarray(y, dtype=np.float64), 0.0)
+        n = actual.size
+        # split conformal: the k-th smallest of n scores, k = ceil((n + 1) * (1 + level) / 2)
+        k = int(np.ceil((n + 1) * (1 + self.level) / 2))
+        if k > n:
+            raise CustvalError(
+                f"{n} customers held out for the {self.level:.0%} intervals: too few to bound "
+                f"them (at least {int(np.ceil(2 / (1 - self.level)))} are needed)",
+                hint="Use more customers or a lower interval level",
+            )
         predicted = self.predict(X)
         tau = float(np.median(predicted)) or float(predicted.mean()) or 1.0
         scaled = (actual - predicted) / (predicted + tau)
-        # the finite-sample quantile of split conformal: rank ceil((n + 1) * p)
-        p = min(1.0, np.ceil((actual.size + 1) * (1 + self.level) / 2) / actual.size)
         self.conformal_ = {
-            "q_low": float(np.quantile(-scaled, p, method="higher")),
-            "q_high": float(np.quantile(scaled, p, method="higher")),
+            "q_low": float(np.sort(-scaled)[k - 1]),
+            "q_high": float(np.sort(scaled)[k - 1]),
             "tau": tau,
-            "rows": float(actual.size),
+            "rows": float(n),
         }
         return self
 
