@@ -163,26 +163,38 @@ class LightGBM(Candidate):
         }
 
     def fit(self, schema: FeatureSchema, X: Any, y: Array) -> LightGBM:
-        import lightgbm as lgb
         from sklearn.model_selection import train_test_split
+
+        if min(y.sum(), y.size - y.sum()) < 20:
+            # too few of a class to hold some out: a fixed, modest number of trees
+            return self._boost(schema, X, y, None, fixed_rounds=100)
+        # the number of trees is chosen on a tenth of the rows held out of this fit
+        _, stop_rows = train_test_split(
+            np.arange(y.size), test_size=0.1, stratify=y, random_state=self.seed
+        )
+        stop = np.zeros(y.size, dtype=bool)
+        stop[stop_rows] = True
+        return self._boost(schema, X, y, stop)
+
+    def _boost(
+        self, schema: FeatureSchema, X: Any, y: Array, stop: Any, fixed_rounds: int = 100
+    ) -> Any:
+        """Train on the rows not in the boolean mask ``stop``, with early stopping on those
+        in it; without a mask, ``fixed_rounds`` trees on all rows."""
+        import lightgbm as lgb
 
         codes = schema.codes(X)
         self._explainer = None  # built from the fitted trees on first use
         cats = list(range(len(schema.numeric), len(schema.columns)))
         names = [f"f{j}" for j in range(codes.shape[1])]
-        if min(y.sum(), y.size - y.sum()) < 20:
-            # too few of a class to hold some out: a fixed, modest number of trees
+        if stop is None:
             data = lgb.Dataset(codes, label=y, categorical_feature=cats, feature_name=names)
-            self.model_ = lgb.train(self.params(), data, num_boost_round=100)
+            self.model_ = lgb.train(self.params(), data, num_boost_round=fixed_rounds)
             return self
-        # the number of trees is chosen on a tenth of the rows held out of this fit
-        fit_rows, stop_rows = train_test_split(
-            np.arange(y.size), test_size=0.1, stratify=y, random_state=self.seed
-        )
         data = lgb.Dataset(
-            codes[fit_rows], label=y[fit_rows], categorical_feature=cats, feature_name=names
+            codes[~stop], label=y[~stop], categorical_feature=cats, feature_name=names
         )
-        valid = lgb.Dataset(codes[stop_rows], label=y[stop_rows], reference=data)
+        valid = lgb.Dataset(codes[stop], label=y[stop], reference=data)
         self.model_ = lgb.train(
             self.params(),
             data,

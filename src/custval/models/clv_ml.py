@@ -80,12 +80,6 @@ class _TweedieTrees(LightGBM):
     patience = 40
 
     def fit(self, schema: FeatureSchema, X: Any, y: Array) -> _TweedieTrees:
-        import lightgbm as lgb
-
-        codes = schema.codes(X)
-        self._explainer = None
-        cats = list(range(len(schema.numeric), len(schema.columns)))
-        names = [f"f{j}" for j in range(codes.shape[1])]
         # a tenth of the customers (all their cutoffs' rows) stops the boosting: a customer in
         # both halves would make the held-out error look better than it is
         if "customer_id" in X.columns:
@@ -94,22 +88,8 @@ class _TweedieTrees(LightGBM):
         else:
             stop = np.random.default_rng(self.seed).random(y.size) < 0.1
         if stop.sum() < 50 or (y[~stop] > 0).sum() < 20:
-            data = lgb.Dataset(codes, label=y, categorical_feature=cats, feature_name=names)
-            self.model_ = lgb.train(self.params(), data, num_boost_round=150)
-            return self
-        # the number of trees is chosen on a tenth of the rows held out of this fit
-        data = lgb.Dataset(
-            codes[~stop], label=y[~stop], categorical_feature=cats, feature_name=names
-        )
-        valid = lgb.Dataset(codes[stop], label=y[stop], reference=data)
-        self.model_ = lgb.train(
-            self.params(),
-            data,
-            num_boost_round=self.rounds,
-            valid_sets=[valid],
-            callbacks=[lgb.early_stopping(self.patience, verbose=False)],
-        )
-        return self
+            return self._boost(schema, X, y, None, fixed_rounds=150)  # type: ignore[no-any-return]
+        return self._boost(schema, X, y, stop)  # type: ignore[no-any-return]
 
 
 class _ForestRegression(RandomForest):
