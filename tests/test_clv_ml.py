@@ -230,3 +230,12 @@ def test_too_few_held_out_customers_for_the_intervals() -> None:
         model.calibrate(X.head(10), y[:10])
     model.calibrate(X.head(19), y[:19])  # k = ceil(20 * 0.95) = 19 <= 19
     assert model.conformal_ is not None and model.conformal_["rows"] == 19
+
+
+def test_a_category_first_seen_later_is_a_zero_share_earlier() -> None:
+    from custval.clv_leaderboard import _aligned
+
+    early = pd.DataFrame({"customer_id": ["a"], "orders": [2.0]})
+    late = pd.DataFrame({"customer_id": ["b"], "orders": [1.0], "share_spend_vinyl": [0.4]})
+    both = pd.concat(_aligned([early, late]), ignore_index=True)
+    assert both["share_spend_vinyl"].tolist() == [0.0, 0.4]

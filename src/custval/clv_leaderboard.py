@@ -355,7 +355,7 @@ def _training_rows(
         frames.append(table)
         spends.append(spend)
         latest.append(np.full(len(table), j == 0))
-    table = pd.concat(frames, ignore_index=True)
+    table = pd.concat(_aligned(frames), ignore_index=True)
     y = np.concatenate(spends)
     newest = np.concatenate(latest)
     ids = table["customer_id"].astype(str).to_numpy()
@@ -371,6 +371,24 @@ def _training_rows(
         table, y = table[keep].reset_index(drop=True), y[keep]
         newest, held = newest[keep], held[keep]
     return _Rows(table, y, newest, held)
+
+
+def _aligned(frames: list[pd.DataFrame]) -> list[pd.DataFrame]:
+    """The frames with the union of their columns. A numeric column a frame lacks -- the spend
+    share of a product category nobody had bought yet at an early cutoff, say -- is 0 there,
+    as it is for a customer who never bought that category; not a missing value."""
+    union: dict[str, Any] = {}
+    for f in frames:  # a loop over the few cutoffs
+        for c in f.columns:
+            union.setdefault(c, f[c].dtype)
+    out = []
+    for f in frames:
+        lacking = [c for c in union if c not in f.columns]
+        if lacking:
+            fill = {c: (0.0 if pd.api.types.is_numeric_dtype(union[c]) else None) for c in lacking}
+            f = f.assign(**fill)
+        out.append(f)
+    return out
 
 
 def _add_btyd(
@@ -438,6 +456,8 @@ def _run_methods(
     unit = UNIT_DAYS[project.time_unit]
     horizon = horizon_days / unit
     out = _Outcome()
+    # the columns of the training rows, those a category first seen later adds too
+    at = _aligned([rows.X.drop(columns=list(HYBRID_COLUMNS), errors="ignore").head(0), at])[1]
     hybrid_frame = None
     if "hybrid" in methods:
         hybrid_frame = at.copy()
