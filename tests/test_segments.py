@@ -159,3 +159,20 @@ def test_value_names_follow_value_per_customer_not_the_median() -> None:
     assert names["name"].tolist() == ["Low-value", "High-value", "Big spenders"]
     assert "spend per order 1.80x" in names["rule"][2]
     assert names["rule"][0].startswith("predicted CLV per customer 0.16x the base's (8.0% of it")
+
+
+def test_a_segment_that_has_not_bought_is_named_so() -> None:
+    profiles = pd.DataFrame(
+        {
+            "segment": [0, 1],
+            "customers": [300, 700],
+            "share": [0.3, 0.7],
+            "revenue_share": [0.0, 1.0],
+            "orders": [0.0, 4.0],
+            "revenue_lift": [0.0, 1.4],
+            "recency_days_lift": [2.6, 0.8],
+        }
+    )
+    names = name_segments(profiles)
+    assert names["name"].tolist()[0] == "Not yet buying"
+    assert names["rule"][0].startswith("orders median 0")

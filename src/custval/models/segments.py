@@ -519,7 +519,9 @@ def name_segments(profiles: pd.DataFrame) -> pd.DataFrame:
     since the last purchase): "at risk" at least 1.5x the base's median, "active" at most
     0.67x; in a BTYD table without it, from P(alive): "at risk" at most 0.67x. Tenure: "new"
     at most 0.5x the base's. Orders (or repeat purchases): "loyal" with at least 1.5x the
-    base's and active. A lift against a base median of 0 is the ratio of the means. HDBSCAN's
+    base's and active. A segment whose median customer has no order and that holds under 0.5%
+    of the revenue is "Not yet buying" ("new" too when its tenure is at most 0.5x the base's).
+    A lift against a base median of 0 is the ratio of the means. HDBSCAN's
     noise segment is "Unassigned (noise)". Returns ``segment``, ``name`` and ``rule``; equal
     names get a number."""
     names, rules = [], []
@@ -527,6 +529,16 @@ def name_segments(profiles: pd.DataFrame) -> pd.DataFrame:
         if p["segment"] == -1:
             names.append("Unassigned (noise)")
             rules.append("HDBSCAN found no dense group for these customers")
+            continue
+        if p.get("orders", float("nan")) == 0 and p.get("revenue_share", 0.0) < 0.005:
+            # most of the segment has not bought yet: recency and value say nothing of them
+            tenure = p.get("tenure_days_lift", float("nan"))
+            fresh = np.isfinite(tenure) and tenure <= 0.5
+            names.append("Not yet buying, new" if fresh else "Not yet buying")
+            rules.append(
+                "orders median 0 and under 0.5% of the revenue"
+                + (f"; tenure {tenure:.2f}x" if fresh else "")
+            )
             continue
         why = []
         value = "Mid-value"
