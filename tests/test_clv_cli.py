@@ -239,7 +239,7 @@ def test_clv_methods_side_by_side_on_a_project(tmp_path: Path) -> None:
     for args, message in (
         ((), "either --transactions"),
         (("-t", "x.csv"), "--calibration-end is needed"),
-        (("-c", str(company.config_path), "--method", "magic"), "unknown method"),
+        (("-c", str(company.config_path), "--method", "magic"), "unknown CLV method"),
     ):
         bad = run("clv", *args, cwd=tmp_path)
         assert bad.returncode == 2 and message in bad.stderr, (args, bad.stderr)

@@ -469,14 +469,14 @@ def clv(
         raise CustvalError(
             f"unknown time unit '{time_unit}'", hint="Use one of " + ", ".join(one_year)
         )
-    if horizon is None:
-        horizon = (loaded.clv.horizon if loaded is not None else None) or one_year[time_unit]
-    if discount is None:
-        discount = (
-            (1 + loaded.clv.discount_per_year) ** (1 / one_year[time_unit]) - 1
-            if loaded is not None
-            else 0.0
+    if loaded is not None:
+        own_horizon, own_discount = pipeline.clv_settings(
+            loaded.model_copy(update={"time_unit": time_unit})
         )
+        horizon = own_horizon if horizon is None else horizon
+        discount = own_discount if discount is None else discount
+    horizon = one_year[time_unit] if horizon is None else horizon
+    discount = 0.0 if discount is None else discount
     if tracking_path is not None:
         if hold_end is None:
             raise CustvalError("--tracking needs --holdout-end: it tracks through the holdout")
@@ -497,11 +497,9 @@ def clv(
             root=Path.cwd(),
             origin="the command line",
         )
-    from custval.config import CLV_METHOD_NAMES
+    from custval.config import check_clv_method
 
-    if method not in CLV_METHOD_NAMES:
-        raise CustvalError(f"unknown method '{method}'", hint="Use " + ", ".join(CLV_METHOD_NAMES))
-    if method != "btyd":
+    if check_clv_method(method) != "btyd":
         ignored = [
             flag
             for flag, given in (

@@ -58,14 +58,10 @@ def score(
 
     project = _load(config)
     if clv_method is not None:
-        from custval.config import CLV_METHOD_NAMES
+        from custval.config import check_clv_method
 
-        if clv_method not in CLV_METHOD_NAMES:
-            raise CustvalError(
-                f"unknown CLV method '{clv_method}'", hint="Use " + ", ".join(CLV_METHOD_NAMES)
-            )
         project = project.model_copy(
-            update={"clv": project.clv.model_copy(update={"method": clv_method})}
+            update={"clv": project.clv.model_copy(update={"method": check_clv_method(clv_method)})}
         )
     target = store or project.store
     result = pipeline.score(

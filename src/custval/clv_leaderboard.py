@@ -51,7 +51,15 @@ import pandas as pd
 
 from custval.config import Project
 from custval.errors import CustvalError
-from custval.pipeline import Prepared, btyd_columns, features, future_spend
+from custval.features.transactions import UNIT_DAYS
+from custval.pipeline import (
+    ONE_YEAR,
+    Prepared,
+    btyd_columns,
+    features,
+    first_purchase,
+    future_spend,
+)
 
 __all__ = ["CLV_METHODS", "ClvBoard", "clv_leaderboard"]
 
@@ -134,7 +142,6 @@ def clv_leaderboard(
     leaderboard's pick), ``ml`` (the best of the machine-learned models on features alone) or
     one of ``methods``.
     """
-    from custval.features.transactions import UNIT_DAYS
     from custval.models.clv_ml import choose
 
     say = progress or (lambda _msg: None)
@@ -161,8 +168,6 @@ def clv_leaderboard(
         evaluated = project.as_of
         horizon_days = (holdout_end - project.as_of).days
     else:
-        from custval.pipeline import ONE_YEAR
-
         horizon_days = round((horizon or ONE_YEAR[project.time_unit]) * unit)
         evaluated = project.as_of - timedelta(days=horizon_days)
     if horizon_days < 7:
@@ -292,10 +297,10 @@ def clv_leaderboard(
 
 
 def _first_purchase(prepared: Prepared) -> date:
-    first = prepared.tables["transactions"].timestamp.min().execute()
+    first = first_purchase(prepared)
     if first is None:
         raise CustvalError("the transactions have no purchase dates")
-    return pd.Timestamp(first).date()
+    return first
 
 
 def _windows(first: date, end: date, horizon_days: int, cutoffs: int) -> Windows:
@@ -395,8 +400,6 @@ def _add_btyd(
     project: Project, prepared: Prepared, table: pd.DataFrame, at: date, days: int
 ) -> None:
     """The hybrid's columns: the BTYD model fitted at ``at`` on the history before it."""
-    from custval.features.transactions import UNIT_DAYS
-
     try:
         # an early cutoff's fit can sit at extreme parameters, where some customers' terms
         # overflow: those customers get missing values below, not a warning
@@ -450,8 +453,7 @@ def _run_methods(
     say: Any,
     discount: float = 0.0,
 ) -> _Outcome:
-    from custval.features.transactions import UNIT_DAYS
-    from custval.models.clv_ml import clv_metrics, decile_table
+    from custval.models.clv_ml import SpendModel, clv_metrics, decile_table
 
     unit = UNIT_DAYS[project.time_unit]
     horizon = horizon_days / unit
@@ -469,27 +471,50 @@ def _run_methods(
         else float(((1 + discount) ** -np.linspace(0, horizon, 201)[1:]).mean())
     )
     plain = [c for c in rows.X.columns if c not in HYBRID_COLUMNS]
+
+    def spend_of(method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One candidate's spend over the horizon from ``when``, with its interval."""
+        if method == "btyd":
+            # parameter draws far out in a small base can overflow for a few customers: their
+            # bounds fall back to the estimate below, without a warning
+            # (the draws run on worker threads, which np.errstate does not reach)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                cols, _ = btyd_columns(
+                    project,
+                    prepared,
+                    at,
+                    horizon=horizon,
+                    discount=discount,
+                    level=level,
+                    as_of=when,
+                )
+            # customers without a purchase: the BTYD model says nothing, 0 in the leaderboard
+            mid = np.nan_to_num(cols["clv_expected"], nan=0.0, posinf=0.0)
+            bounds = [
+                np.where(np.isfinite(cols[c]), cols[c], mid) for c in ("clv_lower", "clv_upper")
+            ]
+            return mid, bounds[0], bounds[1]
+        frame = hybrid_frame if method == "hybrid" else at
+        assert frame is not None
+        columns = list(rows.X.columns) if method == "hybrid" else plain
+        model = SpendModel("lightgbm" if method == "hybrid" else method, level=level, seed=seed)
+        train = ~rows.calibration
+        model.fit(rows.X.loc[train, columns], rows.y[train])
+        held = rows.calibration & rows.latest
+        model.calibrate(rows.X.loc[held, columns], rows.y[held])
+        window_spend = model.predict(frame[columns])
+        lo, hi = model.interval(frame[columns], window_spend)
+        factor = windows.scale * discount_share
+        out.models[method] = model
+        out.frames[method] = frame[columns]
+        return window_spend * factor, lo * factor, hi * factor
+
     for method in methods:  # a loop over the few candidates
         start = time.perf_counter()
         say(f"fitting {method}")
         try:
-            predicted, lower, upper = _one_method(
-                project,
-                prepared,
-                method,
-                rows,
-                at,
-                hybrid_frame,
-                plain,
-                when,
-                windows,
-                horizon,
-                level,
-                seed,
-                discount,
-                discount_share,
-                out,
-            )
+            predicted, lower, upper = spend_of(method)
         except (CustvalError, ValueError, ArithmeticError) as exc:
             # one candidate that cannot be fitted (no repeat buyers for the BTYD model, say)
             # leaves the others to be judged; the reason is kept
@@ -510,55 +535,6 @@ def _run_methods(
             + "; ".join(f"{m}: {why}" for m, why in out.failed.items())
         )
     return out
-
-
-def _one_method(
-    project: Project,
-    prepared: Prepared,
-    method: str,
-    rows: _Rows,
-    at: pd.DataFrame,
-    hybrid_frame: pd.DataFrame | None,
-    plain: list[str],
-    when: date,
-    windows: Windows,
-    horizon: float,
-    level: float,
-    seed: int,
-    discount: float,
-    discount_share: float,
-    out: _Outcome,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One candidate's spend over the horizon from ``when``, with its interval."""
-    from custval.models.clv_ml import SpendModel
-
-    if method == "btyd":
-        # parameter draws far out in a small base can overflow for a few customers: their
-        # bounds fall back to the estimate below, without a warning
-        # (the draws run on worker threads, which np.errstate does not reach)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            cols, _ = btyd_columns(
-                project, prepared, at, horizon=horizon, discount=discount, level=level, as_of=when
-            )
-        # customers without a purchase: the BTYD model says nothing, 0 in the leaderboard
-        mid = np.nan_to_num(cols["clv_expected"], nan=0.0, posinf=0.0)
-        bounds = [np.where(np.isfinite(cols[c]), cols[c], mid) for c in ("clv_lower", "clv_upper")]
-        return mid, bounds[0], bounds[1]
-    frame = hybrid_frame if method == "hybrid" else at
-    assert frame is not None
-    columns = list(rows.X.columns) if method == "hybrid" else plain
-    model = SpendModel("lightgbm" if method == "hybrid" else method, level=level, seed=seed)
-    train = ~rows.calibration
-    model.fit(rows.X.loc[train, columns], rows.y[train])
-    held = rows.calibration & rows.latest
-    model.calibrate(rows.X.loc[held, columns], rows.y[held])
-    window_spend = model.predict(frame[columns])
-    lo, hi = model.interval(frame[columns], window_spend)
-    factor = windows.scale * discount_share
-    out.models[method] = model
-    out.frames[method] = frame[columns]
-    return window_spend * factor, lo * factor, hi * factor
 
 
 def _reasons(

@@ -15,7 +15,7 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from custval.errors import ConfigError
+from custval.errors import ConfigError, CustvalError
 
 SourceKind = Literal[
     "transactions", "customers", "web_sessions", "product_usage", "interactions", "id_map"
@@ -161,6 +161,15 @@ class FeatureOptions(_Strict):
 ClvMethod = Literal["btyd", "ml", "hybrid", "auto"]
 #: the CLV methods of ``[clv] method``, ``custval clv --method`` and ``custval score``
 CLV_METHOD_NAMES: tuple[str, ...] = get_args(ClvMethod)
+
+
+def check_clv_method(name: str) -> str:
+    """``name`` when it is a CLV method, else a clear error."""
+    if name not in CLV_METHOD_NAMES:
+        raise CustvalError(
+            f"unknown CLV method '{name}'", hint="Use " + ", ".join(CLV_METHOD_NAMES)
+        )
+    return name
 
 
 class ClvOptions(_Strict):

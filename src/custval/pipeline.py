@@ -681,9 +681,8 @@ def _earlier_period(
     from custval.models.value import derive_value_label
 
     earlier = cut - horizon
-    tx = prepared.tables["transactions"]
-    first = tx.timestamp.min().execute()
-    if first is None or earlier <= first.date():
+    first = first_purchase(prepared)
+    if first is None or earlier <= first:
         return None
     old = features(project, prepared, as_of=earlier).to_pyarrow().to_pandas()
     try:
@@ -693,6 +692,12 @@ def _earlier_period(
     except CustvalError:
         return None
     return old.drop(columns=[k for k in dict.fromkeys(keys) if k in old.columns]), y_old
+
+
+def first_purchase(prepared: Prepared) -> date | None:
+    """The date of the first purchase in the transactions (None when there is none)."""
+    first = prepared.tables["transactions"].timestamp.min().execute()
+    return None if first is None else pd.Timestamp(first).date()
 
 
 def future_spend(prepared: Prepared, customer_ids: Any, start: date, end: date) -> Any:
@@ -905,9 +910,7 @@ def _score_clv(
     without a purchase too); the models' JSON then says which (``method``) and keeps the
     leaderboard."""
     options = project.clv
-    per_year = ONE_YEAR[project.time_unit]
-    horizon = options.horizon or per_year
-    discount = (1 + options.discount_per_year) ** (1 / per_year) - 1
+    horizon, discount = clv_settings(project)
     if options.method == "btyd":
         cols, models = btyd_columns(project, prepared, table, horizon=horizon, discount=discount)
         models["method"] = "btyd"
@@ -945,6 +948,16 @@ def _score_clv(
     models["leaderboard"] = board.leaderboard.to_dict("records")
     models["evaluation"] = board.evaluation
     return cols, models
+
+
+def clv_settings(project: Project) -> tuple[float, float]:
+    """The project's CLV horizon (``[clv] horizon``, default a year) and its discount rate per
+    time unit (from ``[clv] discount_per_year``), both in the project's time unit."""
+    per_year = ONE_YEAR[project.time_unit]
+    return (
+        project.clv.horizon or per_year,
+        (1 + project.clv.discount_per_year) ** (1 / per_year) - 1,
+    )
 
 
 def btyd_columns(

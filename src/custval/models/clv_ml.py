@@ -57,6 +57,7 @@ import pandas as pd
 from custval.errors import CustvalError
 from custval.models.candidates import MLP, Candidate, LightGBM, RandomForest
 from custval.models.encoding import FeatureSchema, infer_schema
+from custval.models.value import _frame  # the value model's check that customers are a table
 
 __all__ = ["SPEND_MODELS", "SpendModel", "choose", "clv_metrics", "decile_table"]
 
@@ -280,12 +281,6 @@ class SpendModel:
         scale = mid + self.conformal_["tau"]
         lower = np.maximum(mid - self.conformal_["q_low"] * scale, 0.0)
         return lower, mid + self.conformal_["q_high"] * scale
-
-
-def _frame(X: Any, source: str) -> pd.DataFrame:
-    if not isinstance(X, pd.DataFrame):
-        raise CustvalError(f"the customers must be a table (a DataFrame), not {type(X).__name__}")
-    return X
 
 
 # ---- judging ------------------------------------------------------------------------------
