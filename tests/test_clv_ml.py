@@ -239,3 +239,32 @@ def test_a_category_first_seen_later_is_a_zero_share_earlier() -> None:
     late = pd.DataFrame({"customer_id": ["b"], "orders": [1.0], "share_spend_vinyl": [0.4]})
     both = pd.concat(_aligned([early, late]), ignore_index=True)
     assert both["share_spend_vinyl"].tolist() == [0.0, 0.4]
+
+
+def test_a_short_window_is_carried_to_the_horizon_along_the_bgnbd_curve() -> None:
+    from custval.clv_leaderboard import Windows, _carry
+    from tests.test_btyd import simulate_bgnbd
+
+    x, tx, t = simulate_bgnbd(4000, 0.25, 4.0, 0.8, 2.5, seed=3, t_max=39.0)
+    at = pd.DataFrame({"customer_id": np.arange(4000), "frequency": x, "recency": tx, "T": t})
+    # two customers alike but for how often they bought: each purchase is a chance to drop out
+    at.loc[4000] = [4000, 12.0, 38.0, 39.0]
+    at.loc[4001] = [4001, 1.0, 38.0, 39.0]
+    at.loc[4002] = [4002, np.nan, np.nan, np.nan]  # known, never bought
+    windows = Windows([], days=14 * 7, horizon_days=39 * 7)
+    factor, note = _carry(at, windows, unit=7.0)
+    assert note is not None and "BG/NBD curve" in note and "1 customers without" in note
+    buyers = factor[:4002]
+    # E[X(t)] is concave: between 1 and the linear scale, below it for a dying base
+    assert (buyers >= 1).all() and (buyers <= windows.scale + 1e-9).all()
+    assert np.median(buyers) < 0.97 * windows.scale
+    # the frequent buyer, if alive, is likelier to drop out during the horizon; P(alive) today
+    # scales both windows alike and does not count
+    assert factor[4000] < factor[4001]
+    assert factor[4002] == pytest.approx(windows.scale)
+    # a window as long as the horizon: nothing to carry
+    same, none = _carry(at, Windows([], days=39 * 7, horizon_days=39 * 7), unit=7.0)
+    assert none is None and (same == 1).all()
+    # no BTYD summary in the features: the window's rate carried on, and said
+    linear, said = _carry(at[["customer_id"]], windows, unit=7.0)
+    assert (linear == windows.scale).all() and said is not None and "window's rate" in said

@@ -10,9 +10,13 @@ data comes from), in four steps:
    evaluation date. A window is the horizon when the history allows it, that is when the
    latest cutoff leaves at least a quarter of the horizon of history before it (earlier
    cutoffs that would not are dropped); with a shorter history it is half of what there is,
-   and the model's spend over the window is scaled to the horizon (``x horizon / window``, the
-   window's rate carried on, stated in the result's notes; at most 4x, else only the BTYD
-   model runs). Intervals are then calibrated on the window, not the horizon. Features
+   and the model's spend over the window is carried on to the horizon along each customer's
+   curve of expected purchases by the BG/NBD model fitted at the date (``x E[X(horizon)] /
+   E[X(window)]``: a customer likely to have gone counts on fewer purchases later, where
+   ``x horizon / window`` would carry the window's rate on unchanged; that is the fallback for a
+   customer without a purchase or when the BG/NBD model cannot be fitted). The note in the
+   result says by how much; at most 4x the window, else only the BTYD model runs. Intervals
+   are then calibrated on the window, not the horizon. Features
    computed from dated data (transactions, sessions, usage, interactions) see only what came
    before each cutoff; the CRM profile (plan, region, services) is as the source holds it
    now, as in the value model, so a profile that changes over time lends the
@@ -54,6 +58,7 @@ from custval.errors import CustvalError
 from custval.features.transactions import UNIT_DAYS
 from custval.pipeline import (
     ONE_YEAR,
+    SUMMARY_COLUMNS,
     Prepared,
     btyd_columns,
     features,
@@ -188,11 +193,6 @@ def clv_leaderboard(
             f"{windows.days} days, more than {MAX_SCALE:g}x shorter than the horizon"
         )
         methods = ("btyd",)
-    if windows.days < horizon_days and methods != ("btyd",):
-        notes.append(
-            f"the history allows windows of {windows.days} days, shorter than the horizon of "
-            f"{horizon_days}: the machine-learned spend is scaled by {windows.scale:.2f}"
-        )
     say(f"evaluating at {evaluated}: windows of {windows.days} days from {windows.cutoffs}")
     at_eval = _customers(project, prepared, evaluated)
     # net spend, at least 0: a customer whose refunds of earlier orders outweigh their new
@@ -225,6 +225,7 @@ def clv_leaderboard(
         say=say,
     )
     board = pd.DataFrame(outcome.metrics).sort_values(["mae", "model"]).reset_index(drop=True)
+    notes += outcome.notes
     notes += [f"{m} could not be fitted: {why}" for m, why in outcome.failed.items()]
     if choose_method not in ("auto", "ml") and choose_method in outcome.failed:
         raise CustvalError(f"{choose_method} could not be fitted: {outcome.failed[choose_method]}")
@@ -435,6 +436,7 @@ class _Outcome:
     frames: dict[str, pd.DataFrame] = field(default_factory=dict)
     #: the candidates that could not be fitted, and why
     failed: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 def _run_methods(
@@ -471,6 +473,7 @@ def _run_methods(
         else float(((1 + discount) ** -np.linspace(0, horizon, 201)[1:]).mean())
     )
     plain = [c for c in rows.X.columns if c not in HYBRID_COLUMNS]
+    carry: np.ndarray | None = None  # window to horizon, per customer; computed when needed
 
     def spend_of(method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One candidate's spend over the horizon from ``when``, with its interval."""
@@ -505,7 +508,12 @@ def _run_methods(
         model.calibrate(rows.X.loc[held, columns], rows.y[held])
         window_spend = model.predict(frame[columns])
         lo, hi = model.interval(frame[columns], window_spend)
-        factor = windows.scale * discount_share
+        nonlocal carry
+        if carry is None:
+            carry, note = _carry(at, windows, unit)
+            if note:
+                out.notes.append(note)
+        factor = carry * discount_share
         out.models[method] = model
         out.frames[method] = frame[columns]
         return window_spend * factor, lo * factor, hi * factor
@@ -535,6 +543,51 @@ def _run_methods(
             + "; ".join(f"{m}: {why}" for m, why in out.failed.items())
         )
     return out
+
+
+def _carry(at: pd.DataFrame, windows: Windows, unit: float) -> tuple[np.ndarray, str | None]:
+    """Each customer's factor from spend over the window to spend over the horizon (module
+    docstring, step 1), and a note saying what it is; all 1 when the window is the horizon."""
+    from custval.models.btyd import BetaGeo
+
+    linear = np.full(len(at), windows.scale)
+    if windows.days >= windows.horizon_days:
+        return linear, None
+    said = (
+        f"the history allows windows of {windows.days} days, shorter than the horizon of "
+        f"{windows.horizon_days}: the machine-learned spend over the window is carried to the "
+        "horizon"
+    )
+    if not all(c in at.columns for c in SUMMARY_COLUMNS[:3]):
+        return linear, f"{said} at the window's rate (x {windows.scale:.2f})"
+    x, tx_, t = (at[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in SUMMARY_COLUMNS[:3])
+    buyers = np.isfinite(x) & np.isfinite(tx_) & np.isfinite(t)
+    try:
+        with np.errstate(all="ignore"):
+            bgnbd = BetaGeo().fit(x[buyers], tx_[buyers], t[buyers])
+            longer, shorter = (
+                bgnbd.conditional_expected_purchases(days / unit, x[buyers], tx_[buyers], t[buyers])
+                for days in (windows.horizon_days, windows.days)
+            )
+            ratio = longer / shorter
+    except (CustvalError, ValueError, ArithmeticError) as exc:
+        why = str(exc).split("\n", 1)[0]
+        return linear, f"{said} at the window's rate (x {windows.scale:.2f}; BG/NBD: {why})"
+    # E[X(t)] is concave in t, so the ratio lies in [1, horizon / window]; rounding aside
+    found = np.where(np.isfinite(ratio), np.clip(ratio, 1.0, windows.scale), windows.scale)
+    out = linear.copy()
+    out[buyers] = found
+    others = int((~buyers).sum())
+    rest = (
+        f"; x {windows.scale:.2f}, the window's rate, for {others:,} customers without a purchase"
+        if others
+        else ""
+    )
+    return out, (
+        f"{said} along each customer's BG/NBD curve of expected purchases (x "
+        f"{np.median(found):.2f} for the median buyer, {found.min():.2f} to {found.max():.2f}"
+        f"{rest})"
+    )
 
 
 def _reasons(
