@@ -623,3 +623,45 @@ def test_segment_endpoint_places_customers_as_the_stored_run(trained: Trained, s
         assert r.status_code == 422 and r.json()["errors"][0]["customer_index"] == 1
         r = c.post("/v1/segment", json={"customers": [dict(broken[0], **{features[0]: "x"})]})
         assert r.status_code == 422
+
+
+def test_a_machine_learned_clv_is_served_as_the_run_stored_it(trained: Trained, start: Any) -> None:
+    """A run scored with [clv] method = hybrid keeps its spend model; the service loads it and
+    answers the CLV the run stored (not the BTYD one), and the run keeps the CLV's reasons."""
+    from custval.config import ClvOptions
+
+    project = load_project(trained.config)
+    project = project.model_copy(update={"clv": ClvOptions(method="hybrid")})
+    store = trained.store.with_name("hybrid.duckdb")
+    result = pipeline.score(
+        project, store_url=store, models_dir=trained.models, model_version=trained.versions[0]
+    )
+    assert result.clv_method == "hybrid"
+    with open_store(str(store), read_only=True) as s:
+        stored = dict(
+            s.query(
+                "SELECT customer_id, clv_expected FROM predictions WHERE run_id = ?",
+                (result.run_id,),
+            )
+        )
+        saved = s.latest_clv_models()
+        assert saved is not None and saved["method"] == "hybrid"
+        assert saved["spend_model"]["serving"]["carry"] is None  # today's window is the horizon
+        assert s.run_file(result.run_id, saved["spend_model"]["file"])
+        reasons = s.query(
+            "SELECT COUNT(DISTINCT customer_id), MIN(rank), MAX(rank) FROM clv_reasons "
+            "WHERE run_id = ?",
+            (result.run_id,),
+        )[0]
+    assert reasons == (len(stored), 1, 3)
+    svc = start(
+        ServiceSettings(models_dir=trained.models, model=trained.versions[0], store=str(store))
+    )
+    batch = customers(trained, 40, start=200)
+    with svc.client() as c:
+        r = c.post("/v1/predict", json={"customers": batch})
+    assert r.status_code == 200, r.text
+    got = {p["customer_id"]: p["clv"] for p in r.json()["predictions"]}
+    # every customer has a machine-learned CLV, those who never bought too
+    assert all(v is not None for v in got.values())
+    assert [got[k] for k in got] == pytest.approx([stored[k] for k in got], rel=1e-9)

@@ -252,8 +252,9 @@ def test_a_short_window_is_carried_to_the_horizon_along_the_bgnbd_curve() -> Non
     at.loc[4001] = [4001, 1.0, 38.0, 39.0]
     at.loc[4002] = [4002, np.nan, np.nan, np.nan]  # known, never bought
     windows = Windows([], days=14 * 7, horizon_days=39 * 7)
-    factor, note = _carry(at, windows, unit=7.0)
+    factor, note, model = _carry(at, windows, unit=7.0)
     assert note is not None and "BG/NBD curve" in note and "1 customers without" in note
+    assert model is not None and model["model"] == "BetaGeo"
     buyers = factor[:4002]
     # E[X(t)] is concave: between 1 and the linear scale, below it for a dying base
     assert (buyers >= 1).all() and (buyers <= windows.scale + 1e-9).all()
@@ -263,8 +264,67 @@ def test_a_short_window_is_carried_to_the_horizon_along_the_bgnbd_curve() -> Non
     assert factor[4000] < factor[4001]
     assert factor[4002] == pytest.approx(windows.scale)
     # a window as long as the horizon: nothing to carry
-    same, none = _carry(at, Windows([], days=39 * 7, horizon_days=39 * 7), unit=7.0)
+    same, none, _ = _carry(at, Windows([], days=39 * 7, horizon_days=39 * 7), unit=7.0)
     assert none is None and (same == 1).all()
     # no BTYD summary in the features: the window's rate carried on, and said
-    linear, said = _carry(at[["customer_id"]], windows, unit=7.0)
+    linear, said, _ = _carry(at[["customer_id"]], windows, unit=7.0)
     assert (linear == windows.scale).all() and said is not None and "window's rate" in said
+
+
+@pytest.mark.parametrize("model", ["lightgbm", "random_forest", "mlp"])
+def test_a_saved_spend_model_predicts_as_the_fitted_one(model: str) -> None:
+    X, y, _ = planted(1500, 8)
+    fitted = SpendModel(model).fit(X.head(1200), y[:1200]).calibrate(X.tail(300), y[1200:])
+    saved, payload = fitted.dumps()
+    import json
+
+    back = SpendModel.loads(json.loads(json.dumps(saved)), payload)
+    # the forest's trees are summed in parallel: equal to the last bits, not beyond
+    assert np.allclose(back.predict(X), fitted.predict(X), rtol=1e-12, atol=0)
+    pairs = zip(back.interval(X), fitted.interval(X), strict=True)
+    assert all(np.allclose(a, b, rtol=1e-12) for a, b in pairs)
+    assert np.allclose(back.contributions(X)[0], fitted.contributions(X)[0])
+    with pytest.raises(CustvalError, match="does not match"):
+        SpendModel.loads(saved, payload + b" ")
+    with pytest.raises(CustvalError, match="damaged or incomplete"):
+        SpendModel.loads({k: v for k, v in saved.items() if k != "schema"}, payload)
+
+
+def test_the_served_clv_is_the_leaderboard_s(tmp_path: Path) -> None:
+    """What the service computes from a stored model (clv_serving) equals the leaderboard's
+    CLV, here with a window shorter than the horizon (carried along the BG/NBD curve)."""
+    from datetime import date
+
+    from custval import pipeline
+    from custval.clv_leaderboard import _customers, clv_leaderboard
+    from custval.clv_serving import ServedClv
+
+    project = shop_project(small_shop(tmp_path, repeat=True, n=1500), "2023-10-01")
+    prepared = pipeline.prepare(project)
+    board = clv_leaderboard(
+        project,
+        prepared,
+        holdout_end=date(2024, 7, 1),
+        methods=("hybrid",),
+        choose_method="hybrid",
+    )
+    assert board.serving is not None and board.serving["carry"] is not None
+    assert board.serving["scale"] > 2 and board.serving["btyd"] is not None
+    assert any("BG/NBD curve" in n for n in board.notes)
+    described, payload = board.model.dumps()
+    served = ServedClv.load({"model": described, "serving": board.serving}, payload)
+    at = _customers(project, prepared, project.as_of)
+    clv, lower, upper = served.predict(at)
+    assert np.allclose(clv, board.predictions["clv"], rtol=1e-9)
+    assert np.allclose(lower, board.predictions["clv_lower"], rtol=1e-9)
+    assert np.allclose(upper, board.predictions["clv_upper"], rtol=1e-9)
+    # the carry matters: the window's rate carried on would predict more
+    assert clv.sum() < board.serving["scale"] * board.model.predict(
+        served_frame(served, at)
+    ).sum() * (1 - 1e-3)
+
+
+def served_frame(served: Any, at: pd.DataFrame) -> pd.DataFrame:
+    from custval.clv_serving import hybrid_columns
+
+    return hybrid_columns(*served.btyd, at, served.spec["window"])

@@ -23,10 +23,10 @@ def test_clv_from_the_feature_table_equals_clv_from_the_transactions(company: Pa
     project = load_project(company)
     prepared = pipeline.prepare(project)
     table = pipeline.features(project, prepared).to_pyarrow().to_pandas()
-    from_features, models = pipeline._score_clv(project, prepared, table)
+    from_features, models, _ = pipeline._score_clv(project, prepared, table)
     # without the rfm columns the summary is computed from the transactions again
     bare = table.drop(columns=list(pipeline.SUMMARY_COLUMNS))
-    from_transactions, _ = pipeline._score_clv(project, prepared, bare)
+    from_transactions, _, _ = pipeline._score_clv(project, prepared, bare)
     buyers = table["T"].notna().to_numpy()
     assert 0 < buyers.sum() < len(table)  # some customers never bought
     for col, values in from_features.items():

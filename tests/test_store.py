@@ -208,3 +208,42 @@ def test_a_run_reads_back_in_bulk_exactly_as_written(store_url: str) -> None:
     assert back.column("segment").null_count == 200
     assert back_reasons.column("text").to_pylist() == texts
     assert back_reasons.column("rank").type == pa.int32()
+
+
+def test_a_run_keeps_its_files_and_clv_reasons_all_or_nothing(store_url: str) -> None:
+    predictions, reasons = run_tables(50)
+    blob = bytes(range(256)) * 4000  # a model file: any bytes, NUL included
+    with open_store(store_url) as store:
+        run_id = store.write_run(
+            kind="score",
+            predictions=predictions,
+            reasons=reasons,
+            clv_models={"method": "hybrid", "spend_model": {"file": "clv_spend_model"}},
+            extra={"clv_reasons": reasons},
+            files={"clv_spend_model": blob},
+        )
+        assert store.run_file(run_id, "clv_spend_model") == blob
+        assert store.run_file(run_id, "other") is None
+        saved = store.latest_clv_models()
+        assert saved is not None and saved["run_id"] == run_id and saved["method"] == "hybrid"
+        rows = store.query("SELECT COUNT(*) FROM clv_reasons WHERE run_id = ?", (run_id,))
+        assert rows[0][0] == reasons.num_rows
+
+        def fail() -> None:
+            raise RuntimeError("disk full")
+
+        with pytest.raises(RuntimeError):
+            store.write_run(
+                kind="score",
+                predictions=predictions,
+                files={"clv_spend_model": b"half"},
+                before_commit=fail,
+            )
+        assert store.query("SELECT COUNT(*) FROM run_files")[0][0] == 1
+        assert store.latest_clv_models()["run_id"] == run_id  # type: ignore[index]
+        # a damaged file is refused, not handed to the service
+        store._execute("UPDATE run_files SET sha256 = 'x' WHERE run_id = ?", (run_id,))
+        if store.engine == "postgres":
+            store.con.commit()
+        with pytest.raises(CustvalError, match="damaged"):
+            store.run_file(run_id, "clv_spend_model")

@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from custval.clv_serving import serving_spec
 from custval.config import Project
 from custval.errors import CustvalError
 from custval.features.transactions import UNIT_DAYS
@@ -119,6 +120,9 @@ class ClvBoard:
     model: Any = None
     level: float = 0.9
     notes: list[str] = field(default_factory=list)
+    #: how the chosen machine-learned model's spend becomes the CLV (for the store and the
+    #: service, :mod:`custval.clv_serving`); None for btyd
+    serving: dict[str, Any] | None = None
 
 
 def clv_leaderboard(
@@ -256,7 +260,16 @@ def clv_leaderboard(
         model = outcome.models.get(chosen)
         why = _reasons(model, outcome.frames.get(chosen), top_k, at_eval.attrs.get("catalogue"))
         return ClvBoard(
-            board, chosen, outcome.deciles, evaluation, predictions, why, model, level, notes
+            board,
+            chosen,
+            outcome.deciles,
+            evaluation,
+            predictions,
+            why,
+            model,
+            level,
+            notes,
+            outcome.serving.get(chosen),
         )
     # today: refit the chosen method with the windows that end by the as-of date
     say(f"refitting {chosen} for {project.as_of}")
@@ -290,7 +303,16 @@ def clv_leaderboard(
     model = final.models.get(chosen)
     why = _reasons(model, final.frames.get(chosen), top_k, at_today.attrs.get("catalogue"))
     return ClvBoard(
-        board, chosen, outcome.deciles, evaluation, predictions, why, model, level, notes
+        board,
+        chosen,
+        outcome.deciles,
+        evaluation,
+        predictions,
+        why,
+        model,
+        level,
+        notes,
+        final.serving.get(chosen),
     )
 
 
@@ -399,13 +421,15 @@ def _aligned(frames: list[pd.DataFrame]) -> list[pd.DataFrame]:
 
 def _add_btyd(
     project: Project, prepared: Prepared, table: pd.DataFrame, at: date, days: int
-) -> None:
-    """The hybrid's columns: the BTYD model fitted at ``at`` on the history before it."""
+) -> dict[str, Any] | None:
+    """The hybrid's columns: the BTYD model fitted at ``at`` on the history before it;
+    returns that model (JSON, None when it could not be fitted)."""
+    models = None
     try:
         # an early cutoff's fit can sit at extreme parameters, where some customers' terms
         # overflow: those customers get missing values below, not a warning
         with np.errstate(all="ignore"):
-            cols, _ = btyd_columns(
+            cols, models = btyd_columns(
                 project,
                 prepared,
                 table,
@@ -421,6 +445,7 @@ def _add_btyd(
     table["btyd_spend"] = cols["clv_expected"]
     table["btyd_p_alive"] = cols["p_alive"]
     table["btyd_purchases"] = cols["expected_purchases"]
+    return models
 
 
 # ---- fitting and judging ---------------------------------------------------------------------
@@ -437,6 +462,8 @@ class _Outcome:
     #: the candidates that could not be fitted, and why
     failed: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: how each machine-learned candidate's spend becomes its CLV (clv_serving.serving_spec)
+    serving: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _run_methods(
@@ -462,10 +489,10 @@ def _run_methods(
     out = _Outcome()
     # the columns of the training rows, those a category first seen later adds too
     at = _aligned([rows.X.drop(columns=list(HYBRID_COLUMNS), errors="ignore").head(0), at])[1]
-    hybrid_frame = None
+    hybrid_frame, hybrid_btyd = None, None
     if "hybrid" in methods:
         hybrid_frame = at.copy()
-        _add_btyd(project, prepared, hybrid_frame, when, windows.days)
+        hybrid_btyd = _add_btyd(project, prepared, hybrid_frame, when, windows.days)
     # spread evenly over the horizon, spend is worth this share of itself today
     discount_share = (
         1.0
@@ -474,6 +501,7 @@ def _run_methods(
     )
     plain = [c for c in rows.X.columns if c not in HYBRID_COLUMNS]
     carry: np.ndarray | None = None  # window to horizon, per customer; computed when needed
+    carry_model: dict[str, Any] | None = None
 
     def spend_of(method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One candidate's spend over the horizon from ``when``, with its interval."""
@@ -508,12 +536,21 @@ def _run_methods(
         model.calibrate(rows.X.loc[held, columns], rows.y[held])
         window_spend = model.predict(frame[columns])
         lo, hi = model.interval(frame[columns], window_spend)
-        nonlocal carry
+        nonlocal carry, carry_model
         if carry is None:
-            carry, note = _carry(at, windows, unit)
+            carry, note, carry_model = _carry(at, windows, unit)
             if note:
                 out.notes.append(note)
         factor = carry * discount_share
+        out.serving[method] = serving_spec(
+            method=method,
+            window=windows.days / unit,
+            horizon=horizon,
+            scale=windows.scale,
+            discount_share=discount_share,
+            carry=carry_model,
+            btyd=hybrid_btyd if method == "hybrid" else None,
+        )
         out.models[method] = model
         out.frames[method] = frame[columns]
         return window_spend * factor, lo * factor, hi * factor
@@ -545,49 +582,55 @@ def _run_methods(
     return out
 
 
-def _carry(at: pd.DataFrame, windows: Windows, unit: float) -> tuple[np.ndarray, str | None]:
+def _carry(
+    at: pd.DataFrame, windows: Windows, unit: float
+) -> tuple[np.ndarray, str | None, dict[str, Any] | None]:
     """Each customer's factor from spend over the window to spend over the horizon (module
-    docstring, step 1), and a note saying what it is; all 1 when the window is the horizon."""
+    docstring, step 1), a note saying what it is, and the BG/NBD model it came from (JSON;
+    None for the window's rate); all 1 when the window is the horizon."""
+    from custval.clv_serving import carry_factor
     from custval.models.btyd import BetaGeo
 
     linear = np.full(len(at), windows.scale)
     if windows.days >= windows.horizon_days:
-        return linear, None
+        return linear, None, None
     said = (
         f"the history allows windows of {windows.days} days, shorter than the horizon of "
         f"{windows.horizon_days}: the machine-learned spend over the window is carried to the "
         "horizon"
     )
     if not all(c in at.columns for c in SUMMARY_COLUMNS[:3]):
-        return linear, f"{said} at the window's rate (x {windows.scale:.2f})"
+        return linear, f"{said} at the window's rate (x {windows.scale:.2f})", None
     x, tx_, t = (at[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in SUMMARY_COLUMNS[:3])
     buyers = np.isfinite(x) & np.isfinite(tx_) & np.isfinite(t)
     try:
         with np.errstate(all="ignore"):
             bgnbd = BetaGeo().fit(x[buyers], tx_[buyers], t[buyers])
-            longer, shorter = (
-                bgnbd.conditional_expected_purchases(days / unit, x[buyers], tx_[buyers], t[buyers])
-                for days in (windows.horizon_days, windows.days)
-            )
-            ratio = longer / shorter
     except (CustvalError, ValueError, ArithmeticError) as exc:
         why = str(exc).split("\n", 1)[0]
-        return linear, f"{said} at the window's rate (x {windows.scale:.2f}; BG/NBD: {why})"
-    # E[X(t)] is concave in t, so the ratio lies in [1, horizon / window]; rounding aside
-    found = np.where(np.isfinite(ratio), np.clip(ratio, 1.0, windows.scale), windows.scale)
-    out = linear.copy()
-    out[buyers] = found
+        return linear, f"{said} at the window's rate (x {windows.scale:.2f}; BG/NBD: {why})", None
+    out = carry_factor(
+        bgnbd,
+        x,
+        tx_,
+        t,
+        window=windows.days / unit,
+        horizon=windows.horizon_days / unit,
+        scale=windows.scale,
+    )
+    found = out[buyers]
     others = int((~buyers).sum())
     rest = (
         f"; x {windows.scale:.2f}, the window's rate, for {others:,} customers without a purchase"
         if others
         else ""
     )
-    return out, (
+    note = (
         f"{said} along each customer's BG/NBD curve of expected purchases (x "
         f"{np.median(found):.2f} for the median buyer, {found.min():.2f} to {found.max():.2f}"
         f"{rest})"
     )
+    return out, note, {"model": "BetaGeo", "params": dict(bgnbd.params_)}
 
 
 def _reasons(

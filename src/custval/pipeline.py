@@ -819,9 +819,9 @@ def score(
             "value_probability": explained.probability.to_numpy(),
             "value_class": explained.predicted_class.to_numpy().astype(np.int32),
         }
-        clv_models = None
+        clv_models, clv_kept = None, ClvKept()
         if with_clv and "transactions" in prepared.tables:
-            clv_columns, clv_models = _score_clv(project, prepared, table)
+            clv_columns, clv_models, clv_kept = _score_clv(project, prepared, table, top_k)
             preds.update(clv_columns)
             lap("clv")
         segment_run, segment_note = None, None
@@ -848,6 +848,8 @@ def score(
             as_of=project.as_of,
             config_hash=config_hash,
             clv_models=clv_models,
+            extra={"clv_reasons": clv_kept.reasons} if clv_kept.reasons is not None else None,
+            files=clv_kept.files,
         )
         lap("store")
     finally:
@@ -897,24 +899,36 @@ def _score_segments(
 SUMMARY_COLUMNS = ("frequency", "recency", "T", "monetary_value")
 
 
+@dataclass
+class ClvKept:
+    """What a scoring run keeps of a machine-learned CLV besides its columns: the reasons
+    for each customer's CLV (the store's long table) and the model's file."""
+
+    reasons: Any = None
+    files: dict[str, bytes] | None = None
+
+
 def _score_clv(
-    project: Project, prepared: Prepared, table: Any
-) -> tuple[dict[str, Any], dict[str, Any]]:
+    project: Project, prepared: Prepared, table: Any, top_k: int = 3
+) -> tuple[dict[str, Any], dict[str, Any], ClvKept]:
     """CLV over the project's horizon (``[clv]``; default a year at 10% a year) with its 90%
     interval, P(alive) and expected purchases for each row of the feature ``table`` (NaN for
-    customers without a purchase), and the fitted models (:func:`clv_models_json`).
+    customers without a purchase), the fitted models (:func:`clv_models_json`) and what the
+    run keeps of a machine-learned model.
 
     P(alive) and the expected purchases always come from the BTYD model. With ``[clv] method``
     other than btyd the CLV and its interval come from the method the leaderboard chose
     (:func:`custval.clv_leaderboard.clv_leaderboard`), for every customer of the table (those
-    without a purchase too); the models' JSON then says which (``method``) and keeps the
-    leaderboard."""
+    without a purchase too); the models' JSON then says which (``method``), keeps the
+    leaderboard and, for a machine-learned choice, the model's description and how it becomes
+    the CLV (``spend_model``, :mod:`custval.clv_serving`), whose file the run keeps; the
+    reasons for each customer's CLV go to the store's ``clv_reasons``."""
     options = project.clv
     horizon, discount = clv_settings(project)
     if options.method == "btyd":
         cols, models = btyd_columns(project, prepared, table, horizon=horizon, discount=discount)
         models["method"] = "btyd"
-        return cols, models
+        return cols, models, ClvKept()
     try:
         # P(alive) and the expected purchases; the CLV and its interval come from the chosen
         # method below, so no interval draws here
@@ -935,6 +949,7 @@ def _score_clv(
         methods=METHOD_CANDIDATES[options.method],
         choose_method=options.method,
         today=table,
+        top_k=top_k,
     )
     found = board.predictions.set_index("customer_id")
     ids = table["customer_id"].astype(str).to_numpy()
@@ -947,7 +962,17 @@ def _score_clv(
     models["method"] = board.chosen
     models["leaderboard"] = board.leaderboard.to_dict("records")
     models["evaluation"] = board.evaluation
-    return cols, models
+    if board.model is None or board.serving is None:
+        return cols, models, ClvKept()
+    from custval.clv_serving import FILE_NAME
+
+    described, payload = board.model.dumps()
+    models["spend_model"] = {"model": described, "serving": board.serving, "file": FILE_NAME}
+    kept = ClvKept(files={FILE_NAME: payload})
+    if board.reasons is not None:
+        ranks = sum(1 for c in board.reasons.columns if c.endswith("_feature"))
+        kept.reasons = _long_reasons(board.reasons, board.predictions["customer_id"], ranks)
+    return cols, models, kept
 
 
 def clv_settings(project: Project) -> tuple[float, float]:
@@ -1116,7 +1141,7 @@ def segment_features(project: Project, prepared: Prepared) -> Any:
     missing for customers who never bought): what ``custval segment --config`` segments."""
     table = features(project, prepared).to_pyarrow().to_pandas()
     if "transactions" in prepared.tables:
-        clv_columns, _ = _score_clv(project, prepared, table)
+        clv_columns, _, _ = _score_clv(project, prepared, table)
         table["clv"] = clv_columns["clv_expected"]
     return table
 

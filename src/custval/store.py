@@ -18,6 +18,7 @@ Example
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import uuid
@@ -98,6 +99,7 @@ SEGMENT_PROFILE_COLUMNS = {
 BULK_TABLES = {
     "predictions": PREDICTION_COLUMNS,
     "reasons": REASON_COLUMNS,
+    "clv_reasons": REASON_COLUMNS,
     "feature_importance": IMPORTANCE_COLUMNS,
     "value_profiles": PROFILE_COLUMNS,
     "segments": SEGMENT_COLUMNS,
@@ -208,6 +210,20 @@ MIGRATIONS: list[list[str]] = [
             FROM predictions p JOIN runs r ON p.run_id = r.run_id
             WHERE r.status = 'succeeded' AND r.kind = 'score' AND p.segment IS NOT NULL
             GROUP BY p.run_id, p.segment""",
+    ],
+    [
+        # the reasons for each customer's CLV when a machine-learned model predicted it
+        _create("clv_reasons", REASON_COLUMNS),
+        "CREATE INDEX clv_reasons_run ON clv_reasons (run_id, customer_id)",
+        # files a run keeps for the service: the machine-learned CLV model (BYTEA is BLOB in
+        # DuckDB)
+        """CREATE TABLE run_files (
+            run_id TEXT NOT NULL,
+            name TEXT NOT NULL,
+            payload BYTEA NOT NULL,
+            sha256 TEXT NOT NULL,
+            PRIMARY KEY (run_id, name)
+        )""",
     ],
 ]
 
@@ -335,9 +351,11 @@ class Store:
         clv_models: dict[str, Any] | None = None,
         segment_model: dict[str, Any] | None = None,
         extra: dict[str, pa.Table] | None = None,
+        files: dict[str, bytes] | None = None,
         before_commit: Callable[[], None] | None = None,
     ) -> str:
-        """Write one run, all or nothing; returns its run_id.
+        """Write one run, all or nothing; returns its run_id. ``files`` (name: bytes) are
+        kept with the run (:meth:`run_file`).
 
         ``before_commit`` (for tests) is called inside the transaction after the rows are
         written: an exception there must leave nothing of the run but its failed status.
@@ -371,6 +389,11 @@ class Store:
                     self._bulk("value_profiles", PROFILE_COLUMNS, _stamp(profiles, run_id))
                 for name, rows in (extra or {}).items():  # e.g. segments, segment_profiles
                     self._bulk(name, BULK_TABLES[name], _stamp(rows, run_id))
+                for name, payload in (files or {}).items():  # a file or two per run
+                    self._execute(
+                        "INSERT INTO run_files VALUES (?, ?, ?, ?)",
+                        (run_id, name, payload, hashlib.sha256(payload).hexdigest()),
+                    )
                 if before_commit is not None:
                     before_commit()
                 self._execute(
@@ -441,12 +464,27 @@ class Store:
         return rows[0][0], json.loads(rows[0][1])
 
     def latest_clv_models(self) -> dict[str, Any] | None:
-        """The customer-base models of the latest succeeded scoring run, if it fitted any."""
+        """The CLV models of the latest succeeded scoring run, if it fitted any (with its
+        ``run_id``, where its files are)."""
         rows = self.query(
-            "SELECT clv_models FROM runs WHERE status = 'succeeded' AND kind = 'score' "
+            "SELECT run_id, clv_models FROM runs WHERE status = 'succeeded' AND kind = 'score' "
             "ORDER BY finished_at DESC LIMIT 1"
         )
-        return json.loads(rows[0][0]) if rows and rows[0][0] else None
+        if not rows or not rows[0][1]:
+            return None
+        return {**json.loads(rows[0][1]), "run_id": rows[0][0]}
+
+    def run_file(self, run_id: str, name: str) -> bytes | None:
+        """A file a run kept (``write_run(files=...)``), checked against its SHA-256."""
+        rows = self.query(
+            "SELECT payload, sha256 FROM run_files WHERE run_id = ? AND name = ?", (run_id, name)
+        )
+        if not rows:
+            return None
+        payload = bytes(rows[0][0])
+        if hashlib.sha256(payload).hexdigest() != rows[0][1]:
+            raise CustvalError(f"the file '{name}' of run {run_id} in the store is damaged")
+        return payload
 
     def customer(self, customer_id: str) -> dict[str, Any] | None:
         """A customer's prediction and reasons in the latest succeeded scoring run."""

@@ -226,16 +226,39 @@ def _keys(settings: ServiceSettings, *, migrate: bool) -> KeyRing:
     return KeyRing(keys)
 
 
-def _clv_models(settings: ServiceSettings, *, migrate: bool) -> dict[str, Any] | None:
+def _clv_models(
+    settings: ServiceSettings, *, migrate: bool, have: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """The CLV models of the store's latest scoring run, built to predict: the BTYD models
+    (``fitted``) and, when the run chose a machine-learned CLV, that model (``served``, a
+    :class:`custval.clv_serving.ServedClv`). ``have``: the models already loaded, kept when
+    they are the latest run's."""
     if not settings.store:
         return None
+    from custval.clv_serving import ServedClv
     from custval.pipeline import clv_models_from_json
 
-    saved = _with_store(settings, lambda s: s.latest_clv_models(), migrate=migrate)
-    if saved is None or "purchases" not in saved:  # a run whose BTYD model could not be fitted
+    def read(store: Any) -> tuple[dict[str, Any] | None, bytes | None]:
+        saved = store.latest_clv_models()
+        if saved is None or (have is not None and have.get("run_id") == saved["run_id"]):
+            return saved, None
+        spend = saved.get("spend_model")
+        return saved, store.run_file(saved["run_id"], spend["file"]) if spend else None
+
+    saved, payload = _with_store(settings, read, migrate=migrate)
+    if saved is None:
         return None
+    if have is not None and have.get("run_id") == saved["run_id"]:
+        return have
     # the models are built once; every request uses them
-    return {**saved, "fitted": clv_models_from_json(saved)}
+    out: dict[str, Any] = {**saved, "fitted": None, "served": None}
+    if "purchases" in saved:  # not when the run's BTYD model could not be fitted
+        out["fitted"] = clv_models_from_json(saved)
+    if payload is not None:
+        out["served"] = ServedClv.load(saved["spend_model"], payload)
+    if out["fitted"] is None and out["served"] is None:
+        return None
+    return out
 
 
 def _segment_model(settings: ServiceSettings) -> tuple[str, dict[str, Any]] | None:
@@ -274,7 +297,7 @@ class StoreState:
         while not self._stop.wait(self.interval):
             try:
                 self.ring = _keys(self.settings, migrate=False)
-                self.clv = _clv_models(self.settings, migrate=False)
+                self.clv = _clv_models(self.settings, migrate=False, have=self.clv)
                 self.segments = _segment_model(self.settings)
             except Exception as exc:  # keep what we have; say why without details
                 log.error("keys and CLV models not refreshed: %s", type(exc).__name__)
@@ -786,19 +809,60 @@ def _lookup(store_url: str, customer_id: str) -> dict[str, Any] | None:
 def _add_clv(
     predictions: list[dict[str, Any]], customers: list[dict[str, Any]], saved: dict[str, Any]
 ) -> None:
-    """CLV over the stored horizon from the customer-base models of the latest scoring run,
-    for customers whose features include the BTYD summary (null for those who never bought)."""
+    """CLV over the stored horizon by the method of the latest scoring run: its
+    machine-learned model, for customers with that model's features; else the customer-base
+    models, for customers whose features include the BTYD summary (null for those who never
+    bought)."""
     from custval.pipeline import SUMMARY_COLUMNS, point_clv
 
-    if not customers or any(c not in customers[0] for c in SUMMARY_COLUMNS):
+    if not customers:
         return
+    served = saved.get("served")
+    if served is not None:
+        if all(c in customers[0] for c in served.columns):
+            import pandas as pd
+
+            _check_summary(customers)
+            clv, _, _ = served.predict(pd.DataFrame(customers))
+            for row, value in zip(predictions, clv, strict=True):
+                row["clv"] = float(value)
+        # without the model's features (a value model trained on others) no CLV is given:
+        # the BTYD one would not be the CLV the run stored
+        return
+    if saved.get("fitted") is None or any(c not in customers[0] for c in SUMMARY_COLUMNS):
+        return
+    x, tx, t, m, buyers = _check_summary(customers)
+    if not buyers.any():
+        return
+    purchases, spend = saved["fitted"]
+    m = np.nan_to_num(m, nan=0.0)
+    _, clv = point_clv(
+        purchases,
+        spend,
+        x[buyers],
+        tx[buyers],
+        t[buyers],
+        m[buyers],
+        horizon=float(saved["horizon"]),
+        discount=float(saved["discount"]),
+    )
+    for i, value in zip(np.flatnonzero(buyers), clv, strict=True):
+        predictions[i]["clv"] = float(value)
+
+
+def _check_summary(customers: list[dict[str, Any]]) -> tuple[Any, Any, Any, Any, Any]:
+    """The customers' BTYD summary (x, recency, T, monetary value, who bought), refused with
+    a 422 when it cannot be one; all missing when the features do not include it."""
+    from custval.pipeline import SUMMARY_COLUMNS
+
+    if any(c not in customers[0] for c in SUMMARY_COLUMNS):
+        nothing = np.full(len(customers), np.nan)
+        return nothing, nothing, nothing, nothing, np.zeros(len(customers), dtype=bool)
     x, tx, t, m = (
         np.array([np.nan if r[c] is None else r[c] for r in customers], dtype=np.float64)
         for c in SUMMARY_COLUMNS
     )
     buyers = ~np.isnan(t) & ~np.isnan(x) & ~np.isnan(tx)
-    if not buyers.any():
-        return
     # a BTYD summary the models can read: whole repeat counts, 0 <= recency <= T
     with np.errstate(invalid="ignore"):
         bad = buyers & (
@@ -819,20 +883,7 @@ def _add_clv(
             f"customers[{i}]: frequency, recency, T and monetary_value are not a customer "
             "summary (frequency a whole number >= 0, 0 <= recency <= T, monetary_value >= 0)",
         )
-    purchases, spend = saved["fitted"]
-    m = np.nan_to_num(m, nan=0.0)
-    _, clv = point_clv(
-        purchases,
-        spend,
-        x[buyers],
-        tx[buyers],
-        t[buyers],
-        m[buyers],
-        horizon=float(saved["horizon"]),
-        discount=float(saved["discount"]),
-    )
-    for i, value in zip(np.flatnonzero(buyers), clv, strict=True):
-        predictions[i]["clv"] = float(value)
+    return x, tx, t, m, buyers
 
 
 def app_from_env() -> FastAPI:

@@ -282,6 +282,65 @@ class SpendModel:
         lower = np.maximum(mid - self.conformal_["q_low"] * scale, 0.0)
         return lower, mid + self.conformal_["q_high"] * scale
 
+    def dumps(self) -> tuple[dict[str, Any], bytes]:
+        """The fitted model as (a JSON-able description, the model file's bytes): LightGBM's
+        text format or a skops file, never pickle (:mod:`custval.models.bundle`). The
+        description holds the feature schema, the intervals, the libraries and the file's
+        SHA-256; :meth:`loads` reads both back."""
+        import hashlib
+        from importlib.metadata import version as pkg_version
+
+        if not hasattr(self, "candidate_"):
+            raise CustvalError("the spend model is not fitted yet", hint="Call fit first")
+        payload = self.candidate_.dumps()
+        return {
+            "format": "custval-spend-model",
+            "format_version": 1,
+            "model": self.model,
+            "level": self.level,
+            "seed": self.seed,
+            "schema": self.schema_.to_dict(),
+            "cap": self.cap_,
+            # the MLP learns spend in units of the training mean
+            "unit": getattr(self.candidate_, "unit_", None),
+            "conformal": self.conformal_,
+            "libraries": {lib: pkg_version(lib) for lib in ("scikit-learn", "lightgbm")},
+            "sha256": hashlib.sha256(payload).hexdigest(),
+        }, payload
+
+    @classmethod
+    def loads(cls, saved: dict[str, Any], payload: bytes) -> SpendModel:
+        """A fitted model from :meth:`dumps`' two parts, after checking that they belong
+        together and that scikit-learn is the training minor version (for its models)."""
+        import hashlib
+        from importlib.metadata import version as pkg_version
+
+        try:
+            if saved.get("format") != "custval-spend-model" or saved["model"] not in SPEND_MODELS:
+                raise CustvalError("this is not a custval spend model")
+            if hashlib.sha256(payload).hexdigest() != saved["sha256"]:
+                raise CustvalError("the spend model's file does not match its description")
+            if saved["model"] != "lightgbm":
+                trained, here = saved["libraries"]["scikit-learn"], pkg_version("scikit-learn")
+                if trained.split(".")[:2] != here.split(".")[:2]:
+                    raise CustvalError(
+                        f"the spend model was trained with scikit-learn {trained}, this is "
+                        f"{here}: it may not load or predict the same",
+                        hint="Score again with this installation",
+                    )
+            out = cls(saved["model"], level=float(saved["level"]), seed=int(saved["seed"]))
+            out.schema_ = FeatureSchema.from_dict(saved["schema"])
+            out.candidate_ = SPEND_MODELS[saved["model"]].loads(payload, seed=out.seed)
+            if saved.get("unit") is not None:
+                out.candidate_.unit_ = float(saved["unit"])  # type: ignore[attr-defined]
+            out.cap_ = float(saved["cap"])
+            out.conformal_ = saved.get("conformal")
+        except (KeyError, TypeError, ValueError, AttributeError, UnicodeDecodeError) as exc:
+            raise CustvalError(
+                f"the saved spend model is damaged or incomplete ({type(exc).__name__}: {exc})"
+            ) from None
+        return out
+
 
 # ---- judging ------------------------------------------------------------------------------
 
