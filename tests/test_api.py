@@ -665,3 +665,13 @@ def test_a_machine_learned_clv_is_served_as_the_run_stored_it(trained: Trained, 
     # every customer has a machine-learned CLV, those who never bought too
     assert all(v is not None for v in got.values())
     assert [got[k] for k in got] == pytest.approx([stored[k] for k in got], rel=1e-9)
+    # a model file that cannot be loaded: the service starts and answers, without a CLV
+    with open_store(str(store)) as s:
+        s._execute("UPDATE run_files SET sha256 = 'damaged' WHERE run_id = ?", (result.run_id,))
+    broken = start(
+        ServiceSettings(models_dir=trained.models, model=trained.versions[0], store=str(store))
+    )
+    with broken.client() as c:
+        r = c.post("/v1/predict", json={"customers": batch})
+    assert r.status_code == 200, r.text
+    assert all(p["clv"] is None and p["value_probability"] >= 0 for p in r.json()["predictions"])

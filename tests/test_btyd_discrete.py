@@ -329,7 +329,9 @@ def test_extreme_inputs_raise_no_warnings() -> None:
             assert not hasattr(s, "params_")
         else:
             churn = s.params_["alpha"] / (s.params_["alpha"] + s.params_["beta"])
-            assert churn == pytest.approx(2 / sum(survivors[:-1]), rel=0.05)
+            # where on the ridge it stops depends on the machine's floating point (8% off the
+            # data's rate on one, 0.1% on another); two losses tell the rate to +/-70% at best
+            assert churn == pytest.approx(2 / sum(survivors[:-1]), rel=0.25)
         s.params_ = {"alpha": 6e-5, "beta": 8e4}
         assert np.all(np.isfinite(s.survival([0, 10, 10**6])))
         assert np.all(np.diff(s.survival([0, 10, 10**6])) <= 0)

@@ -295,6 +295,8 @@ def clv_leaderboard(
         say=say,
         discount=discount,
     )
+    # what the kept model's refit says (its windows may differ from the evaluation's)
+    notes += [f"refitted for {project.as_of}: {n}" for n in final.notes]
     predictions = pd.DataFrame({"customer_id": at_today["customer_id"].astype(str)})
     lower, upper = final.intervals[chosen]
     predictions["clv"] = final.predicted[chosen]

@@ -54,9 +54,10 @@ def carry_factor(
     known = np.isfinite(x) & np.isfinite(tx) & np.isfinite(t)
     if known.any():
         with np.errstate(all="ignore"):
+            # P(alive) multiplies both and cancels: the ratio of the purchases if alive stays
+            # defined where P(alive) underflows to 0 (a heavy buyer long silent)
             longer, shorter = (
-                purchases.conditional_expected_purchases(w, x[known], tx[known], t[known])
-                for w in (horizon, window)
+                purchases._purchases_if_alive(w, x[known], t[known]) for w in (horizon, window)
             )
             ratio = longer / shorter
         # E[X(t)] is concave in t, so the ratio lies in [1, scale]; rounding aside
@@ -159,15 +160,19 @@ class ServedClv:
 
     @property
     def columns(self) -> list[str]:
-        """The features a customer needs (the hybrid's BTYD columns are computed here)."""
+        """The features a customer needs: the model's, and for the hybrid the BTYD summary
+        its BTYD columns are computed from here (without it the CLV would not be the run's)."""
         own = ("btyd_spend", "btyd_p_alive", "btyd_purchases")
-        return [c for c in self.model.schema_.columns if c not in own]
+        needed = [c for c in self.model.schema_.columns if c not in own]
+        if self.spec["method"] == "hybrid" and self.btyd is not None:
+            needed += [c for c in SUMMARY if c not in needed]
+        return needed
 
     def predict(self, frame: pd.DataFrame) -> tuple[Array, Array, Array]:
         """(CLV, lower, upper) over the horizon for each row of ``frame`` (the features)."""
         spec = self.spec
         if spec["method"] == "hybrid":
-            if self.btyd is not None and all(c in frame.columns for c in SUMMARY):
+            if self.btyd is not None:
                 frame = hybrid_columns(*self.btyd, frame, spec["window"])
             else:
                 frame = frame.assign(btyd_spend=np.nan, btyd_p_alive=np.nan, btyd_purchases=np.nan)

@@ -243,7 +243,12 @@ def _clv_models(
         if saved is None or (have is not None and have.get("run_id") == saved["run_id"]):
             return saved, None
         spend = saved.get("spend_model")
-        return saved, store.run_file(saved["run_id"], spend["file"]) if spend else None
+        if not spend:
+            return saved, None
+        try:
+            return saved, store.run_file(saved["run_id"], spend["file"]) or b""
+        except CustvalError:  # damaged: refused by its hash below
+            return saved, b""
 
     saved, payload = _with_store(settings, read, migrate=migrate)
     if saved is None:
@@ -255,9 +260,13 @@ def _clv_models(
     if "purchases" in saved:  # not when the run's BTYD model could not be fitted
         out["fitted"] = clv_models_from_json(saved)
     if payload is not None:
-        out["served"] = ServedClv.load(saved["spend_model"], payload)
-    if out["fitted"] is None and out["served"] is None:
-        return None
+        try:
+            out["served"] = ServedClv.load(saved["spend_model"], payload)
+        except Exception as exc:  # another scikit-learn, a damaged file, a newer LightGBM
+            # no CLV rather than the BTYD one or the previous run's; kept for this run, so
+            # the file is not read again every refresh; the value predictions go on
+            out["served_error"] = str(exc).split("\n", 1)[0]
+            log.error("the run's CLV model cannot be loaded: %s", out["served_error"])
     return out
 
 
@@ -295,12 +304,21 @@ class StoreState:
 
     def _refresh(self) -> None:
         while not self._stop.wait(self.interval):
-            try:
-                self.ring = _keys(self.settings, migrate=False)
-                self.clv = _clv_models(self.settings, migrate=False, have=self.clv)
-                self.segments = _segment_model(self.settings)
-            except Exception as exc:  # keep what we have; say why without details
-                log.error("keys and CLV models not refreshed: %s", type(exc).__name__)
+            # each on its own: a failure of one leaves the others refreshed
+            for what, step in (
+                ("keys", lambda: setattr(self, "ring", _keys(self.settings, migrate=False))),
+                (
+                    "CLV models",
+                    lambda: setattr(
+                        self, "clv", _clv_models(self.settings, migrate=False, have=self.clv)
+                    ),
+                ),
+                ("segments", lambda: setattr(self, "segments", _segment_model(self.settings))),
+            ):
+                try:
+                    step()
+                except Exception as exc:  # keep what we have; say why without details
+                    log.error("%s not refreshed: %s", what, type(exc).__name__)
 
     def close(self) -> None:
         self._stop.set()
@@ -806,6 +824,10 @@ def _lookup(store_url: str, customer_id: str) -> dict[str, Any] | None:
         raise ApiError(503, "the store cannot be read now; try again shortly") from None
 
 
+#: the runs whose CLV model was said to need features the requests lack (said once each)
+_SAID_MISSING: set[Any] = set()
+
+
 def _add_clv(
     predictions: list[dict[str, Any]], customers: list[dict[str, Any]], saved: dict[str, Any]
 ) -> None:
@@ -817,9 +839,18 @@ def _add_clv(
 
     if not customers:
         return
-    served = saved.get("served")
-    if served is not None:
-        if all(c in customers[0] for c in served.columns):
+    if saved.get("spend_model") is not None:  # the run's CLV is machine-learned
+        served = saved.get("served")
+        if served is None:  # it could not be loaded (logged): no CLV, not another one
+            return
+        missing = [c for c in served.columns if c not in customers[0]]
+        if missing and saved.get("run_id") not in _SAID_MISSING:
+            _SAID_MISSING.add(saved.get("run_id"))
+            log.warning(
+                "no CLV: the run's CLV model needs features the requests do not have: %s",
+                ", ".join(missing[:10]),
+            )
+        if not missing:
             import pandas as pd
 
             _check_summary(customers)
