@@ -257,19 +257,17 @@ def clv_leaderboard(
         predictions.insert(1, "clv", outcome.predicted[chosen])
         predictions.insert(2, "clv_lower", lower)
         predictions.insert(3, "clv_upper", upper)
-        model = outcome.models.get(chosen)
-        why = _reasons(model, outcome.frames.get(chosen), top_k, at_eval.attrs.get("catalogue"))
-        return ClvBoard(
+        return _board(
             board,
             chosen,
-            outcome.deciles,
+            outcome,
+            outcome,
             evaluation,
             predictions,
-            why,
-            model,
-            level,
+            at_eval,
             notes,
-            outcome.serving.get(chosen),
+            top_k=top_k,
+            level=level,
         )
     # today: refit the chosen method with the windows that end by the as-of date
     say(f"refitting {chosen} for {project.as_of}")
@@ -302,19 +300,48 @@ def clv_leaderboard(
     predictions["clv"] = final.predicted[chosen]
     predictions["clv_lower"] = lower
     predictions["clv_upper"] = upper
-    model = final.models.get(chosen)
-    why = _reasons(model, final.frames.get(chosen), top_k, at_today.attrs.get("catalogue"))
+    return _board(
+        board,
+        chosen,
+        outcome,
+        final,
+        evaluation,
+        predictions,
+        at_today,
+        notes,
+        top_k=top_k,
+        level=level,
+    )
+
+
+def _board(
+    board: pd.DataFrame,
+    chosen: str,
+    judged: _Outcome,
+    fitted: _Outcome,
+    evaluation: dict[str, Any],
+    predictions: pd.DataFrame,
+    at: pd.DataFrame,
+    notes: list[str],
+    *,
+    top_k: int = 3,
+    level: float = 0.9,
+) -> ClvBoard:
+    """The result: the leaderboard and deciles of the ``judged`` run, the model, reasons and
+    serving of the ``fitted`` one (the same in holdout mode, the refit otherwise)."""
+    model = fitted.models.get(chosen)
+    why = _reasons(model, fitted.frames.get(chosen), top_k, at.attrs.get("catalogue"))
     return ClvBoard(
         board,
         chosen,
-        outcome.deciles,
+        judged.deciles,
         evaluation,
         predictions,
         why,
         model,
         level,
         notes,
-        final.serving.get(chosen),
+        fitted.serving.get(chosen),
     )
 
 
