@@ -238,17 +238,24 @@ class LightGBM(Candidate):
 class RandomForest(Candidate):
     name = "random_forest"
     score = "probability"
+    #: the smallest leaf, and the features each split considers (the spend model's forest,
+    #: a regression, sets its own)
+    min_leaf = 5
+    max_features: float | str = "sqrt"
 
-    def fit(self, schema: FeatureSchema, X: Any, y: Array) -> RandomForest:
+    def _forest(self) -> Any:
         from sklearn.ensemble import RandomForestClassifier
 
+        return RandomForestClassifier
+
+    def fit(self, schema: FeatureSchema, X: Any, y: Array) -> RandomForest:
         # each tree on at most 30,000 rows: on a million customers a full bootstrap per tree
         # costs minutes and gains nothing measurable
         # larger leaves as the table grows keep the trees' depth, and their cost, in check
-        self.model_ = RandomForestClassifier(
+        self.model_ = self._forest()(
             n_estimators=200 if len(y) <= 50_000 else 100,
-            min_samples_leaf=max(5, len(y) // 2_000),
-            max_features="sqrt",
+            min_samples_leaf=max(self.min_leaf, len(y) // 2_000),
+            max_features=self.max_features,
             max_samples=min(len(y), 30_000),
             n_jobs=self.threads,
             random_state=self.seed,

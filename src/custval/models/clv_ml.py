@@ -97,20 +97,15 @@ class _ForestRegression(RandomForest):
     name = "random_forest"
     score = "spend"
 
-    def fit(self, schema: FeatureSchema, X: Any, y: Array) -> _ForestRegression:
+    # the value model's forest (subsampled trees, leaves that grow with the table), as a
+    # regression with larger leaves and half the features at each split
+    min_leaf = 10
+    max_features = 0.5
+
+    def _forest(self) -> Any:
         from sklearn.ensemble import RandomForestRegressor
 
-        # as the value model's forest: subsampled trees, leaves that grow with the table
-        self.model_ = RandomForestRegressor(
-            n_estimators=200 if len(y) <= 50_000 else 100,
-            min_samples_leaf=max(10, len(y) // 2_000),
-            max_features=0.5,
-            max_samples=min(len(y), 30_000),
-            n_jobs=self.threads,
-            random_state=self.seed,
-        )
-        self.model_.fit(schema.codes(X), y)
-        return self
+        return RandomForestRegressor
 
     def raw_score(self, schema: FeatureSchema, X: Any) -> Array:
         return np.asarray(self.model_.predict(schema.codes(X)), dtype=np.float64)
