@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from custval import pipeline
-from custval.clv_leaderboard import clv_leaderboard
+from custval import flows
 from custval.config import project_from_dict
+from custval.flows.clv_leaderboard import clv_leaderboard
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "cdnow" / "CDNOW_master.txt"
 
@@ -54,7 +54,7 @@ def main() -> None:
         origin="bench/clv_cdnow.py",
     )
     start = time.perf_counter()
-    prepared = pipeline.prepare(project)
+    prepared = flows.prepare(project)
     board = clv_leaderboard(project, prepared, holdout_end=date(1998, 6, 30))
     seconds = time.perf_counter() - start
     ev = board.evaluation
@@ -93,7 +93,7 @@ def references(project: Any, prepared: Any, board: Any) -> list[str]:
     actual = p["actual"].to_numpy()
     btyd = p["clv_btyd"].to_numpy()
     rescaled = btyd * actual.sum() / btyd.sum()
-    at = pipeline.features(project, prepared).to_pyarrow().to_pandas()
+    at = flows.features(project, prepared).to_pyarrow().to_pandas()
     at = at.set_index(at["customer_id"].astype(str)).loc[p["customer_id"]].reset_index(drop=True)
     folds = np.arange(len(at)) % 5
     np.random.default_rng(0).shuffle(folds)

@@ -2,7 +2,7 @@
 
 Data: a generated company of ``--customers`` (default 1,000,000; about 10M transactions, with
 profiles, products, web and product usage) in Parquet under ``bench/.data/clv`` (made once and
-reused; not timed). Timed: ``custval.clv_leaderboard.clv_leaderboard`` with the holdout the
+reused; not timed). Timed: ``custval.flows.clv_leaderboard.clv_leaderboard`` with the holdout the
 last year of the data, as ``custval clv -c custval.toml --method auto --calibration-end ...
 --holdout-end ...`` runs it: reading, checking and cleaning the sources, features at the four
 training cutoffs and at the evaluation date, the BTYD fits (one per cutoff for the hybrid's
@@ -36,10 +36,10 @@ def main() -> int:
 
     import pandas as pd
 
-    from custval import pipeline
-    from custval.clv_leaderboard import clv_leaderboard
+    from custval import flows
     from custval.config import load_project
     from custval.data.synth import generate
+    from custval.flows.clv_leaderboard import clv_leaderboard
 
     folder = HERE / ".data" / "clv" / str(args.customers)
     config = folder / "custval.toml"
@@ -56,7 +56,7 @@ def main() -> int:
         steps.append((time.perf_counter() - start, msg))
         print(f"{steps[-1][0]:7.1f} s  {msg}", flush=True)
 
-    prepared = pipeline.prepare(calibration)
+    prepared = flows.prepare(calibration)
     note("prepared")
     board = clv_leaderboard(calibration, prepared, holdout_end=holdout_end, progress=note)
     seconds = time.perf_counter() - start

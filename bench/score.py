@@ -2,7 +2,7 @@
 
 Data: a generated company of ``--customers`` (default 1,000,000) in Parquet under
 ``bench/.data/score`` (made once and reused). A value model is trained on it once (selection on
-a 100,000-customer sample, refit on all; not timed). Then ``custval.pipeline.score`` is timed,
+a 100,000-customer sample, refit on all; not timed). Then ``custval.flows.score`` is timed,
 as ``custval score`` runs it: reading, checking and cleaning the six sources, features at the
 as-of date, value probability, class and top-3 reasons, CLV with its 90% interval and P(alive)
 from BG/NBD and Gamma-Gamma, all written as one run, into the DuckDB file and, when
@@ -33,7 +33,7 @@ def main() -> int:
 
     import psycopg
 
-    from custval import pipeline
+    from custval import flows
     from custval.config import load_project
     from custval.data.synth import generate
 
@@ -47,8 +47,8 @@ def main() -> int:
     models = folder / "models"
     if not any(models.glob("*/manifest.json")):
         t0 = time.perf_counter()
-        prepared = pipeline.prepare(project)
-        pipeline.train_value(
+        prepared = flows.prepare(project)
+        flows.train_value(
             project, prepared=prepared, out_dir=models, candidates=("logistic", "lightgbm")
         )
         print(f"trained the value model in {time.perf_counter() - t0:.0f} s (not timed below)")
@@ -67,7 +67,7 @@ def main() -> int:
         for engine, url in stores.items():
             t0 = time.perf_counter()
             # the whole command: reading and cleaning the sources is part of the time
-            result = pipeline.score(project, store_url=url, models_dir=models)
+            result = flows.score(project, store_url=url, models_dir=models)
             seconds = time.perf_counter() - t0
             results[engine] = seconds
             print(

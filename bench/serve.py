@@ -158,28 +158,29 @@ def measure(
 
 
 def prepare(customers: int) -> tuple[Path, Path, Any]:
-    from custval import pipeline
+    from custval import flows
     from custval.config import load_project
     from custval.data.synth import generate
+    from custval.store.bundles import latest_model
 
     folder = HERE / ".data" / "serve" / str(customers)
     config = folder / "custval.toml"
     if not config.exists():
         generate(customers, folder, seed=3, fmt="parquet")
     project = load_project(config)
-    prepared = pipeline.prepare(project)
+    prepared = flows.prepare(project)
     models = folder / "models"
     if not any(models.glob("*/manifest.json")):
         t0 = time.perf_counter()
-        pipeline.train_value(
+        flows.train_value(
             project, prepared=prepared, out_dir=models, candidates=("lightgbm",), folds=3
         )
         print(f"trained the value model in {time.perf_counter() - t0:.0f} s (not timed)")
     store = folder / "store.duckdb"
     if not store.exists():  # a scoring run: its customer-base models give the service's CLV
-        pipeline.score(project, store_url=store, models_dir=models, prepared=prepared)
-    table = pipeline.features(project, prepared).to_pyarrow().to_pandas()
-    return folder, pipeline.latest_model(models), table
+        flows.score(project, store_url=store, models_dir=models, prepared=prepared)
+    table = flows.features(project, prepared).to_pyarrow().to_pandas()
+    return folder, latest_model(models), table
 
 
 def main() -> int:

@@ -10,7 +10,7 @@ Measured, each in this process on the 2-core machine:
 * training: ``ValueClassifier(folds=5)``: the four candidates compared by 5-fold
   cross-validation (on a stratified sample of ``max_selection_rows``, 100,000 rows, as the
   classifier does beyond that many rows) and the chosen one refitted on all 1M rows;
-* reasons: ``custval.explain.reasons`` for all 1M customers (probability, class, the top 3
+* reasons: ``custval.models.explain.reasons`` for all 1M customers (probability, class, the top 3
   reasons with their sentences);
 * for scale, a bare LightGBM fit (300 rounds, the same parameters) on all 1M rows.
 
@@ -67,8 +67,8 @@ def main() -> int:
 
     import lightgbm as lgb
 
-    from custval.explain import reasons
     from custval.models.candidates import LightGBM
+    from custval.models.explain import reasons
     from custval.models.value import ValueClassifier
 
     t0 = time.perf_counter()

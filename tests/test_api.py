@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import uvicorn
 
-from custval import pipeline
+from custval import flows
 from custval.api.app import ServiceSettings, create_app
 from custval.api.keys import new_key
 from custval.config import load_project
@@ -45,24 +45,24 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     root = tmp_path_factory.mktemp("api")
     company = generate(1500, root / "co", seed=21, fmt="parquet")
     project = load_project(company.config_path)
-    prepared = pipeline.prepare(project)
+    prepared = flows.prepare(project)
     models = root / "models"
-    first = pipeline.train_value(
+    first = flows.train_value(
         project, prepared=prepared, out_dir=models, candidates=("lightgbm",), folds=3
     )
     time.sleep(1.1)  # versions are UTC seconds
-    second = pipeline.train_value(
+    second = flows.train_value(
         project, prepared=prepared, out_dir=models, candidates=("logistic",), folds=3
     )
     store = root / "store.duckdb"
-    result = pipeline.score(
+    result = flows.score(
         project,
         store_url=store,
         models_dir=models,
         model_version=first.folder.name,
         prepared=prepared,
     )
-    table = pipeline.features(project, prepared).to_pyarrow().to_pandas()
+    table = flows.features(project, prepared).to_pyarrow().to_pandas()
     return Trained(
         company.config_path,
         models,
@@ -366,7 +366,7 @@ def test_records_give_the_same_prediction_as_the_stored_run(
 ) -> None:
     """The cleaned rows of a few customers, sent as raw records, score as `custval score` did."""
     project = load_project(trained.config)
-    prepared = pipeline.prepare(project)
+    prepared = flows.prepare(project)
     buyers = trained.features[trained.features["T"].notna()]
     ids = [str(i) for i in buyers["customer_id"].iloc[[0, 5, 9]]] + [
         str(trained.features[trained.features["T"].isna()]["customer_id"].iloc[0])
@@ -586,11 +586,11 @@ def test_every_worker_follows_a_model_switch(trained: Trained) -> None:
 
 
 def test_segment_endpoint_places_customers_as_the_stored_run(trained: Trained, start: Any) -> None:
-    from custval.cli_segment import store_segments
+    from custval.flows.segment import store_segments
 
     project = load_project(trained.config)
-    table = pipeline.segment_features(project, pipeline.prepare(project))
-    result = pipeline.segment_table(table, k=3, seed=0)
+    table = flows.segment_features(project, flows.prepare(project))
+    result = flows.segment_table(table, k=3, seed=0)
     run_id = store_segments(result, str(trained.store), project.as_of)
     svc = start(
         ServiceSettings(
@@ -633,7 +633,7 @@ def test_a_machine_learned_clv_is_served_as_the_run_stored_it(trained: Trained, 
     project = load_project(trained.config)
     project = project.model_copy(update={"clv": ClvOptions(method="hybrid")})
     store = trained.store.with_name("hybrid.duckdb")
-    result = pipeline.score(
+    result = flows.score(
         project, store_url=store, models_dir=trained.models, model_version=trained.versions[0]
     )
     assert result.clv_method == "hybrid"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from custval import pipeline
+from custval import flows
 from custval.config import load_project
 from custval.data.synth import generate
 
@@ -19,12 +19,12 @@ from custval.data.synth import generate
 def company(tmp_path_factory: pytest.TempPathFactory):
     result = generate(3000, tmp_path_factory.mktemp("synth") / "co", seed=3, fmt="csv")
     project = load_project(result.config_path)
-    prepared = pipeline.prepare(project)
+    prepared = flows.prepare(project)
     dirt = json.loads((result.out / "truth" / "dirt.json").read_text())
     return result, project, prepared, dirt
 
 
-def rule(prepared: pipeline.Prepared, source: str, prefix: str):
+def rule(prepared: flows.Prepared, source: str, prefix: str):
     found = [r for r in prepared.rules if r.source == source and r.rule.startswith(prefix)]
     assert len(found) == 1, (source, prefix, [r.rule for r in prepared.rules])
     return found[0]
@@ -113,8 +113,8 @@ def test_no_row_is_lost_silently(company: tuple) -> None:
 
 def test_orders_per_customer_equal_the_truth(company: tuple, tmp_path: Path) -> None:
     result, project, prepared, dirt = company
-    ft = pipeline.features(project, prepared, groups=["rfm"])
-    pipeline.write_features(ft, tmp_path / "f.parquet")
+    ft = flows.features(project, prepared, groups=["rfm"])
+    flows.write_features(ft, tmp_path / "f.parquet")
     features = {
         r["customer_id"]: r["orders"] for r in pq.read_table(tmp_path / "f.parquet").to_pylist()
     }

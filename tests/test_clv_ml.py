@@ -94,16 +94,16 @@ def test_metrics_deciles_and_the_choice() -> None:
 
 
 def test_the_leaderboard_on_a_generated_company(tmp_path: Path) -> None:
-    from custval import pipeline
-    from custval.clv_leaderboard import clv_leaderboard
+    from custval import flows
     from custval.config import load_project
     from custval.data.synth import generate
+    from custval.flows.clv_leaderboard import clv_leaderboard
 
     # 5,000 generated, about 3,000 known a year before the end: fewer leave the trees too
     # little to learn the profile's part from
     company = generate(5000, tmp_path / "co", seed=3, fmt="parquet")
     project = load_project(company.config_path)
-    prepared = pipeline.prepare(project)
+    prepared = flows.prepare(project)
     year_before = project.model_copy(update={"as_of": project.as_of - timedelta(weeks=52)})
     board = clv_leaderboard(year_before, prepared, holdout_end=project.as_of)
     assert set(board.leaderboard["model"]) == {"btyd", "lightgbm", "random_forest", "mlp", "hybrid"}
@@ -127,9 +127,9 @@ def test_the_leaderboard_on_a_generated_company(tmp_path: Path) -> None:
 
 
 def test_a_history_too_short_for_the_horizon(tmp_path: Path) -> None:
-    from custval import pipeline
-    from custval.clv_leaderboard import clv_leaderboard
+    from custval import flows
     from custval.config import project_from_dict
+    from custval.flows.clv_leaderboard import clv_leaderboard
 
     rows = ["customer_id,timestamp,amount"]
     rows += [f"c{i},2024-01-{1 + i % 20:02d},{10 + i}" for i in range(60)]
@@ -143,7 +143,7 @@ def test_a_history_too_short_for_the_horizon(tmp_path: Path) -> None:
         root=tmp_path,
         origin="test",
     )
-    prepared = pipeline.prepare(project)
+    prepared = flows.prepare(project)
     with pytest.raises(CustvalError, match="too short to learn spend over a window"):
         clv_leaderboard(project, prepared, horizon=52)
 
@@ -184,11 +184,11 @@ def shop_project(path: Path, as_of: str) -> Any:
 def test_a_customer_with_only_refunds_is_worth_nothing_not_less(tmp_path: Path) -> None:
     from datetime import date
 
-    from custval import pipeline
-    from custval.clv_leaderboard import clv_leaderboard
+    from custval import flows
+    from custval.flows.clv_leaderboard import clv_leaderboard
 
     project = shop_project(small_shop(tmp_path, repeat=True), "2024-07-01")
-    prepared = pipeline.prepare(project)
+    prepared = flows.prepare(project)
     board = clv_leaderboard(
         project, prepared, holdout_end=date(2025, 1, 1), methods=("btyd", "lightgbm")
     )
@@ -233,7 +233,7 @@ def test_too_few_held_out_customers_for_the_intervals() -> None:
 
 
 def test_a_category_first_seen_later_is_a_zero_share_earlier() -> None:
-    from custval.clv_leaderboard import _aligned
+    from custval.flows.clv_leaderboard import _aligned
 
     early = pd.DataFrame({"customer_id": ["a"], "orders": [2.0]})
     late = pd.DataFrame({"customer_id": ["b"], "orders": [1.0], "share_spend_vinyl": [0.4]})
@@ -242,7 +242,7 @@ def test_a_category_first_seen_later_is_a_zero_share_earlier() -> None:
 
 
 def test_a_short_window_is_carried_to_the_horizon_along_the_bgnbd_curve() -> None:
-    from custval.clv_leaderboard import Windows, _carry
+    from custval.flows.clv_leaderboard import Windows, _carry
     from tests.test_btyd import simulate_bgnbd
 
     x, tx, t = simulate_bgnbd(4000, 0.25, 4.0, 0.8, 2.5, seed=3, t_max=39.0)
@@ -295,12 +295,12 @@ def test_the_served_clv_is_the_leaderboard_s(tmp_path: Path) -> None:
     CLV, here with a window shorter than the horizon (carried along the BG/NBD curve)."""
     from datetime import date
 
-    from custval import pipeline
-    from custval.clv_leaderboard import _customers, clv_leaderboard
-    from custval.clv_serving import ServedClv
+    from custval import flows
+    from custval.flows.clv_leaderboard import _customers, clv_leaderboard
+    from custval.models.clv_serving import ServedClv
 
     project = shop_project(small_shop(tmp_path, repeat=True, n=1500), "2023-10-01")
-    prepared = pipeline.prepare(project)
+    prepared = flows.prepare(project)
     board = clv_leaderboard(
         project,
         prepared,
@@ -325,6 +325,6 @@ def test_the_served_clv_is_the_leaderboard_s(tmp_path: Path) -> None:
 
 
 def served_frame(served: Any, at: pd.DataFrame) -> pd.DataFrame:
-    from custval.clv_serving import hybrid_columns
+    from custval.models.clv_serving import hybrid_columns
 
     return hybrid_columns(*served.btyd, at, served.spec["window"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from custval.explain import _numbers_as_text, _top_k, number_text
+from custval.models.explain import _numbers_as_text, _top_k, number_text
 
 
 @pytest.mark.parametrize(

@@ -10,15 +10,15 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from custval import pipeline
+from custval import flows
 from custval.config import load_project
 from tests.company import write_csv_company
 
 
 def features_of(config: Path) -> tuple[dict[str, dict], list]:
     project = load_project(config)
-    prepared = pipeline.prepare(project)
-    ft = pipeline.features(project, prepared)
+    prepared = flows.prepare(project)
+    ft = flows.features(project, prepared)
     table = ft.to_pyarrow()
     return {r["customer_id"]: r for r in table.to_pylist()}, ft.catalogue
 
@@ -162,8 +162,8 @@ def test_data_after_as_of_changes_nothing(tmp_path: Path) -> None:
 
 def test_earlier_as_of_moves_the_window(tmp_path: Path) -> None:
     project = load_project(write_csv_company(tmp_path))
-    prepared = pipeline.prepare(project)
-    table: pa.Table = pipeline.features(project, prepared, date(2024, 1, 16)).to_pyarrow()
+    prepared = flows.prepare(project)
+    table: pa.Table = flows.features(project, prepared, date(2024, 1, 16)).to_pyarrow()
     rows = {r["customer_id"]: r for r in table.to_pylist()}
     # by Jan 16 C1 has bought on Jan 1 and Jan 15; C2 has not bought yet
     assert (rows["C1"]["frequency"], rows["C1"]["T"]) == (1, 14 / 7)
@@ -172,8 +172,8 @@ def test_earlier_as_of_moves_the_window(tmp_path: Path) -> None:
 
 def test_feature_groups_select_columns(tmp_path: Path) -> None:
     project = load_project(write_csv_company(tmp_path))
-    prepared = pipeline.prepare(project)
-    table = pipeline.features(project, prepared, groups=["rfm"]).to_pyarrow()
+    prepared = flows.prepare(project)
+    table = flows.features(project, prepared, groups=["rfm"]).to_pyarrow()
     assert table.column_names == [
         "customer_id",
         "frequency",
@@ -190,9 +190,9 @@ def test_feature_groups_select_columns(tmp_path: Path) -> None:
     ]
     # the customers are the same whichever groups are chosen
     assert table.column("customer_id").to_pylist() == ["C1", "C2", "C4"]
-    full = pipeline.features(project, prepared).to_pyarrow()
+    full = flows.features(project, prepared).to_pyarrow()
     assert table.to_pylist() == full.select(table.column_names).to_pylist()
-    web = pipeline.features(project, prepared, groups=["web", "service"]).to_pyarrow()
+    web = flows.features(project, prepared, groups=["web", "service"]).to_pyarrow()
     assert "website_sessions" in web.column_names and "frequency" not in web.column_names
 
 
@@ -202,11 +202,9 @@ def test_an_order_on_several_rows_counts_once(tmp_path: Path) -> None:
     with (tmp_path / "transactions.csv").open("a") as fh:
         fh.write("O4,A1,2024-02-10 12:00:00,5.00,home,web\r\n")
     project = load_project(config)
-    prepared = pipeline.prepare(project)
+    prepared = flows.prepare(project)
     assert prepared.one_row_per_order is False
-    rows = {
-        r["customer_id"]: r for r in pipeline.features(project, prepared).to_pyarrow().to_pylist()
-    }
+    rows = {r["customer_id"]: r for r in flows.features(project, prepared).to_pyarrow().to_pylist()}
     assert rows["C1"]["orders"] == 5
     assert rows["C1"]["revenue"] == 1385 - 50
     assert rows["C1"]["monetary_value"] == (1200 + 0 + 35) / 3
@@ -214,7 +212,7 @@ def test_an_order_on_several_rows_counts_once(tmp_path: Path) -> None:
 
 def test_one_row_per_order_is_detected(computed: tuple, tmp_path: Path) -> None:
     project = load_project(write_csv_company(tmp_path))
-    assert pipeline.prepare(project).one_row_per_order is True
+    assert flows.prepare(project).one_row_per_order is True
 
 
 @pytest.mark.parametrize(
@@ -300,10 +298,8 @@ def test_transactions_without_order_ids_count_every_row(tmp_path: Path) -> None:
         "\n".join(line.split(",", 1)[1] for line in lines) + "\n"
     )
     project = load_project(config)
-    prepared = pipeline.prepare(project)
+    prepared = flows.prepare(project)
     assert prepared.one_row_per_order is True
-    rows = {
-        r["customer_id"]: r for r in pipeline.features(project, prepared).to_pyarrow().to_pylist()
-    }
+    rows = {r["customer_id"]: r for r in flows.features(project, prepared).to_pyarrow().to_pylist()}
     assert (rows["C1"]["orders"], rows["C1"]["frequency"]) == (5, 3)
     assert (rows["C2"]["orders"], rows["C2"]["revenue"]) == (2, 40)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from custval import pipeline
+from custval import flows
 from custval.config import load_project
 from custval.errors import CustvalError
 from custval.features.holdout import calibration_holdout
@@ -16,7 +16,7 @@ from tests.company import write_csv_company
 
 def test_calibration_and_holdout_by_hand(tmp_path: Path) -> None:
     project = load_project(write_csv_company(tmp_path))
-    prepared = pipeline.prepare(project)
+    prepared = flows.prepare(project)
     table = calibration_holdout(
         prepared.tables["transactions"], date(2024, 1, 16), date(2024, 3, 1)
     ).to_pyarrow()
@@ -34,7 +34,7 @@ def test_calibration_and_holdout_by_hand(tmp_path: Path) -> None:
 
 def test_holdout_must_follow_calibration(tmp_path: Path) -> None:
     project = load_project(write_csv_company(tmp_path))
-    prepared = pipeline.prepare(project)
+    prepared = flows.prepare(project)
     with pytest.raises(CustvalError, match="must come after the calibration end"):
         calibration_holdout(prepared.tables["transactions"], date(2024, 2, 1), date(2024, 1, 1))
 
@@ -53,7 +53,7 @@ def test_cdnow_sample_counts_match_the_literature(tmp_path: Path) -> None:
             out.write(f"{sample},{day},{cds},{dollars}\n")
     config = tmp_path / "custval.toml"
     config.write_text('as_of = "1997-10-01"\n[sources.tx]\nkind = "transactions"\nuri = "tx.csv"\n')
-    prepared = pipeline.prepare(load_project(config))
+    prepared = flows.prepare(load_project(config))
     table = calibration_holdout(
         prepared.tables["transactions"],
         date(1997, 10, 1),

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from custval import pipeline
+from custval import flows
 from custval.config import load_project
 from tests.company import TABLES, project_toml, rows, write_csv_company
 from tests.conftest import HttpServer
@@ -31,7 +31,7 @@ def as_arrow(name: str) -> pa.Table:
 
 def feature_rows(config: Path) -> list[dict]:
     project = load_project(config)
-    table = pipeline.features(project, pipeline.prepare(project)).to_pyarrow()
+    table = flows.features(project, flows.prepare(project)).to_pyarrow()
     return table.to_pylist()
 
 

@@ -8,9 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from custval import pipeline
+from custval import flows
+from custval.columns import SUMMARY_COLUMNS
 from custval.config import load_project
 from custval.data.synth import generate
+from custval.flows.score import long_reasons, score_clv
+from custval.models.btyd_clv import clv_models_from_json, point_clv
 
 
 @pytest.fixture(scope="module")
@@ -21,19 +24,19 @@ def company(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_clv_from_the_feature_table_equals_clv_from_the_transactions(company: Path) -> None:
     project = load_project(company)
-    prepared = pipeline.prepare(project)
-    table = pipeline.features(project, prepared).to_pyarrow().to_pandas()
-    from_features, models, _ = pipeline._score_clv(project, prepared, table)
+    prepared = flows.prepare(project)
+    table = flows.features(project, prepared).to_pyarrow().to_pandas()
+    from_features, models, _ = score_clv(project, prepared, table)
     # without the rfm columns the summary is computed from the transactions again
-    bare = table.drop(columns=list(pipeline.SUMMARY_COLUMNS))
-    from_transactions, _, _ = pipeline._score_clv(project, prepared, bare)
+    bare = table.drop(columns=list(SUMMARY_COLUMNS))
+    from_transactions, _, _ = score_clv(project, prepared, bare)
     buyers = table["T"].notna().to_numpy()
     assert 0 < buyers.sum() < len(table)  # some customers never bought
     for col, values in from_features.items():
         assert np.isnan(values[~buyers]).all(), col
         np.testing.assert_allclose(values, from_transactions[col], rtol=1e-6, err_msg=col)
     # and both are what `custval clv` predicts over a year with a 10% yearly discount
-    direct = pipeline.clv(
+    direct = flows.clv(
         prepared,
         calibration_end=project.as_of,
         horizon=52.0,
@@ -45,9 +48,9 @@ def test_clv_from_the_feature_table_equals_clv_from_the_transactions(company: Pa
     lower, expected = from_features["clv_lower"][buyers], from_features["clv_expected"][buyers]
     assert (lower <= expected).mean() > 0.99
     # the models as the store keeps them (JSON) give the same CLV: the service's path
-    purchases, spend = pipeline.clv_models_from_json(json.loads(json.dumps(models)))
-    x, tx, t, m = (table[c].to_numpy(np.float64)[buyers] for c in pipeline.SUMMARY_COLUMNS)
-    _, again = pipeline.point_clv(
+    purchases, spend = clv_models_from_json(json.loads(json.dumps(models)))
+    x, tx, t, m = (table[c].to_numpy(np.float64)[buyers] for c in SUMMARY_COLUMNS)
+    _, again = point_clv(
         purchases, spend, x, tx, t, m, horizon=models["horizon"], discount=models["discount"]
     )
     np.testing.assert_allclose(again, expected, rtol=1e-12)
@@ -82,7 +85,7 @@ def test_reasons_go_to_the_store_customer_by_customer_rank_by_rank() -> None:
             "reason_2_contribution": [0.0, 0.125],
         }
     )
-    long = pipeline._long_reasons(wide, np.array(["A", "B"]), 2).to_pylist()
+    long = long_reasons(wide, np.array(["A", "B"]), 2).to_pylist()
     assert [(r["customer_id"], r["rank"], r["text"]) for r in long] == [
         ("A", 1, "a1"),
         ("A", 2, "a2"),

@@ -26,8 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from custval.config import HttpOptions, SourceSpec
-from custval.data.sources import fetch_http, mask_url, open_source, stage, working_connection
+from custval.config import HttpOptions, SourceSpec, mask_url
+from custval.data.sources import fetch_http, open_source, stage, working_connection
 from custval.errors import SourceError
 
 if TYPE_CHECKING:

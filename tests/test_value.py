@@ -8,9 +8,9 @@ import pytest
 from scipy.special import expit
 
 from custval.errors import CustvalError
-from custval.explain import importance, reasons, value_profile
 from custval.models.candidates import CANDIDATES, make_candidate
 from custval.models.encoding import infer_schema
+from custval.models.explain import importance, reasons, value_profile
 from custval.models.value import (
     ValueClassifier,
     binary_label,
@@ -173,7 +173,7 @@ def test_reasons_importance_and_profile(fitted) -> None:
 
 
 def test_bundle_round_trip_and_integrity(fitted, tmp_path) -> None:
-    from custval.models.bundle import data_fingerprint, load_bundle, save_bundle
+    from custval.store.bundles import data_fingerprint, load_bundle, save_bundle
 
     clf, X, y = fitted
     folder = save_bundle(

@@ -119,8 +119,8 @@ def test_train_then_predict_on_a_project(tmp_path: Path) -> None:
 def test_table_reading_ids_delimiters_and_duplicate_names(tmp_path: Path) -> None:
     import pandas as pd
 
+    from custval.data.tables import identifier_columns, read_customer_table
     from custval.errors import CustvalError
-    from custval.tables import identifier_columns, read_customer_table
 
     n = 40
     df = pd.DataFrame(

@@ -1,4 +1,4 @@
-from custval.cli import main
+from custval.cli.main import main
 
 if __name__ == "__main__":
     main()

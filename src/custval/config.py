@@ -8,10 +8,12 @@ which features are computed. ``custval init`` writes a commented example.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from datetime import date
 from pathlib import Path
 from typing import Literal, get_args
+from urllib.parse import unquote_plus
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -176,7 +178,7 @@ class ClvOptions(_Strict):
     """How ``custval score`` predicts CLV: ``method`` btyd (BG/NBD and Gamma-Gamma), ml (the
     best of LightGBM, random forest and neural network on the features), hybrid (LightGBM on
     the features and the BTYD outputs) or auto (the leaderboard's pick; see
-    :mod:`custval.clv_leaderboard`); over ``horizon`` time units (default: a year), discounted
+    :mod:`custval.flows.clv_leaderboard`); over ``horizon`` time units (default: a year), discounted
     at ``discount_per_year``."""
 
     method: ClvMethod = "btyd"
@@ -297,3 +299,33 @@ def project_from_dict(raw: dict, *, root: Path, origin: str = "custval.toml") ->
         # secrets such as API tokens stay in the environment, not in the project file
         spec.http.headers = {k: os.path.expandvars(v) for k, v in spec.http.headers.items()}
     return project
+
+
+#: query parameters whose values are secrets: never shown in a message
+SECRET_PARAM = re.compile(r"key|token|secret|password", re.IGNORECASE)
+#: the password in a URL's user information (``user:password@``)
+USERINFO_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][\w+.-]*://[^/@:\s]*):[^/@\s]*@")
+
+
+def mask_url(url: str) -> str:
+    """``url`` fit for a message: the password after ``user:`` is hidden and query parameters
+    whose names contain key, token, secret or password are left out.
+
+    Example
+    -------
+    >>> mask_url("postgresql://bob:hunter2@db:5432/crm?sslmode=require&api_key=abc")
+    'postgresql://bob:***@db:5432/crm?sslmode=require'
+    """
+    # Plain string surgery rather than urlsplit/urlunsplit, which turn duckdb:///x.db into
+    # duckdb:/x.db: the message should show the URL as the user wrote it.
+    text = USERINFO_PASSWORD.sub(r"\g<head>:***@", url)
+    base, question, rest = text.partition("?")
+    if not question:
+        return text
+    query, hash_, fragment = rest.partition("#")
+    kept = [
+        pair
+        for pair in query.split("&")
+        if pair and not SECRET_PARAM.search(unquote_plus(pair.split("=", 1)[0]))
+    ]
+    return base + ("?" + "&".join(kept) if kept else "") + hash_ + fragment

@@ -36,9 +36,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
+import pandas as pd
 import pydantic_core
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -47,7 +49,15 @@ from starlette.responses import Response
 
 from custval.api.keys import ApiKey, KeyRing, parse_env
 from custval.api.online import OnlineModel, Prediction, as_dicts
+from custval.api.prediction_log import PredictionLog
+from custval.api.records import RecordsRequest, features_from_records
+from custval.columns import SUMMARY_COLUMNS
 from custval.errors import CustvalError
+from custval.models.btyd_clv import clv_models_from_json, point_clv
+from custval.models.clv_serving import ServedClv
+from custval.models.segments import assign_nearest
+from custval.store import open_store
+from custval.store.bundles import latest_model
 
 __all__ = ["ServiceSettings", "create_app"]
 
@@ -123,8 +133,6 @@ class Registry:
         else:
             version = settings.model
             if version == "latest":
-                from custval.pipeline import latest_model
-
                 version = latest_model(self.dir).name
         self._active = self.load(version)
         if not worker:
@@ -198,7 +206,6 @@ class Registry:
 def _with_store(settings: ServiceSettings, read: Callable[[Any], Any], *, migrate: bool) -> Any:
     """``read(store)`` on the settings' store; a DuckDB file locked by another process (a
     scoring run, another worker starting) is retried for a few seconds."""
-    from custval.store import open_store
 
     for attempt in range(20):
         try:
@@ -231,12 +238,10 @@ def _clv_models(
 ) -> dict[str, Any] | None:
     """The CLV models of the store's latest scoring run, built to predict: the BTYD models
     (``fitted``) and, when the run chose a machine-learned CLV, that model (``served``, a
-    :class:`custval.clv_serving.ServedClv`). ``have``: the models already loaded, kept when
+    :class:`custval.models.clv_serving.ServedClv`). ``have``: the models already loaded, kept when
     they are the latest run's."""
     if not settings.store:
         return None
-    from custval.clv_serving import ServedClv
-    from custval.pipeline import clv_models_from_json
 
     def read(store: Any) -> tuple[dict[str, Any] | None, bytes | None]:
         saved = store.latest_clv_models()
@@ -468,7 +473,6 @@ def create_app(settings: ServiceSettings, *, worker: bool = False) -> FastAPI:
     if settings.log_predictions:
         if not settings.store:
             raise CustvalError("--log-predictions needs --store: the predictions go there")
-        from custval.api.prediction_log import PredictionLog
 
         logger = PredictionLog(settings.store)
 
@@ -583,8 +587,6 @@ def create_app(settings: ServiceSettings, *, worker: bool = False) -> FastAPI:
         """Predictions from customers' raw records (profile, transactions, web sessions,
         product usage, interactions), with features computed by the same code as training."""
         authorize(request, "read")
-        from custval.api.records import RecordsRequest, features_from_records
-
         model = registry.active
         parsed = _parse(RecordsRequest.model_validate_json, await request.body())
         check_batch(len(parsed.customers))
@@ -630,8 +632,6 @@ def create_app(settings: ServiceSettings, *, worker: bool = False) -> FastAPI:
         run_id, model = found
         parsed = _parse(SegmentRequest.model_validate_json, await request.body())
         check_batch(len(parsed.customers))
-        from custval.models.segments import assign_nearest
-
         rows = _segment_rows(parsed.customers, model["preparation"]["features"])
         labels = assign_nearest(model, rows)
         names = model["names"]
@@ -722,8 +722,6 @@ def create_app(settings: ServiceSettings, *, worker: bool = False) -> FastAPI:
         components = spec.setdefault("components", {}).setdefault("schemas", {})
         components.update(defs)
         components["PredictRequest"] = request_schema
-        from custval.api.records import RecordsRequest
-
         records_schema = RecordsRequest.model_json_schema(
             ref_template="#/components/schemas/{model}"
         )
@@ -748,8 +746,6 @@ def create_app(settings: ServiceSettings, *, worker: bool = False) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     if settings.cors_origins:
-        from fastapi.middleware.cors import CORSMiddleware
-
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
@@ -780,7 +776,6 @@ NO_SEGMENTS = (
 def _segment_rows(customers: list[dict[str, Any]], features: list[str]) -> Any:
     """The customers as a table of the segmentation's features; a missing id or feature, or
     text where a number goes, is a 422 naming the customer and the field."""
-    import pandas as pd
 
     for i, c in enumerate(customers):  # a request's customers: the validation itself
         for f in ("customer_id", *features):
@@ -813,7 +808,6 @@ def _summary(manifest: dict[str, Any], version: str) -> dict[str, Any]:
 
 
 def _lookup(store_url: str, customer_id: str) -> dict[str, Any] | None:
-    from custval.store import open_store
 
     try:
         with open_store(store_url, read_only=True) as store:
@@ -835,7 +829,6 @@ def _add_clv(
     machine-learned model, for customers with that model's features; else the customer-base
     models, for customers whose features include the BTYD summary (null for those who never
     bought)."""
-    from custval.pipeline import SUMMARY_COLUMNS, point_clv
 
     if not customers:
         return
@@ -851,8 +844,6 @@ def _add_clv(
                 ", ".join(missing[:10]),
             )
         if not missing:
-            import pandas as pd
-
             _check_summary(customers)
             clv, _, _ = served.predict(pd.DataFrame(customers))
             for row, value in zip(predictions, clv, strict=True):
@@ -884,7 +875,6 @@ def _add_clv(
 def _check_summary(customers: list[dict[str, Any]]) -> tuple[Any, Any, Any, Any, Any]:
     """The customers' BTYD summary (x, recency, T, monetary value, who bought), refused with
     a 422 when it cannot be one; all missing when the features do not include it."""
-    from custval.pipeline import SUMMARY_COLUMNS
 
     if any(c not in customers[0] for c in SUMMARY_COLUMNS):
         nothing = np.full(len(customers), np.nan)

@@ -5,9 +5,9 @@ a request for one customer must take well under one. So for LightGBM models this
 the request's values into the model's codes directly (the same rules as
 :meth:`custval.models.encoding.FeatureSchema.codes`), computes the exact TreeSHAP contributions
 with the flat arrays of :class:`custval.models.treeshap.ShallowTreeShap`, and writes the reasons
-with the phrases and number formatting of :mod:`custval.explain`: the same probabilities (to
+with the phrases and number formatting of :mod:`custval.models.explain`: the same probabilities (to
 1e-12) and the same reason texts as ``custval score``, tested. Other model kinds go through
-:func:`custval.explain.reasons` itself.
+:func:`custval.models.explain.reasons` itself.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 
-from custval.explain import DIRECTIONS, Phrases, _top_k, number_text, reasons
-from custval.models.bundle import load_bundle
+from custval.models.explain import DIRECTIONS, Phrases, _top_k, number_text, reasons
+from custval.store.bundles import load_bundle
 
 __all__ = ["OnlineModel", "Prediction", "Reason"]
 

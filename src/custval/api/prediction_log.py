@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from custval.store import directions, open_store
+
 __all__ = ["PredictionLog"]
 
 log = logging.getLogger("custval.api")
@@ -82,7 +84,6 @@ class PredictionLog:
                     log.error("online predictions not stored: %s", type(exc).__name__)
 
     def _write(self, version: str, predictions: list[dict[str, Any]]) -> None:
-        from custval.store import directions, open_store
 
         ids = [p["customer_id"] for p in predictions]
         preds = pa.table(

@@ -20,6 +20,8 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from custval import flows
+from custval.config import project_from_dict
 from custval.errors import CustvalError
 
 __all__ = ["RecordsCustomer", "RecordsRequest", "features_from_records"]
@@ -62,8 +64,6 @@ class RecordsRequest(BaseModel):
 
 def features_from_records(request: RecordsRequest, model: Any) -> list[dict[str, Any]]:
     """Each customer's feature values (dicts in the model's columns), in the request's order."""
-    from custval import pipeline
-    from custval.config import project_from_dict
 
     ids = [c.customer_id for c in request.customers]
     if len(set(ids)) != len(ids):
@@ -102,8 +102,8 @@ def features_from_records(request: RecordsRequest, model: Any) -> list[dict[str,
             "identity": {"map_source": None},
         }
         project = project_from_dict(raw, root=folder, origin="the request's records")
-        prepared = pipeline.prepare(project)
-        table = pipeline.features(project, prepared).to_pyarrow().to_pandas()
+        prepared = flows.prepare(project)
+        table = flows.features(project, prepared).to_pyarrow().to_pandas()
     table = table.set_index(table["customer_id"].astype(str))
     _fill_absent_levels(table, model.schema.columns)
     missing = [c for c in model.schema.columns if c not in table.columns]

@@ -37,7 +37,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote_plus, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import duckdb
 import httpx
@@ -47,10 +47,17 @@ import psycopg
 import pyarrow as pa
 import sqlglot as sg
 
-from custval.config import FileFormat, HttpOptions, SourceSpec
+from custval.config import (
+    SECRET_PARAM,
+    USERINFO_PASSWORD,
+    FileFormat,
+    HttpOptions,
+    SourceSpec,
+    mask_url,
+)
 from custval.errors import SourceError
 
-__all__ = ["fetch_http", "mask_url", "open_source", "stage", "working_connection"]
+__all__ = ["fetch_http", "open_source", "stage", "working_connection"]
 
 #: Rows per Arrow record batch when copying between engines: small enough to keep memory flat,
 #: large enough that per-batch overhead does not matter.
@@ -80,8 +87,6 @@ _EXTENSIONS: dict[str, FileFormat] = {
 _COMPRESSIONS = (".gz", ".zst")
 _FORMAT_TITLES: dict[str, str] = {"csv": "CSV", "parquet": "Parquet", "json": "JSON"}
 _DB_SCHEMES = {"duckdb", "sqlite", "postgresql", "postgres"}
-_SECRET_PARAM = re.compile(r"key|token|secret|password", re.IGNORECASE)
-_USERINFO_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][\w+.-]*://[^/@:\s]*):[^/@\s]*@")
 _GLOB_MAGIC = re.compile(r"[*?\[]")
 # Where a CSV's first data row would appear, if there is one; a header longer than this is
 # taken to be followed by rows rather than read to its end.
@@ -230,30 +235,6 @@ def fetch_http(spec: SourceSpec, client: httpx.Client | None = None) -> pa.Table
             client.close()
 
 
-def mask_url(url: str) -> str:
-    """``url`` fit for a message: the password after ``user:`` is hidden and query parameters
-    whose names contain key, token, secret or password are left out.
-
-    Example
-    -------
-    >>> mask_url("postgresql://bob:hunter2@db:5432/crm?sslmode=require&api_key=abc")
-    'postgresql://bob:***@db:5432/crm?sslmode=require'
-    """
-    # Plain string surgery rather than urlsplit/urlunsplit, which turn duckdb:///x.db into
-    # duckdb:/x.db: the message should show the URL as the user wrote it.
-    text = _USERINFO_PASSWORD.sub(r"\g<head>:***@", url)
-    base, question, rest = text.partition("?")
-    if not question:
-        return text
-    query, hash_, fragment = rest.partition("#")
-    kept = [
-        pair
-        for pair in query.split("&")
-        if pair and not _SECRET_PARAM.search(unquote_plus(pair.split("=", 1)[0]))
-    ]
-    return base + ("?" + "&".join(kept) if kept else "") + hash_ + fragment
-
-
 # --------------------------------------------------------------------------------------------
 # messages
 # --------------------------------------------------------------------------------------------
@@ -270,14 +251,14 @@ def _secrets(spec: SourceSpec) -> list[str]:
         parts = urlsplit(spec.uri)
         if parts.password:
             found.append(parts.password)
-        found += [v for k, v in parse_qsl(parts.query) if _SECRET_PARAM.search(k) and v]
-    found += [v for k, v in spec.http.params.items() if _SECRET_PARAM.search(k) and v]
+        found += [v for k, v in parse_qsl(parts.query) if SECRET_PARAM.search(k) and v]
+    found += [v for k, v in spec.http.params.items() if SECRET_PARAM.search(k) and v]
     # Longest first, so that a secret containing another is replaced whole.
     return sorted({s for s in found if len(s) >= 3}, key=len, reverse=True)
 
 
 def _scrub(text: str, spec: SourceSpec) -> str:
-    text = _USERINFO_PASSWORD.sub(r"\g<head>:***@", text)
+    text = USERINFO_PASSWORD.sub(r"\g<head>:***@", text)
     for secret in _secrets(spec):
         text = text.replace(secret, "***")
     return text

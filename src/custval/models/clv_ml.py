@@ -279,7 +279,7 @@ class SpendModel:
 
     def dumps(self) -> tuple[dict[str, Any], bytes]:
         """The fitted model as (a JSON-able description, the model file's bytes): LightGBM's
-        text format or a skops file, never pickle (:mod:`custval.models.bundle`). The
+        text format or a skops file, never pickle (:mod:`custval.store.bundles`). The
         description holds the feature schema, the intervals, the libraries and the file's
         SHA-256; :meth:`loads` reads both back."""
         import hashlib

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Self, TypeVar
 
@@ -234,6 +234,28 @@ class LikelihoodModel:
         for k, v in params.items():
             setattr(self, k, v)
         return self
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, float], **settings: Any) -> Self:
+        """A model that predicts with ``params`` fitted before (a run's stored JSON, say): its
+        parameters checked (every one, positive and finite), nothing else learned (no standard
+        errors)."""
+        names = cls._param_names
+        if sorted(params) != sorted(names):
+            raise CustvalError(
+                f"{cls.__name__} has the parameters {', '.join(names)}, not "
+                f"{', '.join(map(str, params)) or 'none'}"
+            )
+        values = {k: float(params[k]) for k in names}
+        bad = [k for k, v in values.items() if not (math.isfinite(v) and v > 0)]
+        if bad:
+            raise CustvalError(
+                f"{cls.__name__} parameters must be positive and finite: "
+                + ", ".join(f"{k}={values[k]}" for k in bad)
+            )
+        model = cls(**settings)
+        model.params_ = values
+        return model
 
     def _theta(self) -> Array:
         """The fitted parameters as an array in ``_param_names`` order."""

@@ -93,7 +93,7 @@ class SegmentAssigner:
     def reasons(self, X: pd.DataFrame, *, top_k: int = 3) -> pd.DataFrame:
         """``segment``, ``probability`` and for i = 1..top_k ``reason_i`` (the sentence),
         ``reason_i_feature`` and ``reason_i_contribution`` (to the assigned segment's score)."""
-        from custval.explain import _numbers_as_text, _top_k
+        from custval.models.explain import _numbers_as_text, _top_k
 
         codes = self.schema_.codes(X)
         n, p, k = codes.shape[0], len(self.schema_.columns), len(self.classes_)

@@ -13,22 +13,21 @@ from typing import Annotated, Any
 
 import typer
 
-from custval.cli import app, friendly, out
+from custval.cli.common import (
+    friendly,
+    load,
+    out,
+)
 from custval.errors import CustvalError
-
-keys_app = typer.Typer(help="API keys of the REST service: made once, shown once, kept hashed.")
-app.add_typer(keys_app, name="api-key")
 
 
 def _store_of(store: str | None, config: Path | None) -> str | None:
     if store is not None or config is None:
         return store
-    from custval.cli import _load
 
-    return _load(config).store
+    return load(config).store
 
 
-@app.command()
 @friendly
 def serve(
     config: Annotated[
@@ -81,9 +80,7 @@ def serve(
     from custval.api.app import ServiceSettings, create_app
 
     if config is not None:
-        from custval.cli import _load
-
-        project = _load(config)
+        project = load(config)
         models = models or project.root / "models"
         store = store or project.store
     if models is None:
@@ -191,7 +188,6 @@ def _run_workers(host: str, port: int, workers: int, common: dict[str, Any]) -> 
         proc.join(timeout=30)
 
 
-@keys_app.command("new")
 @friendly
 def new_api_key(
     name: Annotated[str, typer.Option(help="Who uses the key, e.g. crm-screen.")],

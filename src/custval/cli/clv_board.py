@@ -11,7 +11,10 @@ from typing import Any
 
 from rich.table import Table
 
-from custval.cli import out
+from custval.cli.common import (
+    out,
+    write_table,
+)
 
 
 def run(
@@ -30,8 +33,7 @@ def run(
     """Run the leaderboard, write the per-customer predictions, return the JSON summary."""
     import pyarrow as pa
 
-    from custval.cli import _write_table
-    from custval.clv_leaderboard import METHOD_CANDIDATES, clv_leaderboard
+    from custval.flows.clv_leaderboard import METHOD_CANDIDATES, clv_leaderboard
 
     board = clv_leaderboard(
         project,
@@ -47,7 +49,7 @@ def run(
     table = board.predictions
     if board.reasons is not None:
         table = table.join(board.reasons.set_axis(table.index))
-    _write_table(pa.Table.from_pandas(table, preserve_index=False), out_path)
+    write_table(pa.Table.from_pandas(table, preserve_index=False), out_path)
     return _json_safe(
         {
             "method": method,

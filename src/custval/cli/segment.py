@@ -12,11 +12,16 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from custval.cli import app, friendly, out
+from custval.cli.common import (
+    check_output,
+    friendly,
+    load,
+    out,
+    write_table,
+)
 from custval.errors import CustvalError
 
 
-@app.command()
 @friendly
 def segment(
     config: Annotated[
@@ -71,36 +76,30 @@ def segment(
     known segments (a CRM column, blank where unknown) are learnt instead, judged on a fifth
     of them held out, and every unlabelled customer is placed, with the reasons.
     """
-    from custval import pipeline
+    from custval import flows
 
     if (config is None) == (data is None):
         raise CustvalError("give either --config (a project) or --data (a customer table)")
     chosen = [c.strip() for c in features.split(",") if c.strip()] if features else None
     k_value: str | int = k if k == "auto" else _k(k)
     if data is not None:
-        from custval.tables import read_customer_table
+        from custval.data.tables import read_customer_table
 
         table = read_customer_table(data)
     else:
-        from custval.cli import _load
-
-        project = _load(config)  # type: ignore[arg-type]
-        table = pipeline.segment_features(project, pipeline.prepare(project))
+        project = load(config)  # type: ignore[arg-type]
+        table = flows.segment_features(project, flows.prepare(project))
         id_column = "customer_id"
     if out_path is not None:
-        from custval.cli import _check_output
-
-        _check_output(out_path)
+        check_output(out_path)
     if labels is not None:
         if data is None:
             raise CustvalError("--labels goes with --data: a table with the label column")
-        learnt = pipeline.assign_labelled_segments(table, id_column=id_column, labels=labels)
+        learnt = flows.assign_labelled_segments(table, id_column=id_column, labels=labels)
         if out_path is not None:
             import pyarrow as pa
 
-            from custval.cli import _write_table
-
-            _write_table(pa.Table.from_pandas(learnt.customers, preserve_index=False), out_path)
+            write_table(pa.Table.from_pandas(learnt.customers, preserve_index=False), out_path)
         placed = learnt.customers[learnt.customers["source"] == "model"]
         summary = {
             "labels": labels,
@@ -123,18 +122,16 @@ def segment(
         if out_path is not None:
             out.print(f"segments of {len(learnt.customers):,} customers: {out_path}")
         return
-    result = pipeline.segment_table(
+    result = flows.segment_table(
         table, id_column=id_column, features=chosen, algorithm=algorithm, k=k_value, seed=seed
     )
     if out_path is not None:
         import pyarrow as pa
 
-        from custval.cli import _write_table
-
-        _write_table(pa.Table.from_pandas(result.customers, preserve_index=False), out_path)
+        write_table(pa.Table.from_pandas(result.customers, preserve_index=False), out_path)
     run_id = None
     if config is not None:
-        run_id = store_segments(result, store or project.store, project.as_of)
+        run_id = flows.store_segments(result, store or project.store, project.as_of)
     if as_json:
         summary = result.summary()
         summary["run_id"] = run_id
@@ -179,59 +176,3 @@ def print_segments(result: Any) -> None:
     out.print(table)
     for row in result.profiles.to_dict("records"):
         out.print(f"  {row['name']}: {row['rule']}", highlight=False)
-
-
-def store_segments(result: Any, url: str, as_of: Any) -> str:
-    import pyarrow as pa
-
-    from custval.store import open_store
-
-    customers = result.customers
-    profiles = result.profiles.drop(columns=["_gaps"], errors="ignore")
-    profile_rows = pa.table(
-        {
-            "segment": pa.array(profiles["segment"].to_numpy(), pa.int32()),
-            "name": pa.array(profiles["name"].astype(str).tolist()),
-            "rule": pa.array(profiles["rule"].astype(str).tolist()),
-            "customers": pa.array(profiles["customers"].to_numpy(), pa.int64()),
-            "share": pa.array(profiles["share"].to_numpy(dtype=float)),
-            "revenue_share": pa.array(
-                profiles.get("revenue_share", profiles["share"] * float("nan")).to_numpy(float)
-            ),
-            "clv_share": pa.array(
-                profiles.get("clv_share", profiles["share"] * float("nan")).to_numpy(float)
-            ),
-            "distinctive": pa.array(["; ".join(d) for d in profiles["distinctive"]]),
-            "profile": pa.array([json.dumps(r, default=str) for r in profiles.to_dict("records")]),
-        }
-    )
-    from custval.models.segments import centroid_model
-
-    model = None
-    if result.segmenter is not None:
-        names = dict(
-            zip(profiles["segment"].astype(int), profiles["name"].astype(str), strict=True)
-        )
-        model = centroid_model(result.segmenter, names)
-    with open_store(url) as s:
-        return s.write_run(
-            kind="segment",
-            segment_model=model,
-            predictions=pa.table(
-                {
-                    "customer_id": pa.array(customers["customer_id"].astype(str).tolist()),
-                    "segment": pa.array(customers["segment_name"].astype(str).tolist()),
-                }
-            ),
-            as_of=as_of,
-            extra={
-                "segments": pa.table(
-                    {
-                        "customer_id": pa.array(customers["customer_id"].astype(str).tolist()),
-                        "segment": pa.array(customers["segment"].to_numpy(), pa.int32()),
-                        "segment_name": pa.array(customers["segment_name"].astype(str).tolist()),
-                    }
-                ),
-                "segment_profiles": profile_rows,
-            },
-        )

@@ -11,7 +11,14 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from custval.cli import app, friendly, out
+from custval.cli.common import (
+    check_output,
+    friendly,
+    load,
+    out,
+    parse_date,
+    write_table,
+)
 from custval.errors import CustvalError
 
 METRIC_LABELS = {
@@ -56,7 +63,6 @@ def leaderboard_json(board: Any, chosen: str) -> dict[str, Any]:
     }
 
 
-@app.command()
 @friendly
 def evaluate(
     data: Annotated[
@@ -95,8 +101,8 @@ def evaluate(
     in the top 10%, as mean ± standard deviation over the folds. The chosen model is the best
     mean ROC AUC, or the simplest within one standard error of it.
     """
+    from custval.data.tables import identifier_columns, read_customer_table
     from custval.models.value import ValueClassifier, binary_label
-    from custval.tables import identifier_columns, read_customer_table
 
     df = read_customer_table(data)
     if label not in df.columns:
@@ -138,7 +144,6 @@ def evaluate(
     )
 
 
-@app.command()
 @friendly
 def train(
     config: Annotated[
@@ -194,13 +199,12 @@ def train(
     cross-validated (leaderboard printed and stored), the chosen one refitted on all customers,
     its calibration checked, and the bundle written to models/<version>/ with a JSON manifest.
     """
-    from custval import pipeline
-    from custval.cli import _load, _parse_date
+    from custval import flows
 
-    project = _load(config)
-    result = pipeline.train_value(
+    project = load(config)
+    result = flows.train_value(
         project,
-        cutoff=_parse_date(cutoff) if cutoff else None,
+        cutoff=parse_date(cutoff) if cutoff else None,
         horizon_weeks=horizon_weeks,
         top_share=top_share,
         label=label,
@@ -280,7 +284,6 @@ def print_insights(imp: Any, profile: dict[str, Any], catalogue: dict[str, str])
         out.print(table)
 
 
-@app.command()
 @friendly
 def predict(
     model: Annotated[Path, typer.Option("--model", "-m", help="A model folder from train.")],
@@ -305,12 +308,11 @@ def predict(
     """
     import pyarrow as pa
 
-    from custval.cli import _check_output, _write_table
-    from custval.explain import reasons
-    from custval.models.bundle import load_bundle
-    from custval.tables import read_customer_table
+    from custval.data.tables import read_customer_table
+    from custval.models.explain import reasons
+    from custval.store.bundles import load_bundle
 
-    _check_output(out_path)
+    check_output(out_path)
     clf = load_bundle(model)
     df = read_customer_table(input_path)
     catalogue = clf.manifest_.get("catalogue", {})
@@ -323,7 +325,7 @@ def predict(
         result.insert(0, id_col, df[id_col].to_numpy())
     elif id_col:
         out.print(f"note: the input has no column '{id_col}'; rows are in the input's order")
-    _write_table(pa.Table.from_pandas(result, preserve_index=False), out_path)
+    write_table(pa.Table.from_pandas(result, preserve_index=False), out_path)
     out.print(
         f"{len(result):,} customers scored with {clf.chosen_} ({model}); "
         f"{int(result.predicted_class.sum()):,} high; predictions: {out_path}"

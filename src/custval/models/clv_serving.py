@@ -1,6 +1,6 @@
 """The machine-learned CLV a scoring run chose, as the store keeps it and the service uses it.
 
-A scoring run with ``[clv] method`` other than ``btyd`` (:func:`custval.pipeline.score`) keeps
+A scoring run with ``[clv] method`` other than ``btyd`` (:func:`custval.flows.score.score`) keeps
 the chosen model with the run: the spend model's file (LightGBM text or skops) in the store's
 ``run_files`` and, in the run's ``clv_models`` JSON under ``spend_model``, its description
 (:meth:`custval.models.clv_ml.SpendModel.dumps`) and how its spend over the training window
@@ -24,14 +24,16 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from custval.columns import HYBRID_COLUMNS, SUMMARY_COLUMNS
 from custval.errors import CustvalError
+from custval.models.btyd_clv import clv_models_from_json, point_clv, purchase_model
+from custval.models.clv_ml import SpendModel
 
 __all__ = [
     "FILE_NAME",
     "ServedClv",
     "carry_factor",
     "hybrid_columns",
-    "purchase_model",
     "serving_spec",
 ]
 
@@ -39,8 +41,6 @@ Array = npt.NDArray[np.float64]
 
 #: the spend model's file among the run's files
 FILE_NAME = "clv_spend_model"
-#: the BTYD summary columns in a feature table
-SUMMARY = ("frequency", "recency", "T", "monetary_value")
 
 
 def carry_factor(
@@ -65,30 +65,15 @@ def carry_factor(
     return out
 
 
-def purchase_model(saved: dict[str, Any]) -> Any:
-    """A fitted purchase model from ``{"model": class name, "params": {...}}``."""
-    from custval.models import btyd
-    from custval.pipeline import PURCHASE_MODELS
-
-    if saved.get("model") not in PURCHASE_MODELS.values():
-        raise CustvalError(f"the store names an unknown purchase model '{saved.get('model')}'")
-    model = getattr(btyd, saved["model"])()
-    model.params_ = {k: float(v) for k, v in saved["params"].items()}
-    return model
-
-
 def hybrid_columns(purchases: Any, spend: Any, frame: pd.DataFrame, window: float) -> pd.DataFrame:
     """``frame`` with the hybrid's columns: the BTYD model's expected spend, P(alive) and
     expected purchases over ``window`` time units, from the summary columns of ``frame``
     (missing for a customer without one, or where the model's terms overflow)."""
-    from custval.pipeline import point_clv
-
     x, tx, t, m = (
-        pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype=np.float64) for c in SUMMARY
+        pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype=np.float64) for c in SUMMARY_COLUMNS
     )
     known = np.isfinite(x) & np.isfinite(tx) & np.isfinite(t)
-    names = ("btyd_spend", "btyd_p_alive", "btyd_purchases")
-    cols = {c: np.full(len(frame), np.nan) for c in names}
+    cols = {c: np.full(len(frame), np.nan) for c in HYBRID_COLUMNS}
     if known.any():
         xs, txs, ts = x[known], tx[known], t[known]
         with np.errstate(all="ignore"):
@@ -119,8 +104,8 @@ def serving_spec(
     """How the spend over the window becomes the CLV (JSON): ``window`` and ``horizon`` in
     time units, ``scale`` (their ratio), ``discount_share`` (what spend spread evenly over the
     horizon is worth today), ``carry`` (the purchase model of :func:`carry_factor`, or None:
-    the window's rate), ``btyd`` (the hybrid's BTYD models, :func:`custval.pipeline.
-    clv_models_json`, or None)."""
+    the window's rate), ``btyd`` (the hybrid's BTYD models, :func:`custval.models.
+    btyd_clv.clv_models_json`, or None)."""
     return {
         "method": method,
         "window": window,
@@ -144,9 +129,6 @@ class ServedClv:
     @classmethod
     def load(cls, saved: dict[str, Any], payload: bytes) -> ServedClv:
         """From a run's ``clv_models["spend_model"]`` and its file."""
-        from custval.models.clv_ml import SpendModel
-        from custval.pipeline import clv_models_from_json
-
         try:
             spec = saved["serving"]
             model = SpendModel.loads(saved["model"], payload)
@@ -162,10 +144,9 @@ class ServedClv:
     def columns(self) -> list[str]:
         """The features a customer needs: the model's, and for the hybrid the BTYD summary
         its BTYD columns are computed from here (without it the CLV would not be the run's)."""
-        own = ("btyd_spend", "btyd_p_alive", "btyd_purchases")
-        needed = [c for c in self.model.schema_.columns if c not in own]
+        needed = [c for c in self.model.schema_.columns if c not in HYBRID_COLUMNS]
         if self.spec["method"] == "hybrid" and self.btyd is not None:
-            needed += [c for c in SUMMARY if c not in needed]
+            needed += [c for c in SUMMARY_COLUMNS if c not in needed]
         return needed
 
     def predict(self, frame: pd.DataFrame) -> tuple[Array, Array, Array]:
@@ -175,14 +156,14 @@ class ServedClv:
             if self.btyd is not None:
                 frame = hybrid_columns(*self.btyd, frame, spec["window"])
             else:
-                frame = frame.assign(btyd_spend=np.nan, btyd_p_alive=np.nan, btyd_purchases=np.nan)
+                frame = frame.assign(**dict.fromkeys(HYBRID_COLUMNS, np.nan))
         window_spend = self.model.predict(frame)
         lower, upper = self.model.interval(frame, window_spend)
         scale = float(spec["scale"])
-        if self.carry is not None and all(c in frame.columns for c in SUMMARY[:3]):
+        if self.carry is not None and all(c in frame.columns for c in SUMMARY_COLUMNS[:3]):
             x, tx, t = (
                 pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype=np.float64)
-                for c in SUMMARY[:3]
+                for c in SUMMARY_COLUMNS[:3]
             )
             factor = carry_factor(
                 self.carry, x, tx, t, window=spec["window"], horizon=spec["horizon"], scale=scale

@@ -30,13 +30,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from custval import __version__
 from custval.errors import CustvalError
 from custval.models.candidates import CANDIDATES
 from custval.models.encoding import FeatureSchema
 from custval.models.value import ValueClassifier
+from custval.version import __version__
 
-__all__ = ["data_fingerprint", "load_bundle", "save_bundle"]
+__all__ = ["data_fingerprint", "latest_model", "load_bundle", "save_bundle"]
 
 FORMAT = "custval-value-model"
 FORMAT_VERSION = 1
@@ -194,3 +194,13 @@ def _load(root: Path) -> ValueClassifier:
     clf.calibration_error_ = float(manifest.get("calibration_error", float("nan")))
     clf.manifest_ = manifest
     return clf
+
+
+def latest_model(models_dir: Path) -> Path:
+    """The newest model bundle in ``models_dir`` (versions are UTC timestamps)."""
+    versions = sorted(p for p in models_dir.glob("*") if (p / "manifest.json").exists())
+    if not versions:
+        raise CustvalError(
+            f"there is no trained model in '{models_dir}'", hint="Run 'custval train' first"
+        )
+    return versions[-1]

@@ -11,11 +11,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from custval.cli import app, friendly, out
+from custval.cli.common import (
+    friendly,
+    load,
+    out,
+    write_table,
+)
 from custval.errors import CustvalError
 
 
-@app.command()
 @friendly
 def score(
     config: Annotated[
@@ -53,10 +57,9 @@ def score(
     and none of its rows is visible; earlier runs stay intact. BI tools read the views
     latest_predictions, customer_value_summary and reason_summary (docs/bi.md).
     """
-    from custval import pipeline
-    from custval.cli import _load
+    from custval import flows
 
-    project = _load(config)
+    project = load(config)
     if clv_method is not None:
         from custval.config import check_clv_method
 
@@ -64,7 +67,7 @@ def score(
             update={"clv": project.clv.model_copy(update={"method": check_clv_method(clv_method)})}
         )
     target = store or project.store
-    result = pipeline.score(
+    result = flows.score(
         project, store_url=target, model_version=model, top_k=top_k, with_clv=not no_clv
     )
     top = result.predictions.sort_values("probability", ascending=False).head(10)
@@ -74,7 +77,7 @@ def score(
     for row in top.to_dict("records"):
         table.add_row(str(row["customer_id"]), f"{row['probability']:.2f}", row["reason_1"])
     out.print(table)
-    from custval.data.sources import mask_url
+    from custval.config import mask_url
 
     out.print(
         f"run {result.run_id}: {result.customers:,} customers, {result.high:,} high; "
@@ -88,7 +91,6 @@ def score(
         out.print(f"[yellow]{result.segment_note}[/yellow]")
 
 
-@app.command()
 @friendly
 def export(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the files.")],
@@ -107,13 +109,12 @@ def export(
 ) -> None:
     """Write a run's predictions and reasons as files (predictions.parquet and
     reasons.parquet, or .csv), for tools that read files."""
-    from custval.cli import _load, _write_table
     from custval.store import open_store
 
     if fmt not in ("parquet", "csv"):
         raise CustvalError(f"unknown format '{fmt}'", hint="Use parquet or csv")
     if store is None:
-        store = _load(config).store
+        store = load(config).store
     if not Path(store).exists() and not store.startswith(("postgresql://", "postgres://")):
         raise CustvalError(f"there is no store at '{store}'", hint="Run 'custval score' first")
     with open_store(store) as s:
@@ -127,6 +128,6 @@ def export(
         for name in ("predictions", "reasons"):
             data = s.run_rows(name, run_id)
             path = out_dir / f"{name}.{fmt}"
-            _write_table(data, path)
+            write_table(data, path)
             written.append(f"{path} ({data.num_rows:,} rows)")
     out.print(f"run {run_id}: " + "; ".join(written))

@@ -53,19 +53,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from custval.clv_serving import serving_spec
+from custval.columns import HYBRID_COLUMNS, HYBRID_DESCRIPTIONS, SUMMARY_COLUMNS
 from custval.config import Project
 from custval.errors import CustvalError
 from custval.features.transactions import UNIT_DAYS
-from custval.pipeline import (
-    ONE_YEAR,
-    SUMMARY_COLUMNS,
-    Prepared,
-    btyd_columns,
-    features,
-    first_purchase,
-    future_spend,
-)
+from custval.flows.clv import ONE_YEAR, btyd_columns
+from custval.flows.prepare import Prepared, features, first_purchase, future_spend
+from custval.models.btyd import BetaGeo
+from custval.models.clv_ml import SpendModel, choose, clv_metrics, decile_table
+from custval.models.clv_serving import carry_factor, serving_spec
+from custval.models.explain import reason_columns
 
 __all__ = ["CLV_METHODS", "ClvBoard", "clv_leaderboard"]
 
@@ -79,8 +76,6 @@ METHOD_CANDIDATES = {
     "hybrid": ("btyd", "hybrid"),
     "auto": CLV_METHODS,
 }
-#: the columns the hybrid adds from the BTYD model, over the window
-HYBRID_COLUMNS = ("btyd_spend", "btyd_p_alive", "btyd_purchases")
 #: the longest horizon, in training windows, that the machine-learned spend is scaled to
 MAX_SCALE = 4.0
 #: at most this many training rows (all cutoffs together); more are sampled, customers whole
@@ -121,7 +116,7 @@ class ClvBoard:
     level: float = 0.9
     notes: list[str] = field(default_factory=list)
     #: how the chosen machine-learned model's spend becomes the CLV (for the store and the
-    #: service, :mod:`custval.clv_serving`); None for btyd
+    #: service, :mod:`custval.models.clv_serving`); None for btyd
     serving: dict[str, Any] | None = None
 
 
@@ -151,7 +146,6 @@ def clv_leaderboard(
     leaderboard's pick), ``ml`` (the best of the machine-learned models on features alone) or
     one of ``methods``.
     """
-    from custval.models.clv_ml import choose
 
     say = progress or (lambda _msg: None)
     unknown = [m for m in methods if m not in CLV_METHODS]
@@ -511,7 +505,6 @@ def _run_methods(
     say: Any,
     discount: float = 0.0,
 ) -> _Outcome:
-    from custval.models.clv_ml import SpendModel, clv_metrics, decile_table
 
     unit = UNIT_DAYS[project.time_unit]
     horizon = horizon_days / unit
@@ -617,8 +610,6 @@ def _carry(
     """Each customer's factor from spend over the window to spend over the horizon (module
     docstring, step 1), a note saying what it is, and the BG/NBD model it came from (JSON;
     None for the window's rate); all 1 when the window is the horizon."""
-    from custval.clv_serving import carry_factor
-    from custval.models.btyd import BetaGeo
 
     linear = np.full(len(at), windows.scale)
     if windows.days >= windows.horizon_days:
@@ -666,17 +657,11 @@ def _reasons(
     model: Any, frame: pd.DataFrame | None, top_k: int, catalogue: dict[str, str] | None
 ) -> pd.DataFrame | None:
     """The chosen machine-learned model's top reasons for each customer's CLV."""
-    from custval.explain import reason_columns
 
     if model is None or frame is None:
         return None
     contrib, _ = model.contributions(frame)
-    described = {
-        **(catalogue or {}),
-        "btyd_spend": "expected spend by the BTYD model",
-        "btyd_p_alive": "P(alive) by the BTYD model",
-        "btyd_purchases": "expected purchases by the BTYD model",
-    }
+    described = {**(catalogue or {}), **HYBRID_DESCRIPTIONS}
     return reason_columns(
         model.schema_, frame, contrib, top_k=top_k, catalogue=described, ending=" the expected CLV"
     )

@@ -32,9 +32,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from custval.config import mask_url
 from custval.errors import CustvalError
 
-__all__ = ["MIGRATIONS", "Store", "open_store"]
+__all__ = ["MIGRATIONS", "Store", "directions", "open_store"]
 
 # Columns of the bulk tables, in order; types as both engines spell them.
 PREDICTION_COLUMNS = {
@@ -558,8 +559,6 @@ def open_store(url: str | Path, *, read_only: bool = False) -> Store:
     text = str(url)
     if text.startswith(("postgresql://", "postgres://")):
         import psycopg
-
-        from custval.data.sources import mask_url
 
         try:
             con = psycopg.connect(text, connect_timeout=10)

@@ -1,0 +1,1 @@
+"""The ``custval`` command line (:mod:`custval.cli.main` builds the app)."""

@@ -1,0 +1,375 @@
+"""``custval clv``: customer lifetime value from one transactions file or a project."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from custval.cli.common import (
+    check_output,
+    friendly,
+    load,
+    out,
+    parse_date,
+    plain,
+    print_rules,
+    steps,
+    write_table,
+)
+from custval.errors import CustvalError
+
+# custval's own modules are imported inside the commands: `custval --help` and a mistyped
+# flag answer without loading pandas, Ibis and the models.
+
+
+@friendly
+def clv(
+    transactions: Annotated[
+        str | None,
+        typer.Option("--transactions", "-t", help="Transactions: a file, glob or URL."),
+    ] = None,
+    calibration_end: Annotated[
+        str | None,
+        typer.Option(
+            help="End of the calibration period, YYYY-MM-DD: fit on what came before "
+            "(with --config: default the project's as-of date)."
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Or a project: its transactions, and for --method ml, hybrid or auto every "
+            "feature of its customers (profile, products, channels, usage).",
+        ),
+    ] = None,
+    customer_id: Annotated[str, typer.Option(help="Column with the customer's id.")] = (
+        "customer_id"
+    ),
+    date_col: Annotated[str, typer.Option("--date", help="Column with the purchase date.")] = (
+        "date"
+    ),
+    amount: Annotated[str, typer.Option(help="Column with the purchase amount.")] = "amount",
+    order_id: Annotated[
+        str | None, typer.Option(help="Column with the order id (without: every row is one).")
+    ] = None,
+    table: Annotated[str | None, typer.Option(help="Table, for a database URL.")] = None,
+    delimiter: Annotated[
+        str | None, typer.Option(help="Field separator of a text file (default: detected).")
+    ] = None,
+    holdout_end: Annotated[
+        str | None,
+        typer.Option(help="End of the holdout period, YYYY-MM-DD: judge the model on it."),
+    ] = None,
+    model: Annotated[str, typer.Option(help="bgnbd, mbgnbd or pnbd.")] = "bgnbd",
+    method: Annotated[
+        str,
+        typer.Option(
+            help="btyd: the purchase model and Gamma-Gamma; ml: the best of LightGBM "
+            "(Tweedie), random forest and neural network on the customer's features; hybrid: "
+            "LightGBM on the features plus the BTYD outputs; auto: all of them side by side "
+            "on a time-based holdout (--holdout-end, else the horizon before the calibration "
+            "end), the best chosen. Every method but btyd prints the leaderboard."
+        ),
+    ] = "btyd",
+    time_unit: Annotated[
+        str | None,
+        typer.Option(
+            help="Unit of recency, T, the horizon and the discount: days, weeks, months "
+            "(365.25/12 days) or years (default: the project's, else weeks)."
+        ),
+    ] = None,
+    horizon: Annotated[
+        float | None,
+        typer.Option(help="CLV horizon in time units (default: one year: 52 weeks, 365 days...)."),
+    ] = None,
+    discount: Annotated[
+        float | None,
+        typer.Option(
+            help="Discount rate per time unit (10% a year in weeks: 0.00183; default: the "
+            "project's [clv] discount_per_year with --config, else 0)."
+        ),
+    ] = None,
+    level: Annotated[
+        float,
+        typer.Option(help="Level of the intervals of expected purchases and CLV (0 = none)."),
+    ] = 0.9,
+    draws: Annotated[int, typer.Option(help="Parameter draws behind the intervals.", min=2)] = 200,
+    compare: Annotated[
+        bool,
+        typer.Option(
+            "--compare",
+            help="Also fit BG/NBD, MBG/NBD and Pareto/NBD and compare them: log-likelihood, "
+            "AIC, BIC and holdout error.",
+        ),
+    ] = False,
+    tracking_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--tracking",
+            help="With --holdout-end: write the cumulative repeat transactions per time unit, "
+            "actual against predicted (.csv or .parquet).",
+        ),
+    ] = None,
+    out_path: Annotated[
+        Path, typer.Option("--out", "-o", help="Per-customer predictions (.parquet or .csv).")
+    ] = Path("clv.parquet"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Customer lifetime value from one transactions file, in one command.
+
+    Merges same-day purchases, builds each customer's frequency, recency and T (in the time
+    unit) at the calibration end, fits the purchase model and the Gamma-Gamma spend model by
+    maximum likelihood, and writes per customer: P(alive), expected purchases and discounted
+    CLV over the horizon with their intervals (and, with --holdout-end, actual against
+    predicted holdout purchases). Prints the parameters with standard errors and the holdout
+    errors.
+
+    CLV = expected spend x sum over the horizon's steps (one time unit each) of the expected
+    purchases in the step / (1 + discount) ^ (step's end). The intervals are the central
+    --level quantiles over --draws draws of both models' parameters from their estimated
+    sampling distribution.
+    """
+    from custval import flows
+    from custval.config import project_from_dict
+    from custval.flows.clv import ONE_YEAR, clv_settings
+
+    if (transactions is None) == (config is None):
+        raise CustvalError("give either --transactions (a file, glob or URL) or --config")
+    loaded = load(config) if config is not None else None
+    if calibration_end is None and loaded is None:
+        raise CustvalError("--calibration-end is needed with --transactions")
+    cal_end = parse_date(calibration_end) if calibration_end else loaded.as_of  # type: ignore[union-attr]
+    hold_end = parse_date(holdout_end) if holdout_end else None
+    check_output(out_path)
+    if not 0 <= level < 1:
+        raise CustvalError(f"--level must be 0 (no intervals) or between 0 and 1, not {level}")
+    if hold_end is not None and hold_end <= cal_end:
+        raise CustvalError(f"--holdout-end {hold_end} must come after --calibration-end {cal_end}")
+    one_year = ONE_YEAR
+    # with a project, what is not given on the command line is the project's, so that the
+    # leaderboard shown is judged as 'custval score' will then predict
+    time_unit = time_unit or (loaded.time_unit if loaded is not None else "weeks")
+    if time_unit not in one_year:
+        raise CustvalError(
+            f"unknown time unit '{time_unit}'", hint="Use one of " + ", ".join(one_year)
+        )
+    if loaded is not None:
+        own_horizon, own_discount = clv_settings(loaded.model_copy(update={"time_unit": time_unit}))
+        horizon = own_horizon if horizon is None else horizon
+        discount = own_discount if discount is None else discount
+    horizon = one_year[time_unit] if horizon is None else horizon
+    discount = 0.0 if discount is None else discount
+    if tracking_path is not None:
+        if hold_end is None:
+            raise CustvalError("--tracking needs --holdout-end: it tracks through the holdout")
+        check_output(tracking_path)
+    columns = {"customer_id": customer_id, "timestamp": date_col, "amount": amount}
+    if order_id:
+        columns["order_id"] = order_id
+    source: dict[str, Any] = {"kind": "transactions", "uri": transactions, "columns": columns}
+    if table:
+        source["table"] = table
+    if delimiter:
+        source["csv"] = {"delimiter": delimiter}
+    if loaded is not None:
+        project = loaded.model_copy(update={"as_of": cal_end, "time_unit": time_unit})
+    else:
+        project = project_from_dict(
+            {"as_of": cal_end.isoformat(), "sources": {"transactions": source}},
+            root=Path.cwd(),
+            origin="the command line",
+        )
+    from custval.config import check_clv_method
+
+    if check_clv_method(method) != "btyd":
+        ignored = [
+            flag
+            for flag, given in (
+                ("--model", model != "bgnbd"),
+                ("--draws", draws != 200),
+                ("--compare", compare),
+                ("--tracking", tracking_path is not None),
+                ("--level 0", level == 0),
+            )
+            if given
+        ]
+        if ignored:
+            raise CustvalError(
+                f"{', '.join(ignored)} belong to --method btyd",
+                hint="The leaderboard fits BG/NBD and its own intervals at the --level",
+            )
+        from custval.cli import clv_board
+
+        with steps(3, as_json) as advance:
+            prepared = flows.prepare(project, progress=advance)
+            advance("fitting and judging the CLV models")
+            board = clv_board.run(
+                project,
+                prepared,
+                method=method,
+                holdout_end=hold_end,
+                horizon=horizon,
+                discount=discount,
+                level=level or 0.9,
+                out_path=out_path,
+                as_json=as_json,
+                advance=lambda _msg: None,
+            )
+        if as_json:
+            out.print_json(data=board)
+        else:
+            clv_board.print_board(board, time_unit)
+        return
+    with steps(3, as_json) as advance:
+        prepared = flows.prepare(project, progress=advance)
+        advance("fitting")
+        result = flows.clv(
+            prepared,
+            calibration_end=cal_end,
+            holdout_end=hold_end,
+            model=model,
+            horizon=horizon,
+            discount=discount,
+            time_unit=time_unit,
+            level=level or None,
+            n_draws=draws,
+            compare=compare,
+        )
+    write_table(result.predictions, out_path)
+    if tracking_path is not None and result.tracking is not None:
+        import pyarrow as pa
+
+        write_table(pa.Table.from_pandas(result.tracking, preserve_index=False), tracking_path)
+    summary = clv_summary(result, model, out_path)
+    summary["settings"] = {
+        "time_unit": time_unit,
+        "horizon": horizon,
+        "discount": discount,
+        "calibration_end": cal_end.isoformat(),
+        "holdout_end": hold_end.isoformat() if hold_end else None,
+    }
+    if as_json:
+        out.print_json(data=summary)
+        return
+    print_rules(prepared)
+    print_clv(result, summary, model, horizon, time_unit, tracking_path)
+    out.print(f"predictions: {out_path}")
+
+
+def print_clv(
+    result: Any,
+    summary: dict[str, Any],
+    model: str,
+    horizon: float,
+    time_unit: str,
+    tracking_path: Path | None,
+) -> None:
+    """The fitted models, holdout figures, totals with intervals, tracking and comparison."""
+    params = Table(title=f"{model} and Gamma-Gamma (maximum likelihood)")
+    for c in ("model", "parameter", "estimate", "std. error"):
+        params.add_column(c, justify="left" if c in ("model", "parameter") else "right")
+    for name in ("purchases", "spend"):
+        for k, v in summary[name]["params"].items():
+            se = summary[name]["standard_errors"][k]
+            params.add_row(name, k, f"{v:.4g}", f"{se:.3g}")
+    out.print(params)
+    p = summary["purchases"]
+    out.print(
+        f"log-likelihood {p['log_likelihood']:.2f}, converged: {p['converged']}; "
+        f"{summary['customers']:,} customers"
+    )
+    if result.holdout:
+        h = result.holdout
+        out.print(
+            f"holdout: predicted {h['predicted_total']:,.0f} repeat purchases against "
+            f"{h['actual_total']:,.0f} actual ({h['aggregate_error']:+.1%}); per customer "
+            f"MAE {h['mae']:.3f}, RMSE {h['rmse']:.3f}"
+        )
+    if result.interval:
+        iv = result.interval
+        for name, label in (("expected_purchases_total", "repeat purchases"), ("clv_total", "CLV")):
+            t = iv[name]
+            out.print(
+                f"total {label} over {horizon:g} {time_unit}: {t['estimate']:,.0f} "
+                f"({iv['level']:.0%} interval {t['lower']:,.0f} to {t['upper']:,.0f})"
+            )
+    if result.tracking is not None:
+        tr = summary["tracking"]
+        out.print(
+            f"tracking: cumulative repeat purchases {tr['cumulative_actual']:,.0f} actual, "
+            f"{tr['cumulative_predicted']:,.0f} predicted by the holdout end"
+            + (f" ({tracking_path})" if tracking_path else "")
+        )
+    if result.comparison is not None:
+        cmp = Table(title="purchase models compared (best AIC first)")
+        cols = ["model", "log-lik.", "AIC", "BIC", "conv."]
+        has_holdout = "holdout_mae" in result.comparison.columns
+        if has_holdout:
+            cols += ["holdout MAE", "holdout total"]
+        for c in cols:
+            cmp.add_column(c, justify="left" if c == "model" else "right")
+        for row in summary["comparison"]:
+            if row.get("error"):
+                cmp.add_row(row["model"], escape(str(row["error"]))[:60], "", "", "no")
+                continue
+            cells = [
+                row["model"],
+                f"{row['log_likelihood']:,.1f}",
+                f"{row['aic']:,.1f}",
+                f"{row['bic']:,.1f}",
+                "yes" if row["converged"] else "no",
+            ]
+            if has_holdout:
+                cells += [f"{row['holdout_mae']:.3f}", f"{row['holdout_aggregate_error']:+.1%}"]
+            cmp.add_row(*cells)
+        out.print(cmp)
+
+
+def clv_summary(result: Any, model: str, path: Path) -> dict[str, Any]:
+    def fitted(m: Any) -> dict[str, Any]:
+        return {
+            "params": m.params_,
+            "standard_errors": m.standard_errors_,
+            "log_likelihood": m.log_likelihood_,
+            "aic": m.aic_,
+            "bic": m.bic_,
+            "converged": m.converged_,
+            "n_iter": m.n_iter_,
+        }
+
+    return {
+        "model": model,
+        "customers": result.predictions.num_rows,
+        "purchases": fitted(result.purchases),
+        "spend": fitted(result.spend),
+        "spend_excluded": result.spend_excluded,
+        "holdout": result.holdout,
+        "interval": result.interval,
+        "tracking": None if result.tracking is None else tracking_summary(result.tracking),
+        "comparison": None
+        if result.comparison is None
+        else [plain(r) for r in result.comparison.to_dict("records")],
+        "out": str(path),
+    }
+
+
+def tracking_summary(tracking: Any) -> dict[str, Any]:
+    """Cumulative repeat purchases, actual and predicted, at the calibration and holdout ends."""
+    cal = tracking[tracking.period == "calibration"].iloc[-1]
+    end = tracking.iloc[-1]
+    return {
+        "calibration_end": {
+            k: float(cal[k]) for k in ("period_end", "cumulative_actual", "cumulative_predicted")
+        },
+        "holdout_end": {
+            k: float(end[k]) for k in ("period_end", "cumulative_actual", "cumulative_predicted")
+        },
+        "cumulative_actual": float(end.cumulative_actual),
+        "cumulative_predicted": float(end.cumulative_predicted),
+    }

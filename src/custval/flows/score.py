@@ -1,0 +1,315 @@
+"""Scoring a project into the store: value probability, class and reasons, CLV by the
+project's method, P(alive), the segment; one run, all or nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from custval.config import Project
+from custval.errors import CustvalError
+from custval.flows.clv import btyd_columns, clv_settings
+from custval.flows.clv_leaderboard import METHOD_CANDIDATES, clv_leaderboard
+from custval.flows.prepare import Prepared, features, prepare
+from custval.models.clv_serving import FILE_NAME
+from custval.models.explain import importance, reasons
+from custval.models.segments import assign_nearest
+from custval.store import directions, open_store
+from custval.store.bundles import latest_model, load_bundle
+
+
+@dataclass
+class ScoreResult:
+    """A scoring run written to the store."""
+
+    run_id: str
+    store_url: str
+    model_version: str
+    customers: int
+    high: int
+    predictions: Any
+    #: seconds spent in each step: prepare, features, contributions, reasons, clv, segments,
+    #: store
+    seconds: dict[str, float] = field(default_factory=dict)
+    #: the segmentation run whose segments fill ``predictions.segment`` (None: no segments)
+    segment_run: str | None = None
+    #: why the segments were left empty, when the store has a segmentation that cannot be used
+    segment_note: str | None = None
+    #: the method behind clv_expected (btyd, lightgbm, random_forest, mlp, hybrid)
+    clv_method: str | None = None
+
+
+def score(
+    project: Project,
+    *,
+    store_url: str | Path,
+    model_version: str | None = None,
+    models_dir: Path | None = None,
+    top_k: int = 3,
+    with_clv: bool = True,
+    prepared: Prepared | None = None,
+) -> ScoreResult:
+    """Score every customer at the project's as-of date and write one run to the store.
+
+    Value probability, class and top reasons from the model bundle (the newest in
+    ``models_dir`` unless ``model_version`` names one), and, when the project has transactions,
+    CLV over the project's horizon (``[clv]``, a year by default) with its 90% interval, by
+    its method (BG/NBD and Gamma-Gamma by default; :func:`_score_clv`), and P(alive) and
+    expected purchases from BG/NBD; each customer's segment by the store's latest
+    segmentation. The run is all or nothing (:mod:`custval.store`).
+    """
+
+    root = models_dir or (project.root / "models")
+    folder = root / model_version if model_version else latest_model(root)
+    if not (folder / "manifest.json").exists():
+        known = ", ".join(sorted(p.name for p in root.glob("*"))) if root.exists() else "none"
+        raise CustvalError(
+            f"there is no model version '{model_version}' in '{root}'",
+            hint=f"Versions there: {known}",
+        )
+    clf = load_bundle(folder)
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(step: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[step] = now - clock
+        clock = now
+
+    # open the store first: an unreachable store fails before any work
+    store = open_store(store_url)
+    try:
+        prepared = prepared or prepare(project)
+        lap("prepare")
+        table = features(project, prepared).to_pyarrow().to_pandas()
+        lap("features")
+        catalogue = clf.manifest_.get("catalogue", {})
+        # one pass of the model's contributions serves the reasons and the importance
+        contributions = clf.contributions(table, "features")
+        lap("contributions")
+        explained = reasons(
+            clf,
+            table,
+            top_k=top_k,
+            catalogue=catalogue,
+            source="features",
+            contributions=contributions,
+        )
+        imp = importance(clf, table, contributions=contributions)
+        del contributions
+        lap("reasons")
+        ids = table["customer_id"].astype(str).to_numpy()
+        preds: dict[str, Any] = {
+            "customer_id": ids,
+            "value_probability": explained.probability.to_numpy(),
+            "value_class": explained.predicted_class.to_numpy().astype(np.int32),
+        }
+        clv_models, clv_kept = None, ClvKept()
+        if with_clv and "transactions" in prepared.tables:
+            clv_columns, clv_models, clv_kept = score_clv(project, prepared, table, top_k)
+            preds.update(clv_columns)
+            lap("clv")
+        segment_run, segment_note = None, None
+        placed = store.latest_segment_model()
+        if placed is not None:
+            segment_run, names, segment_note = _score_segments(table, preds, *placed)
+            if names is not None:
+                preds["segment"] = names
+            lap("segments")
+        reasons_table = long_reasons(explained, ids, min(top_k, len(clf.schema_.columns)))
+        profiles = profile_rows(clf.manifest_.get("profile", {}).get("features", []))
+        config_hash = hashlib.sha256(
+            project.model_dump_json(exclude={"store"}).encode() + str(folder.name).encode()
+        ).hexdigest()[:16]
+        store.save_model(folder.name, clf.manifest_)
+        run_id = store.write_run(
+            kind="score",
+            # missing values (no purchase, so no CLV) are NULL for the BI tools, not NaN
+            predictions=pa.Table.from_pandas(pd.DataFrame(preds), preserve_index=False),
+            reasons=reasons_table,
+            importance=pa.Table.from_pandas(imp, preserve_index=False),
+            profiles=profiles,
+            model_version=folder.name,
+            as_of=project.as_of,
+            config_hash=config_hash,
+            clv_models=clv_models,
+            extra={"clv_reasons": clv_kept.reasons} if clv_kept.reasons is not None else None,
+            files=clv_kept.files,
+        )
+        lap("store")
+    finally:
+        store.close()
+    return ScoreResult(
+        run_id,
+        str(store_url),
+        folder.name,
+        len(ids),
+        int(explained.predicted_class.sum()),
+        explained.assign(customer_id=ids),
+        seconds,
+        segment_run,
+        segment_note,
+        clv_models.get("method") if clv_models else None,
+    )
+
+
+def _score_segments(
+    table: Any, preds: dict[str, Any], run_id: str, model: dict[str, Any]
+) -> tuple[str | None, Any, str | None]:
+    """Each scored customer's segment name by the store's latest segmentation (its
+    preparation and centres, :func:`custval.models.segments.assign_nearest`), from the feature
+    ``table`` and the run's CLV (``clv``, the segmentation's name for it). Returns (segmentation
+    run, names, None), or (None, None, why) when the segmentation uses features this scoring
+    run does not have, so a segmentation of another table never stops a scoring run."""
+
+    wanted = list(model["preparation"]["features"])
+    frame = table.copy()
+    if "clv_expected" in preds:
+        frame["clv"] = preds["clv_expected"]
+    missing = [f for f in wanted if f not in frame.columns]
+    if missing:
+        return (
+            None,
+            None,
+            f"segments left empty: segmentation run {run_id} uses {', '.join(missing)}, which "
+            "this scoring run does not compute",
+        )
+    labels = assign_nearest(model, frame[wanted])
+    names = np.array([model["names"].get(str(k), str(k)) for k in range(len(model["centers"]))])
+    return run_id, names[labels], None
+
+
+@dataclass
+class ClvKept:
+    """What a scoring run keeps of a machine-learned CLV besides its columns: the reasons
+    for each customer's CLV (the store's long table) and the model's file."""
+
+    reasons: Any = None
+    files: dict[str, bytes] | None = None
+
+
+def score_clv(
+    project: Project, prepared: Prepared, table: Any, top_k: int = 3
+) -> tuple[dict[str, Any], dict[str, Any], ClvKept]:
+    """CLV over the project's horizon (``[clv]``; default a year at 10% a year) with its 90%
+    interval, P(alive) and expected purchases for each row of the feature ``table`` (NaN for
+    customers without a purchase), the fitted models (:func:`clv_models_json`) and what the
+    run keeps of a machine-learned model.
+
+    P(alive) and the expected purchases always come from the BTYD model. With ``[clv] method``
+    other than btyd the CLV and its interval come from the method the leaderboard chose
+    (:func:`custval.flows.clv_leaderboard.clv_leaderboard`), for every customer of the table (those
+    without a purchase too); the models' JSON then says which (``method``), keeps the
+    leaderboard and, for a machine-learned choice, the model's description and how it becomes
+    the CLV (``spend_model``, :mod:`custval.models.clv_serving`), whose file the run keeps; the
+    reasons for each customer's CLV go to the store's ``clv_reasons``."""
+    options = project.clv
+    horizon, discount = clv_settings(project)
+    if options.method == "btyd":
+        cols, models = btyd_columns(project, prepared, table, horizon=horizon, discount=discount)
+        models["method"] = "btyd"
+        return cols, models, ClvKept()
+    try:
+        # P(alive) and the expected purchases; the CLV and its interval come from the chosen
+        # method below, so no interval draws here
+        cols, models = btyd_columns(
+            project, prepared, table, horizon=horizon, discount=discount, level=None
+        )
+    except CustvalError as exc:
+        # no repeat buyers, say: the machine-learned CLV does without the BTYD model
+        cols = {c: np.full(len(table), np.nan) for c in ("p_alive", "expected_purchases")}
+        models = {"btyd_error": str(exc).split("\n", 1)[0]}
+
+    board = clv_leaderboard(
+        project,
+        prepared,
+        horizon=horizon,
+        discount=discount,
+        methods=METHOD_CANDIDATES[options.method],
+        choose_method=options.method,
+        today=table,
+        top_k=top_k,
+    )
+    found = board.predictions.set_index("customer_id")
+    ids = table["customer_id"].astype(str).to_numpy()
+    for src, dst in (
+        ("clv", "clv_expected"),
+        ("clv_lower", "clv_lower"),
+        ("clv_upper", "clv_upper"),
+    ):
+        cols[dst] = found[src].reindex(ids).to_numpy(dtype=np.float64)
+    models["method"] = board.chosen
+    models["leaderboard"] = board.leaderboard.to_dict("records")
+    models["evaluation"] = board.evaluation
+    if board.model is None or board.serving is None:
+        return cols, models, ClvKept()
+
+    described, payload = board.model.dumps()
+    models["spend_model"] = {"model": described, "serving": board.serving, "file": FILE_NAME}
+    kept = ClvKept(files={FILE_NAME: payload})
+    if board.reasons is not None:
+        ranks = sum(1 for c in board.reasons.columns if c.endswith("_feature"))
+        kept.reasons = long_reasons(board.reasons, board.predictions["customer_id"], ranks)
+    return cols, models, kept
+
+
+def long_reasons(explained: Any, ids: Any, k: int) -> Any:
+    """The reasons of :func:`custval.models.explain.reasons` (one column set per rank) as the
+    store's long table: customer_id, rank, feature, feature_value, contribution, direction, text;
+    customer by customer, rank 1 first. Built in Arrow: no Python strings per row."""
+
+    n = len(ids)
+    # row r of rank i sits at i * n + r in the concatenated ranks
+    order = pa.array((np.arange(n)[:, None] + n * np.arange(k)[None, :]).ravel())
+    long: dict[str, Any] = {
+        "customer_id": pa.array(ids, pa.string()).take(pa.array(np.repeat(np.arange(n), k))),
+        "rank": pa.array(np.tile(np.arange(1, k + 1, dtype=np.int32), n)),
+    }
+    for col, suffix in (("feature", "_feature"), ("feature_value", "_value"), ("text", "")):
+        ranks = [pa.array(explained[f"reason_{i}{suffix}"], pa.string()) for i in range(1, k + 1)]
+        long[col] = pa.concat_arrays(ranks).take(order)
+    contribution = np.column_stack(
+        [explained[f"reason_{i}_contribution"].to_numpy(np.float64) for i in range(1, k + 1)]
+    ).ravel()
+    long["contribution"] = pa.array(contribution)
+    long["direction"] = directions(contribution)
+    return pa.table(long)
+
+
+def profile_rows(records: list[dict[str, Any]]) -> Any:
+    """The model's high-value profile (from its bundle) as long rows for the store:
+    feature, kind, statistic, value, category."""
+
+    rows: dict[str, list[Any]] = {
+        k: [] for k in ("feature", "kind", "statistic", "value", "category")
+    }
+    stats = {
+        "numeric": ("median_high", "median_low", "ratio"),
+        "categorical": ("share_high", "share_low", "lift"),
+    }
+    for rec in records:  # a loop over the model's features
+        for stat in stats.get(rec.get("kind", ""), ()):
+            value = rec.get(stat)
+            rows["feature"].append(rec["feature"])
+            rows["kind"].append(rec["kind"])
+            rows["statistic"].append(stat)
+            rows["value"].append(None if value is None or value != value else float(value))
+            rows["category"].append(rec.get("category") if rec["kind"] == "categorical" else None)
+    return pa.table(
+        {
+            "feature": pa.array(rows["feature"], pa.string()),
+            "kind": pa.array(rows["kind"], pa.string()),
+            "statistic": pa.array(rows["statistic"], pa.string()),
+            "value": pa.array(rows["value"], pa.float64()),
+            "category": pa.array(rows["category"], pa.string()),
+        }
+    )
