@@ -87,7 +87,7 @@ def main() -> None:
 
 def references(project: Any, prepared: Any, board: Any) -> list[str]:
     """The two references of the module docstring, as lines to print."""
-    from custval.models.clv_ml import SpendModel, clv_metrics
+    from custval.models.clv_ml import SpendRegressor, clv_metrics
 
     p = board.predictions
     actual = p["actual"].to_numpy()
@@ -99,7 +99,7 @@ def references(project: Any, prepared: Any, board: Any) -> list[str]:
     np.random.default_rng(0).shuffle(folds)
     hindsight = np.zeros(len(at))
     for k in range(5):  # five fits, one per fold of customers
-        model = SpendModel("lightgbm").fit(at[folds != k], actual[folds != k])
+        model = SpendRegressor("lightgbm").fit(at[folds != k], actual[folds != k])
         hindsight[folds == k] = model.predict(at[folds == k])
     lines = []
     for name, predicted in (

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from custval.errors import CustvalError
-from custval.models.clv_ml import SpendModel, choose, clv_metrics, decile_table
+from custval.models.clv_ml import SpendRegressor, choose, clv_metrics, decile_table
 
 
 def planted(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
@@ -29,7 +29,7 @@ def planted(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("model", ["lightgbm", "random_forest", "mlp"])
 def test_spend_models_learn_the_mean_with_intervals_and_contributions(model: str) -> None:
     X, y, _ = planted(6000, 0)
-    fitted = SpendModel(model, level=0.9).fit(X, y)
+    fitted = SpendRegressor(model, level=0.9).fit(X, y)
     cal_X, cal_y, _ = planted(3000, 1)
     fitted.calibrate(cal_X, cal_y)
     new_X, new_y, truth = planted(4000, 2)
@@ -57,20 +57,20 @@ def test_spend_models_learn_the_mean_with_intervals_and_contributions(model: str
 def test_refunds_larger_than_purchases_are_learnt_as_no_spend() -> None:
     X, y, _ = planted(3000, 3)
     y[:50] = -25.0  # customers who only returned goods in the window
-    model = SpendModel("lightgbm").fit(X, y)
+    model = SpendRegressor("lightgbm").fit(X, y)
     assert model.predict(X).min() >= 0
 
 
 def test_spend_model_errors() -> None:
     X, y, _ = planted(500, 4)
     with pytest.raises(CustvalError, match="unknown CLV model"):
-        SpendModel("svm").fit(X, y)
+        SpendRegressor("svm").fit(X, y)
     with pytest.raises(CustvalError, match="too few to learn spend"):
-        SpendModel().fit(X, np.zeros(len(X)))
+        SpendRegressor().fit(X, np.zeros(len(X)))
     with pytest.raises(CustvalError, match="calibrate it"):
-        SpendModel().fit(X, y).interval(X)
+        SpendRegressor().fit(X, y).interval(X)
     with pytest.raises(CustvalError, match="one finite number per customer"):
-        SpendModel().fit(X, y[:10])
+        SpendRegressor().fit(X, y[:10])
 
 
 def test_metrics_deciles_and_the_choice() -> None:
@@ -225,7 +225,7 @@ def test_no_repeat_buyers_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_too_few_held_out_customers_for_the_intervals() -> None:
     X, y, _ = planted(500, 6)
-    model = SpendModel(level=0.9).fit(X, y)
+    model = SpendRegressor(level=0.9).fit(X, y)
     with pytest.raises(CustvalError, match="too few to bound"):
         model.calibrate(X.head(10), y[:10])
     model.calibrate(X.head(19), y[:19])  # k = ceil(20 * 0.95) = 19 <= 19
@@ -274,20 +274,20 @@ def test_a_short_window_is_carried_to_the_horizon_along_the_bgnbd_curve() -> Non
 @pytest.mark.parametrize("model", ["lightgbm", "random_forest", "mlp"])
 def test_a_saved_spend_model_predicts_as_the_fitted_one(model: str) -> None:
     X, y, _ = planted(1500, 8)
-    fitted = SpendModel(model).fit(X.head(1200), y[:1200]).calibrate(X.tail(300), y[1200:])
+    fitted = SpendRegressor(model).fit(X.head(1200), y[:1200]).calibrate(X.tail(300), y[1200:])
     saved, payload = fitted.dumps()
     import json
 
-    back = SpendModel.loads(json.loads(json.dumps(saved)), payload)
+    back = SpendRegressor.loads(json.loads(json.dumps(saved)), payload)
     # the forest's trees are summed in parallel: equal to the last bits, not beyond
     assert np.allclose(back.predict(X), fitted.predict(X), rtol=1e-12, atol=0)
     pairs = zip(back.interval(X), fitted.interval(X), strict=True)
     assert all(np.allclose(a, b, rtol=1e-12) for a, b in pairs)
     assert np.allclose(back.contributions(X)[0], fitted.contributions(X)[0])
     with pytest.raises(CustvalError, match="does not match"):
-        SpendModel.loads(saved, payload + b" ")
+        SpendRegressor.loads(saved, payload + b" ")
     with pytest.raises(CustvalError, match="damaged or incomplete"):
-        SpendModel.loads({k: v for k, v in saved.items() if k != "schema"}, payload)
+        SpendRegressor.loads({k: v for k, v in saved.items() if k != "schema"}, payload)
 
 
 def test_the_served_clv_is_the_leaderboard_s(tmp_path: Path) -> None:

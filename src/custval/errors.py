@@ -106,6 +106,12 @@ class ContractError(CustvalError):
     """A source's data breaks its contract (missing column, wrong type, out of range)."""
 
 
+class FitError(CustvalError):
+    """The data do not determine a model: too few customers, no repeat buyers, a likelihood with
+    no interior maximum. Code that can go on without the model (a leaderboard candidate, the
+    BTYD columns beside a machine-learned CLV) catches this, and only this."""
+
+
 class IdentityError(CustvalError):
     """The id map is inconsistent (one id linked to two customers)."""
 

@@ -16,9 +16,46 @@ import ibis
 import ibis.expr.types as ir
 import numpy as np
 
+from custval.columns import SUMMARY_COLUMNS
 from custval.errors import CustvalError
 from custval.features._util import cutoff, days_between
 from custval.features.transactions import UNIT_DAYS, rfm_features
+
+
+def btyd_summary_table(
+    tx: ir.Table,
+    calibration_end: date,
+    *,
+    holdout_end: date | None = None,
+    time_unit: str = "weeks",
+    one_row_per_order: bool = False,
+) -> ir.Table:
+    """The BTYD summary of every customer with a purchase before ``calibration_end``:
+    ``customer_id`` and :data:`custval.columns.SUMMARY_COLUMNS` (in ``time_unit``), and with
+    ``holdout_end`` the holdout's columns of :func:`calibration_holdout`. The one query behind
+    ``custval clv``, the scoring run's CLV and :func:`custval.features.summary.btyd_summary`."""
+    if holdout_end is not None:
+        return calibration_holdout(
+            tx,
+            calibration_end,
+            holdout_end,
+            time_unit=time_unit,
+            one_row_per_order=one_row_per_order,
+        )
+    return _summary(tx, calibration_end, time_unit, one_row_per_order)
+
+
+def _summary(
+    tx: ir.Table, calibration_end: date, time_unit: str, one_row_per_order: bool
+) -> ir.Table:
+    return rfm_features(
+        tx,
+        calibration_end,
+        time_unit=time_unit,
+        rhythm=False,
+        trend=False,
+        one_row_per_order=one_row_per_order,
+    ).select("customer_id", *SUMMARY_COLUMNS)
 
 
 def calibration_holdout(
@@ -46,14 +83,7 @@ def calibration_holdout(
         raise CustvalError(
             f"the holdout end {holdout_end} must come after the calibration end {calibration_end}"
         )
-    cal = rfm_features(
-        tx,
-        calibration_end,
-        time_unit=time_unit,
-        rhythm=False,
-        trend=False,
-        one_row_per_order=one_row_per_order,
-    ).select("customer_id", "frequency", "recency", "T", "monetary_value")
+    cal = _summary(tx, calibration_end, time_unit, one_row_per_order)
     later = tx.filter(
         (tx.timestamp >= cutoff(calibration_end))
         & (tx.timestamp < cutoff(holdout_end))

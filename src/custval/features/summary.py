@@ -23,8 +23,8 @@ import pandas as pd
 import pyarrow as pa
 
 from custval.errors import CustvalError
-from custval.features.holdout import calibration_holdout
-from custval.features.transactions import UNIT_DAYS, rfm_features
+from custval.features.holdout import btyd_summary_table
+from custval.features.transactions import UNIT_DAYS
 
 __all__ = ["btyd_summary"]
 
@@ -93,19 +93,13 @@ def btyd_summary(
     con = ibis.duckdb.connect()
     try:
         tx = con.create_table("transactions", clean)
-        if holdout_end is not None:
-            table = calibration_holdout(
-                tx, calibration_end, holdout_end, time_unit=time_unit, one_row_per_order=True
-            )
-        else:
-            table = rfm_features(
-                tx,
-                calibration_end,
-                time_unit=time_unit,
-                rhythm=False,
-                trend=False,
-                one_row_per_order=True,
-            ).select("customer_id", "frequency", "recency", "T", "monetary_value")
+        table = btyd_summary_table(
+            tx,
+            calibration_end,
+            holdout_end=holdout_end,
+            time_unit=time_unit,
+            one_row_per_order=True,
+        )
         out = table.order_by("customer_id").to_pandas()
     finally:
         con.disconnect()

@@ -17,8 +17,8 @@ import pyarrow as pa
 from custval.columns import SUMMARY_COLUMNS
 from custval.config import Project
 from custval.errors import CustvalError
-from custval.features.holdout import calibration_holdout, tracking_times
-from custval.features.transactions import UNIT_DAYS, rfm_features
+from custval.features.holdout import btyd_summary_table, tracking_times
+from custval.features.transactions import UNIT_DAYS
 from custval.flows.prepare import Prepared
 from custval.models.btyd_clv import PURCHASE_MODELS, btyd_predictions, clv_models_json
 from custval.models.evaluation import compare_models, holdout_errors, tracking_table
@@ -80,28 +80,18 @@ def clv(
     tx = prepared.tables.get("transactions")
     if tx is None:
         raise CustvalError("CLV needs a source of kind 'transactions'")
-    if holdout_end is not None:
-        summary = calibration_holdout(
-            tx,
-            calibration_end,
-            holdout_end,
-            time_unit=time_unit,
-            one_row_per_order=prepared.one_row_per_order,
-        )
-    else:
-        summary = rfm_features(
-            tx,
-            calibration_end,
-            time_unit=time_unit,
-            rhythm=False,
-            trend=False,
-            one_row_per_order=prepared.one_row_per_order,
-        ).select("customer_id", "frequency", "recency", "T", "monetary_value")
+    summary = btyd_summary_table(
+        tx,
+        calibration_end,
+        holdout_end=holdout_end,
+        time_unit=time_unit,
+        one_row_per_order=prepared.one_row_per_order,
+    )
     table = summary.order_by("customer_id").to_pyarrow()
     if table.num_rows == 0:
         raise CustvalError(f"no customer bought before the calibration end {calibration_end}")
     col = {c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names}
-    x, tx_, t, m = (col[c].astype(float) for c in ("frequency", "recency", "T", "monetary_value"))
+    x, tx_, t, m = (col[c].astype(float) for c in SUMMARY_COLUMNS)
     fitted = btyd_predictions(
         x,
         tx_,

@@ -60,7 +60,7 @@ from custval.features.transactions import UNIT_DAYS
 from custval.flows.clv import ONE_YEAR, btyd_columns
 from custval.flows.prepare import Prepared, features, first_purchase, future_spend
 from custval.models.btyd import BetaGeo
-from custval.models.clv_ml import SpendModel, choose, clv_metrics, decile_table
+from custval.models.clv_ml import SpendRegressor, choose, clv_metrics, decile_table
 from custval.models.clv_serving import carry_factor, serving_spec
 from custval.models.explain import reason_columns
 
@@ -111,7 +111,7 @@ class ClvBoard:
     predictions: pd.DataFrame
     #: the chosen machine-learned model's top reasons per customer (None for btyd)
     reasons: pd.DataFrame | None = None
-    #: the fitted chosen model (a SpendModel, or None for btyd)
+    #: the fitted chosen model (a SpendRegressor, or None for btyd)
     model: Any = None
     level: float = 0.9
     notes: list[str] = field(default_factory=list)
@@ -551,7 +551,7 @@ def _run_methods(
         frame = hybrid_frame if method == "hybrid" else at
         assert frame is not None
         columns = list(rows.X.columns) if method == "hybrid" else plain
-        model = SpendModel("lightgbm" if method == "hybrid" else method, level=level, seed=seed)
+        model = SpendRegressor("lightgbm" if method == "hybrid" else method, level=level, seed=seed)
         train = ~rows.calibration
         model.fit(rows.X.loc[train, columns], rows.y[train])
         held = rows.calibration & rows.latest

@@ -54,6 +54,8 @@ Array = npt.NDArray[np.float64]
 
 
 class PurchaseModel(Protocol):
+    """What the CLV needs of a purchase model (BG/NBD, MBG/NBD, Pareto/NBD)."""
+
     params_: dict[str, float]
     covariance_: Array
 
@@ -66,7 +68,11 @@ class PurchaseModel(Protocol):
     def _purchases_if_alive(self, t: float | Array, x: Array, tt: Array) -> Array: ...
 
 
-class SpendModel(Protocol):
+class AverageSpendModel(Protocol):
+    """What the CLV needs of a spend model: the expected average spend per purchase of each
+    customer (Gamma-Gamma). Not :class:`custval.models.clv_ml.SpendRegressor`, which learns the
+    spend over a window from features."""
+
     params_: dict[str, float]
     covariance_: Array
 
@@ -165,7 +171,7 @@ def _check_discount(discount: float) -> None:
 
 def customer_lifetime_value(
     purchases: PurchaseModel,
-    spend: SpendModel,
+    spend: AverageSpendModel,
     frequency: Any,
     recency: Any,
     T: Any,
@@ -322,7 +328,7 @@ def _check_surrogate(
     )
 
 
-def _spend_draws(spend: SpendModel, theta: Array, x: Array, m: Array) -> Array:
+def _spend_draws(spend: AverageSpendModel, theta: Array, x: Array, m: Array) -> Array:
     """Expected average spend for every customer (rows) and parameter draw (columns)."""
     if list(spend.params_) == ["p", "q", "gamma"]:
         p, q, g = theta.T
@@ -375,7 +381,7 @@ def _quantiles(values: Array, level: float) -> tuple[Array, Array]:
 
 def clv_interval(
     purchases: PurchaseModel,
-    spend: SpendModel,
+    spend: AverageSpendModel,
     frequency: Any,
     recency: Any,
     T: Any,
@@ -466,7 +472,7 @@ def expected_purchases_interval(
 
 def _interval(
     purchases: PurchaseModel,
-    spend: SpendModel | None,
+    spend: AverageSpendModel | None,
     frequency: Any,
     recency: Any,
     T: Any,

@@ -6,7 +6,7 @@ on the feature table uses all of it. The pipeline (:func:`custval.pipeline.clv_l
 builds the training rows -- features at a cutoff, strictly before it, and the spend in the
 window after it, for several cutoffs stacked -- and this module holds what learns from them:
 
-* :class:`SpendModel` -- the estimator: ``fit(X, y)``, ``predict(X)`` (expected spend over the
+* :class:`SpendRegressor` -- the estimator: ``fit(X, y)``, ``predict(X)`` (expected spend over the
   window, in the data's currency), ``calibrate(X, y)`` then ``interval(X)`` (conformal
   intervals), ``contributions(X)`` (exact per-feature contributions to the model's score, for
   the reasons). Its ``model`` is one of:
@@ -42,7 +42,7 @@ with the past.
 
 Example
 -------
->>> model = SpendModel("lightgbm").fit(features_at_cutoff, spend_after_cutoff)  # doctest: +SKIP
+>>> model = SpendRegressor("lightgbm").fit(features_at_cutoff, spend_after_cutoff)  # doctest: +SKIP
 >>> model.calibrate(features_later, spend_later).interval(features_today)  # doctest: +SKIP
 """
 
@@ -59,7 +59,7 @@ from custval.models.candidates import MLP, Candidate, LightGBM, RandomForest
 from custval.models.encoding import FeatureSchema, infer_schema
 from custval.models.value import _frame  # the value model's check that customers are a table
 
-__all__ = ["SPEND_MODELS", "SpendModel", "choose", "clv_metrics", "decile_table"]
+__all__ = ["SPEND_MODELS", "SpendRegressor", "choose", "clv_metrics", "decile_table"]
 
 Array = npt.NDArray[np.float64]
 
@@ -154,7 +154,7 @@ SPEND_MODELS: dict[str, type[Candidate]] = {
 }
 
 
-class SpendModel:
+class SpendRegressor:
     """Expected spend over a window from a customer's features (see the module docstring).
 
     Parameters
@@ -304,7 +304,7 @@ class SpendModel:
         }, payload
 
     @classmethod
-    def loads(cls, saved: dict[str, Any], payload: bytes) -> SpendModel:
+    def loads(cls, saved: dict[str, Any], payload: bytes) -> SpendRegressor:
         """A fitted model from :meth:`dumps`' two parts, after checking that they belong
         together and that scikit-learn is the training minor version (for its models)."""
         import hashlib

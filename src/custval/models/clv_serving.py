@@ -3,7 +3,7 @@
 A scoring run with ``[clv] method`` other than ``btyd`` (:func:`custval.flows.score.score`) keeps
 the chosen model with the run: the spend model's file (LightGBM text or skops) in the store's
 ``run_files`` and, in the run's ``clv_models`` JSON under ``spend_model``, its description
-(:meth:`custval.models.clv_ml.SpendModel.dumps`) and how its spend over the training window
+(:meth:`custval.models.clv_ml.SpendRegressor.dumps`) and how its spend over the training window
 becomes the CLV over the horizon (:func:`serving_spec`). :class:`ServedClv` turns a customer's
 features into the same CLV and interval as the scoring run gave, so ``POST /v1/predict``
 answers what ``custval score`` stored:
@@ -27,7 +27,7 @@ import pandas as pd
 from custval.columns import HYBRID_COLUMNS, SUMMARY_COLUMNS
 from custval.errors import CustvalError
 from custval.models.btyd_clv import clv_models_from_json, point_clv, purchase_model
-from custval.models.clv_ml import SpendModel
+from custval.models.clv_ml import SpendRegressor
 
 __all__ = [
     "FILE_NAME",
@@ -121,7 +121,7 @@ def serving_spec(
 class ServedClv:
     """The chosen machine-learned CLV, ready to predict (see the module docstring)."""
 
-    model: Any  # SpendModel
+    model: Any  # SpendRegressor
     spec: dict[str, Any]
     carry: Any  # the purchase model of carry_factor, or None
     btyd: tuple[Any, Any] | None  # the hybrid's purchase and spend models
@@ -131,7 +131,7 @@ class ServedClv:
         """From a run's ``clv_models["spend_model"]`` and its file."""
         try:
             spec = saved["serving"]
-            model = SpendModel.loads(saved["model"], payload)
+            model = SpendRegressor.loads(saved["model"], payload)
             carry = purchase_model(spec["carry"]) if spec.get("carry") else None
             # None when the run's BTYD model could not be fitted: the hybrid then learnt
             # without its columns, and predicts without them

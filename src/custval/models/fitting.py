@@ -21,7 +21,7 @@ optimum) and ``n_customers_``.
 
 When the data do not determine the parameters (the likelihood keeps rising towards a parameter of
 0 or infinity, or its Hessian is not negative definite) ``fit`` raises a
-:class:`~custval.errors.CustvalError` saying so: no estimate, and never a NaN, is reported.
+:class:`~custval.errors.FitError` saying so: no estimate, and never a NaN, is reported.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import numpy.typing as npt
 import pandas as pd
 from scipy import optimize
 
-from custval.errors import CustvalError
+from custval.errors import CustvalError, FitError
 
 __all__ = ["LikelihoodModel", "compress_rows", "map_chunks", "row_chunks", "unique_rows"]
 
@@ -338,7 +338,7 @@ class LikelihoodModel:
         if at_bound or runaway:
             # With too few or too uniform customers the likelihood keeps rising towards infinite
             # parameters: there is no estimate (and no standard error) to report.
-            raise CustvalError(
+            raise FitError(
                 f"the data ({n:.0f} customer{'s' if n != 1 else ''}) do not determine the "
                 f"{type(self).__name__} parameters: the likelihood has no interior maximum "
                 f"(it ended at {values})",
@@ -347,12 +347,12 @@ class LikelihoodModel:
             )
         if not np.all(np.isfinite(cov)):
             if not converged and res.nit >= self.max_iter:
-                raise CustvalError(
+                raise FitError(
                     f"the {type(self).__name__} fit did not converge in {self.max_iter} "
                     f"iterations (it stopped at {values})",
                     hint="Raise max_iter",
                 )
-            raise CustvalError(
+            raise FitError(
                 f"the data ({n:.0f} customer{'s' if n != 1 else ''}) do not determine the "
                 f"{type(self).__name__} parameters: the likelihood is flat or curved the wrong "
                 f"way at its end point ({values}), so there are no standard errors",
