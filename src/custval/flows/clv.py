@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from custval.columns import SUMMARY_COLUMNS
 from custval.config import Project
-from custval.errors import CustvalError
+from custval.errors import CustvalError, FitError
 from custval.features.holdout import btyd_summary_table, tracking_times
 from custval.features.transactions import UNIT_DAYS
 from custval.flows.prepare import Prepared
@@ -69,14 +69,7 @@ def clv(
     of its fit (``spend_excluded``); they, like one-time buyers, get the population's mean spend.
     """
 
-    if model not in PURCHASE_MODELS:
-        raise CustvalError(
-            f"unknown model '{model}'", hint="Use one of " + ", ".join(PURCHASE_MODELS)
-        )
-    if time_unit not in UNIT_DAYS:
-        raise CustvalError(
-            f"unknown time unit '{time_unit}'", hint="Use one of " + ", ".join(UNIT_DAYS)
-        )
+    _check_names(model, time_unit)
     tx = prepared.tables.get("transactions")
     if tx is None:
         raise CustvalError("CLV needs a source of kind 'transactions'")
@@ -89,41 +82,21 @@ def clv(
     )
     table = summary.order_by("customer_id").to_pyarrow()
     if table.num_rows == 0:
-        raise CustvalError(f"no customer bought before the calibration end {calibration_end}")
+        raise FitError(f"no customer bought before the calibration end {calibration_end}")
     col = {c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names}
     x, tx_, t, m = (col[c].astype(float) for c in SUMMARY_COLUMNS)
     fitted = btyd_predictions(
-        x,
-        tx_,
-        t,
-        m,
-        model=model,
-        horizon=horizon,
-        discount=discount,
-        level=level,
-        n_draws=n_draws,
+        x, tx_, t, m, model=model, horizon=horizon, discount=discount, level=level, n_draws=n_draws
     )
-    purchases, spend, interval = fitted.purchases, fitted.spend, fitted.interval
+    purchases = fitted.purchases
     out = {"customer_id": table.column("customer_id"), **fitted.columns}
-    holdout = None
+    holdout, tracking = None, None
     if holdout_end is not None:
         predicted = purchases.conditional_expected_purchases(col["duration_holdout"], x, tx_, t)
         out["frequency_holdout"] = col["frequency_holdout"]
         out["predicted_holdout"] = predicted
         holdout = holdout_errors(predicted, col["frequency_holdout"])
-    tracking = None
-    if holdout_end is not None:
-        origin, births, repeats = tracking_times(
-            tx, calibration_end, holdout_end, time_unit=time_unit
-        )
-        # period ends every time unit from the first purchase, plus the calibration end and
-        # the holdout end
-        unit = UNIT_DAYS[time_unit]
-        end = (holdout_end - origin).days / unit
-        cal = (calibration_end - origin).days / unit
-        ends = np.unique(np.append(np.arange(1.0, np.floor(end) + 1), [cal, end]))
-        tracking = tracking_table(purchases, births, repeats, ends[ends > 0])
-        tracking.insert(1, "period", np.where(tracking.period_end <= cal, "calibration", "holdout"))
+        tracking = _tracking(tx, purchases, calibration_end, holdout_end, time_unit)
     comparison = None
     if compare:
         comparison = compare_models(
@@ -135,14 +108,40 @@ def clv(
         )
     return ClvResult(
         purchases,
-        spend,
+        fitted.spend,
         pa.table(out),
         holdout,
         fitted.spend_excluded,
-        interval,
+        fitted.interval,
         tracking,
         comparison,
     )
+
+
+def _check_names(model: str, time_unit: str) -> None:
+    if model not in PURCHASE_MODELS:
+        raise CustvalError(
+            f"unknown model '{model}'", hint="Use one of " + ", ".join(PURCHASE_MODELS)
+        )
+    if time_unit not in UNIT_DAYS:
+        raise CustvalError(
+            f"unknown time unit '{time_unit}'", hint="Use one of " + ", ".join(UNIT_DAYS)
+        )
+
+
+def _tracking(
+    tx: Any, purchases: Any, calibration_end: date, holdout_end: date, time_unit: str
+) -> pd.DataFrame:
+    """Cumulative repeat transactions, actual against predicted, at every time unit from the
+    first purchase, the calibration end and the holdout end."""
+    origin, births, repeats = tracking_times(tx, calibration_end, holdout_end, time_unit=time_unit)
+    unit = UNIT_DAYS[time_unit]
+    end = (holdout_end - origin).days / unit
+    cal = (calibration_end - origin).days / unit
+    ends = np.unique(np.append(np.arange(1.0, np.floor(end) + 1), [cal, end]))
+    tracking = tracking_table(purchases, births, repeats, ends[ends > 0])
+    tracking.insert(1, "period", np.where(tracking.period_end <= cal, "calibration", "holdout"))
+    return tracking
 
 
 def clv_settings(project: Project) -> tuple[float, float]:

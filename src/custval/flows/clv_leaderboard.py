@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -55,7 +56,7 @@ import pandas as pd
 
 from custval.columns import HYBRID_COLUMNS, HYBRID_DESCRIPTIONS, SUMMARY_COLUMNS
 from custval.config import Project
-from custval.errors import CustvalError
+from custval.errors import CustvalError, FitError
 from custval.features.transactions import UNIT_DAYS
 from custval.flows.clv import ONE_YEAR, btyd_columns
 from custval.flows.prepare import Prepared, features, first_purchase, future_spend
@@ -133,7 +134,7 @@ def clv_leaderboard(
     discount: float = 0.0,
     top_k: int = 3,
     seed: int = 0,
-    progress: Any = None,
+    progress: Callable[[str], None] | None = None,
     today: pd.DataFrame | None = None,
 ) -> ClvBoard:
     """Compare CLV methods on a time-based holdout and predict with the best (module docstring).
@@ -146,8 +147,83 @@ def clv_leaderboard(
     leaderboard's pick), ``ml`` (the best of the machine-learned models on features alone) or
     one of ``methods``.
     """
+    _check_methods(methods, choose_method)
+    if "transactions" not in prepared.tables:
+        raise CustvalError("CLV needs a source of kind 'transactions'")
+    evaluated, horizon_days = _evaluation_span(project, horizon, holdout_end)
+    job = _Job(project, prepared, horizon_days, level, seed, progress or _quiet)
+    first = _first_purchase(prepared)
+    windows = _windows(first, evaluated, horizon_days, cutoffs)
+    methods, notes = _methods_for(methods, windows)
+    job.say(f"evaluating at {evaluated}: windows of {windows.days} days from {windows.cutoffs}")
+    at_eval = _customers(project, prepared, evaluated)
+    actual = _actual_spend(prepared, at_eval, evaluated, horizon_days)
+    rows = _training_rows(project, prepared, windows, "hybrid" in methods, seed)
+    job.say(f"{len(rows.X):,} training rows")
+    judged = _run_methods(job, methods, rows, at_eval, evaluated, windows, actual=actual)
+    board = pd.DataFrame(judged.metrics).sort_values(["mae", "model"]).reset_index(drop=True)
+    notes += judged.notes
+    notes += [f"{m} could not be fitted: {why}" for m, why in judged.failed.items()]
+    chosen = _chosen(board, choose_method, judged.failed)
+    evaluation = {
+        "from": evaluated.isoformat(),
+        "to": (evaluated + timedelta(days=horizon_days)).isoformat(),
+        "customers": len(at_eval),
+        "actual_total": float(actual.sum()),
+        "window_days": windows.days,
+        "cutoffs": [c.isoformat() for c in windows.cutoffs],
+        "training_rows": len(rows.X),
+    }
+    if holdout_end is not None:
+        predictions = _holdout_predictions(at_eval, judged, chosen, actual)
+        fitted, at = judged, at_eval
+    else:
+        # today: refit the chosen method with the windows that end by the as-of date
+        job.say(f"refitting {chosen} for {project.as_of}")
+        windows_today = _windows(first, project.as_of, horizon_days, cutoffs)
+        if chosen != "btyd":
+            rows = _training_rows(project, prepared, windows_today, chosen == "hybrid", seed)
+        at = _customers(project, prepared, project.as_of) if today is None else today
+        fitted = _run_methods(
+            job, (chosen,), rows, at, project.as_of, windows_today, actual=None, discount=discount
+        )
+        # what the kept model's refit says (its windows may differ from the evaluation's)
+        notes += [f"refitted for {project.as_of}: {n}" for n in fitted.notes]
+        lower, upper = fitted.intervals[chosen]
+        predictions = pd.DataFrame({"customer_id": at["customer_id"].astype(str)})
+        predictions["clv"] = fitted.predicted[chosen]
+        predictions["clv_lower"] = lower
+        predictions["clv_upper"] = upper
+    model = fitted.models.get(chosen)
+    why = _reasons(model, fitted.frames.get(chosen), top_k, at.attrs.get("catalogue"))
+    serving = fitted.serving.get(chosen)
+    return ClvBoard(
+        board, chosen, judged.deciles, evaluation, predictions, why, model, level, notes, serving
+    )
 
-    say = progress or (lambda _msg: None)
+
+def _quiet(_message: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What every fit of one leaderboard shares."""
+
+    project: Project
+    prepared: Prepared
+    horizon_days: int
+    level: float
+    seed: int
+    say: Callable[[str], None]
+
+    @property
+    def unit(self) -> float:
+        """Days in the project's time unit."""
+        return UNIT_DAYS[self.project.time_unit]
+
+
+def _check_methods(methods: tuple[str, ...], choose_method: str) -> None:
     unknown = [m for m in methods if m not in CLV_METHODS]
     if unknown or not methods:
         raise CustvalError(
@@ -159,184 +235,87 @@ def clv_leaderboard(
             f"unknown CLV method '{choose_method}'",
             hint="Use auto, ml or one of " + ", ".join(methods),
         )
-    if "transactions" not in prepared.tables:
-        raise CustvalError("CLV needs a source of kind 'transactions'")
-    unit = UNIT_DAYS[project.time_unit]
-    first = _first_purchase(prepared)
+
+
+def _evaluation_span(
+    project: Project, horizon: float | None, holdout_end: date | None
+) -> tuple[date, int]:
+    """The date the candidates are judged from and the horizon in days: the given holdout
+    after the as-of date, else the horizon before it."""
     if holdout_end is not None:
         if holdout_end <= project.as_of:
             raise CustvalError(
                 f"the holdout end {holdout_end} must come after the as-of date {project.as_of}"
             )
-        evaluated = project.as_of
-        horizon_days = (holdout_end - project.as_of).days
+        evaluated, horizon_days = project.as_of, (holdout_end - project.as_of).days
     else:
+        unit = UNIT_DAYS[project.time_unit]
         horizon_days = round((horizon or ONE_YEAR[project.time_unit]) * unit)
         evaluated = project.as_of - timedelta(days=horizon_days)
     if horizon_days < 7:
         raise CustvalError(f"the horizon must be at least a week, not {horizon_days} days")
-    windows = _windows(first, evaluated, horizon_days, cutoffs)
-    notes = []
-    if windows.scale > MAX_SCALE:
-        dropped = [m for m in methods if m != "btyd"]
-        if "btyd" not in methods:
-            raise CustvalError(
-                f"the history allows training windows of {windows.days} days, too short to "
-                f"learn spend over a horizon of {horizon_days} days (more than {MAX_SCALE:g}x "
-                "the window)",
-                hint="Use a shorter horizon, a later date or --method btyd",
-            )
-        notes.append(
-            f"{', '.join(dropped)} left out: the history allows training windows of "
-            f"{windows.days} days, more than {MAX_SCALE:g}x shorter than the horizon"
+    return evaluated, horizon_days
+
+
+def _methods_for(methods: tuple[str, ...], windows: Windows) -> tuple[tuple[str, ...], list[str]]:
+    """The candidates the training windows allow, with a note on those left out: the
+    machine-learned ones need a window at most MAX_SCALE times shorter than the horizon."""
+    if windows.scale <= MAX_SCALE:
+        return methods, []
+    if "btyd" not in methods:
+        raise CustvalError(
+            f"the history allows training windows of {windows.days} days, too short to "
+            f"learn spend over a horizon of {windows.horizon_days} days (more than "
+            f"{MAX_SCALE:g}x the window)",
+            hint="Use a shorter horizon, a later date or --method btyd",
         )
-        methods = ("btyd",)
-    say(f"evaluating at {evaluated}: windows of {windows.days} days from {windows.cutoffs}")
-    at_eval = _customers(project, prepared, evaluated)
-    # net spend, at least 0: a customer whose refunds of earlier orders outweigh their new
-    # purchases spent nothing, in training, intervals and judging alike
-    actual = np.maximum(
-        future_spend(
-            prepared, at_eval["customer_id"], evaluated, evaluated + timedelta(days=horizon_days)
-        ),
-        0.0,
+    dropped = [m for m in methods if m != "btyd"]
+    note = (
+        f"{', '.join(dropped)} left out: the history allows training windows of "
+        f"{windows.days} days, more than {MAX_SCALE:g}x shorter than the horizon"
     )
+    return ("btyd",), [note]
+
+
+def _actual_spend(
+    prepared: Prepared, at: pd.DataFrame, evaluated: date, horizon_days: int
+) -> np.ndarray:
+    """Each customer's net spend over the holdout, at least 0: a customer whose refunds of
+    earlier orders outweigh their new purchases spent nothing, in training, intervals and
+    judging alike."""
+    end = evaluated + timedelta(days=horizon_days)
+    actual = np.maximum(future_spend(prepared, at["customer_id"], evaluated, end), 0.0)
     if not (actual > 0).any():
         raise CustvalError(
-            f"no customer spent anything between {evaluated} and "
-            f"{evaluated + timedelta(days=horizon_days)}: there is nothing to judge the models on"
+            f"no customer spent anything between {evaluated} and {end}: there is nothing to "
+            "judge the models on"
         )
-    rows = _training_rows(project, prepared, windows, "hybrid" in methods, seed)
-    say(f"{len(rows.X):,} training rows")
-    outcome = _run_methods(
-        project,
-        prepared,
-        methods,
-        rows,
-        at_eval,
-        evaluated,
-        windows,
-        horizon_days,
-        level,
-        seed,
-        actual=actual,
-        say=say,
-    )
-    board = pd.DataFrame(outcome.metrics).sort_values(["mae", "model"]).reset_index(drop=True)
-    notes += outcome.notes
-    notes += [f"{m} could not be fitted: {why}" for m, why in outcome.failed.items()]
-    if choose_method not in ("auto", "ml") and choose_method in outcome.failed:
-        raise CustvalError(f"{choose_method} could not be fitted: {outcome.failed[choose_method]}")
+    return actual
+
+
+def _chosen(board: pd.DataFrame, choose_method: str, failed: dict[str, str]) -> str:
+    if choose_method not in ("auto", "ml") and choose_method in failed:
+        raise CustvalError(f"{choose_method} could not be fitted: {failed[choose_method]}")
     if choose_method == "auto":
-        chosen = choose(board)
-    elif choose_method == "ml":
-        chosen = choose(board[board["model"].isin(ML_METHODS)])
-    else:
-        chosen = choose_method
-    evaluation = {
-        "from": evaluated.isoformat(),
-        "to": (evaluated + timedelta(days=horizon_days)).isoformat(),
-        "customers": len(at_eval),
-        "actual_total": float(actual.sum()),
-        "window_days": windows.days,
-        "cutoffs": [c.isoformat() for c in windows.cutoffs],
-        "training_rows": len(rows.X),
-    }
-    if holdout_end is not None:
-        predictions = pd.DataFrame({"customer_id": at_eval["customer_id"].astype(str)})
-        for m, p in outcome.predicted.items():
-            predictions[f"clv_{m}"] = p
-        predictions["actual"] = actual
-        lower, upper = outcome.intervals[chosen]
-        predictions.insert(1, "clv", outcome.predicted[chosen])
-        predictions.insert(2, "clv_lower", lower)
-        predictions.insert(3, "clv_upper", upper)
-        return _board(
-            board,
-            chosen,
-            outcome,
-            outcome,
-            evaluation,
-            predictions,
-            at_eval,
-            notes,
-            top_k=top_k,
-            level=level,
-        )
-    # today: refit the chosen method with the windows that end by the as-of date
-    say(f"refitting {chosen} for {project.as_of}")
-    windows_today = _windows(first, project.as_of, horizon_days, cutoffs)
-    rows_today = (
-        rows
-        if chosen == "btyd"
-        else _training_rows(project, prepared, windows_today, chosen == "hybrid", seed)
-    )
-    at_today = _customers(project, prepared, project.as_of) if today is None else today
-    final = _run_methods(
-        project,
-        prepared,
-        (chosen,),
-        rows_today,
-        at_today,
-        project.as_of,
-        windows_today,
-        horizon_days,
-        level,
-        seed,
-        actual=None,
-        say=say,
-        discount=discount,
-    )
-    # what the kept model's refit says (its windows may differ from the evaluation's)
-    notes += [f"refitted for {project.as_of}: {n}" for n in final.notes]
-    predictions = pd.DataFrame({"customer_id": at_today["customer_id"].astype(str)})
-    lower, upper = final.intervals[chosen]
-    predictions["clv"] = final.predicted[chosen]
-    predictions["clv_lower"] = lower
-    predictions["clv_upper"] = upper
-    return _board(
-        board,
-        chosen,
-        outcome,
-        final,
-        evaluation,
-        predictions,
-        at_today,
-        notes,
-        top_k=top_k,
-        level=level,
-    )
+        return choose(board)
+    if choose_method == "ml":
+        return choose(board[board["model"].isin(ML_METHODS)])
+    return choose_method
 
 
-def _board(
-    board: pd.DataFrame,
-    chosen: str,
-    judged: _Outcome,
-    fitted: _Outcome,
-    evaluation: dict[str, Any],
-    predictions: pd.DataFrame,
-    at: pd.DataFrame,
-    notes: list[str],
-    *,
-    top_k: int = 3,
-    level: float = 0.9,
-) -> ClvBoard:
-    """The result: the leaderboard and deciles of the ``judged`` run, the model, reasons and
-    serving of the ``fitted`` one (the same in holdout mode, the refit otherwise)."""
-    model = fitted.models.get(chosen)
-    why = _reasons(model, fitted.frames.get(chosen), top_k, at.attrs.get("catalogue"))
-    return ClvBoard(
-        board,
-        chosen,
-        judged.deciles,
-        evaluation,
-        predictions,
-        why,
-        model,
-        level,
-        notes,
-        fitted.serving.get(chosen),
-    )
+def _holdout_predictions(
+    at: pd.DataFrame, judged: _Outcome, chosen: str, actual: np.ndarray
+) -> pd.DataFrame:
+    """Per customer: the chosen CLV with its interval, every candidate's, and the actual."""
+    predictions = pd.DataFrame({"customer_id": at["customer_id"].astype(str)})
+    for m, p in judged.predicted.items():
+        predictions[f"clv_{m}"] = p
+    predictions["actual"] = actual
+    lower, upper = judged.intervals[chosen]
+    predictions.insert(1, "clv", judged.predicted[chosen])
+    predictions.insert(2, "clv_lower", lower)
+    predictions.insert(3, "clv_upper", upper)
+    return predictions
 
 
 # ---- windows and rows ------------------------------------------------------------------------
@@ -461,7 +440,7 @@ def _add_btyd(
                 as_of=at,
             )
         cols = {k: np.where(np.isfinite(v), v, np.nan) for k, v in cols.items()}
-    except CustvalError:
+    except FitError:
         # too few customers yet at an early cutoff to determine the model: the trees learn
         # those rows without its outputs (missing values), from the features alone
         cols = dict.fromkeys(("clv_expected", "p_alive", "expected_purchases"), np.nan)
@@ -489,119 +468,142 @@ class _Outcome:
     serving: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+@dataclass
+class _Scene:
+    """The customers one run of the candidates predicts for, at ``when``, and what their
+    predictions share."""
+
+    at: pd.DataFrame  # their features, with the training rows' columns
+    when: date
+    windows: Windows
+    discount: float
+    #: spread evenly over the horizon, spend is worth this share of itself today
+    discount_share: float
+    #: the hybrid's frame (``at`` with the BTYD columns) and its BTYD models (JSON)
+    hybrid_frame: pd.DataFrame | None = None
+    hybrid_btyd: dict[str, Any] | None = None
+    #: window to horizon, per customer, and its BG/NBD model; computed when first needed
+    carry: np.ndarray | None = None
+    carry_model: dict[str, Any] | None = None
+
+
 def _run_methods(
-    project: Project,
-    prepared: Prepared,
+    job: _Job,
     methods: tuple[str, ...],
     rows: _Rows,
     at: pd.DataFrame,
     when: date,
     windows: Windows,
-    horizon_days: int,
-    level: float,
-    seed: int,
     *,
     actual: np.ndarray | None,
-    say: Any,
     discount: float = 0.0,
 ) -> _Outcome:
-
-    unit = UNIT_DAYS[project.time_unit]
-    horizon = horizon_days / unit
+    """Fit every candidate in ``methods`` and predict each customer of ``at`` over the horizon
+    from ``when``; judged against ``actual`` when it is given. A candidate that cannot be
+    fitted is noted, and the others go on."""
     out = _Outcome()
-    # the columns of the training rows, those a category first seen later adds too
-    at = _aligned([rows.X.drop(columns=list(HYBRID_COLUMNS), errors="ignore").head(0), at])[1]
-    hybrid_frame, hybrid_btyd = None, None
-    if "hybrid" in methods:
-        hybrid_frame = at.copy()
-        hybrid_btyd = _add_btyd(project, prepared, hybrid_frame, when, windows.days)
-    # spread evenly over the horizon, spend is worth this share of itself today
-    discount_share = (
+    horizon = job.horizon_days / job.unit
+    share = (
         1.0
         if discount == 0
         else float(((1 + discount) ** -np.linspace(0, horizon, 201)[1:]).mean())
     )
-    plain = [c for c in rows.X.columns if c not in HYBRID_COLUMNS]
-    carry: np.ndarray | None = None  # window to horizon, per customer; computed when needed
-    carry_model: dict[str, Any] | None = None
-
-    def spend_of(method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One candidate's spend over the horizon from ``when``, with its interval."""
-        if method == "btyd":
-            # parameter draws far out in a small base can overflow for a few customers: their
-            # bounds fall back to the estimate below, without a warning
-            # (the draws run on worker threads, which np.errstate does not reach)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                cols, _ = btyd_columns(
-                    project,
-                    prepared,
-                    at,
-                    horizon=horizon,
-                    discount=discount,
-                    level=level,
-                    as_of=when,
-                )
-            # customers without a purchase: the BTYD model says nothing, 0 in the leaderboard
-            mid = np.nan_to_num(cols["clv_expected"], nan=0.0, posinf=0.0)
-            bounds = [
-                np.where(np.isfinite(cols[c]), cols[c], mid) for c in ("clv_lower", "clv_upper")
-            ]
-            return mid, bounds[0], bounds[1]
-        frame = hybrid_frame if method == "hybrid" else at
-        assert frame is not None
-        columns = list(rows.X.columns) if method == "hybrid" else plain
-        model = SpendRegressor("lightgbm" if method == "hybrid" else method, level=level, seed=seed)
-        train = ~rows.calibration
-        model.fit(rows.X.loc[train, columns], rows.y[train])
-        held = rows.calibration & rows.latest
-        model.calibrate(rows.X.loc[held, columns], rows.y[held])
-        window_spend = model.predict(frame[columns])
-        lo, hi = model.interval(frame[columns], window_spend)
-        nonlocal carry, carry_model
-        if carry is None:
-            carry, note, carry_model = _carry(at, windows, unit)
-            if note:
-                out.notes.append(note)
-        factor = carry * discount_share
-        out.serving[method] = serving_spec(
-            method=method,
-            window=windows.days / unit,
-            horizon=horizon,
-            scale=windows.scale,
-            discount_share=discount_share,
-            carry=carry_model,
-            btyd=hybrid_btyd if method == "hybrid" else None,
+    # the columns of the training rows, those a category first seen later adds too
+    at = _aligned([rows.X.drop(columns=list(HYBRID_COLUMNS), errors="ignore").head(0), at])[1]
+    scene = _Scene(at, when, windows, discount, share)
+    if "hybrid" in methods:
+        scene.hybrid_frame = at.copy()
+        scene.hybrid_btyd = _add_btyd(
+            job.project, job.prepared, scene.hybrid_frame, when, windows.days
         )
-        out.models[method] = model
-        out.frames[method] = frame[columns]
-        return window_spend * factor, lo * factor, hi * factor
-
     for method in methods:  # a loop over the few candidates
         start = time.perf_counter()
-        say(f"fitting {method}")
+        job.say(f"fitting {method}")
         try:
-            predicted, lower, upper = spend_of(method)
-        except (CustvalError, ValueError, ArithmeticError) as exc:
+            if method == "btyd":
+                predicted, lower, upper = _btyd_spend(job, scene)
+            else:
+                predicted, lower, upper = _ml_spend(job, method, rows, scene, out)
+        except FitError as exc:
             # one candidate that cannot be fitted (no repeat buyers for the BTYD model, say)
             # leaves the others to be judged; the reason is kept
             out.failed[method] = str(exc).split("\n", 1)[0]
             continue
-        seconds = time.perf_counter() - start
         out.predicted[method] = predicted
         out.intervals[method] = (lower, upper)
         if actual is not None:
             row: dict[str, Any] = {"model": method, **clv_metrics(actual, predicted)}
             row["coverage"] = float(((actual >= lower) & (actual <= upper)).mean())
-            row["seconds"] = seconds
+            row["seconds"] = time.perf_counter() - start
             out.metrics.append(row)
             out.deciles[method] = decile_table(actual, predicted)
     if not out.predicted:
-        raise CustvalError(
+        raise FitError(
             "no CLV method could be fitted: "
             + "; ".join(f"{m}: {why}" for m, why in out.failed.items())
         )
     return out
+
+
+def _btyd_spend(job: _Job, scene: _Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The BTYD candidate's CLV over the horizon from the scene's date, with its interval."""
+    # parameter draws far out in a small base can overflow for a few customers: their
+    # bounds fall back to the estimate below, without a warning
+    # (the draws run on worker threads, which np.errstate does not reach)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        cols, _ = btyd_columns(
+            job.project,
+            job.prepared,
+            scene.at,
+            horizon=job.horizon_days / job.unit,
+            discount=scene.discount,
+            level=job.level,
+            as_of=scene.when,
+        )
+    # customers without a purchase: the BTYD model says nothing, 0 in the leaderboard
+    mid = np.nan_to_num(cols["clv_expected"], nan=0.0, posinf=0.0)
+    bounds = [np.where(np.isfinite(cols[c]), cols[c], mid) for c in ("clv_lower", "clv_upper")]
+    return mid, bounds[0], bounds[1]
+
+
+def _ml_spend(
+    job: _Job, method: str, rows: _Rows, scene: _Scene, out: _Outcome
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A machine-learned candidate's spend over the horizon from the scene's date, with its
+    interval: fitted on the training rows, its intervals calibrated on the customers held out
+    at the latest cutoff, carried from the window to the horizon and discounted. Keeps the
+    model, its frame and how it becomes the CLV in ``out``."""
+    hybrid = method == "hybrid"
+    frame = scene.hybrid_frame if hybrid else scene.at
+    assert frame is not None
+    columns = (
+        list(rows.X.columns) if hybrid else [c for c in rows.X.columns if c not in HYBRID_COLUMNS]
+    )
+    model = SpendRegressor("lightgbm" if hybrid else method, level=job.level, seed=job.seed)
+    train = ~rows.calibration
+    model.fit(rows.X.loc[train, columns], rows.y[train])
+    held = rows.calibration & rows.latest
+    model.calibrate(rows.X.loc[held, columns], rows.y[held])
+    window_spend = model.predict(frame[columns])
+    lo, hi = model.interval(frame[columns], window_spend)
+    if scene.carry is None:
+        scene.carry, note, scene.carry_model = _carry(scene.at, scene.windows, job.unit)
+        if note:
+            out.notes.append(note)
+    factor = scene.carry * scene.discount_share
+    out.serving[method] = serving_spec(
+        method=method,
+        window=scene.windows.days / job.unit,
+        horizon=job.horizon_days / job.unit,
+        scale=scene.windows.scale,
+        discount_share=scene.discount_share,
+        carry=scene.carry_model,
+        btyd=scene.hybrid_btyd if hybrid else None,
+    )
+    out.models[method] = model
+    out.frames[method] = frame[columns]
+    return window_spend * factor, lo * factor, hi * factor
 
 
 def _carry(
@@ -623,10 +625,12 @@ def _carry(
         return linear, f"{said} at the window's rate (x {windows.scale:.2f})", None
     x, tx_, t = (at[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in SUMMARY_COLUMNS[:3])
     buyers = np.isfinite(x) & np.isfinite(tx_) & np.isfinite(t)
+    if not buyers.any():
+        return linear, f"{said} at the window's rate (x {windows.scale:.2f}; nobody bought)", None
     try:
         with np.errstate(all="ignore"):
             bgnbd = BetaGeo().fit(x[buyers], tx_[buyers], t[buyers])
-    except (CustvalError, ValueError, ArithmeticError) as exc:
+    except FitError as exc:
         why = str(exc).split("\n", 1)[0]
         return linear, f"{said} at the window's rate (x {windows.scale:.2f}; BG/NBD: {why})", None
     out = carry_factor(

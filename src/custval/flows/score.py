@@ -15,14 +15,15 @@ import pandas as pd
 import pyarrow as pa
 
 from custval.config import Project
-from custval.errors import CustvalError
+from custval.errors import CustvalError, FitError
 from custval.flows.clv import btyd_columns, clv_settings
 from custval.flows.clv_leaderboard import METHOD_CANDIDATES, clv_leaderboard
 from custval.flows.prepare import Prepared, features, prepare
 from custval.models.clv_serving import FILE_NAME
 from custval.models.explain import importance, reasons
 from custval.models.segments import assign_nearest
-from custval.store import directions, open_store
+from custval.models.value import ValueClassifier
+from custval.store import Store, directions, open_store
 from custval.store.bundles import latest_model, load_bundle
 
 
@@ -62,29 +63,13 @@ def score(
     Value probability, class and top reasons from the model bundle (the newest in
     ``models_dir`` unless ``model_version`` names one), and, when the project has transactions,
     CLV over the project's horizon (``[clv]``, a year by default) with its 90% interval, by
-    its method (BG/NBD and Gamma-Gamma by default; :func:`_score_clv`), and P(alive) and
+    its method (BG/NBD and Gamma-Gamma by default; :func:`score_clv`), and P(alive) and
     expected purchases from BG/NBD; each customer's segment by the store's latest
     segmentation. The run is all or nothing (:mod:`custval.store`).
     """
-
-    root = models_dir or (project.root / "models")
-    folder = root / model_version if model_version else latest_model(root)
-    if not (folder / "manifest.json").exists():
-        known = ", ".join(sorted(p.name for p in root.glob("*"))) if root.exists() else "none"
-        raise CustvalError(
-            f"there is no model version '{model_version}' in '{root}'",
-            hint=f"Versions there: {known}",
-        )
+    folder = model_folder(models_dir or (project.root / "models"), model_version)
     clf = load_bundle(folder)
-    seconds: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(step: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        seconds[step] = now - clock
-        clock = now
-
+    lap = _Laps()
     # open the store first: an unreachable store fails before any work
     store = open_store(store_url)
     try:
@@ -92,21 +77,7 @@ def score(
         lap("prepare")
         table = features(project, prepared).to_pyarrow().to_pandas()
         lap("features")
-        catalogue = clf.manifest_.get("catalogue", {})
-        # one pass of the model's contributions serves the reasons and the importance
-        contributions = clf.contributions(table, "features")
-        lap("contributions")
-        explained = reasons(
-            clf,
-            table,
-            top_k=top_k,
-            catalogue=catalogue,
-            source="features",
-            contributions=contributions,
-        )
-        imp = importance(clf, table, contributions=contributions)
-        del contributions
-        lap("reasons")
+        explained, imp = _explain(clf, table, top_k, lap)
         ids = table["customer_id"].astype(str).to_numpy()
         preds: dict[str, Any] = {
             "customer_id": ids,
@@ -125,25 +96,8 @@ def score(
             if names is not None:
                 preds["segment"] = names
             lap("segments")
-        reasons_table = long_reasons(explained, ids, min(top_k, len(clf.schema_.columns)))
-        profiles = profile_rows(clf.manifest_.get("profile", {}).get("features", []))
-        config_hash = hashlib.sha256(
-            project.model_dump_json(exclude={"store"}).encode() + str(folder.name).encode()
-        ).hexdigest()[:16]
-        store.save_model(folder.name, clf.manifest_)
-        run_id = store.write_run(
-            kind="score",
-            # missing values (no purchase, so no CLV) are NULL for the BI tools, not NaN
-            predictions=pa.Table.from_pandas(pd.DataFrame(preds), preserve_index=False),
-            reasons=reasons_table,
-            importance=pa.Table.from_pandas(imp, preserve_index=False),
-            profiles=profiles,
-            model_version=folder.name,
-            as_of=project.as_of,
-            config_hash=config_hash,
-            clv_models=clv_models,
-            extra={"clv_reasons": clv_kept.reasons} if clv_kept.reasons is not None else None,
-            files=clv_kept.files,
+        run_id = _write(
+            store, project, folder.name, clf, explained, imp, preds, top_k, clv_models, clv_kept
         )
         lap("store")
     finally:
@@ -155,10 +109,89 @@ def score(
         len(ids),
         int(explained.predicted_class.sum()),
         explained.assign(customer_id=ids),
-        seconds,
+        lap.seconds,
         segment_run,
         segment_note,
         clv_models.get("method") if clv_models else None,
+    )
+
+
+def model_folder(root: Path, version: str | None) -> Path:
+    """The bundle of model ``version`` under ``root``, or the newest there."""
+    folder = root / version if version else latest_model(root)
+    if not (folder / "manifest.json").exists():
+        known = ", ".join(sorted(p.name for p in root.glob("*"))) if root.exists() else "none"
+        raise CustvalError(
+            f"there is no model version '{version}' in '{root}'",
+            hint=f"Versions there: {known}",
+        )
+    return folder
+
+
+class _Laps:
+    """Seconds spent in each step of a run: calling it with a step's name ends the step."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._clock = time.perf_counter()
+
+    def __call__(self, step: str) -> None:
+        now = time.perf_counter()
+        self.seconds[step] = now - self._clock
+        self._clock = now
+
+
+def _explain(
+    clf: ValueClassifier, table: pd.DataFrame, top_k: int, lap: _Laps
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each customer's probability, class and top reasons, and the global importance."""
+    # one pass of the model's contributions serves the reasons and the importance
+    contributions = clf.contributions(table, "features")
+    lap("contributions")
+    explained = reasons(
+        clf,
+        table,
+        top_k=top_k,
+        catalogue=clf.manifest_.get("catalogue", {}),
+        source="features",
+        contributions=contributions,
+    )
+    imp = importance(clf, table, contributions=contributions)
+    lap("reasons")
+    return explained, imp
+
+
+def _write(
+    store: Store,
+    project: Project,
+    clf: ValueClassifier,
+    *,
+    version: str,
+    explained: pd.DataFrame,
+    imp: pd.DataFrame,
+    preds: dict[str, Any],
+    top_k: int,
+    clv: tuple[dict[str, Any] | None, ClvKept],
+) -> str:
+    """The scoring run, written to the store all or nothing; returns its id."""
+    clv_models, clv_kept = clv
+    config_hash = hashlib.sha256(
+        project.model_dump_json(exclude={"store"}).encode() + version.encode()
+    ).hexdigest()[:16]
+    store.save_model(version, clf.manifest_)
+    return store.write_run(
+        kind="score",
+        # missing values (no purchase, so no CLV) are NULL for the BI tools, not NaN
+        predictions=pa.Table.from_pandas(pd.DataFrame(preds), preserve_index=False),
+        reasons=long_reasons(explained, preds["customer_id"], min(top_k, len(clf.schema_.columns))),
+        importance=pa.Table.from_pandas(imp, preserve_index=False),
+        profiles=profile_rows(clf.manifest_.get("profile", {}).get("features", [])),
+        model_version=version,
+        as_of=project.as_of,
+        config_hash=config_hash,
+        clv_models=clv_models,
+        extra={"clv_reasons": clv_kept.reasons} if clv_kept.reasons is not None else None,
+        files=clv_kept.files,
     )
 
 
@@ -224,7 +257,7 @@ def score_clv(
         cols, models = btyd_columns(
             project, prepared, table, horizon=horizon, discount=discount, level=None
         )
-    except CustvalError as exc:
+    except FitError as exc:
         # no repeat buyers, say: the machine-learned CLV does without the BTYD model
         cols = {c: np.full(len(table), np.nan) for c in ("p_alive", "expected_purchases")}
         models = {"btyd_error": str(exc).split("\n", 1)[0]}

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from custval.config import Project
-from custval.errors import CustvalError
+from custval.errors import CustvalError, FitError
 from custval.flows.prepare import Prepared, features, first_purchase, future_spend, prepare
 from custval.models.explain import importance, value_profile
 from custval.models.value import ValueClassifier, binary_label, derive_value_label
@@ -54,7 +55,8 @@ def train_value(
     The label is future value: high when a customer's spend in the ``horizon_weeks`` from
     ``cutoff`` (default: the as-of date less the horizon) is in the top ``top_share``, or a
     feature-table column named by ``label``. Features are computed at the cutoff from earlier
-    data only. The bundle goes to ``out_dir/<version>`` (default: ``models/`` by the project).
+    data only. The bundle goes to ``out_dir/<version>`` (default: ``models/`` in the project's
+    folder, where ``custval score`` and ``custval serve`` look).
     """
 
     horizon = timedelta(weeks=horizon_weeks)
@@ -70,25 +72,10 @@ def train_value(
     table = ft.to_pyarrow().to_pandas()
     keys = [f.name for f in ft.catalogue if f.role != "feature" and f.name in table.columns]
     if label is not None:
-        if label not in table.columns:
-            raise CustvalError(
-                f"the feature table has no column '{label}'",
-                column=label,
-                hint="Columns: " + ", ".join(table.columns[:20]),
-            )
-        y = binary_label(table[label], positive, column=label)
-        definition: dict[str, Any] = {"kind": "column", "column": label, "positive": positive}
+        y, definition = _column_label(table, label, positive)
         keys.append(label)
     else:
-        spend = future_spend(prepared, table["customer_id"], cut, cut + horizon)
-        y = derive_value_label(spend, top_share)
-        definition = {
-            "kind": "future_spend",
-            "cutoff": cut.isoformat(),
-            "horizon_weeks": horizon_weeks,
-            "top_share": top_share,
-            "threshold_spend": float(np.min(spend[y == 1])),
-        }
+        y, definition = _future_value_label(prepared, table, cut, horizon_weeks, top_share)
     feats = table.drop(columns=list(dict.fromkeys(keys)))
     earlier = (
         None
@@ -110,30 +97,70 @@ def train_value(
     imp = importance(clf, feats)
     profile = value_profile(clf.schema_, feats, y)
     version = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    root = out_dir or Path("models")
     folder = save_bundle(
         clf,
-        root / version,
+        (out_dir or project.root / "models") / version,
         label=definition,
         fingerprint=data_fingerprint(feats, y),
-        extra={
-            "catalogue": catalogue,
-            # how the features were computed, so that the service computes them alike
-            "features": {
-                "time_unit": project.time_unit,
-                "trend_window_days": project.features.trend_window_days,
-                "groups": list(project.features.groups),
-                "one_row_per_order": prepared.one_row_per_order,
-            },
-            "importance": imp.head(20).to_dict("records"),
-            "profile": {
-                "high_share": profile["high_share"],
-                "features": profile["features"].to_dict("records"),
-                "conditions": profile["conditions"].to_dict("records"),
-            },
-        },
+        extra=_bundle_extra(project, prepared, catalogue, imp, profile),
     )
     return ValueTraining(clf, feats, y, definition, cut, catalogue, imp, profile, folder)
+
+
+def _column_label(
+    table: pd.DataFrame, label: str, positive: str | None
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The label from a column of the feature table, and its definition for the bundle."""
+    if label not in table.columns:
+        raise CustvalError(
+            f"the feature table has no column '{label}'",
+            column=label,
+            hint="Columns: " + ", ".join(table.columns[:20]),
+        )
+    y = binary_label(table[label], positive, column=label)
+    return y, {"kind": "column", "column": label, "positive": positive}
+
+
+def _future_value_label(
+    prepared: Prepared, table: pd.DataFrame, cut: date, horizon_weeks: int, top_share: float
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """High for the top ``top_share`` of spend in the horizon after the cutoff, and the
+    label's definition for the bundle."""
+    spend = future_spend(prepared, table["customer_id"], cut, cut + timedelta(weeks=horizon_weeks))
+    y = derive_value_label(spend, top_share)
+    return y, {
+        "kind": "future_spend",
+        "cutoff": cut.isoformat(),
+        "horizon_weeks": horizon_weeks,
+        "top_share": top_share,
+        "threshold_spend": float(np.min(spend[y == 1])),
+    }
+
+
+def _bundle_extra(
+    project: Project,
+    prepared: Prepared,
+    catalogue: dict[str, str],
+    imp: pd.DataFrame,
+    profile: dict[str, Any],
+) -> dict[str, Any]:
+    """What the bundle keeps beside the model: the catalogue, how the features were computed
+    (so that the service computes them alike), the importance and the high-value profile."""
+    return {
+        "catalogue": catalogue,
+        "features": {
+            "time_unit": project.time_unit,
+            "trend_window_days": project.features.trend_window_days,
+            "groups": list(project.features.groups),
+            "one_row_per_order": prepared.one_row_per_order,
+        },
+        "importance": imp.head(20).to_dict("records"),
+        "profile": {
+            "high_share": profile["high_share"],
+            "features": profile["features"].to_dict("records"),
+            "conditions": profile["conditions"].to_dict("records"),
+        },
+    }
 
 
 def _earlier_period(
@@ -156,6 +183,6 @@ def _earlier_period(
         y_old = derive_value_label(
             future_spend(prepared, old["customer_id"], earlier, cut), top_share
         )
-    except CustvalError:
+    except FitError:  # too few customers then, or nobody spent: no earlier period to judge on
         return None
     return old.drop(columns=[k for k in dict.fromkeys(keys) if k in old.columns]), y_old
