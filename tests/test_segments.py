@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from custval.errors import CustvalError
+from custval.errors import CustvalError, FitError
 from custval.models.segment_assign import SegmentAssigner
 from custval.models.segments import (
     Segmenter,
@@ -15,27 +15,7 @@ from custval.models.segments import (
     profile_segments,
     rfm_segments,
 )
-
-#: four planted segments: (recency days, orders, revenue, tenure days) medians
-PLANTED = np.array(
-    [[10, 12, 2000, 800], [200, 2, 60, 700], [30, 4, 300, 60], [400, 1, 20, 1200]], float
-)
-
-
-def planted(n: int = 6000, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    truth = rng.integers(0, 4, n)
-    noise = lambda s: rng.lognormal(0, s, n)  # noqa: E731
-    X = pd.DataFrame(
-        {
-            "customer_id": [f"C{i}" for i in range(n)],
-            "recency_days": PLANTED[truth, 0] * noise(0.25),
-            "orders": np.maximum(1, np.round(PLANTED[truth, 1] * noise(0.25))),
-            "revenue": PLANTED[truth, 2] * noise(0.25),
-            "tenure_days": PLANTED[truth, 3] * noise(0.2),
-        }
-    )
-    return X, truth
+from tests.factories import planted_segments as planted
 
 
 def test_kmeans_finds_the_planted_k_and_segments() -> None:
@@ -58,6 +38,30 @@ def test_other_algorithms_find_the_planted_segments(algorithm: str) -> None:
     X, truth = planted(4000)
     seg = Segmenter(algorithm, 4, sample_size=2000, bootstrap=2).fit(X)
     assert seg.k_ == 4 and adjusted_rand_score(truth, seg.labels_) >= 0.9
+
+
+@pytest.mark.parametrize("algorithm", ["kmeans", "hierarchical", "hdbscan", "gmm"])
+def test_predict_on_the_training_rows_gives_their_labels(algorithm: str) -> None:
+    # the stability check refits on bootstrap resamples: none of those fits may stay behind.
+    # The sample is smaller than the table, so Ward and HDBSCAN place every row as predict
+    # does (the nearest centroid); HDBSCAN's noise is not assigned to new customers.
+    X, _ = planted(3000)
+    seg = Segmenter(algorithm, 4, sample_size=1000, bootstrap=2).fit(X)
+    found = seg.labels_ >= 0
+    assert found.mean() > 0.5
+    mismatched = int((seg.predict(X)[found] != seg.labels_[found]).sum())
+    assert mismatched == 0, f"{mismatched} of {int(found.sum())} rows"
+
+
+def test_a_failed_refit_leaves_no_fitted_state() -> None:
+    X, _ = planted(600)
+    seg = Segmenter("gmm", 3, bootstrap=1).fit(X)
+    assert seg.mixture_ is not None
+    with pytest.raises(FitError, match="cannot form 5 segments"):
+        seg.set_params(k=5).fit(X.head(3))
+    assert not any(hasattr(seg, name) for name in ("labels_", "prep_", "mixture_", "k_"))
+    with pytest.raises(CustvalError, match="not fitted"):
+        seg.predict(X)
 
 
 def test_hdbscan_marks_noise_and_finds_dense_groups() -> None:
@@ -129,15 +133,16 @@ def test_clear_errors() -> None:
         Segmenter(k=3).fit(X.assign(tenure_days=5.0))
     with pytest.raises(CustvalError, match="no numeric value"):
         Segmenter(k=3).fit(X.assign(tenure_days=np.nan))
-    with pytest.raises(CustvalError, match="cannot form 5 segments"):
+    # too few customers or profiles for the segments asked: the data do not determine them
+    with pytest.raises(FitError, match="cannot form 5 segments"):
         Segmenter(k=5).fit(X.head(3))
-    with pytest.raises(CustvalError, match="distinct profiles"):
+    with pytest.raises(FitError, match="distinct profiles"):
         Segmenter(k="auto").fit(pd.concat([X.head(2)] * 10))
     with pytest.raises(CustvalError, match="unknown algorithm"):
         Segmenter("spectral").fit(X)
     with pytest.raises(CustvalError, match="no column"):
         Segmenter(features=["revenue", "nps"]).fit(X)
-    with pytest.raises(CustvalError, match="nothing to tell apart"):
+    with pytest.raises(FitError, match="nothing to tell apart"):
         SegmentAssigner().fit(X, ["A"] * len(X))
 
 

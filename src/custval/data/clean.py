@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import ibis
 import ibis.expr.types as ir
@@ -151,106 +152,25 @@ def clean_source(
     """
     now = now or datetime.now()
     spec, contract = staged.spec, staged.contract
-    rule_flags = staged.flags
-    typed = staged.table
-    present = staged.present
-
-    times = [c.name for c in contract.columns if c.type in {"timestamp", "date"}]
-    drops: dict[str, ir.BooleanColumn] = {}
-    for col in contract.columns:
-        # a row without a value in a required column (id, order, timestamp, amount) cannot be
-        # used; blank ids are null after normalisation
-        if col.name in present and ((col.required and col.values_required) or col.drop_blank):
-            drops[f"rows without {col.name}"] = typed[col.name].isnull()
-    # a date after the moment of cleaning is impossible: in a row's own timestamp the row is
-    # dropped; in an attribute (a birth date) only the value is
-    future: dict[str, ir.BooleanColumn] = {}
-    for name in times:
-        late = (typed[name].cast("timestamp") > ibis.literal(now)).fill_null(False)
-        if contract.get(name).required:
-            drops[f"future dates ({name} after {now:%Y-%m-%d %H:%M})"] = late
-        else:
-            future[name] = late
-
-    aggs: dict[str, ir.Value] = {"rows": typed.count()}
-    aggs.update({f"future:{k}": v.sum() for k, v in future.items()})
-    aggs.update({k: typed[k].sum() for k in rule_flags})
-    # each drop rule counts only rows that earlier rules kept, so the counts add up
-    kept_so_far = ibis.literal(True)
-    for label, predicate in drops.items():
-        aggs[f"drop:{label}"] = (kept_so_far & predicate).sum()
-        kept_so_far = kept_so_far & ~predicate
-    categories = [c.name for c in contract.columns if c.type == "category" and c.name in present]
-    aggs.update({f"_missing:{c}": typed[c].isnull().sum() for c in categories})
-    is_refund = None
-    if contract.kind == "transactions":
-        is_refund = typed.amount < 0
-        aggs["refunds"] = is_refund.sum()
-    counts = typed.aggregate(**aggs).to_pyarrow().to_pylist()[0]
-
-    rules: list[RuleResult] = []
-    for key in [*rule_flags, *(f"_missing:{c}" for c in categories)]:
-        label, col = key[1:].split(":")
-        kind = contract.get(col).type
-        if label == "missing":
-            label = "missing set to unknown"
-        elif label == "blank":
-            if kind in {"number", "bool"}:
-                label = "missing left empty"
-            else:
-                continue  # required columns: counted by the drop rules below
-        n = int(counts[key] or 0)
-        rules.append(RuleResult(spec.name, f"{label.replace('_', ' ')} ({col})", changed=n))
-    keep = ibis.literal(True)
+    drops, future = _drop_rules(staged, now)
+    categories = [
+        c.name for c in contract.columns if c.type == "category" and c.name in staged.present
+    ]
+    counts = _rule_counts(staged, drops, future, categories)
+    rules = _rule_log(staged, counts, drops, future, categories)
     remaining = int(counts["rows"])
-    for label, predicate in drops.items():
-        keep = keep & ~predicate
-        rules.append(RuleResult(spec.name, label, dropped=int(counts[f"drop:{label}"] or 0)))
-    if is_refund is not None:
-        rules.append(
-            RuleResult(
-                spec.name, "negative amounts flagged as refunds", changed=int(counts["refunds"])
-            )
-        )
-    for name in future:
-        n = int(counts[f"future:{name}"] or 0)
-        rules.append(RuleResult(spec.name, f"future dates set to empty ({name})", changed=n))
-
-    # categories the source has get "unknown" for missing values; ones it lacks stay empty
-    fills: dict[str, ir.Value] = {c: typed[c].fill_null(UNKNOWN) for c in categories}
-    fills |= {name: ibis.ifelse(late, ibis.null(), typed[name]) for name, late in future.items()}
-    kept = typed.filter(keep).drop(*staged.flags).mutate(**fills)
     # without order ids an identical row may be a second purchase of the same thing on the same
     # day, so rows are kept as they are; with them, a repeated row is a repeated export
-    no_order_ids = contract.kind == "transactions" and "order_id" not in present
-    deduped = kept if no_order_ids else kept.distinct()
-    if is_refund is not None:
-        deduped = deduped.mutate(is_refund=deduped.amount < 0)
-    if link is not None:
-        deduped = link(deduped)
-    if contract.kind == "customers":
-        # one profile per customer, also when the source knows a customer under two ids:
-        # conflicting rows are resolved deterministically (unlinked rows, with a null id, stay
-        # apart so that they are counted as unlinked, not as duplicates)
-        key = deduped.customer_id
-        if link is not None:
-            key = ibis.ifelse(key.isnull(), "unlinked:" + deduped._source_id, "linked:" + key)
-        # the first row in the order of all columns (nulls last), whatever order rows come in
-        rank = ibis.row_number().over(group_by=key, order_by=list(deduped.columns))
-        deduped = deduped.mutate(_rank=rank).filter(lambda t: t._rank == 0).drop("_rank")
+    no_order_ids = contract.kind == "transactions" and "order_id" not in staged.present
+    deduped = _cleaned_rows(staged, drops, future, categories, no_order_ids=no_order_ids, link=link)
     final = con.create_table(f"_clean_{spec.name}", deduped, temp=True, overwrite=True)
-    stats = {"rows": final.count()}
-    if link is not None:
-        unlinked = final.customer_id.isnull()
-        stats |= {
-            "unlinked_rows": unlinked.sum(),
-            "unlinked_ids": final._source_id.nunique(where=unlinked),
-        }
-    if contract.kind == "transactions" and not no_order_ids:
+    counted = _final_counts(
+        final,
+        linked=link is not None,
         # one row per order lets features count rows instead of distinct order ids per day,
         # which costs twice this one global count
-        stats["order_ids"] = final.order_id.nunique()
-    counted = final.aggregate(**stats).to_pyarrow().to_pylist()[0]
+        order_ids=contract.kind == "transactions" and not no_order_ids,
+    )
     before_dedupe = remaining - sum(r.dropped for r in rules)
     label = "duplicate rows" if contract.kind != "customers" else "duplicate or conflicting rows"
     rules.append(RuleResult(spec.name, label, dropped=before_dedupe - int(counted["rows"])))
@@ -272,3 +192,139 @@ def clean_source(
         int(counted.get("unlinked_ids") or 0),
         one_row_per_order,
     )
+
+
+def _drop_rules(
+    staged: Staged, now: datetime
+) -> tuple[dict[str, ir.BooleanColumn], dict[str, ir.BooleanColumn]]:
+    """The rows to drop, by rule label, and the optional dates to empty (after ``now``), by
+    column."""
+    contract, typed, present = staged.contract, staged.table, staged.present
+    times = [c.name for c in contract.columns if c.type in {"timestamp", "date"}]
+    drops: dict[str, ir.BooleanColumn] = {}
+    for col in contract.columns:
+        # a row without a value in a required column (id, order, timestamp, amount) cannot be
+        # used; blank ids are null after normalisation
+        if col.name in present and ((col.required and col.values_required) or col.drop_blank):
+            drops[f"rows without {col.name}"] = typed[col.name].isnull()
+    # a date after the moment of cleaning is impossible: in a row's own timestamp the row is
+    # dropped; in an attribute (a birth date) only the value is
+    future: dict[str, ir.BooleanColumn] = {}
+    for name in times:
+        late = (typed[name].cast("timestamp") > ibis.literal(now)).fill_null(False)
+        if contract.get(name).required:
+            drops[f"future dates ({name} after {now:%Y-%m-%d %H:%M})"] = late
+        else:
+            future[name] = late
+    return drops, future
+
+
+def _rule_counts(
+    staged: Staged,
+    drops: dict[str, ir.BooleanColumn],
+    future: dict[str, ir.BooleanColumn],
+    categories: list[str],
+) -> dict[str, Any]:
+    """What every rule counts, in one query over the staged table."""
+    typed = staged.table
+    aggs: dict[str, ir.Value] = {"rows": typed.count()}
+    aggs.update({f"future:{k}": v.sum() for k, v in future.items()})
+    aggs.update({k: typed[k].sum() for k in staged.flags})
+    # each drop rule counts only rows that earlier rules kept, so the counts add up
+    kept_so_far = ibis.literal(True)
+    for label, predicate in drops.items():
+        aggs[f"drop:{label}"] = (kept_so_far & predicate).sum()
+        kept_so_far = kept_so_far & ~predicate
+    aggs.update({f"_missing:{c}": typed[c].isnull().sum() for c in categories})
+    if staged.contract.kind == "transactions":
+        aggs["refunds"] = (typed.amount < 0).sum()
+    return typed.aggregate(**aggs).to_pyarrow().to_pylist()[0]
+
+
+def _rule_log(
+    staged: Staged,
+    counts: dict[str, Any],
+    drops: dict[str, ir.BooleanColumn],
+    future: dict[str, ir.BooleanColumn],
+    categories: list[str],
+) -> list[RuleResult]:
+    """One :class:`RuleResult` per rule, from :func:`_rule_counts` (the duplicates, counted
+    after the cleaned table is made, are added by :func:`clean_source`)."""
+    spec, contract = staged.spec, staged.contract
+    rules: list[RuleResult] = []
+    for key in [*staged.flags, *(f"_missing:{c}" for c in categories)]:
+        label, col = key[1:].split(":")
+        kind = contract.get(col).type
+        if label == "missing":
+            label = "missing set to unknown"
+        elif label == "blank":
+            if kind in {"number", "bool"}:
+                label = "missing left empty"
+            else:
+                continue  # required columns: counted by the drop rules below
+        n = int(counts[key] or 0)
+        rules.append(RuleResult(spec.name, f"{label.replace('_', ' ')} ({col})", changed=n))
+    for label in drops:
+        rules.append(RuleResult(spec.name, label, dropped=int(counts[f"drop:{label}"] or 0)))
+    if contract.kind == "transactions":
+        rules.append(
+            RuleResult(
+                spec.name, "negative amounts flagged as refunds", changed=int(counts["refunds"])
+            )
+        )
+    for name in future:
+        n = int(counts[f"future:{name}"] or 0)
+        rules.append(RuleResult(spec.name, f"future dates set to empty ({name})", changed=n))
+    return rules
+
+
+def _cleaned_rows(
+    staged: Staged,
+    drops: dict[str, ir.BooleanColumn],
+    future: dict[str, ir.BooleanColumn],
+    categories: list[str],
+    *,
+    no_order_ids: bool,
+    link: Callable[[ir.Table], ir.Table] | None,
+) -> ir.Table:
+    """The staged rows the drop rules keep, with the value rules applied, deduplicated,
+    linked, and for customers one profile each."""
+    typed = staged.table
+    keep = ibis.literal(True)
+    for predicate in drops.values():
+        keep = keep & ~predicate
+    # categories the source has get "unknown" for missing values; ones it lacks stay empty
+    fills: dict[str, ir.Value] = {c: typed[c].fill_null(UNKNOWN) for c in categories}
+    fills |= {name: ibis.ifelse(late, ibis.null(), typed[name]) for name, late in future.items()}
+    kept = typed.filter(keep).drop(*staged.flags).mutate(**fills)
+    deduped = kept if no_order_ids else kept.distinct()
+    if staged.contract.kind == "transactions":
+        deduped = deduped.mutate(is_refund=deduped.amount < 0)
+    if link is not None:
+        deduped = link(deduped)
+    if staged.contract.kind == "customers":
+        # one profile per customer, also when the source knows a customer under two ids:
+        # conflicting rows are resolved deterministically (unlinked rows, with a null id, stay
+        # apart so that they are counted as unlinked, not as duplicates)
+        key = deduped.customer_id
+        if link is not None:
+            key = ibis.ifelse(key.isnull(), "unlinked:" + deduped._source_id, "linked:" + key)
+        # the first row in the order of all columns (nulls last), whatever order rows come in
+        rank = ibis.row_number().over(group_by=key, order_by=list(deduped.columns))
+        deduped = deduped.mutate(_rank=rank).filter(lambda t: t._rank == 0).drop("_rank")
+    return deduped
+
+
+def _final_counts(final: ir.Table, *, linked: bool, order_ids: bool) -> dict[str, Any]:
+    """Rows of the cleaned table, the unlinked ones when ``linked``, distinct order ids when
+    ``order_ids``: one query."""
+    stats: dict[str, ir.Value] = {"rows": final.count()}
+    if linked:
+        unlinked = final.customer_id.isnull()
+        stats |= {
+            "unlinked_rows": unlinked.sum(),
+            "unlinked_ids": final._source_id.nunique(where=unlinked),
+        }
+    if order_ids:
+        stats["order_ids"] = final.order_id.nunique()
+    return final.aggregate(**stats).to_pyarrow().to_pylist()[0]

@@ -12,6 +12,7 @@ reported and counted but let it go on.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -21,7 +22,7 @@ import ibis.expr.datatypes as dt
 import ibis.expr.types as ir
 
 from custval.config import DEFAULT_DATE_FORMATS, SourceSpec
-from custval.errors import MAX_EXAMPLES, ContractError, CustvalError
+from custval.errors import MAX_EXAMPLES, ContractError, CustvalError, DataValidationError
 
 ColumnType = Literal["id", "timestamp", "date", "amount", "number", "bool", "category", "text"]
 
@@ -193,39 +194,65 @@ def coerce(value: ir.Column, column: Column, formats: tuple[str, ...]) -> ir.Col
     >>> coerce(t.a, Column("amount", "amount"), ()).to_pyarrow().to_pylist()  # doctest: +SKIP
     [1234.5, 7.0]
     """
+    parse = _COERCE.get(column.type)
+    if parse is None:
+        raise AssertionError(f"unknown column type {column.type}")
+    return parse(value, column.type, formats)
+
+
+def _as_id(value: ir.Column, kind: str, formats: tuple[str, ...]) -> ir.Column:
+    if value.type().is_floating():
+        # JSON and spreadsheets turn 1001 into 1001.0; as an id it is still 1001
+        whole = value == value.floor()
+        value = ibis.ifelse(whole, value.cast("int64").cast("string"), value.cast("string"))
+    return _trim(value.cast("string")).upper().nullif("")
+
+
+def _as_text(value: ir.Column, kind: str, formats: tuple[str, ...]) -> ir.Column:
+    text = _trim(value.cast("string"))
+    cleaned = text.lower() if kind == "category" else text
+    return ibis.ifelse(text == "", ibis.null("string"), cleaned)
+
+
+def _as_time(value: ir.Column, kind: str, formats: tuple[str, ...]) -> ir.Column:
     dtype = value.type()
-    if column.type == "id":
-        if dtype.is_floating():
-            # JSON and spreadsheets turn 1001 into 1001.0; as an id it is still 1001
-            whole = value == value.floor()
-            value = ibis.ifelse(whole, value.cast("int64").cast("string"), value.cast("string"))
-        return _trim(value.cast("string")).upper().nullif("")
-    if column.type in {"category", "text"}:
-        text = _trim(value.cast("string"))
-        cleaned = text.lower() if column.type == "category" else text
-        return ibis.ifelse(text == "", ibis.null("string"), cleaned)
-    if column.type in {"timestamp", "date"}:
-        if dtype.is_timestamp() or dtype.is_date():
-            ts = value.cast(dt.Timestamp())
-        else:
-            ts = parse_dates(value.cast("string"), formats)
-        return ts.date() if column.type == "date" else ts
-    if column.type in {"amount", "number"}:
-        if dtype.is_numeric():
-            return value.cast("float64")
-        # DuckDB's cast ignores surrounding white space itself
-        text = value.cast("string")
-        if column.type == "amount":
-            text = text.replace(",", "")
-        return text.try_cast("float64")
-    if column.type == "bool":
-        if dtype.is_boolean():
-            return value
-        text = _trim(value.cast("string")).lower()
-        return ibis.cases((text.isin(TRUE_WORDS), True), (text.isin(FALSE_WORDS), False)).cast(
-            "boolean"
-        )
-    raise AssertionError(f"unknown column type {column.type}")
+    if dtype.is_timestamp() or dtype.is_date():
+        ts = value.cast(dt.Timestamp())
+    else:
+        ts = parse_dates(value.cast("string"), formats)
+    return ts.date() if kind == "date" else ts
+
+
+def _as_number(value: ir.Column, kind: str, formats: tuple[str, ...]) -> ir.Column:
+    if value.type().is_numeric():
+        return value.cast("float64")
+    # DuckDB's cast ignores surrounding white space itself
+    text = value.cast("string")
+    if kind == "amount":
+        text = text.replace(",", "")
+    return text.try_cast("float64")
+
+
+def _as_bool(value: ir.Column, kind: str, formats: tuple[str, ...]) -> ir.Column:
+    if value.type().is_boolean():
+        return value
+    text = _trim(value.cast("string")).lower()
+    return ibis.cases((text.isin(TRUE_WORDS), True), (text.isin(FALSE_WORDS), False)).cast(
+        "boolean"
+    )
+
+
+#: how :func:`coerce` parses each column type: (raw column, the type, date formats) -> column
+_COERCE: dict[str, Callable[[ir.Column, str, tuple[str, ...]], ir.Column]] = {
+    "id": _as_id,
+    "category": _as_text,
+    "text": _as_text,
+    "timestamp": _as_time,
+    "date": _as_time,
+    "amount": _as_number,
+    "number": _as_number,
+    "bool": _as_bool,
+}
 
 
 def is_blank(value: ir.Column) -> ir.BooleanColumn:
@@ -444,8 +471,6 @@ def validate_source(
 
 def raise_for_errors(reports: list[SourceReport]) -> None:
     """Raise one error that lists every contract error found, if any."""
-    from custval.errors import DataValidationError
-
     errors = [f.as_error() for r in reports for f in r.errors]
     if errors:
         raise DataValidationError(errors)

@@ -436,16 +436,7 @@ def _open_files_on(
         if fmt == "csv" and spec.csv.delimiter == "whitespace":
             table = _read_whitespace(spec, con, name, files)
         elif fmt == "csv":
-            if all(_has_suffix(f, {".tsv"}) for f in files):
-                options["delim"] = "\t"
-            csv = spec.csv
-            if csv.delimiter is not None:
-                options["delim"] = csv.delimiter
-            options["header"] = csv.header
-            if csv.names:
-                options["names"] = csv.names
-            if csv.encoding:
-                options["encoding"] = csv.encoding
+            options |= _csv_options(spec, files)
             # Every column as text and no type sniffing: cleaning parses "1,234.50" and mixed
             # date formats itself and must see them as written.
             table = con.read_csv(files, table_name=name, all_varchar=True, **options)
@@ -470,6 +461,23 @@ def _open_files_on(
             raise _error(spec, f"the file '{files[0]}' has no rows")
         raise _error(spec, f"the {len(files)} files matching '{where}' have no rows")
     return table
+
+
+def _csv_options(spec: SourceSpec, files: list[str]) -> dict[str, Any]:
+    """DuckDB's CSV options for the source: its delimiter (a tab for .tsv files), header,
+    column names and encoding."""
+    options: dict[str, Any] = {}
+    if all(_has_suffix(f, {".tsv"}) for f in files):
+        options["delim"] = "\t"
+    csv = spec.csv
+    if csv.delimiter is not None:
+        options["delim"] = csv.delimiter
+    options["header"] = csv.header
+    if csv.names:
+        options["names"] = csv.names
+    if csv.encoding:
+        options["encoding"] = csv.encoding
+    return options
 
 
 def _read_whitespace(

@@ -805,27 +805,11 @@ def _transactions_table(
     clock: _Clock,
 ) -> tuple[pa.Table, dict[str, Any]]:
     n_orders = orders.ts.size
-    # refunds: a few days after some orders, all or part of the amount back
-    src = np.flatnonzero(rng.random(n_orders) < params.refund_share)
-    delay = (rng.gamma(2.0, 1.5, src.size) * DAY).astype(np.int64) + 3600
-    src_ok = orders.ts[src] + delay < clock.horizon
-    src, delay = src[src_ok], delay[src_ok]
-    part = np.maximum(1, np.rint(orders.cents[src] * rng.uniform(0.2, 0.8, src.size)))
-    refund = -np.where(rng.random(src.size) < 0.7, orders.cents[src], part.astype(np.int64))
-
-    # far-future rows: extra orders that a broken till dated decades ahead
-    n_future = round(rates.future_transactions * n_orders)
-    if cust.n >= 1000:
-        n_future = max(1, n_future)
-    buyers = np.flatnonzero(cust.n_purchases > 0)
-    if buyers.size == 0:
-        n_future = 0
-    future_year = max(2099, clock.end_date.year + 20)
-    year_start = (date(future_year, 1, 1) - date(1970, 1, 1)).days * DAY
-    fut_cust = buyers[rng.integers(0, max(buyers.size, 1), n_future)]
-    fut_ts = year_start + rng.integers(0, 365 * DAY, n_future)
-    fut_entered = rng.integers(clock.start, clock.horizon, n_future)
-    fut_cents = np.maximum(1, np.rint(rng.gamma(params.p, 1.0 / cust.nu[fut_cust]) * 100.0))
+    src, delay, refund = _refunds(rng, orders, params, clock)
+    future_year, fut_cust, fut_ts, fut_entered, fut_cents = _future_rows(
+        rng, cust, params, rates, clock, n_orders
+    )
+    n_future = fut_cust.size
 
     kind = np.concatenate(
         [np.zeros(n_orders, np.int8), np.ones(src.size, np.int8), np.full(n_future, 2, np.int8)]
@@ -890,6 +874,46 @@ def _transactions_table(
         "date_formats": {"ts": _format_counts(fmt, ts_ok)},
     }
     return table, dirt
+
+
+def _refunds(
+    rng: np.random.Generator, orders: _Orders, params: SynthParams, clock: _Clock
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Refunds a few days after some orders, all or part of the amount back: the refunded
+    orders (indices), the delays (seconds) and the refunds (negative cents)."""
+    src = np.flatnonzero(rng.random(orders.ts.size) < params.refund_share)
+    delay = (rng.gamma(2.0, 1.5, src.size) * DAY).astype(np.int64) + 3600
+    src_ok = orders.ts[src] + delay < clock.horizon
+    src, delay = src[src_ok], delay[src_ok]
+    part = np.maximum(1, np.rint(orders.cents[src] * rng.uniform(0.2, 0.8, src.size)))
+    refund = -np.where(rng.random(src.size) < 0.7, orders.cents[src], part.astype(np.int64))
+    return src, delay, refund
+
+
+def _future_rows(
+    rng: np.random.Generator,
+    cust: _Customers,
+    params: SynthParams,
+    rates: DirtRates,
+    clock: _Clock,
+    n_orders: int,
+) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Far-future rows, extra orders that a broken till dated decades ahead: their year, and
+    per row the customer, the timestamp, when it was entered (where it sits in the export)
+    and the cents."""
+    n_future = round(rates.future_transactions * n_orders)
+    if cust.n >= 1000:
+        n_future = max(1, n_future)
+    buyers = np.flatnonzero(cust.n_purchases > 0)
+    if buyers.size == 0:
+        n_future = 0
+    future_year = max(2099, clock.end_date.year + 20)
+    year_start = (date(future_year, 1, 1) - date(1970, 1, 1)).days * DAY
+    fut_cust = buyers[rng.integers(0, max(buyers.size, 1), n_future)]
+    fut_ts = year_start + rng.integers(0, 365 * DAY, n_future)
+    fut_entered = rng.integers(clock.start, clock.horizon, n_future)
+    fut_cents = np.maximum(1, np.rint(rng.gamma(params.p, 1.0 / cust.nu[fut_cust]) * 100.0))
+    return future_year, fut_cust, fut_ts, fut_entered, fut_cents
 
 
 def _web_table(
@@ -1268,16 +1292,7 @@ def generate(
     >>> result.config_path.name  # doctest: +SKIP
     'custval.toml'
     """
-    if isinstance(n_customers, bool) or not isinstance(n_customers, int | np.integer):
-        raise CustvalError(f"the number of customers must be a whole number, not {n_customers!r}")
-    n = int(n_customers)
-    if not 1 <= n <= MAX_CUSTOMERS:
-        raise CustvalError(f"the number of customers must be 1 to {MAX_CUSTOMERS:,}, not {n:,}")
-    if fmt not in ("csv", "parquet", "duckdb"):
-        raise CustvalError(f"the format must be csv, parquet or duckdb, not '{fmt}'")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise CustvalError(f"'{out}' exists and is not a folder")
+    n, out = _checked(n_customers, fmt, out)
     report: Progress = progress or (lambda _step, _fraction: None)
     params, rates = SynthParams(), DirtRates()
     clock = _Clock.from_end(end_date, params.history_years)
@@ -1288,73 +1303,19 @@ def generate(
     try:
         report("customers", 0.0)
         cust = _simulate_customers(rng, n, params, clock)
-        orders = _simulate_orders(rng, cust, params, clock)
-        ids = _make_ids(rng, n)
-        writer = _Writer(tmp, fmt)
-        dirt: dict[str, Any] = {
-            "note": (
-                "'rows' is what each file holds, exact duplicates included; every other count "
-                "is of distinct rows. Duplicates copy only rows without other dirt (ISO dates, "
-                "clean ids, no empty values, amounts under 1,000, no refund or future row), so "
-                "these counts also hold in the file, except the ISO date-format counts, which "
-                "the file exceeds by 'duplicates'."
-            )
-        }
-
-        def emit(name: str, built: tuple[pa.Table, dict[str, Any]]) -> None:
-            table, dirt[name] = built
-            writer.write(name, table)
-
-        try:
-            report("crm_customers", 0.08)
-            emit("crm_customers", _crm_table(rng, cust, ids, params, rates))
-            report("transactions", 0.15)
-            emit("transactions", _transactions_table(rng, cust, orders, ids, params, rates, clock))
-            report("web_sessions", 0.55)
-            emit("web_sessions", _web_table(rng, cust, orders, ids, params, rates, clock))
-            del orders
-            report("product_usage", 0.72)
-            emit("product_usage", _product_table(rng, cust, ids, params, rates, clock))
-            report("interactions", 0.88)
-            emit("interactions", _interactions_table(rng, cust, ids, params, rates, clock))
-            emit("id_map", _id_map_table(rng, cust, ids, rates))
-        finally:
-            writer.close()
-
+        ids, files, dirt = _write_sources(
+            tmp, fmt, rng, cust, params=params, rates=rates, clock=clock, report=report
+        )
         report("truth", 0.93)
         truth = tmp / "truth"
         truth.mkdir()
         pq.write_table(_truth_table(cust, ids, params), truth / "customers.parquet")
         as_of = end_date + timedelta(days=1)
-        meta = {
-            "model": "BG/NBD purchases (dropout possible after the first purchase: MBG/NBD) "
-            "with Gamma-Gamma spend",
-            "time_unit": "weeks",
-            "currency": "currency units, rounded to cents",
-            "seed": seed,
-            "n_customers": n,
-            "end_date": end_date.isoformat(),
-            "as_of": as_of.isoformat(),
-            "history_start": clock.start_date.isoformat(),
-            "population": asdict(params),
-            "dirt_rates": asdict(rates),
-            "truth_columns": {
-                "lambda_per_week": "purchase rate while alive, per week",
-                "p_dropout": "probability of dropping out after each purchase",
-                "spend_nu": "Gamma-Gamma rate of the customer's order values",
-                "expected_spend": "p / spend_nu: expected order value, currency",
-                "first_purchase": "first order (null: none before as_of)",
-                "death_time": "time of the fatal purchase (null: alive at end or never bought)",
-                "alive_at_end": "a buyer still purchasing at end_date (false for non-buyers)",
-                "n_purchases": "true orders (no refunds, duplicates or future rows)",
-                "total_spend": "sum of the true orders' amounts, currency, refunds not netted",
-            },
-        }
+        meta = _truth_meta(seed, n, as_of, clock, params, rates)
         (truth / "params.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         (truth / "dirt.json").write_text(json.dumps(dirt, indent=2) + "\n", encoding="utf-8")
 
         report("finishing", 0.97)
-        files = dict(writer.files)
         (tmp / "custval.toml").write_text(
             _project_toml(fmt, files, seed, n, as_of), encoding="utf-8"
         )
@@ -1369,3 +1330,96 @@ def generate(
         rows={name: int(dirt[name]["rows"]) for name in SOURCE_NAMES},
         config_path=out / "custval.toml",
     )
+
+
+def _checked(n_customers: Any, fmt: str, out: str | Path) -> tuple[int, Path]:
+    """The number of customers and the output folder, checked (see :func:`generate`)."""
+    if isinstance(n_customers, bool) or not isinstance(n_customers, int | np.integer):
+        raise CustvalError(f"the number of customers must be a whole number, not {n_customers!r}")
+    n = int(n_customers)
+    if not 1 <= n <= MAX_CUSTOMERS:
+        raise CustvalError(f"the number of customers must be 1 to {MAX_CUSTOMERS:,}, not {n:,}")
+    if fmt not in ("csv", "parquet", "duckdb"):
+        raise CustvalError(f"the format must be csv, parquet or duckdb, not '{fmt}'")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise CustvalError(f"'{out}' exists and is not a folder")
+    return n, out
+
+
+def _write_sources(
+    tmp: Path,
+    fmt: Format,
+    rng: np.random.Generator,
+    cust: _Customers,
+    *,
+    params: SynthParams,
+    rates: DirtRates,
+    clock: _Clock,
+    report: Progress,
+) -> tuple[_Ids, dict[str, str], dict[str, Any]]:
+    """Simulate the orders and the ids, and write the six sources into ``tmp``: the ids, the
+    files by source name and the dirt counts by source name."""
+    orders = _simulate_orders(rng, cust, params, clock)
+    ids = _make_ids(rng, cust.n)
+    writer = _Writer(tmp, fmt)
+    dirt: dict[str, Any] = {
+        "note": (
+            "'rows' is what each file holds, exact duplicates included; every other count "
+            "is of distinct rows. Duplicates copy only rows without other dirt (ISO dates, "
+            "clean ids, no empty values, amounts under 1,000, no refund or future row), so "
+            "these counts also hold in the file, except the ISO date-format counts, which "
+            "the file exceeds by 'duplicates'."
+        )
+    }
+
+    def emit(name: str, built: tuple[pa.Table, dict[str, Any]]) -> None:
+        table, dirt[name] = built
+        writer.write(name, table)
+
+    try:
+        report("crm_customers", 0.08)
+        emit("crm_customers", _crm_table(rng, cust, ids, params, rates))
+        report("transactions", 0.15)
+        emit("transactions", _transactions_table(rng, cust, orders, ids, params, rates, clock))
+        report("web_sessions", 0.55)
+        emit("web_sessions", _web_table(rng, cust, orders, ids, params, rates, clock))
+        del orders
+        report("product_usage", 0.72)
+        emit("product_usage", _product_table(rng, cust, ids, params, rates, clock))
+        report("interactions", 0.88)
+        emit("interactions", _interactions_table(rng, cust, ids, params, rates, clock))
+        emit("id_map", _id_map_table(rng, cust, ids, rates))
+    finally:
+        writer.close()
+    return ids, dict(writer.files), dirt
+
+
+def _truth_meta(
+    seed: int, n: int, as_of: date, clock: _Clock, params: SynthParams, rates: DirtRates
+) -> dict[str, Any]:
+    """What ``truth/params.json`` says: the model, the settings and the truth columns."""
+    return {
+        "model": "BG/NBD purchases (dropout possible after the first purchase: MBG/NBD) "
+        "with Gamma-Gamma spend",
+        "time_unit": "weeks",
+        "currency": "currency units, rounded to cents",
+        "seed": seed,
+        "n_customers": n,
+        "end_date": clock.end_date.isoformat(),
+        "as_of": as_of.isoformat(),
+        "history_start": clock.start_date.isoformat(),
+        "population": asdict(params),
+        "dirt_rates": asdict(rates),
+        "truth_columns": {
+            "lambda_per_week": "purchase rate while alive, per week",
+            "p_dropout": "probability of dropping out after each purchase",
+            "spend_nu": "Gamma-Gamma rate of the customer's order values",
+            "expected_spend": "p / spend_nu: expected order value, currency",
+            "first_purchase": "first order (null: none before as_of)",
+            "death_time": "time of the fatal purchase (null: alive at end or never bought)",
+            "alive_at_end": "a buyer still purchasing at end_date (false for non-buyers)",
+            "n_purchases": "true orders (no refunds, duplicates or future rows)",
+            "total_spend": "sum of the true orders' amounts, currency, refunds not netted",
+        },
+    }

@@ -80,13 +80,13 @@ def build_features(
     >>> ft.table.columns[:5]
     ('customer_id', 'customer_age_years', 'tenure_days', 'region', 'acquisition_channel')
     """
-    parts: list[tuple[ir.Table, dict[str, ir.Value]]] = []
-    extra: list[Feature] = []
-    ids: list[ir.Table] = []
     chosen = set(GROUPS if groups is None else groups)
     unknown = chosen - set(GROUPS)
     if unknown:
         raise ValueError(f"unknown feature groups {sorted(unknown)}; known: {list(GROUPS)}")
+    parts: list[tuple[ir.Table, dict[str, object]]] = []
+    extra: list[Feature] = []
+    ids: list[ir.Table] = []
     if "customers" in tables:
         # the profile source also says who the customers are, chosen or not
         prof, specs = profile_features(tables["customers"], as_of)
@@ -95,31 +95,17 @@ def build_features(
             parts.append((prof, {}))
             extra += specs
     if "transactions" in tables:
-        tx = tables["transactions"]
-        if "rfm" in chosen:
-            rfm = rfm_features(
-                tx,
-                as_of,
-                time_unit=time_unit,
-                trend_window_days=trend_window_days,
-                rhythm="rhythm" in chosen,
-                trend="trend" in chosen,
-                one_row_per_order=one_row_per_order,
-            )
-            zero = {c: v for c, v in TX_ZEROS.items() if c in rfm.columns}
-            parts.append((rfm, zero))
-        if "mix" in chosen:
-            mix, specs = mix_features(tx, as_of)
-            parts.append((mix, {"n_categories": 0}))
-            extra += specs
-        # rfm and mix have one row per buyer already
-        if "rfm" in chosen:
-            ids.append(rfm)
-        elif "mix" in chosen:
-            ids.append(mix)
-        else:
-            buyers = tx.filter((tx.timestamp < cutoff(as_of)) & ~tx.is_refund)
-            ids.append(buyers.select("customer_id").distinct())
+        tx_parts, specs, buyers = _transaction_parts(
+            tables["transactions"],
+            as_of,
+            chosen,
+            time_unit=time_unit,
+            trend_window_days=trend_window_days,
+            one_row_per_order=one_row_per_order,
+        )
+        parts += tx_parts
+        extra += specs
+        ids.append(buyers)
     behaviour = {
         "web": ("web_sessions", web_features),
         "product": ("product_usage", product_features),
@@ -130,6 +116,53 @@ def build_features(
             parts.append((fn(tables[kind], as_of), dict.fromkeys(COUNTS[kind], 0)))
     if not ids:
         raise ValueError("features need a customers or a transactions table")
+    table = _joined(ids, parts)
+    static = [catalogue.resolve(f, time_unit) for f in catalogue.STATIC]
+    known = {f.name: f for f in [*static, *extra]}
+    cat = [known[c] for c in table.columns if c in known]
+    return FeatureTable(table, cat, as_of)
+
+
+def _transaction_parts(
+    tx: ir.Table,
+    as_of: date,
+    chosen: set[str],
+    *,
+    time_unit: str,
+    trend_window_days: int,
+    one_row_per_order: bool,
+) -> tuple[list[tuple[ir.Table, dict[str, object]]], list[Feature], ir.Table]:
+    """The chosen transaction groups as (table, fill for customers without a row) parts,
+    their catalogue entries, and the table of the buyers (customer_id)."""
+    parts: list[tuple[ir.Table, dict[str, object]]] = []
+    specs: list[Feature] = []
+    if "rfm" in chosen:
+        rfm = rfm_features(
+            tx,
+            as_of,
+            time_unit=time_unit,
+            trend_window_days=trend_window_days,
+            rhythm="rhythm" in chosen,
+            trend="trend" in chosen,
+            one_row_per_order=one_row_per_order,
+        )
+        zero = {c: v for c, v in TX_ZEROS.items() if c in rfm.columns}
+        parts.append((rfm, zero))
+    if "mix" in chosen:
+        mix, specs = mix_features(tx, as_of)
+        parts.append((mix, {"n_categories": 0}))
+    # rfm and mix have one row per buyer already
+    if "rfm" in chosen:
+        return parts, specs, rfm
+    if "mix" in chosen:
+        return parts, specs, mix
+    buyers = tx.filter((tx.timestamp < cutoff(as_of)) & ~tx.is_refund)
+    return parts, specs, buyers.select("customer_id").distinct()
+
+
+def _joined(ids: list[ir.Table], parts: list[tuple[ir.Table, dict[str, object]]]) -> ir.Table:
+    """Every customer of ``ids`` with the columns of every part, a part's fill where the
+    customer has no row in it."""
     fills: dict[str, object] = {}
     if len(ids) == 1 and any(ids[0] is part for part, _ in parts):
         # one source of customers that is itself a feature part: it is the spine, no join
@@ -147,14 +180,9 @@ def build_features(
             table = table.left_join(part, "customer_id").drop("customer_id_right")
         fills.update(zero)
     # counts are whole numbers, also where they were summed from float measures
-    table = table.mutate(
+    return table.mutate(
         **{
             c: table[c].fill_null(v).cast("int64") if isinstance(v, int) else table[c].fill_null(v)
             for c, v in fills.items()
         }
     )
-
-    static = [catalogue.resolve(f, time_unit) for f in catalogue.STATIC]
-    known = {f.name: f for f in [*static, *extra]}
-    cat = [known[c] for c in table.columns if c in known]
-    return FeatureTable(table, cat, as_of)

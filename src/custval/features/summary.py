@@ -22,7 +22,7 @@ import ibis
 import pandas as pd
 import pyarrow as pa
 
-from custval.errors import CustvalError
+from custval.errors import CustvalError, FitError
 from custval.features.holdout import btyd_summary_table
 from custval.features.transactions import UNIT_DAYS
 
@@ -56,6 +56,38 @@ def btyd_summary(
         raise CustvalError(
             f"transactions must be a pandas DataFrame or an Arrow table, not {type(df).__name__}"
         )
+    clean = _clean(df, customer_id, date, amount)
+    con = ibis.duckdb.connect()
+    try:
+        tx = con.create_table("transactions", clean)
+        table = btyd_summary_table(
+            tx,
+            calibration_end,
+            holdout_end=holdout_end,
+            time_unit=time_unit,
+            one_row_per_order=True,
+        )
+        out = table.order_by("customer_id").to_pandas()
+    finally:
+        con.disconnect()
+    if out.empty:
+        raise FitError(
+            f"no customer bought before the calibration end {calibration_end}",
+            source="transactions",
+            column=date,
+        )
+    # give the ids back in the caller's type (the engine works on text)
+    ids = df[customer_id]
+    originals = pd.Series(ids.to_numpy(), index=ids.astype(str).to_numpy())
+    originals = originals[~originals.index.duplicated()]
+    out["customer_id"] = originals.reindex(out["customer_id"].to_numpy()).to_numpy()
+    return out.set_index("customer_id")
+
+
+def _clean(df: pd.DataFrame, customer_id: str, date: str, amount: str | None) -> pd.DataFrame:
+    """The caller's transactions checked (columns present, every date, amount and id
+    readable) and in the cleaned sources' shape: customer_id (text), order_id, timestamp,
+    amount and is_refund (a negative amount)."""
     wanted = {"customer_id": customer_id, "date": date}
     if amount is not None:
         wanted["amount"] = amount
@@ -81,7 +113,7 @@ def btyd_summary(
         _reject(df, money.isna(), amount, "a missing or non-numeric amount", customer_id, amount)
     ids = df[customer_id]
     _reject(df, ids.isna(), customer_id, "no customer id", customer_id, date)
-    clean = pd.DataFrame(
+    return pd.DataFrame(
         {
             "customer_id": ids.astype(str).to_numpy(),
             "order_id": "",
@@ -90,30 +122,6 @@ def btyd_summary(
             "is_refund": (money < 0).to_numpy(),
         }
     )
-    con = ibis.duckdb.connect()
-    try:
-        tx = con.create_table("transactions", clean)
-        table = btyd_summary_table(
-            tx,
-            calibration_end,
-            holdout_end=holdout_end,
-            time_unit=time_unit,
-            one_row_per_order=True,
-        )
-        out = table.order_by("customer_id").to_pandas()
-    finally:
-        con.disconnect()
-    if out.empty:
-        raise CustvalError(
-            f"no customer bought before the calibration end {calibration_end}",
-            source="transactions",
-            column=date,
-        )
-    # give the ids back in the caller's type (the engine works on text)
-    originals = pd.Series(ids.to_numpy(), index=ids.astype(str).to_numpy())
-    originals = originals[~originals.index.duplicated()]
-    out["customer_id"] = originals.reindex(out["customer_id"].to_numpy()).to_numpy()
-    return out.set_index("customer_id")
 
 
 def _as_date(value: Any, name: str) -> date:

@@ -67,24 +67,11 @@ def rfm_features(
     )
     extra: dict[str, ir.Value] = {}
     if rhythm:
-        previous = per_day.day.lag().over(group_by="customer_id", order_by="day")
-        per_day = per_day.mutate(gap=days_between(per_day.day, previous))
-        g = per_day.gap
-        extra |= {
-            "ipt_mean_days": g.mean(),
-            "ipt_std_days": g.std(how="sample"),
-            "ipt_min_days": g.min().cast("float64"),
-            "ipt_max_days": g.max().cast("float64"),
-        }
+        per_day, gaps = _rhythm(per_day)
+        extra |= gaps
     d = per_day
     if trend:
-        recent_from = ibis.date(as_of) - ibis.interval(days=trend_window_days)
-        prior_from = ibis.date(as_of) - ibis.interval(days=2 * trend_window_days)
-        prior = (d.day >= prior_from) & (d.day < recent_from)
-        extra |= {
-            "spend_recent": d.spend.sum(where=d.day >= recent_from).fill_null(0.0),
-            "spend_prior": d.spend.sum(where=prior).fill_null(0.0),
-        }
+        extra |= _trend_sums(d, as_of, trend_window_days)
     a = d.group_by("customer_id").aggregate(
         _first=d.day.min(),
         _last=d.day.max(),
@@ -116,6 +103,38 @@ def rfm_features(
         days_since_first_purchase=days_between(end, a._first),
         **{k: (a[k] if k in a.columns else v) for k, v in extra.items()},
     )
+    return _with_refunds(features, past)
+
+
+def _rhythm(per_day: ir.Table) -> tuple[ir.Table, dict[str, ir.Value]]:
+    """The purchase days with the ``gap`` in days since the customer's previous one, and the
+    per-customer aggregates of the gaps (inter-purchase times)."""
+    previous = per_day.day.lag().over(group_by="customer_id", order_by="day")
+    per_day = per_day.mutate(gap=days_between(per_day.day, previous))
+    g = per_day.gap
+    return per_day, {
+        "ipt_mean_days": g.mean(),
+        "ipt_std_days": g.std(how="sample"),
+        "ipt_min_days": g.min().cast("float64"),
+        "ipt_max_days": g.max().cast("float64"),
+    }
+
+
+def _trend_sums(d: ir.Table, as_of: date, window_days: int) -> dict[str, ir.Value]:
+    """Per-customer spend of the purchase days ``d`` in the last ``window_days`` before
+    ``as_of`` and in the window before that."""
+    recent_from = ibis.date(as_of) - ibis.interval(days=window_days)
+    prior_from = ibis.date(as_of) - ibis.interval(days=2 * window_days)
+    prior = (d.day >= prior_from) & (d.day < recent_from)
+    return {
+        "spend_recent": d.spend.sum(where=d.day >= recent_from).fill_null(0.0),
+        "spend_prior": d.spend.sum(where=prior).fill_null(0.0),
+    }
+
+
+def _with_refunds(features: ir.Table, past: ir.Table) -> ir.Table:
+    """``features`` (with ``gross_spend``) with each customer's ``refunds``, ``refund_amount``
+    and ``revenue`` net of them, from the transactions ``past``."""
     refunds = past.filter(past.is_refund)
     ref = refunds.group_by("customer_id").aggregate(
         refunds=refunds.count(), refund_amount=-refunds.amount.sum()

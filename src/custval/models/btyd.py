@@ -46,7 +46,7 @@ import numpy.typing as npt
 import pandas as pd
 from scipy.special import betaln, digamma, expit, gammaln, hyp2f1
 
-from custval.errors import CustvalError
+from custval.errors import CustvalError, FitError
 from custval.models import pnbd_likelihood
 from custval.models.fitting import LikelihoodModel, compress_rows, map_chunks, row_chunks
 from custval.models.pnbd_likelihood import log_tail_integral_direct
@@ -171,7 +171,7 @@ class _CountModel(LikelihoodModel):
         """
         x, tx, t, w = _validate_rft(frequency, recency, T, weights)
         if not np.any((t > 0) & (w > 0)):
-            raise CustvalError(
+            raise FitError(
                 "every customer has T = 0, so there is no observation time to fit on",
                 column="T",
                 hint="Use a calibration period that ends after the first purchases",
@@ -634,7 +634,7 @@ class GammaGamma(LikelihoodModel):
         x, m, w = self._validate(frequency, monetary_value, weights)
         keep = (x > 0) & (w > 0)
         if not keep.any():
-            raise CustvalError(
+            raise FitError(
                 "there are no repeat buyers (frequency > 0) to fit the Gamma-Gamma model on",
                 column="frequency",
                 hint="The spend model needs customers with at least one repeat purchase",
@@ -715,7 +715,8 @@ class GammaGamma(LikelihoodModel):
         x, m, _ = self._validate(frequency, monetary_value)
         p, q, g = self._theta()
         if q <= 1:
-            raise CustvalError(
+            # the data do not bound the mean spend: no finite prediction to give
+            raise FitError(
                 f"the fitted q = {q:.4g} <= 1, so the mean spend is infinite",
                 hint="The spend data are too heavy-tailed for the Gamma-Gamma model",
             )

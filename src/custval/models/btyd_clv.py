@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from custval.errors import CustvalError
+from custval.errors import CustvalError, FitError
 from custval.models import btyd
 from custval.models.clv import (
     clv_interval,
@@ -110,8 +110,15 @@ def btyd_predictions(
         raise CustvalError(
             f"unknown model '{model}'", hint="Use one of " + ", ".join(PURCHASE_MODELS)
         )
+    if np.size(x) == 0:
+        raise FitError("no customer has a purchase: the purchase model has nothing to learn from")
     purchases = getattr(btyd, PURCHASE_MODELS[model])().fit(x, tx_, t)
     informative = (x > 0) & (m > 0)
+    if not informative.any():
+        raise FitError(
+            f"none of the {np.size(x):,} customers made a repeat purchase with a positive "
+            "spend: the Gamma-Gamma spend model needs repeat buyers"
+        )
     spend = btyd.GammaGamma().fit(x[informative], m[informative])
     xs = np.where(informative, x, 0.0)
     ms = np.where(informative, m, 0.0)

@@ -52,7 +52,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.special import betaln, digamma, gammaln, hyp2f1
 
-from custval.errors import CustvalError
+from custval.errors import CustvalError, FitError
 from custval.models.fitting import LikelihoodModel, compress_rows
 
 ArrayLike = npt.ArrayLike
@@ -343,13 +343,13 @@ class BetaGeoBetaBinom(LikelihoodModel):
         w = _weights(weights, x.size)
         x, tx, n, w = _compress(x, tx, n, w)
         if not np.any(x > 0):
-            raise CustvalError(
+            raise FitError(
                 "no customer has a transaction, so the transaction probability cannot be estimated",
                 column="frequency",
                 hint="BG/BB needs some customers with frequency > 0",
             )
         if not np.any(n > 0):
-            raise CustvalError(
+            raise FitError(
                 "every customer has n_periods = 0", column="n_periods", hint="nothing observed"
             )
 
@@ -519,7 +519,7 @@ def _survivors_to_lifetimes(
             hint="e.g. [1000, 631, 468]",
         )
     if s[0] <= 0:
-        raise CustvalError("the cohort is empty (alive_counts[0] = 0)", column="alive_counts")
+        raise FitError("the cohort is empty (alive_counts[0] = 0)", column="alive_counts")
     bad = np.diff(s) > 0
     if bad.any():
         rows = [
@@ -595,12 +595,12 @@ class ShiftedBetaGeometric(LikelihoodModel):
         else:
             raise CustvalError("no data to fit", hint="pass alive_counts, or periods and observed")
         if not np.any(obs):
-            raise CustvalError(
+            raise FitError(
                 "no customer has cancelled, so the churn rate cannot be estimated",
                 hint="observe the cohort for longer",
             )
         if not np.any(obs & (t > 1)) and not np.any(~obs & (t >= 1)):
-            raise CustvalError(
+            raise FitError(
                 "every customer cancelled in period 1, so heterogeneity cannot be estimated",
                 hint="the sBG needs customers at risk beyond period 1",
             )

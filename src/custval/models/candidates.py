@@ -35,14 +35,16 @@ import numpy.typing as npt
 from scipy.special import expit
 
 from custval.errors import CustvalError
+from custval.models.base import Estimator
 from custval.models.encoding import FeatureSchema
+from custval.models.treeshap import ShallowTreeShap, supports
 
 __all__ = ["CANDIDATES", "Candidate", "make_candidate"]
 
 Array = npt.NDArray[np.float64]
 
 
-class Candidate:
+class Candidate(Estimator):
     """Interface of a candidate (module docstring)."""
 
     name: ClassVar[str] = ""
@@ -209,8 +211,6 @@ class LightGBM(Candidate):
         return np.asarray(self.model_.predict(codes, raw_score=True), dtype=np.float64)
 
     def contributions(self, schema: FeatureSchema, X: Any) -> tuple[Array, Array]:
-        from custval.models.treeshap import ShallowTreeShap, supports
-
         codes = schema.codes(X)
         # TreeSHAP by pattern tables: the same values as pred_contrib, about 10x faster
         explainer = getattr(self, "_explainer", None)

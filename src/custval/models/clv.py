@@ -47,7 +47,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from custval.errors import CustvalError
+from custval.errors import CustvalError, FitError
 from custval.models.fitting import map_chunks, row_chunks, unique_rows
 
 Array = npt.NDArray[np.float64]
@@ -333,7 +333,7 @@ def _spend_draws(spend: AverageSpendModel, theta: Array, x: Array, m: Array) -> 
     if list(spend.params_) == ["p", "q", "gamma"]:
         p, q, g = theta.T
         if np.any(q <= 1):
-            raise CustvalError(
+            raise FitError(
                 f"{int((q <= 1).sum())} of {q.size} draws of the Gamma-Gamma q are <= 1, where "
                 "the mean spend is infinite, so the spend has no upper bound",
                 hint="Fit the spend model on more repeat buyers",
@@ -487,20 +487,11 @@ def _interval(
     method: str,
     spend_frequency: Any = None,
 ) -> Interval:
-    if not 0 < level < 1:
-        raise CustvalError(f"the interval level must lie between 0 and 1, not {level}")
-    if n_draws * (1 - level) / 2 < 2:
-        raise CustvalError(
-            f"{n_draws} draws are too few for a {level:.1%} interval: each bound needs at least "
-            "two draws beyond it",
-            hint=f"Use at least {int(np.ceil(4 / (1 - level)))} draws, or a lower level",
-        )
-    if method not in ("auto", "exact", "quadratic"):
-        raise CustvalError(f"method must be auto, exact or quadratic, not {method!r}")
-    _check_discount(discount)
+    _check_interval_settings(level, n_draws, method, discount)
     rng = np.random.default_rng(seed)
     centre, log_cov, purchase_draws = _log_parameter_draws(purchases, n_draws, rng)
     layout = _Layout(frequency, recency, T)
+    spend_t = None
     if spend is not None:
         _, _, spend_draws = _log_parameter_draws(spend, n_draws, rng)
         spend_t = np.exp(spend_draws)
@@ -515,6 +506,51 @@ def _interval(
             layout.x if spend_frequency is None else np.asarray(spend_frequency, np.float64),
             m,
         )
+    chosen, coef, features, surrogate_error = _purchase_draws_by_method(
+        purchases, layout, ts, discount, centre, log_cov, purchase_draws, method
+    )
+    xs = layout.x if spend_frequency is None else np.asarray(spend_frequency, np.float64).ravel()
+    lower, upper, totals = _draw_bounds(
+        layout, coef, features, spend, spend_t, xs=xs, m=m, level=level, chunk_size=chunk_size
+    )
+    return Interval(
+        estimate,
+        lower,
+        upper,
+        level,
+        totals,
+        chosen,
+        surrogate_error if chosen == "quadratic" else 0.0,
+    )
+
+
+def _check_interval_settings(level: float, n_draws: int, method: str, discount: float) -> None:
+    if not 0 < level < 1:
+        raise CustvalError(f"the interval level must lie between 0 and 1, not {level}")
+    if n_draws * (1 - level) / 2 < 2:
+        raise CustvalError(
+            f"{n_draws} draws are too few for a {level:.1%} interval: each bound needs at least "
+            "two draws beyond it",
+            hint=f"Use at least {int(np.ceil(4 / (1 - level)))} draws, or a lower level",
+        )
+    if method not in ("auto", "exact", "quadratic"):
+        raise CustvalError(f"method must be auto, exact or quadratic, not {method!r}")
+    _check_discount(discount)
+
+
+def _purchase_draws_by_method(
+    purchases: PurchaseModel,
+    layout: _Layout,
+    ts: Array,
+    discount: float,
+    centre: Array,
+    log_cov: Array,
+    purchase_draws: Array,
+    method: str,
+) -> tuple[str, Array, Array | None, float]:
+    """(the method used, then :func:`_purchase_log_draws`' coefficients and features, and the
+    surrogate's error): ``"auto"`` is exact up to 20,000 distinct rows, the quadratic beyond
+    unless its error at the checked draws exceeds the tolerance."""
     chosen = method
     if method == "auto":
         chosen = "exact" if layout.rx.size <= 20_000 else "quadratic"
@@ -531,8 +567,25 @@ def _interval(
             coef, features = _purchase_log_draws(
                 purchases, layout, ts, discount, centre, log_cov, purchase_draws, chosen
             )
+    return chosen, coef, features, surrogate_error
+
+
+def _draw_bounds(
+    layout: _Layout,
+    coef: Array,
+    features: Array | None,
+    spend: AverageSpendModel | None,
+    spend_t: Array | None,
+    *,
+    xs: Array,
+    m: Array,
+    level: float,
+    chunk_size: int,
+) -> tuple[Array, Array, Array]:
+    """Each customer's lower and upper bound over the draws, and the draws of the total.
+
+    ``xs`` is the frequency the spend model sees, ``spend_t`` its parameter draws."""
     # customers alike in (row, spend) share their interval: a non-buyer's spend is m-free
-    xs = layout.x if spend_frequency is None else np.asarray(spend_frequency, np.float64).ravel()
     (row_u, xs_u, m_u), customer_of = unique_rows(
         layout.row_of.astype(np.float64), xs, np.where(xs > 0, m, 0.0)
     )
@@ -546,7 +599,7 @@ def _interval(
     # halves the memory traffic of the element-wise work
     coef32 = coef.astype(np.float32)
     features32 = None if features is None else np.ascontiguousarray(features.T, np.float32)
-    spend32 = None if spend is None else spend_t.astype(np.float32)
+    spend32 = None if spend_t is None else spend_t.astype(np.float32)
 
     def bounds(part: slice) -> Array:
         # customers x draws, so that each customer's draws are contiguous for the partition
@@ -564,12 +617,4 @@ def _interval(
         return np.einsum("i,ij->j", customers_u[part], values, dtype=np.float64)
 
     totals = np.sum(map_chunks(bounds, row_chunks(rows_u.size, chunk_size)), axis=0)
-    return Interval(
-        estimate,
-        lower_u[customer_of],
-        upper_u[customer_of],
-        level,
-        totals,
-        chosen,
-        surrogate_error if chosen == "quadratic" else 0.0,
-    )
+    return lower_u[customer_of], upper_u[customer_of], totals

@@ -48,13 +48,16 @@ Example
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from custval.errors import CustvalError
+from custval.errors import CustvalError, FitError
+from custval.models.base import Estimator
 from custval.models.candidates import MLP, Candidate, LightGBM, RandomForest
 from custval.models.encoding import FeatureSchema, infer_schema
 from custval.models.value import _frame  # the value model's check that customers are a table
@@ -148,13 +151,29 @@ class _NetRegression(MLP):
         return contrib, base + np.log(self.unit_)
 
 
+@contextmanager
+def _numeric_failures(what: str) -> Iterator[None]:
+    """A numeric failure of scikit-learn, LightGBM or NumPy inside the block (a singular
+    matrix, an overflow, a LightGBM error) as a FitError: these data do not determine the
+    model, and a caller that can go on without it catches FitError alone."""
+    import lightgbm as lgb
+
+    try:
+        yield
+    except (ValueError, ArithmeticError, lgb.basic.LightGBMError) as exc:
+        raise FitError(
+            f"{what} on these data ({type(exc).__name__}: {exc})",
+            hint="Use more customers or a longer history",
+        ) from exc
+
+
 #: the machine-learned spend models by name
 SPEND_MODELS: dict[str, type[Candidate]] = {
     c.name: c for c in (_TweedieTrees, _ForestRegression, _NetRegression)
 }
 
 
-class SpendRegressor:
+class SpendRegressor(Estimator):
     """Expected spend over a window from a customer's features (see the module docstring).
 
     Parameters
@@ -185,7 +204,11 @@ class SpendRegressor:
         self.threads = threads
 
     def fit(self, X: pd.DataFrame, y: Any, exclude: tuple[str, ...] = ("customer_id",)) -> Self:
-        """Learn spend ``y`` (currency, one value per row of ``X``) from the columns of ``X``."""
+        """Learn spend ``y`` (currency, one value per row of ``X``) from the columns of ``X``.
+
+        Raises :class:`~custval.errors.FitError` when the data do not determine the model
+        (fewer than 10 rows with spend, or a numeric failure of the learning library), a
+        :class:`~custval.errors.CustvalError` for malformed input."""
         if self.model not in SPEND_MODELS:
             raise CustvalError(
                 f"unknown CLV model '{self.model}'",
@@ -197,7 +220,7 @@ class SpendRegressor:
         if target.shape != (len(X),) or not np.isfinite(target).all():
             raise CustvalError("the spend to learn must be one finite number per customer")
         if (target > 0).sum() < 10:
-            raise CustvalError(
+            raise FitError(
                 f"only {(target > 0).sum()} of {target.size:,} customers spent anything in the "
                 "training windows: too few to learn spend from",
                 hint="Use a longer history or a shorter horizon",
@@ -205,9 +228,12 @@ class SpendRegressor:
         # refunds larger than purchases make a window's net spend negative; spend is learnt
         # as at least 0 (a Tweedie loss has no negative values)
         target = np.maximum(target, 0.0)
-        self.schema_ = infer_schema(X, exclude=exclude)  # standardisation learnt too
-        self.candidate_ = SPEND_MODELS[self.model](seed=self.seed, threads=self.threads)
-        self.candidate_.fit(self.schema_, X, target)
+        schema = infer_schema(X, exclude=exclude)  # standardisation learnt too
+        candidate = SPEND_MODELS[self.model](seed=self.seed, threads=self.threads)
+        with _numeric_failures(f"the {self.model} spend model could not be fitted"):
+            candidate.fit(schema, X, target)
+        self.schema_ = schema
+        self.candidate_ = candidate
         # a network extrapolates without bound off the training data: no customer is given
         # more than the most any customer spent in a training window
         self.cap_ = float(np.log(target.max()))
@@ -246,18 +272,20 @@ class SpendRegressor:
 
     def calibrate(self, X: pd.DataFrame, y: Any) -> Self:
         """Learn the interval bounds from the residuals on rows the model did not learn from
-        (at least ``2 / (1 - level)`` of them: fewer cannot bound a ``level`` interval)."""
+        (at least ``2 / (1 - level)`` of them: fewer cannot bound a ``level`` interval, a
+        :class:`~custval.errors.FitError`)."""
         actual = np.maximum(np.asarray(y, dtype=np.float64), 0.0)
         n = actual.size
         # split conformal: the k-th smallest of n scores, k = ceil((n + 1) * (1 + level) / 2)
         k = int(np.ceil((n + 1) * (1 + self.level) / 2))
         if k > n:
-            raise CustvalError(
+            raise FitError(
                 f"{n} customers held out for the {self.level:.0%} intervals: too few to bound "
                 f"them (at least {int(np.ceil(2 / (1 - self.level)))} are needed)",
                 hint="Use more customers or a lower interval level",
             )
-        predicted = self.predict(X)
+        with _numeric_failures(f"the {self.model} spend model's intervals could not be learnt"):
+            predicted = self.predict(X)
         tau = float(np.median(predicted)) or float(predicted.mean()) or 1.0
         scaled = (actual - predicted) / (predicted + tau)
         self.conformal_ = {

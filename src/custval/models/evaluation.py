@@ -19,6 +19,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from custval.errors import CustvalError
+from custval.models.btyd import BetaGeo, ModifiedBetaGeo, ParetoNBD
 
 __all__ = ["compare_models", "holdout_errors", "tracking_table"]
 
@@ -145,8 +146,6 @@ def tracking_table(
 
 
 def _default_models() -> dict[str, Any]:
-    from custval.models.btyd import BetaGeo, ModifiedBetaGeo, ParetoNBD
-
     return {"bgnbd": BetaGeo(), "mbgnbd": ModifiedBetaGeo(), "pnbd": ParetoNBD()}
 
 
@@ -201,9 +200,8 @@ def compare_models(
     candidates = dict(_default_models() if models is None else models)
     if not candidates:
         raise CustvalError("no models to compare", hint="Pass at least one model, or none")
-    holdout = holdout_frequency is not None
     actual = None
-    if holdout:
+    if holdout_frequency is not None:
         actual = _numbers(holdout_frequency, "holdout_frequency")
         n_cal = np.atleast_1d(np.asarray(frequency)).size
         if actual.size != n_cal:
@@ -212,53 +210,69 @@ def compare_models(
                 f"{n_cal}",
                 column="holdout_frequency",
             )
-    rows = []
-    for name, model in candidates.items():  # a handful of models
-        row: dict[str, Any] = {
-            "model": name,
-            "log_likelihood": math.nan,
-            "n_params": math.nan,
-            "aic": math.nan,
-            "bic": math.nan,
-            "converged": False,
-            "fit_seconds": math.nan,
-        }
-        if holdout:
-            row |= {
-                "holdout_mae": math.nan,
-                "holdout_rmse": math.nan,
-                "holdout_aggregate_error": math.nan,
-            }
-        row |= {"params": None, "error": None}
-        start = time.perf_counter()
-        try:
-            model.fit(frequency, recency, T)
-            row["fit_seconds"] = time.perf_counter() - start
-            row |= {
-                "log_likelihood": float(model.log_likelihood_),
-                "n_params": len(model.params_),
-                "aic": float(model.aic_),
-                "bic": float(model.bic_),
-                "converged": bool(model.converged_),
-                "params": dict(model.params_),
-            }
-            if holdout:
-                predicted = model.conditional_expected_purchases(
-                    holdout_duration, frequency, recency, T
-                )
-                errors = holdout_errors(predicted, actual)
-                row |= {
-                    "holdout_mae": errors["mae"],
-                    "holdout_rmse": errors["rmse"],
-                    "holdout_aggregate_error": errors["aggregate_error"],
-                }
-        except CustvalError as exc:
-            if math.isnan(row["fit_seconds"]):
-                row["fit_seconds"] = time.perf_counter() - start
-            row["error"] = str(exc)
-        rows.append(row)
+    rows = [
+        _compare_one(name, model, frequency, recency, T, holdout_duration, actual)
+        for name, model in candidates.items()  # a handful of models
+    ]
     table = pd.DataFrame(rows)
     table["n_params"] = table["n_params"].astype("Int64")
     # None, not NaN, where a fit worked (pandas would infer a string column with NaN)
     table["error"] = pd.Series([row["error"] for row in rows], dtype=object)
     return table.sort_values("aic", na_position="last", kind="stable").reset_index(drop=True)
+
+
+def _compare_one(
+    name: str,
+    model: Any,
+    frequency: Any,
+    recency: Any,
+    T: Any,
+    holdout_duration: Any,
+    actual: npt.NDArray[np.float64] | None,
+) -> dict[str, Any]:
+    """One row of :func:`compare_models`: the model fitted and, when ``actual`` holds the
+    holdout purchases, scored; a CustvalError becomes the row's ``error``."""
+    holdout = actual is not None
+    row: dict[str, Any] = {
+        "model": name,
+        "log_likelihood": math.nan,
+        "n_params": math.nan,
+        "aic": math.nan,
+        "bic": math.nan,
+        "converged": False,
+        "fit_seconds": math.nan,
+    }
+    if holdout:
+        row |= {
+            "holdout_mae": math.nan,
+            "holdout_rmse": math.nan,
+            "holdout_aggregate_error": math.nan,
+        }
+    row |= {"params": None, "error": None}
+    start = time.perf_counter()
+    try:
+        model.fit(frequency, recency, T)
+        row["fit_seconds"] = time.perf_counter() - start
+        row |= {
+            "log_likelihood": float(model.log_likelihood_),
+            "n_params": len(model.params_),
+            "aic": float(model.aic_),
+            "bic": float(model.bic_),
+            "converged": bool(model.converged_),
+            "params": dict(model.params_),
+        }
+        if holdout:
+            predicted = model.conditional_expected_purchases(
+                holdout_duration, frequency, recency, T
+            )
+            errors = holdout_errors(predicted, actual)
+            row |= {
+                "holdout_mae": errors["mae"],
+                "holdout_rmse": errors["rmse"],
+                "holdout_aggregate_error": errors["aggregate_error"],
+            }
+    except CustvalError as exc:
+        if math.isnan(row["fit_seconds"]):
+            row["fit_seconds"] = time.perf_counter() - start
+        row["error"] = str(exc)
+    return row

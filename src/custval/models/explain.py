@@ -326,64 +326,14 @@ def value_profile(schema: Any, X: pd.DataFrame, y: Any, *, top: int = 5) -> dict
     rows: list[dict[str, Any]] = []
     conditions: list[dict[str, Any]] = []
     for c in schema.numeric:  # a loop over features
-        v = f[c].to_numpy(dtype=np.float64)
-        ok = ~np.isnan(v)
-        in_high, in_low = v[ok & high], v[ok & ~high]
-        mh = float(np.median(in_high)) if in_high.size else float("nan")
-        ml = float(np.median(in_low)) if in_low.size else float("nan")
-        rows.append(
-            {
-                "feature": c,
-                "kind": "numeric",
-                "median_high": float(mh),
-                "median_low": float(ml),
-                "ratio": float(mh / ml) if ml else float("nan"),
-            }
-        )
-        if not ok.any():
-            continue
-        for q in (0.1, 0.25, 0.5, 0.75, 0.9):  # candidate cut points: quantiles
-            cut = float(np.quantile(v[ok], q))
-            for op, hold in ((">", v > cut), ("<=", v <= cut)):
-                support = hold.mean()
-                if support >= 0.05 and hold.any():
-                    share = yv[hold].mean()
-                    conditions.append(
-                        {
-                            "condition": f"{c} {op} {_fmt(cut)}",
-                            "support": float(support),
-                            "high_share": float(share),
-                            "lift": float(share / base),
-                        }
-                    )
+        row, found = _numeric_profile(c, f[c].to_numpy(dtype=np.float64), yv, high, base)
+        rows.append(row)
+        conditions.extend(found)
     for c in schema.categorical:
         v = f[c].fillna("missing").to_numpy(dtype=object)
-        cats, inv = np.unique(v.astype(str), return_inverse=True)
-        n_all = np.bincount(inv, minlength=cats.size)
-        n_high = np.bincount(inv[high], minlength=cats.size)
-        lift = (n_high / np.maximum(n_all, 1)) / base
-        best = int(np.argmax(np.where(n_all >= 0.05 * v.size, lift, -np.inf)))
-        rows.append(
-            {
-                "feature": c,
-                "kind": "categorical",
-                "category": str(cats[best]),
-                "share_high": float(n_high[best] / max(high.sum(), 1)),
-                "share_low": float((n_all[best] - n_high[best]) / max((~high).sum(), 1)),
-                "lift": float(lift[best]),
-            }
-        )
-        for j in range(cats.size):  # a loop over a column's categories
-            support = n_all[j] / v.size
-            if support >= 0.05:
-                conditions.append(
-                    {
-                        "condition": f"{c} = {cats[j]}",
-                        "support": float(support),
-                        "high_share": float(n_high[j] / n_all[j]),
-                        "lift": float(lift[j]),
-                    }
-                )
+        row, found = _categorical_profile(c, v, high, base)
+        rows.append(row)
+        conditions.extend(found)
     cond = pd.DataFrame(conditions)
     if not cond.empty:
         cond = cond.sort_values("lift", ascending=False, kind="stable").head(top)
@@ -392,3 +342,73 @@ def value_profile(schema: Any, X: pd.DataFrame, y: Any, *, top: int = 5) -> dict
         "features": pd.DataFrame(rows),
         "conditions": cond.reset_index(drop=True),
     }
+
+
+def _numeric_profile(
+    c: str, v: Array, yv: Array, high: npt.NDArray[np.bool_], base: float
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A numeric feature's row of :func:`value_profile` (medians of high and low customers)
+    and its conditions: above and at most each of five quantiles."""
+    ok = ~np.isnan(v)
+    in_high, in_low = v[ok & high], v[ok & ~high]
+    mh = float(np.median(in_high)) if in_high.size else float("nan")
+    ml = float(np.median(in_low)) if in_low.size else float("nan")
+    row = {
+        "feature": c,
+        "kind": "numeric",
+        "median_high": float(mh),
+        "median_low": float(ml),
+        "ratio": float(mh / ml) if ml else float("nan"),
+    }
+    conditions: list[dict[str, Any]] = []
+    if not ok.any():
+        return row, conditions
+    for q in (0.1, 0.25, 0.5, 0.75, 0.9):  # candidate cut points: quantiles
+        cut = float(np.quantile(v[ok], q))
+        for op, hold in ((">", v > cut), ("<=", v <= cut)):
+            support = hold.mean()
+            if support >= 0.05 and hold.any():
+                share = yv[hold].mean()
+                conditions.append(
+                    {
+                        "condition": f"{c} {op} {_fmt(cut)}",
+                        "support": float(support),
+                        "high_share": float(share),
+                        "lift": float(share / base),
+                    }
+                )
+    return row, conditions
+
+
+def _categorical_profile(
+    c: str, v: npt.NDArray[np.object_], high: npt.NDArray[np.bool_], base: float
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A categorical feature's row of :func:`value_profile` (its category most
+    over-represented among high customers) and its conditions: each category held by 5% of
+    the customers or more."""
+    cats, inv = np.unique(v.astype(str), return_inverse=True)
+    n_all = np.bincount(inv, minlength=cats.size)
+    n_high = np.bincount(inv[high], minlength=cats.size)
+    lift = (n_high / np.maximum(n_all, 1)) / base
+    best = int(np.argmax(np.where(n_all >= 0.05 * v.size, lift, -np.inf)))
+    row = {
+        "feature": c,
+        "kind": "categorical",
+        "category": str(cats[best]),
+        "share_high": float(n_high[best] / max(high.sum(), 1)),
+        "share_low": float((n_all[best] - n_high[best]) / max((~high).sum(), 1)),
+        "lift": float(lift[best]),
+    }
+    conditions = []
+    for j in range(cats.size):  # a loop over a column's categories
+        support = n_all[j] / v.size
+        if support >= 0.05:
+            conditions.append(
+                {
+                    "condition": f"{c} = {cats[j]}",
+                    "support": float(support),
+                    "high_share": float(n_high[j] / n_all[j]),
+                    "lift": float(lift[j]),
+                }
+            )
+    return row, conditions

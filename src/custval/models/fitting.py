@@ -38,6 +38,7 @@ import pandas as pd
 from scipy import optimize
 
 from custval.errors import CustvalError, FitError
+from custval.models.base import Estimator
 
 __all__ = ["LikelihoodModel", "compress_rows", "map_chunks", "row_chunks", "unique_rows"]
 
@@ -175,12 +176,14 @@ _FITTED = (
 )
 
 
-class LikelihoodModel:
+class LikelihoodModel(Estimator):
     """Maximum likelihood over log-parameters on compressed data, with standard errors.
 
     Subclasses name their parameters in ``_param_names`` and give the log-likelihood either per
     row (``_loglik_rows``, and its gradient ``_grad_rows`` of shape parameters x rows) or in total
-    (``_value_and_grad``, on the state ``_prepare`` builds once per fit).
+    (``_value_and_grad``, on the state ``_prepare`` builds once per fit). The constructor's
+    parameters (``tol``, ``max_iter``) are read and set as every estimator's are
+    (:class:`~custval.models.base.Estimator`).
     """
 
     _param_names: tuple[str, ...] = ()
@@ -223,17 +226,7 @@ class LikelihoodModel:
         """Total log-likelihood and its gradient in the natural parameters."""
         return self._loglik(theta, state, w), self._grad_natural(theta, state, w)
 
-    # ---- scikit-learn conventions ----------------------------------------------------------
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Constructor parameters (scikit-learn convention)."""
-        return {"tol": self.tol, "max_iter": self.max_iter}
-
-    def set_params(self, **params: Any) -> Self:
-        """Set constructor parameters (scikit-learn convention)."""
-        for k, v in params.items():
-            setattr(self, k, v)
-        return self
+    # ---- models fitted before ----------------------------------------------------------------
 
     @classmethod
     def from_params(cls, params: Mapping[str, float], **settings: Any) -> Self:
@@ -383,7 +376,7 @@ class LikelihoodModel:
         optimum's gradient ``grad`` when it is given (k evaluations; the step's error, ~1e-5
         relative, is far below what a standard error needs), central ones otherwise. When it is
         not positive definite (a flat or boundary optimum) the entries are NaN and ``fit``
-        raises a CustvalError: there is no asymptotic normal approximation to report.
+        raises a FitError: there is no asymptotic normal approximation to report.
         """
         k = theta.size
         hess = np.empty((k, k))

@@ -21,15 +21,17 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from custval.errors import CustvalError
+from custval.errors import FitError
+from custval.models.base import Estimator
 from custval.models.encoding import FeatureSchema, infer_schema
+from custval.models.explain import _numbers_as_text, _top_k
 
 __all__ = ["SegmentAssigner"]
 
 Array = npt.NDArray[np.float64]
 
 
-class SegmentAssigner:
+class SegmentAssigner(Estimator):
     """LightGBM from features to segment labels (any hashable labels; missing ones dropped).
 
     Parameters
@@ -52,10 +54,10 @@ class SegmentAssigner:
         y_raw = pd.Series(np.asarray(labels, dtype=object), index=X.index)
         known = y_raw.notna() & (y_raw.astype(str).str.strip() != "")
         if known.sum() == 0:
-            raise CustvalError("no customer has a segment label to learn from")
+            raise FitError("no customer has a segment label to learn from")
         classes = sorted(y_raw[known].astype(str).unique())
         if len(classes) < 2:
-            raise CustvalError(
+            raise FitError(
                 f"every labelled customer is in segment '{classes[0]}': nothing to tell apart"
             )
         X = X.loc[known]
@@ -93,8 +95,6 @@ class SegmentAssigner:
     def reasons(self, X: pd.DataFrame, *, top_k: int = 3) -> pd.DataFrame:
         """``segment``, ``probability`` and for i = 1..top_k ``reason_i`` (the sentence),
         ``reason_i_feature`` and ``reason_i_contribution`` (to the assigned segment's score)."""
-        from custval.models.explain import _numbers_as_text, _top_k
-
         codes = self.schema_.codes(X)
         n, p, k = codes.shape[0], len(self.schema_.columns), len(self.classes_)
         proba = np.asarray(self.model_.predict(codes))

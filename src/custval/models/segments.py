@@ -26,13 +26,14 @@ Example
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from custval.errors import CustvalError
+from custval.errors import CustvalError, FitError
+from custval.models.base import Estimator
 
 __all__ = [
     "ALGORITHMS",
@@ -62,7 +63,7 @@ DEFAULT_FEATURES = (
 
 
 @dataclass
-class SegmentPrep:
+class SegmentPrep(Estimator):
     """Feature choice, log of skewed money and counts, robust scaling (see the module doc).
 
     Parameters
@@ -190,7 +191,29 @@ def _skewness(v: Array) -> float:
     return float(((v - v.mean()) ** 3).mean() / sd**3) if sd > 0 else 0.0
 
 
-class Segmenter:
+#: what ``Segmenter.fit`` learns
+_LEARNED = (
+    "prep_",
+    "k_",
+    "labels_",
+    "centers_",
+    "mixture_",
+    "silhouette_",
+    "calinski_harabasz_",
+    "stability_",
+    "scores_",
+)
+
+
+class _Clustering(NamedTuple):
+    """One clustering's labels and centroids, and the mixture for a Gaussian mixture."""
+
+    labels: npt.NDArray[np.int64]
+    centers: Array
+    mixture: Any = None
+
+
+class Segmenter(Estimator):
     """Segments customers (see the module docstring).
 
     Parameters
@@ -208,10 +231,11 @@ class Segmenter:
         Resamples for the stability (0: not measured).
     seed : int
 
-    Attributes (after ``fit``)
-    --------------------------
-    prep_, k_, labels_, centers_ (in the scaled space), silhouette_, calinski_harabasz_,
-    stability_, scores_ (a table per k tried).
+    Attributes (after ``fit``, set all at once)
+    -------------------------------------------
+    prep_, k_, labels_, centers_ (in the scaled space), mixture_ (the fitted Gaussian mixture
+    that ``predict`` assigns by; None for the other algorithms), silhouette_,
+    calinski_harabasz_, stability_, scores_ (a table per k tried; only with ``k="auto"``).
     """
 
     def __init__(
@@ -238,10 +262,14 @@ class Segmenter:
     # ---- fitting ------------------------------------------------------------------------------
 
     def fit(self, X: pd.DataFrame) -> Segmenter:
+        """Choose the features and k, cluster, and measure the segmentation; the learned
+        attributes are set all at once at the end: a fit that fails leaves none."""
         if self.algorithm not in ALGORITHMS:
             raise CustvalError(
                 f"unknown algorithm '{self.algorithm}'", hint="Use one of " + ", ".join(ALGORITHMS)
             )
+        for name in _LEARNED:  # a refit that fails must not leave the previous fit's state
+            self.__dict__.pop(name, None)
         prep = SegmentPrep(self.features).fit(X)
         Z = prep.transform(X)
         n = Z.shape[0]
@@ -257,62 +285,74 @@ class Segmenter:
         # Ward's tree of the sample, built once for the choice of k, the clustering and the
         # stability's reference
         tree = _ward_tree(Zs) if self.algorithm == "hierarchical" else None
+        k, scores = self._number_of_segments(Zs, n, tree)
+        found = self._cluster(Z, Zs, k, sample, tree)
+        silhouette, calinski_harabasz = _quality(Z, found.labels, self.seed)
+        stability = self._stability(Zs, k, tree) if self.bootstrap else float("nan")
+        if scores is not None:
+            self.scores_ = scores
+        self.prep_ = prep
+        self.k_ = int(found.labels.max()) + 1 if self.algorithm == "hdbscan" else k
+        self.labels_ = found.labels
+        self.centers_ = found.centers
+        self.mixture_ = found.mixture
+        self.silhouette_ = silhouette
+        self.calinski_harabasz_ = calinski_harabasz
+        self.stability_ = stability
+        return self
+
+    def _number_of_segments(
+        self, Zs: Array, n: int, tree: Array | None
+    ) -> tuple[int | None, pd.DataFrame | None]:
+        """k (None for HDBSCAN, which finds its own) and, for ``k="auto"``, the table of the
+        k tried on the sample ``Zs`` (of a table of ``n`` customers)."""
         if self.algorithm == "hdbscan":
-            k = None
-        elif self.k == "auto":
-            lo, hi = self.k_range
-            if lo < 2 or hi < lo:
-                raise CustvalError(f"k_range must be 2 <= low <= high, not {self.k_range}")
-            distinct = _distinct_rows(Zs)
-            hi = min(hi, distinct - 1)
-            if hi < lo:
-                raise CustvalError(
-                    f"{n} customers with {distinct} distinct profiles cannot form {lo} or more "
-                    "segments",
-                    hint="Segment more customers, or choose k yourself",
-                )
-            self.scores_ = self._choose_k(Zs, range(lo, hi + 1), tree)
-            k = int(self.scores_.loc[self.scores_["chosen"], "k"].iloc[0])
-        else:
+            return None, None
+        if self.k != "auto":
             k = int(self.k)
             if k < 1:
                 raise CustvalError(f"k must be at least 1, not {k}")
             if k > n:
-                raise CustvalError(
+                raise FitError(
                     f"{n} customer{'s' if n != 1 else ''} cannot form {k} segments",
                     hint="Ask for fewer segments",
                 )
-        self.prep_ = prep
-        self.k_ = k
-        self.labels_, self.centers_ = self._cluster(Z, Zs, k, sample, tree)
-        if self.algorithm == "hdbscan":
-            self.k_ = int(self.labels_.max()) + 1
-        self.silhouette_, self.calinski_harabasz_ = _quality(Z, self.labels_, self.seed)
-        self.stability_ = self._stability(Zs, k, tree) if self.bootstrap else float("nan")
-        return self
+            return k, None
+        lo, hi = self.k_range
+        if lo < 2 or hi < lo:
+            raise CustvalError(f"k_range must be 2 <= low <= high, not {self.k_range}")
+        distinct = _distinct_rows(Zs)
+        hi = min(hi, distinct - 1)
+        if hi < lo:
+            raise FitError(
+                f"{n} customers with {distinct} distinct profiles cannot form {lo} or more "
+                "segments",
+                hint="Segment more customers, or choose k yourself",
+            )
+        scores = self._choose_k(Zs, range(lo, hi + 1), tree)
+        return int(scores.loc[scores["chosen"], "k"].iloc[0]), scores
 
     def _fit_labels(
         self, Z: Array, k: int | None, seed: int, tree: Array | None = None
-    ) -> tuple[npt.NDArray[np.int64], Array]:
-        """Labels and centroids of ``Z`` (all rows given); ``tree``: Z's Ward tree, if built."""
+    ) -> _Clustering:
+        """Labels and centroids of ``Z`` (all rows given), and the Gaussian mixture for
+        ``gmm``; ``tree``: Z's Ward tree, if built."""
         from sklearn.cluster import HDBSCAN, KMeans
         from sklearn.mixture import GaussianMixture
 
         if self.algorithm == "kmeans":
             km = KMeans(n_clusters=k, n_init=3, random_state=seed).fit(Z)
-            return km.labels_.astype(np.int64), km.cluster_centers_
+            return _Clustering(km.labels_.astype(np.int64), km.cluster_centers_)
         if self.algorithm == "gmm":
             gm = GaussianMixture(n_components=k, random_state=seed, n_init=2).fit(Z)
-            labels = gm.predict(Z).astype(np.int64)
-            self._gmm = gm
-            return labels, gm.means_
+            return _Clustering(gm.predict(Z).astype(np.int64), gm.means_, gm)
         if self.algorithm == "hierarchical":
             labels = _ward_cut(_ward_tree(Z) if tree is None else tree, k or 1)
-            return labels, _centroids(Z, labels, k or 0)
+            return _Clustering(labels, _centroids(Z, labels, k or 0))
         size = self.min_cluster_size or max(10, Z.shape[0] // 50)
         labels = HDBSCAN(min_cluster_size=size, copy=True).fit_predict(Z).astype(np.int64)
         found = int(labels.max()) + 1
-        return labels, _centroids(Z, labels, found)
+        return _Clustering(labels, _centroids(Z, labels, found))
 
     def _cluster(
         self,
@@ -321,21 +361,21 @@ class Segmenter:
         k: int | None,
         sample: npt.NDArray[np.int64],
         tree: Array | None = None,
-    ) -> tuple[npt.NDArray[np.int64], Array]:
+    ) -> _Clustering:
         if self.algorithm in ("hierarchical", "hdbscan") and Z.shape[0] > Zs.shape[0]:
             # on a sample, then every customer to the nearest centroid: Ward and HDBSCAN are
             # quadratic in the rows
-            labels_s, centers = self._fit_labels(Zs, k, self.seed, tree)
-            labels = _nearest(Z, centers)
+            on_sample = self._fit_labels(Zs, k, self.seed, tree)
+            labels = _nearest(Z, on_sample.centers)
             if self.algorithm == "hdbscan":
                 # noise stays noise where it was found; elsewhere the nearest segment
-                labels[sample[labels_s < 0]] = -1
-            return labels, centers
+                labels[sample[on_sample.labels < 0]] = -1
+            return _Clustering(labels, on_sample.centers)
         # here Z is the whole sample: the same rows as Zs, so the same Ward tree
-        labels, centers = self._fit_labels(Z, k, self.seed, tree)
+        found = self._fit_labels(Z, k, self.seed, tree)
         if self.algorithm == "kmeans":
-            labels, centers = _order_by_size(labels, centers)
-        return labels, centers
+            return _Clustering(*_order_by_size(found.labels, found.centers))
+        return found
 
     def _choose_k(self, Zs: Array, ks: range, tree: Array | None = None) -> pd.DataFrame:
         from sklearn.metrics import calinski_harabasz_score
@@ -346,7 +386,7 @@ class Segmenter:
             if tree is not None:
                 labels = _ward_cut(tree, k)
             else:
-                labels, _ = self._fit_labels(Zs, k, self.seed)
+                labels = self._fit_labels(Zs, k, self.seed).labels
             sil, _ = _quality(Zs, labels, self.seed)
             ch = float(calinski_harabasz_score(Zs, labels)) if len(set(labels)) > 1 else 0.0
             rows.append({"k": k, "silhouette": sil, "calinski_harabasz": ch})
@@ -362,12 +402,12 @@ class Segmenter:
         resample's, on the customers they share."""
         from sklearn.metrics import adjusted_rand_score
 
-        base, _ = self._fit_labels(Zs, k, self.seed, tree)
+        base = self._fit_labels(Zs, k, self.seed, tree).labels
         rng = np.random.default_rng(self.seed + 1)
         scores = []
         for b in range(self.bootstrap):  # a loop over resamples
             idx = np.unique(rng.integers(0, Zs.shape[0], Zs.shape[0]))
-            labels, _ = self._fit_labels(Zs[idx], k, self.seed + 1 + b)
+            labels = self._fit_labels(Zs[idx], k, self.seed + 1 + b).labels
             scores.append(adjusted_rand_score(base[idx], labels))
         return float(np.mean(scores))
 
@@ -376,9 +416,11 @@ class Segmenter:
     def predict(self, X: pd.DataFrame) -> npt.NDArray[np.int64]:
         """The segment of each row of ``X``: the nearest centroid (the most likely component for
         a Gaussian mixture); HDBSCAN's noise segment is not assigned to new customers."""
+        if not hasattr(self, "labels_"):
+            raise CustvalError("the segmenter is not fitted yet", hint="Call fit first")
         Z = self.prep_.transform(X)
-        if self.algorithm == "gmm":
-            return self._gmm.predict(Z).astype(np.int64)
+        if self.mixture_ is not None:
+            return self.mixture_.predict(Z).astype(np.int64)
         return _nearest(Z, self.centers_)
 
 
@@ -524,64 +566,9 @@ def name_segments(profiles: pd.DataFrame) -> pd.DataFrame:
     A lift against a base median of 0 is the ratio of the means. HDBSCAN's
     noise segment is "Unassigned (noise)". Returns ``segment``, ``name`` and ``rule``; equal
     names get a number."""
-    names, rules = [], []
-    for _, p in profiles.iterrows():  # a loop over segments
-        if p["segment"] == -1:
-            names.append("Unassigned (noise)")
-            rules.append("HDBSCAN found no dense group for these customers")
-            continue
-        if p.get("orders", float("nan")) == 0 and p.get("revenue_share", 0.0) < 0.005:
-            # most of the segment has not bought yet: recency and value say nothing of them
-            tenure = p.get("tenure_days_lift", float("nan"))
-            fresh = np.isfinite(tenure) and tenure <= 0.5
-            names.append("Not yet buying, new" if fresh else "Not yet buying")
-            rules.append(
-                "orders median 0 and under 0.5% of the revenue"
-                + (f"; tenure {tenure:.2f}x" if fresh else "")
-            )
-            continue
-        why = []
-        value = "Mid-value"
-        lift, said = _value_lift(p)
-        if np.isfinite(lift):
-            if lift >= 1.5:
-                value = "High-value"
-            elif lift <= 0.67:
-                value = "Low-value"
-            why.append(said)
-        per_order = p.get("avg_order_value_lift", p.get("monetary_value_lift", float("nan")))
-        if value != "High-value" and np.isfinite(per_order) and per_order >= 1.5:
-            # large baskets that do not add up to high value: a different offer's audience
-            value = "Big spenders"
-            why.append(f"spend per order {per_order:.2f}x")
-        parts = [value]
-        recency = p.get("recency_days_lift", float("nan"))
-        orders = p.get("orders_lift", p.get("frequency_lift", float("nan")))
-        tenure = p.get("tenure_days_lift", float("nan"))
-        alive = p.get("p_alive_lift", float("nan"))
-        if np.isfinite(tenure) and tenure <= 0.5:
-            parts.append("new")
-            why.append(f"tenure {tenure:.2f}x")
-        if not np.isfinite(recency) and np.isfinite(alive):
-            # a BTYD table (custval clv): P(alive) says what recency would
-            if alive <= 0.67:
-                parts.append("at risk")
-                why.append(f"P(alive) {alive:.2f}x")
-            elif np.isfinite(orders) and orders >= 1.5:
-                parts.append("loyal")
-                why.append(f"repeat purchases {orders:.2f}x; P(alive) {alive:.2f}x")
-        elif np.isfinite(recency) and recency >= 1.5:
-            parts.append("at risk")
-            why.append(f"days since the last purchase {recency:.2f}x")
-        elif np.isfinite(recency) and recency <= 0.67:
-            if np.isfinite(orders) and orders >= 1.5:
-                parts.append("loyal")
-                why.append(f"orders {orders:.2f}x")
-            else:
-                parts.append("active")
-            why.append(f"days since the last purchase {recency:.2f}x")
-        names.append(" ".join(parts))
-        rules.append("; ".join(why) or "close to the base on every named measure")
+    named = [_name_segment(p) for _, p in profiles.iterrows()]  # a loop over segments
+    names = [name for name, _ in named]
+    rules = [rule for _, rule in named]
     out = pd.DataFrame({"segment": profiles["segment"].to_numpy(), "name": names, "rule": rules})
     # the same name twice: number them by size, so each segment reads differently
     shared = out["name"][out["name"].duplicated(keep=False)].unique()
@@ -589,6 +576,71 @@ def name_segments(profiles: pd.DataFrame) -> pd.DataFrame:
         at = out.index[out["name"] == name]
         out.loc[at, "name"] = [f"{name} ({j})" for j in range(1, at.size + 1)]
     return out
+
+
+def _name_segment(p: pd.Series) -> tuple[str, str]:
+    """One segment's name and rule (:func:`name_segments`) from its profile row."""
+    if p["segment"] == -1:
+        return "Unassigned (noise)", "HDBSCAN found no dense group for these customers"
+    tenure = p.get("tenure_days_lift", float("nan"))
+    new = bool(np.isfinite(tenure) and tenure <= 0.5)
+    if p.get("orders", float("nan")) == 0 and p.get("revenue_share", 0.0) < 0.005:
+        # most of the segment has not bought yet: recency and value say nothing of them
+        return (
+            "Not yet buying, new" if new else "Not yet buying",
+            "orders median 0 and under 0.5% of the revenue"
+            + (f"; tenure {tenure:.2f}x" if new else ""),
+        )
+    value, why = _value_name(p)
+    parts = [value]
+    if new:
+        parts.append("new")
+        why.append(f"tenure {tenure:.2f}x")
+    activity, said = _activity(p)
+    if activity:
+        parts.append(activity)
+    why.extend(said)
+    return " ".join(parts), "; ".join(why) or "close to the base on every named measure"
+
+
+def _value_name(p: pd.Series) -> tuple[str, list[str]]:
+    """ "High-value", "Low-value", "Mid-value" or "Big spenders", and the rule's words."""
+    why = []
+    value = "Mid-value"
+    lift, said = _value_lift(p)
+    if np.isfinite(lift):
+        if lift >= 1.5:
+            value = "High-value"
+        elif lift <= 0.67:
+            value = "Low-value"
+        why.append(said)
+    per_order = p.get("avg_order_value_lift", p.get("monetary_value_lift", float("nan")))
+    if value != "High-value" and np.isfinite(per_order) and per_order >= 1.5:
+        # large baskets that do not add up to high value: a different offer's audience
+        value = "Big spenders"
+        why.append(f"spend per order {per_order:.2f}x")
+    return value, why
+
+
+def _activity(p: pd.Series) -> tuple[str | None, list[str]]:
+    """ "at risk", "loyal", "active" or None, from recency (else P(alive)) and orders, and the
+    rule's words."""
+    recency = p.get("recency_days_lift", float("nan"))
+    orders = p.get("orders_lift", p.get("frequency_lift", float("nan")))
+    alive = p.get("p_alive_lift", float("nan"))
+    loyal = bool(np.isfinite(orders) and orders >= 1.5)
+    if not np.isfinite(recency) and np.isfinite(alive):
+        # a BTYD table (custval clv): P(alive) says what recency would
+        if alive <= 0.67:
+            return "at risk", [f"P(alive) {alive:.2f}x"]
+        said = f"repeat purchases {orders:.2f}x; P(alive) {alive:.2f}x"
+        return ("loyal", [said]) if loyal else (None, [])
+    days = f"days since the last purchase {recency:.2f}x"
+    if np.isfinite(recency) and recency >= 1.5:
+        return "at risk", [days]
+    if np.isfinite(recency) and recency <= 0.67:
+        return ("loyal", [f"orders {orders:.2f}x", days]) if loyal else ("active", [days])
+    return None, []
 
 
 def _value_lift(p: pd.Series) -> tuple[float, str]:

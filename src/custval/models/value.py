@@ -43,7 +43,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from custval.errors import CustvalError
+from custval.errors import CustvalError, FitError
+from custval.models.base import Estimator
 from custval.models.candidates import CANDIDATES, Candidate, make_candidate
 from custval.models.encoding import infer_schema
 
@@ -99,7 +100,7 @@ def binary_label(values: Any, positive: Any = None, *, column: str = "label") ->
         )
     distinct = sorted(set(text))
     if len(distinct) == 1:
-        raise CustvalError(
+        raise FitError(
             f"every row's label is '{distinct[0]}': there is nothing to tell apart",
             column=column,
             hint="A label needs both classes; check the column and the positive value",
@@ -132,7 +133,7 @@ def binary_label(values: Any, positive: Any = None, *, column: str = "label") ->
         y = (text == pos_values[0]).to_numpy(dtype=np.float64)
     if y.min() == y.max():
         which = "positive" if y[0] == 1 else "negative"
-        raise CustvalError(
+        raise FitError(
             f"every row's label is {which}: there is nothing to tell apart",
             column=column,
             hint="Check the label column and the positive value",
@@ -150,11 +151,11 @@ def derive_value_label(value: Any, top_share: float = 0.2) -> Array:
     if not 0 < top_share < 1:
         raise CustvalError(f"top_share must lie between 0 and 1, not {top_share}")
     if v.size < MIN_ROWS:
-        raise CustvalError(f"{v.size} customers are too few for a value label (at least 50)")
+        raise FitError(f"{v.size} customers are too few for a value label (at least {MIN_ROWS})")
     cut = np.quantile(v, 1 - top_share)
     y = ((v >= cut) & (v > 0)).astype(np.float64)
     if y.min() == y.max():
-        raise CustvalError(
+        raise FitError(
             "the future value does not separate customers (all equal or all zero)",
             hint="Use a longer horizon or another value column",
         )
@@ -194,7 +195,7 @@ def reliability_table(y: Array, p: Array, bins: int = 10) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-class ValueClassifier:
+class ValueClassifier(Estimator):
     """High/low value classifier with model selection (see the module docstring).
 
     Parameters
@@ -234,22 +235,6 @@ class ValueClassifier:
         self.seed = seed
         self.threads = threads
 
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {
-            "candidates": self.candidates,
-            "folds": self.folds,
-            "threshold_rule": self.threshold_rule,
-            "top_share": self.top_share,
-            "max_selection_rows": self.max_selection_rows,
-            "seed": self.seed,
-            "threads": self.threads,
-        }
-
-    def set_params(self, **params: Any) -> Self:
-        for k, v in params.items():
-            setattr(self, k, v)
-        return self
-
     # ---- fitting ---------------------------------------------------------------------------
 
     def fit(
@@ -275,7 +260,7 @@ class ValueClassifier:
         if len(X) != y.size:
             raise CustvalError(f"X has {len(X)} rows but the label {y.size}")
         if y.size < MIN_ROWS:
-            raise CustvalError(
+            raise FitError(
                 f"{y.size} customers are too few to train and cross-validate a model",
                 hint=f"Use at least {MIN_ROWS} labelled customers",
             )
@@ -283,10 +268,10 @@ class ValueClassifier:
             raise CustvalError("the label must be 0/1", hint="Use binary_label to convert it")
         n_pos = int(y.sum())
         if n_pos == 0 or n_pos == y.size:
-            raise CustvalError("the label has one class only: there is nothing to tell apart")
+            raise FitError("the label has one class only: there is nothing to tell apart")
         rarer = min(n_pos, y.size - n_pos)
         if rarer < 2 * self.folds:
-            raise CustvalError(
+            raise FitError(
                 f"the rarer class has {rarer} customers: with {self.folds} folds some training "
                 "parts would hold too few of them to learn from",
                 hint=f"Use at least {2 * self.folds} customers of each class, or fewer folds",
@@ -381,7 +366,7 @@ class ValueClassifier:
                 test = fold_of == k
                 train = ~test
                 if len(np.unique(ys[train])) < 2 or len(np.unique(ys[test])) < 2:
-                    raise CustvalError(
+                    raise FitError(
                         f"fold {k + 1} has one class only",
                         hint="Use fewer folds, or groups with both classes in each",
                     )
@@ -415,10 +400,12 @@ class ValueClassifier:
         absent = [c for c in self.schema_.columns if c not in X_old.columns]
         if absent:
             X_old = X_old.assign(**{c: np.nan for c in absent})
-        if len(X_old) != y_old.size or len(np.unique(y_old)) < 2:
+        if len(X_old) != y_old.size:
             raise CustvalError(
-                "the earlier period's table and label do not match or hold one class"
+                f"the earlier period's table has {len(X_old)} rows but its label {y_old.size}"
             )
+        if len(np.unique(y_old)) < 2:
+            raise FitError("the earlier period's label holds one class: nothing to learn from")
         schema = self.schema_.relearn(X_old)
         rows = {}
         for name in board.model:  # a loop over the candidates

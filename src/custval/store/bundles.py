@@ -129,11 +129,35 @@ def load_bundle(folder: str | Path) -> ValueClassifier:
 
 
 def _load(root: Path) -> ValueClassifier:
+    manifest = _manifest(root)
+    payload = _model_file(root, manifest)
+    clf = ValueClassifier(
+        folds=int(manifest.get("folds", 5)),
+        threshold_rule=manifest.get("threshold_rule", "top_share"),
+        top_share=float(manifest.get("top_share", 0.2)),
+        seed=int(manifest.get("seed", 0)),
+    )
+    name = manifest["model"]
+    clf.schema_ = FeatureSchema.from_dict(manifest["schema"])
+    clf.model_ = CANDIDATES[name].loads(payload)
+    clf.chosen_ = name
+    clf.threshold_ = float(manifest["threshold"])
+    clf.leaderboard_ = pd.DataFrame(manifest.get("leaderboard", []))
+    clf.reliability_ = pd.DataFrame(manifest.get("reliability", []))
+    clf.oof_metrics_ = manifest.get("metrics", {})
+    clf.calibration_error_ = float(manifest.get("calibration_error", float("nan")))
+    clf.manifest_ = manifest
+    return clf
+
+
+def _manifest(root: Path) -> dict[str, Any]:
+    """The bundle's manifest, checked: a custval value model of a format this version reads,
+    unchanged since training (its content hash), naming a known model."""
     path = root / "manifest.json"
     if not path.exists():
         raise CustvalError(f"'{root}' is not a custval model: it has no manifest.json")
     try:
-        manifest = json.loads(path.read_text())
+        manifest = dict(json.loads(path.read_text()))
     except (OSError, ValueError) as exc:
         raise CustvalError(f"'{path}' cannot be read: {exc}") from None
     if manifest.get("format") != FORMAT:
@@ -154,13 +178,18 @@ def _load(root: Path) -> ValueClassifier:
             "model no longer match their hash)",
             hint="Train the model again rather than editing its manifest",
         )
-    name = manifest.get("model")
-    if name not in CANDIDATES:
-        raise CustvalError(f"'{root}' holds an unknown model '{name}'")
+    if manifest.get("model") not in CANDIDATES:
+        raise CustvalError(f"'{root}' holds an unknown model '{manifest.get('model')}'")
+    return manifest
+
+
+def _model_file(root: Path, manifest: dict[str, Any]) -> bytes:
+    """The model file's bytes, checked against the manifest's hash; a scikit-learn model only
+    under the scikit-learn minor version it was trained with."""
     filename = str(manifest["files"]["model"])
     if Path(filename).name != filename:
         raise CustvalError(f"'{root}' names a model file outside its folder: {filename!r}")
-    if name != "lightgbm":
+    if manifest["model"] != "lightgbm":
         trained = str(manifest.get("libraries", {}).get("scikit-learn", ""))
         here = pkg_version("scikit-learn")
         if trained.split(".")[:2] != here.split(".")[:2]:
@@ -178,22 +207,7 @@ def _load(root: Path) -> ValueClassifier:
         raise CustvalError(
             f"the model file '{model_file}' does not match its manifest (changed or damaged)"
         )
-    clf = ValueClassifier(
-        folds=int(manifest.get("folds", 5)),
-        threshold_rule=manifest.get("threshold_rule", "top_share"),
-        top_share=float(manifest.get("top_share", 0.2)),
-        seed=int(manifest.get("seed", 0)),
-    )
-    clf.schema_ = FeatureSchema.from_dict(manifest["schema"])
-    clf.model_ = CANDIDATES[name].loads(payload)
-    clf.chosen_ = name
-    clf.threshold_ = float(manifest["threshold"])
-    clf.leaderboard_ = pd.DataFrame(manifest.get("leaderboard", []))
-    clf.reliability_ = pd.DataFrame(manifest.get("reliability", []))
-    clf.oof_metrics_ = manifest.get("metrics", {})
-    clf.calibration_error_ = float(manifest.get("calibration_error", float("nan")))
-    clf.manifest_ = manifest
-    return clf
+    return payload
 
 
 def latest_model(models_dir: Path) -> Path:
