@@ -46,7 +46,7 @@ import pandas as pd
 from custval.errors import CustvalError, FitError
 from custval.models.base import Estimator
 from custval.models.candidates import CANDIDATES, Candidate, make_candidate
-from custval.models.encoding import infer_schema
+from custval.models.encoding import FeatureSchema, infer_schema
 
 __all__ = ["ValueClassifier", "binary_label", "classification_metrics", "derive_value_label"]
 
@@ -195,6 +195,23 @@ def reliability_table(y: Array, p: Array, bins: int = 10) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+#: what fit learns: cleared when a fit starts, set together when it succeeds
+_LEARNED = (
+    "schema_",
+    "model_",
+    "chosen_",
+    "leaderboard_",
+    "selection_rows_",
+    "oof_metrics_",
+    "reliability_",
+    "calibration_error_",
+    "refit_seconds_",
+    "threshold_",
+    "n_customers_",
+    "positive_share_",
+)
+
+
 class ValueClassifier(Estimator):
     """High/low value classifier with model selection (see the module docstring).
 
@@ -277,32 +294,61 @@ class ValueClassifier(Estimator):
                 hint=f"Use at least {2 * self.folds} customers of each class, or fewer folds",
             )
         X = X.reset_index(drop=True)
-        self.schema_ = infer_schema(X)
+        for name in _LEARNED:  # a refit that fails must not leave the previous fit's state
+            self.__dict__.pop(name, None)
+        schema = infer_schema(X)
         sel = self._selection_rows(y)
         fold_of = self._folds(y, sel, groups)
-        board, oof = self._cross_validate(X, y, sel, fold_of)
+        board, oof = self._cross_validate(X, y, sel, fold_of, schema)
         if earlier is not None:
-            board = self._time_split(board, earlier, X, y)
-        self.leaderboard_ = board
-        self.chosen_ = self._choose(board)
-        self.selection_rows_ = int(sel.size)
-        p_oof = oof[self.chosen_]
-        y_sel = y[sel]
+            board = self._time_split(board, earlier, X, y, schema)
+        chosen = self._choose(board)
+        p_oof, y_sel = oof[chosen], y[sel]
+        reliability = reliability_table(y_sel, p_oof)
+        start = time.perf_counter()
+        model = make_candidate(chosen, self.seed, self.threads).fit(schema, X, y)
+        refit_seconds = time.perf_counter() - start
+        threshold = self._threshold(y_sel, p_oof, model.predict_proba(schema, X))
+        # the learned state, all at once
+        self.schema_, self.model_, self.chosen_ = schema, model, chosen
+        self.leaderboard_, self.selection_rows_ = board, int(sel.size)
         self.oof_metrics_ = classification_metrics(y_sel, p_oof)
-        self.reliability_ = reliability_table(y_sel, p_oof)
+        self.reliability_ = reliability
         self.calibration_error_ = float(
             np.average(
-                np.abs(self.reliability_.mean_predicted - self.reliability_.observed),
-                weights=self.reliability_.customers,
+                np.abs(reliability.mean_predicted - reliability.observed),
+                weights=reliability.customers,
             )
         )
-        start = time.perf_counter()
-        self.model_ = make_candidate(self.chosen_, self.seed, self.threads).fit(self.schema_, X, y)
-        self.refit_seconds_ = time.perf_counter() - start
-        self.threshold_ = self._threshold(y_sel, p_oof, self.predict_proba(X))
-        self.n_customers_ = int(y.size)
-        self.positive_share_ = float(y.mean())
+        self.refit_seconds_, self.threshold_ = refit_seconds, threshold
+        self.n_customers_, self.positive_share_ = int(y.size), float(y.mean())
         return self
+
+    @classmethod
+    def from_fitted(
+        cls,
+        settings: dict[str, Any],
+        *,
+        schema: FeatureSchema,
+        model: Candidate,
+        chosen: str,
+        threshold: float,
+        leaderboard: pd.DataFrame,
+        reliability: pd.DataFrame,
+        oof_metrics: dict[str, float],
+        calibration_error: float,
+        manifest: dict[str, Any] | None = None,
+    ) -> Self:
+        """A classifier that predicts with what an earlier fit learned (a model bundle's
+        manifest and model file, :mod:`custval.store.bundles`), its constructor ``settings``
+        restored too; ``manifest_`` keeps what the bundle says besides (the label, the feature
+        catalogue, the high-value profile)."""
+        clf = cls(**settings)
+        clf.schema_, clf.model_, clf.chosen_ = schema, model, chosen
+        clf.threshold_, clf.leaderboard_, clf.reliability_ = threshold, leaderboard, reliability
+        clf.oof_metrics_, clf.calibration_error_ = oof_metrics, calibration_error
+        clf.manifest_ = manifest or {}
+        return clf
 
     def _check_settings(self) -> None:
         unknown = [c for c in self.candidates if c not in CANDIDATES]
@@ -353,6 +399,7 @@ class ValueClassifier(Estimator):
         y: Array,
         sel: npt.NDArray[np.int64],
         fold_of: npt.NDArray[np.int64],
+        full: FeatureSchema,
     ) -> tuple[pd.DataFrame, dict[str, Array]]:
         Xs = X.iloc[sel].reset_index(drop=True)
         ys = y[sel]
@@ -371,7 +418,7 @@ class ValueClassifier(Estimator):
                         hint="Use fewer folds, or groups with both classes in each",
                     )
                 # the encodings are learned on the training part only
-                schema = self.schema_.relearn(Xs[train])
+                schema = full.relearn(Xs[train])
                 model = make_candidate(name, self.seed, self.threads)
                 model.fit(schema, Xs[train], ys[train])
                 p[test] = model.predict_proba(schema, Xs[test])
@@ -390,14 +437,19 @@ class ValueClassifier(Estimator):
         return board.reset_index(drop=True), oof
 
     def _time_split(
-        self, board: pd.DataFrame, earlier: tuple[pd.DataFrame, Any], X: pd.DataFrame, y: Array
+        self,
+        board: pd.DataFrame,
+        earlier: tuple[pd.DataFrame, Any],
+        X: pd.DataFrame,
+        y: Array,
+        full: FeatureSchema,
     ) -> pd.DataFrame:
         """Each candidate trained on the earlier period and scored on this one."""
         X_old, y_old = earlier
         y_old = np.asarray(y_old, dtype=np.float64).ravel()
         X_old = X_old.reset_index(drop=True)
         # a feature that did not exist yet (a category first sold later) is missing then
-        absent = [c for c in self.schema_.columns if c not in X_old.columns]
+        absent = [c for c in full.columns if c not in X_old.columns]
         if absent:
             X_old = X_old.assign(**{c: np.nan for c in absent})
         if len(X_old) != y_old.size:
@@ -406,7 +458,7 @@ class ValueClassifier(Estimator):
             )
         if len(np.unique(y_old)) < 2:
             raise FitError("the earlier period's label holds one class: nothing to learn from")
-        schema = self.schema_.relearn(X_old)
+        schema = full.relearn(X_old)
         rows = {}
         for name in board.model:  # a loop over the candidates
             model = make_candidate(name, self.seed, self.threads).fit(schema, X_old, y_old)

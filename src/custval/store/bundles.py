@@ -131,22 +131,24 @@ def load_bundle(folder: str | Path) -> ValueClassifier:
 def _load(root: Path) -> ValueClassifier:
     manifest = _manifest(root)
     payload = _model_file(root, manifest)
-    clf = ValueClassifier(
-        folds=int(manifest.get("folds", 5)),
-        threshold_rule=manifest.get("threshold_rule", "top_share"),
-        top_share=float(manifest.get("top_share", 0.2)),
-        seed=int(manifest.get("seed", 0)),
-    )
     name = manifest["model"]
-    clf.schema_ = FeatureSchema.from_dict(manifest["schema"])
-    clf.model_ = CANDIDATES[name].loads(payload)
-    clf.chosen_ = name
-    clf.threshold_ = float(manifest["threshold"])
-    clf.leaderboard_ = pd.DataFrame(manifest.get("leaderboard", []))
-    clf.reliability_ = pd.DataFrame(manifest.get("reliability", []))
-    clf.oof_metrics_ = manifest.get("metrics", {})
-    clf.calibration_error_ = float(manifest.get("calibration_error", float("nan")))
-    clf.manifest_ = manifest
+    clf = ValueClassifier.from_fitted(
+        {
+            "folds": int(manifest.get("folds", 5)),
+            "threshold_rule": manifest.get("threshold_rule", "top_share"),
+            "top_share": float(manifest.get("top_share", 0.2)),
+            "seed": int(manifest.get("seed", 0)),
+        },
+        schema=FeatureSchema.from_dict(manifest["schema"]),
+        model=CANDIDATES[name].loads(payload),
+        chosen=name,
+        threshold=float(manifest["threshold"]),
+        leaderboard=pd.DataFrame(manifest.get("leaderboard", [])),
+        reliability=pd.DataFrame(manifest.get("reliability", [])),
+        oof_metrics=manifest.get("metrics", {}),
+        calibration_error=float(manifest.get("calibration_error", float("nan"))),
+        manifest=manifest,
+    )
     return clf
 
 
