@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 
 from custval.models.explain import DIRECTIONS, Phrases, _top_k, number_text, reasons
@@ -147,8 +148,6 @@ class OnlineModel:
         return out
 
     def _score_generic(self, customers: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        import pandas as pd
-
         # typed columns: a numeric feature that is null for every customer stays numeric
         data: dict[str, Any] = {
             c: np.array([np.nan if r[c] is None else r[c] for r in customers], dtype=np.float64)
@@ -183,8 +182,6 @@ class OnlineModel:
 
 
 def _empty_frame(schema: Any) -> Any:
-    import pandas as pd
-
     data: dict[str, Any] = {c: np.zeros(0) for c in schema.numeric}
     data.update({c: np.array([], dtype=object) for c in schema.categorical})
     return pd.DataFrame(data)

@@ -1,0 +1,47 @@
+"""``GET /v1/customers/{id}``: a customer's prediction and reasons in the latest stored run."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from custval.api.deps import ServiceDep, require
+from custval.api.http import ApiError, guarded, json_response
+from custval.store import open_store
+
+__all__ = ["router"]
+
+log = logging.getLogger("custval.api")
+
+router = APIRouter(tags=["stored runs"])
+
+
+@router.get(
+    "/v1/customers/{customer_id}", responses={404: {}}, dependencies=[Depends(require("read"))]
+)
+@guarded
+async def customer(customer_id: str, service: ServiceDep) -> Response:
+    """The customer's prediction and reasons in the latest stored scoring run."""
+    store = service.settings.store
+    if not store:
+        raise ApiError(404, "the service has no store (start it with --store)")
+    found = await run_in_threadpool(_lookup, store, customer_id)
+    if found is None:
+        raise ApiError(404, "the latest stored run has no such customer")
+    return json_response(found)
+
+
+def _lookup(store_url: str, customer_id: str) -> dict[str, Any] | None:
+    """The stored customer, read in a thread (the store's drivers block); a store that cannot
+    be read is a 503, logged by type only."""
+    try:
+        with open_store(store_url, read_only=True) as store:
+            return store.customer(customer_id)
+    except Exception as exc:  # e.g. a DuckDB file being written by a scoring run is locked
+        # the details (paths, process ids) stay in the log, by type only
+        log.error("store lookup failed: %s", type(exc).__name__)
+        raise ApiError(503, "the store cannot be read now; try again shortly") from None
