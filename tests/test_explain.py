@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from custval.models.explain import _numbers_as_text, _top_k, number_text
+from custval.models.explain import number_text, numbers_as_text, top_k_columns
 
 
 @pytest.mark.parametrize(
@@ -27,7 +27,7 @@ from custval.models.explain import _numbers_as_text, _top_k, number_text
     ],
 )
 def test_numbers_read_as_a_person_writes_them(value: float, text: str) -> None:
-    assert _numbers_as_text(np.array([value])).to_pylist() == [text]
+    assert numbers_as_text(np.array([value])).to_pylist() == [text]
     assert number_text(value) == text
 
 
@@ -42,7 +42,7 @@ def test_numbers_match_python_formatting_on_many_values() -> None:
     )
     tiny = [1.23e-5, 1.23e-6, 1.23e-7, 1e-7, 9.99e-7, 9.996e-7, 3.3e-262, 5e-320, -4.4e-30]
     v = np.concatenate([v, tiny, [-float("inf")]])
-    got = _numbers_as_text(v).to_pylist()
+    got = numbers_as_text(v).to_pylist()
     # the one-value formatter of the online service writes the same text
     assert got == [number_text(x) for x in v]
     for x, t in zip(v, got, strict=True):  # the reference is Python's own formatting
@@ -61,4 +61,4 @@ def test_top_k_equals_a_stable_sort_with_ties() -> None:
     contrib = rng.integers(-3, 4, size=(5_000, 12)).astype(float)
     for k in (1, 3, 12):
         expected = np.argsort(-np.abs(contrib), axis=1, kind="stable")[:, :k]
-        np.testing.assert_array_equal(_top_k(contrib, k), expected)
+        np.testing.assert_array_equal(top_k_columns(contrib, k), expected)

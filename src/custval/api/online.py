@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 
-from custval.models.explain import DIRECTIONS, Phrases, _top_k, number_text, reasons
+from custval.models.explain import DIRECTIONS, Phrases, number_text, reasons, top_k_columns
 from custval.store.bundles import load_bundle
 
 __all__ = ["OnlineModel", "Prediction", "Reason"]
@@ -115,7 +115,7 @@ class OnlineModel:
         contrib, base = self._explainer.contributions(codes)
         raw = base + contrib.sum(axis=1)
         proba = 1.0 / (1.0 + np.exp(-raw)) if self.log_odds else raw
-        order = _top_k(contrib, self.top_k)
+        order = top_k_columns(contrib, self.top_k)
         names = self.schema.columns
         before, after, ending = self.phrases.before, self.phrases.after, self.phrases.ending
         out = []

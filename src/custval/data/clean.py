@@ -31,7 +31,7 @@ import ibis
 import ibis.expr.types as ir
 
 from custval.config import SourceSpec
-from custval.data.contracts import Contract, _substring, coerce, is_blank
+from custval.data.contracts import Contract, coerce, is_blank, sql_substring
 
 _IBIS_TYPES = {
     "id": "string",
@@ -98,7 +98,7 @@ def _typed(spec: SourceSpec, raw: ir.Table, contract: Contract) -> tuple[ir.Tabl
         elif col.type in {"timestamp", "date"} and value.type().is_string():
             # every ISO layout has "-" as its 5th character; no other default layout does
             flags[f"_dates_in_non_iso_formats_parsed:{col.name}"] = parsed.notnull() & (
-                _substring(value, 5, 1) != "-"
+                sql_substring(value, 5, 1) != "-"
             )
         elif col.type == "amount" and value.type().is_string():
             flags[f"_thousands_separators_removed:{col.name}"] = value.contains(",")

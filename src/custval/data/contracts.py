@@ -143,7 +143,7 @@ def _trim(value: str) -> str:
 
 
 @ibis.udf.scalar.builtin(name="substring")
-def _substring(value: str, start: int, length: int) -> str: ...  # 1-based, as in SQL
+def sql_substring(value: str, start: int, length: int) -> str: ...  # 1-based, as in SQL
 
 
 _EXAMPLE = datetime(2000, 11, 22, 13, 14, 15, 123456)
@@ -157,7 +157,7 @@ def _shape(text: ir.StringValue, fmt: str) -> ir.BooleanValue:
     for pos in (3, 5, 11):
         if pos > len(example):
             continue
-        char = _substring(text, pos, 1)
+        char = sql_substring(text, pos, 1)
         c = example[pos - 1]
         test &= char.between("0", "9") if c.isdigit() else char == c
     return test

@@ -60,7 +60,7 @@ from custval.errors import CustvalError, FitError
 from custval.models.base import Estimator
 from custval.models.candidates import MLP, Candidate, LightGBM, RandomForest
 from custval.models.encoding import FeatureSchema, infer_schema
-from custval.models.value import _frame  # the value model's check that customers are a table
+from custval.models.value import as_frame
 
 __all__ = ["SPEND_MODELS", "SpendRegressor", "choose", "clv_metrics", "decile_table"]
 
@@ -254,14 +254,14 @@ class SpendRegressor(Estimator):
 
     def predict(self, X: pd.DataFrame, source: str = "input") -> Array:
         """Expected spend over the window (currency) of each row of ``X``."""
-        return self._from_score(self.candidate_.raw_score(self.schema_, _frame(X, source)))
+        return self._from_score(self.candidate_.raw_score(self.schema_, as_frame(X, source)))
 
     def contributions(self, X: pd.DataFrame, source: str = "input") -> tuple[Array, Array]:
         """(rows x features contributions, base) in the model's score (``score_kind_``):
         ``base + contributions.sum(axis=1)`` is the score of each row, the one
         :meth:`predict` turns into spend (for the MLP, after its cap: a capped row's
         contributions are scaled down together to reach it)."""
-        contrib, base = self.candidate_.contributions(self.schema_, _frame(X, source))
+        contrib, base = self.candidate_.contributions(self.schema_, as_frame(X, source))
         if self.model == "mlp":
             total = contrib.sum(axis=1)
             over = base + total > self.cap_

@@ -58,7 +58,7 @@ def _thousands(whole: npt.NDArray[np.int64]) -> pa.Array:
     return pc.if_else(pa.array(whole < 0), pc.binary_join_element_wise("-", text, ""), text)
 
 
-def _numbers_as_text(v: Array) -> pa.Array:
+def numbers_as_text(v: Array) -> pa.Array:
     """Numbers as a reader writes them: 1,320 and 14, 2.5 and 0.0371; NaN as "missing".
 
     Whole numbers and anything from 100 up are rounded to units with thousands separators;
@@ -90,7 +90,7 @@ def _numbers_as_text(v: Array) -> pa.Array:
     return pc.if_else(pa.array(ok), out, pa.scalar("missing"))
 
 
-def _top_k(contrib: Array, k: int) -> npt.NDArray[np.int64]:
+def top_k_columns(contrib: Array, k: int) -> npt.NDArray[np.int64]:
     """Per row, the columns of the ``k`` largest absolute values, largest first; ties go to
     the first column (as a stable sort would), in O(rows x columns) rather than a full sort."""
     a = np.abs(contrib)
@@ -110,7 +110,7 @@ def _top_k(contrib: Array, k: int) -> npt.NDArray[np.int64]:
 
 
 def number_text(x: float) -> str:
-    """One number as :func:`_numbers_as_text` writes it (the same text, tested), for a few
+    """One number as :func:`numbers_as_text` writes it (the same text, tested), for a few
     values where an Arrow round trip costs more than the formatting."""
     x = float(x)
     if x != x:
@@ -152,7 +152,7 @@ class Phrases:
         medians = np.array(
             [schema.medians.get(c, np.nan) for c in schema.numeric], dtype=np.float64
         )
-        typical = dict(zip(schema.numeric, _numbers_as_text(medians).to_pylist(), strict=True))
+        typical = dict(zip(schema.numeric, numbers_as_text(medians).to_pylist(), strict=True))
         typical.update({c: schema.modes.get(c, "") for c in schema.categorical})
         names = schema.columns
         return cls(
@@ -233,7 +233,7 @@ def reason_columns(
     frame = schema.frame(X, source)
     names = schema.columns
     k = min(top_k, len(names))
-    order = _top_k(contrib, k)
+    order = top_k_columns(contrib, k)
     rows = np.arange(contrib.shape[0])[:, None]
     top_values = contrib[rows, order]
     phrases = Phrases.of(schema, catalogue, ending=ending)
@@ -265,7 +265,7 @@ def reason_columns(
     for i in range(k):  # a loop over the k reasons; each is vectorised over rows
         feature = order[:, i]
         is_number = numeric_pos[feature] >= 0
-        value = _numbers_as_text(
+        value = numbers_as_text(
             np.where(is_number, numbers[np.arange(n), np.maximum(numeric_pos[feature], 0)], 0.0)
         )
         if schema.categorical:

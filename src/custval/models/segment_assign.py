@@ -24,7 +24,7 @@ import pandas as pd
 from custval.errors import FitError
 from custval.models.base import Estimator
 from custval.models.encoding import FeatureSchema, infer_schema
-from custval.models.explain import _numbers_as_text, _top_k
+from custval.models.explain import numbers_as_text, top_k_columns
 
 __all__ = ["SegmentAssigner"]
 
@@ -102,7 +102,7 @@ class SegmentAssigner(Estimator):
         contrib = np.asarray(self.model_.predict(codes, pred_contrib=True)).reshape(n, k, p + 1)
         mine = contrib[np.arange(n), chosen, :p]
         top = min(top_k, p)
-        order = _top_k(mine, top)
+        order = top_k_columns(mine, top)
         names = np.asarray(self.schema_.columns, dtype=object)
         segment = np.asarray(self.classes_, dtype=object)[chosen]
         out = pd.DataFrame(
@@ -117,7 +117,7 @@ class SegmentAssigner(Estimator):
             shown = values[rows, order[:, i]]
             numeric = order[:, i] < n_num
             if numeric.any():  # numbers as readers write them (1,320; 2.5)
-                as_text = _numbers_as_text(shown[numeric].astype(np.float64))
+                as_text = numbers_as_text(shown[numeric].astype(np.float64))
                 shown[numeric] = np.asarray(as_text.to_pylist(), dtype=object)
             shown[pd.isna(shown)] = "missing"
             word = np.where(value > 0, "raises", np.where(value < 0, "lowers", "does not change"))

@@ -499,7 +499,7 @@ class ValueClassifier(Estimator):
     def predict_proba(self, X: pd.DataFrame, source: str = "input") -> Array:
         """Probability of high value per row (features taken by name, in any order)."""
         model = self._fitted()
-        return model.predict_proba(self.schema_, _frame(X, source))
+        return model.predict_proba(self.schema_, as_frame(X, source))
 
     def predict(self, X: pd.DataFrame, source: str = "input") -> Array:
         """1 (high) where the probability reaches ``threshold_``, else 0."""
@@ -511,10 +511,10 @@ class ValueClassifier(Estimator):
         base + contributions.sum(axis=1) equals the model's raw score (``score_kind_``).
         """
         model = self._fitted()
-        return model.contributions(self.schema_, _frame(X, source))
+        return model.contributions(self.schema_, as_frame(X, source))
 
     def raw_score(self, X: pd.DataFrame, source: str = "input") -> Array:
-        return self._fitted().raw_score(self.schema_, _frame(X, source))
+        return self._fitted().raw_score(self.schema_, as_frame(X, source))
 
     @property
     def score_kind_(self) -> str:
@@ -522,7 +522,8 @@ class ValueClassifier(Estimator):
         return self._fitted().score
 
 
-def _frame(X: Any, source: str) -> pd.DataFrame:
+def as_frame(X: Any, source: str) -> pd.DataFrame:
+    """``X`` when it is a table of customers; a clear error naming ``source`` when not."""
     if not isinstance(X, pd.DataFrame):
         raise CustvalError(f"{source} must be a table (pandas DataFrame)")
     return X
