@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from custval.cli.common import (
+    JsonSummaryOpt,
     check_output,
     friendly,
     load,
@@ -22,104 +25,145 @@ from custval.cli.common import (
 )
 from custval.errors import CustvalError
 
+if TYPE_CHECKING:
+    from custval.config import Project
+
 # custval's own modules are imported inside the commands: `custval --help` and a mistyped
 # flag answer without loading pandas, Ibis and the models.
 
+TransactionsOpt = Annotated[
+    str | None, typer.Option("--transactions", "-t", help="Transactions: a file, glob or URL.")
+]
+CalibrationEndOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="End of the calibration period, YYYY-MM-DD: fit on what came before "
+        "(with --config: default the project's as-of date)."
+    ),
+]
+ProjectOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Or a project: its transactions, and for --method ml, hybrid or auto every "
+        "feature of its customers (profile, products, channels, usage).",
+    ),
+]
+CustomerIdOpt = Annotated[str, typer.Option(help="Column with the customer's id.")]
+DateColumnOpt = Annotated[str, typer.Option("--date", help="Column with the purchase date.")]
+AmountOpt = Annotated[str, typer.Option(help="Column with the purchase amount.")]
+OrderIdOpt = Annotated[
+    str | None, typer.Option(help="Column with the order id (without: every row is one).")
+]
+TableOpt = Annotated[str | None, typer.Option(help="Table, for a database URL.")]
+DelimiterOpt = Annotated[
+    str | None, typer.Option(help="Field separator of a text file (default: detected).")
+]
+HoldoutEndOpt = Annotated[
+    str | None,
+    typer.Option(help="End of the holdout period, YYYY-MM-DD: judge the model on it."),
+]
+ModelOpt = Annotated[str, typer.Option(help="bgnbd, mbgnbd or pnbd.")]
+MethodOpt = Annotated[
+    str,
+    typer.Option(
+        help="btyd: the purchase model and Gamma-Gamma; ml: the best of LightGBM "
+        "(Tweedie), random forest and neural network on the customer's features; hybrid: "
+        "LightGBM on the features plus the BTYD outputs; auto: all of them side by side "
+        "on a time-based holdout (--holdout-end, else the horizon before the calibration "
+        "end), the best chosen. Every method but btyd prints the leaderboard."
+    ),
+]
+TimeUnitOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Unit of recency, T, the horizon and the discount: days, weeks, months "
+        "(365.25/12 days) or years (default: the project's, else weeks)."
+    ),
+]
+HorizonOpt = Annotated[
+    float | None,
+    typer.Option(help="CLV horizon in time units (default: one year: 52 weeks, 365 days...)."),
+]
+DiscountOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="Discount rate per time unit (10% a year in weeks: 0.00183; default: the "
+        "project's [clv] discount_per_year with --config, else 0)."
+    ),
+]
+LevelOpt = Annotated[
+    float,
+    typer.Option(help="Level of the intervals of expected purchases and CLV (0 = none)."),
+]
+DrawsOpt = Annotated[int, typer.Option(help="Parameter draws behind the intervals.", min=2)]
+CompareOpt = Annotated[
+    bool,
+    typer.Option(
+        "--compare",
+        help="Also fit BG/NBD, MBG/NBD and Pareto/NBD and compare them: log-likelihood, "
+        "AIC, BIC and holdout error.",
+    ),
+]
+TrackingOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--tracking",
+        help="With --holdout-end: write the cumulative repeat transactions per time unit, "
+        "actual against predicted (.csv or .parquet).",
+    ),
+]
+OutOpt = Annotated[
+    Path, typer.Option("--out", "-o", help="Per-customer predictions (.parquet or .csv).")
+]
 
+
+@dataclass(frozen=True)
+class ClvSettings:
+    """The periods and units ``custval clv`` settled on, from its flags and the project's."""
+
+    calibration_end: date
+    holdout_end: date | None
+    time_unit: str
+    horizon: float
+    discount: float
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "time_unit": self.time_unit,
+            "horizon": self.horizon,
+            "discount": self.discount,
+            "calibration_end": self.calibration_end.isoformat(),
+            "holdout_end": self.holdout_end.isoformat() if self.holdout_end else None,
+        }
+
+
+# a Typer command takes one parameter per flag: the argument-count rules (PLR0913, PLR0917) do
+# not fit it, and its flags are checked by the helpers below
 @friendly
 def clv(
-    transactions: Annotated[
-        str | None,
-        typer.Option("--transactions", "-t", help="Transactions: a file, glob or URL."),
-    ] = None,
-    calibration_end: Annotated[
-        str | None,
-        typer.Option(
-            help="End of the calibration period, YYYY-MM-DD: fit on what came before "
-            "(with --config: default the project's as-of date)."
-        ),
-    ] = None,
-    config: Annotated[
-        Path | None,
-        typer.Option(
-            "--config",
-            "-c",
-            help="Or a project: its transactions, and for --method ml, hybrid or auto every "
-            "feature of its customers (profile, products, channels, usage).",
-        ),
-    ] = None,
-    customer_id: Annotated[str, typer.Option(help="Column with the customer's id.")] = (
-        "customer_id"
-    ),
-    date_col: Annotated[str, typer.Option("--date", help="Column with the purchase date.")] = (
-        "date"
-    ),
-    amount: Annotated[str, typer.Option(help="Column with the purchase amount.")] = "amount",
-    order_id: Annotated[
-        str | None, typer.Option(help="Column with the order id (without: every row is one).")
-    ] = None,
-    table: Annotated[str | None, typer.Option(help="Table, for a database URL.")] = None,
-    delimiter: Annotated[
-        str | None, typer.Option(help="Field separator of a text file (default: detected).")
-    ] = None,
-    holdout_end: Annotated[
-        str | None,
-        typer.Option(help="End of the holdout period, YYYY-MM-DD: judge the model on it."),
-    ] = None,
-    model: Annotated[str, typer.Option(help="bgnbd, mbgnbd or pnbd.")] = "bgnbd",
-    method: Annotated[
-        str,
-        typer.Option(
-            help="btyd: the purchase model and Gamma-Gamma; ml: the best of LightGBM "
-            "(Tweedie), random forest and neural network on the customer's features; hybrid: "
-            "LightGBM on the features plus the BTYD outputs; auto: all of them side by side "
-            "on a time-based holdout (--holdout-end, else the horizon before the calibration "
-            "end), the best chosen. Every method but btyd prints the leaderboard."
-        ),
-    ] = "btyd",
-    time_unit: Annotated[
-        str | None,
-        typer.Option(
-            help="Unit of recency, T, the horizon and the discount: days, weeks, months "
-            "(365.25/12 days) or years (default: the project's, else weeks)."
-        ),
-    ] = None,
-    horizon: Annotated[
-        float | None,
-        typer.Option(help="CLV horizon in time units (default: one year: 52 weeks, 365 days...)."),
-    ] = None,
-    discount: Annotated[
-        float | None,
-        typer.Option(
-            help="Discount rate per time unit (10% a year in weeks: 0.00183; default: the "
-            "project's [clv] discount_per_year with --config, else 0)."
-        ),
-    ] = None,
-    level: Annotated[
-        float,
-        typer.Option(help="Level of the intervals of expected purchases and CLV (0 = none)."),
-    ] = 0.9,
-    draws: Annotated[int, typer.Option(help="Parameter draws behind the intervals.", min=2)] = 200,
-    compare: Annotated[
-        bool,
-        typer.Option(
-            "--compare",
-            help="Also fit BG/NBD, MBG/NBD and Pareto/NBD and compare them: log-likelihood, "
-            "AIC, BIC and holdout error.",
-        ),
-    ] = False,
-    tracking_path: Annotated[
-        Path | None,
-        typer.Option(
-            "--tracking",
-            help="With --holdout-end: write the cumulative repeat transactions per time unit, "
-            "actual against predicted (.csv or .parquet).",
-        ),
-    ] = None,
-    out_path: Annotated[
-        Path, typer.Option("--out", "-o", help="Per-customer predictions (.parquet or .csv).")
-    ] = Path("clv.parquet"),
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+    transactions: TransactionsOpt = None,
+    calibration_end: CalibrationEndOpt = None,
+    config: ProjectOpt = None,
+    customer_id: CustomerIdOpt = "customer_id",
+    date_col: DateColumnOpt = "date",
+    amount: AmountOpt = "amount",
+    order_id: OrderIdOpt = None,
+    table: TableOpt = None,
+    delimiter: DelimiterOpt = None,
+    holdout_end: HoldoutEndOpt = None,
+    model: ModelOpt = "bgnbd",
+    method: MethodOpt = "btyd",
+    time_unit: TimeUnitOpt = None,
+    horizon: HorizonOpt = None,
+    discount: DiscountOpt = None,
+    level: LevelOpt = 0.9,
+    draws: DrawsOpt = 200,
+    compare: CompareOpt = False,
+    tracking_path: TrackingOpt = None,
+    out_path: OutOpt = Path("clv.parquet"),
+    as_json: JsonSummaryOpt = False,
 ) -> None:
     """Customer lifetime value from one transactions file, in one command.
 
@@ -135,13 +179,44 @@ def clv(
     --level quantiles over --draws draws of both models' parameters from their estimated
     sampling distribution.
     """
-    from custval import flows
-    from custval.config import project_from_dict
-    from custval.flows.clv import ONE_YEAR, clv_settings
+    from custval.config import check_clv_method
 
     if (transactions is None) == (config is None):
         raise CustvalError("give either --transactions (a file, glob or URL) or --config")
     loaded = load(config) if config is not None else None
+    cal_end, hold_end = _check_periods(calibration_end, holdout_end, loaded, out_path, level)
+    settings = _settings(loaded, cal_end, hold_end, time_unit, horizon, discount)
+    if tracking_path is not None:
+        if hold_end is None:
+            raise CustvalError("--tracking needs --holdout-end: it tracks through the holdout")
+        check_output(tracking_path)
+    source = _source(transactions, customer_id, date_col, amount, order_id, table, delimiter)
+    project = _project(loaded, source, settings)
+    if check_clv_method(method) != "btyd":
+        _refuse_btyd_flags(model, draws, compare, tracking_path, level)
+        _leaderboard(project, settings, method, level or 0.9, out_path, as_json)
+        return
+    _btyd(
+        project,
+        settings,
+        model=model,
+        level=level or None,
+        draws=draws,
+        compare=compare,
+        tracking_path=tracking_path,
+        out_path=out_path,
+        as_json=as_json,
+    )
+
+
+def _check_periods(
+    calibration_end: str | None,
+    holdout_end: str | None,
+    loaded: Project | None,
+    out_path: Path,
+    level: float,
+) -> tuple[date, date | None]:
+    """The calibration and holdout ends, once the flags that need no data are found sound."""
     if calibration_end is None and loaded is None:
         raise CustvalError("--calibration-end is needed with --transactions")
     cal_end = parse_date(calibration_end) if calibration_end else loaded.as_of  # type: ignore[union-attr]
@@ -151,24 +226,49 @@ def clv(
         raise CustvalError(f"--level must be 0 (no intervals) or between 0 and 1, not {level}")
     if hold_end is not None and hold_end <= cal_end:
         raise CustvalError(f"--holdout-end {hold_end} must come after --calibration-end {cal_end}")
-    one_year = ONE_YEAR
+    return cal_end, hold_end
+
+
+def _settings(
+    loaded: Project | None,
+    cal_end: date,
+    hold_end: date | None,
+    time_unit: str | None,
+    horizon: float | None,
+    discount: float | None,
+) -> ClvSettings:
+    from custval.flows.clv import ONE_YEAR, clv_settings
+
     # with a project, what is not given on the command line is the project's, so that the
     # leaderboard shown is judged as 'custval score' will then predict
     time_unit = time_unit or (loaded.time_unit if loaded is not None else "weeks")
-    if time_unit not in one_year:
+    if time_unit not in ONE_YEAR:
         raise CustvalError(
-            f"unknown time unit '{time_unit}'", hint="Use one of " + ", ".join(one_year)
+            f"unknown time unit '{time_unit}'", hint="Use one of " + ", ".join(ONE_YEAR)
         )
     if loaded is not None:
         own_horizon, own_discount = clv_settings(loaded.model_copy(update={"time_unit": time_unit}))
         horizon = own_horizon if horizon is None else horizon
         discount = own_discount if discount is None else discount
-    horizon = one_year[time_unit] if horizon is None else horizon
-    discount = 0.0 if discount is None else discount
-    if tracking_path is not None:
-        if hold_end is None:
-            raise CustvalError("--tracking needs --holdout-end: it tracks through the holdout")
-        check_output(tracking_path)
+    return ClvSettings(
+        calibration_end=cal_end,
+        holdout_end=hold_end,
+        time_unit=time_unit,
+        horizon=ONE_YEAR[time_unit] if horizon is None else horizon,
+        discount=0.0 if discount is None else discount,
+    )
+
+
+def _source(
+    transactions: str | None,
+    customer_id: str,
+    date_col: str,
+    amount: str,
+    order_id: str | None,
+    table: str | None,
+    delimiter: str | None,
+) -> dict[str, Any]:
+    """The transactions source the flags describe, as a project file would give it."""
     columns = {"customer_id": customer_id, "timestamp": date_col, "amount": amount}
     if order_id:
         columns["order_id"] = order_id
@@ -177,67 +277,105 @@ def clv(
         source["table"] = table
     if delimiter:
         source["csv"] = {"delimiter": delimiter}
+    return source
+
+
+def _project(loaded: Project | None, source: dict[str, Any], settings: ClvSettings) -> Project:
+    from custval.config import project_from_dict
+
     if loaded is not None:
-        project = loaded.model_copy(update={"as_of": cal_end, "time_unit": time_unit})
-    else:
-        project = project_from_dict(
-            {"as_of": cal_end.isoformat(), "sources": {"transactions": source}},
-            root=Path.cwd(),
-            origin="the command line",
+        return loaded.model_copy(
+            update={"as_of": settings.calibration_end, "time_unit": settings.time_unit}
         )
-    from custval.config import check_clv_method
+    return project_from_dict(
+        {"as_of": settings.calibration_end.isoformat(), "sources": {"transactions": source}},
+        root=Path.cwd(),
+        origin="the command line",
+    )
 
-    if check_clv_method(method) != "btyd":
-        ignored = [
-            flag
-            for flag, given in (
-                ("--model", model != "bgnbd"),
-                ("--draws", draws != 200),
-                ("--compare", compare),
-                ("--tracking", tracking_path is not None),
-                ("--level 0", level == 0),
-            )
-            if given
-        ]
-        if ignored:
-            raise CustvalError(
-                f"{', '.join(ignored)} belong to --method btyd",
-                hint="The leaderboard fits BG/NBD and its own intervals at the --level",
-            )
-        from custval.cli import clv_board
 
-        with steps(3, as_json) as advance:
-            prepared = flows.prepare(project, progress=advance)
-            advance("fitting and judging the CLV models")
-            board = clv_board.run(
-                project,
-                prepared,
-                method=method,
-                holdout_end=hold_end,
-                horizon=horizon,
-                discount=discount,
-                level=level or 0.9,
-                out_path=out_path,
-                as_json=as_json,
-                advance=lambda _msg: None,
-            )
-        if as_json:
-            out.print_json(data=board)
-        else:
-            clv_board.print_board(board, time_unit)
-        return
+def _refuse_btyd_flags(
+    model: str, draws: int, compare: bool, tracking_path: Path | None, level: float
+) -> None:
+    """The leaderboard would silently drop these flags: say so instead."""
+    ignored = [
+        flag
+        for flag, given in (
+            ("--model", model != "bgnbd"),
+            ("--draws", draws != 200),
+            ("--compare", compare),
+            ("--tracking", tracking_path is not None),
+            ("--level 0", level == 0),
+        )
+        if given
+    ]
+    if ignored:
+        raise CustvalError(
+            f"{', '.join(ignored)} belong to --method btyd",
+            hint="The leaderboard fits BG/NBD and its own intervals at the --level",
+        )
+
+
+def _leaderboard(
+    project: Project,
+    settings: ClvSettings,
+    method: str,
+    level: float,
+    out_path: Path,
+    as_json: bool,
+) -> None:
+    """--method ml, hybrid or auto: the methods judged side by side, the best one's predictions."""
+    from custval import flows
+    from custval.cli import clv_board
+
+    with steps(3, as_json) as advance:
+        prepared = flows.prepare(project, progress=advance)
+        advance("fitting and judging the CLV models")
+        board = clv_board.run(
+            project,
+            prepared,
+            method=method,
+            holdout_end=settings.holdout_end,
+            horizon=settings.horizon,
+            discount=settings.discount,
+            level=level,
+            out_path=out_path,
+            as_json=as_json,
+            advance=lambda _msg: None,
+        )
+    if as_json:
+        out.print_json(data=board)
+    else:
+        clv_board.print_board(board, settings.time_unit)
+
+
+def _btyd(
+    project: Project,
+    settings: ClvSettings,
+    *,
+    model: str,
+    level: float | None,
+    draws: int,
+    compare: bool,
+    tracking_path: Path | None,
+    out_path: Path,
+    as_json: bool,
+) -> None:
+    """--method btyd: the purchase model and Gamma-Gamma, their predictions and fit printed."""
+    from custval import flows
+
     with steps(3, as_json) as advance:
         prepared = flows.prepare(project, progress=advance)
         advance("fitting")
         result = flows.clv(
             prepared,
-            calibration_end=cal_end,
-            holdout_end=hold_end,
+            calibration_end=settings.calibration_end,
+            holdout_end=settings.holdout_end,
             model=model,
-            horizon=horizon,
-            discount=discount,
-            time_unit=time_unit,
-            level=level or None,
+            horizon=settings.horizon,
+            discount=settings.discount,
+            time_unit=settings.time_unit,
+            level=level,
             n_draws=draws,
             compare=compare,
         )
@@ -247,18 +385,12 @@ def clv(
 
         write_table(pa.Table.from_pandas(result.tracking, preserve_index=False), tracking_path)
     summary = clv_summary(result, model, out_path)
-    summary["settings"] = {
-        "time_unit": time_unit,
-        "horizon": horizon,
-        "discount": discount,
-        "calibration_end": cal_end.isoformat(),
-        "holdout_end": hold_end.isoformat() if hold_end else None,
-    }
+    summary["settings"] = settings.summary()
     if as_json:
         out.print_json(data=summary)
         return
     print_rules(prepared)
-    print_clv(result, summary, model, horizon, time_unit, tracking_path)
+    print_clv(result, summary, model, settings.horizon, settings.time_unit, tracking_path)
     out.print(f"predictions: {out_path}")
 
 
@@ -271,19 +403,7 @@ def print_clv(
     tracking_path: Path | None,
 ) -> None:
     """The fitted models, holdout figures, totals with intervals, tracking and comparison."""
-    params = Table(title=f"{model} and Gamma-Gamma (maximum likelihood)")
-    for c in ("model", "parameter", "estimate", "std. error"):
-        params.add_column(c, justify="left" if c in ("model", "parameter") else "right")
-    for name in ("purchases", "spend"):
-        for k, v in summary[name]["params"].items():
-            se = summary[name]["standard_errors"][k]
-            params.add_row(name, k, f"{v:.4g}", f"{se:.3g}")
-    out.print(params)
-    p = summary["purchases"]
-    out.print(
-        f"log-likelihood {p['log_likelihood']:.2f}, converged: {p['converged']}; "
-        f"{summary['customers']:,} customers"
-    )
+    _print_fit(summary, model)
     if result.holdout:
         h = result.holdout
         out.print(
@@ -307,28 +427,48 @@ def print_clv(
             + (f" ({tracking_path})" if tracking_path else "")
         )
     if result.comparison is not None:
-        cmp = Table(title="purchase models compared (best AIC first)")
-        cols = ["model", "log-lik.", "AIC", "BIC", "conv."]
-        has_holdout = "holdout_mae" in result.comparison.columns
+        _print_comparison(summary["comparison"], "holdout_mae" in result.comparison.columns)
+
+
+def _print_fit(summary: dict[str, Any], model: str) -> None:
+    """Both models' parameters with their standard errors, and how the fit went."""
+    params = Table(title=f"{model} and Gamma-Gamma (maximum likelihood)")
+    for c in ("model", "parameter", "estimate", "std. error"):
+        params.add_column(c, justify="left" if c in ("model", "parameter") else "right")
+    for name in ("purchases", "spend"):
+        for k, v in summary[name]["params"].items():
+            se = summary[name]["standard_errors"][k]
+            params.add_row(name, k, f"{v:.4g}", f"{se:.3g}")
+    out.print(params)
+    p = summary["purchases"]
+    out.print(
+        f"log-likelihood {p['log_likelihood']:.2f}, converged: {p['converged']}; "
+        f"{summary['customers']:,} customers"
+    )
+
+
+def _print_comparison(rows: list[dict[str, Any]], has_holdout: bool) -> None:
+    cmp = Table(title="purchase models compared (best AIC first)")
+    cols = ["model", "log-lik.", "AIC", "BIC", "conv."]
+    if has_holdout:
+        cols += ["holdout MAE", "holdout total"]
+    for c in cols:
+        cmp.add_column(c, justify="left" if c == "model" else "right")
+    for row in rows:
+        if row.get("error"):
+            cmp.add_row(row["model"], escape(str(row["error"]))[:60], "", "", "no")
+            continue
+        cells = [
+            row["model"],
+            f"{row['log_likelihood']:,.1f}",
+            f"{row['aic']:,.1f}",
+            f"{row['bic']:,.1f}",
+            "yes" if row["converged"] else "no",
+        ]
         if has_holdout:
-            cols += ["holdout MAE", "holdout total"]
-        for c in cols:
-            cmp.add_column(c, justify="left" if c == "model" else "right")
-        for row in summary["comparison"]:
-            if row.get("error"):
-                cmp.add_row(row["model"], escape(str(row["error"]))[:60], "", "", "no")
-                continue
-            cells = [
-                row["model"],
-                f"{row['log_likelihood']:,.1f}",
-                f"{row['aic']:,.1f}",
-                f"{row['bic']:,.1f}",
-                "yes" if row["converged"] else "no",
-            ]
-            if has_holdout:
-                cells += [f"{row['holdout_mae']:.3f}", f"{row['holdout_aggregate_error']:+.1%}"]
-            cmp.add_row(*cells)
-        out.print(cmp)
+            cells += [f"{row['holdout_mae']:.3f}", f"{row['holdout_aggregate_error']:+.1%}"]
+        cmp.add_row(*cells)
+    out.print(cmp)
 
 
 def clv_summary(result: Any, model: str, path: Path) -> dict[str, Any]:

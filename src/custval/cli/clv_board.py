@@ -16,6 +16,9 @@ from custval.cli.common import (
     write_table,
 )
 
+# custval's own modules are imported inside the commands: `custval --help` and a mistyped
+# flag answer without loading pandas, Ibis and the models.
+
 
 def run(
     project: Any,

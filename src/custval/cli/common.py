@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -24,6 +24,9 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from custval.errors import CustvalError, format_examples
+
+if TYPE_CHECKING:
+    from custval.config import Project
 
 # custval's own modules are imported inside the commands: `custval --help` and a mistyped
 # flag answer without loading pandas, Ibis and the models.
@@ -76,12 +79,16 @@ def steps(total: int, quiet: bool = False) -> Iterator[Callable[[str], None]]:
         bar.update(task, completed=total)
 
 
+# the flags several commands share, declared once so that their help stays the same everywhere
 ConfigOpt = Annotated[
     Path, typer.Option("--config", "-c", help="The project file.", show_default=True)
 ]
+SeedOpt = Annotated[int, typer.Option(help="Random seed.")]
+TopKOpt = Annotated[int, typer.Option(help="Reasons per customer.", min=1)]
+JsonSummaryOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary.")]
 
 
-def load(config: Path):
+def load(config: Path) -> Project:
     from custval.config import load_project
 
     return load_project(config)

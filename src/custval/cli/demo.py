@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -12,21 +12,42 @@ from rich.table import Table
 
 from custval.cli import value as cli_value
 from custval.cli.clv import clv_summary, print_clv
-from custval.cli.common import cell, friendly, load, out, print_reports, print_rules, write_table
+from custval.cli.common import (
+    SeedOpt,
+    cell,
+    friendly,
+    load,
+    out,
+    print_reports,
+    print_rules,
+    write_table,
+)
 from custval.cli.project import print_synth, run_features, synth_company
 from custval.cli.segment import print_segments
+
+if TYPE_CHECKING:
+    from custval.config import Project
+    from custval.data.synth import SynthResult
 
 # custval's own modules are imported inside the commands: `custval --help` and a mistyped
 # flag answer without loading pandas, Ibis and the models.
 
+DemoOutOpt = Annotated[Path, typer.Option("--out", "-o", help="Folder for everything.")]
+CustomersOpt = Annotated[int, typer.Option("--customers", "-n", min=100)]
+
+# what the demo writes into --out, named once: the steps write these files, the end lists them
+FEATURES_FILE = "features.parquet"
+CLV_FILE = "clv.parquet"
+TRACKING_FILE = "clv_tracking.csv"
+STORE_FILE = "custval.duckdb"
+MODELS_DIR = "models"
+
 
 @friendly
 def demo(
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for everything.")] = Path(
-        "demo-output"
-    ),
-    customers: Annotated[int, typer.Option("--customers", "-n", min=100)] = 5000,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    out_dir: DemoOutOpt = Path("demo-output"),
+    customers: CustomersOpt = 5000,
+    seed: SeedOpt = 0,
 ) -> None:
     """The whole path on a generated sample company: generate, validate, clean, link, features,
     CLV, the high/low value classifier, scoring into the store.
@@ -35,21 +56,42 @@ def demo(
     holdout accuracy and comparison, the value classifier's leaderboard and reasons, and where
     the files are.
     """
+    out.rule("1. a sample company with several sources and the usual dirt")
+    company = synth_company(customers, out_dir / "data", seed, "csv")
+    print_synth(company)
+    out.rule("2. validation against the contracts")
+    project = _validate(company.config_path)
+    out.rule("3. cleaning, customer 360 and features")
+    prepared, meta, cat_path = _features(company.config_path, out_dir / FEATURES_FILE)
+    out.rule("4. customer lifetime value: BTYD models fitted, judged on a holdout, compared")
+    _clv(prepared, project.as_of, out_dir)
+    out.rule("5. high/low value classifier: candidates compared, reasons for every customer")
+    trained = _value_model(project, prepared, out_dir / MODELS_DIR)
+    out.rule("6. segments: k-means with automatic k, profiled and named, into the store")
+    _segments(project, prepared, out_dir / STORE_FILE)
+    out.rule("7. scoring today's customers into the store: value, reasons, CLV, segment, one run")
+    _score(project, prepared, out_dir)
+    out.rule("done")
+    _print_files(out_dir, meta, cat_path, trained.folder, company)
+
+
+def _validate(config: Path) -> Project:
+    """The generated project, once its sources meet their contracts (else exit 1)."""
     from custval import flows
     from custval.data import sources
 
-    out.rule("1. a sample company with several sources and the usual dirt")
-    result = synth_company(customers, out_dir / "data", seed, "csv")
-    print_synth(result)
-    config = result.config_path
-    out.rule("2. validation against the contracts")
     project = load(config)
     con = sources.working_connection()
     reports = flows.validate(project, con, flows.open_all(project, con))
     if print_reports(reports):
         raise typer.Exit(1)
-    out.rule("3. cleaning, customer 360 and features")
-    features_path = out_dir / "features.parquet"
+    return project
+
+
+def _features(config: Path, features_path: Path) -> tuple[Any, Any, Path]:
+    """The feature table written and a few of its customers shown."""
+    import pyarrow.parquet as pq
+
     prepared, meta, cat_path = run_features(config, features_path, None)
     print_rules(prepared)
     preview = Table(title="a few customers (selected features)")
@@ -60,14 +102,19 @@ def demo(
     ]
     for c in cols:
         preview.add_column(c, justify="left" if c in ("customer_id", "plan") else "right")
-    import pyarrow.parquet as pq
-
     for row in pq.read_table(features_path, columns=cols).slice(0, 5).to_pylist():
         preview.add_row(*[cell(row[c]) for c in cols])
     out.print(preview)
-    out.rule("4. customer lifetime value: BTYD models fitted, judged on a holdout, compared")
+    return prepared, meta, cat_path
 
-    holdout_end = project.as_of
+
+def _clv(prepared: Any, as_of: date, out_dir: Path) -> None:
+    """MBG/NBD calibrated to half a year before the as-of date and judged on that half year."""
+    import pyarrow as pa
+
+    from custval import flows
+
+    holdout_end = as_of
     calibration_end = holdout_end - timedelta(weeks=26)
     clv_result = flows.clv(
         prepared,
@@ -78,11 +125,9 @@ def demo(
         discount=1.1 ** (1 / 52) - 1,
         compare=True,
     )
-    clv_path = out_dir / "clv.parquet"
-    tracking_path = out_dir / "clv_tracking.csv"
+    clv_path = out_dir / CLV_FILE
+    tracking_path = out_dir / TRACKING_FILE
     write_table(clv_result.predictions, clv_path)
-    import pyarrow as pa
-
     write_table(pa.Table.from_pandas(clv_result.tracking, preserve_index=False), tracking_path)
     out.print(
         f"calibration to {calibration_end}, holdout {calibration_end} to {holdout_end}; "
@@ -90,9 +135,13 @@ def demo(
     )
     summary = clv_summary(clv_result, "mbgnbd", clv_path)
     print_clv(clv_result, summary, "mbgnbd", 52, "weeks", tracking_path)
-    out.rule("5. high/low value classifier: candidates compared, reasons for every customer")
 
-    trained = flows.train_value(project, prepared=prepared, out_dir=out_dir / "models")
+
+def _value_model(project: Project, prepared: Any, models_dir: Path) -> Any:
+    """The high/low value classifier trained, its leaderboard and what drives it printed."""
+    from custval import flows
+
+    trained = flows.train_value(project, prepared=prepared, out_dir=models_dir)
     clf = trained.clf
     out.print(
         f"label: top 20% of spend in the 52 weeks after {trained.cutoff} "
@@ -101,18 +150,26 @@ def demo(
     )
     cli_value.print_leaderboard(clf.leaderboard_, clf.chosen_, "5-fold cross-validation")
     cli_value.print_insights(trained.importance, trained.profile, trained.catalogue)
-    out.rule("6. segments: k-means with automatic k, profiled and named, into the store")
+    return trained
 
-    store_path = out_dir / "custval.duckdb"
+
+def _segments(project: Project, prepared: Any, store_path: Path) -> None:
+    from custval import flows
+
     segmented = flows.segment_table(flows.segment_features(project, prepared), seed=0)
     print_segments(segmented)
     flows.store_segments(segmented, str(store_path), project.as_of)
-    out.rule("7. scoring today's customers into the store: value, reasons, CLV, segment, one run")
-    scored_run = flows.score(
-        project, store_url=store_path, models_dir=out_dir / "models", prepared=prepared
-    )
+
+
+def _score(project: Project, prepared: Any, out_dir: Path) -> None:
+    """One scoring run into the store, shown as BI tools would read it: from its views."""
+    from custval import flows
     from custval.store import open_store
 
+    store_path = out_dir / STORE_FILE
+    scored_run = flows.score(
+        project, store_url=store_path, models_dir=out_dir / MODELS_DIR, prepared=prepared
+    )
     with open_store(store_path) as store:
         top10 = store.query(
             "SELECT p.customer_id, p.value_probability, p.clv_expected, r.text "
@@ -125,19 +182,32 @@ def demo(
             "segment_value_summary WHERE run_id = ? ORDER BY clv_total DESC",
             (scored_run.run_id,),
         )
+    _print_top10(top10)
+    _print_by_segment(by_segment)
+    out.print(
+        f"run {scored_run.run_id}: {scored_run.customers:,} customers, {scored_run.high:,} "
+        "high; BI tools read the views latest_predictions, customer_value_summary, "
+        "reason_summary, latest_segment_profiles, segment_value_summary"
+    )
+
+
+def _print_top10(rows: list[tuple[Any, ...]]) -> None:
     table = Table(title="top 10 high-value customers today (from the store's latest run)")
     for col in ("customer", "probability", "CLV, next year", "first reason"):
         table.add_column(col, justify="left" if col in ("customer", "first reason") else "right")
-    for cid, prob, value, text in top10:
+    for cid, prob, value, text in rows:
         table.add_row(
             str(cid), f"{prob:.2f}", "-" if value is None else f"{value:,.0f}", escape(text)
         )
     out.print(table)
+
+
+def _print_by_segment(rows: list[tuple[Any, ...]]) -> None:
     table = Table(title="value by segment (view segment_value_summary)")
     for col in ("segment", "customers", "high value", "CLV, next year"):
         table.add_column(col, justify="left" if col == "segment" else "right")
-    clv_sum = sum(v for *_, v in by_segment if v is not None) or 1.0
-    for name, n, high, value in by_segment:
+    clv_sum = sum(v for *_, v in rows if v is not None) or 1.0
+    for name, n, high, value in rows:
         table.add_row(
             name,
             f"{n:,}",
@@ -145,22 +215,24 @@ def demo(
             "-" if value is None else f"{value:,.0f} ({value / clv_sum:.0%})",
         )
     out.print(table)
+
+
+def _print_files(
+    out_dir: Path, meta: Any, cat_path: Path, model_dir: Path, company: SynthResult
+) -> None:
     out.print(
-        f"run {scored_run.run_id}: {scored_run.customers:,} customers, {scored_run.high:,} "
-        "high; BI tools read the views latest_predictions, customer_value_summary, "
-        "reason_summary, latest_segment_profiles, segment_value_summary"
-    )
-    out.rule("done")
-    out.print(
-        f"feature table : {features_path}  ({meta.num_rows:,} customers x "
+        f"feature table : {out_dir / FEATURES_FILE}  ({meta.num_rows:,} customers x "
         f"{meta.num_columns - 1} features)"
     )
     out.print(f"catalogue     : {cat_path}")
-    out.print(f"CLV           : {clv_path}  (P(alive), purchases and CLV with 90% intervals)")
-    out.print(f"tracking      : {tracking_path}")
-    out.print(f"value model   : {trained.folder}")
     out.print(
-        f"store         : {store_path}  (DuckDB: runs, predictions, reasons, segments, BI views)"
+        f"CLV           : {out_dir / CLV_FILE}  (P(alive), purchases and CLV with 90% intervals)"
     )
-    out.print(f"raw data      : {result.out}  (project file {config})")
-    out.print(f"true params   : {result.out / 'truth'}")
+    out.print(f"tracking      : {out_dir / TRACKING_FILE}")
+    out.print(f"value model   : {model_dir}")
+    out.print(
+        f"store         : {out_dir / STORE_FILE}  (DuckDB: runs, predictions, reasons, "
+        "segments, BI views)"
+    )
+    out.print(f"raw data      : {company.out}  (project file {company.config_path})")
+    out.print(f"true params   : {company.out / 'truth'}")

@@ -16,6 +16,9 @@ from custval.cli import clv, demo, project, segment, serve, store, value
 from custval.cli.common import out
 from custval.version import __version__
 
+# the command modules load fast: custval's own modules are imported inside the commands, so
+# that `custval --help` and a mistyped flag answer without loading pandas, Ibis and the models.
+
 app = typer.Typer(
     name="custval",
     help=(

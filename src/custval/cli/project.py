@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.markup import escape
@@ -12,6 +12,7 @@ from rich.table import Table
 
 from custval.cli.common import (
     ConfigOpt,
+    SeedOpt,
     check_output,
     err,
     friendly,
@@ -23,6 +24,9 @@ from custval.cli.common import (
     steps,
 )
 from custval.errors import CustvalError
+
+if TYPE_CHECKING:
+    from custval.data.synth import SynthResult
 
 # custval's own modules are imported inside the commands: `custval --help` and a mistyped
 # flag answer without loading pandas, Ibis and the models.
@@ -50,7 +54,7 @@ def synth(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder to write into.")] = Path(
         "sample-company"
     ),
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    seed: SeedOpt = 0,
     fmt: Annotated[
         str, typer.Option("--format", "-f", help="csv, parquet or duckdb (one database file).")
     ] = "csv",
@@ -70,7 +74,7 @@ def synth(
 
 def synth_company(
     customers: int, out_dir: Path, seed: int, fmt: Literal["csv", "parquet", "duckdb"]
-):
+) -> SynthResult:
     from custval.data.synth import generate
 
     with steps(8) as advance:

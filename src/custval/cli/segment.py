@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from custval.cli.common import (
+    SeedOpt,
     check_output,
     friendly,
     load,
@@ -21,50 +22,65 @@ from custval.cli.common import (
 )
 from custval.errors import CustvalError
 
+if TYPE_CHECKING:
+    from custval.config import Project
 
+# custval's own modules are imported inside the commands: `custval --help` and a mistyped
+# flag answer without loading pandas, Ibis and the models.
+
+ProjectOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="A project: segments its customers at the as-of date."),
+]
+DataOpt = Annotated[
+    Path | None,
+    typer.Option(help="Or any customer table (CSV or Parquet), one row per customer."),
+]
+IdOpt = Annotated[str, typer.Option("--id", help="The customer id column of --data.")]
+FeaturesOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Comma-separated columns to segment on (default: RFM, predicted CLV, tenure "
+        "and behaviour, those the table has)."
+    ),
+]
+AlgorithmOpt = Annotated[str, typer.Option(help="kmeans, hierarchical, hdbscan, gmm or rfm.")]
+KOpt = Annotated[str, typer.Option(help="Number of segments, or auto (2 to 8).")]
+OutOpt = Annotated[
+    Path | None,
+    typer.Option("--out", "-o", help="Write customer_id, segment, segment_name here."),
+]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print the summary as JSON (k, scores, profiles).")
+]
+StoreOpt = Annotated[
+    str | None,
+    typer.Option(help="With --config: the store for the run (default: the project's)."),
+]
+LabelsOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="With --data: a column of segments the company already has (blank where "
+        "unknown): learn them and place the other customers, with reasons."
+    ),
+]
+
+
+# a Typer command takes one parameter per flag: the argument-count rules (PLR0913, PLR0917) do
+# not fit it
 @friendly
 def segment(
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", "-c", help="A project: segments its customers at the as-of date."),
-    ] = None,
-    data: Annotated[
-        Path | None,
-        typer.Option(help="Or any customer table (CSV or Parquet), one row per customer."),
-    ] = None,
-    id_column: Annotated[
-        str, typer.Option("--id", help="The customer id column of --data.")
-    ] = "customer_id",
-    features: Annotated[
-        str | None,
-        typer.Option(
-            help="Comma-separated columns to segment on (default: RFM, predicted CLV, tenure "
-            "and behaviour, those the table has)."
-        ),
-    ] = None,
-    algorithm: Annotated[
-        str, typer.Option(help="kmeans, hierarchical, hdbscan, gmm or rfm.")
-    ] = "kmeans",
-    k: Annotated[str, typer.Option(help="Number of segments, or auto (2 to 8).")] = "auto",
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    out_path: Annotated[
-        Path | None,
-        typer.Option("--out", "-o", help="Write customer_id, segment, segment_name here."),
-    ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print the summary as JSON (k, scores, profiles).")
-    ] = False,
-    store: Annotated[
-        str | None,
-        typer.Option(help="With --config: the store for the run (default: the project's)."),
-    ] = None,
-    labels: Annotated[
-        str | None,
-        typer.Option(
-            help="With --data: a column of segments the company already has (blank where "
-            "unknown): learn them and place the other customers, with reasons."
-        ),
-    ] = None,
+    config: ProjectOpt = None,
+    data: DataOpt = None,
+    id_column: IdOpt = "customer_id",
+    features: FeaturesOpt = None,
+    algorithm: AlgorithmOpt = "kmeans",
+    k: KOpt = "auto",
+    seed: SeedOpt = 0,
+    out_path: OutOpt = None,
+    as_json: JsonOpt = False,
+    store: StoreOpt = None,
+    labels: LabelsOpt = None,
 ) -> None:
     """Segment customers: cluster them (k-means by default; k chosen by silhouette with its
     stability reported), profile each segment against the whole base (size, share of revenue
@@ -76,61 +92,114 @@ def segment(
     known segments (a CRM column, blank where unknown) are learnt instead, judged on a fifth
     of them held out, and every unlabelled customer is placed, with the reasons.
     """
-    from custval import flows
-
     if (config is None) == (data is None):
         raise CustvalError("give either --config (a project) or --data (a customer table)")
     chosen = [c.strip() for c in features.split(",") if c.strip()] if features else None
     k_value: str | int = k if k == "auto" else _k(k)
-    if data is not None:
-        from custval.data.tables import read_customer_table
-
-        table = read_customer_table(data)
-    else:
-        project = load(config)  # type: ignore[arg-type]
-        table = flows.segment_features(project, flows.prepare(project))
+    table, project = _customers(config, data)
+    if project is not None:
         id_column = "customer_id"
     if out_path is not None:
         check_output(out_path)
     if labels is not None:
         if data is None:
             raise CustvalError("--labels goes with --data: a table with the label column")
-        learnt = flows.assign_labelled_segments(table, id_column=id_column, labels=labels)
-        if out_path is not None:
-            import pyarrow as pa
-
-            write_table(pa.Table.from_pandas(learnt.customers, preserve_index=False), out_path)
-        placed = learnt.customers[learnt.customers["source"] == "model"]
-        summary = {
-            "labels": labels,
-            "held_out_accuracy": learnt.accuracy,
-            "held_out_customers": learnt.held_out,
-            "placed": len(placed),
-            "segments": learnt.customers["segment"].value_counts().to_dict(),
-        }
-        if as_json:
-            out.print_json(json.dumps(summary, default=str))
-            return
-        out.print(
-            f"learnt the segments of '{labels}': accuracy {learnt.accuracy:.3f} on "
-            f"{learnt.held_out:,} labelled customers held out; placed {len(placed):,} "
-            "unlabelled customers",
-            highlight=False,
-        )
-        for row in placed.head(5).to_dict("records"):
-            out.print(f"  {row['customer_id']}: {row.get('reason_1', '')}", highlight=False)
-        if out_path is not None:
-            out.print(f"segments of {len(learnt.customers):,} customers: {out_path}")
+        _learn_labels(table, id_column, labels, out_path, as_json)
         return
+    _cluster(
+        table,
+        project,
+        id_column=id_column,
+        features=chosen,
+        algorithm=algorithm,
+        k=k_value,
+        seed=seed,
+        out_path=out_path,
+        store=store,
+        as_json=as_json,
+    )
+
+
+def _k(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise CustvalError(f"--k must be auto or a whole number, not '{text}'") from None
+
+
+def _customers(config: Path | None, data: Path | None) -> tuple[Any, Project | None]:
+    """The table to segment, and the project when it comes from one."""
+    if data is not None:
+        from custval.data.tables import read_customer_table
+
+        return read_customer_table(data), None
+    from custval import flows
+
+    project = load(config)  # type: ignore[arg-type]
+    return flows.segment_features(project, flows.prepare(project)), project
+
+
+def _write_customers(customers: Any, path: Path) -> None:
+    import pyarrow as pa
+
+    write_table(pa.Table.from_pandas(customers, preserve_index=False), path)
+
+
+def _learn_labels(
+    table: Any, id_column: str, labels: str, out_path: Path | None, as_json: bool
+) -> None:
+    """--labels: the known segments learnt, judged on a held-out share, the others placed."""
+    from custval import flows
+
+    learnt = flows.assign_labelled_segments(table, id_column=id_column, labels=labels)
+    if out_path is not None:
+        _write_customers(learnt.customers, out_path)
+    placed = learnt.customers[learnt.customers["source"] == "model"]
+    summary = {
+        "labels": labels,
+        "held_out_accuracy": learnt.accuracy,
+        "held_out_customers": learnt.held_out,
+        "placed": len(placed),
+        "segments": learnt.customers["segment"].value_counts().to_dict(),
+    }
+    if as_json:
+        out.print_json(json.dumps(summary, default=str))
+        return
+    out.print(
+        f"learnt the segments of '{labels}': accuracy {learnt.accuracy:.3f} on "
+        f"{learnt.held_out:,} labelled customers held out; placed {len(placed):,} "
+        "unlabelled customers",
+        highlight=False,
+    )
+    for row in placed.head(5).to_dict("records"):
+        out.print(f"  {row['customer_id']}: {row.get('reason_1', '')}", highlight=False)
+    if out_path is not None:
+        out.print(f"segments of {len(learnt.customers):,} customers: {out_path}")
+
+
+def _cluster(
+    table: Any,
+    project: Project | None,
+    *,
+    id_column: str,
+    features: list[str] | None,
+    algorithm: str,
+    k: str | int,
+    seed: int,
+    out_path: Path | None,
+    store: str | None,
+    as_json: bool,
+) -> None:
+    """The customers clustered, profiled and named; with a project, the run stored."""
+    from custval import flows
+
     result = flows.segment_table(
-        table, id_column=id_column, features=chosen, algorithm=algorithm, k=k_value, seed=seed
+        table, id_column=id_column, features=features, algorithm=algorithm, k=k, seed=seed
     )
     if out_path is not None:
-        import pyarrow as pa
-
-        write_table(pa.Table.from_pandas(result.customers, preserve_index=False), out_path)
+        _write_customers(result.customers, out_path)
     run_id = None
-    if config is not None:
+    if project is not None:
         run_id = flows.store_segments(result, store or project.store, project.as_of)
     if as_json:
         summary = result.summary()
@@ -142,13 +211,6 @@ def segment(
         out.print(f"segments of {len(result.customers):,} customers: {out_path}")
     if run_id is not None:
         out.print(f"run {run_id} stored (tables segments, segment_profiles)")
-
-
-def _k(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise CustvalError(f"--k must be auto or a whole number, not '{text}'") from None
 
 
 def print_segments(result: Any) -> None:

@@ -9,7 +9,7 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -20,52 +20,68 @@ from custval.cli.common import (
 )
 from custval.errors import CustvalError
 
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
-def _store_of(store: str | None, config: Path | None) -> str | None:
-    if store is not None or config is None:
-        return store
+    from custval.api.app import ServiceSettings
 
-    return load(config).store
+# custval's own modules are imported inside the commands: `custval --help` and a mistyped
+# flag answer without loading pandas, Ibis and the models.
 
 
+ServeConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="The project file: its models/ folder and its store."),
+]
+ModelsOpt = Annotated[
+    Path | None,
+    typer.Option(help="The models folder (default: models/ beside the project file)."),
+]
+VersionOpt = Annotated[str, typer.Option(help="The version to serve, or 'latest'.")]
+ServeStoreOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="The store (DuckDB file or postgresql:// URL) for stored customers, CLV models, "
+        "API keys and --log-predictions (default: the project's)."
+    ),
+]
+HostOpt = Annotated[str, typer.Option(help="Address to listen on.")]
+PortOpt = Annotated[int, typer.Option(help="Port to listen on.")]
+WorkersOpt = Annotated[int, typer.Option(help="Worker processes (one per core).", min=1)]
+BatchLimitOpt = Annotated[
+    int, typer.Option(help="Most customers in one request (413 beyond).", min=1)
+]
+MaxBodyOpt = Annotated[
+    float, typer.Option(help="Largest request body in MB (413 beyond).", min=0.01)
+]
+CorsOpt = Annotated[
+    list[str] | None,
+    typer.Option(help="An origin browsers may call from (repeat it); CORS is off without."),
+]
+LogPredictionsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--log-predictions",
+        help="Keep online predictions in the store (runs of kind 'online', batched).",
+    ),
+]
+
+
+# a Typer command takes one parameter per flag: the argument-count rules (PLR0913, PLR0917) do
+# not fit it
 @friendly
 def serve(
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", "-c", help="The project file: its models/ folder and its store."),
-    ] = None,
-    models: Annotated[
-        Path | None,
-        typer.Option(help="The models folder (default: models/ beside the project file)."),
-    ] = None,
-    model: Annotated[str, typer.Option(help="The version to serve, or 'latest'.")] = "latest",
-    store: Annotated[
-        str | None,
-        typer.Option(
-            help="The store (DuckDB file or postgresql:// URL) for stored customers, CLV models, "
-            "API keys and --log-predictions (default: the project's)."
-        ),
-    ] = None,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    workers: Annotated[int, typer.Option(help="Worker processes (one per core).", min=1)] = 1,
-    batch_limit: Annotated[
-        int, typer.Option(help="Most customers in one request (413 beyond).", min=1)
-    ] = 1000,
-    max_body_mb: Annotated[
-        float, typer.Option(help="Largest request body in MB (413 beyond).", min=0.01)
-    ] = 10.0,
-    cors_origin: Annotated[
-        list[str] | None,
-        typer.Option(help="An origin browsers may call from (repeat it); CORS is off without."),
-    ] = None,
-    log_predictions: Annotated[
-        bool,
-        typer.Option(
-            "--log-predictions",
-            help="Keep online predictions in the store (runs of kind 'online', batched).",
-        ),
-    ] = False,
+    config: ServeConfigOpt = None,
+    models: ModelsOpt = None,
+    model: VersionOpt = "latest",
+    store: ServeStoreOpt = None,
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 8000,
+    workers: WorkersOpt = 1,
+    batch_limit: BatchLimitOpt = 1000,
+    max_body_mb: MaxBodyOpt = 10.0,
+    cors_origin: CorsOpt = None,
+    log_predictions: LogPredictionsOpt = False,
 ) -> None:
     """Serve predictions with reasons over HTTP: POST /v1/predict and /v1/predict/records,
     GET /v1/customers/{id}, /v1/models; OpenAPI at /docs.
@@ -75,8 +91,6 @@ def serve(
     store. /healthz and /readyz are open. Bad input gets a 4xx with a JSON body naming the field
     and the customer; nothing of a customer is logged.
     """
-    import uvicorn
-
     from custval.api.app import ServiceSettings, create_app
 
     if config is not None:
@@ -104,6 +118,13 @@ def serve(
         f"({workers} worker{'s' if workers > 1 else ''}); OpenAPI at /docs",
         highlight=False,
     )
+    _run(service, settings, host, port, workers)
+
+
+def _run(service: FastAPI, settings: ServiceSettings, host: str, port: int, workers: int) -> None:
+    """The service in this process, or in ``workers`` worker processes it supervises."""
+    import uvicorn
+
     common = {
         "host": host,
         "port": port,
@@ -186,6 +207,13 @@ def _run_workers(host: str, port: int, workers: int, common: dict[str, Any]) -> 
         proc.terminate()
     for proc in procs:
         proc.join(timeout=30)
+
+
+def _store_of(store: str | None, config: Path | None) -> str | None:
+    if store is not None or config is None:
+        return store
+
+    return load(config).store
 
 
 @friendly

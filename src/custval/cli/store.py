@@ -12,6 +12,8 @@ import typer
 from rich.table import Table
 
 from custval.cli.common import (
+    ConfigOpt,
+    TopKOpt,
     friendly,
     load,
     out,
@@ -19,12 +21,13 @@ from custval.cli.common import (
 )
 from custval.errors import CustvalError
 
+# custval's own modules are imported inside the commands: `custval --help` and a mistyped
+# flag answer without loading pandas, Ibis and the models.
+
 
 @friendly
 def score(
-    config: Annotated[
-        Path, typer.Option("--config", "-c", help="The project file.", show_default=True)
-    ] = Path("custval.toml"),
+    config: ConfigOpt = Path("custval.toml"),
     model: Annotated[
         str | None,
         typer.Option("--model", help="Model version under models/ (default: the newest)."),
@@ -36,7 +39,7 @@ def score(
             "project's store setting, custval.duckdb beside the project file)."
         ),
     ] = None,
-    top_k: Annotated[int, typer.Option(help="Reasons per customer.", min=1)] = 3,
+    top_k: TopKOpt = 3,
     no_clv: Annotated[bool, typer.Option("--no-clv", help="Skip the CLV models.")] = False,
     clv_method: Annotated[
         str | None,

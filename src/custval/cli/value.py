@@ -12,6 +12,9 @@ import typer
 from rich.table import Table
 
 from custval.cli.common import (
+    ConfigOpt,
+    JsonSummaryOpt,
+    TopKOpt,
     check_output,
     friendly,
     load,
@@ -20,6 +23,17 @@ from custval.cli.common import (
     write_table,
 )
 from custval.errors import CustvalError
+
+# custval's own modules are imported inside the commands: `custval --help` and a mistyped
+# flag answer without loading pandas, Ibis and the models.
+
+FoldsOpt = Annotated[int, typer.Option(help="Cross-validation folds.", min=2)]
+CandidatesOpt = Annotated[
+    str, typer.Option(help="Candidate models, comma-separated, simplest first.")
+]
+FitSeedOpt = Annotated[int, typer.Option(help="Seed of the folds and the models.")]
+# simplest first: within one standard error of the best, the simplest is chosen
+DEFAULT_CANDIDATES = "logistic,lightgbm,random_forest,mlp"
 
 METRIC_LABELS = {
     "roc_auc": "ROC AUC",
@@ -84,12 +98,9 @@ def evaluate(
             "with a different text or whole number on every row are taken as ids).",
         ),
     ] = None,
-    folds: Annotated[int, typer.Option(help="Cross-validation folds.", min=2)] = 5,
-    models: Annotated[
-        str,
-        typer.Option(help="Candidate models, comma-separated, simplest first."),
-    ] = "logistic,lightgbm,random_forest,mlp",
-    seed: Annotated[int, typer.Option(help="Seed of the folds and the models.")] = 0,
+    folds: FoldsOpt = 5,
+    models: CandidatesOpt = DEFAULT_CANDIDATES,
+    seed: FitSeedOpt = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the leaderboard as JSON.")] = False,
 ) -> None:
     """Cross-validate the candidate classifiers on any labelled customer table.
@@ -144,50 +155,53 @@ def evaluate(
     )
 
 
+TrainCutoffOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Date, YYYY-MM-DD, the features are taken at and the future value counted "
+        "from (default: the project's as-of date less the horizon)."
+    ),
+]
+HorizonWeeksOpt = Annotated[
+    int, typer.Option(help="Weeks after the cutoff whose spend makes the label.", min=1)
+]
+TopShareOpt = Annotated[
+    float, typer.Option(help="Share of customers whose future spend labels them high.")
+]
+LabelColumnOpt = Annotated[
+    str | None,
+    typer.Option(help="Instead of future spend: a column of the feature table holding the label."),
+]
+PositiveOpt = Annotated[str | None, typer.Option(help="With --label: the value meaning high.")]
+ThresholdRuleOpt = Annotated[
+    str,
+    typer.Option(
+        help="How the class is decided: top_share (the --top-share most likely are high) "
+        "or best_f1 (the out-of-fold threshold with the best F1)."
+    ),
+]
+ModelsDirOpt = Annotated[
+    Path | None,
+    typer.Option("--out", help="Folder for model versions (default: models/ by the project)."),
+]
+
+
+# a Typer command takes one parameter per flag: the argument-count rules (PLR0913, PLR0917) do
+# not fit it
 @friendly
 def train(
-    config: Annotated[
-        Path, typer.Option("--config", "-c", help="The project file.", show_default=True)
-    ] = Path("custval.toml"),
-    cutoff: Annotated[
-        str | None,
-        typer.Option(
-            help="Date, YYYY-MM-DD, the features are taken at and the future value counted "
-            "from (default: the project's as-of date less the horizon)."
-        ),
-    ] = None,
-    horizon_weeks: Annotated[
-        int, typer.Option(help="Weeks after the cutoff whose spend makes the label.", min=1)
-    ] = 52,
-    top_share: Annotated[
-        float, typer.Option(help="Share of customers whose future spend labels them high.")
-    ] = 0.2,
-    label: Annotated[
-        str | None,
-        typer.Option(
-            help="Instead of future spend: a column of the feature table holding the label."
-        ),
-    ] = None,
-    positive: Annotated[
-        str | None, typer.Option(help="With --label: the value meaning high.")
-    ] = None,
-    folds: Annotated[int, typer.Option(help="Cross-validation folds.", min=2)] = 5,
-    models: Annotated[
-        str, typer.Option(help="Candidate models, comma-separated, simplest first.")
-    ] = "logistic,lightgbm,random_forest,mlp",
-    threshold_rule: Annotated[
-        str,
-        typer.Option(
-            help="How the class is decided: top_share (the --top-share most likely are high) "
-            "or best_f1 (the out-of-fold threshold with the best F1)."
-        ),
-    ] = "top_share",
-    out_dir: Annotated[
-        Path | None,
-        typer.Option("--out", help="Folder for model versions (default: models/ by the project)."),
-    ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the folds and the models.")] = 0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+    config: ConfigOpt = Path("custval.toml"),
+    cutoff: TrainCutoffOpt = None,
+    horizon_weeks: HorizonWeeksOpt = 52,
+    top_share: TopShareOpt = 0.2,
+    label: LabelColumnOpt = None,
+    positive: PositiveOpt = None,
+    folds: FoldsOpt = 5,
+    models: CandidatesOpt = DEFAULT_CANDIDATES,
+    threshold_rule: ThresholdRuleOpt = "top_share",
+    out_dir: ModelsDirOpt = None,
+    seed: FitSeedOpt = 0,
+    as_json: JsonSummaryOpt = False,
 ) -> None:
     """Train the high/low value classifier of a project and store it as a model bundle.
 
@@ -215,39 +229,47 @@ def train(
         out_dir=out_dir or (config.parent / "models"),
         threshold_rule=threshold_rule,
     )
-    clf, y, definition, folder = result.clf, result.y, result.label, result.folder
-    cut = result.cutoff
-    summary = {
-        **leaderboard_json(clf.leaderboard_, clf.chosen_),
-        "customers": len(y),
-        "high_share": float(y.mean()),
-        "label": definition,
-        "calibration_error": clf.calibration_error_,
-        "threshold": clf.threshold_,
-        "threshold_rule": clf.threshold_rule,
-        "reliability": clf.reliability_.to_dict("records"),
-        "model_dir": str(folder),
-        "importance": result.importance.head(10).to_dict("records"),
-        "conditions": result.profile["conditions"].to_dict("records"),
-    }
     if as_json:
-        out.print_json(data=summary)
+        out.print_json(data=_trained_json(result))
         return
     out.print(
-        f"{len(y):,} customers at {cut}, {y.mean():.1%} high"
+        f"{len(result.y):,} customers at {result.cutoff}, {result.y.mean():.1%} high"
         + (
             f" (top {top_share:.0%} of spend in the next {horizon_weeks} weeks, at least "
-            f"{definition['threshold_spend']:,.2f})"
+            f"{result.label['threshold_spend']:,.2f})"
             if label is None
             else f" ('{label}')"
         )
     )
+    _print_trained(result, folds)
+
+
+def _trained_json(result: Any) -> dict[str, Any]:
+    clf, y = result.clf, result.y
+    return {
+        **leaderboard_json(clf.leaderboard_, clf.chosen_),
+        "customers": len(y),
+        "high_share": float(y.mean()),
+        "label": result.label,
+        "calibration_error": clf.calibration_error_,
+        "threshold": clf.threshold_,
+        "threshold_rule": clf.threshold_rule,
+        "reliability": clf.reliability_.to_dict("records"),
+        "model_dir": str(result.folder),
+        "importance": result.importance.head(10).to_dict("records"),
+        "conditions": result.profile["conditions"].to_dict("records"),
+    }
+
+
+def _print_trained(result: Any, folds: int) -> None:
+    """The leaderboard, the chosen model's calibration and threshold, what drives it."""
+    clf = result.clf
     print_leaderboard(clf.leaderboard_, clf.chosen_, f"{folds}-fold cross-validation")
     out.print(
         f"chosen: {clf.chosen_}, refitted on all customers; calibration error "
         f"{clf.calibration_error_:.3f}; threshold {clf.threshold_:.3f}"
     )
-    ts = definition.get("time_split")
+    ts = result.label.get("time_split")
     if ts:
         out.print(
             f"chosen forward in time: every candidate trained at {ts['trained_at']} and scored "
@@ -255,7 +277,7 @@ def train(
             f"10% {ts['lift_top_decile']:.2f}"
         )
     print_insights(result.importance, result.profile, result.catalogue)
-    out.print(f"model: {folder}")
+    out.print(f"model: {result.folder}")
 
 
 def print_insights(imp: Any, profile: dict[str, Any], catalogue: dict[str, str]) -> None:
@@ -296,7 +318,7 @@ def predict(
     id_col: Annotated[
         str | None, typer.Option("--id", help="Column identifying customers, copied to the output.")
     ] = "customer_id",
-    top_k: Annotated[int, typer.Option(help="Reasons per customer.", min=1)] = 3,
+    top_k: TopKOpt = 3,
 ) -> None:
     """Score customers with a trained model: probability, class and the top reasons.
 

@@ -97,7 +97,15 @@ def score(
                 preds["segment"] = names
             lap("segments")
         run_id = _write(
-            store, project, folder.name, clf, explained, imp, preds, top_k, clv_models, clv_kept
+            store,
+            project,
+            clf,
+            version=folder.name,
+            explained=explained,
+            imp=imp,
+            preds=preds,
+            top_k=top_k,
+            clv=(clv_models, clv_kept),
         )
         lap("store")
     finally:
