@@ -1,19 +1,20 @@
-"""Shared test fixtures: a real PostgreSQL server (by URL) and a real HTTP server in a thread."""
+"""Shared test fixtures: a real PostgreSQL server (by URL) with a schema per test, a real HTTP
+server in a thread, generated sample companies and the hand-made company's features (each built
+once per session). The builders behind them are in factories.py."""
 
 from __future__ import annotations
 
-import json
+import copy
 import os
 import threading
-from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+import uuid
+from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
 
 import psycopg
 import pytest
+
+from tests.factories import Companies, HttpHandler, HttpServer, feature_rows, write_csv_company
 
 # --------------------------------------------------------------------------------------------
 # PostgreSQL
@@ -44,70 +45,28 @@ def pg_url() -> str:
     return url
 
 
+@pytest.fixture
+def pg_schema(pg_url: str) -> Iterator[str]:
+    """An empty schema of its own in the test PostgreSQL database, dropped after the test."""
+    schema = f"custval_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_url, autocommit=True) as con:
+        con.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield schema
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as con:
+            con.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
 # --------------------------------------------------------------------------------------------
 # HTTP
 # --------------------------------------------------------------------------------------------
-
-#: A route answers (query parameters, how many times this path was hit, 1-based) with
-#: (status, body, headers); a body that is not bytes is sent as JSON.
-Route = Callable[[dict[str, str], int], tuple[int, Any, dict[str, str]]]
-
-
-@dataclass
-class HttpServer:
-    """A real HTTP server on 127.0.0.1 that tests program with routes."""
-
-    url: str
-    routes: dict[str, Route] = field(default_factory=dict)
-    hits: Counter[str] = field(default_factory=Counter)
-    requests: list[tuple[str, dict[str, str], dict[str, str]]] = field(default_factory=list)
-    #: Set at teardown; routes that hang wait on it so that their threads end.
-    release: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def route(self, path: str, handler: Route) -> str:
-        """Serve ``handler`` at ``path``; returns the full URL."""
-        self.routes[path] = handler
-        return self.url + path
-
-
-class _Handler(BaseHTTPRequestHandler):
-    state: HttpServer
-
-    def do_GET(self) -> None:
-        parts = urlsplit(self.path)
-        query = dict(parse_qsl(parts.query))
-        state = self.state
-        with state.lock:
-            state.hits[parts.path] += 1
-            n = state.hits[parts.path]
-            state.requests.append((parts.path, query, dict(self.headers)))
-        handler = state.routes.get(parts.path)
-        if handler is None:
-            status, body, headers = 404, b"no such route", {}
-        else:
-            status, body, headers = handler(query, n)
-        if not isinstance(body, bytes):
-            body = json.dumps(body).encode()
-            headers = {"Content-Type": "application/json", **headers}
-        try:
-            self.send_response(status)
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-        except OSError:
-            pass  # the client gave up (a timeout test); nothing to tell it
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
 
 @pytest.fixture
 def http_server() -> Iterator[HttpServer]:
     """A threaded HTTP server on a free port of 127.0.0.1, stopped after the test."""
-    handler = type("Handler", (_Handler,), {})
+    handler = type("Handler", (HttpHandler,), {})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     server.block_on_close = False
@@ -123,3 +82,31 @@ def http_server() -> Iterator[HttpServer]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+# --------------------------------------------------------------------------------------------
+# Companies
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def companies(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Companies]:
+    """Generated sample companies, each generated once per session (per xdist worker):
+    ``companies.shared(n, seed=, fmt=)`` to read, ``companies.copy(dest, n, seed=, fmt=)`` to
+    write in. A test that wrote into a shared company fails the session at its end."""
+    made = Companies(tmp_path_factory.mktemp("companies"))
+    yield made
+    changed = made.changed()
+    assert not changed, f"a test wrote into a shared company (use companies.copy): {changed}"
+
+
+@pytest.fixture(scope="session")
+def _hand_made_features(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict], list]:
+    return feature_rows(write_csv_company(tmp_path_factory.mktemp("hand_made")))
+
+
+@pytest.fixture
+def hand_made_features(_hand_made_features: tuple[list[dict], list]) -> tuple[list[dict], list]:
+    """The feature rows and catalogue of the hand-made company (factories.write_csv_company),
+    computed once per session; each test gets its own copy to change."""
+    return copy.deepcopy(_hand_made_features)

@@ -353,7 +353,7 @@ def test_model_switch_under_load_drops_no_request(service: Service, trained: Tra
         r = c.get("/readyz").json()
         assert r["model_version"] == trained.versions[1]
     # a worker that uvicorn starts again serves the active model; it does not reset it
-    from custval.api.app import Registry
+    from custval.api.state import Registry
 
     assert Registry(service.settings, worker=True).active.version == trained.versions[1]
     # back, so that other tests see the first model

@@ -10,50 +10,12 @@ import numpy as np
 import pytest
 from scipy.special import gammaln, hyp2f1
 
-from custval.errors import CustvalError
+from custval.errors import CustvalError, FitError
 from custval.models.btyd import BetaGeo, GammaGamma, ModifiedBetaGeo, ParetoNBD
 from custval.models.fitting import compress_rows
+from tests.factories import assert_gradient_close, simulate_bgnbd, simulate_gg, simulate_pnbd
 
 CDNOW = Path(__file__).resolve().parents[2] / "shared" / "data" / "cdnow" / "CDNOW_sample.txt"
-
-
-# ---- simulators (vectorised over customers) ---------------------------------------------------
-
-
-def simulate_bgnbd(n, r, alpha, a, b, seed=0, t_max=52.0, modified=False):
-    """BG/NBD (or MBG/NBD) summaries: x = min(K, N(T)), t_x = T * Beta(x, N - x + 1)."""
-    rng = np.random.default_rng(seed)
-    lam = rng.gamma(r, 1 / alpha, n)
-    p = rng.beta(a, b, n)
-    T = rng.uniform(1.0, t_max, n)
-    n_events = rng.poisson(lam * T)
-    # repeat purchases made before dropping out: geometric on 1, 2, ... (0, 1, ... for MBG)
-    k = rng.geometric(p) - (1 if modified else 0)
-    x = np.minimum(k, n_events)
-    # the x-th of N uniform event times on [0, T]
-    pos = x > 0
-    tx = np.zeros(n)
-    tx[pos] = T[pos] * rng.beta(x[pos], n_events[pos] - x[pos] + 1)
-    return x.astype(float), tx, T
-
-
-def simulate_pnbd(n, r, alpha, s, beta, seed=0, t_max=52.0):
-    rng = np.random.default_rng(seed)
-    lam = rng.gamma(r, 1 / alpha, n)
-    mu = rng.gamma(s, 1 / beta, n)
-    T = rng.uniform(1.0, t_max, n)
-    alive_until = np.minimum(rng.exponential(1 / mu), T)
-    x = rng.poisson(lam * alive_until)
-    tx = np.where(x > 0, alive_until * rng.beta(np.maximum(x, 1), 1), 0.0)
-    return x.astype(float), tx, T
-
-
-def simulate_gg(n, p, q, gamma, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.integers(1, 15, n).astype(float)
-    nu = rng.gamma(q, 1 / gamma, n)
-    m = rng.gamma(p * x, 1 / (nu * x))
-    return x, m
 
 
 def assert_within_3se(model, truth):
@@ -115,15 +77,13 @@ def test_analytic_gradient_matches_finite_difference(cls):
     model = cls()
     for _ in range(5):
         theta = np.exp(rng.uniform(-1.5, 1.5, 4))
-        g = model._grad_natural(theta, data, w)
-        fd = np.empty(4)
-        for j in range(4):
-            h = 1e-6 * theta[j]
-            up, dn = theta.copy(), theta.copy()
-            up[j] += h
-            dn[j] -= h
-            fd[j] = (model._loglik(up, data, w) - model._loglik(dn, data, w)) / (2 * h)
-        np.testing.assert_allclose(g, fd, rtol=1e-5, atol=1e-6 * np.abs(fd).max())
+        assert_gradient_close(
+            model._grad_natural(theta, data, w),
+            lambda th: model._loglik(th, data, w),
+            theta,
+            rtol=1e-5,
+            atol_of_max=1e-6,
+        )
 
 
 @pytest.mark.parametrize("cls", [BetaGeo, ModifiedBetaGeo])
@@ -146,15 +106,13 @@ def test_gamma_gamma_gradient_matches_finite_difference():
     rng = np.random.default_rng(8)
     for _ in range(5):
         theta = np.exp(rng.uniform(-1, 2.5, 3))
-        g = model._grad_natural(theta, data, w)
-        fd = np.empty(3)
-        for j in range(3):
-            h = 1e-6 * theta[j]
-            up, dn = theta.copy(), theta.copy()
-            up[j] += h
-            dn[j] -= h
-            fd[j] = (model._loglik(up, data, w) - model._loglik(dn, data, w)) / (2 * h)
-        np.testing.assert_allclose(g, fd, rtol=1e-5, atol=1e-6 * np.abs(fd).max())
+        assert_gradient_close(
+            model._grad_natural(theta, data, w),
+            lambda th: model._loglik(th, data, w),
+            theta,
+            rtol=1e-5,
+            atol_of_max=1e-6,
+        )
 
 
 # ---- closed forms against the textbook formulas at moderate values ---------------------------
@@ -343,7 +301,7 @@ def test_degenerate_input_raises(cls, args, match):
 
 
 def test_gamma_gamma_degenerate_input():
-    with pytest.raises(CustvalError, match="no repeat buyers"):
+    with pytest.raises(FitError, match="no repeat buyers"):
         GammaGamma().fit([0, 0], [0.0, 0.0])
     with pytest.raises(CustvalError, match="negative"):
         GammaGamma().fit([1, 2], [-3.0, 4.0])
@@ -351,6 +309,17 @@ def test_gamma_gamma_degenerate_input():
         GammaGamma().fit([1, 2], [0.0, 4.0])
     with pytest.raises(CustvalError, match="not fitted"):
         GammaGamma().conditional_expected_average_spend([1], [2.0])
+
+
+@pytest.mark.parametrize("cls", [BetaGeo, ModifiedBetaGeo, ParetoNBD])
+def test_data_that_do_not_determine_a_model_raise_fit_error(cls):
+    # valid data, but nothing to fit on: FitError, the one error callers catch to go on
+    with pytest.raises(FitError, match="T = 0"):
+        cls().fit([0, 0], [0, 0], [0, 0])
+    # a spend model whose q <= 1 has no finite mean spend to predict
+    heavy = GammaGamma.from_params({"p": 2.0, "q": 0.8, "gamma": 10.0})
+    with pytest.raises(FitError, match="mean spend is infinite"):
+        heavy.conditional_expected_average_spend([1], [20.0])
 
 
 def test_pandas_series_input():

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.special import betaln
 
-from custval.errors import CustvalError
+from custval.errors import CustvalError, FitError
 from custval.models.btyd_discrete import (
     BetaGeoBetaBinom,
     ShiftedBetaGeometric,
@@ -16,6 +16,7 @@ from custval.models.btyd_discrete import (
     bgbb_log_likelihood,
     sbg_log_likelihood,
 )
+from tests.factories import assert_gradient_close, simulate_bgbb
 
 DONATIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "donations" / "donations.csv"
 
@@ -23,23 +24,6 @@ DONATIONS = Path(__file__).resolve().parents[2] / "shared" / "data" / "donations
 # cohort at the start and after years 1..7, and the sBG fits they publish on these 7 years.
 REGULAR = [1000, 631, 468, 382, 326, 289, 262, 241]
 HIGH_END = [1000, 869, 743, 653, 593, 551, 517, 491]
-
-
-def simulate_bgbb(
-    params: tuple[float, float, float, float], n_customers: int, n_periods: int, seed: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Draw (x, t_x, n) from the BG/BB story: dropout before each opportunity, then Bernoulli."""
-    a, b, g, d = params
-    rng = np.random.default_rng(seed)
-    p = rng.beta(a, b, n_customers)
-    theta = rng.beta(g, d, n_customers)
-    # opportunities alive: P(L = k) = theta (1-theta)^k, k = 0, 1, ...
-    alive_for = rng.geometric(theta) - 1
-    t = np.arange(1, n_periods + 1)
-    buys = (rng.random((n_customers, n_periods)) < p[:, None]) & (t[None, :] <= alive_for[:, None])
-    x = buys.sum(axis=1)
-    tx = np.where(x > 0, n_periods - np.argmax(buys[:, ::-1], axis=1), 0)
-    return x, tx, np.full(n_customers, n_periods)
 
 
 def values(d: dict[str, float]) -> np.ndarray:
@@ -85,16 +69,7 @@ def test_bgbb_gradient_matches_finite_differences() -> None:
     x, tx, n = simulate_bgbb((1.2, 0.75, 0.66, 2.8), 500, 10, seed=3)
     theta = np.array([0.9, 1.3, 0.4, 2.1])  # away from the optimum, so the gradient is not ~0
     _, grad = bgbb_log_likelihood(theta, x, tx, n)
-    fd = np.empty(4)
-    for j in range(4):
-        h = 1e-6 * theta[j]
-        up, down = theta.copy(), theta.copy()
-        up[j] += h
-        down[j] -= h
-        fd[j] = (bgbb_log_likelihood(up, x, tx, n)[0] - bgbb_log_likelihood(down, x, tx, n)[0]) / (
-            2 * h
-        )
-    np.testing.assert_allclose(grad, fd, rtol=1e-5)
+    assert_gradient_close(grad, lambda th: bgbb_log_likelihood(th, x, tx, n)[0], theta, rtol=1e-5)
 
 
 def test_bgbb_likelihood_matches_direct_formula() -> None:
@@ -219,16 +194,7 @@ def test_sbg_gradient_matches_finite_differences() -> None:
     w = np.array([100, 50, 30, 20, 300, 5])
     theta = np.array([0.5, 2.0])
     _, grad = sbg_log_likelihood(theta, t, obs, w)
-    fd = np.empty(2)
-    for j in range(2):
-        h = 1e-6 * theta[j]
-        up, down = theta.copy(), theta.copy()
-        up[j] += h
-        down[j] -= h
-        fd[j] = (sbg_log_likelihood(up, t, obs, w)[0] - sbg_log_likelihood(down, t, obs, w)[0]) / (
-            2 * h
-        )
-    np.testing.assert_allclose(grad, fd, rtol=1e-5)
+    assert_gradient_close(grad, lambda th: sbg_log_likelihood(th, t, obs, w)[0], theta, rtol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,6 +240,21 @@ def test_bgbb_degenerate_input_raises(x: list, tx: list, n: list, w: list | None
 def test_sbg_degenerate_input_raises(kwargs: dict) -> None:
     with pytest.raises(CustvalError):
         ShiftedBetaGeometric().fit(**kwargs)
+
+
+def test_data_that_do_not_determine_a_model_raise_fit_error() -> None:
+    with pytest.raises(FitError, match="no customer has a transaction"):
+        BetaGeoBetaBinom().fit([0, 0], [0, 0], [5, 5])
+    with pytest.raises(FitError, match="no customer has cancelled"):
+        ShiftedBetaGeometric().fit([1000, 1000, 1000])
+    with pytest.raises(FitError, match="every customer cancelled in period 1"):
+        ShiftedBetaGeometric().fit([1000, 0])
+    with pytest.raises(FitError, match="cohort is empty"):
+        ShiftedBetaGeometric().fit([0, 0])
+    # malformed input stays a plain CustvalError
+    with pytest.raises(CustvalError) as info:
+        ShiftedBetaGeometric().fit([1000, 631, 700])
+    assert not isinstance(info.value, FitError)
 
 
 def test_unfitted_and_bad_prediction_arguments_raise() -> None:

@@ -4,7 +4,6 @@ true purchase counts."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -12,16 +11,15 @@ import pytest
 
 from custval import flows
 from custval.config import load_project
-from custval.data.synth import generate
+from tests.factories import Companies, planted_dirt
 
 
 @pytest.fixture(scope="module")
-def company(tmp_path_factory: pytest.TempPathFactory):
-    result = generate(3000, tmp_path_factory.mktemp("synth") / "co", seed=3, fmt="csv")
+def company(companies: Companies):
+    result = companies.shared(3000, seed=3, fmt="csv")
     project = load_project(result.config_path)
     prepared = flows.prepare(project)
-    dirt = json.loads((result.out / "truth" / "dirt.json").read_text())
-    return result, project, prepared, dirt
+    return result, project, prepared, planted_dirt(result)
 
 
 def rule(prepared: flows.Prepared, source: str, prefix: str):

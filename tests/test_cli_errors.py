@@ -4,33 +4,17 @@ traceback; no partial output."""
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.company import TABLES, project_toml, write_csv_company
-from tests.conftest import HttpServer
-
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "CUSTVAL_DEBUG"}
-    return subprocess.run(
-        [sys.executable, "-m", "custval", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+from tests.factories import TABLES, HttpServer, project_toml, run, write_csv_company
 
 
 def features_cli(config: Path) -> tuple[subprocess.CompletedProcess[str], Path]:
     out = config.parent / "out" / "features.parquet"
-    result = run_cli("features", "--config", str(config), "--out", str(out), cwd=config.parent)
+    result = run("features", "--config", str(config), "--out", str(out), cwd=config.parent)
     return result, out
 
 
@@ -94,7 +78,7 @@ def test_validate_reports_and_exits_non_zero(tmp_path: Path) -> None:
     rows = list(TABLES["web_sessions"])
     rows[1] = ("S1", "V1", "2024-02-01 10:00:00", "-3", "600", "1", "0", "1", "maybe")
     rewrite(tmp_path / "web_sessions.csv", rows)
-    result = run_cli("validate", "--config", str(config), cwd=tmp_path)
+    result = run("validate", "--config", str(config), cwd=tmp_path)
     assert result.returncode == 1
     text = " ".join(result.stdout.split())
     assert "page_views" in text and "below 0" in text
@@ -162,7 +146,7 @@ def test_malformed_csv_row_deep_in_the_file(tmp_path: Path) -> None:
 def test_unknown_feature_group(tmp_path: Path) -> None:
     config = write_csv_company(tmp_path)
     out = tmp_path / "out" / "features.parquet"
-    result = run_cli(
+    result = run(
         "features", "-c", str(config), "-o", str(out), "--groups", "rfm,magic", cwd=tmp_path
     )
     assert_clean_failure(result, out, "unknown feature groups magic", "Known groups: rfm")
@@ -212,7 +196,7 @@ def test_unwritable_output(tmp_path: Path, target: str, needle: str) -> None:
     (tmp_path / "folder").mkdir()
     (tmp_path / "under-a-file").write_text("x")
     out = tmp_path / target
-    result = run_cli("features", "-c", str(config), "-o", str(out), cwd=tmp_path)
+    result = run("features", "-c", str(config), "-o", str(out), cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert needle in " ".join(result.stderr.split())
 
@@ -227,7 +211,7 @@ def test_unwritable_output(tmp_path: Path, target: str, needle: str) -> None:
 def test_as_of_outside_the_data(tmp_path: Path, as_of: str, needle: str) -> None:
     config = write_csv_company(tmp_path)
     out = tmp_path / "out" / "f.parquet"
-    result = run_cli("features", "-c", str(config), "-o", str(out), "--as-of", as_of, cwd=tmp_path)
+    result = run("features", "-c", str(config), "-o", str(out), "--as-of", as_of, cwd=tmp_path)
     assert_clean_failure(result, out, needle)
 
 
@@ -241,7 +225,7 @@ def test_forgotten_id_namespace_is_an_error(tmp_path: Path) -> None:
 def test_validate_checks_the_id_map_too(tmp_path: Path) -> None:
     config = write_csv_company(tmp_path)
     rewrite(tmp_path / "id_map.csv", [*TABLES["id_map"], ("C4", " a1", "")])
-    result = run_cli("validate", "--config", str(config), cwd=tmp_path)
+    result = run("validate", "--config", str(config), cwd=tmp_path)
     assert result.returncode == 1
     assert "linked to more than one crm_id" in " ".join(result.stdout.split())
 
@@ -288,7 +272,7 @@ def test_http_api_answering_500_then_timing_out(tmp_path: Path, http_server: Htt
 def test_init_writes_a_project_file_that_loads(tmp_path: Path) -> None:
     from custval.config import load_project
 
-    result = run_cli("init", "--out", "custval.toml", cwd=tmp_path)
+    result = run("init", "--out", "custval.toml", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     project = load_project(tmp_path / "custval.toml")
     assert project.identity.map_source == "id_map"
@@ -298,6 +282,6 @@ def test_init_writes_a_project_file_that_loads(tmp_path: Path) -> None:
         "web_sessions",
         "id_map",
     }
-    again = run_cli("init", "--out", "custval.toml", cwd=tmp_path)
+    again = run("init", "--out", "custval.toml", cwd=tmp_path)
     assert again.returncode == 2 and "exists already" in again.stderr
     assert "Traceback" not in again.stderr

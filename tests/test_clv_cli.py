@@ -3,53 +3,45 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
+from subprocess import CompletedProcess
 
 import numpy as np
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from custval.data.synth import generate
+from tests.factories import Companies, run
 
 
-def test_clv_command_on_a_sample_company(tmp_path: Path) -> None:
-    result = generate(3000, tmp_path / "co", seed=5, fmt="csv")
+def test_clv_command_on_a_sample_company(companies: Companies, tmp_path: Path) -> None:
+    result = companies.shared(3000, seed=5, fmt="csv")
     out = tmp_path / "clv.csv"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "custval",
-            "clv",
-            "-t",
-            str(result.files["transactions"]),
-            "--customer-id",
-            "account_id",
-            "--date",
-            "ts",
-            "--order-id",
-            "order_id",
-            "--calibration-end",
-            "2025-07-01",
-            "--holdout-end",
-            "2026-01-01",
-            "--model",
-            "mbgnbd",
-            "--horizon",
-            "26",
-            "--discount",
-            "0.001",
-            "-o",
-            str(out),
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
+    done = run(
+        "clv",
+        "-t",
+        str(result.files["transactions"]),
+        "--customer-id",
+        "account_id",
+        "--date",
+        "ts",
+        "--order-id",
+        "order_id",
+        "--calibration-end",
+        "2025-07-01",
+        "--holdout-end",
+        "2026-01-01",
+        "--model",
+        "mbgnbd",
+        "--horizon",
+        "26",
+        "--discount",
+        "0.001",
+        "-o",
+        str(out),
+        "--json",
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
@@ -75,16 +67,16 @@ def test_clv_command_on_a_sample_company(tmp_path: Path) -> None:
     assert summary["interval"]["level"] == 0.9
 
 
-def run_clv(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    result = generate(1500, tmp_path / "co", seed=9, fmt="csv")
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "custval",
+@pytest.fixture
+def run_clv(companies: Companies, tmp_path: Path) -> Callable[..., CompletedProcess[str]]:
+    """``custval clv EXTRA`` in tmp_path on the transactions of a generated company."""
+    transactions = companies.shared(1500, seed=9, fmt="csv").files["transactions"]
+
+    def clv(*extra: str) -> CompletedProcess[str]:
+        return run(
             "clv",
             "-t",
-            str(result.files["transactions"]),
+            str(transactions),
             "--customer-id",
             "account_id",
             "--date",
@@ -95,18 +87,17 @@ def run_clv(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
             "2025-07-01",
             "--json",
             *extra,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-        cwd=tmp_path,
-    )
+            cwd=tmp_path,
+        )
+
+    return clv
 
 
-def test_clv_time_unit_rescales_the_rate_parameters(tmp_path: Path) -> None:
-    weeks = run_clv(tmp_path, "--level", "0", "-o", "w.parquet")
-    months = run_clv(tmp_path, "--level", "0", "--time-unit", "months", "-o", "m.parquet")
+def test_clv_time_unit_rescales_the_rate_parameters(
+    run_clv: Callable[..., CompletedProcess[str]], tmp_path: Path
+) -> None:
+    weeks = run_clv("--level", "0", "-o", "w.parquet")
+    months = run_clv("--level", "0", "--time-unit", "months", "-o", "m.parquet")
     assert weeks.returncode == 0 and months.returncode == 0, weeks.stderr + months.stderr
     w, m = json.loads(weeks.stdout), json.loads(months.stdout)
     # the same fit in another unit: shapes unchanged, alpha scaled by weeks per month
@@ -117,40 +108,25 @@ def test_clv_time_unit_rescales_the_rate_parameters(tmp_path: Path) -> None:
     assert pm["alpha"] == pytest.approx(pw["alpha"] / per_month, rel=1e-4)
     assert w["interval"] is None
     assert "clv_lower" not in pq.read_table(tmp_path / "w.parquet").column_names
-    bad = run_clv(tmp_path, "--time-unit", "fortnights")
+    bad = run_clv("--time-unit", "fortnights")
     assert bad.returncode == 2
     assert "unknown time unit 'fortnights'" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_clv_command_bad_input(tmp_path: Path) -> None:
     (tmp_path / "tx.csv").write_text("customer_id,date,amount\nC1,2024-01-05,10\n")
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "custval",
-            "clv",
-            "-t",
-            "tx.csv",
-            "--calibration-end",
-            "2024-02-01",
-            "--model",
-            "magic",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    done = run(
+        "clv", "-t", "tx.csv", "--calibration-end", "2024-02-01", "--model", "magic", cwd=tmp_path
     )
     assert done.returncode == 2
     assert "unknown model 'magic'" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "clv.parquet").exists()
 
 
-def test_clv_compare_and_tracking(tmp_path: Path) -> None:
+def test_clv_compare_and_tracking(
+    run_clv: Callable[..., CompletedProcess[str]], tmp_path: Path
+) -> None:
     done = run_clv(
-        tmp_path,
         "--holdout-end",
         "2026-01-01",
         "--level",
@@ -185,17 +161,16 @@ def test_clv_compare_and_tracking(tmp_path: Path) -> None:
     )
     assert summary["settings"]["horizon"] == 52 and summary["settings"]["time_unit"] == "weeks"
     assert abs(end.cumulative_predicted / end.cumulative_actual - 1) < 0.1
-    no_holdout = run_clv(tmp_path, "--tracking", "t2.csv")
+    no_holdout = run_clv("--tracking", "t2.csv")
     assert no_holdout.returncode == 2 and "--tracking needs --holdout-end" in no_holdout.stderr
-    backwards = run_clv(tmp_path, "--holdout-end", "2025-01-01")
+    backwards = run_clv("--holdout-end", "2025-01-01")
     assert backwards.returncode == 2 and "must come after" in backwards.stderr
     assert "Traceback" not in backwards.stderr
 
 
-def test_clv_methods_side_by_side_on_a_project(tmp_path: Path) -> None:
-    from tests.cli import run
-
-    company = generate(1500, tmp_path / "co", seed=8, fmt="parquet")
+def test_clv_methods_side_by_side_on_a_project(companies: Companies, tmp_path: Path) -> None:
+    # the project's store is written beside its project file: a copy of its own
+    company = companies.copy(tmp_path / "co", 1500, seed=8, fmt="parquet")
     done = run(
         "clv",
         "-c",

@@ -11,8 +11,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from custval.errors import CustvalError
-from custval.models.clv_ml import SpendRegressor, choose, clv_metrics, decile_table
+from custval.errors import CustvalError, FitError
+from custval.models.clv_ml import (
+    SPEND_MODELS,
+    SpendRegressor,
+    choose,
+    clv_metrics,
+    decile_table,
+)
+from tests.factories import Companies, run, simulate_bgnbd
 
 
 def planted(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
@@ -65,12 +72,35 @@ def test_spend_model_errors() -> None:
     X, y, _ = planted(500, 4)
     with pytest.raises(CustvalError, match="unknown CLV model"):
         SpendRegressor("svm").fit(X, y)
-    with pytest.raises(CustvalError, match="too few to learn spend"):
+    with pytest.raises(FitError, match="too few to learn spend"):
         SpendRegressor().fit(X, np.zeros(len(X)))
     with pytest.raises(CustvalError, match="calibrate it"):
         SpendRegressor().fit(X, y).interval(X)
     with pytest.raises(CustvalError, match="one finite number per customer"):
         SpendRegressor().fit(X, y[:10])
+
+
+@pytest.mark.parametrize("model", ["lightgbm", "random_forest", "mlp"])
+def test_a_numeric_failure_of_the_library_is_a_fit_error(
+    model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lightgbm as lgb
+
+    X, y, _ = planted(300, 5)
+    fitted = SpendRegressor(model).fit(X, y)
+    for failure in (ValueError("Input contains NaN"), lgb.basic.LightGBMError("overflow")):
+
+        def fail(*args: Any, failure: Exception = failure, **kwargs: Any) -> Any:
+            raise failure
+
+        with monkeypatch.context() as patch:
+            patch.setattr(SPEND_MODELS[model], "fit", fail)
+            with pytest.raises(FitError, match=f"the {model} spend model could not be fitted"):
+                SpendRegressor(model).fit(X, y)
+        with monkeypatch.context() as patch:
+            patch.setattr(SPEND_MODELS[model], "raw_score", fail)
+            with pytest.raises(FitError, match="intervals could not be learnt"):
+                fitted.calibrate(X, y)
 
 
 def test_metrics_deciles_and_the_choice() -> None:
@@ -93,15 +123,14 @@ def test_metrics_deciles_and_the_choice() -> None:
     assert choose(board.assign(total_error=[0.5, 0.5, 0.5])) == "a"
 
 
-def test_the_leaderboard_on_a_generated_company(tmp_path: Path) -> None:
+def test_the_leaderboard_on_a_generated_company(companies: Companies) -> None:
     from custval import flows
     from custval.config import load_project
-    from custval.data.synth import generate
     from custval.flows.clv_leaderboard import clv_leaderboard
 
     # 5,000 generated, about 3,000 known a year before the end: fewer leave the trees too
     # little to learn the profile's part from
-    company = generate(5000, tmp_path / "co", seed=3, fmt="parquet")
+    company = companies.shared(5000, seed=3, fmt="parquet")
     project = load_project(company.config_path)
     prepared = flows.prepare(project)
     year_before = project.model_copy(update={"as_of": project.as_of - timedelta(weeks=52)})
@@ -200,8 +229,6 @@ def test_a_customer_with_only_refunds_is_worth_nothing_not_less(tmp_path: Path) 
 
 
 def test_no_repeat_buyers_is_a_clear_error(tmp_path: Path) -> None:
-    from tests.cli import run
-
     path = small_shop(tmp_path, repeat=False)
     done = run(
         "clv",
@@ -226,7 +253,7 @@ def test_no_repeat_buyers_is_a_clear_error(tmp_path: Path) -> None:
 def test_too_few_held_out_customers_for_the_intervals() -> None:
     X, y, _ = planted(500, 6)
     model = SpendRegressor(level=0.9).fit(X, y)
-    with pytest.raises(CustvalError, match="too few to bound"):
+    with pytest.raises(FitError, match="too few to bound"):
         model.calibrate(X.head(10), y[:10])
     model.calibrate(X.head(19), y[:19])  # k = ceil(20 * 0.95) = 19 <= 19
     assert model.conformal_ is not None and model.conformal_["rows"] == 19
@@ -243,7 +270,6 @@ def test_a_category_first_seen_later_is_a_zero_share_earlier() -> None:
 
 def test_a_short_window_is_carried_to_the_horizon_along_the_bgnbd_curve() -> None:
     from custval.flows.clv_leaderboard import Windows, _carry
-    from tests.test_btyd import simulate_bgnbd
 
     x, tx, t = simulate_bgnbd(4000, 0.25, 4.0, 0.8, 2.5, seed=3, t_max=39.0)
     at = pd.DataFrame({"customer_id": np.arange(4000), "frequency": x, "recency": tx, "T": t})

@@ -12,20 +12,19 @@ import pytest
 
 from custval import flows
 from custval.config import load_project
-from tests.company import write_csv_company
+from tests.factories import feature_rows, write_csv_company
 
 
 def features_of(config: Path) -> tuple[dict[str, dict], list]:
-    project = load_project(config)
-    prepared = flows.prepare(project)
-    ft = flows.features(project, prepared)
-    table = ft.to_pyarrow()
-    return {r["customer_id"]: r for r in table.to_pylist()}, ft.catalogue
+    rows, catalogue = feature_rows(config)
+    return {r["customer_id"]: r for r in rows}, catalogue
 
 
-@pytest.fixture(scope="module")
-def computed(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, dict], list]:
-    return features_of(write_csv_company(tmp_path_factory.mktemp("company")))
+@pytest.fixture
+def computed(hand_made_features: tuple[list[dict], list]) -> tuple[dict[str, dict], list]:
+    """The hand-made company's features by customer, and the catalogue."""
+    rows, catalogue = hand_made_features
+    return {r["customer_id"]: r for r in rows}, catalogue
 
 
 def test_customers_are_those_known_before_as_of(computed: tuple) -> None:
@@ -147,8 +146,8 @@ def test_catalogue_describes_every_column(computed: tuple) -> None:
     assert all(f.description and f.unit and f.source for f in cat)
 
 
-def test_data_after_as_of_changes_nothing(tmp_path: Path) -> None:
-    base, _ = features_of(write_csv_company(tmp_path / "base"))
+def test_data_after_as_of_changes_nothing(computed: tuple, tmp_path: Path) -> None:
+    base, _ = computed
     more, _ = features_of(write_csv_company(tmp_path / "more", after=True))
     assert base.keys() == more.keys()
     for cid in base:
@@ -210,7 +209,7 @@ def test_an_order_on_several_rows_counts_once(tmp_path: Path) -> None:
     assert rows["C1"]["monetary_value"] == (1200 + 0 + 35) / 3
 
 
-def test_one_row_per_order_is_detected(computed: tuple, tmp_path: Path) -> None:
+def test_one_row_per_order_is_detected(tmp_path: Path) -> None:
     project = load_project(write_csv_company(tmp_path))
     assert flows.prepare(project).one_row_per_order is True
 

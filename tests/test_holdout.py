@@ -11,7 +11,7 @@ from custval import flows
 from custval.config import load_project
 from custval.errors import CustvalError
 from custval.features.holdout import calibration_holdout
-from tests.company import write_csv_company
+from tests.factories import write_csv_company
 
 
 def test_calibration_and_holdout_by_hand(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from custval.models.purchase_counts import (
     bgnbd_probability_of_purchases,
     pnbd_probability_of_purchases,
 )
+from tests.factories import simulate_bgnbd
 
 BG = {"r": 0.5, "alpha": 4.0, "a": 0.8, "b": 2.5}
 PNBD = {"r": 0.55, "alpha": 10.6, "s": 0.61, "beta": 11.7}  # CDNOW-like (weeks)
@@ -116,14 +117,7 @@ def test_sums_to_one_and_mean_matches_model(kind, cls, params):
 
 
 def test_mean_matches_fitted_model():
-    rng = np.random.default_rng(3)
-    n = 4000
-    lam = rng.gamma(BG["r"], 1 / BG["alpha"], n)
-    p = rng.beta(BG["a"], BG["b"], n)
-    T = rng.uniform(10, 52, n)
-    events = rng.poisson(lam * T)
-    x = np.minimum(rng.geometric(p), events)
-    tx = np.where(x > 0, T * rng.beta(np.maximum(x, 1), events - x + 1), 0.0)
+    x, tx, T = simulate_bgnbd(4000, *BG.values(), seed=3, t_min=10.0, t_max=52.0)
     model = BetaGeo().fit(x, tx, T)
     probs = bgnbd_probability_of_purchases(model.params_, 52.0, np.arange(2000))
     assert float(probs @ np.arange(2000)) == pytest.approx(

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import uuid
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -16,10 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from custval import flows
-from custval.config import load_project
-from tests.company import TABLES, project_toml, rows, write_csv_company
-from tests.conftest import HttpServer
+from tests.factories import TABLES, HttpServer, feature_rows, project_toml, rows, write_csv_company
 
 
 def as_arrow(name: str) -> pa.Table:
@@ -29,15 +24,10 @@ def as_arrow(name: str) -> pa.Table:
     return pa.table(cols, schema=pa.schema([(h, pa.string()) for h in header]))
 
 
-def feature_rows(config: Path) -> list[dict]:
-    project = load_project(config)
-    table = flows.features(project, flows.prepare(project)).to_pyarrow()
-    return table.to_pylist()
-
-
-@pytest.fixture(scope="module")
-def baseline(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
-    return feature_rows(write_csv_company(tmp_path_factory.mktemp("csv")))
+@pytest.fixture
+def baseline(hand_made_features: tuple[list[dict], list]) -> list[dict]:
+    """The features of the company written as CSV files: what every other form must give."""
+    return hand_made_features[0]
 
 
 def write_config(folder: Path, uris: dict[str, str], extra: dict[str, str] | None = None) -> Path:
@@ -71,14 +61,14 @@ def typed_transactions() -> pa.Table:
     )
 
 
-def test_typed_columns(tmp_path: Path, baseline: list[dict], pg_url: str) -> None:
+def test_typed_columns(tmp_path: Path, baseline: list[dict], pg_url: str, pg_schema: str) -> None:
     """Timestamps and numbers typed in Parquet, DuckDB and PostgreSQL give the same features."""
     typed = typed_transactions()
     uris = {name: f"{name}.csv" for name in TABLES}
     write_csv_company(tmp_path)
     pq.write_table(typed, tmp_path / "tx.parquet")
     config = write_config(tmp_path, uris | {"transactions": "tx.parquet"})
-    assert feature_rows(config) == baseline
+    assert feature_rows(config)[0] == baseline
 
     con = duckdb.connect(str(tmp_path / "tx.duckdb"))
     con.execute("CREATE TABLE tx AS SELECT * FROM typed")
@@ -86,28 +76,22 @@ def test_typed_columns(tmp_path: Path, baseline: list[dict], pg_url: str) -> Non
     config = write_config(
         tmp_path, uris | {"transactions": "duckdb://tx.duckdb"}, {"transactions": 'table = "tx"'}
     )
-    assert feature_rows(config) == baseline
+    assert feature_rows(config)[0] == baseline
 
-    schema = f"custval_typed_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(pg_url, autocommit=True) as pg:
-        pg.execute(f"CREATE SCHEMA {schema}")
         pg.execute(
-            f"CREATE TABLE {schema}.tx (order_id TEXT, account_id TEXT, ts TIMESTAMP, "
+            f"CREATE TABLE {pg_schema}.tx (order_id TEXT, account_id TEXT, ts TIMESTAMP, "
             "amount NUMERIC(12, 2), category TEXT, channel TEXT)"
         )
-        with pg.cursor().copy(f"COPY {schema}.tx FROM STDIN") as copy:
+        with pg.cursor().copy(f"COPY {pg_schema}.tx FROM STDIN") as copy:
             for rec in typed.to_pylist():
                 copy.write_row(list(rec.values()))
-    try:
-        config = write_config(
-            tmp_path,
-            uris | {"transactions": pg_url},
-            {"transactions": f'table = "{schema}.tx"'},
-        )
-        assert feature_rows(config) == baseline
-    finally:
-        with psycopg.connect(pg_url, autocommit=True) as pg:
-            pg.execute(f"DROP SCHEMA {schema} CASCADE")
+    config = write_config(
+        tmp_path,
+        uris | {"transactions": pg_url},
+        {"transactions": f'table = "{pg_schema}.tx"'},
+    )
+    assert feature_rows(config)[0] == baseline
 
 
 @pytest.mark.parametrize("form", ["parquet", "jsonl"])
@@ -120,7 +104,7 @@ def test_files(tmp_path: Path, baseline: list[dict], form: str) -> None:
                 for rec in as_arrow(name).to_pylist():
                     fh.write(json.dumps(rec) + "\n")
     config = write_config(tmp_path, {name: f"{name}.{form}" for name in TABLES})
-    assert feature_rows(config) == baseline
+    assert feature_rows(config)[0] == baseline
 
 
 def test_duckdb_file(tmp_path: Path, baseline: list[dict]) -> None:
@@ -131,7 +115,7 @@ def test_duckdb_file(tmp_path: Path, baseline: list[dict]) -> None:
     con.close()
     uris = dict.fromkeys(TABLES, "duckdb://company.duckdb")
     config = write_config(tmp_path, uris, {n: f'table = "{n}"' for n in TABLES})
-    assert feature_rows(config) == baseline
+    assert feature_rows(config)[0] == baseline
 
 
 def test_sqlite_file(tmp_path: Path, baseline: list[dict]) -> None:
@@ -150,32 +134,29 @@ def test_sqlite_file(tmp_path: Path, baseline: list[dict]) -> None:
     extra = {n: f'table = "{n}"' for n in TABLES}
     extra["transactions"] = 'query = "SELECT * FROM transactions WHERE amount IS NOT NULL"'
     config = write_config(tmp_path, uris, extra)
-    assert feature_rows(config) == baseline
+    assert feature_rows(config)[0] == baseline
 
 
 @pytest.fixture
-def pg_company(pg_url: str) -> Iterator[str]:
-    schema = f"custval_test_{uuid.uuid4().hex[:10]}"
+def pg_company(pg_url: str, pg_schema: str) -> str:
+    """The company's tables, as text, in a schema of their own."""
     with psycopg.connect(pg_url, autocommit=True) as con:
-        con.execute(f"CREATE SCHEMA {schema}")
         for name in TABLES:
             header, *body = rows(name)
-            con.execute(f"CREATE TABLE {schema}.{name} ({', '.join(f'{h} TEXT' for h in header)})")
-            with con.cursor().copy(f"COPY {schema}.{name} FROM STDIN") as copy:
+            con.execute(
+                f"CREATE TABLE {pg_schema}.{name} ({', '.join(f'{h} TEXT' for h in header)})"
+            )
+            with con.cursor().copy(f"COPY {pg_schema}.{name} FROM STDIN") as copy:
                 for r in body:
                     copy.write_row([v if v != "" else None for v in r])
-    try:
-        yield schema
-    finally:
-        with psycopg.connect(pg_url, autocommit=True) as con:
-            con.execute(f"DROP SCHEMA {schema} CASCADE")
+    return pg_schema
 
 
 def test_postgresql(tmp_path: Path, baseline: list[dict], pg_url: str, pg_company: str) -> None:
     uris = dict.fromkeys(TABLES, pg_url)
     extra = {n: f'table = "{pg_company}.{n}"' for n in TABLES}
     config = write_config(tmp_path, uris, extra)
-    assert feature_rows(config) == baseline
+    assert feature_rows(config)[0] == baseline
 
 
 def test_http_api(tmp_path: Path, baseline: list[dict], http_server: HttpServer) -> None:
@@ -191,6 +172,6 @@ def test_http_api(tmp_path: Path, baseline: list[dict], http_server: HttpServer)
     extra = dict.fromkeys(TABLES, "[sources.{name}.http]\npage_size = 2")
     extra = {n: e.format(name=n) for n, e in extra.items()}
     config = write_config(tmp_path, uris, extra)
-    assert feature_rows(config) == baseline
+    assert feature_rows(config)[0] == baseline
     # 3 or 4 records a table, two a page: every table took more than one page
     assert all(http_server.hits[f"/api/{n}"] >= 2 for n in TABLES)

@@ -11,15 +11,14 @@ import pytest
 from custval import flows
 from custval.columns import SUMMARY_COLUMNS
 from custval.config import load_project
-from custval.data.synth import generate
 from custval.flows.score import long_reasons, score_clv
 from custval.models.btyd_clv import clv_models_from_json, point_clv
+from tests.factories import Companies
 
 
 @pytest.fixture(scope="module")
-def company(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("score_lib")
-    return generate(900, root / "co", seed=11, fmt="parquet").config_path
+def company(companies: Companies) -> Path:
+    return companies.shared(900, seed=11, fmt="parquet").config_path
 
 
 def test_clv_from_the_feature_table_equals_clv_from_the_transactions(company: Path) -> None:
@@ -62,9 +61,10 @@ def test_the_store_setting_is_relative_to_the_project_file_or_a_url(
 ) -> None:
     text = company.read_text()
     assert load_project(company).store == str((company.parent / "custval.duckdb").resolve())
-    moved = company.parent / "with_store.toml"
+    # the same project in another folder: its store moves with it
+    moved = tmp_path / "with_store.toml"
     moved.write_text('store = "runs/store.duckdb"\n' + text)
-    assert load_project(moved).store == str((company.parent / "runs" / "store.duckdb").resolve())
+    assert load_project(moved).store == str((tmp_path / "runs" / "store.duckdb").resolve())
     monkeypatch.setenv("CUSTVAL_SECRET_PW", "s3cret")
     moved.write_text('store = "postgresql://u:${CUSTVAL_SECRET_PW}@db:5432/x"\n' + text)
     assert load_project(moved).store == "postgresql://u:s3cret@db:5432/x"

@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
-import psycopg
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
 from custval.store import open_store
-from tests.cli import run
+from tests.factories import Companies, run, search_path_url
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from custval.data.synth import generate
-
+def trained(tmp_path_factory: pytest.TempPathFactory, companies: Companies) -> Path:
     root = tmp_path_factory.mktemp("score")
-    company = generate(1200, root / "co", seed=6, fmt="csv")
+    # the model is kept in the project's folder: a copy of its own
+    company = companies.copy(root / "co", 1200, seed=6, fmt="csv")
     done = run(
         "train",
         "-c",
@@ -92,18 +89,11 @@ def test_score_into_duckdb_and_export(trained: Path, tmp_path: Path) -> None:
         assert s.query("SELECT COUNT(*) FROM runs") == [(1,)]
 
 
-def test_score_into_postgres(trained: Path, tmp_path: Path, pg_url: str) -> None:
-    schema = f"custval_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_url, autocommit=True) as con:
-        con.execute(f"CREATE SCHEMA {schema}")
-    url = f"{pg_url}{'&' if '?' in pg_url else '?'}options=-csearch_path%3D{schema}"
-    try:
-        done = run("score", "-c", str(trained), "--store", url, cwd=tmp_path)
-        assert done.returncode == 0, done.stderr
-        check_store(url, 1200)
-    finally:
-        with psycopg.connect(pg_url, autocommit=True) as con:
-            con.execute(f"DROP SCHEMA {schema} CASCADE")
+def test_score_into_postgres(trained: Path, tmp_path: Path, pg_url: str, pg_schema: str) -> None:
+    url = search_path_url(pg_url, pg_schema)
+    done = run("score", "-c", str(trained), "--store", url, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    check_store(url, 1200)
 
 
 def test_features_that_do_not_match_the_model_write_nothing(trained: Path, tmp_path: Path) -> None:

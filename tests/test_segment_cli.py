@@ -8,12 +8,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from custval.store import open_store
-from tests.cli import run
-from tests.test_segments import planted
+from tests.factories import Companies, planted_segments, run
 
 
 def test_segment_a_customer_table(tmp_path: Path) -> None:
-    X, _ = planted(3000)
+    X, _ = planted_segments(3000)
     X.to_csv(tmp_path / "customers.csv", index=False)
     done = run(
         "segment",
@@ -47,7 +46,7 @@ def test_segment_a_customer_table(tmp_path: Path) -> None:
 
 
 def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
-    X, _ = planted(300)
+    X, _ = planted_segments(300)
     X.assign(tenure_days=7).to_csv(tmp_path / "flat.csv", index=False)
     pd_dup = X.copy()
     pd_dup.loc[5, "customer_id"] = pd_dup.loc[4, "customer_id"]
@@ -68,10 +67,9 @@ def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
         assert not (tmp_path / "out.parquet").exists()
 
 
-def test_segment_a_project_into_its_store(tmp_path: Path) -> None:
-    from custval.data.synth import generate
-
-    company = generate(1500, tmp_path / "co", seed=4, fmt="parquet")
+def test_segment_a_project_into_its_store(companies: Companies, tmp_path: Path) -> None:
+    # the store is written beside the project file: a copy of its own
+    company = companies.copy(tmp_path / "co", 1500, seed=4, fmt="parquet")
     done = run("segment", "-c", str(company.config_path), "--k", "4", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "stored (tables segments, segment_profiles)" in done.stdout
@@ -92,7 +90,7 @@ def test_segment_a_project_into_its_store(tmp_path: Path) -> None:
 def test_learn_the_segments_a_company_already_has(tmp_path: Path) -> None:
     import numpy as np
 
-    X, truth = planted(3000)
+    X, truth = planted_segments(3000)
     labels = np.array(["champions", "sleepers", "newcomers", "lost"], dtype=object)[truth]
     hidden = np.random.default_rng(2).random(len(X)) < 0.3
     X["crm_segment"] = np.where(hidden, "", labels)

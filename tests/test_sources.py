@@ -13,11 +13,9 @@ import sqlite3
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import duckdb
 import ibis
@@ -29,9 +27,7 @@ import pytest
 from custval.config import HttpOptions, SourceSpec, mask_url
 from custval.data.sources import fetch_http, open_source, stage, working_connection
 from custval.errors import SourceError
-
-if TYPE_CHECKING:
-    from conftest import HttpServer
+from tests.factories import HttpServer
 
 COLUMNS = ["tx_id", "customer_id", "amount", "quantity", "price", "ts", "channel"]
 N_ROWS = 50
@@ -136,25 +132,19 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def pg_schema(pg_url: str) -> Iterator[str]:
+def tx_schema(pg_url: str, pg_schema: str) -> str:
     """A schema of its own in the test PostgreSQL database, with the data set as ``tx``."""
-    schema = f"custval_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(pg_url, autocommit=True) as con:
-        con.execute(f'CREATE SCHEMA "{schema}"')
         con.execute(
-            f'CREATE TABLE "{schema}".tx (tx_id bigint, customer_id text, amount text, '
+            f'CREATE TABLE "{pg_schema}".tx (tx_id bigint, customer_id text, amount text, '
             "quantity bigint, price double precision, ts timestamp, channel text)"
         )
         with con.cursor() as cur:
             cur.executemany(
-                f'INSERT INTO "{schema}".tx VALUES (%s, %s, %s, %s, %s, %s, %s)',
+                f'INSERT INTO "{pg_schema}".tx VALUES (%s, %s, %s, %s, %s, %s, %s)',
                 [[r[c] for c in COLUMNS] for r in ROWS],
             )
-    try:
-        yield schema
-    finally:
-        with psycopg.connect(pg_url, autocommit=True) as con:
-            con.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    return pg_schema
 
 
 def _spec(uri: str, **kwargs: Any) -> SourceSpec:
@@ -257,9 +247,9 @@ def test_http_stops_on_an_empty_page_and_sends_headers_and_params(
 
 
 @pytest.mark.postgres
-def test_postgresql_gives_the_same_rows(pg_url: str, pg_schema: str) -> None:
+def test_postgresql_gives_the_same_rows(pg_url: str, tx_schema: str) -> None:
     con = working_connection()
-    table = open_source(_spec(pg_url, table=f"{pg_schema}.tx"), con)
+    table = open_source(_spec(pg_url, table=f"{tx_schema}.tx"), con)
     assert table.get_backend().name == "postgres"
     staged = stage(table, con, "staged_pg")
     assert staged.get_backend() is con
@@ -347,8 +337,8 @@ def test_query_on_an_embedded_database(data_dir: Path, kind: str) -> None:
 
 
 @pytest.mark.postgres
-def test_query_on_postgresql(pg_url: str, pg_schema: str) -> None:
-    table = open_source(_spec(pg_url, query=QUERY.format(table=f'"{pg_schema}".tx')))
+def test_query_on_postgresql(pg_url: str, tx_schema: str) -> None:
+    table = open_source(_spec(pg_url, query=QUERY.format(table=f'"{tx_schema}".tx')))
     con = working_connection()
     assert _text_rows(stage(table, con, "q")) == FILTERED
 
@@ -619,22 +609,22 @@ def test_unreachable_postgresql_hides_the_password() -> None:
 
 
 @pytest.mark.postgres
-def test_postgresql_missing_table_and_bad_sql(pg_url: str, pg_schema: str) -> None:
+def test_postgresql_missing_table_and_bad_sql(pg_url: str, tx_schema: str) -> None:
     _raises(
-        _spec(pg_url, table=f"{pg_schema}.orders", name="pg"),
+        _spec(pg_url, table=f"{tx_schema}.orders", name="pg"),
         "no table",
         "orders",
         "available tables: tx",
     )
-    bad = _spec(pg_url, query=f'SELECT nope FROM "{pg_schema}".tx', name="pg")
+    bad = _spec(pg_url, query=f'SELECT nope FROM "{tx_schema}".tx', name="pg")
     message = _raises(bad, "query", "failed", 'column "nope" does not exist')
     assert "ibis" not in message  # no internals of how the query was wrapped
 
 
 @pytest.mark.postgres
-def test_postgres_scheme_alias(pg_url: str, pg_schema: str) -> None:
+def test_postgres_scheme_alias(pg_url: str, tx_schema: str) -> None:
     url = pg_url.replace("postgresql://", "postgres://", 1)
-    assert open_source(_spec(url, table=f"{pg_schema}.tx")).count().execute() == N_ROWS
+    assert open_source(_spec(url, table=f"{tx_schema}.tx")).count().execute() == N_ROWS
 
 
 def test_mask_url() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 
 from custval.errors import CustvalError
 from custval.store import MIGRATIONS, open_store
+from tests.factories import search_path_url
 
 
 @pytest.fixture(params=["duckdb", "postgres"])
@@ -22,14 +22,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "duckdb":
         yield str(tmp_path / "store.duckdb")
         return
-    base = request.getfixturevalue("pg_url")
-    schema = f"custval_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(base, autocommit=True) as con:
-        con.execute(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in base else "?"
-    yield f"{base}{sep}options=-csearch_path%3D{schema}"
-    with psycopg.connect(base, autocommit=True) as con:
-        con.execute(f"DROP SCHEMA {schema} CASCADE")
+    yield search_path_url(request.getfixturevalue("pg_url"), request.getfixturevalue("pg_schema"))
 
 
 def run_tables(n: int, seed: int = 0) -> tuple[pa.Table, pa.Table]:
@@ -137,40 +130,33 @@ def test_a_failure_mid_write_leaves_nothing_and_keeps_the_previous_run(store_url
         assert store.query("SELECT COUNT(*) FROM latest_predictions") == [(1000,)]
 
 
-def test_postgres_reader_sees_old_or_new_never_half(pg_url: str) -> None:
-    schema = f"custval_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_url, autocommit=True) as con:
-        con.execute(f"CREATE SCHEMA {schema}")
-    url = f"{pg_url}{'&' if '?' in pg_url else '?'}options=-csearch_path%3D{schema}"
-    try:
-        old_pred, _ = run_tables(2000)
-        new_pred, _ = run_tables(100_000, seed=3)
-        with open_store(url) as store:
-            store.write_run(kind="score", predictions=old_pred)
-            seen: list[int] = []
-            writing = threading.Event()
-            done = threading.Event()
+def test_postgres_reader_sees_old_or_new_never_half(pg_url: str, pg_schema: str) -> None:
+    url = search_path_url(pg_url, pg_schema)
+    old_pred, _ = run_tables(2000)
+    new_pred, _ = run_tables(100_000, seed=3)
+    with open_store(url) as store:
+        store.write_run(kind="score", predictions=old_pred)
+        seen: list[int] = []
+        writing = threading.Event()
+        done = threading.Event()
 
-            def read() -> None:
-                with psycopg.connect(url, autocommit=True) as reader:
-                    writing.wait(10)
-                    while not done.is_set():
-                        seen.append(
-                            reader.execute("SELECT COUNT(*) FROM latest_predictions").fetchone()[0]
-                        )
+        def read() -> None:
+            with psycopg.connect(url, autocommit=True) as reader:
+                writing.wait(10)
+                while not done.is_set():
+                    seen.append(
+                        reader.execute("SELECT COUNT(*) FROM latest_predictions").fetchone()[0]
+                    )
 
-            t = threading.Thread(target=read)
-            t.start()
-            writing.set()
-            store.write_run(kind="score", predictions=new_pred)
-            done.set()
-            t.join(30)
-            seen.append(store.query("SELECT COUNT(*) FROM latest_predictions")[0][0])
-        assert len(seen) > 2
-        assert set(seen) <= {2000, 100_000} and seen[-1] == 100_000
-    finally:
-        with psycopg.connect(pg_url, autocommit=True) as con:
-            con.execute(f"DROP SCHEMA {schema} CASCADE")
+        t = threading.Thread(target=read)
+        t.start()
+        writing.set()
+        store.write_run(kind="score", predictions=new_pred)
+        done.set()
+        t.join(30)
+        seen.append(store.query("SELECT COUNT(*) FROM latest_predictions")[0][0])
+    assert len(seen) > 2
+    assert set(seen) <= {2000, 100_000} and seen[-1] == 100_000
 
 
 def test_unreachable_store_is_a_clear_error() -> None:

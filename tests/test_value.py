@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy.special import expit
 
-from custval.errors import CustvalError
+from custval.errors import CustvalError, FitError
 from custval.models.candidates import CANDIDATES, make_candidate
 from custval.models.encoding import infer_schema
 from custval.models.explain import importance, reasons, value_profile
@@ -17,36 +17,7 @@ from custval.models.value import (
     classification_metrics,
     derive_value_label,
 )
-
-
-def customers(n: int, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
-    """Customers whose chance of high value rises with frequency and falls with recency days,
-    with a plan (categorical) that matters, a noise column and missing values."""
-    rng = np.random.default_rng(seed)
-    freq = rng.poisson(3, n).astype(float)
-    days = rng.exponential(60, n).round()
-    plan = rng.choice(["free", "basic", "premium"], n, p=[0.5, 0.3, 0.2])
-    region = rng.choice(["north", "south", "east"], n)
-    noise = rng.normal(size=n)
-    score = (
-        -1.0
-        + 0.6 * freq
-        - 0.02 * days
-        + np.select([plan == "premium", plan == "basic"], [1.5, 0.5], 0.0)
-    )
-    y = (rng.random(n) < expit(score)).astype(float)
-    days_with_gaps = days.copy()
-    days_with_gaps[rng.random(n) < 0.05] = np.nan
-    X = pd.DataFrame(
-        {
-            "frequency": freq,
-            "days_since_last": days_with_gaps,
-            "plan": plan,
-            "region": region,
-            "noise": noise,
-        }
-    )
-    return X, y
+from tests.factories import value_customers as customers
 
 
 @pytest.fixture(scope="module")
@@ -124,13 +95,14 @@ def test_column_order_unseen_categories_and_missing_columns(fitted) -> None:
 
 def test_bad_labels_and_too_little_data() -> None:
     X, y = customers(200)
-    with pytest.raises(CustvalError, match="one class only"):
+    # the data do not determine a classifier: FitError; malformed labels: CustvalError
+    with pytest.raises(FitError, match="one class only"):
         ValueClassifier(folds=3).fit(X, np.zeros(200))
-    with pytest.raises(CustvalError, match="40 customers are too few"):
+    with pytest.raises(FitError, match="40 customers are too few"):
         ValueClassifier(folds=3).fit(X.head(40), y[:40])
     assert binary_label(["Yes", "no", " YES "]).tolist() == [1.0, 0.0, 1.0]
     assert binary_label(["gold", "silver", "gold"], "gold").tolist() == [1.0, 0.0, 1.0]
-    with pytest.raises(CustvalError, match="every row's label is 'no'"):
+    with pytest.raises(FitError, match="every row's label is 'no'"):
         binary_label(["No", "No"])
     with pytest.raises(CustvalError, match="cannot tell which label value means high"):
         binary_label(["gold", "silver"])
@@ -146,6 +118,12 @@ def test_bad_labels_and_too_little_data() -> None:
     assert binary_label([2, 5, 5], 5).tolist() == [0.0, 1.0, 1.0]
     v = np.arange(100.0)
     assert derive_value_label(v, 0.2).sum() == 20
+    with pytest.raises(FitError, match="40 customers are too few for a value label"):
+        derive_value_label(v[:40])
+    with pytest.raises(FitError, match="does not separate customers"):
+        derive_value_label(np.zeros(100))
+    with pytest.raises(CustvalError, match="top_share must lie between 0 and 1"):
+        derive_value_label(v, 1.5)
 
 
 def test_reasons_importance_and_profile(fitted) -> None:
@@ -217,7 +195,7 @@ def test_guards_time_split_and_neutral_unseen_categories() -> None:
     X, y = customers(400, seed=5)
     few = y.copy()
     few[np.flatnonzero(few == 1)[6:]] = 0  # six positives, five folds
-    with pytest.raises(CustvalError, match="the rarer class has 6 customers"):
+    with pytest.raises(FitError, match="the rarer class has 6 customers"):
         ValueClassifier(folds=5).fit(X, few)
     # the earlier period lacks a feature that appeared later: it is missing there, no error
     clf = ValueClassifier(("logistic", "lightgbm"), folds=3).fit(

@@ -8,13 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.cli import run
-from tests.test_value import customers
+from tests.factories import Companies, run, value_customers
 
 
 @pytest.fixture(scope="module")
 def table(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    X, y = customers(600, seed=3)
+    X, y = value_customers(600, seed=3)
     X.insert(0, "account", [f"A{i:05d}" for i in range(len(X))])
     X["high_value"] = np.where(y == 1, "yes", "no")
     path = tmp_path_factory.mktemp("value") / "customers.csv"
@@ -61,10 +60,9 @@ def test_evaluate_bad_input_is_a_clear_error(table: Path) -> None:
     assert missing.returncode == 2 and "does not exist" in missing.stderr
 
 
-def test_train_then_predict_on_a_project(tmp_path: Path) -> None:
-    from custval.data.synth import generate
-
-    company = generate(1500, tmp_path / "co", seed=4, fmt="csv")
+def test_train_then_predict_on_a_project(companies: Companies, tmp_path: Path) -> None:
+    # the model is kept in the project's folder: a copy of its own
+    company = companies.copy(tmp_path / "co", 1500, seed=4, fmt="csv")
     config = company.config_path
     done = run(
         "train",
