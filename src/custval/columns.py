@@ -8,8 +8,10 @@ from __future__ import annotations
 
 __all__ = [
     "BTYD_OUTPUTS",
+    "CLV_INTERVAL",
     "HYBRID_COLUMNS",
     "HYBRID_DESCRIPTIONS",
+    "HYBRID_SOURCES",
     "SCORED_CLV",
     "SUMMARY_COLUMNS",
 ]
@@ -38,8 +40,18 @@ SCORED_CLV = {
     "expected_spend": "expected_spend",
 }
 
+#: the CLV and its interval: what a machine-learned CLV method gives
+CLV_INTERVAL = ("clv", "clv_lower", "clv_upper")
+
 #: the columns the hybrid CLV adds from the BTYD model, over the training window
 HYBRID_COLUMNS = ("btyd_spend", "btyd_p_alive", "btyd_purchases")
+
+#: each hybrid column and the scored BTYD column it is (:data:`SCORED_CLV`), over the window
+HYBRID_SOURCES = {
+    "btyd_spend": "clv_expected",
+    "btyd_p_alive": "p_alive",
+    "btyd_purchases": "expected_purchases",
+}
 
 #: how the reasons of a hybrid CLV name them
 HYBRID_DESCRIPTIONS = {

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from custval.columns import SUMMARY_COLUMNS
+from custval.columns import SCORED_CLV, SUMMARY_COLUMNS
 from custval.config import Project
 from custval.errors import CustvalError, FitError
 from custval.features.holdout import btyd_summary_table, tracking_times
@@ -201,14 +201,7 @@ def btyd_columns(
         cols = {k: c.column(k).to_numpy() for k in c.column_names}
         cols = {k: v[at[where].astype(np.int64)] for k, v in cols.items()}
     out = {}
-    for src, dst in (
-        ("clv", "clv_expected"),
-        ("clv_lower", "clv_lower"),
-        ("clv_upper", "clv_upper"),
-        ("p_alive", "p_alive"),
-        ("expected_purchases", "expected_purchases"),
-        ("expected_spend", "expected_spend"),
-    ):
+    for src, dst in SCORED_CLV.items():
         full = np.full(n, np.nan)
         if src in cols:
             full[where] = cols[src]

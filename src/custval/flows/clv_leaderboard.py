@@ -54,7 +54,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from custval.columns import HYBRID_COLUMNS, HYBRID_DESCRIPTIONS, SUMMARY_COLUMNS
+from custval.columns import (
+    HYBRID_COLUMNS,
+    HYBRID_DESCRIPTIONS,
+    HYBRID_SOURCES,
+    SCORED_CLV,
+    SUMMARY_COLUMNS,
+)
 from custval.config import Project
 from custval.errors import CustvalError, FitError
 from custval.features.transactions import UNIT_DAYS
@@ -443,10 +449,9 @@ def _add_btyd(
     except FitError:
         # too few customers yet at an early cutoff to determine the model: the trees learn
         # those rows without its outputs (missing values), from the features alone
-        cols = dict.fromkeys(("clv_expected", "p_alive", "expected_purchases"), np.nan)
-    table["btyd_spend"] = cols["clv_expected"]
-    table["btyd_p_alive"] = cols["p_alive"]
-    table["btyd_purchases"] = cols["expected_purchases"]
+        cols = dict.fromkeys(HYBRID_SOURCES.values(), np.nan)
+    for column, source in HYBRID_SOURCES.items():
+        table[column] = cols[source]
     return models
 
 
@@ -562,7 +567,7 @@ def _btyd_spend(job: _Job, scene: _Scene) -> tuple[np.ndarray, np.ndarray, np.nd
             as_of=scene.when,
         )
     # customers without a purchase: the BTYD model says nothing, 0 in the leaderboard
-    mid = np.nan_to_num(cols["clv_expected"], nan=0.0, posinf=0.0)
+    mid = np.nan_to_num(cols[SCORED_CLV["clv"]], nan=0.0, posinf=0.0)
     bounds = [np.where(np.isfinite(cols[c]), cols[c], mid) for c in ("clv_lower", "clv_upper")]
     return mid, bounds[0], bounds[1]
 

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from custval.columns import CLV_INTERVAL, SCORED_CLV
 from custval.config import Project
 from custval.errors import CustvalError, FitError
 from custval.flows.clv import btyd_columns, clv_settings
@@ -214,8 +215,8 @@ def _score_segments(
 
     wanted = list(model["preparation"]["features"])
     frame = table.copy()
-    if "clv_expected" in preds:
-        frame["clv"] = preds["clv_expected"]
+    if SCORED_CLV["clv"] in preds:
+        frame["clv"] = preds[SCORED_CLV["clv"]]
     missing = [f for f in wanted if f not in frame.columns]
     if missing:
         return (
@@ -282,12 +283,8 @@ def score_clv(
     )
     found = board.predictions.set_index("customer_id")
     ids = table["customer_id"].astype(str).to_numpy()
-    for src, dst in (
-        ("clv", "clv_expected"),
-        ("clv_lower", "clv_lower"),
-        ("clv_upper", "clv_upper"),
-    ):
-        cols[dst] = found[src].reindex(ids).to_numpy(dtype=np.float64)
+    for src in CLV_INTERVAL:
+        cols[SCORED_CLV[src]] = found[src].reindex(ids).to_numpy(dtype=np.float64)
     models["method"] = board.chosen
     models["leaderboard"] = board.leaderboard.to_dict("records")
     models["evaluation"] = board.evaluation

@@ -13,6 +13,7 @@ import pandas as pd
 import pyarrow as pa
 from sklearn.model_selection import train_test_split
 
+from custval.columns import SCORED_CLV
 from custval.config import Project
 from custval.errors import CustvalError
 from custval.flows.prepare import Prepared, features
@@ -67,7 +68,7 @@ def segment_features(project: Project, prepared: Prepared) -> Any:
     table = features(project, prepared).to_pyarrow().to_pandas()
     if "transactions" in prepared.tables:
         clv_columns, _, _ = score_clv(project, prepared, table)
-        table["clv"] = clv_columns["clv_expected"]
+        table["clv"] = clv_columns[SCORED_CLV["clv"]]
     return table
 
 
