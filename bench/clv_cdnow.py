@@ -35,7 +35,7 @@ import pandas as pd
 
 from custval import flows
 from custval.config import project_from_dict
-from custval.flows.clv_leaderboard import clv_leaderboard
+from custval.flows.leaderboard import clv_leaderboard
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "cdnow" / "CDNOW_master.txt"
 

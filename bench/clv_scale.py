@@ -2,7 +2,7 @@
 
 Data: a generated company of ``--customers`` (default 1,000,000; about 10M transactions, with
 profiles, products, web and product usage) in Parquet under ``bench/.data/clv`` (made once and
-reused; not timed). Timed: ``custval.flows.clv_leaderboard.clv_leaderboard`` with the holdout the
+reused; not timed). Timed: ``custval.flows.leaderboard.clv_leaderboard`` with the holdout the
 last year of the data, as ``custval clv -c custval.toml --method auto --calibration-end ...
 --holdout-end ...`` runs it: reading, checking and cleaning the sources, features at the four
 training cutoffs and at the evaluation date, the BTYD fits (one per cutoff for the hybrid's
@@ -39,7 +39,7 @@ def main() -> int:
     from custval import flows
     from custval.config import load_project
     from custval.data.synth import generate
-    from custval.flows.clv_leaderboard import clv_leaderboard
+    from custval.flows.leaderboard import clv_leaderboard
 
     folder = HERE / ".data" / "clv" / str(args.customers)
     config = folder / "custval.toml"

@@ -2,7 +2,7 @@
 
 Data: a generated company of ``--customers`` (default 1,000,000) in Parquet under
 ``bench/.data/score`` (made once and reused). A value model is trained on it once (selection on
-a 100,000-customer sample, refit on all; not timed). Then ``custval.flows.score`` is timed,
+a 100,000-customer sample, refit on all; not timed). Then ``custval.flows.scoring`` is timed,
 as ``custval score`` runs it: reading, checking and cleaning the six sources, features at the
 as-of date, value probability, class and top-3 reasons, CLV with its 90% interval and P(alive)
 from BG/NBD and Gamma-Gamma, all written as one run, into the DuckDB file and, when

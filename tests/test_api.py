@@ -586,7 +586,7 @@ def test_every_worker_follows_a_model_switch(trained: Trained) -> None:
 
 
 def test_segment_endpoint_places_customers_as_the_stored_run(trained: Trained, start: Any) -> None:
-    from custval.flows.segment import store_segments
+    from custval.flows.segmentation import store_segments
 
     project = load_project(trained.config)
     table = flows.segment_features(project, flows.prepare(project))

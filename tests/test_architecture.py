@@ -4,6 +4,7 @@ modules, short functions and a public face that resolves (docs/architecture.md).
 from __future__ import annotations
 
 import ast
+import importlib
 import re
 import subprocess
 import sys
@@ -160,6 +161,29 @@ def test_the_architecture_page_names_every_module() -> None:
     }
     named = set(re.findall(r"`([a-z_]+(?:/[a-z_]+)*\.py)`", page))
     assert sorted(modules - named) == []
-    # a path is the package's (flows/score.py), or from src/ or the repository's root
+    # a path is the package's (flows/scoring.py), or from src/ or the repository's root
     roots = (SRC, SRC.parent, ROOT)
     assert sorted(n for n in named if not any((r / n).exists() for r in roots)) == []
+
+
+@pytest.mark.parametrize("package", ["custval", "custval.flows"])
+def test_lazy_names_are_not_shadowed_by_modules(package: str) -> None:
+    """A package that loads its names lazily must not have a module of the same name: once
+    imported, the module would replace the function (`flows.score` would stop being callable)."""
+    module = importlib.import_module(package)
+    folder = Path(module.__file__).parent
+    own = {p.stem for p in folder.glob("*.py")} | {p.name for p in folder.iterdir() if p.is_dir()}
+    assert sorted(own & set(module.__all__)) == []
+    for name in module.__all__:
+        assert getattr(module, name) is not None
+
+
+def test_a_flow_loads_only_what_it_runs() -> None:
+    """`flows.prepare` does not load the machine learning behind the leaderboard."""
+    code = (
+        "import sys; from custval import flows; flows.prepare; "
+        "print(sorted(m for m in ('lightgbm', 'sklearn', 'custval.flows.leaderboard') "
+        "if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -126,7 +126,7 @@ def test_metrics_deciles_and_the_choice() -> None:
 def test_the_leaderboard_on_a_generated_company(companies: Companies) -> None:
     from custval import flows
     from custval.config import load_project
-    from custval.flows.clv_leaderboard import clv_leaderboard
+    from custval.flows.leaderboard import clv_leaderboard
 
     # 5,000 generated, about 3,000 known a year before the end: fewer leave the trees too
     # little to learn the profile's part from
@@ -158,7 +158,7 @@ def test_the_leaderboard_on_a_generated_company(companies: Companies) -> None:
 def test_a_history_too_short_for_the_horizon(tmp_path: Path) -> None:
     from custval import flows
     from custval.config import project_from_dict
-    from custval.flows.clv_leaderboard import clv_leaderboard
+    from custval.flows.leaderboard import clv_leaderboard
 
     rows = ["customer_id,timestamp,amount"]
     rows += [f"c{i},2024-01-{1 + i % 20:02d},{10 + i}" for i in range(60)]
@@ -214,7 +214,7 @@ def test_a_customer_with_only_refunds_is_worth_nothing_not_less(tmp_path: Path) 
     from datetime import date
 
     from custval import flows
-    from custval.flows.clv_leaderboard import clv_leaderboard
+    from custval.flows.leaderboard import clv_leaderboard
 
     project = shop_project(small_shop(tmp_path, repeat=True), "2024-07-01")
     prepared = flows.prepare(project)
@@ -260,7 +260,7 @@ def test_too_few_held_out_customers_for_the_intervals() -> None:
 
 
 def test_a_category_first_seen_later_is_a_zero_share_earlier() -> None:
-    from custval.flows.clv_leaderboard import _aligned
+    from custval.flows.leaderboard import _aligned
 
     early = pd.DataFrame({"customer_id": ["a"], "orders": [2.0]})
     late = pd.DataFrame({"customer_id": ["b"], "orders": [1.0], "share_spend_vinyl": [0.4]})
@@ -269,7 +269,7 @@ def test_a_category_first_seen_later_is_a_zero_share_earlier() -> None:
 
 
 def test_a_short_window_is_carried_to_the_horizon_along_the_bgnbd_curve() -> None:
-    from custval.flows.clv_leaderboard import Windows, _carry
+    from custval.flows.leaderboard import Windows, _carry
 
     x, tx, t = simulate_bgnbd(4000, 0.25, 4.0, 0.8, 2.5, seed=3, t_max=39.0)
     at = pd.DataFrame({"customer_id": np.arange(4000), "frequency": x, "recency": tx, "T": t})
@@ -322,7 +322,7 @@ def test_the_served_clv_is_the_leaderboard_s(tmp_path: Path) -> None:
     from datetime import date
 
     from custval import flows
-    from custval.flows.clv_leaderboard import _customers, clv_leaderboard
+    from custval.flows.leaderboard import _customers, clv_leaderboard
     from custval.models.clv_serving import ServedClv
 
     project = shop_project(small_shop(tmp_path, repeat=True, n=1500), "2023-10-01")

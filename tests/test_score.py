@@ -11,7 +11,7 @@ import pytest
 from custval import flows
 from custval.columns import SUMMARY_COLUMNS
 from custval.config import load_project
-from custval.flows.score import long_reasons, score_clv
+from custval.flows.scoring import long_reasons, score_clv
 from custval.models.btyd_clv import clv_models_from_json, point_clv
 from tests.factories import Companies
 

@@ -158,7 +158,7 @@ def test_score_places_customers_in_the_latest_segmentation(trained: Path, tmp_pa
 def test_a_segmentation_of_other_features_leaves_segments_empty() -> None:
     import pandas as pd
 
-    from custval.flows.score import _score_segments
+    from custval.flows.scoring import _score_segments
 
     model = {"preparation": {"features": ["orders", "nps"]}, "centers": [[0.0]], "names": {}}
     run_id, names, note = _score_segments(pd.DataFrame({"orders": [1.0]}), {}, "r1", model)

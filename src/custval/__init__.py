@@ -9,7 +9,7 @@ so that ``import custval`` (and the command line's start) stays fast:
 >>> prepared = custval.prepare(project)  # validate, clean, link  # doctest: +SKIP
 >>> table = custval.feature_table(project, prepared).to_pyarrow()  # doctest: +SKIP
 
-``feature_table`` is :func:`custval.flows.prepare.features`: ``custval.features`` is the
+``feature_table`` is :func:`custval.flows.preparation.features`: ``custval.features`` is the
 subpackage that defines the features. The layers behind these names are described in
 docs/architecture.md.
 """
@@ -24,8 +24,8 @@ from custval.version import __version__
 #: each public name and the module that owns it
 _OWNERS = {
     "load_project": "custval.config",
-    "prepare": "custval.flows.prepare",
-    "feature_table": "custval.flows.prepare",
+    "prepare": "custval.flows.preparation",
+    "feature_table": "custval.flows.preparation",
     "btyd_summary": "custval.features.summary",
     "calibration_holdout": "custval.features.holdout",
     "BetaGeo": "custval.models.btyd",
@@ -86,8 +86,8 @@ if TYPE_CHECKING:  # for type checkers and editors only; at run time the names l
     from custval.errors import CustvalError, FitError
     from custval.features.holdout import calibration_holdout
     from custval.features.summary import btyd_summary
-    from custval.flows.prepare import features as feature_table
-    from custval.flows.prepare import prepare
+    from custval.flows.preparation import features as feature_table
+    from custval.flows.preparation import prepare
     from custval.models.btyd import BetaGeo, GammaGamma, ModifiedBetaGeo, ParetoNBD
     from custval.models.btyd_discrete import BetaGeoBetaBinom, ShiftedBetaGeometric
     from custval.models.clv import clv_interval

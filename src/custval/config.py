@@ -178,7 +178,7 @@ class ClvOptions(_Strict):
     """How ``custval score`` predicts CLV: ``method`` btyd (BG/NBD and Gamma-Gamma), ml (the
     best of LightGBM, random forest and neural network on the features), hybrid (LightGBM on
     the features and the BTYD outputs) or auto (the leaderboard's pick; see
-    :mod:`custval.flows.clv_leaderboard`); over ``horizon`` time units (default: a year), discounted
+    :mod:`custval.flows.leaderboard`); over ``horizon`` time units (default: a year), discounted
     at ``discount_per_year``."""
 
     method: ClvMethod = "btyd"

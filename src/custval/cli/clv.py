@@ -237,7 +237,7 @@ def _settings(
     horizon: float | None,
     discount: float | None,
 ) -> ClvSettings:
-    from custval.flows.clv import ONE_YEAR, clv_settings
+    from custval.flows.customer_base import ONE_YEAR, clv_settings
 
     # with a project, what is not given on the command line is the project's, so that the
     # leaderboard shown is judged as 'custval score' will then predict

@@ -36,7 +36,7 @@ def run(
     """Run the leaderboard, write the per-customer predictions, return the JSON summary."""
     import pyarrow as pa
 
-    from custval.flows.clv_leaderboard import METHOD_CANDIDATES, clv_leaderboard
+    from custval.flows.leaderboard import METHOD_CANDIDATES, clv_leaderboard
 
     board = clv_leaderboard(
         project,

@@ -1,34 +1,48 @@
 """The use cases: what the command line, the service and a notebook ask custval to do, each one
 function of a project and what came before it.
 
-* :mod:`.prepare`: open, validate, clean and link the sources; the feature table;
-* :mod:`.clv`: the customer-base (BTYD) CLV of a project;
-* :mod:`.clv_leaderboard`: BTYD, machine-learned and hybrid CLV judged side by side;
+* :mod:`.preparation`: open, validate, clean and link the sources; the feature table;
+* :mod:`.customer_base`: the customer-base (BTYD) CLV of a project;
+* :mod:`.leaderboard`: BTYD, machine-learned and hybrid CLV judged side by side;
 * :mod:`.value`: train the high/low value classifier;
-* :mod:`.score`: score every customer into the store;
-* :mod:`.segment`: segment customers and store the segmentation.
+* :mod:`.scoring`: score every customer into the store;
+* :mod:`.segmentation`: segment customers and store the segmentation.
+
+The functions below load their module on first use (``flows.prepare(project)`` loads the
+preparation alone, not the machine learning behind the leaderboard), so that a command pays
+only for what it runs. The modules are named for what they do and the functions for what they
+are asked: a module named like a function it exports would shadow that function once
+imported.
 """
 
-from custval.flows.clv import ClvResult, clv
-from custval.flows.clv_leaderboard import ClvBoard, clv_leaderboard
-from custval.flows.prepare import (
-    Prepared,
-    features,
-    open_all,
-    prepare,
-    validate,
-    write_features,
-)
-from custval.flows.score import ScoreResult, score
-from custval.flows.segment import (
-    LabelledSegments,
-    SegmentResult,
-    assign_labelled_segments,
-    segment_features,
-    segment_table,
-    store_segments,
-)
-from custval.flows.value import ValueTraining, train_value
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+#: each use case and the module that owns it
+_OWNERS = {
+    "Prepared": "preparation",
+    "prepare": "preparation",
+    "validate": "preparation",
+    "open_all": "preparation",
+    "features": "preparation",
+    "write_features": "preparation",
+    "ClvResult": "customer_base",
+    "clv": "customer_base",
+    "ClvBoard": "leaderboard",
+    "clv_leaderboard": "leaderboard",
+    "ValueTraining": "value",
+    "train_value": "value",
+    "ScoreResult": "scoring",
+    "score": "scoring",
+    "SegmentResult": "segmentation",
+    "LabelledSegments": "segmentation",
+    "segment_features": "segmentation",
+    "segment_table": "segmentation",
+    "assign_labelled_segments": "segmentation",
+    "store_segments": "segmentation",
+}
 
 __all__ = [
     "ClvBoard",
@@ -52,3 +66,39 @@ __all__ = [
     "validate",
     "write_features",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    owner = _OWNERS.get(name)
+    if owner is None:
+        raise AttributeError(f"module 'custval.flows' has no attribute '{name}'")
+    value = getattr(importlib.import_module(f"custval.flows.{owner}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # for type checkers and editors; at run time the names load lazily
+    from custval.flows.customer_base import ClvResult, clv
+    from custval.flows.leaderboard import ClvBoard, clv_leaderboard
+    from custval.flows.preparation import (
+        Prepared,
+        features,
+        open_all,
+        prepare,
+        validate,
+        write_features,
+    )
+    from custval.flows.scoring import ScoreResult, score
+    from custval.flows.segmentation import (
+        LabelledSegments,
+        SegmentResult,
+        assign_labelled_segments,
+        segment_features,
+        segment_table,
+        store_segments,
+    )
+    from custval.flows.value import ValueTraining, train_value

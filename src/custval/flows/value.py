@@ -14,7 +14,7 @@ import pandas as pd
 
 from custval.config import Project
 from custval.errors import CustvalError, FitError
-from custval.flows.prepare import Prepared, features, first_purchase, future_spend, prepare
+from custval.flows.preparation import Prepared, features, first_purchase, future_spend, prepare
 from custval.models.explain import importance, value_profile
 from custval.models.value import ValueClassifier, binary_label, derive_value_label
 from custval.store.bundles import data_fingerprint, save_bundle

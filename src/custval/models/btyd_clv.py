@@ -1,7 +1,7 @@
 """The customer-base CLV: a purchase model and Gamma-Gamma fitted on a BTYD summary, each
 customer's P(alive), purchases, spend and discounted CLV, and the models as JSON parameters.
 
-Pure maths on arrays: the flows (:mod:`custval.flows.clv`) bring the summary, the service
+Pure maths on arrays: the flows (:mod:`custval.flows.customer_base`) bring the summary, the service
 (:mod:`custval.api`) the parameters a run stored.
 """
 

@@ -1,6 +1,6 @@
 """The machine-learned CLV a scoring run chose, as the store keeps it and the service uses it.
 
-A scoring run with ``[clv] method`` other than ``btyd`` (:func:`custval.flows.score.score`) keeps
+A scoring run with ``[clv] method`` other than ``btyd`` (:func:`custval.flows.scoring.score`) keeps
 the chosen model with the run: the spend model's file (LightGBM text or skops) in the store's
 ``run_files`` and, in the run's ``clv_models`` JSON under ``spend_model``, its description
 (:meth:`custval.models.clv_ml.SpendRegressor.dumps`) and how its spend over the training window

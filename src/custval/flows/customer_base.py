@@ -19,7 +19,7 @@ from custval.config import Project
 from custval.errors import CustvalError, FitError
 from custval.features.holdout import btyd_summary_table, tracking_times
 from custval.features.transactions import UNIT_DAYS
-from custval.flows.prepare import Prepared
+from custval.flows.preparation import Prepared
 from custval.models.btyd_clv import PURCHASE_MODELS, btyd_predictions, clv_models_json
 from custval.models.evaluation import compare_models, holdout_errors, tracking_table
 

@@ -16,8 +16,8 @@ from sklearn.model_selection import train_test_split
 from custval.columns import SCORED_CLV
 from custval.config import Project
 from custval.errors import CustvalError
-from custval.flows.prepare import Prepared, features
-from custval.flows.score import score_clv
+from custval.flows.preparation import Prepared, features
+from custval.flows.scoring import score_clv
 from custval.models.segment_assign import SegmentAssigner
 from custval.models.segments import (
     RFM_SEGMENTS,

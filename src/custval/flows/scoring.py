@@ -17,9 +17,9 @@ import pyarrow as pa
 from custval.columns import CLV_INTERVAL, SCORED_CLV
 from custval.config import Project
 from custval.errors import CustvalError, FitError
-from custval.flows.clv import btyd_columns, clv_settings
-from custval.flows.clv_leaderboard import METHOD_CANDIDATES, clv_leaderboard
-from custval.flows.prepare import Prepared, features, prepare
+from custval.flows.customer_base import btyd_columns, clv_settings
+from custval.flows.leaderboard import METHOD_CANDIDATES, clv_leaderboard
+from custval.flows.preparation import Prepared, features, prepare
 from custval.models.clv_serving import FILE_NAME
 from custval.models.explain import importance, reasons
 from custval.models.segments import assign_nearest
@@ -249,7 +249,7 @@ def score_clv(
 
     P(alive) and the expected purchases always come from the BTYD model. With ``[clv] method``
     other than btyd the CLV and its interval come from the method the leaderboard chose
-    (:func:`custval.flows.clv_leaderboard.clv_leaderboard`), for every customer of the table (those
+    (:func:`custval.flows.leaderboard.clv_leaderboard`), for every customer of the table (those
     without a purchase too); the models' JSON then says which (``method``), keeps the
     leaderboard and, for a machine-learned choice, the model's description and how it becomes
     the CLV (``spend_model``, :mod:`custval.models.clv_serving`), whose file the run keeps; the

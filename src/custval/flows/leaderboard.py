@@ -64,8 +64,8 @@ from custval.columns import (
 from custval.config import Project
 from custval.errors import CustvalError, FitError
 from custval.features.transactions import UNIT_DAYS
-from custval.flows.clv import ONE_YEAR, btyd_columns
-from custval.flows.prepare import Prepared, features, first_purchase, future_spend
+from custval.flows.customer_base import ONE_YEAR, btyd_columns
+from custval.flows.preparation import Prepared, features, first_purchase, future_spend
 from custval.models.btyd import BetaGeo
 from custval.models.clv_ml import SpendRegressor, choose, clv_metrics, decile_table
 from custval.models.clv_serving import carry_factor, serving_spec
