@@ -41,12 +41,13 @@ def test_other_algorithms_find_the_planted_segments(algorithm: str) -> None:
 
 
 @pytest.mark.parametrize("algorithm", ["kmeans", "hierarchical", "hdbscan", "gmm"])
-def test_predict_on_the_training_rows_gives_their_labels(algorithm: str) -> None:
+@pytest.mark.parametrize("sample_size", [1000, 5000])
+def test_predict_on_the_training_rows_gives_their_labels(algorithm: str, sample_size: int) -> None:
     # the stability check refits on bootstrap resamples: none of those fits may stay behind.
-    # The sample is smaller than the table, so Ward and HDBSCAN place every row as predict
-    # does (the nearest centroid); HDBSCAN's noise is not assigned to new customers.
+    # Ward and HDBSCAN run on a sample (5,000: the whole table) and then place every row as
+    # predict does, at the nearest centroid; HDBSCAN's noise is not assigned to new customers.
     X, _ = planted(3000)
-    seg = Segmenter(algorithm, 4, sample_size=1000, bootstrap=2).fit(X)
+    seg = Segmenter(algorithm, 4, sample_size=sample_size, bootstrap=2).fit(X)
     found = seg.labels_ >= 0
     assert found.mean() > 0.5
     mismatched = int((seg.predict(X)[found] != seg.labels_[found]).sum())

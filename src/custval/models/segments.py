@@ -362,16 +362,16 @@ class Segmenter(Estimator):
         sample: npt.NDArray[np.int64],
         tree: Array | None = None,
     ) -> _Clustering:
-        if self.algorithm in ("hierarchical", "hdbscan") and Z.shape[0] > Zs.shape[0]:
-            # on a sample, then every customer to the nearest centroid: Ward and HDBSCAN are
-            # quadratic in the rows
+        if self.algorithm in ("hierarchical", "hdbscan"):
+            # on a sample (Ward and HDBSCAN are quadratic in the rows; a small table is its own
+            # sample), then every customer to the nearest centroid, as predict and the service
+            # place them: a segment is its centre, whichever rows found it
             on_sample = self._fit_labels(Zs, k, self.seed, tree)
             labels = _nearest(Z, on_sample.centers)
             if self.algorithm == "hdbscan":
                 # noise stays noise where it was found; elsewhere the nearest segment
                 labels[sample[on_sample.labels < 0]] = -1
             return _Clustering(labels, on_sample.centers)
-        # here Z is the whole sample: the same rows as Zs, so the same Ward tree
         found = self._fit_labels(Z, k, self.seed, tree)
         if self.algorithm == "kmeans":
             return _Clustering(*_order_by_size(found.labels, found.centers))
