@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from tests.factories import run
+
 
 def test_demo_runs_the_whole_path(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    done = subprocess.run(
-        [sys.executable, "-m", "custval", "demo", "-n", "1500", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    done = run("demo", "-n", "1500", "--out", str(out), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     features = pq.read_table(out / "features.parquet")
     assert features.num_rows == 1500
