@@ -13,6 +13,7 @@ import math
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -86,6 +87,117 @@ ConfigOpt = Annotated[
 SeedOpt = Annotated[int, typer.Option(help="Random seed.")]
 TopKOpt = Annotated[int, typer.Option(help="Reasons per customer.", min=1)]
 JsonSummaryOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary.")]
+
+# how a table file is read: the same flags on every command that reads one (clv -t, evaluate,
+# train --data, segment --data, predict, quickstart), shown under one heading in --help
+FILE_PANEL = "Reading the file"
+DelimiterOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--delimiter",
+        help="Field separator of a text file: a character, 'tab', or 'whitespace' for runs of "
+        "blanks (default: detected).",
+        rich_help_panel=FILE_PANEL,
+    ),
+]
+DecimalOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--decimal",
+        help="Decimal mark of the numbers: '.' or ',' (default: detected when the file leaves "
+        "no doubt, else an error asks for this flag).",
+        rich_help_panel=FILE_PANEL,
+    ),
+]
+EncodingOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--encoding",
+        help="Text encoding: utf-8, cp1252 or latin-1 (default: UTF-8, else cp1252 when "
+        "detected, with a note).",
+        rich_help_panel=FILE_PANEL,
+    ),
+]
+NoHeaderOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-header",
+        help="The file has no header row: its columns are named by --names "
+        "(else column1, column2...).",
+        rich_help_panel=FILE_PANEL,
+    ),
+]
+NamesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--names",
+        help="Column names in order, comma-separated, for a file without a header row.",
+        rich_help_panel=FILE_PANEL,
+    ),
+]
+DateFormatOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--date-format",
+        help="Format of the dates, as in strftime: %d/%m/%Y, %Y%m%d... (default: ISO dates "
+        "and the common formats whose day/month order is not in doubt).",
+        rich_help_panel=FILE_PANEL,
+    ),
+]
+
+
+@dataclass(frozen=True)
+class FileOptions:
+    """How to read a table file, from the flags above; ``None`` means detect."""
+
+    delimiter: str | None = None
+    decimal: str | None = None
+    encoding: str | None = None
+    header: bool = True
+    names: tuple[str, ...] | None = None
+    date_format: str | None = None
+
+
+def file_options(
+    delimiter: str | None = None,
+    decimal: str | None = None,
+    encoding: str | None = None,
+    no_header: bool = False,
+    names: str | None = None,
+    date_format: str | None = None,
+) -> FileOptions:
+    """The flags of :data:`FILE_PANEL`, checked; a clear error names the flag at fault."""
+    if delimiter is not None:
+        delimiter = {"tab": "\t", "\\t": "\t", "space": " "}.get(delimiter.lower(), delimiter)
+        if delimiter != "whitespace" and len(delimiter) != 1:
+            raise CustvalError(
+                f"--delimiter '{delimiter}' is not one character",
+                hint="Give one character such as ';', or 'tab' or 'whitespace'",
+            )
+    if decimal is not None and decimal not in {".", ","}:
+        raise CustvalError(f"--decimal '{decimal}' is not '.' or ','")
+    if encoding is not None:
+        encoding = encoding.lower().replace("_", "-")
+        encoding = {"utf8": "utf-8", "latin1": "latin-1", "iso-8859-1": "latin-1"}.get(
+            encoding, encoding
+        )
+        encoding = {"windows-1252": "cp1252"}.get(encoding, encoding)
+        if encoding not in {"utf-8", "cp1252", "latin-1"}:
+            raise CustvalError(
+                f"--encoding '{encoding}' is not one custval reads",
+                hint="Give utf-8, cp1252 or latin-1",
+            )
+    listed = tuple(n.strip() for n in names.split(",")) if names else None
+    if listed is not None and (not all(listed) or len(set(listed)) != len(listed)):
+        raise CustvalError(
+            f"--names '{names}' must list distinct, non-empty names separated by commas"
+        )
+    if date_format is not None and "%" not in date_format:
+        raise CustvalError(
+            f"--date-format '{date_format}' has no % directive",
+            hint="Write it as in strftime, e.g. %d/%m/%Y or %Y%m%d",
+        )
+    return FileOptions(delimiter, decimal, encoding, not no_header, listed, date_format)
 
 
 def load(config: Path) -> Project:
