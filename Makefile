@@ -8,7 +8,7 @@ DEMO_DIR ?= demo-output
 LOCK := constraints.txt
 UV_VERSION := 0.13.9
 
-.PHONY: demo test bench lint lock clean
+.PHONY: demo test docs bench lint lock clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "custval needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -25,6 +25,11 @@ $(VENV)/.installed-test: $(BIN)/python pyproject.toml $(LOCK)
 
 demo: $(VENV)/.installed
 	$(BIN)/custval demo --out $(DEMO_DIR)
+
+# every printed output in README.md and docs/*.md, made afresh: the demo first, then each block
+# marked `<!-- output: COMMAND -->` gets COMMAND's output (tools/docs.py)
+docs: $(VENV)/.installed
+	$(BIN)/python tools/docs.py
 
 # two workers, a test file each at a time (its module fixtures are built once): the suite's
 # subprocesses, servers and database round trips leave a core idle otherwise
@@ -44,8 +49,8 @@ bench: $(VENV)/.installed-test
 	else echo "../shared/data is absent: the CDNOW and donations checks are skipped"; fi
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench tools
+	$(BIN)/ruff format --check src tests bench tools
 	$(BIN)/lint-imports
 
 # upgrading: `make lock` (the newest versions pyproject.toml allows, one version of each package

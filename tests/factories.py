@@ -43,11 +43,15 @@ if TYPE_CHECKING:
 # =============================================================================================
 
 
-def run(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """``custval ARGS`` in ``cwd`` as a user runs it: a subprocess, its output captured, a wide
     terminal (tables are not wrapped) and without CUSTVAL_DEBUG (errors are shown as users see
-    them, without a traceback)."""
-    env = {k: v for k, v in os.environ.items() if k != "CUSTVAL_DEBUG"}
+    them, without a traceback), CUSTVAL_PROGRESS or CUSTVAL_LOG_LEVEL (progress and log lines
+    as by default), plus ``env``."""
+    unset = {"CUSTVAL_DEBUG", "CUSTVAL_PROGRESS", "CUSTVAL_LOG_LEVEL"}
+    base = {k: v for k, v in os.environ.items() if k not in unset}
     return subprocess.run(
         [sys.executable, "-m", "custval", *args],
         capture_output=True,
@@ -55,7 +59,7 @@ def run(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProc
         timeout=timeout,
         check=False,
         cwd=cwd,
-        env={**env, "COLUMNS": "200"},
+        env={**base, "COLUMNS": "200", **(env or {})},
     )
 
 

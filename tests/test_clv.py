@@ -203,3 +203,56 @@ def test_spend_frequency_feeds_only_the_spend_model() -> None:
     )
     np.testing.assert_allclose(iv.estimate, expected, rtol=1e-12)
     assert np.mean((iv.lower <= iv.estimate) & (iv.estimate <= iv.upper)) > 0.99
+
+
+def test_auto_picks_the_purchase_model_by_aic_then_by_holdout_error() -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent.parent))
+    from custval.models.btyd_clv import btyd_predictions, choose_purchase_model
+    from custval.models.evaluation import compare_models
+    from tests.factories import simulate_bgnbd
+
+    # an MBG/NBD process: one-time buyers may have gone, which BG/NBD cannot say
+    x, tx, t = simulate_bgnbd(4000, 0.3, 5.0, 0.6, 2.0, seed=4, modified=True)
+    table = compare_models(x, tx, t)
+    choice = choose_purchase_model(x, tx, t)
+    assert choice.rule == "aic" and choice.name == table["model"].iloc[0] != "bgnbd"
+    assert (
+        type(choice.purchases).__name__
+        == {"mbgnbd": "ModifiedBetaGeo", "pnbd": "ParetoNBD"}[choice.name]
+    )
+    assert list(choice.scores) == list(table["model"])
+    assert choice.scores["pnbd"] == pytest.approx(
+        float(table.set_index("model").loc["pnbd", "aic"]), rel=1e-9
+    )
+    label = {"mbgnbd": "MBG/NBD", "pnbd": "Pareto/NBD"}[choice.name]
+    assert choice.reason().startswith(f"lowest AIC of 3: {label} ")
+    # with a holdout: the lowest MAE of holdout purchases per customer, whatever the AIC
+    rng = np.random.default_rng(0)
+    actual = rng.poisson(0.4 * (x + 1) * (tx > t / 2))
+    held = choose_purchase_model(x, tx, t, holdout_frequency=actual, holdout_duration=26.0)
+    maes = {
+        name: float(np.abs(m.conditional_expected_purchases(26.0, x, tx, t) - actual).mean())
+        for name, m in (
+            ("bgnbd", BetaGeo().fit(x, tx, t)),
+            ("mbgnbd", ModifiedBetaGeo().fit(x, tx, t)),
+            ("pnbd", ParetoNBD().fit(x, tx, t)),
+        )
+    }
+    assert held.rule == "holdout_mae" and held.name == min(maes, key=maes.__getitem__)
+    assert held.scores == pytest.approx(maes, rel=1e-6)
+    # a model named is the model used
+    forced = choose_purchase_model(x, tx, t, model="bgnbd")
+    assert forced.rule == "given" and type(forced.purchases).__name__ == "BetaGeo"
+    with pytest.raises(CustvalError, match="unknown model 'magic'"):
+        choose_purchase_model(x, tx, t, model="magic")
+    # the CLV's fit carries the choice, and BG/NBD's P(alive) of one-time buyers is 1
+    m = np.where(x > 0, rng.gamma(6.0, 6.0, x.size), 0.0)
+    fit = btyd_predictions(x, tx, t, m, model="bgnbd", level=None)
+    assert fit.choice is not None and fit.choice.name == "bgnbd"
+    assert (fit.columns["p_alive"][x == 0] == 1).all()
+    auto = btyd_predictions(x, tx, t, m, level=None)
+    assert auto.choice is not None and auto.choice.name == choice.name
+    assert (auto.columns["p_alive"][x == 0] < 1).all()

@@ -96,8 +96,8 @@ def run_clv(companies: Companies, tmp_path: Path) -> Callable[..., CompletedProc
 def test_clv_time_unit_rescales_the_rate_parameters(
     run_clv: Callable[..., CompletedProcess[str]], tmp_path: Path
 ) -> None:
-    weeks = run_clv("--level", "0", "-o", "w.parquet")
-    months = run_clv("--level", "0", "--time-unit", "months", "-o", "m.parquet")
+    weeks = run_clv("--model", "bgnbd", "--level", "0", "-o", "w.parquet")
+    months = run_clv("--model", "bgnbd", "--level", "0", "--time-unit", "months", "-o", "m.parquet")
     assert weeks.returncode == 0 and months.returncode == 0, weeks.stderr + months.stderr
     w, m = json.loads(weeks.stdout), json.loads(months.stdout)
     # the same fit in another unit: shapes unchanged, alpha scaled by weeks per month
@@ -127,6 +127,8 @@ def test_clv_compare_and_tracking(
     run_clv: Callable[..., CompletedProcess[str]], tmp_path: Path
 ) -> None:
     done = run_clv(
+        "--model",
+        "bgnbd",
         "--holdout-end",
         "2026-01-01",
         "--level",
@@ -218,3 +220,95 @@ def test_clv_methods_side_by_side_on_a_project(companies: Companies, tmp_path: P
     ):
         bad = run("clv", *args, cwd=tmp_path)
         assert bad.returncode == 2 and message in bad.stderr, (args, bad.stderr)
+
+
+def test_clv_picks_the_purchase_model_by_aic_and_by_holdout_error(
+    run_clv: Callable[..., CompletedProcess[str]], tmp_path: Path
+) -> None:
+    # no holdout: the lowest AIC of the three, said and recorded
+    done = run_clv("--level", "0", "--compare")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    choice = summary["purchase_model"]
+    rows = {r["model"]: r for r in summary["comparison"]}
+    best_aic = min(rows, key=lambda m: rows[m]["aic"])
+    # the generator is an MBG/NBD process
+    assert choice["model"] == summary["model"] == best_aic == "mbgnbd"
+    assert choice["rule"] == "aic" and next(iter(choice["scores"])) == "mbgnbd"
+    assert choice["scores"]["bgnbd"] == pytest.approx(rows["bgnbd"]["aic"], rel=1e-12)
+    assert summary["purchases"]["aic"] == pytest.approx(rows["mbgnbd"]["aic"], rel=1e-12)
+    assert (
+        pq.read_table(tmp_path / "clv.parquet").schema.metadata[b"custval.purchase_model"]
+        == b"mbgnbd"
+    )
+    # with a holdout: the lowest holdout MAE of repeat purchases per customer
+    held = json.loads(run_clv("--level", "0", "--holdout-end", "2026-01-01", "--compare").stdout)
+    maes = {r["model"]: r["holdout_mae"] for r in held["comparison"]}
+    assert held["purchase_model"]["rule"] == "holdout_mae"
+    assert held["model"] == min(maes, key=maes.__getitem__)
+    assert held["holdout"]["mae"] == pytest.approx(min(maes.values()), rel=1e-12)
+
+
+def test_clv_says_what_it_picked_and_what_bgnbd_assumes(
+    companies: Companies, tmp_path: Path
+) -> None:
+    transactions = companies.shared(1500, seed=9, fmt="csv").files["transactions"]
+    common = (
+        "clv", "-t", str(transactions), "--customer-id", "account_id", "--date", "ts",
+        "--order-id", "order_id", "--calibration-end", "2025-07-01", "--level", "0",
+    )  # fmt: skip
+    auto = run(*common, cwd=tmp_path)
+    assert auto.returncode == 0, auto.stderr
+    text = " ".join(auto.stdout.split())
+    assert "purchase model: MBG/NBD (lowest AIC of 3: MBG/NBD " in text
+    # like a project: 10% a year, stated per year and per time unit
+    assert "discount 10% a year (0.183% a week)" in text
+    assert "P(alive) = 1" not in text
+    forced = run(*common, "--model", "bgnbd", "--json", "-o", "bg.parquet", cwd=tmp_path)
+    summary = json.loads(forced.stdout)
+    frequency = pq.read_table(tmp_path / "bg.parquet").column("frequency").to_numpy()
+    once = int((frequency == 0).sum())
+    assert 100 < once < len(frequency) == summary["customers"]
+    assert summary["no_repeat_customers"] == once
+    assert summary["settings"]["discount"] == pytest.approx(1.1 ** (1 / 52) - 1, rel=1e-12)
+    assert summary["settings"]["discount_per_year"] == pytest.approx(0.10, rel=1e-12)
+    note = (
+        f"{once:,} of {len(frequency):,} customers have no repeat purchase: BG/NBD gives them "
+        "P(alive) = 1 by construction; MBG/NBD or Pareto/NBD do not"
+    )
+    assert note in summary["notes"]
+    p_alive = pq.read_table(tmp_path / "bg.parquet").column("p_alive").to_numpy()
+    assert (p_alive[frequency == 0] == 1).all()
+    printed = run(*common, "--model", "bgnbd", "-o", "bg2.parquet", cwd=tmp_path)
+    assert note in " ".join(printed.stdout.split())
+    assert "purchase model: BG/NBD (asked for)" in " ".join(printed.stdout.split())
+
+
+def test_a_date_flag_in_another_format_is_named_in_the_error(tmp_path: Path) -> None:
+    (tmp_path / "tx.csv").write_text("customer_id,date,amount\nC1,2024-01-05,10\n")
+    for flag in ("--calibration-end", "--holdout-end"):
+        args = {"--calibration-end": "01/07/1998", "--holdout-end": "01/07/1999"}
+        cal = args["--calibration-end"] if flag == "--calibration-end" else "1998-07-01"
+        extra = ("--holdout-end", args["--holdout-end"]) if flag == "--holdout-end" else ()
+        done = run("clv", "-t", "tx.csv", "--calibration-end", cal, *extra, cwd=tmp_path)
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        assert f"{flag} '{args[flag]}' is not a date like 2025-06-30" in done.stderr
+        assert "--as-of" not in done.stderr
+
+
+def test_hybrid_on_a_short_history_is_a_clear_refusal(companies: Companies, tmp_path: Path) -> None:
+    # 86 days of history before the calibration end, a holdout of 153 days: the training
+    # windows would be 24 days, too short to learn spend over 153 (before: KeyError 'hybrid')
+    transactions = companies.shared(1500, seed=9, fmt="csv").files["transactions"]
+    done = run(
+        "clv", "-t", str(transactions), "--customer-id", "account_id", "--date", "ts",
+        "--order-id", "order_id", "--calibration-end", "2023-04-01",
+        "--holdout-end", "2023-09-01", "--method", "hybrid", "-o", "h.parquet",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and "KeyError" not in done.stderr
+    message = " ".join(done.stderr.split())
+    assert "--method hybrid needs at least 116 days of history before 2023-04-01" in message
+    assert "the history from the first purchase (2023-01-05) has 86 days" in message
+    assert not (tmp_path / "h.parquet").exists()

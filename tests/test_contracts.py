@@ -380,14 +380,15 @@ def test_parsing_rules(con: ibis.BaseBackend) -> None:
     # categories are lower-cased, text keeps its case; both trimmed, blanks missing
     assert parsed(con, [" Home ", "", "A b"], Column("x", "category")) == ["home", None, "a b"]
     assert parsed(con, [" Home ", "", "A b"], Column("x", "text")) == ["Home", None, "A b"]
-    # amounts lose thousands separators; plain numbers keep theirs unparsed
+    # amounts and numbers lose thousands separators (with the decimal point, the default); a
+    # comma that groups no three digits is no thousands separator: "11,77" is not 1177
     assert parsed(con, ["1,234.50", " 7 ", "-5", "ten"], Column("x", "amount")) == [
         1234.5,
         7.0,
         -5.0,
         None,
     ]
-    assert parsed(con, ["1,234", "2.5"], Column("x", "number")) == [None, 2.5]
+    assert parsed(con, ["1,234", "2.5", "11,77"], Column("x", "number")) == [1234.0, 2.5, None]
     assert parsed(con, ["true", "Yes", " N ", "1", "f", "0", "maybe", ""], Column("x", "bool")) == [
         True,
         True,

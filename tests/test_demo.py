@@ -33,11 +33,11 @@ def test_demo_runs_the_whole_path(tmp_path: Path) -> None:
         "top 10 high-value customers today",
     ):
         assert needle in done.stdout
-    (model_dir,) = (out / "models").iterdir()
+    (model_dir,) = (out / "data" / "models").iterdir()
     assert (model_dir / "manifest.json").exists()
     from custval.store import open_store
 
-    with open_store(out / "custval.duckdb") as store:
+    with open_store(out / "data" / "custval.duckdb") as store:
         assert store.query("SELECT COUNT(*) FROM latest_predictions") == [(1500,)]
         texts = store.query("SELECT text FROM reasons WHERE rank = 1")
         assert len(texts) == 1500

@@ -62,3 +62,24 @@ def test_top_k_equals_a_stable_sort_with_ties() -> None:
     for k in (1, 3, 12):
         expected = np.argsort(-np.abs(contrib), axis=1, kind="stable")[:, :k]
         np.testing.assert_array_equal(top_k_columns(contrib, k), expected)
+
+
+def test_reasons_speak_the_label_the_classifier_was_trained_for() -> None:
+    from custval.models.value import ValueClassifier
+    from tests.factories import value_customers
+
+    X, y = value_customers(300, seed=5)
+    churn = ValueClassifier(
+        ("logistic",), folds=2, label_name="churn", class_names=("No", "Yes")
+    ).fit(X, y)
+    assert churn.label_name_ == "churn" and churn.class_names_ == ("No", "Yes")
+    from custval.models.explain import reasons
+
+    said = reasons(churn, X.head(50), top_k=2)
+    for k in (1, 2):
+        assert said[f"reason_{k}"].str.endswith(" the chance of churn").all()
+    # a project's derived label keeps its words; an explicit outcome still wins
+    value = ValueClassifier(("logistic",), folds=2).fit(X, y)
+    assert reasons(value, X.head(5)).reason_1.str.endswith("the chance of high value").all()
+    named = reasons(churn, X.head(5), outcome="leaving")
+    assert named.reason_1.str.endswith("the chance of leaving").all()

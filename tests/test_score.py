@@ -53,7 +53,13 @@ def test_clv_from_the_feature_table_equals_clv_from_the_transactions(company: Pa
         purchases, spend, x, tx, t, m, horizon=models["horizon"], discount=models["discount"]
     )
     np.testing.assert_allclose(again, expected, rtol=1e-12)
-    assert models["purchases"]["model"] == "BetaGeo" and models["horizon"] == 52.0
+    # the purchase model is chosen (--model auto) and the store keeps which one and why
+    chosen = models["purchases"]["choice"]["model"]
+    assert chosen in MODEL_CLASSES
+    assert models["purchases"]["model"] == MODEL_CLASSES[chosen] and models["horizon"] == 52.0
+
+
+MODEL_CLASSES = {"bgnbd": "BetaGeo", "mbgnbd": "ModifiedBetaGeo", "pnbd": "ParetoNBD"}
 
 
 def test_the_store_setting_is_relative_to_the_project_file_or_a_url(

@@ -184,7 +184,9 @@ def test_score_with_the_hybrid_clv(trained: Path, tmp_path: Path) -> None:
         )[0]
     assert saved["method"] == "hybrid"
     assert {r["model"] for r in saved["leaderboard"]} == {"btyd", "hybrid"}
-    assert saved["purchases"]["model"] == "BetaGeo"  # the service's CLV models stay
+    # the service's CLV models stay: the purchase model chosen by --model auto
+    assert saved["purchases"]["model"] in {"BetaGeo", "ModifiedBetaGeo", "ParetoNBD"}
+    assert saved["purchases"]["choice"]["rule"]
     # the machine-learned CLV covers every customer, buyers or not; P(alive) only buyers
     assert rows[0] == rows[1] == rows[3] == 1200 and rows[2] < 1200
     bad = run("score", "-c", str(trained), "--store", store, "--clv-method", "magic", cwd=tmp_path)

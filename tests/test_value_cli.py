@@ -93,7 +93,7 @@ def test_train_then_predict_on_a_project(companies: Companies, tmp_path: Path) -
     features = tmp_path / "features.parquet"
     assert run("features", "-c", str(config), "-o", str(features), cwd=tmp_path).returncode == 0
     out = tmp_path / "pred.csv"
-    scored = run("predict", "-m", str(model_dir), "-i", str(features), "-o", str(out), cwd=tmp_path)
+    scored = run("predict", "-m", str(model_dir), "-d", str(features), "-o", str(out), cwd=tmp_path)
     assert scored.returncode == 0, scored.stderr
     import pandas as pd
 
@@ -108,7 +108,7 @@ def test_train_then_predict_on_a_project(companies: Companies, tmp_path: Path) -
     table = pq.read_table(features).drop_columns(["frequency"])
     pq.write_table(table, tmp_path / "partial.parquet")
     refused = run(
-        "predict", "-m", str(model_dir), "-i", "partial.parquet", "-o", "p2.csv", cwd=tmp_path
+        "predict", "-m", str(model_dir), "-d", "partial.parquet", "-o", "p2.csv", cwd=tmp_path
     )
     assert refused.returncode == 2 and "frequency" in refused.stderr
     assert not (tmp_path / "p2.csv").exists()
@@ -135,5 +135,5 @@ def test_table_reading_ids_delimiters_and_duplicate_names(tmp_path: Path) -> Non
     (tmp_path / "semi.csv").write_text("a;b\n1;2\n")
     assert list(read_customer_table(tmp_path / "semi.csv").columns) == ["a", "b"]
     (tmp_path / "dup.csv").write_text("x,x \n1,2\n")
-    with pytest.raises(CustvalError, match="column name twice: 'x'"):
+    with pytest.raises(CustvalError, match="'x' twice"):
         read_customer_table(tmp_path / "dup.csv")

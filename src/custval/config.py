@@ -22,7 +22,7 @@ from custval.errors import ConfigError, CustvalError
 SourceKind = Literal[
     "transactions", "customers", "web_sessions", "product_usage", "interactions", "id_map"
 ]
-FileFormat = Literal["csv", "parquet", "json"]
+FileFormat = Literal["csv", "parquet", "json", "xlsx"]
 
 # Tried in order on string dates. Day-first is chosen over month-first for slashed dates because
 # most of the world writes dates that way; a source that differs sets ``date_formats``.
@@ -88,7 +88,12 @@ class CsvOptions(_Strict):
     )
     header: bool = True
     names: list[str] | None = Field(None, description="column names, for files without a header")
-    encoding: Literal["utf-8", "utf-16", "latin-1"] | None = None
+    encoding: Literal["utf-8", "utf-16", "latin-1", "cp1252"] | None = Field(
+        None, description="None: UTF-8, else cp1252 (with a note) when the file is not UTF-8"
+    )
+    decimal: Literal[".", ","] | None = Field(
+        None, description="decimal mark of numbers; None: detected when unambiguous"
+    )
 
 
 class SourceSpec(_Strict):
@@ -115,6 +120,12 @@ class SourceSpec(_Strict):
     date_formats: list[str] | None = None
     http: HttpOptions = Field(default_factory=HttpOptions)
     csv: CsvOptions = Field(default_factory=CsvOptions)
+    flags: dict[str, str] = Field(
+        default_factory=dict,
+        exclude=True,
+        description="set by a command that builds the source from its flags (clv -t): custval's "
+        "column or setting -> the flag, so that hints name the flag rather than custval.toml",
+    )
 
     @model_validator(mode="after")
     def _one_of_table_query(self) -> SourceSpec:
@@ -161,6 +172,8 @@ class FeatureOptions(_Strict):
 
 
 ClvMethod = Literal["btyd", "ml", "hybrid", "auto"]
+#: the purchase models of ``[clv] model`` and ``custval clv --model``
+PurchaseModel = Literal["auto", "bgnbd", "mbgnbd", "pnbd"]
 #: the CLV methods of ``[clv] method``, ``custval clv --method`` and ``custval score``
 CLV_METHOD_NAMES: tuple[str, ...] = get_args(ClvMethod)
 
@@ -179,9 +192,12 @@ class ClvOptions(_Strict):
     best of LightGBM, random forest and neural network on the features), hybrid (LightGBM on
     the features and the BTYD outputs) or auto (the leaderboard's pick; see
     :mod:`custval.flows.leaderboard`); over ``horizon`` time units (default: a year), discounted
-    at ``discount_per_year``."""
+    at ``discount_per_year``. ``model`` is the purchase model: bgnbd, mbgnbd, pnbd, or auto
+    (all three fitted, the best kept: by holdout error when there is a holdout, else by AIC;
+    :func:`custval.models.btyd_clv.choose_purchase_model`)."""
 
     method: ClvMethod = "btyd"
+    model: PurchaseModel = "auto"
     horizon: float | None = Field(None, gt=0, description="time units; None: a year")
     discount_per_year: float = Field(0.10, ge=0, lt=1)
 

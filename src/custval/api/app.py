@@ -1,6 +1,7 @@
 """The REST service: JSON in, predictions and reasons out (FastAPI on uvicorn).
 
-Endpoints (OpenAPI at ``/docs`` and ``/openapi.json``):
+Endpoints (OpenAPI at ``/openapi.json``, read in Swagger UI at ``/docs`` and ReDoc at
+``/redoc``, whose assets are served from the package: they work offline):
 
 * ``POST /v1/predict``: ``{"customers": [{"customer_id": ..., <the model's features>}]}`` ->
   ``{"model_version", "predictions": [{"customer_id", "value_probability", "value_class", "clv",
@@ -17,10 +18,12 @@ Endpoints (OpenAPI at ``/docs`` and ``/openapi.json``):
 
 Every ``/v1`` endpoint needs ``Authorization: Bearer <key>`` (:mod:`custval.api.keys`): 401
 without a valid key, 403 when its scope does not allow the endpoint. Bad input is a 4xx with a
-JSON body ``{"detail": message, "errors": [...]}``, never a 500: 422 for wrong types, missing or
-unknown features (naming the field and the customer's index), 413 beyond the batch limit or
-the body size limit. Nothing of a customer is logged: uvicorn's access log (which would log
-paths with customer ids) is off, and errors are logged by route and type only.
+JSON body ``{"detail": message, "errors": [...]}``, never a 500: 422 for wrong types (strict:
+:mod:`custval.api.values`), non-finite or huge numbers and missing features (naming the field,
+the customer's index, what was expected and what came), 413 beyond the batch limit or the body
+size limit. Fields a model does not take are ignored and listed in the answer's ``warnings``.
+Nothing of a customer is logged: uvicorn's access log (which would log paths with customer
+ids) is off, and errors are logged by route and type only.
 
 Where things are: the endpoints in :mod:`custval.api.routes` (one router per resource), the
 key check and the shared service as dependencies in :mod:`custval.api.deps`, what the requests
@@ -35,11 +38,15 @@ import functools
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib import resources
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
+from fastapi.staticfiles import StaticFiles
+from starlette.responses import HTMLResponse
 
 from custval.api.http import ERROR_HANDLERS, BodyLimit
 from custval.api.records import RecordsRequest
@@ -67,10 +74,11 @@ def create_app(settings: ServiceSettings, *, worker: bool = False) -> FastAPI:
         title="custval",
         summary="Customer value: predictions with reasons, CLV, stored runs",
         version="1",
-        docs_url="/docs",
+        docs_url=None,  # served below from the package's assets, not a CDN
         redoc_url=None,
         exception_handlers=ERROR_HANDLERS,
     )
+    _add_docs(app)
     # the handlers reach the service here (custval.api.deps); ``custval serve`` reads the
     # active model and stops the store's refresh through the two others
     app.state.service = service
@@ -89,6 +97,41 @@ def create_app(settings: ServiceSettings, *, worker: bool = False) -> FastAPI:
     # the key is checked before a body is read: without one, nothing is buffered
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, keys=service.store_state.key_ring)
     return app
+
+
+#: where /docs and /redoc load Swagger UI and ReDoc from: the files the fastapi-offline wheel
+#: ships (MIT; Swagger UI Apache-2.0, ReDoc MIT), so that the pages work without the internet
+ASSETS_URL = "/docs-assets"
+
+
+def _add_docs(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI) and ``/redoc`` (ReDoc), both from local assets."""
+    app.mount(
+        ASSETS_URL,
+        StaticFiles(directory=str(resources.files("fastapi_offline") / "static")),
+        name="docs-assets",
+    )
+
+    async def swagger() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title=f"{app.title} API",
+            swagger_js_url=f"{ASSETS_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{ASSETS_URL}/swagger-ui.css",
+            swagger_favicon_url=f"{ASSETS_URL}/favicon.png",
+        )
+
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url="/openapi.json",
+            title=f"{app.title} API",
+            redoc_js_url=f"{ASSETS_URL}/redoc.standalone.js",
+            redoc_favicon_url=f"{ASSETS_URL}/favicon.png",
+            with_google_fonts=False,
+        )
+
+    app.add_api_route("/docs", swagger, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/redoc", redoc, methods=["GET"], include_in_schema=False)
 
 
 def _openapi_document(app: FastAPI) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from custval.api.http import customer_error
 from custval.columns import SUMMARY_COLUMNS
 from custval.models.btyd_clv import point_clv
 
-__all__ = ["add_clv", "check_summary"]
+__all__ = ["add_clv", "check_summary", "clv_inputs"]
 
 log = logging.getLogger("custval.api")
 
@@ -109,3 +109,14 @@ def check_summary(customers: list[dict[str, Any]]) -> tuple[Any, Any, Any, Any, 
             "summary (frequency a whole number >= 0, 0 <= recency <= T, monetary_value >= 0)",
         )
     return x, tx, t, m, buyers
+
+
+def clv_inputs(saved: dict[str, Any] | None) -> list[str] | None:
+    """The features the store's CLV model computes a customer's CLV from (the BTYD summary, or
+    the machine-learned model's columns); None when the store has no usable CLV model."""
+    if saved is None:
+        return None
+    if saved.get("spend_model") is not None:
+        served = saved.get("served")
+        return None if served is None else list(served.columns)
+    return None if saved.get("fitted") is None else list(SUMMARY_COLUMNS)

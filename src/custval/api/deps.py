@@ -47,7 +47,7 @@ def require(scope: str) -> Callable[[Request], Coroutine[Any, Any, ApiKey]]:
                 headers=_CHALLENGE,
             )
         service: Service = request.app.state.service
-        key = service.store_state.ring.find(header[7:].strip())
+        key = service.store_state.key_ring().find(header[7:].strip())
         if key is None:
             raise ApiError(401, "the API key is not valid", headers=_CHALLENGE)
         if not key.allows(scope):

@@ -83,11 +83,13 @@ def parse_body(validate: Callable[[bytes], Any], body: bytes) -> Any:
         raise ApiError(422, message, errors) from None
 
 
-def customer_error(i: int, field: str, message: str, kind: str, detail: str = "") -> ApiError:
+def customer_error(
+    i: int, field: str, message: str, kind: str, detail: str = "", **named: str
+) -> ApiError:
     """A 422 about one field of customer ``i`` of the request, in the shape of
-    :func:`_validation_errors`."""
+    :func:`_validation_errors`; ``named``: more of the item (``expected``, ``got``)."""
     where = f"customers[{i}].{field}"
-    item = {"field": where, "message": message, "type": kind, "customer_index": i}
+    item = {"field": where, "message": message, "type": kind, "customer_index": i, **named}
     return ApiError(422, detail or f"{where}: {message}", [item])
 
 
@@ -95,10 +97,9 @@ def _validation_errors(exc: ValidationError) -> tuple[str, list[dict[str, Any]]]
     """Pydantic's errors as the service reports them: where (customers[3].tenure_days), what;
     the offending values are not echoed."""
     errors: list[dict[str, Any]] = []
-    for err in exc.errors(include_url=False, include_input=False, include_context=False):
-        loc = err["loc"]
-        if len(loc) > 3 and loc[0] == "customers":
-            loc = loc[:3]  # customers[i].field, without the union member pydantic tried
+    for err in exc.errors(include_url=False, include_input=False, include_context=True):
+        # customers[i].field, without the union members pydantic tried (float, str, ...)
+        loc = tuple(p for p in err["loc"] if not _union_member(p))
         where = ""
         for part in loc:
             where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else part)
@@ -109,6 +110,9 @@ def _validation_errors(exc: ValidationError) -> tuple[str, list[dict[str, Any]]]
         }
         if len(loc) >= 2 and loc[0] == "customers" and isinstance(loc[1], int):
             item["customer_index"] = loc[1]
+        # the strict types' errors (custval.api.values) name what was expected and what came
+        ctx = err.get("ctx") or {}
+        item.update({k: str(ctx[k]) for k in ("expected", "got") if k in ctx})
         if all(e["field"] != item["field"] for e in errors):  # one error per field
             errors.append(item)
     first = errors[0]
@@ -116,6 +120,14 @@ def _validation_errors(exc: ValidationError) -> tuple[str, list[dict[str, Any]]]
     if len(errors) > 1:
         message += f" (and {len(errors) - 1} more)"
     return message, errors[:100]
+
+
+#: the names pydantic gives the members of a union it tried, in an error's location
+_MEMBERS = frozenset({"str", "int", "float", "bool", "none", "date", "list", "dict"})
+
+
+def _union_member(part: Any) -> bool:
+    return isinstance(part, str) and (part in _MEMBERS or "[" in part)
 
 
 def _request_errors(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:

@@ -12,7 +12,6 @@ with the phrases and number formatting of :mod:`custval.models.explain`: the sam
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,15 +19,17 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 
+from custval.api.values import Category, CustomerId, Number
 from custval.models.explain import DIRECTIONS, Phrases, number_text, reasons, top_k_columns
 from custval.store.bundles import load_bundle
 
-__all__ = ["OnlineModel", "Prediction", "Reason"]
+__all__ = ["OnlineModel", "Prediction", "Reason", "as_dicts", "ignored_fields"]
 
 
 class Reason(BaseModel):
     """One reason: the feature, the customer's value as text, its contribution to the score
-    (log-odds; positive raises the chance of high value) and the sentence."""
+    (log-odds; positive raises the chance of the model's label: high value, or the label of
+    the table it was trained on) and the sentence."""
 
     feature: str
     value: str
@@ -40,8 +41,14 @@ class Prediction(BaseModel):
     """One customer's prediction."""
 
     customer_id: str
-    value_probability: float = Field(description="probability of high value, 0 to 1")
-    value_class: int = Field(description="1 = high value (probability at or above the threshold)")
+    value_probability: float = Field(
+        description="probability of the model's label (high value, or the label of the table "
+        "it was trained on, e.g. churn), 0 to 1"
+    )
+    value_class: int = Field(
+        description="1 = the label's positive class (high value...): probability at or above "
+        "the threshold"
+    )
     clv: float | None = Field(
         None, description="expected CLV over a year when the store has customer-base models"
     )
@@ -73,7 +80,10 @@ class OnlineModel:
         self.schema = self.clf.schema_
         self.top_k = min(top_k, len(self.schema.columns))
         self.catalogue: dict[str, str] = self.manifest.get("catalogue", {})
-        self.phrases = Phrases.of(self.schema, self.catalogue)
+        # a model trained on a labelled table speaks its label ("the chance of churn")
+        self.phrases = Phrases.of(
+            self.schema, self.catalogue, outcome=getattr(self.clf, "label_name_", "high value")
+        )
         self.threshold = float(self.clf.threshold_)
         self.log_odds = self.clf.score_kind_ == "log-odds"
         self._numeric = list(self.schema.numeric)
@@ -189,30 +199,19 @@ def _empty_frame(schema: Any) -> Any:
 
 def _request_type(schema: Any, version: str) -> type[BaseModel]:
     """The request body for this model: ``{"customers": [...]}``, each customer an object with
-    ``customer_id`` and every feature of the model (null for a missing value); unknown fields
-    are refused, so that a misspelt feature is not silently scored as missing."""
-    fields: dict[str, Any] = {
-        "customer_id": (Annotated[str | int, Field(description="your id of the customer")], ...)
-    }
+    ``customer_id`` and every feature of the model (null for a missing value), in strict types
+    (:mod:`custval.api.values`). Other fields are kept aside, not scored: a row of the feature
+    table carries the columns training dropped, and the answer lists them as warnings. A
+    misspelt feature still fails, as the feature it stands for is then missing."""
+    fields: dict[str, Any] = {"customer_id": (CustomerId, ...)}
     for c in schema.numeric:
-        # beyond 1e15 a value is an error in the data (and standardised, it overflows)
-        fields[c] = (
-            Annotated[float | None, Field(allow_inf_nan=False, ge=-1e15, le=1e15)],
-            ...,
-        )
+        fields[c] = (Number, ...)
     for c, cats in schema.categorical.items():
-        fields[c] = (
-            Annotated[
-                str | bool | int | None,
-                Field(
-                    description=f"one of {', '.join(cats[:20])}{'...' if len(cats) > 20 else ''}"
-                ),
-            ],
-            ...,
-        )
+        listed = f"{', '.join(cats[:20])}{'...' if len(cats) > 20 else ''}"
+        fields[c] = (Annotated[Category, Field(description=f"one of {listed}")], ...)
     customer = create_model(  # type: ignore[call-overload]
         "Customer",
-        __config__=ConfigDict(extra="forbid"),
+        __config__=ConfigDict(extra="allow"),
         __doc__=f"One customer's features for model {version}.",
         **fields,
     )
@@ -224,15 +223,30 @@ def _request_type(schema: Any, version: str) -> type[BaseModel]:
 
 
 def as_dicts(request: BaseModel) -> list[dict[str, Any]]:
-    """The validated customers as dicts, ids as text and booleans as training saw them."""
+    """The validated customers as dicts of the model's fields, booleans as training saw them
+    (the fields the model does not take are left out: :func:`ignored_fields`)."""
     out = []
     for customer in request.customers:  # type: ignore[attr-defined]
         row = dict(customer.__dict__)
-        row["customer_id"] = str(row["customer_id"])
         for k, v in row.items():
             if isinstance(v, bool):
                 row[k] = str(v)
-            elif isinstance(v, float) and math.isnan(v):
-                row[k] = None
         out.append(row)
     return out
+
+
+def ignored_fields(request: BaseModel, model: OnlineModel) -> list[dict[str, Any]]:
+    """The warnings for the fields of the request the model does not take, one per field: a
+    feature the model dropped in training, or a name that is no feature at all."""
+    seen: dict[str, int] = {}
+    for customer in request.customers:  # type: ignore[attr-defined]
+        for name in customer.__pydantic_extra__ or {}:
+            seen[name] = seen.get(name, 0) + 1
+    warnings = []
+    for name, count in seen.items():
+        if name in model.catalogue:
+            why = f"a feature model {model.version} does not use (dropped in training): ignored"
+        else:
+            why = "not a feature of the feature table: ignored (check its spelling)"
+        warnings.append({"field": name, "customers": count, "message": why})
+    return warnings

@@ -144,29 +144,30 @@ class Registry:
 # ---- what the store holds for the service ---------------------------------------------------
 
 
-def _with_store(settings: ServiceSettings, read: Callable[[Any], Any], *, migrate: bool) -> Any:
+def _with_store(
+    settings: ServiceSettings, read: Callable[[Any], Any], *, migrate: bool, attempts: int = 20
+) -> Any:
     """``read(store)`` on the settings' store; a DuckDB file locked by another process (a
     scoring run, another worker starting) is retried for a few seconds."""
 
-    for attempt in range(20):
+    for attempt in range(attempts):
         try:
             with open_store(str(settings.store), read_only=not migrate) as store:
                 return read(store)
         except CustvalError as exc:
-            if "lock" not in str(exc).lower() or attempt == 19:
+            if "lock" not in str(exc).lower() or attempt == attempts - 1:
                 raise
             time.sleep(0.25)
     return None
 
 
-def _keys(settings: ServiceSettings, *, migrate: bool) -> KeyRing:
+def _keys(settings: ServiceSettings, *, migrate: bool, attempts: int = 20) -> KeyRing:
     """The keys of ``CUSTVAL_API_KEYS`` and of the store; none at all is an error, since every
     ``/v1`` request would be refused."""
     keys: list[ApiKey] = parse_env()
     if settings.store:
-        keys += [
-            ApiKey(*row) for row in _with_store(settings, lambda s: s.api_keys(), migrate=migrate)
-        ]
+        rows = _with_store(settings, lambda s: s.api_keys(), migrate=migrate, attempts=attempts)
+        keys += [ApiKey(*row) for row in rows]
     if not keys:
         raise CustvalError(
             "the service has no API keys: every /v1 request would be refused",
@@ -225,13 +226,39 @@ def _segment_model(settings: ServiceSettings) -> tuple[str, dict[str, Any]] | No
     return _with_store(settings, lambda s: s.latest_segment_model(), migrate=False)  # type: ignore[no-any-return]
 
 
+def _file_stamp(settings: ServiceSettings) -> tuple[int, int] | None:
+    """When a DuckDB store file (and its write-ahead log) last changed; None for PostgreSQL."""
+    url = str(settings.store or "")
+    if not url or url.startswith(("postgresql://", "postgres://")):
+        return None
+    path = Path(url.removeprefix("duckdb://"))
+    stamps = []
+    for p in (path, path.with_name(path.name + ".wal")):
+        try:
+            stamps.append(p.stat().st_mtime_ns)
+        except OSError:
+            stamps.append(0)
+    return stamps[0], stamps[1]
+
+
 class StoreState:
     """The keys and the CLV models a worker uses, read again from the store every
-    ``interval`` seconds in a thread: a revoked key stops working and a new scoring run's
-    models are used without a restart."""
+    ``interval`` seconds in a thread: a new scoring run's models are used without a restart.
+    Keys are read again sooner, so that a revoked key stops working at once: from a DuckDB
+    file as soon as the file has changed (checked on each request, a stat), from PostgreSQL
+    every ``keys_interval`` seconds."""
 
-    def __init__(self, settings: ServiceSettings, *, worker: bool, interval: float = 30.0) -> None:
-        self.settings, self.interval = settings, interval
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        *,
+        worker: bool,
+        interval: float = 30.0,
+        keys_interval: float = 2.0,
+    ) -> None:
+        self.settings, self.interval, self.keys_interval = settings, interval, keys_interval
+        self._stamp = _file_stamp(settings)
+        self._keys_lock = threading.Lock()
         self.ring = _keys(settings, migrate=not worker)
         self.clv = _clv_models(settings, migrate=False)
         self.segments = _segment_model(settings)
@@ -240,7 +267,21 @@ class StoreState:
             threading.Thread(target=self._refresh, daemon=True, name="custval-store").start()
 
     def key_ring(self) -> KeyRing:
-        """The keys now (for :class:`custval.api.http.BodyLimit`, which outlives a refresh)."""
+        """The keys now (for the key check and :class:`custval.api.http.BodyLimit`): read
+        again first when the DuckDB store file has changed since they were read (a key
+        revoked by ``custval api-key revoke``); one try, so a store busy being written keeps
+        the keys read before and is tried again on the next request."""
+        if self._stamp is None:
+            return self.ring
+        stamp = _file_stamp(self.settings)
+        if stamp != self._stamp and self._keys_lock.acquire(blocking=False):
+            try:
+                self.ring = _keys(self.settings, migrate=False, attempts=1)
+                self._stamp = stamp
+            except Exception as exc:  # locked by a writer: the keys we have, for now
+                log.debug("keys not read again: %s", type(exc).__name__)
+            finally:
+                self._keys_lock.release()
         return self.ring
 
     def _refresh(self) -> None:
@@ -254,9 +295,18 @@ class StoreState:
             ),
             ("segments", lambda: setattr(self, "segments", _segment_model(self.settings))),
         )
-        while not self._stop.wait(self.interval):
+        last = time.monotonic()
+        while not self._stop.wait(self.keys_interval):
+            due = time.monotonic() - last >= self.interval
+            if not due and self._stamp is None:  # PostgreSQL: the keys on their own
+                steps_now = steps[:1]
+            elif due:
+                last = time.monotonic()
+                steps_now = steps
+            else:
+                continue
             # each on its own: a failure of one leaves the others refreshed
-            for what, step in steps:
+            for what, step in steps_now:
                 try:
                     step()
                 except Exception as exc:  # keep what we have; say why without details

@@ -5,15 +5,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, get_args
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from custval.cli.common import (
+    DateFormatOpt,
+    DecimalOpt,
+    DelimiterOpt,
+    EncodingOpt,
+    FileOptions,
     JsonSummaryOpt,
+    NamesOpt,
+    NoHeaderOpt,
     check_output,
+    file_options,
     friendly,
     load,
     out,
@@ -57,14 +65,19 @@ OrderIdOpt = Annotated[
     str | None, typer.Option(help="Column with the order id (without: every row is one).")
 ]
 TableOpt = Annotated[str | None, typer.Option(help="Table, for a database URL.")]
-DelimiterOpt = Annotated[
-    str | None, typer.Option(help="Field separator of a text file (default: detected).")
-]
 HoldoutEndOpt = Annotated[
     str | None,
     typer.Option(help="End of the holdout period, YYYY-MM-DD: judge the model on it."),
 ]
-ModelOpt = Annotated[str, typer.Option(help="bgnbd, mbgnbd or pnbd.")]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Purchase model: auto fits BG/NBD, MBG/NBD and Pareto/NBD and keeps the one with "
+        "the lowest holdout MAE (repeat purchases per customer) when there is a --holdout-end, "
+        "else the lowest AIC, and says which; bgnbd, mbgnbd or pnbd force one (default: auto, "
+        "or the project's [clv] model with --config)."
+    ),
+]
 MethodOpt = Annotated[
     str,
     typer.Option(
@@ -89,8 +102,9 @@ HorizonOpt = Annotated[
 DiscountOpt = Annotated[
     float | None,
     typer.Option(
-        help="Discount rate per time unit (10% a year in weeks: 0.00183; default: the "
-        "project's [clv] discount_per_year with --config, else 0)."
+        help="Discount rate per time unit (default: 10% a year, in weeks 0.00183; with "
+        "--config the project's [clv] discount_per_year). The settings printed state it "
+        "per year and per time unit."
     ),
 ]
 LevelOpt = Annotated[
@@ -129,11 +143,27 @@ class ClvSettings:
     horizon: float
     discount: float
 
+    @property
+    def discount_per_year(self) -> float:
+        from custval.flows.customer_base import ONE_YEAR
+
+        return float((1 + self.discount) ** ONE_YEAR[self.time_unit] - 1)
+
+    def describe(self) -> str:
+        """The settings in one line: "... discount 10% a year (0.183% a week)"."""
+        holdout = f", holdout to {self.holdout_end}" if self.holdout_end else ""
+        return (
+            f"calibration before {self.calibration_end}{holdout}; horizon {self.horizon:g} "
+            f"{self.time_unit}, discount {self.discount_per_year * 100:.3g}% a year "
+            f"({self.discount * 100:.3g}% a {self.time_unit.removesuffix('s')})"
+        )
+
     def summary(self) -> dict[str, Any]:
         return {
             "time_unit": self.time_unit,
             "horizon": self.horizon,
             "discount": self.discount,
+            "discount_per_year": self.discount_per_year,
             "calibration_end": self.calibration_end.isoformat(),
             "holdout_end": self.holdout_end.isoformat() if self.holdout_end else None,
         }
@@ -152,8 +182,13 @@ def clv(
     order_id: OrderIdOpt = None,
     table: TableOpt = None,
     delimiter: DelimiterOpt = None,
+    decimal: DecimalOpt = None,
+    encoding: EncodingOpt = None,
+    no_header: NoHeaderOpt = False,
+    names: NamesOpt = None,
+    date_format: DateFormatOpt = None,
     holdout_end: HoldoutEndOpt = None,
-    model: ModelOpt = "bgnbd",
+    model: ModelOpt = None,
     method: MethodOpt = "btyd",
     time_unit: TimeUnitOpt = None,
     horizon: HorizonOpt = None,
@@ -179,7 +214,7 @@ def clv(
     --level quantiles over --draws draws of both models' parameters from their estimated
     sampling distribution.
     """
-    from custval.config import check_clv_method
+    from custval.config import PurchaseModel, check_clv_method
 
     if (transactions is None) == (config is None):
         raise CustvalError("give either --transactions (a file, glob or URL) or --config")
@@ -189,11 +224,17 @@ def clv(
     if tracking_path is not None:
         if hold_end is None:
             raise CustvalError("--tracking needs --holdout-end: it tracks through the holdout")
-        check_output(tracking_path)
-    source = _source(transactions, customer_id, date_col, amount, order_id, table, delimiter)
-    project = _project(loaded, source, settings)
+        check_output(tracking_path, "--tracking")
+    reading = file_options(delimiter, decimal, encoding, no_header, names, date_format)
+    source = _source(transactions, customer_id, date_col, amount, order_id, table, reading)
+    model = model or (loaded.clv.model if loaded is not None else "auto")
+    if model not in get_args(PurchaseModel):
+        raise CustvalError(
+            f"unknown model '{model}'", hint="Use one of " + ", ".join(get_args(PurchaseModel))
+        )
+    project = _project(loaded, source, settings, model)
     if check_clv_method(method) != "btyd":
-        _refuse_btyd_flags(model, draws, compare, tracking_path, level)
+        _refuse_btyd_flags(draws, compare, tracking_path, level)
         _leaderboard(project, settings, method, level or 0.9, out_path, as_json)
         return
     _btyd(
@@ -219,8 +260,11 @@ def _check_periods(
     """The calibration and holdout ends, once the flags that need no data are found sound."""
     if calibration_end is None and loaded is None:
         raise CustvalError("--calibration-end is needed with --transactions")
-    cal_end = parse_date(calibration_end) if calibration_end else loaded.as_of  # type: ignore[union-attr]
-    hold_end = parse_date(holdout_end) if holdout_end else None
+    if calibration_end:
+        cal_end = parse_date(calibration_end, flag="--calibration-end")
+    else:
+        cal_end = loaded.as_of  # type: ignore[union-attr]
+    hold_end = parse_date(holdout_end, flag="--holdout-end") if holdout_end else None
     check_output(out_path)
     if not 0 <= level < 1:
         raise CustvalError(f"--level must be 0 (no intervals) or between 0 and 1, not {level}")
@@ -237,7 +281,8 @@ def _settings(
     horizon: float | None,
     discount: float | None,
 ) -> ClvSettings:
-    from custval.flows.customer_base import ONE_YEAR, clv_settings
+    from custval.config import ClvOptions
+    from custval.flows.customer_base import ONE_YEAR, clv_settings, discount_per_unit
 
     # with a project, what is not given on the command line is the project's, so that the
     # leaderboard shown is judged as 'custval score' will then predict
@@ -255,7 +300,10 @@ def _settings(
         holdout_end=hold_end,
         time_unit=time_unit,
         horizon=ONE_YEAR[time_unit] if horizon is None else horizon,
-        discount=0.0 if discount is None else discount,
+        # 10% a year, as a project's [clv] discount_per_year: one customer, one CLV
+        discount=discount_per_unit(ClvOptions().discount_per_year, time_unit)
+        if discount is None
+        else discount,
     )
 
 
@@ -266,42 +314,56 @@ def _source(
     amount: str,
     order_id: str | None,
     table: str | None,
-    delimiter: str | None,
+    reading: FileOptions,
 ) -> dict[str, Any]:
-    """The transactions source the flags describe, as a project file would give it."""
+    """The transactions source the flags describe, as a project file would give it, with the
+    flags' names for its hints."""
     columns = {"customer_id": customer_id, "timestamp": date_col, "amount": amount}
     if order_id:
         columns["order_id"] = order_id
     source: dict[str, Any] = {"kind": "transactions", "uri": transactions, "columns": columns}
     if table:
         source["table"] = table
-    if delimiter:
-        source["csv"] = {"delimiter": delimiter}
+    source["csv"] = reading.csv().model_dump(exclude_none=True)
+    if reading.date_format:
+        source["date_formats"] = [reading.date_format]
+    source["flags"] = {
+        "customer_id": "--customer-id",
+        "timestamp": "--date",
+        "amount": "--amount",
+        "order_id": "--order-id",
+        "decimal": "--decimal",
+        "date_formats": "--date-format",
+    }
     return source
 
 
-def _project(loaded: Project | None, source: dict[str, Any], settings: ClvSettings) -> Project:
+def _project(
+    loaded: Project | None, source: dict[str, Any], settings: ClvSettings, model: str
+) -> Project:
     from custval.config import project_from_dict
 
     if loaded is not None:
+        clv = loaded.clv.model_copy(update={"model": model})
         return loaded.model_copy(
-            update={"as_of": settings.calibration_end, "time_unit": settings.time_unit}
+            update={"as_of": settings.calibration_end, "time_unit": settings.time_unit, "clv": clv}
         )
     return project_from_dict(
-        {"as_of": settings.calibration_end.isoformat(), "sources": {"transactions": source}},
+        {
+            "as_of": settings.calibration_end.isoformat(),
+            "sources": {"transactions": source},
+            "clv": {"model": model},
+        },
         root=Path.cwd(),
         origin="the command line",
     )
 
 
-def _refuse_btyd_flags(
-    model: str, draws: int, compare: bool, tracking_path: Path | None, level: float
-) -> None:
+def _refuse_btyd_flags(draws: int, compare: bool, tracking_path: Path | None, level: float) -> None:
     """The leaderboard would silently drop these flags: say so instead."""
     ignored = [
         flag
         for flag, given in (
-            ("--model", model != "bgnbd"),
             ("--draws", draws != 200),
             ("--compare", compare),
             ("--tracking", tracking_path is not None),
@@ -312,7 +374,8 @@ def _refuse_btyd_flags(
     if ignored:
         raise CustvalError(
             f"{', '.join(ignored)} belong to --method btyd",
-            hint="The leaderboard fits BG/NBD and its own intervals at the --level",
+            hint="The leaderboard judges the methods on its own holdout and draws its own "
+            "intervals at the --level",
         )
 
 
@@ -390,6 +453,7 @@ def _btyd(
         out.print_json(data=summary)
         return
     print_rules(prepared)
+    out.print(f"settings: {settings.describe()}")
     print_clv(result, summary, model, settings.horizon, settings.time_unit, tracking_path)
     out.print(f"predictions: {out_path}")
 
@@ -402,8 +466,14 @@ def print_clv(
     time_unit: str,
     tracking_path: Path | None,
 ) -> None:
-    """The fitted models, holdout figures, totals with intervals, tracking and comparison."""
-    _print_fit(summary, model)
+    """The purchase model chosen and why, the fitted models, what the predictions leave out
+    or say by construction, holdout figures, totals with intervals, tracking and comparison."""
+    choice = summary.get("purchase_model")
+    if choice:
+        out.print(f"purchase model: {choice['label']} ({choice['reason']})")
+    _print_fit(summary, choice["label"] if choice else model)
+    for note in summary.get("notes", []):
+        out.print(f"note: {note}")
     if result.holdout:
         h = result.holdout
         out.print(
@@ -483,9 +553,15 @@ def clv_summary(result: Any, model: str, path: Path) -> dict[str, Any]:
             "n_iter": m.n_iter_,
         }
 
+    choice = getattr(result, "choice", None)
+    frequency = result.predictions.column("frequency").to_numpy()
     return {
-        "model": model,
+        "model": choice.name if choice is not None else model,
+        "purchase_model": choice.summary() if choice is not None else None,
         "customers": result.predictions.num_rows,
+        "no_repeat_customers": int((frequency == 0).sum()),
+        "refund_only_customers": getattr(result, "refund_only", 0),
+        "notes": result.notes() if hasattr(result, "notes") else [],
         "purchases": fitted(result.purchases),
         "spend": fitted(result.spend),
         "spend_excluded": result.spend_excluded,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -20,6 +21,7 @@ from custval.cli.common import (
     out,
     print_reports,
     print_rules,
+    steps,
     write_table,
 )
 from custval.cli.project import print_synth, run_features, synth_company
@@ -35,11 +37,12 @@ if TYPE_CHECKING:
 DemoOutOpt = Annotated[Path, typer.Option("--out", "-o", help="Folder for everything.")]
 CustomersOpt = Annotated[int, typer.Option("--customers", "-n", min=100)]
 
-# what the demo writes into --out, named once: the steps write these files, the end lists them
+# what the demo writes into --out, named once: the steps write these files, the end lists them.
+# The store and the models go where the generated project file's defaults look (the project's
+# `store`, `models/` beside it), so `custval score|serve|export -c <out>/data/custval.toml` work.
 FEATURES_FILE = "features.parquet"
 CLV_FILE = "clv.parquet"
 TRACKING_FILE = "clv_tracking.csv"
-STORE_FILE = "custval.duckdb"
 MODELS_DIR = "models"
 
 
@@ -64,15 +67,17 @@ def demo(
     out.rule("3. cleaning, customer 360 and features")
     prepared, meta, cat_path = _features(company.config_path, out_dir / FEATURES_FILE)
     out.rule("4. customer lifetime value: BTYD models fitted, judged on a holdout, compared")
-    _clv(prepared, project.as_of, out_dir)
+    _clv(prepared, project.as_of, out_dir, project.clv.model)
     out.rule("5. high/low value classifier: candidates compared, reasons for every customer")
-    trained = _value_model(project, prepared, out_dir / MODELS_DIR)
+    trained = _value_model(project, prepared, project.root / MODELS_DIR)
     out.rule("6. segments: k-means with automatic k, profiled and named, into the store")
-    _segments(project, prepared, out_dir / STORE_FILE)
+    _segments(project, prepared, Path(project.store))
     out.rule("7. scoring today's customers into the store: value, reasons, CLV, segment, one run")
-    _score(project, prepared, out_dir)
+    _score(project, prepared)
     out.rule("done")
-    _print_files(out_dir, meta, cat_path, trained.folder, company)
+    _print_files(out_dir, meta, cat_path, trained.folder.name, company, Path(project.store))
+    out.rule("next")
+    _print_next(out_dir, company, project.as_of)
 
 
 def _validate(config: Path) -> Project:
@@ -82,7 +87,8 @@ def _validate(config: Path) -> Project:
 
     project = load(config)
     con = sources.working_connection()
-    reports = flows.validate(project, con, flows.open_all(project, con))
+    with steps(2 * len(project.sources)) as advance:
+        reports = flows.validate(project, con, flows.open_all(project, con, advance), advance)
     if print_reports(reports):
         raise typer.Exit(1)
     return project
@@ -108,23 +114,27 @@ def _features(config: Path, features_path: Path) -> tuple[Any, Any, Path]:
     return prepared, meta, cat_path
 
 
-def _clv(prepared: Any, as_of: date, out_dir: Path) -> None:
-    """MBG/NBD calibrated to half a year before the as-of date and judged on that half year."""
+def _clv(prepared: Any, as_of: date, out_dir: Path, project_model: str) -> None:
+    """The purchase model chosen as everywhere (auto: the lowest holdout MAE), calibrated to
+    half a year before the as-of date and judged on that half year."""
     import pyarrow as pa
 
     from custval import flows
+    from custval.flows.customer_base import discount_per_unit
 
     holdout_end = as_of
     calibration_end = holdout_end - timedelta(weeks=26)
-    clv_result = flows.clv(
-        prepared,
-        calibration_end=calibration_end,
-        holdout_end=holdout_end,
-        model="mbgnbd",
-        horizon=52,
-        discount=1.1 ** (1 / 52) - 1,
-        compare=True,
-    )
+    with steps(1) as advance:
+        advance("fitting and comparing the purchase models")
+        clv_result = flows.clv(
+            prepared,
+            calibration_end=calibration_end,
+            holdout_end=holdout_end,
+            model=project_model,
+            horizon=52,
+            discount=discount_per_unit(0.10, "weeks"),
+            compare=True,
+        )
     clv_path = out_dir / CLV_FILE
     tracking_path = out_dir / TRACKING_FILE
     write_table(clv_result.predictions, clv_path)
@@ -133,15 +143,18 @@ def _clv(prepared: Any, as_of: date, out_dir: Path) -> None:
         f"calibration to {calibration_end}, holdout {calibration_end} to {holdout_end}; "
         "CLV over the next 52 weeks at 10% a year"
     )
-    summary = clv_summary(clv_result, "mbgnbd", clv_path)
-    print_clv(clv_result, summary, "mbgnbd", 52, "weeks", tracking_path)
+    summary = clv_summary(clv_result, project_model, clv_path)
+    print_clv(clv_result, summary, project_model, 52, "weeks", tracking_path)
 
 
 def _value_model(project: Project, prepared: Any, models_dir: Path) -> Any:
     """The high/low value classifier trained, its leaderboard and what drives it printed."""
     from custval import flows
 
-    trained = flows.train_value(project, prepared=prepared, out_dir=models_dir)
+    with steps(3) as advance:
+        trained = flows.train_value(
+            project, prepared=prepared, out_dir=models_dir, progress=advance
+        )
     clf = trained.clf
     out.print(
         f"label: top 20% of spend in the 52 weeks after {trained.cutoff} "
@@ -156,20 +169,37 @@ def _value_model(project: Project, prepared: Any, models_dir: Path) -> Any:
 def _segments(project: Project, prepared: Any, store_path: Path) -> None:
     from custval import flows
 
-    segmented = flows.segment_table(flows.segment_features(project, prepared), seed=0)
+    with steps(3) as advance:
+        advance("the customers' features and CLV")
+        table = flows.segment_features(project, prepared)
+        advance("clustering, profiling and naming")
+        segmented = flows.segment_table(table, seed=0)
+        advance("storing the segmentation")
+        flows.store_segments(segmented, str(store_path), project.as_of)
     print_segments(segmented)
-    flows.store_segments(segmented, str(store_path), project.as_of)
 
 
-def _score(project: Project, prepared: Any, out_dir: Path) -> None:
+def _score(project: Project, prepared: Any) -> None:
     """One scoring run into the store, shown as BI tools would read it: from its views."""
     from custval import flows
+
+    store_path = Path(project.store)
+    with steps(5) as advance:
+        scored_run = flows.score(
+            project,
+            store_url=store_path,
+            models_dir=project.root / MODELS_DIR,
+            prepared=prepared,
+            progress=advance,
+        )
+    print_scored_run(store_path, scored_run)
+
+
+def print_scored_run(store_path: Path, scored_run: Any) -> None:
+    """A scoring run as BI tools would read it: the top customers and value by segment, from
+    the store's views."""
     from custval.store import open_store
 
-    store_path = out_dir / STORE_FILE
-    scored_run = flows.score(
-        project, store_url=store_path, models_dir=out_dir / MODELS_DIR, prepared=prepared
-    )
     with open_store(store_path) as store:
         top10 = store.query(
             "SELECT p.customer_id, p.value_probability, p.clv_expected, r.text "
@@ -218,7 +248,12 @@ def _print_by_segment(rows: list[tuple[Any, ...]]) -> None:
 
 
 def _print_files(
-    out_dir: Path, meta: Any, cat_path: Path, model_dir: Path, company: SynthResult
+    out_dir: Path,
+    meta: Any,
+    cat_path: Path,
+    model_version: str,
+    company: SynthResult,
+    store_path: Path,
 ) -> None:
     out.print(
         f"feature table : {out_dir / FEATURES_FILE}  ({meta.num_rows:,} customers x "
@@ -229,10 +264,44 @@ def _print_files(
         f"CLV           : {out_dir / CLV_FILE}  (P(alive), purchases and CLV with 90% intervals)"
     )
     out.print(f"tracking      : {out_dir / TRACKING_FILE}")
-    out.print(f"value model   : {model_dir}")
+    out.print(f"value model   : {company.out / MODELS_DIR / model_version}")
     out.print(
-        f"store         : {out_dir / STORE_FILE}  (DuckDB: runs, predictions, reasons, "
-        "segments, BI views)"
+        f"store         : {company.out / store_path.name}  (DuckDB: runs, predictions, "
+        "reasons, segments, BI views)"
     )
     out.print(f"raw data      : {company.out}  (project file {company.config_path})")
     out.print(f"true params   : {company.out / 'truth'}")
+
+
+def _print_next(out_dir: Path, company: SynthResult, as_of: date) -> None:
+    """The commands to try next, each working as printed from the folder the demo ran in."""
+    exe = _program()
+    project = company.config_path
+    tries = [
+        (f"{exe} score -c {project}", "score today's customers again: a new run in the store"),
+        (
+            f"{exe} api-key new --name me -c {project}",
+            "a key for the service, kept (as a hash) in the project's store",
+        ),
+        (
+            f"{exe} serve -c {project}",
+            "the same predictions over HTTP (http://127.0.0.1:8000/docs)",
+        ),
+        (f"{exe} export -c {project} -o {out_dir / 'exports'}", "the latest run as files"),
+        (f"{exe} segment -d {out_dir / CLV_FILE}", "segments from the CLV output alone"),
+        (
+            f"{exe} clv -t {company.files['transactions']} --customer-id account_id --date ts "
+            f"--calibration-end {as_of}",
+            "CLV from the transactions file alone",
+        ),
+    ]
+    for command, what in tries:
+        # unwrapped: a command broken over two lines would not paste
+        out.print(f"{escape(command)}\n    [dim]# {what}[/dim]", soft_wrap=True)
+
+
+def _program() -> str:
+    """custval as it was called: `make demo` runs .venv/bin/custval, which works from where
+    it ran; a bare `custval` (on the PATH, or `python -m custval`) otherwise."""
+    exe = Path(sys.argv[0])
+    return str(exe) if exe.name == "custval" and not exe.is_absolute() else "custval"

@@ -7,13 +7,16 @@ Commands live in one module per group (:mod:`.project`, :mod:`.clv`, :mod:`.valu
 
 from __future__ import annotations
 
+import inspect
 import sys
 from typing import Annotated
 
 import typer
+from typer.core import TyperCommand
+from typer.models import CommandInfo
 
-from custval.cli import clv, demo, project, segment, serve, store, value
-from custval.cli.common import out
+from custval.cli import clv, demo, project, quickstart, segment, serve, store, value
+from custval.cli.common import FlagsCommand, FlagsGroup, out
 from custval.version import __version__
 
 # the command modules load fast: custval's own modules are imported inside the commands, so
@@ -32,6 +35,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=True,
     rich_markup_mode="rich",
+    cls=FlagsGroup,
 )
 
 
@@ -44,7 +48,10 @@ def _version(value: bool) -> None:
 @app.callback()
 def _main(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+        bool,
+        typer.Option(
+            "--version", "-V", callback=_version, is_eager=True, help="Show the version and exit."
+        ),
     ] = False,
 ) -> None:
     """custval: customer value from raw customer data."""
@@ -58,16 +65,60 @@ for command in (
     project.features,
     clv.clv,
     demo.demo,
+    quickstart.quickstart,
     segment.segment,
 ):
     app.command()(command)
 
-keys_app = typer.Typer(help="API keys of the REST service: made once, shown once, kept hashed.")
+keys_app = typer.Typer(
+    help="API keys of the REST service: made once, shown once, kept hashed.", cls=FlagsGroup
+)
 keys_app.command("new")(serve.new_api_key)
-app.add_typer(keys_app, name="api-key")
+keys_app.command("list")(serve.list_api_keys)
+keys_app.command("revoke")(serve.revoke_api_key)
+app.add_typer(keys_app, name="api-key", rich_help_panel="Store and service")
 
 for command in (serve.serve, store.score, store.export, value.evaluate, value.train, value.predict):
     app.command()(command)
+
+# `custval --help` groups the commands by task: these panels, each listing its commands in order
+PANELS = {
+    "Start": ("demo", "quickstart", "init", "synth"),
+    "Data and features": ("validate", "features"),
+    "Customer value": ("clv", "evaluate", "train", "predict"),
+    "Segments": ("segment",),
+    "Store and service": ("score", "export", "serve"),
+}
+_PANEL_OF = {name: panel for panel, names in PANELS.items() for name in names}
+_ORDER = {name: n for n, name in enumerate(_PANEL_OF)}
+
+
+def _finish(typer_app: typer.Typer) -> None:
+    """Every command in its task's panel, with its flags shown as flags (:class:`FlagsCommand`)."""
+    for info in typer_app.registered_commands:
+        # Typer's default class, given when a command names none, shows flags with a type
+        if info.cls in (None, TyperCommand):
+            info.cls = FlagsCommand
+        if typer_app is app:
+            info.rich_help_panel = info.rich_help_panel or _PANEL_OF.get(_name(info))
+        # the list of commands shows the docstring's first paragraph: as one line, not with the
+        # source's line breaks
+        if info.short_help is None and info.callback is not None and info.callback.__doc__:
+            first = inspect.cleandoc(info.callback.__doc__).split("\n\n")[0]
+            info.short_help = " ".join(first.split())
+    if typer_app is app:
+        typer_app.registered_commands.sort(key=lambda info: _ORDER.get(_name(info), len(_ORDER)))
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _finish(group.typer_instance)
+
+
+def _name(info: CommandInfo) -> str:
+    """The command's name, as Typer derives it from the function's when none is given."""
+    return info.name or (info.callback.__name__.replace("_", "-") if info.callback else "")
+
+
+_finish(app)
 
 
 def main() -> None:

@@ -139,7 +139,7 @@ def run_features(
 
     project = load(config)
     check_output(out_path)
-    with steps(2 * len(project.sources) + 2, quiet) as advance:
+    with steps(3 * len(project.sources) + 1, quiet) as advance:
         prepared = flows.prepare(project, progress=advance)
         advance("computing and writing features")
         ft = flows.features(project, prepared, as_of, groups)

@@ -13,16 +13,25 @@ import typer
 from rich.table import Table
 
 from custval.cli.common import (
+    DateFormatOpt,
+    DecimalOpt,
+    DelimiterOpt,
+    EncodingOpt,
+    NamesOpt,
+    NoHeaderOpt,
     SeedOpt,
     check_output,
+    file_options,
     friendly,
     load,
     out,
+    steps,
     write_table,
 )
 from custval.errors import CustvalError
 
 if TYPE_CHECKING:
+    from custval.cli.common import FileOptions
     from custval.config import Project
 
 # custval's own modules are imported inside the commands: `custval --help` and a mistyped
@@ -34,18 +43,33 @@ ProjectOpt = Annotated[
 ]
 DataOpt = Annotated[
     Path | None,
-    typer.Option(help="Or any customer table (CSV or Parquet), one row per customer."),
+    typer.Option(
+        "--data",
+        "-d",
+        help="Or any customer table (CSV, Parquet, Excel, JSON lines), one row per customer; "
+        "custval's own outputs (custval clv, score, export, predict) are segmented on their "
+        "meaningful columns.",
+    ),
 ]
 IdOpt = Annotated[str, typer.Option("--id", help="The customer id column of --data.")]
 FeaturesOpt = Annotated[
     str | None,
     typer.Option(
         help="Comma-separated columns to segment on (default: RFM, predicted CLV, tenure "
-        "and behaviour, those the table has)."
+        "and behaviour, those the table has; on custval clv's output frequency, recency, "
+        "monetary_value, p_alive and clv)."
     ),
 ]
-AlgorithmOpt = Annotated[str, typer.Option(help="kmeans, hierarchical, hdbscan, gmm or rfm.")]
-KOpt = Annotated[str, typer.Option(help="Number of segments, or auto (2 to 8).")]
+AlgorithmOpt = Annotated[
+    str,
+    typer.Option(
+        help="kmeans, hierarchical, hdbscan, gmm or rfm (RFM quintiles from recency_days, "
+        "orders and revenue, or from custval clv's frequency, recency, T and monetary_value)."
+    ),
+]
+KOpt = Annotated[
+    str, typer.Option(help="Number of segments: 2 up to the customers' number, or auto (2 to 8).")
+]
 OutOpt = Annotated[
     Path | None,
     typer.Option("--out", "-o", help="Write customer_id, segment, segment_name here."),
@@ -81,6 +105,12 @@ def segment(
     as_json: JsonOpt = False,
     store: StoreOpt = None,
     labels: LabelsOpt = None,
+    delimiter: DelimiterOpt = None,
+    decimal: DecimalOpt = None,
+    encoding: EncodingOpt = None,
+    no_header: NoHeaderOpt = False,
+    names: NamesOpt = None,
+    date_format: DateFormatOpt = None,
 ) -> None:
     """Segment customers: cluster them (k-means by default; k chosen by silhouette with its
     stability reported), profile each segment against the whole base (size, share of revenue
@@ -88,7 +118,10 @@ def segment(
 
     With --config the project's customers are segmented on their features at the as-of date
     plus their predicted CLV, and the run goes into the store (tables segments and
-    segment_profiles). With --data any customer table is segmented; with --labels COLUMN its
+    segment_profiles). With --data any customer table is segmented; custval's own outputs
+    (custval clv, score, export, predict) on their meaningful columns, which are printed, and
+    --algorithm rfm takes recency, frequency and monetary value from custval clv's BTYD
+    summary. With --labels COLUMN its
     known segments (a CRM column, blank where unknown) are learnt instead, judged on a fifth
     of them held out, and every unlabelled customer is placed, with the reasons.
     """
@@ -96,7 +129,8 @@ def segment(
         raise CustvalError("give either --config (a project) or --data (a customer table)")
     chosen = [c.strip() for c in features.split(",") if c.strip()] if features else None
     k_value: str | int = k if k == "auto" else _k(k)
-    table, project = _customers(config, data)
+    opts = file_options(delimiter, decimal, encoding, no_header, names, date_format)
+    table, project = _customers(config, data, opts)
     if project is not None:
         id_column = "customer_id"
     if out_path is not None:
@@ -127,16 +161,21 @@ def _k(text: str) -> int:
         raise CustvalError(f"--k must be auto or a whole number, not '{text}'") from None
 
 
-def _customers(config: Path | None, data: Path | None) -> tuple[Any, Project | None]:
+def _customers(
+    config: Path | None, data: Path | None, opts: FileOptions
+) -> tuple[Any, Project | None]:
     """The table to segment, and the project when it comes from one."""
     if data is not None:
         from custval.data.tables import read_customer_table
 
-        return read_customer_table(data), None
+        return read_customer_table(data, csv=opts.csv(), date_format=opts.date_format), None
     from custval import flows
 
     project = load(config)  # type: ignore[arg-type]
-    return flows.segment_features(project, flows.prepare(project)), project
+    with steps(3 * len(project.sources) + 1) as advance:
+        prepared = flows.prepare(project, progress=advance)
+        advance("the customers' features and CLV")
+        return flows.segment_features(project, prepared), project
 
 
 def _write_customers(customers: Any, path: Path) -> None:
@@ -193,9 +232,11 @@ def _cluster(
     """The customers clustered, profiled and named; with a project, the run stored."""
     from custval import flows
 
-    result = flows.segment_table(
-        table, id_column=id_column, features=features, algorithm=algorithm, k=k, seed=seed
-    )
+    with steps(1) as advance:
+        advance(f"{algorithm}: clustering, profiling and naming the segments")
+        result = flows.segment_table(
+            table, id_column=id_column, features=features, algorithm=algorithm, k=k, seed=seed
+        )
     if out_path is not None:
         _write_customers(result.customers, out_path)
     run_id = None
@@ -206,6 +247,8 @@ def _cluster(
         summary["run_id"] = run_id
         out.print_json(json.dumps(summary, default=str))
         return
+    if result.note:
+        out.print(result.note, highlight=False)
     print_segments(result)
     if out_path is not None:
         out.print(f"segments of {len(result.customers):,} customers: {out_path}")

@@ -5,6 +5,7 @@ They register on the main Typer app of :mod:`custval.cli`.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import sys
@@ -84,7 +85,8 @@ def serve(
     log_predictions: LogPredictionsOpt = False,
 ) -> None:
     """Serve predictions with reasons over HTTP: POST /v1/predict and /v1/predict/records,
-    GET /v1/customers/{id}, /v1/models; OpenAPI at /docs.
+    GET /v1/customers/{id}, /v1/models; OpenAPI at /docs and /redoc (offline: the assets are
+    served from the package). Says "serving" once the port is bound; a taken port exits 2.
 
     Every /v1 request needs an API key (Authorization: Bearer <key>): make one with
     'custval api-key new' and give the service its line in CUSTVAL_API_KEYS, or keep it in the
@@ -113,16 +115,47 @@ def serve(
     )
     # build it once here: a missing model or key fails now, with a clear message
     service = create_app(settings)
+    _run(service, settings, host, port, workers)
+
+
+def _announce(service: FastAPI, host: str, port: int, workers: int) -> None:
+    """Said once the port is bound, so that a client told "serving" can connect."""
     out.print(
         f"serving model {service.state.registry.active.version} on http://{host}:{port} "
         f"({workers} worker{'s' if workers > 1 else ''}); OpenAPI at /docs",
         highlight=False,
     )
-    _run(service, settings, host, port, workers)
+
+
+def _bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """The port bound (listening unless ``reuse_port``, the workers' probe), or a clear error
+    when it is taken or the address is not this machine's."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        taken = exc.errno in (errno.EADDRINUSE, errno.EACCES)
+        raise CustvalError(
+            f"cannot listen on {host}:{port}: "
+            + ("the port is taken by another process" if taken else str(exc.strerror or exc)),
+            hint="Stop the other process, or serve on another port with --port "
+            + str(port + 1 if port else 8001)
+            if taken
+            else "Check --host: an address of this machine, e.g. 127.0.0.1 or 0.0.0.0",
+        ) from None
+    if not reuse_port:
+        sock.listen(2048)
+    return sock
 
 
 def _run(service: FastAPI, settings: ServiceSettings, host: str, port: int, workers: int) -> None:
-    """The service in this process, or in ``workers`` worker processes it supervises."""
+    """The service in this process, or in ``workers`` worker processes it supervises; the
+    port is bound before "serving" is said."""
     import uvicorn
 
     common = {
@@ -134,14 +167,25 @@ def _run(service: FastAPI, settings: ServiceSettings, host: str, port: int, work
         "http": "auto",
     }
     if workers == 1:
-        uvicorn.run(service, **common)  # type: ignore[arg-type]
+        sock = _bind(host, port)
+        _announce(service, host, port, workers)
+        uvicorn.Server(uvicorn.Config(service, **common)).run(sockets=[sock])  # type: ignore[arg-type]
         return
     # this process only supervises the workers: its check of the store can stop
     service.state.store_state.close()
     os.environ["CUSTVAL_SERVE_SETTINGS"] = settings.model_dump_json()
     if hasattr(socket, "SO_REUSEPORT") and sys.platform.startswith("linux"):
-        _run_workers(host, port, workers, common)
+        # the probe holds the port (SO_REUSEPORT, not listening: it takes no connection), so
+        # that a port taken by another process is said here, before "serving"
+        probe = _bind(host, port, reuse_port=True)
+        _announce(service, host, port, workers)
+        try:
+            _run_workers(host, port, workers, common)
+        finally:
+            probe.close()
         return
+    _bind(host, port).close()
+    _announce(service, host, port, workers)
     uvicorn.run("custval.api.app:app_from_env", factory=True, workers=workers, **common)  # type: ignore[arg-type]
 
 
@@ -244,3 +288,69 @@ def new_api_key(
     # one line each, never wrapped: they are copied
     out.print(f"key for {name} ({scope}): {key}", highlight=False, soft_wrap=True)
     out.print(f"{where}. The key is not shown again.", highlight=False, soft_wrap=True)
+
+
+StoreOpt = Annotated[
+    str | None, typer.Option(help="The store (DuckDB file or PostgreSQL URL) that keeps the keys.")
+]
+KeysConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="The project whose store keeps the keys.")
+]
+
+
+def _key_store(store: str | None, config: Path | None) -> str:
+    target = _store_of(store, config)
+    if target is None:
+        raise CustvalError(
+            "say which store keeps the keys: --store FILE_OR_URL or --config custval.toml",
+            hint="Keys in CUSTVAL_API_KEYS are not kept anywhere: remove their line there",
+        )
+    return target
+
+
+@friendly
+def list_api_keys(store: StoreOpt = None, config: KeysConfigOpt = None) -> None:
+    """List the API keys kept in a store: name, scope, when made and when revoked. Never the
+    key (it is not kept) nor its hash."""
+    from rich.table import Table
+
+    from custval.store import open_store
+
+    with open_store(_key_store(store, config), read_only=True) as s:
+        keys = s.api_key_list()
+    if not keys:
+        out.print("the store keeps no API keys; make one with 'custval api-key new --store ...'")
+        return
+    table = Table("name", "scope", "created (UTC)", "revoked (UTC)", box=None)
+    for name, scope, created, revoked in keys:
+        table.add_row(
+            name,
+            scope,
+            f"{created:%Y-%m-%d %H:%M}",
+            "" if revoked is None else f"{revoked:%Y-%m-%d %H:%M}",
+        )
+    out.print(table)
+    active = sum(r[3] is None for r in keys)
+    out.print(f"{len(keys)} key{'s' if len(keys) != 1 else ''}, {active} active", highlight=False)
+
+
+@friendly
+def revoke_api_key(
+    name: Annotated[str, typer.Argument(help="The key's name, as 'custval api-key list' shows.")],
+    store: StoreOpt = None,
+    config: KeysConfigOpt = None,
+) -> None:
+    """Revoke an API key kept in a store: a running service refuses it (401) from its next
+    request on (DuckDB) or within 2 seconds (PostgreSQL). The key stays listed, as revoked."""
+    from custval.store import open_store
+
+    with open_store(_key_store(store, config)) as s:
+        if not s.revoke_api_key(name):
+            known = [r[0] for r in s.api_key_list() if r[3] is None]
+            raise CustvalError(
+                f"the store has no active API key named '{name}'",
+                hint="Active keys: "
+                + (", ".join(known) if known else "none")
+                + ". See 'custval api-key list'",
+            )
+    out.print(f"revoked the API key '{name}'", highlight=False)

@@ -17,6 +17,7 @@ from custval.cli.common import (
     friendly,
     load,
     out,
+    steps,
     write_table,
 )
 from custval.errors import CustvalError
@@ -44,7 +45,7 @@ def score(
     clv_method: Annotated[
         str | None,
         typer.Option(
-            help="btyd, ml, hybrid or auto: overrides the project's [clv] method (see "
+            help="btyd, ml, hybrid or auto: overrides the project's \\[clv] method (see "
             "'custval clv --help'); every method but btyd runs the leaderboard first."
         ),
     ] = None,
@@ -52,7 +53,7 @@ def score(
     """Score every customer at the project's as-of date and store the run.
 
     Features as of the date; the value model's probability, class and top reasons; CLV over
-    the project's horizon (a year by default) with its 90% interval, by the project's [clv]
+    the project's horizon (a year by default) with its 90% interval, by the project's \\[clv]
     method (BG/NBD and Gamma-Gamma unless --clv-method says otherwise), P(alive) and expected
     purchases from BG/NBD; each customer's segment by the store's latest segmentation
     ('custval segment -c').
@@ -70,9 +71,15 @@ def score(
             update={"clv": project.clv.model_copy(update={"method": check_clv_method(clv_method)})}
         )
     target = store or project.store
-    result = flows.score(
-        project, store_url=target, model_version=model, top_k=top_k, with_clv=not no_clv
-    )
+    with steps(3 * len(project.sources) + (3 if no_clv else 4)) as advance:
+        result = flows.score(
+            project,
+            store_url=target,
+            model_version=model,
+            top_k=top_k,
+            with_clv=not no_clv,
+            progress=advance,
+        )
     top = result.predictions.sort_values("probability", ascending=False).head(10)
     table = Table(title=f"top 10 high-value customers (model {result.model_version})")
     for c in ("customer", "probability", "first reason"):

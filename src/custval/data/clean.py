@@ -8,7 +8,10 @@ per column kind:
 - timestamps and dates: parsed from any of the source's ``date_formats``; rows without the
   required timestamp are dropped; rows dated after the moment of cleaning are impossible and
   are dropped as future dates.
-- amounts: thousands separators removed (``"1,234.50"`` is 1234.5); negative amounts are refunds,
+- amounts and numbers: read with the source's decimal mark, configured or detected when the
+  values leave no doubt (``"1,234.50"`` is 1234.5, and so is ``"1.234,50"`` in a file with
+  decimal commas; ``"1,234"`` alone in a ``;``-separated file is an error asking which);
+  negative amounts are refunds,
   kept and flagged (``is_refund``) so that features can net them out of revenue and leave them
   out of purchase counts.
 - categories: trimmed and lower-cased; missing values become ``"unknown"``.
@@ -31,7 +34,15 @@ import ibis
 import ibis.expr.types as ir
 
 from custval.config import SourceSpec
-from custval.data.contracts import Contract, coerce, is_blank, sql_substring
+from custval.data.contracts import (
+    DECIMAL_COMMAS_READ,
+    Contract,
+    coerce,
+    decimal_mark,
+    is_blank,
+    sql_substring,
+    with_decimal,
+)
 
 _IBIS_TYPES = {
     "id": "string",
@@ -86,7 +97,7 @@ def _typed(spec: SourceSpec, raw: ir.Table, contract: Contract) -> tuple[ir.Tabl
             cols[col.name] = ibis.null(_IBIS_TYPES[col.type])
             continue
         value = raw[own]
-        parsed = coerce(value, col, spec.formats)
+        parsed = coerce(value, col, spec.formats, spec.csv.decimal or ".")
         cols[col.name] = parsed
         if col.type in _BLANK_DIFFERS:
             # a blank value always parses to null; testing only those saves a trim per row
@@ -100,8 +111,11 @@ def _typed(spec: SourceSpec, raw: ir.Table, contract: Contract) -> tuple[ir.Tabl
             flags[f"_dates_in_non_iso_formats_parsed:{col.name}"] = parsed.notnull() & (
                 sql_substring(value, 5, 1) != "-"
             )
-        elif col.type == "amount" and value.type().is_string():
-            flags[f"_thousands_separators_removed:{col.name}"] = value.contains(",")
+        elif col.type in {"amount", "number"} and value.type().is_string():
+            if spec.csv.decimal == ",":
+                flags[f"_{DECIMAL_COMMAS_READ}:{col.name}"] = value.contains(",")
+            elif col.type == "amount":
+                flags[f"_thousands_separators_removed:{col.name}"] = value.contains(",")
     typed = raw.select(**cols, **{k: v.fill_null(False) for k, v in flags.items()})
     return typed, list(flags)
 
@@ -121,7 +135,9 @@ class Staged:
 def stage_typed(
     con: ibis.BaseBackend, spec: SourceSpec, raw: ir.Table, contract: Contract
 ) -> Staged:
-    """Parse ``raw`` once into a temporary table on ``con`` (see :func:`clean_source`)."""
+    """Parse ``raw`` once into a temporary table on ``con`` (see :func:`clean_source`), with
+    the decimal mark its amounts leave no doubt about (else an error asking for it)."""
+    spec = with_decimal(spec, decimal_mark(spec, raw, contract))
     typed, flags = _typed(spec, raw, contract)
     table = con.create_table(f"_typed_{spec.name}", typed, temp=True, overwrite=True)
     present = [c.name for c in contract.columns if spec.column(c.name) in raw.columns]

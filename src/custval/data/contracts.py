@@ -12,6 +12,7 @@ reported and counted but let it go on.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,7 +23,20 @@ import ibis.expr.datatypes as dt
 import ibis.expr.types as ir
 
 from custval.config import DEFAULT_DATE_FORMATS, SourceSpec
+from custval.data.sources import field_separator
+from custval.data.textfiles import (
+    AMBIGUOUS_COMMA,
+    AMBIGUOUS_DOT,
+    COMMA_DECIMAL,
+    DOT_DECIMAL,
+    GROUPED_COMMA_NUMBER,
+    GROUPED_DOT_NUMBER,
+    decide_decimal,
+)
 from custval.errors import MAX_EXAMPLES, ContractError, CustvalError, DataValidationError
+
+#: cleaning's rule (and flag column) for amounts read with a decimal comma
+DECIMAL_COMMAS_READ = "decimal_commas_read"
 
 ColumnType = Literal["id", "timestamp", "date", "amount", "number", "bool", "category", "text"]
 
@@ -182,11 +196,14 @@ def parse_dates(text: ir.StringValue, formats: tuple[str, ...]) -> ir.TimestampV
     return ibis.coalesce(*first, dispatched, *[_try_strptime(trimmed, f) for f in formats])
 
 
-def coerce(value: ir.Column, column: Column, formats: tuple[str, ...]) -> ir.Column:
+def coerce(
+    value: ir.Column, column: Column, formats: tuple[str, ...], decimal: str = "."
+) -> ir.Column:
     """Turn a raw column into its contract type; unparseable values become null.
 
-    Strings are parsed (dates in any of ``formats``, amounts with thousands separators such as
-    ``"1,234.50"``, booleans from true/false/yes/no/1/0); typed columns are cast.
+    Strings are parsed (dates in any of ``formats``, amounts and numbers with the ``decimal``
+    mark and thousands grouped by the other, such as ``"1,234.50"`` or ``"1.234,50"``,
+    booleans from true/false/yes/no/1/0); typed columns are cast.
 
     Example
     -------
@@ -194,6 +211,8 @@ def coerce(value: ir.Column, column: Column, formats: tuple[str, ...]) -> ir.Col
     >>> coerce(t.a, Column("amount", "amount"), ()).to_pyarrow().to_pylist()  # doctest: +SKIP
     [1234.5, 7.0]
     """
+    if column.type in {"amount", "number"}:
+        return _as_number(value, column.type, formats, decimal)
     parse = _COERCE.get(column.type)
     if parse is None:
         raise AssertionError(f"unknown column type {column.type}")
@@ -223,14 +242,130 @@ def _as_time(value: ir.Column, kind: str, formats: tuple[str, ...]) -> ir.Column
     return ts.date() if kind == "date" else ts
 
 
-def _as_number(value: ir.Column, kind: str, formats: tuple[str, ...]) -> ir.Column:
+def _as_number(
+    value: ir.Column, kind: str, formats: tuple[str, ...], decimal: str = "."
+) -> ir.Column:
     if value.type().is_numeric():
         return value.cast("float64")
     # DuckDB's cast ignores surrounding white space itself
     text = value.cast("string")
-    if kind == "amount":
-        text = text.replace(",", "")
-    return text.try_cast("float64")
+    nothing = ibis.null("float64")
+    if decimal == ",":
+        plain = text.replace(".", "").replace(",", ".").try_cast("float64")
+        return ibis.ifelse(text.re_search(GROUPED_COMMA_NUMBER), plain, nothing)
+    # a comma is read as a thousands separator only where it groups three digits, so that
+    # "11,77" is refused as not a number rather than read as 1177
+    stray = text.contains(",") & ~text.re_search(GROUPED_DOT_NUMBER)
+    return ibis.ifelse(stray, nothing, text.replace(",", "").try_cast("float64"))
+
+
+def decimal_mark(spec: SourceSpec, table: ir.Table, contract: Contract) -> str:
+    """The decimal mark of the source's amounts and numbers: the configured one, else the one
+    its values leave no doubt about (one query over the text columns).
+
+    Raises :class:`ContractError` naming the column and example rows when the values allow
+    both readings (only ``1,234``-like amounts in a ``;``-separated file) or mix both marks.
+
+    Example
+    -------
+    >>> decimal_mark(spec, raw, CONTRACTS["transactions"])  # doctest: +SKIP
+    ','
+    """
+    if spec.csv.decimal is not None:
+        return spec.csv.decimal
+    owns = [
+        spec.column(c.name)
+        for c in contract.columns
+        if c.type in {"amount", "number"} and spec.column(c.name) in table.columns
+    ]
+    owns = [o for o in owns if table[o].type().is_string()]
+    if not owns:
+        return "."
+    counts = {own: _mark_counts(table[own]) for own in owns}
+    comma = sum(c[0] for c in counts.values())
+    dot = sum(c[1] for c in counts.values())
+    both = sum(c[2] for c in counts.values())
+    decided = decide_decimal(comma, dot, both, field_separator(spec))
+    if decided is not None:
+        return decided
+    own = next(o for o in owns if counts[o][2] or (comma and counts[o][0]))
+    raise _decimal_error(spec, table, contract, own, comma, dot, counts[own][2])
+
+
+def _mark_counts(v: ir.StringColumn) -> tuple[int, int, int]:
+    """Values that are surely decimal commas, surely decimal points, and ambiguous. The
+    regular expressions run only where they can tell something: on values with a comma (few,
+    in most files), then on values with a dot only until one tells (or when no comma did)."""
+    with_comma = v.contains(",").fill_null(False)
+    first = (
+        v.as_table()
+        .filter(with_comma)
+        .aggregate(
+            comma=v.re_search(COMMA_DECIMAL).sum(),
+            dot=v.re_search(DOT_DECIMAL).sum(),
+            both=v.re_search(AMBIGUOUS_COMMA).sum(),
+        )
+        .to_pyarrow()
+        .to_pylist()[0]
+    )
+    comma, dot, both = (int(first[k] or 0) for k in ("comma", "dot", "both"))
+    dot_only = v.as_table().filter(v.contains(".").fill_null(False) & ~with_comma)
+    told = dot_only.filter(v.re_search(DOT_DECIMAL))
+    if comma:
+        # the count matters only when it contradicts the commas
+        dot += int(told.count().to_pyarrow().as_py())
+    elif int(told.limit(1).count().to_pyarrow().as_py()):
+        dot += 1
+    elif not dot:
+        both += int(dot_only.filter(v.re_search(AMBIGUOUS_DOT)).count().to_pyarrow().as_py())
+    return comma, dot, both
+
+
+def _decimal_error(
+    spec: SourceSpec,
+    table: ir.Table,
+    contract: Contract,
+    own: str,
+    comma: int,
+    dot: int,
+    ambiguous: int,
+) -> ContractError:
+    v = table[own]
+    if comma and dot:
+        problem = (
+            f"{comma:,} values are written with a decimal comma (like 11,77) and {dot:,} with "
+            "a decimal point (like 11.77), so the decimal mark is unclear"
+        )
+        shown = v.re_search(COMMA_DECIMAL) | v.re_search(DOT_DECIMAL)
+    else:
+        sep = {"\t": "tab", "whitespace": "whitespace"}.get(field_separator(spec) or "", "")
+        problem = (
+            f"{ambiguous:,} values such as 1,234 may be read with a thousands separator "
+            f"(1234) or a decimal comma (1.234), and the {sep or repr(field_separator(spec))}-"
+            "separated file does not say which"
+        )
+        shown = v.re_search(AMBIGUOUS_COMMA) | v.re_search(AMBIGUOUS_DOT)
+    key = spec.column(contract.key)
+    cols = [key, own] if key in table.columns and key != own else [own]
+    return ContractError(
+        problem,
+        source=spec.name,
+        column=own,
+        count=ambiguous or comma + dot,
+        examples=_examples(table, shown.fill_null(False), cols),
+        hint=hint_for(
+            spec,
+            "decimal",
+            "Say which with --decimal , (decimal comma) or --decimal . (decimal point)",
+            f'Set decimal = "," or "." under [sources.{spec.name}.csv] in custval.toml',
+        ),
+    )
+
+
+def hint_for(spec: SourceSpec, key: str, with_flag: str, in_project: str) -> str:
+    """A hint naming the flag of the command that built ``spec`` (see ``SourceSpec.flags``),
+    else the setting of the project file."""
+    return with_flag if key in spec.flags else in_project
 
 
 def _as_bool(value: ir.Column, kind: str, formats: tuple[str, ...]) -> ir.Column:
@@ -372,11 +507,23 @@ def missing_columns(spec: SourceSpec, table: ir.Table, contract: Contract) -> li
                 f"the required column '{own}'{mapped} is missing; the source has columns "
                 + ", ".join(present[:20]),
                 0,
-                hint=f"Map it under [sources.{spec.name}.columns] in custval.toml, e.g. "
-                f'{col.name} = "your_column"',
+                hint=_mapping_hint(spec, col.name, own, present),
             )
         )
     return findings
+
+
+def _mapping_hint(spec: SourceSpec, name: str, own: str, present: list[str]) -> str:
+    """Where to say which column holds ``name``, with the likeliest of the ``present`` ones."""
+    close = difflib.get_close_matches(own.lower(), [p.lower() for p in present], 1, 0.3)
+    guess = next((p for p in present if close and p.lower() == close[0]), None)
+    flag = spec.flags.get(name)
+    if flag:
+        return f"Name the column with {flag}, e.g. {flag} {guess or 'YOUR_COLUMN'}"
+    return (
+        f"Map it under [sources.{spec.name}.columns] in custval.toml, e.g. "
+        f'{name} = "{guess or "your_column"}"'
+    )
 
 
 def checks(
@@ -395,7 +542,8 @@ def checks(
         if own not in table.columns:
             continue
         if typed is None:
-            parsed, blank = coerce(table[own], col, spec.formats), is_blank(table[own])
+            decimal = spec.csv.decimal or "."
+            parsed, blank = coerce(table[own], col, spec.formats, decimal), is_blank(table[own])
         else:
             parsed = typed[col.name]
             flag = f"_blank:{col.name}"
@@ -435,6 +583,12 @@ def validate_source(
     """
     report = SourceReport(spec.name, contract.kind, 0, list(table.columns))
     report.findings += missing_columns(spec, table, contract)
+    if counts_from is not None:
+        # cleaning's typed table was parsed with the mark it settled, and flags what it read
+        read = any(c.startswith(f"_{DECIMAL_COMMAS_READ}:") for c in counts_from.columns)
+        spec = with_decimal(spec, "," if read else ".")
+    elif not report.findings:
+        spec = with_decimal(spec, decimal_mark(spec, table, contract))
     found = checks(spec, table, contract)
     counted = table if counts_from is None else counts_from
     on_counted = found if counts_from is None else checks(spec, table, contract, counts_from)
@@ -454,7 +608,12 @@ def validate_source(
         cols = [own] if own == key_col or key_col not in table.columns else [key_col, own]
         hint = None
         if what == "unparseable" and col.type in {"timestamp", "date"}:
-            hint = "Set date_formats for this source in custval.toml (strptime codes)"
+            hint = hint_for(
+                spec,
+                "date_formats",
+                "Give the dates' format with --date-format (strptime codes, e.g. %d/%m/%Y)",
+                "Set date_formats for this source in custval.toml (strptime codes)",
+            )
         report.findings.append(
             Finding(
                 spec.name,
@@ -467,6 +626,13 @@ def validate_source(
             )
         )
     return report
+
+
+def with_decimal(spec: SourceSpec, decimal: str) -> SourceSpec:
+    """``spec`` with its decimal mark settled."""
+    if spec.csv.decimal == decimal:
+        return spec
+    return spec.model_copy(update={"csv": spec.csv.model_copy(update={"decimal": decimal})})
 
 
 def raise_for_errors(reports: list[SourceReport]) -> None:

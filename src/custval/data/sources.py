@@ -36,14 +36,12 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import duckdb
-import httpx
 import ibis
 import ibis.expr.schema as sch
-import psycopg
 import pyarrow as pa
 import sqlglot as sg
 
@@ -55,7 +53,11 @@ from custval.config import (
     SourceSpec,
     mask_url,
 )
-from custval.errors import SourceError
+from custval.data.textfiles import TextLayout, read_xlsx, text_layout
+from custval.errors import CustvalError, SourceError
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["fetch_http", "open_source", "stage", "working_connection"]
 
@@ -83,9 +85,15 @@ _EXTENSIONS: dict[str, FileFormat] = {
     ".json": "json",
     ".jsonl": "json",
     ".ndjson": "json",
+    ".xlsx": "xlsx",
 }
 _COMPRESSIONS = (".gz", ".zst")
-_FORMAT_TITLES: dict[str, str] = {"csv": "CSV", "parquet": "Parquet", "json": "JSON"}
+_FORMAT_TITLES: dict[str, str] = {
+    "csv": "CSV",
+    "parquet": "Parquet",
+    "json": "JSON",
+    "xlsx": "an Excel workbook",
+}
 _DB_SCHEMES = {"duckdb", "sqlite", "postgresql", "postgres"}
 _GLOB_MAGIC = re.compile(r"[*?\[]")
 # Where a CSV's first data row would appear, if there is one; a header longer than this is
@@ -225,6 +233,10 @@ def fetch_http(spec: SourceSpec, client: httpx.Client | None = None) -> pa.Table
     >>> fetch_http(spec).num_rows  # doctest: +SKIP
     1250
     """
+    # httpx and psycopg are imported where a source needs them: a file source spares every run
+    # their import time
+    import httpx
+
     own_client = client is None
     if client is None:
         client = httpx.Client(timeout=spec.http.timeout_s, follow_redirects=True)
@@ -433,13 +445,17 @@ def _open_files_on(
         options["union_by_name"] = True
     _drop_temp(con, name)
     try:
-        if fmt == "csv" and spec.csv.delimiter == "whitespace":
-            table = _read_whitespace(spec, con, name, files)
-        elif fmt == "csv":
-            options |= _csv_options(spec, files)
-            # Every column as text and no type sniffing: cleaning parses "1,234.50" and mixed
-            # date formats itself and must see them as written.
-            table = con.read_csv(files, table_name=name, all_varchar=True, **options)
+        if fmt == "csv":
+            layout = _layout(spec, files)
+            if layout.delimiter == "whitespace":
+                table = _read_whitespace(spec, con, name, layout)
+            else:
+                options |= _csv_options(layout)
+                # Every column as text and no type sniffing: cleaning parses "1,234.50" and
+                # mixed date formats itself and must see them as written.
+                table = con.read_csv(layout.files, table_name=name, all_varchar=True, **options)
+        elif fmt == "xlsx":
+            table = _read_xlsx(spec, con, name, files)
         elif fmt == "parquet":
             table = con.read_parquet(files, table_name=name, **options)
         else:
@@ -463,32 +479,69 @@ def _open_files_on(
     return table
 
 
-def _csv_options(spec: SourceSpec, files: list[str]) -> dict[str, Any]:
-    """DuckDB's CSV options for the source: its delimiter (a tab for .tsv files), header,
-    column names and encoding."""
-    options: dict[str, Any] = {}
-    if all(_has_suffix(f, {".tsv"}) for f in files):
-        options["delim"] = "\t"
-    csv = spec.csv
-    if csv.delimiter is not None:
-        options["delim"] = csv.delimiter
-    options["header"] = csv.header
-    if csv.names:
-        options["names"] = csv.names
-    if csv.encoding:
-        options["encoding"] = csv.encoding
+_LAYOUTS: dict[tuple[Any, ...], TextLayout] = {}
+
+
+def _layout(spec: SourceSpec, files: list[str]) -> TextLayout:
+    """How the source's text files are read (see :func:`custval.data.textfiles.text_layout`),
+    settled once per file version: validation asks again for the field separator."""
+    stats = tuple((f, Path(f).stat().st_mtime_ns, Path(f).stat().st_size) for f in files)
+    key = (stats, spec.csv.model_dump_json())
+    if key not in _LAYOUTS:
+        try:
+            _LAYOUTS[key] = text_layout(files, spec.csv, _label(spec))
+        except CustvalError as exc:
+            raise _error(spec, exc.problem, exc.hint) from None
+        except OSError as exc:
+            raise _error(spec, f"cannot read '{exc.filename}': {exc.strerror or exc}") from None
+    return _LAYOUTS[key]
+
+
+def _read_xlsx(spec: SourceSpec, con: ibis.BaseBackend, name: str, files: list[str]) -> ibis.Table:
+    """Excel workbooks (their first sheet), as text like a CSV file's; several are stacked by
+    column name."""
+    try:
+        sheets = [read_xlsx(f, spec.csv, _label(spec)) for f in files]
+    except CustvalError as exc:
+        raise _error(spec, exc.problem, exc.hint) from None
+    table = pa.concat_tables(sheets, promote_options="permissive")
+    return _load_into(spec, con, name, table.to_reader(BATCH_ROWS))
+
+
+def field_separator(spec: SourceSpec) -> str | None:
+    """The field separator of a text-file source (``"whitespace"`` for runs of blanks); None
+    for other sources. Cleaning asks, to tell a thousands comma from a decimal one."""
+    if _scheme(spec.uri) not in {"", "file"}:
+        return None
+    try:
+        where, files = _list_files(spec)
+        if _decide_format(spec, where, files) != "csv":
+            return None
+        return _layout(spec, files).separator
+    except (SourceError, OSError):
+        return None
+
+
+def _csv_options(layout: TextLayout) -> dict[str, Any]:
+    """DuckDB's CSV options for the files: delimiter, header, column names and encoding."""
+    options: dict[str, Any] = {"header": layout.header}
+    if layout.delimiter is not None:
+        options["delim"] = layout.delimiter
+    if layout.names:
+        options["names"] = layout.names
+    if layout.encoding:
+        options["encoding"] = layout.encoding
     return options
 
 
 def _read_whitespace(
-    spec: SourceSpec, con: ibis.BaseBackend, name: str, files: list[str]
+    spec: SourceSpec, con: ibis.BaseBackend, name: str, layout: TextLayout
 ) -> ibis.Table:
     """Text whose fields are separated by runs of spaces or tabs, with leading and trailing
     blanks (CDNOW's master file: ``" 00001 19970101  1   11.77"``). DuckDB's CSV reader takes
     one delimiter character, so each line is read whole and split here, in DuckDB."""
-    csv = spec.csv
-    strings = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-    encoding = f", encoding='{csv.encoding}'" if csv.encoding else ""
+    strings = ", ".join("'" + f.replace("'", "''") + "'" for f in layout.files)
+    encoding = f", encoding='{layout.encoding}'" if layout.encoding else ""
     blanks = "' ' || chr(9) || chr(13)"  # space, tab and the CR of Windows line ends
     lines = (
         f"SELECT string_split_regex(trim(column0, {blanks}), '[ \\t]+') AS f, column0 "
@@ -497,10 +550,10 @@ def _read_whitespace(
         f"WHERE trim(column0, {blanks}) <> ''"
     )
     header: list[str] | None = None
-    if csv.header:
+    if layout.header:
         first = con.con.sql(f"SELECT f FROM ({lines}) LIMIT 1").fetchone()
         header = list(first[0]) if first else []
-    names = csv.names or header
+    names = layout.names or header
     if names is None:
         widest = con.con.sql(f"SELECT max(len(f)) FROM ({lines})").fetchone()
         names = [f"column{i}" for i in range((widest[0] if widest else None) or 0)]
@@ -607,6 +660,7 @@ def _connect_sqlite(spec: SourceSpec) -> ibis.BaseBackend:
 
 
 def _connect_postgres(spec: SourceSpec) -> ibis.BaseBackend:
+    import psycopg
     from ibis.backends.postgres import Backend as PostgresBackend
 
     try:
@@ -918,6 +972,8 @@ def _retry_after(response: httpx.Response) -> float | None:
 
 def _request(spec: SourceSpec, client: httpx.Client, params: Params, what: str) -> Any:
     """GET one page with retries; returns the parsed JSON body."""
+    import httpx
+
     http = spec.http
     attempts = 0
     while True:

@@ -17,14 +17,23 @@ import pyarrow as pa
 from custval.columns import SCORED_CLV, SUMMARY_COLUMNS
 from custval.config import Project
 from custval.errors import CustvalError, FitError
+from custval.features._util import cutoff
 from custval.features.holdout import btyd_summary_table, tracking_times
 from custval.features.transactions import UNIT_DAYS
 from custval.flows.preparation import Prepared
-from custval.models.btyd_clv import PURCHASE_MODELS, btyd_predictions, clv_models_json
+from custval.models.btyd_clv import (
+    PURCHASE_MODEL_CHOICES,
+    PurchaseChoice,
+    btyd_predictions,
+    clv_models_json,
+)
 from custval.models.evaluation import compare_models, holdout_errors, tracking_table
 
-#: one year in each time unit: the default CLV horizon
+#: one year in each time unit: the default CLV horizon (whole weeks, days...)
 ONE_YEAR = {"days": 365.0, "weeks": 52.0, "months": 12.0, "years": 1.0}
+#: the Gamma-Gamma spend model needs at least this many repeat buyers with a spend: with fewer
+#: its three parameters are not determined (the likelihood is flat)
+MIN_SPEND_BUYERS = 10
 
 
 @dataclass
@@ -41,6 +50,42 @@ class ClvResult:
     tracking: Any = None
     #: every purchase model's fit, AIC/BIC and holdout error (with ``compare``)
     comparison: Any = None
+    #: which purchase model and why (:func:`custval.models.btyd_clv.choose_purchase_model`)
+    choice: PurchaseChoice | None = None
+    #: customers with rows before the calibration end that are all refunds: no purchase, so
+    #: not in the predictions
+    refund_only: int = 0
+
+    def notes(self) -> list[str]:
+        """What a reader of the predictions should know: the customers left out, and those
+        BG/NBD calls alive whatever their silence (:func:`p_alive_note`)."""
+        found = []
+        if self.refund_only:
+            found.append(f"{self.refund_only:,} customers with only refunds are left out")
+        note = p_alive_note(self.choice, self.predictions.column("frequency").to_numpy())
+        if note:
+            found.append(note)
+        return found
+
+
+def p_alive_note(choice: PurchaseChoice | None, frequency: Any) -> str | None:
+    """BG/NBD's known blind spot, counted: a customer with no repeat purchase cannot have
+    "died" after a purchase in that model, so their P(alive) is 1 however long ago they
+    bought. None for the other models."""
+    if choice is None or choice.name != "bgnbd":
+        return None
+    once = int((np.asarray(frequency) == 0).sum())
+    return (
+        f"{once:,} of {np.size(frequency):,} customers have no repeat purchase: BG/NBD gives "
+        "them P(alive) = 1 by construction; MBG/NBD or Pareto/NBD do not"
+    )
+
+
+def discount_per_unit(per_year: float, time_unit: str) -> float:
+    """The discount rate per time unit equivalent to ``per_year`` (10% a year is 0.183% a
+    week): compounded over :data:`ONE_YEAR` units, the year of the default horizon, so that a
+    year's horizon is discounted by exactly ``per_year`` at its end."""
+    return float((1 + per_year) ** (1 / ONE_YEAR[time_unit]) - 1)
 
 
 def clv(
@@ -48,7 +93,7 @@ def clv(
     *,
     calibration_end: date,
     holdout_end: date | None = None,
-    model: str = "bgnbd",
+    model: str = "auto",
     horizon: float = 52.0,
     discount: float = 0.0,
     time_unit: str = "weeks",
@@ -63,7 +108,8 @@ def clv(
     draws of the models' parameters (:mod:`custval.models.clv`). With a holdout the result has a
     tracking table of cumulative repeat transactions per time unit, actual against predicted;
     with ``compare`` every purchase model is fitted and compared (log-likelihood, AIC, BIC,
-    holdout error).
+    holdout error). ``model`` auto keeps the best of the three (``choose_purchase_model``).
+    Data the models cannot learn from is refused first, in plain words (:func:`check_summary`).
 
     Repeat buyers whose mean repeat spend is zero cannot inform the spend model and are left out
     of its fit (``spend_excluded``); they, like one-time buyers, get the population's mean spend.
@@ -81,12 +127,21 @@ def clv(
         one_row_per_order=prepared.one_row_per_order,
     )
     table = summary.order_by("customer_id").to_pyarrow()
-    if table.num_rows == 0:
-        raise FitError(f"no customer bought before the calibration end {calibration_end}")
     col = {c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names}
     x, tx_, t, m = (col[c].astype(float) for c in SUMMARY_COLUMNS)
+    facts = check_summary(tx, calibration_end, table.column("customer_id"), x, m)
     fitted = btyd_predictions(
-        x, tx_, t, m, model=model, horizon=horizon, discount=discount, level=level, n_draws=n_draws
+        x,
+        tx_,
+        t,
+        m,
+        model=model,
+        horizon=horizon,
+        discount=discount,
+        level=level,
+        n_draws=n_draws,
+        holdout_frequency=col.get("frequency_holdout"),
+        holdout_duration=col.get("duration_holdout"),
     )
     purchases = fitted.purchases
     out = {"customer_id": table.column("customer_id"), **fitted.columns}
@@ -97,31 +152,138 @@ def clv(
         out["predicted_holdout"] = predicted
         holdout = holdout_errors(predicted, col["frequency_holdout"])
         tracking = _tracking(tx, purchases, calibration_end, holdout_end, time_unit)
-    comparison = None
-    if compare:
-        comparison = compare_models(
-            x,
-            tx_,
-            t,
-            holdout_frequency=col.get("frequency_holdout"),
-            holdout_duration=col.get("duration_holdout"),
-        )
     return ClvResult(
         purchases,
         fitted.spend,
-        pa.table(out),
+        pa.table(out, metadata=_metadata(fitted.choice)),
         holdout,
         fitted.spend_excluded,
         fitted.interval,
         tracking,
-        comparison,
+        _comparison(fitted.choice, x, tx_, t, col) if compare else None,
+        fitted.choice,
+        facts.customers - table.num_rows,
     )
 
 
+def _comparison(choice: PurchaseChoice | None, x: Any, tx_: Any, t: Any, col: dict) -> Any:
+    """Every purchase model's fit and holdout error: auto has fitted all three already."""
+    if choice is not None and choice.comparison is not None:
+        return choice.comparison
+    return compare_models(
+        x,
+        tx_,
+        t,
+        holdout_frequency=col.get("frequency_holdout"),
+        holdout_duration=col.get("duration_holdout"),
+    )
+
+
+def _metadata(choice: PurchaseChoice | None) -> dict[str, str] | None:
+    """The predictions file says which purchase model made it, and why."""
+    if choice is None:
+        return None
+    return {
+        "custval.purchase_model": choice.name,
+        "custval.purchase_model_reason": choice.reason(),
+    }
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """The transactions before a date, counted in one query."""
+
+    rows: int
+    refunds: int
+    customers: int
+    first_purchase: date | None
+    last_purchase: date | None
+
+
+def _facts(tx: Any, calibration_end: date) -> _Facts:
+    before = tx.filter(tx.timestamp < cutoff(calibration_end))
+    bought = ~before.is_refund
+    row = (
+        before.aggregate(
+            rows=before.count(),
+            refunds=before.is_refund.cast("int64").sum(),
+            customers=before.customer_id.nunique(),
+            first=before.timestamp.min(where=bought),
+            last=before.timestamp.max(where=bought),
+        )
+        .to_pyarrow()
+        .to_pylist()[0]
+    )
+
+    def day(value: Any) -> date | None:
+        return None if value is None else value.date()
+
+    return _Facts(
+        int(row["rows"] or 0),
+        int(row["refunds"] or 0),
+        int(row["customers"] or 0),
+        day(row["first"]),
+        day(row["last"]),
+    )
+
+
+def check_summary(tx: Any, calibration_end: date, ids: Any, x: Any, m: Any) -> _Facts:
+    """Refuse, in words about customers and dates, a summary (ids, repeat purchases ``x``,
+    mean repeat spend ``m``) that the purchase and spend models cannot learn from; returns the
+    transactions' counts before ``calibration_end`` (one query, ``tx`` the cleaned
+    transactions). Vectorised: counts over arrays, no loop over customers."""
+    facts = _facts(tx, calibration_end)
+    n, before = len(x), f"before {calibration_end}"
+    hint = "Use a later --calibration-end, or more of the history"
+    if n == 0:
+        if facts.rows and facts.refunds == facts.rows:
+            raise FitError(
+                f"all {facts.rows:,} amounts {before} are refunds (negative): there is no "
+                "purchase to learn from",
+                count=facts.rows,
+                hint="Check that --amount names the purchase amount and its sign",
+            )
+        raise FitError(
+            f"no customer bought anything {before}: there is nothing to learn from", hint=hint
+        )
+    if n == 1:
+        raise FitError(
+            f"only one customer ({ids[0]}) bought {before}: the purchase models learn from "
+            "many customers",
+            count=1,
+            hint=hint,
+        )
+    purchases = facts.rows - facts.refunds
+    if facts.first_purchase is not None and facts.first_purchase == facts.last_purchase:
+        raise FitError(
+            f"all {purchases:,} purchases of the {n:,} customers {before} were made on one "
+            f"day, {facts.first_purchase}: the purchase models need purchases on different days",
+            count=purchases,
+            hint=hint,
+        )
+    repeat = int((x > 0).sum())
+    if repeat == 0:
+        raise FitError(
+            f"none of the {n:,} customers bought twice {before} (purchases on one day count "
+            "once): the purchase models need repeat buyers",
+            count=n,
+            hint=hint,
+        )
+    spenders = int(((x > 0) & (m > 0)).sum())
+    if spenders < MIN_SPEND_BUYERS:
+        raise FitError(
+            f"only {spenders} of the {n:,} customers made a repeat purchase with a positive "
+            f"amount {before}: the Gamma-Gamma spend model needs at least {MIN_SPEND_BUYERS}",
+            count=spenders,
+            hint=hint,
+        )
+    return facts
+
+
 def _check_names(model: str, time_unit: str) -> None:
-    if model not in PURCHASE_MODELS:
+    if model not in PURCHASE_MODEL_CHOICES:
         raise CustvalError(
-            f"unknown model '{model}'", hint="Use one of " + ", ".join(PURCHASE_MODELS)
+            f"unknown model '{model}'", hint="Use one of " + ", ".join(PURCHASE_MODEL_CHOICES)
         )
     if time_unit not in UNIT_DAYS:
         raise CustvalError(
@@ -147,10 +309,9 @@ def _tracking(
 def clv_settings(project: Project) -> tuple[float, float]:
     """The project's CLV horizon (``[clv] horizon``, default a year) and its discount rate per
     time unit (from ``[clv] discount_per_year``), both in the project's time unit."""
-    per_year = ONE_YEAR[project.time_unit]
     return (
-        project.clv.horizon or per_year,
-        (1 + project.clv.discount_per_year) ** (1 / per_year) - 1,
+        project.clv.horizon or ONE_YEAR[project.time_unit],
+        discount_per_unit(project.clv.discount_per_year, project.time_unit),
     )
 
 
@@ -172,26 +333,34 @@ def btyd_columns(
     columns and the fitted models (:func:`clv_models_json`).
 
     The BTYD summary comes from the feature table when it has the rfm columns (they are the
-    same ``rfm_features`` at the same date and time unit), else from the transactions."""
+    same ``rfm_features`` at the same date and time unit), else from the transactions. The
+    purchase model is the project's ``[clv] model`` (``auto``: the lowest AIC)."""
     settings = {"horizon": horizon, "discount": discount}
-    n = len(table)
+    n, model, when = len(table), project.clv.model, as_of or project.as_of
     if all(c in table.columns for c in SUMMARY_COLUMNS):
         buyers = table["T"].notna().to_numpy()
         x, tx_, t, m = (
             table[c].to_numpy(dtype=np.float64, na_value=np.nan)[buyers] for c in SUMMARY_COLUMNS
         )
-        fit = btyd_predictions(x, tx_, t, m, purchases_interval=False, level=level, **settings)
-        cols, models = fit.columns, clv_models_json(fit.purchases, fit.spend, **settings)
+        if "transactions" in prepared.tables:
+            ids = table["customer_id"].to_numpy()[buyers]
+            check_summary(prepared.tables["transactions"], when, ids, x, m)
+        fit = btyd_predictions(
+            x, tx_, t, m, model=model, purchases_interval=False, level=level, **settings
+        )
+        cols = fit.columns
+        models = clv_models_json(fit.purchases, fit.spend, **settings, choice=fit.choice)
         where = np.flatnonzero(buyers)
     else:
         result = clv(
             prepared,
-            calibration_end=as_of or project.as_of,
+            calibration_end=when,
             time_unit=project.time_unit,
+            model=model,
             level=level,
             **settings,
         )
-        models = clv_models_json(result.purchases, result.spend, **settings)
+        models = clv_models_json(result.purchases, result.spend, **settings, choice=result.choice)
         c = result.predictions
         found = pd.Series(
             np.arange(c.num_rows), index=c.column("customer_id").to_numpy(zero_copy_only=False)

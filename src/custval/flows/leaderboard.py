@@ -160,7 +160,7 @@ def clv_leaderboard(
     job = _Job(project, prepared, horizon_days, level, seed, progress or _quiet)
     first = _first_purchase(prepared)
     windows = _windows(first, evaluated, horizon_days, cutoffs)
-    methods, notes = _methods_for(methods, windows)
+    methods, notes = _methods_for(methods, windows, choose_method, first, evaluated)
     job.say(f"evaluating at {evaluated}: windows of {windows.days} days from {windows.cutoffs}")
     at_eval = _customers(project, prepared, evaluated)
     actual = _actual_spend(prepared, at_eval, evaluated, horizon_days)
@@ -263,11 +263,26 @@ def _evaluation_span(
     return evaluated, horizon_days
 
 
-def _methods_for(methods: tuple[str, ...], windows: Windows) -> tuple[tuple[str, ...], list[str]]:
+def _methods_for(
+    methods: tuple[str, ...], windows: Windows, choose_method: str, first: date, evaluated: date
+) -> tuple[tuple[str, ...], list[str]]:
     """The candidates the training windows allow, with a note on those left out: the
-    machine-learned ones need a window at most MAX_SCALE times shorter than the horizon."""
+    machine-learned ones need a window at most MAX_SCALE times shorter than the horizon. A
+    method asked for by name (ml, hybrid...) that the history cannot train is refused, saying
+    how much history it needs and how much there is."""
     if windows.scale <= MAX_SCALE:
         return methods, []
+    if choose_method not in ("auto", "btyd"):
+        least = max(7, windows.horizon_days // 4)
+        needed = 2 * int(np.ceil(windows.horizon_days / MAX_SCALE)) + least
+        raise CustvalError(
+            f"--method {choose_method} needs at least {needed} days of history before "
+            f"{evaluated} to learn spend over a horizon of {windows.horizon_days} days "
+            f"(training windows of at least {windows.horizon_days / MAX_SCALE:.0f} days); "
+            f"the history from the first purchase ({first}) has {(evaluated - first).days} days",
+            hint="Use a shorter horizon (--horizon or --holdout-end), a later date or "
+            "--method btyd",
+        )
     if "btyd" not in methods:
         raise CustvalError(
             f"the history allows training windows of {windows.days} days, too short to "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,7 @@ def score(
     top_k: int = 3,
     with_clv: bool = True,
     prepared: Prepared | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> ScoreResult:
     """Score every customer at the project's as-of date and write one run to the store.
 
@@ -66,18 +68,20 @@ def score(
     CLV over the project's horizon (``[clv]``, a year by default) with its 90% interval, by
     its method (BG/NBD and Gamma-Gamma by default; :func:`score_clv`), and P(alive) and
     expected purchases from BG/NBD; each customer's segment by the store's latest
-    segmentation. The run is all or nothing (:mod:`custval.store`).
+    segmentation; all or nothing (:mod:`custval.store`). ``progress`` gets each stage's name.
     """
     folder = model_folder(models_dir or (project.root / "models"), model_version)
     clf = load_bundle(folder)
-    lap = _Laps()
+    lap = _Laps(progress)
     # open the store first: an unreachable store fails before any work
     store = open_store(store_url)
     try:
-        prepared = prepared or prepare(project)
+        prepared = prepared or prepare(project, progress=lap.start)
         lap("prepare")
+        lap.start("computing the features")
         table = features(project, prepared).to_pyarrow().to_pandas()
         lap("features")
+        lap.start("the value model's probabilities and reasons")
         explained, imp = _explain(clf, table, top_k, lap)
         ids = table["customer_id"].astype(str).to_numpy()
         preds: dict[str, Any] = {
@@ -87,16 +91,19 @@ def score(
         }
         clv_models, clv_kept = None, ClvKept()
         if with_clv and "transactions" in prepared.tables:
+            lap.start(f"CLV by {project.clv.method}")
             clv_columns, clv_models, clv_kept = score_clv(project, prepared, table, top_k)
             preds.update(clv_columns)
             lap("clv")
         segment_run, segment_note = None, None
+        lap.start("the customers' segments")
         placed = store.latest_segment_model()
         if placed is not None:
             segment_run, names, segment_note = _score_segments(table, preds, *placed)
             if names is not None:
                 preds["segment"] = names
             lap("segments")
+        lap.start("writing the run to the store")
         run_id = _write(
             store,
             project,
@@ -140,9 +147,15 @@ def model_folder(root: Path, version: str | None) -> Path:
 class _Laps:
     """Seconds spent in each step of a run: calling it with a step's name ends the step."""
 
-    def __init__(self) -> None:
+    def __init__(self, progress: Callable[[str], None] | None = None) -> None:
         self.seconds: dict[str, float] = {}
         self._clock = time.perf_counter()
+        self._progress = progress
+
+    def start(self, stage: str) -> None:
+        """Tell the caller's progress that ``stage`` starts."""
+        if self._progress is not None:
+            self._progress(stage)
 
     def __call__(self, step: str) -> None:
         now = time.perf_counter()

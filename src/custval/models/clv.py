@@ -138,6 +138,30 @@ class _Layout:
         return log_alive + log_future[..., self.pair_of_row]
 
 
+def purchase_predictions(
+    model: PurchaseModel,
+    frequency: Any,
+    recency: Any,
+    T: Any,
+    *,
+    horizon: float,
+    discount: float = 0.0,
+    step: float = 1.0,
+) -> tuple[Array, Array, Array]:
+    """Each customer's P(alive), expected repeat purchases over ``horizon`` and the same
+    purchases discounted per step (:func:`discounted_expected_purchases`), from one mapping of
+    the customers to their distinct (frequency, recency, T) rows: the same numbers as the
+    model's own methods, each evaluated once per distinct row."""
+    _check_discount(discount)
+    layout = _Layout(frequency, recency, T)
+    rows = (layout.rx, layout.rtx, layout.rt)
+    alive = model.probability_alive(*rows)
+    expected = model.conditional_expected_purchases(horizon, *rows)
+    log_alive, log_future = layout.log_parts(model, _steps(horizon, step), discount)
+    discounted = np.exp(layout.per_row(log_alive, log_future))
+    return alive[layout.row_of], expected[layout.row_of], discounted[layout.row_of]
+
+
 def discounted_expected_purchases(
     model: PurchaseModel,
     frequency: Any,

@@ -11,7 +11,7 @@ column (naming it), and turns a table into the matrices the candidate models nee
   missing values replaced by the training median plus a 0/1 "was missing" column where training
   had any, categorical columns one-hot encoded over the training categories (an unseen category
   counts as the average training customer), every column standardised with the training mean
-  and standard deviation. Each
+  and standard deviation (or, with ``scale_indicators=False``, the 0/1 columns only centred). Each
   design column remembers the original feature it came from (``design_groups``), so that
   contributions can be summed back to it.
 
@@ -112,12 +112,29 @@ class FeatureSchema:
     def design_groups(self) -> list[str]:
         return [g for _, g in self.design_columns()]
 
-    def design(self, df: pd.DataFrame, source: str = "input") -> Array:
-        """Standardised numeric + missing indicators + one-hot categories (module docstring)."""
+    def indicator_mask(self) -> npt.NDArray[np.bool_]:
+        """Which design columns are 0/1: the "was missing" indicators and the one-hot columns
+        (the numeric columns come first)."""
+        mask = np.ones(len(self.design_groups), dtype=bool)
+        mask[: len(self.numeric)] = False
+        return mask
+
+    def design(
+        self, df: pd.DataFrame, source: str = "input", *, scale_indicators: bool = True
+    ) -> Array:
+        """Standardised numeric + missing indicators + one-hot categories (module docstring).
+
+        Without ``scale_indicators`` the 0/1 columns are centred but not divided by their
+        standard deviation (the logistic candidate's design): dividing stretches a rare
+        category's column, which lets an L2 penalty hardly restrain its coefficient; at a unit
+        step each category is shrunk by the evidence it has."""
         raw = self._design_raw(self.frame(df, source))
         if not self.design_mean:
             return raw
-        return (raw - np.asarray(self.design_mean)) / np.asarray(self.design_scale)
+        scale = np.asarray(self.design_scale)
+        if not scale_indicators:
+            scale = np.where(self.indicator_mask(), 1.0, scale)
+        return (raw - np.asarray(self.design_mean)) / scale
 
     def _design_raw(self, f: pd.DataFrame) -> Array:
         parts = []

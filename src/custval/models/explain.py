@@ -8,6 +8,7 @@ sentence built from the feature catalogue, e.g.
 
     "Purchase days (repeat): 14 (typical customer: 2) raises the chance of high value"
 
+or, for a model trained on a labelled table, the label's name: "... raises the chance of churn".
 The "typical customer" is the training median (numeric) or the most common category. Features
 without a catalogue entry are described by their column name.
 """
@@ -172,7 +173,7 @@ def reasons(
     *,
     top_k: int = 3,
     catalogue: Mapping[str, str] | None = None,
-    outcome: str = "high value",
+    outcome: str | None = None,
     source: str = "input",
     contributions: tuple[Array, Array] | None = None,
 ) -> pd.DataFrame:
@@ -182,8 +183,10 @@ def reasons(
     ``reason_i`` (the sentence), ``reason_i_feature``, ``reason_i_value`` (the customer's value,
     as text) and ``reason_i_contribution`` (in the model's score: log-odds, or probability for
     the random forest; positive raises the chance). ``catalogue`` maps feature names to
-    descriptions. ``contributions`` (from ``clf.contributions(X)``) saves computing them again
-    when the caller has them.
+    descriptions. ``outcome`` names what the chance is of (default: the classifier's
+    ``label_name_``, "high value" for the derived label, "churn" for a churn column).
+    ``contributions`` (from ``clf.contributions(X)``) saves computing them again when the
+    caller has them.
 
     Example
     -------
@@ -208,7 +211,7 @@ def reasons(
         contrib,
         top_k=top_k,
         catalogue=catalogue,
-        ending=f" the chance of {outcome}",
+        ending=f" the chance of {outcome or getattr(clf, 'label_name_', 'high value')}",
         source=source,
     )
     return pd.concat([out, why], axis=1)

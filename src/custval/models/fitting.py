@@ -55,8 +55,22 @@ R = TypeVar("R")
 # NumPy's element-wise loops release the GIL, so blocks of rows evaluated in threads use every
 # core; more than four threads gain little on likelihoods this cheap. CUSTVAL_THREADS=1 turns
 # the threads off.
-_THREADS = max(1, int(os.environ.get("CUSTVAL_THREADS", 0)) or min(4, os.cpu_count() or 1))
 _pool: ThreadPoolExecutor | None = None
+
+
+def threads() -> int:
+    """The likelihood threads: CUSTVAL_THREADS, else up to four, one per core. Read when first
+    needed, so that a bad value is a clear error from the command rather than a traceback at
+    import."""
+    text = os.environ.get("CUSTVAL_THREADS", "").strip()
+    if not text:
+        return min(4, os.cpu_count() or 1)
+    if not text.isdigit() or int(text) < 1:
+        raise CustvalError(
+            f"CUSTVAL_THREADS={text!r} is not a whole number of threads",
+            hint="Set it to 1 (no threads) or more, or unset it",
+        )
+    return int(text)
 
 
 def row_chunks(n: int, size: int) -> list[slice]:
@@ -67,10 +81,11 @@ def row_chunks(n: int, size: int) -> list[slice]:
 def map_chunks(func: Callable[[T], R], chunks: Sequence[T]) -> list[R]:
     """``[func(c) for c in chunks]``, in threads when there is more than one chunk."""
     global _pool
-    if len(chunks) < 2 or _THREADS == 1:
+    n_threads = threads()
+    if len(chunks) < 2 or n_threads == 1:
         return [func(c) for c in chunks]
     if _pool is None:
-        _pool = ThreadPoolExecutor(_THREADS, thread_name_prefix="custval-likelihood")
+        _pool = ThreadPoolExecutor(n_threads, thread_name_prefix="custval-likelihood")
     return list(_pool.map(func, chunks))
 
 

@@ -48,7 +48,13 @@ from custval.models.base import Estimator
 from custval.models.candidates import CANDIDATES, Candidate, make_candidate
 from custval.models.encoding import FeatureSchema, infer_schema
 
-__all__ = ["ValueClassifier", "binary_label", "classification_metrics", "derive_value_label"]
+__all__ = [
+    "ValueClassifier",
+    "binary_label",
+    "classification_metrics",
+    "derive_value_label",
+    "label_classes",
+]
 
 Array = npt.NDArray[np.float64]
 
@@ -141,6 +147,28 @@ def binary_label(values: Any, positive: Any = None, *, column: str = "label") ->
     return y
 
 
+def label_classes(values: Any, y: Array) -> tuple[str, str]:
+    """The label's own words for its two classes, negative then positive, as the table spells
+    them (``("No", "Yes")``): the most common spelling among the rows of each class; "not X"
+    for a negative class that gathers several values (``--positive`` on a many-valued label).
+
+    Example
+    -------
+    >>> label_classes(["Yes", "No", "yes"], binary_label(["Yes", "No", "yes"]))
+    ('No', 'Yes')
+    """
+    text = pd.Series(values).astype(str).str.strip()
+    yv = np.asarray(y) == 1
+    positive = str(text[yv].value_counts().index[0])
+    negatives = text[~yv]
+    negative = (
+        str(negatives.value_counts().index[0])
+        if negatives.str.lower().nunique() == 1
+        else f"not {positive}"
+    )
+    return negative, positive
+
+
 def derive_value_label(value: Any, top_share: float = 0.2) -> Array:
     """1 for the customers in the top ``top_share`` of ``value`` (e.g. spend in the horizon).
 
@@ -209,6 +237,8 @@ _LEARNED = (
     "threshold_",
     "n_customers_",
     "positive_share_",
+    "label_name_",
+    "class_names_",
 )
 
 
@@ -231,6 +261,11 @@ class ValueClassifier(Estimator):
         Seed of the folds, the sample and the models.
     threads:
         Threads the models may use.
+    label_name:
+        What the positive class is called in reasons and outputs: "high value" for the derived
+        label, the label column's name ("churn") for a labelled table.
+    class_names:
+        The two classes' words, negative then positive (``("No", "Yes")``).
     """
 
     def __init__(
@@ -243,6 +278,8 @@ class ValueClassifier(Estimator):
         max_selection_rows: int = 100_000,
         seed: int = 0,
         threads: int = 2,
+        label_name: str = "high value",
+        class_names: tuple[str, str] = ("low value", "high value"),
     ) -> None:
         self.candidates = candidates
         self.folds = folds
@@ -251,6 +288,8 @@ class ValueClassifier(Estimator):
         self.max_selection_rows = max_selection_rows
         self.seed = seed
         self.threads = threads
+        self.label_name = label_name
+        self.class_names = class_names
 
     # ---- fitting ---------------------------------------------------------------------------
 
@@ -322,6 +361,7 @@ class ValueClassifier(Estimator):
         )
         self.refit_seconds_, self.threshold_ = refit_seconds, threshold
         self.n_customers_, self.positive_share_ = int(y.size), float(y.mean())
+        self.label_name_, self.class_names_ = self.label_name, tuple(self.class_names)
         return self
 
     @classmethod
@@ -348,6 +388,7 @@ class ValueClassifier(Estimator):
         clf.threshold_, clf.leaderboard_, clf.reliability_ = threshold, leaderboard, reliability
         clf.oof_metrics_, clf.calibration_error_ = oof_metrics, calibration_error
         clf.manifest_ = manifest or {}
+        clf.label_name_, clf.class_names_ = clf.label_name, tuple(clf.class_names)
         return clf
 
     def _check_settings(self) -> None:
@@ -497,12 +538,13 @@ class ValueClassifier(Estimator):
         return self.model_
 
     def predict_proba(self, X: pd.DataFrame, source: str = "input") -> Array:
-        """Probability of high value per row (features taken by name, in any order)."""
+        """Probability of the positive class (``label_name_``) per row (features taken by
+        name, in any order)."""
         model = self._fitted()
         return model.predict_proba(self.schema_, as_frame(X, source))
 
     def predict(self, X: pd.DataFrame, source: str = "input") -> Array:
-        """1 (high) where the probability reaches ``threshold_``, else 0."""
+        """1 (positive) where the probability reaches ``threshold_``, else 0."""
         return (self.predict_proba(X, source) >= self.threshold_).astype(np.int64)
 
     def contributions(self, X: pd.DataFrame, source: str = "input") -> tuple[Array, Array]:

@@ -4,7 +4,8 @@ A bundle is a folder (``models/<version>/`` under a project) holding
 
 * ``manifest.json``: format and custval version, creation time, the chosen model, what its
   scores are (log-odds or probability), the decision threshold and its rule, the label's
-  definition, a fingerprint of the training data (rows, columns, a hash of the values), the
+  definition and its words (``label_name``: "churn", "high value"; ``class_names``), a
+  fingerprint of the training data (rows, columns, a hash of the values), the
   feature schema (columns, types, categories, medians, standardisation), the out-of-fold metrics,
   the reliability table, the leaderboard, the library versions, and the model file's SHA-256;
 * the model: LightGBM's text format (``model.txt``) or a skops file (``model.skops``) for
@@ -36,7 +37,7 @@ from custval.models.encoding import FeatureSchema
 from custval.models.value import ValueClassifier
 from custval.version import __version__
 
-__all__ = ["data_fingerprint", "latest_model", "load_bundle", "save_bundle"]
+__all__ = ["check_new_folder", "data_fingerprint", "latest_model", "load_bundle", "save_bundle"]
 
 FORMAT = "custval-value-model"
 FORMAT_VERSION = 1
@@ -63,9 +64,7 @@ def save_bundle(
     """Write a fitted classifier to ``folder`` (created; written whole or not at all)."""
     if not hasattr(clf, "model_"):
         raise CustvalError("the value classifier is not fitted yet", hint="Call fit first")
-    target = Path(folder)
-    if target.exists() and any(target.iterdir()):
-        raise CustvalError(f"'{target}' exists and is not empty", hint="Choose a new folder")
+    target = check_new_folder(folder)
     model = clf.model_
     filename = "model.txt" if model.name == "lightgbm" else "model.skops"
     payload = model.dumps()
@@ -81,6 +80,9 @@ def save_bundle(
         "threshold_rule": clf.threshold_rule,
         "top_share": clf.top_share,
         "label": label,
+        # what the positive class is called, for reasons and outputs ("churn", "high value")
+        "label_name": clf.label_name_,
+        "class_names": list(clf.class_names_),
         "data": fingerprint,
         "schema": clf.schema_.to_dict(),
         "metrics": clf.oof_metrics_,
@@ -107,6 +109,19 @@ def save_bundle(
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise CustvalError(f"cannot write the model to '{target}': {exc}") from None
+    return target
+
+
+def check_new_folder(folder: str | Path) -> Path:
+    """``folder`` as a path, when a bundle may be written there (absent or empty): checked
+    before training, so that minutes of fitting are not lost to a taken folder."""
+    target = Path(folder)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise CustvalError(
+            f"'{target}' exists and is not empty: a model is written to a new folder",
+            source=str(target),
+            hint="Choose a new folder with --out, or remove this one",
+        )
     return target
 
 
@@ -138,6 +153,7 @@ def _load(root: Path) -> ValueClassifier:
             "threshold_rule": manifest.get("threshold_rule", "top_share"),
             "top_share": float(manifest.get("top_share", 0.2)),
             "seed": int(manifest.get("seed", 0)),
+            **_label_words(manifest),
         },
         schema=FeatureSchema.from_dict(manifest["schema"]),
         model=CANDIDATES[name].loads(payload),
@@ -150,6 +166,19 @@ def _load(root: Path) -> ValueClassifier:
         manifest=manifest,
     )
     return clf
+
+
+def _label_words(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The label's name and class words; a bundle from before they were kept is named from
+    its label's definition (a column's name, else "high value")."""
+    label = manifest.get("label") or {}
+    name = manifest.get("label_name") or (
+        label.get("column") if label.get("kind") == "column" else None
+    )
+    words: dict[str, Any] = {"label_name": str(name or "high value")}
+    if manifest.get("class_names"):
+        words["class_names"] = tuple(str(c) for c in manifest["class_names"])
+    return words
 
 
 def _manifest(root: Path) -> dict[str, Any]:

@@ -35,7 +35,15 @@ import pyarrow.csv as pacsv
 from custval.config import mask_url
 from custval.errors import CustvalError
 
-__all__ = ["MIGRATIONS", "Store", "directions", "open_store"]
+__all__ = [
+    "BI_ALIASES",
+    "BI_VERSION",
+    "BI_VIEWS",
+    "MIGRATIONS",
+    "Store",
+    "directions",
+    "open_store",
+]
 
 # Columns of the bulk tables, in order; types as both engines spell them.
 PREDICTION_COLUMNS = {
@@ -123,6 +131,95 @@ def directions(contribution: Any) -> pa.Array:
 
 def _create(name: str, cols: dict[str, str]) -> str:
     return f"CREATE TABLE {name} (" + ", ".join(f"{c} {t}" for c, t in cols.items()) + ")"
+
+
+#: The BI contract's version and its views, in ``bi_contract``. A later change is additive (a
+#: new column or view); a breaking change makes ``v2_*`` views beside these (docs/bi.md).
+BI_VERSION = "v1"
+BI_VIEWS = {
+    "v1_runs": "succeeded run",
+    "v1_latest_predictions": "customer, in the latest succeeded scoring run",
+    "v1_customer_value_summary": "scoring run and value class",
+    "v1_reason_summary": "scoring run, value class, feature and direction",
+    "v1_latest_segments": "customer, in the latest succeeded segmentation run",
+    "v1_latest_segment_profiles": "segment, in the latest succeeded segmentation run",
+    "v1_segment_value_summary": "scoring run and segment",
+}
+#: the views of migrations 1 and 5, kept as aliases of their v1 views
+BI_ALIASES = {
+    "latest_predictions": "v1_latest_predictions",
+    "customer_value_summary": "v1_customer_value_summary",
+    "reason_summary": "v1_reason_summary",
+    "latest_segment_profiles": "v1_latest_segment_profiles",
+    "segment_value_summary": "v1_segment_value_summary",
+}
+
+# the latest succeeded run of a kind: the last finished (ties: the larger run_id), the same
+# rule as Store.latest_run
+_LATEST = "(SELECT run_id FROM v1_runs WHERE kind = '{kind}' AND is_latest)"
+_BI_V1 = [
+    """CREATE TABLE bi_contract (
+        version TEXT NOT NULL,
+        view_name TEXT NOT NULL,
+        grain TEXT NOT NULL,
+        PRIMARY KEY (version, view_name)
+    )""",
+    *(
+        f"INSERT INTO bi_contract VALUES ('{BI_VERSION}', '{view}', 'one row per {grain}')"
+        for view, grain in BI_VIEWS.items()
+    ),
+    """CREATE VIEW v1_runs AS
+        SELECT run_id, kind, started_at, finished_at, model_version, as_of, n_customers,
+               ROW_NUMBER() OVER (PARTITION BY kind ORDER BY finished_at DESC, run_id DESC) = 1
+                   AS is_latest
+        FROM runs WHERE status = 'succeeded'""",
+    f"""CREATE VIEW v1_latest_predictions AS
+        SELECT run_id, customer_id, as_of, value_probability, value_class, clv_expected,
+               clv_lower, clv_upper, p_alive, expected_purchases, segment
+        FROM predictions WHERE run_id = {_LATEST.format(kind="score")}""",
+    """CREATE VIEW v1_customer_value_summary AS
+        SELECT p.run_id, r.as_of, r.is_latest, p.value_class, COUNT(*) AS customers,
+               AVG(p.value_probability) AS mean_probability,
+               SUM(p.clv_expected) AS clv_total, AVG(p.clv_expected) AS clv_mean,
+               AVG(p.p_alive) AS mean_p_alive
+        FROM predictions p JOIN v1_runs r ON p.run_id = r.run_id
+        WHERE r.kind = 'score'
+        GROUP BY p.run_id, r.as_of, r.is_latest, p.value_class""",
+    """CREATE VIEW v1_reason_summary AS
+        SELECT s.run_id, r.is_latest, p.value_class, s.feature, s.direction,
+               COUNT(*) AS customers,
+               SUM(CASE WHEN s.rank = 1 THEN 1 ELSE 0 END) AS as_first_reason
+        FROM reasons s
+        JOIN predictions p ON p.run_id = s.run_id AND p.customer_id = s.customer_id
+        JOIN v1_runs r ON r.run_id = s.run_id
+        WHERE r.kind = 'score'
+        GROUP BY s.run_id, r.is_latest, p.value_class, s.feature, s.direction""",
+    f"""CREATE VIEW v1_latest_segments AS
+        SELECT run_id, customer_id, segment, segment_name
+        FROM segments WHERE run_id = {_LATEST.format(kind="segment")}""",
+    f"""CREATE VIEW v1_latest_segment_profiles AS
+        SELECT run_id, segment, name, rule, customers, share, revenue_share, clv_share,
+               distinctive, profile
+        FROM segment_profiles WHERE run_id = {_LATEST.format(kind="segment")}""",
+    """CREATE VIEW v1_segment_value_summary AS
+        SELECT p.run_id, r.as_of, r.is_latest, p.segment, COUNT(*) AS customers,
+               SUM(p.value_class) AS high_value_customers,
+               AVG(p.value_probability) AS mean_probability,
+               SUM(p.clv_expected) AS clv_total, AVG(p.clv_expected) AS clv_mean,
+               AVG(p.p_alive) AS mean_p_alive
+        FROM predictions p JOIN v1_runs r ON p.run_id = r.run_id
+        WHERE r.kind = 'score' AND p.segment IS NOT NULL
+        GROUP BY p.run_id, r.as_of, r.is_latest, p.segment""",
+]
+
+
+def _bi_aliases() -> list[str]:
+    """The unversioned views redefined over their v1 views (same grain, more columns)."""
+    return [
+        sql
+        for alias, view in BI_ALIASES.items()
+        for sql in (f"DROP VIEW {alias}", f"CREATE VIEW {alias} AS SELECT * FROM {view}")
+    ]
 
 
 # Each migration is a list of statements valid on DuckDB and PostgreSQL; never edit a released
@@ -226,6 +323,10 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (run_id, name)
         )""",
     ],
+    # the BI contract v1 (docs/bi.md): views named v1_*, each of one stated grain, reading
+    # only the run kinds it names; the unversioned views of migrations 1 and 5 become aliases
+    # of them (before, customer_value_summary counted every segmentation and online run too)
+    [*_BI_V1, *_bi_aliases()],
 ]
 
 
@@ -458,7 +559,7 @@ class Store:
         """(run_id, model) of the latest succeeded segmentation run that can place customers."""
         rows = self.query(
             "SELECT run_id, segment_model FROM runs WHERE status = 'succeeded' AND "
-            "kind = 'segment' ORDER BY finished_at DESC LIMIT 1"
+            "kind = 'segment' ORDER BY finished_at DESC, run_id DESC LIMIT 1"
         )
         if not rows or not rows[0][1]:
             return None
@@ -469,7 +570,7 @@ class Store:
         ``run_id``, where its files are)."""
         rows = self.query(
             "SELECT run_id, clv_models FROM runs WHERE status = 'succeeded' AND kind = 'score' "
-            "ORDER BY finished_at DESC LIMIT 1"
+            "ORDER BY finished_at DESC, run_id DESC LIMIT 1"
         )
         if not rows or not rows[0][1]:
             return None
@@ -523,10 +624,25 @@ class Store:
         """(name, scope, sha256) of the keys not revoked."""
         return self.query("SELECT name, scope, sha256 FROM api_keys WHERE revoked_at IS NULL")
 
+    def api_key_list(self) -> list[tuple[str, str, Any, Any]]:
+        """(name, scope, created_at, revoked_at) of every key kept, by creation; no hash."""
+        return self.query(
+            "SELECT name, scope, created_at, revoked_at FROM api_keys ORDER BY created_at, name"
+        )
+
+    def revoke_api_key(self, name: str) -> bool:
+        """Mark the key ``name`` revoked (kept, for the record); False when there is no such
+        key not revoked yet."""
+        if not self.query("SELECT 1 FROM api_keys WHERE name = ? AND revoked_at IS NULL", (name,)):
+            return False
+        with self._transaction():
+            self._execute("UPDATE api_keys SET revoked_at = ? WHERE name = ?", (_now(), name))
+        return True
+
     def latest_run(self, kind: str = "score") -> str | None:
         rows = self.query(
             "SELECT run_id FROM runs WHERE status = 'succeeded' AND kind = ? "
-            "ORDER BY finished_at DESC LIMIT 1",
+            "ORDER BY finished_at DESC, run_id DESC LIMIT 1",
             (kind,),
         )
         return rows[0][0] if rows else None

@@ -6,11 +6,13 @@ import logging
 from typing import Any
 
 from fastapi import APIRouter, Depends
+from pydantic_core import PydanticCustomError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from custval.api.deps import ServiceDep, require
 from custval.api.http import ApiError, guarded, json_response
+from custval.api.values import normalise_id
 from custval.store import open_store
 
 __all__ = ["router"]
@@ -25,11 +27,17 @@ router = APIRouter(tags=["stored runs"])
 )
 @guarded
 async def customer(customer_id: str, service: ServiceDep) -> Response:
-    """The customer's prediction and reasons in the latest stored scoring run."""
+    """The customer's prediction and reasons in the latest stored scoring run (the id is
+    trimmed and upper-cased, as the cleaning keeps ids)."""
     store = service.settings.store
     if not store:
         raise ApiError(404, "the service has no store (start it with --store)")
-    found = await run_in_threadpool(_lookup, store, customer_id)
+    # ids are kept as the cleaning made them: trimmed and upper-cased (" c001 " is C001)
+    try:
+        wanted = normalise_id(customer_id)
+    except PydanticCustomError:
+        raise ApiError(404, "the latest stored run has no such customer") from None
+    found = await run_in_threadpool(_lookup, store, wanted)
     if found is None:
         raise ApiError(404, "the latest stored run has no such customer")
     return json_response(found)

@@ -10,14 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from custval.api.clv import add_clv
 from custval.api.deps import ServiceDep, require
 from custval.api.http import ApiError, guarded, json_response, parse_body
-from custval.api.online import OnlineModel, Prediction, as_dicts
+from custval.api.online import OnlineModel, Prediction, as_dicts, ignored_fields
 from custval.api.records import RecordsRequest, features_from_records
 from custval.api.state import Service
 from custval.errors import CustvalError
@@ -27,9 +27,21 @@ __all__ = ["PredictResponse", "router"]
 router = APIRouter(tags=["predictions"])
 
 
+class FieldWarning(BaseModel):
+    """A field of the request that was not scored, and why."""
+
+    field: str
+    customers: int = Field(description="how many of the request's customers had it")
+    message: str
+
+
 class PredictResponse(BaseModel):
     model_version: str
     predictions: list[Prediction]
+    warnings: list[FieldWarning] = Field(
+        default_factory=list,
+        description="fields of the request the model does not use (ignored), one per field",
+    )
 
 
 @router.post(
@@ -51,7 +63,7 @@ async def predict(request: Request, service: ServiceDep) -> Response:
         predictions = await run_in_threadpool(model.score, customers)
     else:
         predictions = model.score(customers)
-    return _answer(service, model, predictions, customers)
+    return _answer(service, model, predictions, customers, ignored_fields(parsed, model))
 
 
 @router.post(
@@ -80,6 +92,7 @@ def _answer(
     model: OnlineModel,
     predictions: list[dict[str, Any]],
     customers: list[dict[str, Any]],
+    warnings: list[dict[str, Any]] | None = None,
 ) -> Response:
     """The predictions with their CLV, logged when asked, as the response."""
     clv = service.store_state.clv  # once: the store's refresh may replace it meanwhile
@@ -87,4 +100,6 @@ def _answer(
         add_clv(predictions, customers, clv)
     if service.prediction_log is not None:
         service.prediction_log.add(model.version, predictions)
-    return json_response({"model_version": model.version, "predictions": predictions})
+    return json_response(
+        {"model_version": model.version, "predictions": predictions, "warnings": warnings or []}
+    )
