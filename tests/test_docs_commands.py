@@ -108,7 +108,9 @@ def _cdnow_standin(path: Path) -> None:
     cust = np.r_[np.arange(n), owner[keep]]
     week = np.r_[first, first[owner[keep]] + at[keep]]
     dates = pd.Timestamp("1997-01-01") + pd.to_timedelta(np.floor(week * 7), unit="D")
-    amounts = np.round(rng.gamma(6.25, 15.44 / 3.74, cust.size) * 2, 2)
+    # Gamma-Gamma with CDNOW's published p, q, gamma: each customer's own spend rate
+    nu = rng.gamma(3.74, 1 / 15.44, n)
+    amounts = np.round(rng.gamma(6.25, 1 / nu[cust]), 2)
     table = pd.DataFrame({"c": cust + 1, "d": dates, "a": amounts}).sort_values(["c", "d"])
     rows = [
         f" {c:05d} {d:%Y%m%d}  {q} {a:7.2f}"

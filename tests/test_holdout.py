@@ -91,6 +91,8 @@ def test_clv_command_reproduces_the_published_cdnow_fits(tmp_path: Path) -> None
             "-m",
             "custval",
             "clv",
+            "--model",
+            "bgnbd",  # the published fits are BG/NBD's; auto would pick Pareto/NBD
             "-t",
             "tx.csv",
             "--calibration-end",

@@ -275,7 +275,7 @@ def _print_files(
 
 def _print_next(out_dir: Path, company: SynthResult, as_of: date) -> None:
     """The commands to try next, each working as printed from the folder the demo ran in."""
-    exe = _program()
+    exe = invoked_as()
     project = company.config_path
     tries = [
         (f"{exe} score -c {project}", "score today's customers again: a new run in the store"),
@@ -300,7 +300,7 @@ def _print_next(out_dir: Path, company: SynthResult, as_of: date) -> None:
         out.print(f"{escape(command)}\n    [dim]# {what}[/dim]", soft_wrap=True)
 
 
-def _program() -> str:
+def invoked_as() -> str:
     """custval as it was called: `make demo` runs .venv/bin/custval, which works from where
     it ran; a bare `custval` (on the PATH, or `python -m custval`) otherwise."""
     exe = Path(sys.argv[0])

@@ -27,10 +27,10 @@ app = typer.Typer(
     help=(
         "custval turns raw customer data (files, databases, HTTP APIs) into a clean customer "
         "360 table and features for customer value.\n\n"
-        "Start with 'custval demo' to see the whole path on generated data, or 'custval init' "
-        "to write a project file for your own data, then 'custval validate' and "
-        "'custval features'. 'custval clv' gives customer lifetime values from one "
-        "transactions file."
+        "Start with 'custval demo' to see the whole path on generated data, or "
+        "'custval quickstart -t purchases.csv' to take your own purchases all the way (CLV, "
+        "value class, segments, a store). For several sources, 'custval init' writes a "
+        "project file, then 'custval validate' and 'custval features'."
     ),
     no_args_is_help=True,
     add_completion=True,

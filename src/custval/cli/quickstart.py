@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from custval.cli import value as cli_value
@@ -29,7 +30,7 @@ from custval.cli.common import (
     steps,
     write_table,
 )
-from custval.cli.demo import print_scored_run
+from custval.cli.demo import invoked_as, print_scored_run
 from custval.cli.segment import print_segments
 
 if TYPE_CHECKING:
@@ -292,10 +293,13 @@ def _print_done(out_dir: Path, config: Path, run: Any, trained: Any) -> None:
     ):
         table.add_row(cell(str(path)), what)
     out.print(table)
-    out.print("next:")
+    exe = invoked_as()
+    out.rule("next")
     for command, what in (
-        (f"custval serve -c {config}", "predictions and reasons over HTTP"),
-        (f"custval export -c {config} -o {out_dir / 'export'}", "the store's views as files"),
-        (f"custval score -c {config}", "score again when the data has grown"),
+        (f"{exe} score -c {config}", "score again when the data has grown: a new run"),
+        (f"{exe} api-key new --name me -c {config}", "a key for the service, kept hashed"),
+        (f"{exe} serve -c {config}", "predictions and reasons over HTTP"),
+        (f"{exe} export -c {config} -o {out_dir / 'export'}", "the latest run as files"),
     ):
-        out.print(f"  {command:<60} # {what}", highlight=False, soft_wrap=True)
+        # unwrapped: a command broken over two lines would not paste
+        out.print(f"{escape(command)}\n    [dim]# {what}[/dim]", soft_wrap=True)

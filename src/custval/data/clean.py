@@ -72,7 +72,8 @@ class RuleResult:
 
 @dataclass
 class Cleaned:
-    """A cleaned source: its table (materialised on the working connection) and the rule log."""
+    """A cleaned source: its table (on the working connection: materialised, or the staged table
+    filtered when cleaning only filters and fills) and the rule log."""
 
     name: str
     kind: str
@@ -99,7 +100,10 @@ def _typed(spec: SourceSpec, raw: ir.Table, contract: Contract) -> tuple[ir.Tabl
         value = raw[own]
         parsed = coerce(value, col, spec.formats, spec.csv.decimal or ".")
         cols[col.name] = parsed
-        if col.type in _BLANK_DIFFERS:
+        if col.type in _BLANK_DIFFERS and not value.type().is_string():
+            # not text: blank means null, and a null value parses to null
+            flags[f"_blank:{col.name}"] = value.isnull()
+        elif col.type in _BLANK_DIFFERS:
             # a blank value always parses to null; testing only those saves a trim per row
             flags[f"_blank:{col.name}"] = ibis.cases(
                 (parsed.isnull(), is_blank(value)), else_=False
@@ -139,8 +143,16 @@ def stage_typed(
     the decimal mark its amounts leave no doubt about (else an error asking for it)."""
     spec = with_decimal(spec, decimal_mark(spec, raw, contract))
     typed, flags = _typed(spec, raw, contract)
-    table = con.create_table(f"_typed_{spec.name}", typed, temp=True, overwrite=True)
     present = [c.name for c in contract.columns if spec.column(c.name) in raw.columns]
+    # the columns the source lacks are null throughout: they are added back as constants
+    # rather than stored, a row at a time, in the copy
+    absent = [c for c in contract.columns if c.name not in present]
+    stored = con.create_table(
+        f"_typed_{spec.name}", typed.drop(*(c.name for c in absent)), temp=True, overwrite=True
+    )
+    table = stored.mutate(**{c.name: ibis.null(_IBIS_TYPES[c.type]) for c in absent}).select(
+        *typed.columns
+    )
     return Staged(spec, contract, table, flags, present)
 
 
@@ -179,18 +191,24 @@ def clean_source(
     # day, so rows are kept as they are; with them, a repeated row is a repeated export
     no_order_ids = contract.kind == "transactions" and "order_id" not in staged.present
     deduped = _cleaned_rows(staged, drops, future, categories, no_order_ids=no_order_ids, link=link)
-    final = con.create_table(f"_clean_{spec.name}", deduped, temp=True, overwrite=True)
-    counted = _final_counts(
-        final,
-        linked=link is not None,
-        # one row per order lets features count rows instead of distinct order ids per day,
-        # which costs twice this one global count
-        order_ids=contract.kind == "transactions" and not no_order_ids,
-    )
     before_dedupe = remaining - sum(r.dropped for r in rules)
+    if no_order_ids and link is None:
+        # rows filtered and values filled, nothing deduplicated or linked: the staged table
+        # with these rules applied on the fly is the cleaned table, and a copy of millions of
+        # rows would cost more than every later query's filter together
+        final, counted = deduped, {"rows": before_dedupe}
+    else:
+        final = con.create_table(f"_clean_{spec.name}", deduped, temp=True, overwrite=True)
+        counted = _final_counts(
+            final,
+            linked=link is not None,
+            # one row per order lets features count rows instead of distinct order ids per
+            # day, which costs twice this one global count
+            order_ids=contract.kind == "transactions" and not no_order_ids,
+        )
+        con.drop_table(f"_typed_{spec.name}", force=True)
     label = "duplicate rows" if contract.kind != "customers" else "duplicate or conflicting rows"
     rules.append(RuleResult(spec.name, label, dropped=before_dedupe - int(counted["rows"])))
-    con.drop_table(f"_typed_{spec.name}", force=True)
     unlinked_rows = int(counted.get("unlinked_rows") or 0)
     if link is not None:
         final = final.filter(final.customer_id.notnull()).drop("_source_id")

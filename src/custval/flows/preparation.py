@@ -8,6 +8,7 @@ lie, database and HTTP sources are copied into it once.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,7 +21,6 @@ import ibis
 import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
-import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
 from ibis.common.exceptions import IbisError
@@ -53,8 +53,16 @@ def reading(spec: SourceSpec) -> Iterator[None]:
         yield
     except CustvalError:
         raise
-    except (duckdb.Error, IbisError, psycopg.Error, OSError, pa.ArrowException) as exc:
+    except _engine_errors() as exc:
         raise sources.read_error(spec, exc) from exc
+
+
+def _engine_errors() -> tuple[type[BaseException], ...]:
+    """The errors of the engines a run has loaded: psycopg is imported only by a PostgreSQL
+    source (so that file sources spare its import), and raises only once it is."""
+    found: tuple[type[BaseException], ...] = (duckdb.Error, IbisError, OSError, pa.ArrowException)
+    psycopg = sys.modules.get("psycopg")
+    return (*found, psycopg.Error) if psycopg is not None else found
 
 
 def _noop(_: str) -> None:

@@ -36,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 from scipy import optimize
+from threadpoolctl import threadpool_limits
 
 from custval.errors import CustvalError, FitError
 from custval.models.base import Estimator
@@ -331,15 +332,19 @@ class LikelihoodModel(Estimator):
         for name in _FITTED:  # a refit that fails must not leave the previous fit's state
             self.__dict__.pop(name, None)
         n = float(w.sum())
-        res = self._search(data, w, np.log(self._init_theta(data, w)))
-        theta = np.exp(res.x)
-        f, g = float(res.fun), np.asarray(res.jac)
+        # L-BFGS-B's and the covariance's linear algebra is on a handful of parameters, too
+        # small to split; OpenBLAS's worker threads would still be woken at every step, which
+        # tripled the Gamma-Gamma fit on two cores. One BLAS thread gives the same numbers.
+        with threadpool_limits(limits=1, user_api="blas"):
+            res = self._search(data, w, np.log(self._init_theta(data, w)))
+            theta = np.exp(res.x)
+            f, g = float(res.fun), np.asarray(res.jac)
+            grad_norm = float(np.linalg.norm(g))
+            at_bound = bool(np.any(np.abs(res.x) >= self._log_bound - 1e-6))
+            converged = bool(np.isfinite(f) and grad_norm < GRADIENT_TOLERANCE and not at_bound)
+            # forward differences from the optimum's gradient only where it is one
+            cov = self._covariance(theta, res.state, w, -g * n / theta if converged else None)
         params = dict(zip(self._param_names, map(float, theta), strict=True))
-        grad_norm = float(np.linalg.norm(g))
-        at_bound = bool(np.any(np.abs(res.x) >= self._log_bound - 1e-6))
-        converged = bool(np.isfinite(f) and grad_norm < GRADIENT_TOLERANCE and not at_bound)
-        # forward differences from the optimum's gradient only where it is one
-        cov = self._covariance(theta, res.state, w, -g * n / theta if converged else None)
         values = ", ".join(f"{k}={v:.4g}" for k, v in params.items())
         # a search that stopped short on its way to 0 or infinity found no maximum either
         runaway = not converged and np.any(np.abs(res.x) >= self._log_bound - 2.5)
