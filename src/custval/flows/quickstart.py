@@ -19,9 +19,9 @@ from typing import Any
 import pandas as pd
 
 from custval.config import Project, project_from_dict
-from custval.data.sources import working_connection
+from custval.data.sources import open_source, working_connection
 from custval.errors import CustvalError
-from custval.flows.preparation import Prepared, open_all
+from custval.flows.preparation import Prepared, reading
 
 __all__ = [
     "PROJECT_FILE",
@@ -184,9 +184,11 @@ _SAMPLE_ROWS = 2000
 
 def read_sample(project: Project) -> pd.DataFrame:
     """The first rows of the project's transactions as they are in the file."""
-    con = working_connection()
-    raw = open_all(project, con)["transactions"]
-    return raw.limit(_SAMPLE_ROWS).to_pandas()
+    # only the transactions: a customers file is not needed to tell the columns' roles
+    spec = project.sources["transactions"]
+    with reading(spec):
+        raw = open_source(spec, working_connection())
+        return raw.limit(_SAMPLE_ROWS).to_pandas()
 
 
 @dataclass
