@@ -10,6 +10,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -98,6 +99,16 @@ def companies(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Companies]:
     yield made
     changed = made.changed()
     assert not changed, f"a test wrote into a shared company (use companies.copy): {changed}"
+
+
+@pytest.fixture(scope="session")
+def shared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder all test processes of this run share (xdist workers' base folders have one
+    parent per run); for :func:`tests.factories.built_once`."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "shared"
+    folder.mkdir(exist_ok=True)
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ Test modules import from here (or take the fixtures of conftest.py), never from 
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import os
 import shutil
@@ -24,7 +25,8 @@ import subprocess
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -314,6 +316,35 @@ class Companies:
             for result, before in self._made.values()
             if _fingerprint(result.out) != before
         ]
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # the other xdist worker waits here
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def built_once(shared: Path, name: str, build: Callable[[Path], None]) -> Path:
+    """The folder ``shared/name``, made by ``build(folder)`` by the first test process that
+    asks (the others wait for it): what is slow to make and the same for every worker (a
+    trained company) is made once per test run, not once per worker. Read only: copy it to
+    write in it. A build that failed leaves no folder, so the next asker builds again."""
+    folder = shared / name
+    with _locked(shared / f"{name}.lock"):
+        if not (folder / ".built").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            try:
+                build(folder)
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+            (folder / ".built").touch()
+    return folder
 
 
 def planted_dirt(company: SynthResult) -> dict:

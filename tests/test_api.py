@@ -9,6 +9,7 @@ switch of model under load with no failed request.
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import threading
 import time
@@ -19,6 +20,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
 import uvicorn
 
@@ -28,6 +30,7 @@ from custval.api.keys import new_key
 from custval.config import load_project
 from custval.data.synth import generate
 from custval.store import open_store
+from tests.factories import built_once
 
 
 @dataclass
@@ -40,9 +43,9 @@ class Trained:
     run_id: str
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    root = tmp_path_factory.mktemp("api")
+def _train(root: Path) -> None:
+    """A company of 1,500 customers, two model versions (LightGBM, then logistic) and a store
+    scored with the first; what :func:`trained` reads back, in ``trained.json``."""
     company = generate(1500, root / "co", seed=21, fmt="parquet")
     project = load_project(company.config_path)
     prepared = flows.prepare(project)
@@ -54,22 +57,32 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     second = flows.train_value(
         project, prepared=prepared, out_dir=models, candidates=("logistic",), folds=3
     )
-    store = root / "store.duckdb"
     result = flows.score(
         project,
-        store_url=store,
+        store_url=root / "store.duckdb",
         models_dir=models,
         model_version=first.folder.name,
         prepared=prepared,
     )
-    table = flows.features(project, prepared).to_pyarrow().to_pandas()
+    flows.features(project, prepared).to_pyarrow().to_pandas().to_parquet(root / "features.parquet")
+    meta = {"versions": [first.folder.name, second.folder.name], "run_id": result.run_id}
+    (root / "trained.json").write_text(json.dumps(meta))
+
+
+@pytest.fixture(scope="module")
+def trained(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    """The trained company, made once per test run (tests/test_service_strict.py uses it too)
+    and copied for this module: its services write into their store."""
+    root = tmp_path_factory.mktemp("api")
+    shutil.copytree(built_once(shared_dir, "api-trained", _train), root, dirs_exist_ok=True)
+    meta = json.loads((root / "trained.json").read_text())
     return Trained(
-        company.config_path,
-        models,
-        store,
-        [first.folder.name, second.folder.name],
-        table,
-        result.run_id,
+        root / "co" / "custval.toml",
+        root / "models",
+        root / "store.duckdb",
+        meta["versions"],
+        pd.read_parquet(root / "features.parquet"),
+        meta["run_id"],
     )
 
 

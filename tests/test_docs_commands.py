@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 import pytest
 from tools.docs import (
     DEMO_COMMAND,
@@ -256,6 +258,50 @@ def _check(text: str, ws: dict) -> None:
 
 # a command is a whole job (training, a CLV leaderboard) on a machine the suite shares
 @pytest.mark.timeout(900)
+def test_the_demo_runs_the_whole_path(workspace: dict) -> None:
+    """`make demo`'s path end to end (first in this module: it reads the copy of the demo's
+    folder before any command changes it): features, CLV with its intervals and tracking, a
+    trained model, a scored store with reasons, every customer placed in a segment."""
+    from custval.store import open_store
+
+    out = workspace["fresh"] / "demo-output"
+    stdout = workspace["demo"]
+    n = DEMO_CUSTOMERS
+    assert pq.read_table(out / "features.parquet").num_rows == n
+    clv = pq.read_table(out / "clv.parquet").to_pandas()
+    assert len(clv) > n / 3
+    assert (clv.clv_lower <= clv.clv).mean() > 0.99 and (clv.clv <= clv.clv_upper).mean() > 0.99
+    assert clv.p_alive.between(0, 1).all()
+    tracking = pacsv.read_csv(out / "clv_tracking.csv").to_pandas()
+    end = tracking.iloc[-1]
+    assert abs(end.cumulative_predicted / end.cumulative_actual - 1) < 0.15
+    np.testing.assert_allclose(tracking.predicted.cumsum(), tracking.cumulative_predicted)
+    for needle in (
+        "purchase models compared",
+        "holdout: predicted",
+        "demo-output/clv.parquet",
+        "5-fold cross-validation",
+        "top 10 high-value customers today",
+        "value by segment",
+    ):
+        assert needle in stdout
+    (model_dir,) = (out / "data" / "models").iterdir()
+    assert (model_dir / "manifest.json").exists()
+    with open_store(out / "data" / "custval.duckdb") as store:
+        assert store.query("SELECT COUNT(*) FROM latest_predictions") == [(n,)]
+        texts = store.query("SELECT text FROM reasons WHERE rank = 1")
+        assert len(texts) == n
+        assert all(t.endswith("the chance of high value") for (t,) in texts)
+        # the scoring run places everyone in the segmentation made before it
+        placed = store.query(
+            "SELECT SUM(s.customers), COUNT(*) FROM segment_value_summary s JOIN "
+            "latest_segment_profiles p ON p.name = s.segment WHERE s.run_id = "
+            "(SELECT run_id FROM latest_predictions LIMIT 1)"
+        )[0]
+        segments = store.query("SELECT COUNT(*) FROM latest_segment_profiles")[0][0]
+        assert placed == (n, segments) and segments >= 2
+
+
 @pytest.mark.parametrize("command", _to_run(), ids=lambda c: f"{c.where}-{c.text.split()[1]}")
 def test_documented_command_runs_as_written(command: Command, workspace: dict) -> None:
     _check(command.text, workspace)
