@@ -104,6 +104,79 @@ SEGMENT_PROFILE_COLUMNS = {
     "profile": "TEXT",
 }
 
+# What the actions of a scoring run add (issue 17): churn risk, category propensity, next best
+# products, the targeting list and the playbooks. ``contact`` and the classes are 0/1 integers:
+# one type on both engines.
+CHURN_COLUMNS = {
+    "run_id": "TEXT",
+    "customer_id": "TEXT",
+    "p_churn": "DOUBLE PRECISION",
+    "churn_class": "INTEGER",
+    "label_kind": "TEXT",
+    "horizon_days": "INTEGER",
+    "p_alive": "DOUBLE PRECISION",
+}
+PROPENSITY_COLUMNS = {
+    "run_id": "TEXT",
+    "customer_id": "TEXT",
+    "category": "TEXT",
+    "rank": "INTEGER",
+    "probability": "DOUBLE PRECISION",
+    "reason": "TEXT",
+}
+OFFER_COLUMNS = {
+    "run_id": "TEXT",
+    "customer_id": "TEXT",
+    "rank": "INTEGER",
+    "product_id": "TEXT",
+    "product_name": "TEXT",
+    "category": "TEXT",
+    "score": "DOUBLE PRECISION",
+    "source": "TEXT",
+    "reason": "TEXT",
+}
+TARGETING_COLUMNS = {
+    "run_id": "TEXT",
+    "customer_id": "TEXT",
+    "method": "TEXT",
+    "priority": "INTEGER",
+    "contact": "INTEGER",
+    "uplift": "DOUBLE PRECISION",
+    "p_churn": "DOUBLE PRECISION",
+    "value": "DOUBLE PRECISION",
+    "cost": "DOUBLE PRECISION",
+    "expected_profit": "DOUBLE PRECISION",
+    "reason": "TEXT",
+}
+PLAYBOOK_COLUMNS = {
+    "run_id": "TEXT",
+    "segment": "TEXT",
+    "customers": "BIGINT",
+    "aspect": "TEXT",
+    "recommendation": "TEXT",
+    "rule": "TEXT",
+    "numbers": "TEXT",
+}
+CUSTOMER_PLAYBOOK_COLUMNS = {
+    "run_id": "TEXT",
+    "customer_id": "TEXT",
+    "segment": "TEXT",
+    "offer": "TEXT",
+    "channel": "TEXT",
+    "next_purchase_days": "DOUBLE PRECISION",
+    "retention": "TEXT",
+    "reason": "TEXT",
+}
+ACTION_TABLES = {
+    "churn_risk": CHURN_COLUMNS,
+    "churn_reasons": REASON_COLUMNS,
+    "propensities": PROPENSITY_COLUMNS,
+    "next_best_offers": OFFER_COLUMNS,
+    "targeting": TARGETING_COLUMNS,
+    "playbooks": PLAYBOOK_COLUMNS,
+    "customer_playbooks": CUSTOMER_PLAYBOOK_COLUMNS,
+}
+
 #: the bulk tables and their columns
 BULK_TABLES = {
     "predictions": PREDICTION_COLUMNS,
@@ -113,6 +186,7 @@ BULK_TABLES = {
     "value_profiles": PROFILE_COLUMNS,
     "segments": SEGMENT_COLUMNS,
     "segment_profiles": SEGMENT_PROFILE_COLUMNS,
+    **ACTION_TABLES,
 }
 _ARROW_TYPES = {
     "TEXT": pa.string(),
@@ -136,7 +210,7 @@ def _create(name: str, cols: dict[str, str]) -> str:
 #: The BI contract's version and its views, in ``bi_contract``. A later change is additive (a
 #: new column or view); a breaking change makes ``v2_*`` views beside these (docs/bi.md).
 BI_VERSION = "v1"
-BI_VIEWS = {
+_BI_VIEWS_7 = {
     "v1_runs": "succeeded run",
     "v1_latest_predictions": "customer, in the latest succeeded scoring run",
     "v1_customer_value_summary": "scoring run and value class",
@@ -145,6 +219,17 @@ BI_VIEWS = {
     "v1_latest_segment_profiles": "segment, in the latest succeeded segmentation run",
     "v1_segment_value_summary": "scoring run and segment",
 }
+# added by migration 8 (additive: v1 grows new views, the old ones are unchanged)
+_BI_VIEWS_8 = {
+    "v1_latest_churn_risk": "customer, in the latest succeeded scoring run",
+    "v1_churn_summary": "scoring run and churn class",
+    "v1_latest_propensities": "customer and category, in the latest succeeded scoring run",
+    "v1_latest_next_best_offers": "customer and rank, in the latest succeeded scoring run",
+    "v1_latest_targeting": "customer, in the latest succeeded run with a targeting list",
+    "v1_latest_playbooks": "segment and aspect, in the latest succeeded scoring run",
+    "v1_latest_customer_playbooks": "customer, in the latest succeeded scoring run",
+}
+BI_VIEWS = {**_BI_VIEWS_7, **_BI_VIEWS_8}
 #: the views of migrations 1 and 5, kept as aliases of their v1 views
 BI_ALIASES = {
     "latest_predictions": "v1_latest_predictions",
@@ -166,7 +251,7 @@ _BI_V1 = [
     )""",
     *(
         f"INSERT INTO bi_contract VALUES ('{BI_VERSION}', '{view}', 'one row per {grain}')"
-        for view, grain in BI_VIEWS.items()
+        for view, grain in _BI_VIEWS_7.items()
     ),
     """CREATE VIEW v1_runs AS
         SELECT run_id, kind, started_at, finished_at, model_version, as_of, n_customers,
@@ -210,6 +295,53 @@ _BI_V1 = [
         FROM predictions p JOIN v1_runs r ON p.run_id = r.run_id
         WHERE r.kind = 'score' AND p.segment IS NOT NULL
         GROUP BY p.run_id, r.as_of, r.is_latest, p.segment""",
+]
+
+
+_LATEST_SCORE = _LATEST.format(kind="score")
+# the targeting list comes from `custval score` (when the project asks) or `custval target`
+_LATEST_TARGETING = """(SELECT run_id FROM v1_runs
+    WHERE kind IN ('score', 'target') AND run_id IN (SELECT run_id FROM targeting)
+    ORDER BY finished_at DESC, run_id DESC LIMIT 1)"""
+_ACTIONS_V1 = [
+    *(_create(name, cols) for name, cols in ACTION_TABLES.items()),
+    *(
+        f"CREATE INDEX {name}_run ON {name} (run_id, customer_id)"
+        for name, cols in ACTION_TABLES.items()
+        if "customer_id" in cols
+    ),
+    *(
+        f"INSERT INTO bi_contract VALUES ('{BI_VERSION}', '{view}', 'one row per {grain}')"
+        for view, grain in _BI_VIEWS_8.items()
+    ),
+    f"""CREATE VIEW v1_latest_churn_risk AS
+        SELECT run_id, customer_id, p_churn, churn_class, label_kind, horizon_days, p_alive
+        FROM churn_risk WHERE run_id = {_LATEST_SCORE}""",
+    """CREATE VIEW v1_churn_summary AS
+        SELECT c.run_id, r.as_of, r.is_latest, c.churn_class, c.label_kind,
+               COUNT(*) AS customers, AVG(c.p_churn) AS mean_p_churn,
+               AVG(c.p_alive) AS mean_p_alive
+        FROM churn_risk c JOIN v1_runs r ON c.run_id = r.run_id
+        WHERE r.kind = 'score'
+        GROUP BY c.run_id, r.as_of, r.is_latest, c.churn_class, c.label_kind""",
+    f"""CREATE VIEW v1_latest_propensities AS
+        SELECT run_id, customer_id, category, rank, probability, reason
+        FROM propensities WHERE run_id = {_LATEST_SCORE}""",
+    f"""CREATE VIEW v1_latest_next_best_offers AS
+        SELECT run_id, customer_id, rank, product_id, product_name, category, score, source,
+               reason
+        FROM next_best_offers WHERE run_id = {_LATEST_SCORE}""",
+    f"""CREATE VIEW v1_latest_targeting AS
+        SELECT run_id, customer_id, method, priority, contact, uplift, p_churn, value, cost,
+               expected_profit, reason
+        FROM targeting WHERE run_id = {_LATEST_TARGETING}""",
+    f"""CREATE VIEW v1_latest_playbooks AS
+        SELECT run_id, segment, customers, aspect, recommendation, rule, numbers
+        FROM playbooks WHERE run_id = {_LATEST_SCORE}""",
+    f"""CREATE VIEW v1_latest_customer_playbooks AS
+        SELECT run_id, customer_id, segment, offer, channel, next_purchase_days, retention,
+               reason
+        FROM customer_playbooks WHERE run_id = {_LATEST_SCORE}""",
 ]
 
 
@@ -327,6 +459,8 @@ MIGRATIONS: list[list[str]] = [
     # only the run kinds it names; the unversioned views of migrations 1 and 5 become aliases
     # of them (before, customer_value_summary counted every segmentation and online run too)
     [*_BI_V1, *_bi_aliases()],
+    # the actions of issue 17 and their BI views (additive to the contract v1)
+    _ACTIONS_V1,
 ]
 
 
