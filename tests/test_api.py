@@ -394,6 +394,8 @@ def test_records_give_the_same_prediction_as_the_stored_run(
         "web_sessions": "web_sessions",
         "product_usage": "product_usage",
         "interactions": "interactions",
+        "subscriptions": "subscriptions",
+        "treatments": "treatments",
     }
     payload: list[dict[str, Any]] = [{"customer_id": i} for i in ids]
     for kind, field in {"customers": "profile", **fields}.items():

@@ -97,6 +97,7 @@ def test_transactions_rule_by_rule(con: ibis.BaseBackend) -> None:
             "amount": 10.0,
             "category": "books",
             "channel": None,  # a category the source lacks stays empty
+            "product_id": None,  # nor does a product
             "is_refund": False,
         },
         {
@@ -106,6 +107,7 @@ def test_transactions_rule_by_rule(con: ibis.BaseBackend) -> None:
             "amount": 12.0,
             "category": "x",
             "channel": None,
+            "product_id": None,  # nor does a product
             "is_refund": False,
         },
         {
@@ -115,6 +117,7 @@ def test_transactions_rule_by_rule(con: ibis.BaseBackend) -> None:
             "amount": 1234.5,
             "category": UNKNOWN,
             "channel": None,
+            "product_id": None,  # nor does a product
             "is_refund": False,
         },
         {
@@ -124,6 +127,7 @@ def test_transactions_rule_by_rule(con: ibis.BaseBackend) -> None:
             "amount": 7.0,
             "category": "home",
             "channel": None,
+            "product_id": None,  # nor does a product
             "is_refund": False,
         },
         {
@@ -133,6 +137,7 @@ def test_transactions_rule_by_rule(con: ibis.BaseBackend) -> None:
             "amount": -11.0,  # a refund is kept, flagged
             "category": UNKNOWN,
             "channel": None,
+            "product_id": None,  # nor does a product
             "is_refund": True,
         },
     ]

@@ -73,7 +73,7 @@ def test_missing_required_mapped_and_unknown_columns(con: ibis.BaseBackend) -> N
     unknown, mapped, required_mapped, required = findings
     assert unknown.problem == (
         "the mapping price = 'p' names no column of a transactions source; known names: "
-        "amount, category, channel, customer_id, order_id, timestamp"
+        "amount, category, channel, customer_id, order_id, product_id, timestamp"
     )
     assert mapped.problem == (
         "the column 'cat' (mapped from custval's 'category') is missing; the source has columns "

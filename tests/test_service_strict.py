@@ -68,7 +68,14 @@ def records(trained: Trained) -> dict[str, Any]:
     buyers = trained.features[trained.features["T"].notna()]
     ids = [str(i) for i in buyers["customer_id"].iloc[[0, 5]]]
     payload: list[dict[str, Any]] = [{"customer_id": i} for i in ids]
-    kinds = ("transactions", "web_sessions", "product_usage", "interactions")
+    kinds = (
+        "transactions",
+        "web_sessions",
+        "product_usage",
+        "interactions",
+        "subscriptions",
+        "treatments",
+    )
     for kind, field in {"customers": "profile", **{k: k for k in kinds}}.items():
         t = prepared.tables[kind]
         rows = t.filter(t.customer_id.isin(ids)).to_pandas()

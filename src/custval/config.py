@@ -20,8 +20,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from custval.errors import ConfigError, CustvalError
 
 SourceKind = Literal[
-    "transactions", "customers", "web_sessions", "product_usage", "interactions", "id_map"
+    "transactions",
+    "customers",
+    "web_sessions",
+    "product_usage",
+    "interactions",
+    "id_map",
+    "products",
+    "subscriptions",
+    "treatments",
 ]
+#: kinds whose rows describe something other than a customer (no id namespace to link)
+NOT_CUSTOMER_KINDS: tuple[str, ...] = ("id_map", "products")
 FileFormat = Literal["csv", "parquet", "json", "xlsx"]
 
 # Tried in order on string dates. Day-first is chosen over month-first for slashed dates because
@@ -161,7 +171,18 @@ class IdentitySpec(_Strict):
     primary: str = "crm_id"
 
 
-FeatureGroup = Literal["rfm", "rhythm", "trend", "mix", "profile", "web", "product", "service"]
+FeatureGroup = Literal[
+    "rfm",
+    "rhythm",
+    "trend",
+    "mix",
+    "profile",
+    "web",
+    "product",
+    "service",
+    "subscription",
+    "offers",
+]
 
 
 class FeatureOptions(_Strict):
@@ -202,6 +223,34 @@ class ClvOptions(_Strict):
     discount_per_year: float = Field(0.10, ge=0, lt=1)
 
 
+class ActionOptions(_Strict):
+    """What ``custval score`` adds to each run besides value, CLV and segment: ``churn`` risk,
+    category ``propensity``, ``next_best_offers`` (that many per customer; 0: none), a targeting
+    list within ``targeting_budget`` (currency; none without a budget) at ``contact_cost`` per
+    contact (default: the campaign log's mean cost), and the ``playbooks`` per segment and per
+    customer. Churn and propensity look ``horizon_days`` ahead. All off by default: each costs
+    a model fit per run (:mod:`custval.flows.actions`)."""
+
+    churn: bool = False
+    propensity: bool = False
+    next_best_offers: int = Field(0, ge=0, le=100, description="offers per customer; 0: none")
+    playbooks: bool = False
+    targeting_budget: float | None = Field(None, gt=0, description="currency; None: no list")
+    contact_cost: float | None = Field(None, ge=0, description="None: the campaign log's mean")
+    horizon_days: int = Field(91, ge=7, le=730, description="how far churn and propensity look")
+
+    @property
+    def any(self) -> bool:
+        """Whether the project asks for any action."""
+        return bool(
+            self.churn
+            or self.propensity
+            or self.next_best_offers
+            or self.playbooks
+            or self.targeting_budget
+        )
+
+
 class Project(_Strict):
     """A custval project: sources, identity, as-of date and options."""
 
@@ -211,6 +260,7 @@ class Project(_Strict):
     identity: IdentitySpec = Field(default_factory=IdentitySpec)
     features: FeatureOptions = Field(default_factory=FeatureOptions)
     clv: ClvOptions = Field(default_factory=ClvOptions)
+    actions: ActionOptions = Field(default_factory=ActionOptions)
     store: str = Field(
         "custval.duckdb",
         description="where scoring runs are kept: a DuckDB file (relative to the project "
@@ -239,7 +289,9 @@ class Project(_Strict):
                 )
             # without it a source would silently be taken as keyed by the primary id
             unsaid = [
-                n for n, s in self.sources.items() if s.kind != "id_map" and not s.id_namespace
+                n
+                for n, s in self.sources.items()
+                if s.kind not in NOT_CUSTOMER_KINDS and not s.id_namespace
             ]
             if unsaid:
                 raise ValueError(

@@ -3,7 +3,8 @@
 The request carries, per customer, the rows a project's sources would hold for them, in
 custval's column names (``docs/`` and :data:`custval.data.contracts.CONTRACTS`): a profile
 (``signup_date``, ``region``, ``plan``...), transactions (``timestamp``, ``amount``,
-``order_id``...), web sessions, product usage and interactions. The service writes them as
+``order_id``...), web sessions, product usage, interactions, subscriptions and the offers
+sent (treatments). The service writes them as
 JSON-lines sources of a throw-away project with the model's feature settings (time unit, trend
 window, groups, from its manifest) and runs the same contracts, cleaning and feature code as
 ``custval train`` and ``custval score``; the result is scored like ``/v1/predict``.
@@ -39,6 +40,8 @@ _KINDS: dict[str, dict[str, Value]] = {
     "web_sessions": {"timestamp": "2000-01-01T00:00:00"},
     "product_usage": {"date": "2000-01-01"},
     "interactions": {"timestamp": "2000-01-01T00:00:00"},
+    "subscriptions": {"started_at": "2000-01-01T00:00:00"},
+    "treatments": {"sent_at": "2000-01-01T00:00:00", "group": "control"},
 }
 #: stands for no customer of the request; its rows keep a kind present when nobody has any
 _PLACEHOLDER = "__custval_placeholder__"
@@ -55,6 +58,8 @@ class RecordsCustomer(BaseModel):
     web_sessions: list[Row] = Field(default_factory=list, max_length=100_000)
     product_usage: list[Row] = Field(default_factory=list, max_length=100_000)
     interactions: list[Row] = Field(default_factory=list, max_length=100_000)
+    subscriptions: list[Row] = Field(default_factory=list, max_length=1_000)
+    treatments: list[Row] = Field(default_factory=list, max_length=10_000)
 
 
 class RecordsRequest(BaseModel):

@@ -61,9 +61,11 @@ def synth(
 ) -> None:
     """Generate a realistic sample company with deliberate dirt and known truth.
 
-    Writes CRM profiles, transactions, web sessions, product usage, service tickets and an id
-    map, each with its own key and the usual dirt, the true model parameters and dirt counts in
-    truth/, and a ready custval.toml. About 10 transactions per customer; 1M customers take
+    Writes CRM profiles, transactions (with products from a catalogue), web sessions, product
+    usage, service tickets, subscriptions with cancellations, a retention campaign's log (a
+    randomised control group, planted uplift) and an id map, each with its own key and the usual
+    dirt; the true parameters, dirt counts, churn, uplift and next purchases in truth/; and a
+    ready custval.toml. About 10 transactions per customer; 1M customers take
     under a minute.
     """
     if fmt not in ("csv", "parquet", "duckdb"):

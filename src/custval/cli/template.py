@@ -33,7 +33,8 @@ method = "btyd"
 discount_per_year = 0.10
 
 # One [sources.NAME] table per source. kind is one of: transactions, customers, web_sessions,
-# product_usage, interactions, id_map. [sources.NAME.columns] maps custval's column names
+# product_usage, interactions, subscriptions, treatments (a campaign log with a control group),
+# products (a catalogue), id_map. [sources.NAME.columns] maps custval's column names
 # (left) to yours (right); unmapped columns are expected under custval's names.
 
 [sources.crm]

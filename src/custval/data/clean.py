@@ -19,6 +19,11 @@ per column kind:
   skip them.
 - duplicates: rows equal in every column after the rules above are kept once; in transactions
   without order ids every row is an order, so identical rows are kept.
+- one row per key: a customer's profile, a product of a catalogue and a subscription (by its
+  id, when the source has one) are each kept once, conflicting rows resolved deterministically;
+  of a subscription's rows, a cancelled one wins over an older snapshot that is still open.
+- ranges the contract states (a treatment group that is neither treatment nor control, a
+  cancellation before its start) are errors of validation, not cleaning rules.
 
 Unparseable values never reach cleaning: validation (:mod:`custval.data.contracts`) stops first.
 """
@@ -181,8 +186,13 @@ def clean_source(
     now = now or datetime.now()
     spec, contract = staged.spec, staged.contract
     drops, future = _drop_rules(staged, now)
+    # a required category (a treatment group) is never filled: its blank rows are dropped
     categories = [
-        c.name for c in contract.columns if c.type == "category" and c.name in staged.present
+        c.name
+        for c in contract.columns
+        if c.type == "category"
+        and c.name in staged.present
+        and not (c.required and c.values_required)
     ]
     counts = _rule_counts(staged, drops, future, categories)
     rules = _rule_log(staged, counts, drops, future, categories)
@@ -207,7 +217,8 @@ def clean_source(
             order_ids=contract.kind == "transactions" and not no_order_ids,
         )
         con.drop_table(f"_typed_{spec.name}", force=True)
-    label = "duplicate rows" if contract.kind != "customers" else "duplicate or conflicting rows"
+    keyed = _one_row_key(staged) is not None
+    label = "duplicate or conflicting rows" if keyed else "duplicate rows"
     rules.append(RuleResult(spec.name, label, dropped=before_dedupe - int(counted["rows"])))
     unlinked_rows = int(counted.get("unlinked_rows") or 0)
     if link is not None:
@@ -336,17 +347,35 @@ def _cleaned_rows(
         deduped = deduped.mutate(is_refund=deduped.amount < 0)
     if link is not None:
         deduped = link(deduped)
-    if staged.contract.kind == "customers":
+    key_name = _one_row_key(staged)
+    if key_name is not None:
         # one profile per customer, also when the source knows a customer under two ids:
         # conflicting rows are resolved deterministically (unlinked rows, with a null id, stay
         # apart so that they are counted as unlinked, not as duplicates)
-        key = deduped.customer_id
-        if link is not None:
+        key = deduped[key_name]
+        if link is not None and key_name == "customer_id":
             key = ibis.ifelse(key.isnull(), "unlinked:" + deduped._source_id, "linked:" + key)
-        # the first row in the order of all columns (nulls last), whatever order rows come in
-        rank = ibis.row_number().over(group_by=key, order_by=list(deduped.columns))
+        # the first row in the order of all columns (nulls last), whatever order rows come in;
+        # a subscription's cancelled row first, as the later state of it
+        first: list[ir.Value] = []
+        if staged.contract.kind == "subscriptions":
+            first = [deduped.cancelled_at.isnull()]
+        rank = ibis.row_number().over(group_by=key, order_by=[*first, *deduped.columns])
         deduped = deduped.mutate(_rank=rank).filter(lambda t: t._rank == 0).drop("_rank")
     return deduped
+
+
+#: the column each kind keeps one row per (when the source has it)
+_ONE_ROW_PER = {
+    "customers": "customer_id",
+    "products": "product_id",
+    "subscriptions": "subscription_id",
+}
+
+
+def _one_row_key(staged: Staged) -> str | None:
+    key = _ONE_ROW_PER.get(staged.contract.kind)
+    return key if key in staged.present else None
 
 
 def _final_counts(final: ir.Table, *, linked: bool, order_ids: bool) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """What each kind of table must hold, and its validation.
 
 A contract lists custval's column names for one kind of table (transactions, customers, web
-sessions, product usage, service interactions, id map), which are required, their type and their
-allowed range. Users map their own column names onto these in ``custval.toml``.
+sessions, product usage, service interactions, id map, a product catalogue, subscriptions and a
+campaign's treatment log), which are required, their type and their allowed range or values.
+Users map their own column names onto these in ``custval.toml``.
 
 Validation reads the raw source (strings straight from a CSV, or typed columns from Parquet or a
 database) and reports, per column, how many rows break the contract with up to five example rows.
@@ -48,7 +49,10 @@ class Column:
     ``required`` columns must exist in the source; in a required column, blank values are
     reported (cleaning drops those rows) unless ``values_required`` is false; an optional column
     with ``drop_blank`` is treated the same way when the source has it. ``minimum`` applies
-    to ``number`` columns (for example counts cannot be negative).
+    to ``number`` and ``amount`` columns (for example counts cannot be negative); ``allowed``
+    lists a category's only values (after trimming and lower-casing); ``not_before`` names a
+    date or timestamp column of the same row that this one may not precede (a cancellation
+    after its start).
     """
 
     name: str
@@ -58,6 +62,8 @@ class Column:
     minimum: float | None = None
     values_required: bool = True
     drop_blank: bool = False
+    allowed: tuple[str, ...] = ()
+    not_before: str | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,7 @@ CONTRACTS: dict[str, Contract] = {
             Column("amount", "amount", True, "order value in currency; negative for refunds"),
             Column("category", "category", False, "product category"),
             Column("channel", "category", False, "sales channel (web, app, branch, phone...)"),
+            Column("product_id", "id", False, "the product bought (see a products source)"),
         ),
     ),
     "customers": Contract(
@@ -138,6 +145,54 @@ CONTRACTS: dict[str, Contract] = {
             Column("kind", "category", False, "question, complaint, incident..."),
             Column("resolved", "bool", False, "whether the ticket was resolved"),
             Column("resolution_hours", "number", False, "hours to resolution", 0),
+        ),
+    ),
+    # a catalogue: one row per product, no customer in it
+    "products": Contract(
+        "products",
+        (
+            Column("product_id", "id", True, "the product's id, as transactions name it"),
+            Column("name", "text", False, "the product's name"),
+            Column("category", "category", False, "product category"),
+            Column("price", "amount", False, "list price in currency", 0),
+        ),
+        key="product_id",
+    ),
+    "subscriptions": Contract(
+        "subscriptions",
+        (
+            _CUST,
+            Column("subscription_id", "id", False, "subscription identifier", drop_blank=True),
+            Column("plan", "category", False, "the subscribed plan"),
+            Column("started_at", "timestamp", True, "when the subscription began"),
+            Column(
+                "cancelled_at",
+                "timestamp",
+                False,
+                "when it was cancelled; empty while active",
+                not_before="started_at",
+            ),
+            Column("monthly_fee", "amount", False, "the fee per month, currency", 0),
+        ),
+    ),
+    # a campaign log: who was contacted (treatment) or held out (control), when, how
+    "treatments": Contract(
+        "treatments",
+        (
+            _CUST,
+            Column("campaign_id", "id", False, "the campaign"),
+            Column("sent_at", "timestamp", True, "when the offer was sent (or held back)"),
+            Column(
+                "group",
+                "category",
+                True,
+                "treatment (contacted) or control (held out at random)",
+                allowed=("treatment", "control"),
+            ),
+            Column("offer", "text", False, "what was offered"),
+            Column("channel", "category", False, "how: email, sms, phone..."),
+            Column("cost", "amount", False, "the cost of the contact, currency", 0),
+            Column("retained", "bool", False, "the customer stayed (the campaign's outcome)"),
         ),
     ),
 }
@@ -561,6 +616,19 @@ def checks(
                     f"a value below {col.minimum:g}",
                     parsed < col.minimum,
                 )
+        if col.allowed:
+            found[f"values:{own}"] = (
+                col,
+                "a value other than " + " or ".join(col.allowed),
+                parsed.notnull() & ~parsed.isin(col.allowed),
+            )
+        earlier = _other(spec, table, contract, typed, col.not_before)
+        if earlier is not None:
+            found[f"order:{own}"] = (
+                col,
+                f"a {own} before its {spec.column(str(col.not_before))}",
+                parsed < earlier,
+            )
         if (col.required and col.values_required) or col.drop_blank:
             found[f"missing:{own}"] = (
                 col,
@@ -568,6 +636,22 @@ def checks(
                 blank,
             )
     return found
+
+
+def _other(
+    spec: SourceSpec,
+    table: ir.Table,
+    contract: Contract,
+    typed: ir.Table | None,
+    name: str | None,
+) -> ir.Column | None:
+    """Another contract column of the same row, parsed (None when the source lacks it)."""
+    if name is None or spec.column(name) not in table.columns:
+        return None
+    if typed is not None:
+        return typed[name]
+    col = contract.get(name)
+    return coerce(table[spec.column(name)], col, spec.formats, spec.csv.decimal or ".")
 
 
 def validate_source(

@@ -1,9 +1,12 @@
 """A realistic multi-source sample company with known ground truth.
 
-:func:`generate` writes six raw sources (CRM, transactions, web sessions, product usage, service
-tickets and an id map) as CSV, Parquet or one DuckDB file, a ready ``custval.toml``, and a
-``truth/`` folder with the parameters and latent values that produced the data, so that cleaning,
-features and models can be tested against known answers.
+:func:`generate` writes nine raw sources (CRM, transactions, web sessions, product usage, service
+tickets, an id map, a product catalogue, subscriptions and a retention campaign's treatment log)
+as CSV, Parquet or one DuckDB file, a ready ``custval.toml``, and a ``truth/`` folder with the
+parameters and latent values that produced the data, so that cleaning, features and models can be
+tested against known answers. The catalogue (each order's product), the subscriptions and the
+campaign are simulated by :mod:`custval.data.synth_actions` from random streams of their own, so
+that the six original sources hold the same rows for a seed as before they came.
 
 The generative model
 --------------------
@@ -52,8 +55,12 @@ lost stay true orders. ``truth/dirt.json`` counts every one of them. Duplicated 
 rows that carry no other dirt, so the counts hold both before and after removing exact duplicates
 (except the number of ISO dates).
 
-Everything is vectorised NumPy and Arrow (1M customers and about 10M orders in well under a
-minute) and deterministic for a seed.
+The new sources have dirt of their own (dirty ids, the three date formats, copies, and in
+subscriptions older snapshots of cancelled subscriptions, written before the cancellation), and
+1% of transactions have no product id; ``truth/dirt.json`` counts them too.
+
+Everything is vectorised NumPy and Arrow (1M customers and about 10M orders in about a minute
+on two cores) and deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -74,6 +81,38 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from custval.data import synth_actions
+from custval.data._synth_base import (
+    ACQUISITION_CHANNELS,
+    CATEGORIES,
+    DAY,
+    PLANS,
+    REGIONS,
+    SALES_CHANNELS,
+    SEGMENTS,
+    SERVICES,
+    TICKET_KINDS,
+    WEEK,
+    _active_until,
+    _choice,
+    _Clock,
+    _Customers,
+    _duplicate,
+    _format_amounts,
+    _format_codes,
+    _format_counts,
+    _format_times,
+    _group_cumsum,
+    _hex_matrix,
+    _id_column,
+    _id_matrix,
+    _Ids,
+    _labels,
+    _lookup,
+    _Orders,
+    _strings,
+    _uniform_times,
+)
 from custval.errors import CustvalError
 
 __all__ = ["SOURCE_NAMES", "DirtRates", "SynthParams", "SynthResult", "generate"]
@@ -81,8 +120,6 @@ __all__ = ["SOURCE_NAMES", "DirtRates", "SynthParams", "SynthResult", "generate"
 Format = Literal["csv", "parquet", "duckdb"]
 Progress = Callable[[str, float], None]
 
-DAY = 86_400  # seconds
-WEEK = 7 * DAY
 MAX_CUSTOMERS = 9_999_999  # crm ids are "C" + 7 digits
 
 SOURCE_NAMES: tuple[str, ...] = (
@@ -92,20 +129,10 @@ SOURCE_NAMES: tuple[str, ...] = (
     "product_usage",
     "interactions",
     "id_map",
+    "products",
+    "subscriptions",
+    "treatments",
 )
-REGIONS = ("north", "south", "east", "west", "central", "islands")
-ACQUISITION_CHANNELS = ("search", "social", "referral", "partner", "direct")
-PLANS = ("free", "basic", "premium")
-SERVICES = ("streaming", "security", "backup", "support", "analytics")
-CATEGORIES = ("electronics", "books", "home", "fashion", "sports", "grocery")
-SALES_CHANNELS = ("web", "app", "branch", "phone")
-SEGMENTS = ("vip", "loyal", "bargain", "occasional")
-TICKET_KINDS = ("question", "complaint", "incident")
-DATE_FORMATS = {
-    "iso": ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d"),
-    "slash": ("%Y/%m/%d %H:%M", "%Y/%m/%d"),
-    "dot": ("%d.%m.%Y %H:%M", "%d.%m.%Y"),
-}
 
 
 @dataclass(frozen=True)
@@ -253,283 +280,6 @@ class SynthResult:
     config_path: Path
 
 
-# ---------------------------------------------------------------------------------------------
-# Fast fixed-width string building: rows of a uint8 matrix become an Arrow string array without
-# a Python loop (numpy's string functions and pyarrow's strftime are 10x slower at 10M rows).
-# ---------------------------------------------------------------------------------------------
-
-_I4 = np.arange(10_000)
-_DIGITS4 = np.stack([48 + _I4 // 1000, 48 + _I4 // 100 % 10, 48 + _I4 // 10 % 10, 48 + _I4 % 10], 1)
-_DIGITS4 = _DIGITS4.astype(np.uint8)
-_HEX2 = np.frombuffer(b"0123456789ABCDEF", np.uint8)[
-    np.stack([np.arange(256) // 16, np.arange(256) % 16], 1)
-]
-_SOD = np.arange(DAY)
-_CLOCK_LUT = np.stack(
-    [
-        48 + _SOD // 36_000,
-        48 + _SOD // 3600 % 10,
-        np.full(DAY, ord(":")),
-        48 + _SOD // 600 % 6,
-        48 + _SOD // 60 % 10,
-        np.full(DAY, ord(":")),
-        48 + _SOD % 60 // 10,
-        48 + _SOD % 10,
-    ],
-    1,
-).astype(np.uint8)
-
-
-def _strings(
-    mat: np.ndarray,
-    start: np.ndarray | None = None,
-    stop: np.ndarray | None = None,
-    valid: np.ndarray | None = None,
-) -> pa.Array:
-    """Row ``i`` of ``mat`` from column ``start[i]`` to ``stop[i]`` as a string; null where not
-    ``valid``."""
-    n, width = mat.shape
-    if start is None and stop is None and valid is None:
-        data = np.ascontiguousarray(mat).reshape(-1)
-        lengths = None
-    else:
-        lo = np.zeros(n, np.int64) if start is None else start.astype(np.int64)
-        hi = np.full(n, width, np.int64) if stop is None else stop.astype(np.int64)
-        if valid is not None:
-            hi = np.where(valid, hi, lo)
-        cols = np.arange(width)
-        data = mat[(cols >= lo[:, None]) & (cols < hi[:, None])]
-        lengths = hi - lo
-    large = data.size >= 2**31 - 1
-    offsets = np.zeros(n + 1, np.int64 if large else np.int32)
-    if lengths is None:
-        offsets[1:] = np.arange(1, n + 1, dtype=offsets.dtype) * width
-    else:
-        np.cumsum(lengths, out=offsets[1:])
-    bitmap = None if valid is None else pa.py_buffer(np.packbits(valid, bitorder="little"))
-    nulls = 0 if valid is None else int(n - np.count_nonzero(valid))
-    arr_type = pa.large_string() if large else pa.string()
-    return pa.Array.from_buffers(
-        arr_type, n, [bitmap, pa.py_buffer(offsets), pa.py_buffer(data)], null_count=nulls
-    )
-
-
-def _id_matrix(numbers: np.ndarray, prefix: int | np.ndarray, digits: int) -> np.ndarray:
-    """``prefix`` byte followed by ``numbers`` zero-padded to ``digits`` digits, one row each."""
-    mat = np.empty((numbers.size, 1 + digits), np.uint8)
-    mat[:, 0] = prefix
-    rest = numbers.astype(np.int64)
-    pos = 1 + digits
-    while pos > 1:
-        width = min(4, pos - 1)
-        mat[:, pos - width : pos] = _DIGITS4[rest % 10**width, 4 - width :]
-        rest = rest // 10**width
-        pos -= width
-    return mat
-
-
-def _hex_matrix(values: np.ndarray, prefix: int) -> np.ndarray:
-    """``prefix`` byte followed by 8 upper-case hex digits of uint32 ``values``."""
-    mat = np.empty((values.size, 9), np.uint8)
-    mat[:, 0] = prefix
-    v = values.astype(np.uint32)
-    for k in range(4):
-        mat[:, 1 + 2 * k : 3 + 2 * k] = _HEX2[(v >> (24 - 8 * k)) & 0xFF]
-    return mat
-
-
-def _date_lut(first_day: int, n_days: int) -> np.ndarray:
-    """(3, n_days, 10) bytes: each day in the ISO, slash and dot formats."""
-    days = np.arange(first_day, first_day + n_days).astype("datetime64[D]")
-    iso = np.datetime_as_string(days, unit="D").astype("S10").view(np.uint8).reshape(n_days, 10)
-    lut = np.empty((3, n_days, 10), np.uint8)
-    lut[0] = iso
-    lut[1] = iso
-    lut[1][:, [4, 7]] = ord("/")
-    lut[2][:, 0:2] = iso[:, 8:10]
-    lut[2][:, 3:5] = iso[:, 5:7]
-    lut[2][:, 6:10] = iso[:, 0:4]
-    lut[2][:, [2, 5]] = ord(".")
-    return lut
-
-
-def _format_times(
-    seconds: np.ndarray, fmt: np.ndarray, valid: np.ndarray | None = None, *, with_time: bool
-) -> pa.Array:
-    """Seconds since 1970 as strings, row by row in the format ``fmt`` (0 iso, 1 slash, 2 dot).
-
-    Timestamps: ``2025-03-01 14:05:09``, ``2025/03/01 14:05``, ``01.03.2025 14:05``; dates
-    without the time.
-    """
-    n = seconds.size
-    if n == 0:
-        return pa.array([], pa.string())
-    secs = seconds if valid is None else np.where(valid, seconds, seconds[np.argmax(valid)])
-    days = secs // DAY
-    first = int(days.min())
-    lut = _date_lut(first, int(days.max()) - first + 1)
-    if not with_time:
-        return _strings(lut[fmt, days - first], valid=valid)
-    mat = np.empty((n, 19), np.uint8)
-    mat[:, :10] = lut[fmt, days - first]
-    mat[:, 10] = ord(" ")
-    mat[:, 11:] = _CLOCK_LUT[secs - days * DAY]
-    return _strings(mat, stop=np.where(fmt == 0, 19, 16), valid=valid)
-
-
-def _format_amounts(cents: np.ndarray) -> pa.Array:
-    """Signed cents as ``"12.30"``, ``"-1,234.50"``, ``"1,234,567.00"`` (dot decimal)."""
-    width = 16
-    n = cents.size
-    neg = cents < 0
-    mag = np.minimum(np.abs(cents), 10**11 - 1)
-    whole = mag // 100
-    mat = np.empty((n, width), np.uint8)
-    mat[:, 14:16] = _DIGITS4[mag % 100, 2:]
-    mat[:, 13] = ord(".")
-    for g, pos in enumerate((10, 6, 2)):
-        mat[:, pos : pos + 3] = _DIGITS4[whole // 1000**g % 1000, 1:]
-    mat[:, [5, 9]] = ord(",")
-    mat[:, :2] = ord(" ")
-    n_digits = 1 + np.searchsorted(10 ** np.arange(1, 9), whole, side="right")
-    start = 13 - n_digits - (n_digits - 1) // 3 - neg
-    rows = np.flatnonzero(neg)
-    mat[rows, start[rows]] = ord("-")
-    return _strings(mat, start=start)
-
-
-def _dirty_ids(mat: np.ndarray, rng: np.random.Generator) -> pa.Array:
-    """The ids in ``mat`` lower-cased and/or padded with spaces; strip+upper gives them back."""
-    m, width = mat.shape
-    lower = rng.random(m) < 0.6
-    pad = ~lower | (rng.random(m) < 0.4)
-    side = rng.integers(0, 3, m)  # 0 leading, 1 trailing, 2 both
-    big = np.full((m, width + 2), ord(" "), np.uint8)
-    big[:, 1 : width + 1] = mat
-    upper = (big >= ord("A")) & (big <= ord("Z")) & lower[:, None]
-    big[upper] += 32
-    start = np.where(pad & (side != 1), 0, 1)
-    stop = np.where(pad & (side != 0), width + 2, width + 1)
-    return _strings(big, start=start, stop=stop)
-
-
-def _id_column(mat: np.ndarray, dirty: np.ndarray, rng: np.random.Generator) -> pa.Array:
-    clean = _strings(mat)
-    if not dirty.any():
-        return clean
-    return pc.replace_with_mask(clean, pa.array(dirty), _dirty_ids(mat[dirty], rng))
-
-
-def _labels(codes: np.ndarray, names: tuple[str, ...], valid: np.ndarray | None = None) -> pa.Array:
-    mask = None if valid is None else ~valid
-    return pc.take(pa.array(names, pa.string()), pa.array(codes.astype(np.int32), mask=mask))
-
-
-def _format_codes(rng: np.random.Generator, n: int, rates: DirtRates) -> np.ndarray:
-    """A date format per row: 0 ISO, 1 slash, 2 dot."""
-    u = rng.random(n)
-    slash_or_dot = u < rates.date_format_slash + rates.date_format_dot
-    return (slash_or_dot.astype(np.int8) + (u < rates.date_format_dot)).astype(np.int8)
-
-
-def _format_counts(fmt: np.ndarray, valid: np.ndarray | None = None) -> dict[str, int]:
-    f = fmt if valid is None else fmt[valid]
-    counts = np.bincount(f, minlength=3)
-    return {name: int(c) for name, c in zip(DATE_FORMATS, counts, strict=True)}
-
-
-def _group_cumsum(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Cumulative sums that restart at each group of ``counts`` consecutive values."""
-    cs = np.cumsum(values)
-    starts = np.cumsum(counts) - counts
-    base = np.zeros(counts.size)
-    has = counts > 0
-    base[has] = cs[starts[has]] - values[starts[has]]
-    return cs - np.repeat(base, counts)
-
-
-def _choice(rng: np.random.Generator, shares: Mapping[str, float], n: int) -> np.ndarray:
-    probs = np.array(list(shares.values()), float)
-    return rng.choice(probs.size, n, p=probs / probs.sum()).astype(np.int8)
-
-
-def _lookup(table: Mapping[str, float], names: tuple[str, ...]) -> np.ndarray:
-    return np.array([table[name] for name in names], float)
-
-
-def _duplicate(rng: np.random.Generator, clean: np.ndarray, rate: float) -> tuple[np.ndarray, int]:
-    """Row index with exact copies of some ``clean`` rows placed right after them."""
-    n = clean.size
-    pool = max(1, int(np.count_nonzero(clean)))
-    # scaled up so that copies make about ``rate`` of all rows, not only of the clean ones
-    dup = clean & (rng.random(n) < min(1.0, rate * n / pool))
-    return np.repeat(np.arange(n), 1 + dup), int(np.count_nonzero(dup))
-
-
-# ---------------------------------------------------------------------------------------------
-# The latent history
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Clock:
-    start: int  # first second of the history (signups from here)
-    horizon: int  # first second after end_date
-    end_date: date
-    start_date: date
-
-    @staticmethod
-    def from_end(end_date: date, years: int) -> _Clock:
-        try:
-            start_date = end_date.replace(year=end_date.year - years)
-        except ValueError:  # 29 February
-            start_date = end_date.replace(year=end_date.year - years, day=28)
-        epoch = date(1970, 1, 1)
-        return _Clock(
-            start=(start_date - epoch).days * DAY,
-            horizon=(end_date - epoch).days * DAY + DAY,
-            end_date=end_date,
-            start_date=start_date,
-        )
-
-
-@dataclass
-class _Customers:
-    """Per-customer arrays in crm_id order (crm number = index + 1)."""
-
-    n: int
-    signup: np.ndarray  # seconds
-    birth_day: np.ndarray  # days since 1970
-    age: np.ndarray  # years at end_date
-    region: np.ndarray
-    channel: np.ndarray
-    plan: np.ndarray
-    services: np.ndarray  # bit mask over SERVICES
-    engagement: np.ndarray
-    lam: np.ndarray  # purchases per week while alive
-    p_drop: np.ndarray
-    nu: np.ndarray  # Gamma-Gamma spend rate
-    has_account: np.ndarray
-    has_visitor: np.ndarray
-    buyer: np.ndarray
-    first: np.ndarray  # seconds of the first purchase, -1 when none before the horizon
-    death: np.ndarray  # seconds of the last purchase when it was fatal, -1 otherwise
-    alive: np.ndarray
-    n_purchases: np.ndarray
-    total_cents: np.ndarray
-
-
-@dataclass
-class _Orders:
-    """The true orders (no dirt), in no particular order."""
-
-    cust: np.ndarray
-    ts: np.ndarray
-    cents: np.ndarray
-    category: np.ndarray
-    channel: np.ndarray
-
-
 def _simulate_customers(
     rng: np.random.Generator, n: int, params: SynthParams, clock: _Clock
 ) -> _Customers:
@@ -656,6 +406,7 @@ def _simulate_orders(
     senior = _choice(rng, params.sales_channel_shares_60_plus, n)
     fav_chan = np.where(cust.age >= 60, senior, young)
     chan_loyalty = rng.beta(3.0, 2.0, n)
+    cust.fav_cat, cust.cat_loyalty, cust.fav_chan = fav_cat, cat_loyalty, fav_chan
     m = ts.size
     category = np.where(
         rng.random(m) < cat_loyalty[order_cust],
@@ -676,33 +427,9 @@ def _simulate_orders(
     )
 
 
-def _active_until(cust: _Customers, clock: _Clock, after_death: int) -> np.ndarray:
-    """End of a customer's activity (seconds): ``after_death`` seconds past a dropout, else the
-    horizon."""
-    return np.where(
-        cust.death >= 0, np.minimum(clock.horizon, cust.death + after_death), clock.horizon
-    )
-
-
-def _uniform_times(
-    rng: np.random.Generator, counts: np.ndarray, lo: np.ndarray, hi: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """``counts[i]`` uniform seconds in ``[lo[i], hi[i])`` for each i, with their owner index."""
-    owner = np.repeat(np.arange(counts.size), counts)
-    width = np.maximum(hi - lo, 1)[owner]
-    return owner, lo[owner] + (rng.random(owner.size) * width).astype(np.int64)
-
-
 # ---------------------------------------------------------------------------------------------
 # The sources
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Ids:
-    crm: np.ndarray  # (n, 8) bytes "C0000042"
-    account: np.ndarray  # (n, 9) bytes "A00001234"
-    visitor: np.ndarray  # (n, 9) bytes "V1A2B3C4D"
 
 
 def _make_ids(rng: np.random.Generator, n: int) -> _Ids:
@@ -729,9 +456,10 @@ def _crm_table(
     ids: _Ids,
     params: SynthParams,
     rates: DirtRates,
+    true_segment: np.ndarray,
 ) -> tuple[pa.Table, dict[str, Any]]:
     n = cust.n
-    segment = _segments(rng, cust, params)
+    segment = _noisy_segments(rng, true_segment, params)
     known = rng.random(n) < params.segment_known_share
     birth_ok = rng.random(n) >= rates.empty_birth_date
     region_ok = rng.random(n) >= rates.empty_region
@@ -775,8 +503,8 @@ def _crm_table(
     return table, dirt
 
 
-def _segments(rng: np.random.Generator, cust: _Customers, params: SynthParams) -> np.ndarray:
-    """vip / loyal / bargain / occasional from the latent values, with some label noise."""
+def _true_segments(cust: _Customers, params: SynthParams) -> np.ndarray:
+    """vip / loyal / bargain / occasional from the latent values."""
     spend = params.p / cust.nu
     value = np.where(cust.buyer & cust.alive, 52.0 * cust.lam * spend, 0.0)
     buyers = cust.buyer
@@ -790,7 +518,15 @@ def _segments(rng: np.random.Generator, cust: _Customers, params: SynthParams) -
     segment[buyers & (spend < cheap) & (cust.lam >= lam_mid)] = 2
     segment[buyers & (cust.p_drop < 0.05) & (cust.lam >= lam_mid)] = 1
     segment[buyers & (value >= vip_cut) & (value > 0)] = 0
-    noisy = rng.random(cust.n) < params.segment_noise
+    return segment
+
+
+def _noisy_segments(
+    rng: np.random.Generator, true_segment: np.ndarray, params: SynthParams
+) -> np.ndarray:
+    """The segments as the CRM records them: some label noise."""
+    segment = true_segment.copy()
+    noisy = rng.random(segment.size) < params.segment_noise
     segment[noisy] = rng.integers(0, len(SEGMENTS), int(noisy.sum()))
     return segment
 
@@ -803,14 +539,18 @@ def _transactions_table(
     params: SynthParams,
     rates: DirtRates,
     clock: _Clock,
+    *,
+    goods: synth_actions.Goods,
+    extra: np.random.Generator,
 ) -> tuple[pa.Table, dict[str, Any]]:
+    """The transactions source; its products come from ``goods`` and the ``extra`` stream, so
+    that the other columns stay what they were before products came."""
     n_orders = orders.ts.size
     src, delay, refund = _refunds(rng, orders, params, clock)
     future_year, fut_cust, fut_ts, fut_entered, fut_cents = _future_rows(
         rng, cust, params, rates, clock, n_orders
     )
     n_future = fut_cust.size
-
     kind = np.concatenate(
         [np.zeros(n_orders, np.int8), np.ones(src.size, np.int8), np.full(n_future, 2, np.int8)]
     )
@@ -821,22 +561,16 @@ def _transactions_table(
     kind, ts = kind[order], ts[order]
     who = np.concatenate([orders.cust, orders.cust[src], fut_cust])[order]
     cents = np.concatenate([orders.cents, refund, fut_cents.astype(np.int64)])[order]
-    category = np.concatenate(
-        [orders.category, orders.category[src], _choice(rng, params.category_shares, n_future)]
-    )[order]
+    fut_category = _choice(rng, params.category_shares, n_future)
+    category = np.concatenate([orders.category, orders.category[src], fut_category])[order]
+    product = _products_of(extra, goods, src, fut_category)[order]
     channel = np.concatenate(
         [orders.channel, orders.channel[src], _choice(rng, params.sales_channel_shares, n_future)]
     )[order]
     del order
     n = kind.size
-
-    # order numbers rise with time, like a database sequence
     is_refund = kind == 1
-    number = np.empty(n, np.int64)
-    first_o, first_r = (int(x) for x in rng.integers(100_000_000, 200_000_000, 2))
-    number[~is_refund] = first_o + np.arange(n - src.size)
-    number[is_refund] = first_r + np.arange(src.size)
-
+    number = _order_numbers(rng, is_refund)
     cat_ok = rng.random(n) >= rates.empty_category
     chan_ok = rng.random(n) >= rates.empty_channel
     ts_ok = (kind != 0) | (rng.random(n) >= rates.empty_ts)
@@ -857,6 +591,8 @@ def _transactions_table(
             "channel": _labels(channel[rows], SALES_CHANNELS, chan_ok[rows]),
         }
     )
+    product_ids, n_no_product = _product_column(extra, goods, product, rows)
+    table = table.append_column("product_id", product_ids)
     dirt = {
         "rows": table.num_rows,
         "orders": n_orders,
@@ -868,12 +604,45 @@ def _transactions_table(
             "ts": int(n - ts_ok.sum()),
             "category": int(n - cat_ok.sum()),
             "channel": int(n - chan_ok.sum()),
+            "product_id": n_no_product,
         },
         "dirty_ids": {"account_id": int(dirty.sum())},
         "thousands_separator": int(np.count_nonzero(big)),
         "date_formats": {"ts": _format_counts(fmt, ts_ok)},
     }
     return table, dirt
+
+
+def _products_of(
+    extra: np.random.Generator, goods: synth_actions.Goods, src: np.ndarray, fut_cat: np.ndarray
+) -> np.ndarray:
+    """The product of every order, refund (its order's) and far-future row (any product of its
+    category), in that order."""
+    fut_product = synth_actions.products_in(extra, goods.catalogue, fut_cat)
+    return np.concatenate([goods.order_product, goods.order_product[src], fut_product])
+
+
+def _product_column(
+    extra: np.random.Generator, goods: synth_actions.Goods, product: np.ndarray, rows: np.ndarray
+) -> tuple[pa.Array, int]:
+    """The product ids of the written ``rows`` (``product`` per distinct row), some empty, and
+    how many distinct rows have none. Empties only where a row has no copy, so that duplicates
+    stay copies of rows without other dirt."""
+    n = product.size
+    single = np.bincount(rows, minlength=n) == 1
+    product_ok = ~single | (extra.random(n) >= synth_actions.ActionDirt().empty_product_id)
+    ids = synth_actions.product_ids(goods.catalogue, product[rows], product_ok[rows])
+    return ids, int(n - product_ok.sum())
+
+
+def _order_numbers(rng: np.random.Generator, is_refund: np.ndarray) -> np.ndarray:
+    """Order and refund numbers, each rising with time like a database sequence."""
+    n, n_refunds = is_refund.size, int(np.count_nonzero(is_refund))
+    number = np.empty(n, np.int64)
+    first_o, first_r = (int(x) for x in rng.integers(100_000_000, 200_000_000, 2))
+    number[~is_refund] = first_o + np.arange(n - n_refunds)
+    number[is_refund] = first_r + np.arange(n_refunds)
+    return number
 
 
 def _refunds(
@@ -1054,7 +823,10 @@ def _interactions_table(
     params: SynthParams,
     rates: DirtRates,
     clock: _Clock,
+    complaints: dict[str, np.ndarray] | None = None,
 ) -> tuple[pa.Table, dict[str, Any]]:
+    """The interactions source; the complaints (customer index, seconds) go into
+    ``complaints`` when given, for the subscriptions' hazard."""
     lo = cust.signup
     hi = _active_until(cust, clock, 2 * WEEK)
     rate = params.tickets_per_week * (0.2 + 4.0 * cust.p_drop)
@@ -1075,6 +847,8 @@ def _interactions_table(
     complaint_p = np.where(late, 0.5, np.minimum(0.7, 0.15 + 0.6 * cust.p_drop[who]))
     u = rng.random(n)
     kind = np.where(u < complaint_p, 1, np.where(u < complaint_p + 0.2, 2, 0)).astype(np.int8)
+    if complaints is not None:
+        complaints["cust"], complaints["ts"] = who[kind == 1], opened[kind == 1]
     hours = np.round(rng.gamma(1.5, 10.0, n) * np.where(kind == 2, 2.0, 1.0) + 0.1, 1)
     closed_at = opened + (hours * 3600).astype(np.int64)
     is_open = (closed_at >= clock.horizon) | (
@@ -1208,6 +982,9 @@ _SOURCE_SECTIONS = (
     ("web", "web_sessions", "web_sessions", "visitor_id", "started_at"),
     ("product", "product_usage", "product_usage", "account_id", None),
     ("service", "interactions", "interactions", "crm_id", "opened_at"),
+    # the new sources name their columns as custval does (started_at, sent_at...)
+    ("subscriptions", "subscriptions", "subscriptions", "account_id", None),
+    ("treatments", "treatments", "treatments", "crm_id", None),
 )
 
 
@@ -1239,6 +1016,8 @@ def _project_toml(fmt: Format, files: Mapping[str, str], seed: int, n: int, as_o
         ]
         if ts_col:
             lines.append(f'timestamp = "{ts_col}"')
+    # the catalogue describes products, not customers: no id namespace
+    lines += ["", "[sources.products]", 'kind = "products"', location("products")]
     lines += ["", "[sources.id_map]", 'kind = "id_map"', location("id_map"), ""]
     return "\n".join(lines)
 
@@ -1269,12 +1048,13 @@ def generate(
 ) -> SynthResult:
     """Generate a sample company with ``n_customers`` customers into the folder ``out``.
 
-    Writes the six sources (``crm_customers``, ``transactions``, ``web_sessions``,
-    ``product_usage``, ``interactions``, ``id_map``) as ``<name>.csv``, ``<name>.parquet`` or
+    Writes the nine sources (:data:`SOURCE_NAMES`) as ``<name>.csv``, ``<name>.parquet`` or
     tables of ``company.duckdb``; ``custval.toml`` pointing at them (as of ``end_date`` + 1 day,
     time unit weeks); and ``truth/params.json``, ``truth/customers.parquet`` (latent values per
-    customer) and ``truth/dirt.json`` (counts of every planted defect). The model is described in
-    the module docstring; about 10 orders per customer, 1M customers in well under a minute.
+    customer), ``truth/dirt.json`` (counts of every planted defect), ``truth/products.json``,
+    ``truth/next_products.parquet``, ``truth/subscriptions.parquet`` and
+    ``truth/uplift.parquet`` (see :mod:`custval.data.synth_actions`). The model is described in
+    the module docstring; about 10 orders per customer, 1M customers in about a minute.
 
     Everything is written into a temporary folder beside ``out`` first and moved into place at
     the end, so an interrupted run leaves no half-written file; other files already in ``out``
@@ -1303,15 +1083,19 @@ def generate(
     try:
         report("customers", 0.0)
         cust = _simulate_customers(rng, n, params, clock)
-        ids, files, dirt = _write_sources(
-            tmp, fmt, rng, cust, params=params, rates=rates, clock=clock, report=report
+        written = _write_sources(
+            tmp, fmt, rng, cust, seed=seed, params=params, rates=rates, clock=clock, report=report
         )
+        ids, files, dirt = written.ids, written.files, written.dirt
         report("truth", 0.93)
         truth = tmp / "truth"
         truth.mkdir()
         pq.write_table(_truth_table(cust, ids, params), truth / "customers.parquet")
+        actions = synth_actions.ActionParams()
+        synth_actions.write_truth(truth, written.goods, written.retention, ids, clock, actions)
         as_of = end_date + timedelta(days=1)
         meta = _truth_meta(seed, n, as_of, clock, params, rates)
+        meta["actions"] = synth_actions.truth_meta(actions, synth_actions.ActionDirt())
         (truth / "params.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         (truth / "dirt.json").write_text(json.dumps(dirt, indent=2) + "\n", encoding="utf-8")
 
@@ -1347,31 +1131,44 @@ def _checked(n_customers: Any, fmt: str, out: str | Path) -> tuple[int, Path]:
     return n, out
 
 
+@dataclass
+class _Written:
+    """What :func:`_write_sources` made: the ids, the files and dirt counts by source name, and
+    the new sources' simulation for the truth."""
+
+    ids: _Ids
+    files: dict[str, str]
+    dirt: dict[str, Any]
+    goods: synth_actions.Goods
+    retention: synth_actions.Retention
+
+
 def _write_sources(
     tmp: Path,
     fmt: Format,
     rng: np.random.Generator,
     cust: _Customers,
     *,
+    seed: int,
     params: SynthParams,
     rates: DirtRates,
     clock: _Clock,
     report: Progress,
-) -> tuple[_Ids, dict[str, str], dict[str, Any]]:
-    """Simulate the orders and the ids, and write the six sources into ``tmp``: the ids, the
-    files by source name and the dirt counts by source name."""
+) -> _Written:
+    """Simulate the orders and the ids, and write the nine sources into ``tmp``.
+
+    The catalogue, the subscriptions and the campaign draw from streams of their own (from
+    ``seed`` and 17), never from ``rng``, so the original sources keep their rows."""
     orders = _simulate_orders(rng, cust, params, clock)
     ids = _make_ids(rng, cust.n)
+    goods_rng, tx_rng, retention_rng, dirt_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence([seed, 17]).spawn(4)
+    )
+    actions, action_dirt = synth_actions.ActionParams(), synth_actions.ActionDirt()
+    segment = _true_segments(cust, params)
     writer = _Writer(tmp, fmt)
-    dirt: dict[str, Any] = {
-        "note": (
-            "'rows' is what each file holds, exact duplicates included; every other count "
-            "is of distinct rows. Duplicates copy only rows without other dirt (ISO dates, "
-            "clean ids, no empty values, amounts under 1,000, no refund or future row), so "
-            "these counts also hold in the file, except the ISO date-format counts, which "
-            "the file exceeds by 'duplicates'."
-        )
-    }
+    dirt: dict[str, Any] = {"note": _DIRT_NOTE}
+    complaints: dict[str, np.ndarray] = {}
 
     def emit(name: str, built: tuple[pa.Table, dict[str, Any]]) -> None:
         table, dirt[name] = built
@@ -1379,20 +1176,57 @@ def _write_sources(
 
     try:
         report("crm_customers", 0.08)
-        emit("crm_customers", _crm_table(rng, cust, ids, params, rates))
+        emit("crm_customers", _crm_table(rng, cust, ids, params, rates, segment))
         report("transactions", 0.15)
-        emit("transactions", _transactions_table(rng, cust, orders, ids, params, rates, clock))
+        goods = synth_actions.simulate_goods(
+            goods_rng, cust, orders, segment, clock, actions, params.category_shares
+        )
+        emit("products", synth_actions.products_table(goods))
+        emit(
+            "transactions",
+            _transactions_table(
+                rng, cust, orders, ids, params, rates, clock, goods=goods, extra=tx_rng
+            ),
+        )
         report("web_sessions", 0.55)
         emit("web_sessions", _web_table(rng, cust, orders, ids, params, rates, clock))
-        del orders
-        report("product_usage", 0.72)
+        report("product_usage", 0.68)
         emit("product_usage", _product_table(rng, cust, ids, params, rates, clock))
-        report("interactions", 0.88)
-        emit("interactions", _interactions_table(rng, cust, ids, params, rates, clock))
+        report("interactions", 0.80)
+        emit("interactions", _interactions_table(rng, cust, ids, params, rates, clock, complaints))
         emit("id_map", _id_map_table(rng, cust, ids, rates))
+        retention = synth_actions.simulate_retention(
+            retention_rng,
+            cust,
+            orders,
+            goods,
+            (complaints["cust"], complaints["ts"]),
+            clock,
+            actions,
+            params.p,
+        )
+        del orders
+        emit(
+            "subscriptions",
+            synth_actions.subscriptions_table(dirt_rng, retention, ids, clock, action_dirt),
+        )
+        emit(
+            "treatments",
+            synth_actions.treatments_table(dirt_rng, retention, ids, clock, actions, action_dirt),
+        )
     finally:
         writer.close()
-    return ids, dict(writer.files), dirt
+    return _Written(ids, dict(writer.files), dirt, goods, retention)
+
+
+_DIRT_NOTE = (
+    "'rows' is what each file holds, exact duplicates included; every other count is of "
+    "distinct rows. Duplicates copy only rows without other dirt (ISO dates, clean ids, no "
+    "empty values, amounts under 1,000, no refund or future row), so these counts also hold in "
+    "the file, except the ISO date-format counts, which the file exceeds by 'duplicates' (and, "
+    "in subscriptions, by 'stale_snapshots': older copies of cancelled subscriptions, written "
+    "before the cancellation, clean but for the missing cancelled_at)."
+)
 
 
 def _truth_meta(

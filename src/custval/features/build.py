@@ -22,6 +22,7 @@ from custval.features.behaviour import (
 )
 from custval.features.catalogue import Feature
 from custval.features.profile import profile_features
+from custval.features.subscriptions import FILLS, offer_features, subscription_features
 from custval.features.transactions import mix_features, rfm_features
 
 # what a customer without purchases has: no orders, no money (ints are counts, floats money)
@@ -57,6 +58,8 @@ GROUPS: dict[str, str] = {
     "web": "website engagement (web_sessions)",
     "product": "product usage (product_usage)",
     "service": "service tickets (interactions)",
+    "subscription": "subscribed, weeks subscribed, plan and monthly fee (subscriptions)",
+    "offers": "retention offers received and weeks since the last (treatments)",
 }
 
 
@@ -114,6 +117,13 @@ def build_features(
     for group, (kind, fn) in behaviour.items():
         if kind in tables and group in chosen:
             parts.append((fn(tables[kind], as_of), dict.fromkeys(COUNTS[kind], 0)))
+    actions = {
+        "subscription": ("subscriptions", subscription_features),
+        "offers": ("treatments", offer_features),
+    }
+    for group, (kind, fn) in actions.items():
+        if kind in tables and group in chosen:
+            parts.append((fn(tables[kind], as_of), FILLS[kind]))
     if not ids:
         raise ValueError("features need a customers or a transactions table")
     table = _joined(ids, parts)

@@ -144,6 +144,39 @@ STATIC: tuple[Feature, ...] = (
     ),
     _f("mean_resolution_hours", "mean hours to resolve a ticket", "hours", "interactions"),
     _f("days_since_last_ticket", "days since the last ticket", "days", "interactions"),
+    # subscriptions: cancellations after the as-of date are not known yet
+    _f(
+        "subscribed",
+        "has a subscription active at the as-of date (1) or not (0)",
+        "flag",
+        "subscriptions",
+    ),
+    _f(
+        "subscription_weeks",
+        "weeks subscribed before the as-of date, all subscriptions together",
+        "weeks",
+        "subscriptions",
+    ),
+    _f(
+        "subscription_plan",
+        "plan of the latest subscription (none: never subscribed)",
+        "category",
+        "subscriptions",
+    ),
+    _f(
+        "monthly_fee",
+        "monthly fees of the subscriptions active at the as-of date",
+        "currency",
+        "subscriptions",
+    ),
+    # campaigns
+    _f(
+        "offers_received",
+        "retention offers sent to the customer (not counting control-group holdouts)",
+        "count",
+        "treatments",
+    ),
+    _f("weeks_since_last_offer", "weeks since the last offer sent", "weeks", "treatments"),
 )
 
 BY_NAME: dict[str, Feature] = {f.name: f for f in STATIC}
