@@ -76,7 +76,7 @@ def test_a_segment_playbook_gives_each_aspect_its_rule_and_numbers() -> None:
     assert next(iter(numbers["categories"])) == "books"
     assert numbers["categories"]["books"]["lift"] == pytest.approx(0.75 / 0.4375, abs=0.01)
     assert numbers["products"]["Atlas"] == pytest.approx(0.75)
-    assert "books (1.7x the base)" in text
+    assert text.startswith("books (1.7x the base)")
     # channel: the mean order shares, largest first
     text, numbers = got[("lapsing", "channel")]
     assert numbers["order_shares"] == {"app": 0.85, "web": 0.15} and text.startswith("app (85%)")

@@ -11,8 +11,9 @@ import pytest
 from custval import flows
 from custval.columns import SUMMARY_COLUMNS
 from custval.config import load_project
-from custval.flows.scoring import long_reasons, score_clv
+from custval.flows.scoring import score_clv
 from custval.models.btyd_clv import clv_models_from_json, point_clv
+from custval.store import long_reasons
 from tests.factories import Companies
 
 

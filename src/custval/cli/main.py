@@ -15,7 +15,7 @@ import typer
 from typer.core import TyperCommand
 from typer.models import CommandInfo
 
-from custval.cli import clv, demo, project, quickstart, segment, serve, store, value
+from custval.cli import actions, clv, demo, project, quickstart, segment, serve, store, value
 from custval.cli.common import FlagsCommand, FlagsGroup, out
 from custval.version import __version__
 
@@ -78,7 +78,15 @@ keys_app.command("list")(serve.list_api_keys)
 keys_app.command("revoke")(serve.revoke_api_key)
 app.add_typer(keys_app, name="api-key", rich_help_panel="Store and service")
 
-for command in (serve.serve, store.score, store.export, value.evaluate, value.train, value.predict):
+for command in (
+    serve.serve,
+    store.score,
+    store.export,
+    value.evaluate,
+    value.train,
+    value.predict,
+    actions.target,
+):
     app.command()(command)
 
 # `custval --help` groups the commands by task: these panels, each listing its commands in order
@@ -87,6 +95,7 @@ PANELS = {
     "Data and features": ("validate", "features"),
     "Customer value": ("clv", "evaluate", "train", "predict"),
     "Segments": ("segment",),
+    "Actions": ("target",),
     "Store and service": ("score", "export", "serve"),
 }
 _PANEL_OF = {name: panel for panel, names in PANELS.items() for name in names}

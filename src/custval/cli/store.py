@@ -71,7 +71,10 @@ def score(
             update={"clv": project.clv.model_copy(update={"method": check_clv_method(clv_method)})}
         )
     target = store or project.store
-    with steps(3 * len(project.sources) + (3 if no_clv else 4)) as advance:
+    from custval.flows.actions import planned_stages
+
+    planned = 3 * len(project.sources) + (3 if no_clv else 4) + planned_stages(project)
+    with steps(planned) as advance:
         result = flows.score(
             project,
             store_url=target,
@@ -99,6 +102,11 @@ def score(
         out.print(f"segments by segmentation run {result.segment_run}")
     elif result.segment_note is not None:
         out.print(f"[yellow]{result.segment_note}[/yellow]")
+    if result.actions is not None:
+        stored = ", ".join(sorted(result.actions.tables))
+        out.print(f"actions stored: {stored} (views v1_latest_*, docs/bi.md)")
+        for line in result.actions.notes:
+            out.print(line)
 
 
 @friendly

@@ -42,6 +42,8 @@ _OWNERS = {
     "segment_table": "segmentation",
     "assign_labelled_segments": "segmentation",
     "store_segments": "segmentation",
+    "TargetRun": "actions",
+    "target_run": "actions",
 }
 
 __all__ = [
@@ -51,6 +53,7 @@ __all__ = [
     "Prepared",
     "ScoreResult",
     "SegmentResult",
+    "TargetRun",
     "ValueTraining",
     "assign_labelled_segments",
     "clv",
@@ -62,6 +65,7 @@ __all__ = [
     "segment_features",
     "segment_table",
     "store_segments",
+    "target_run",
     "train_value",
     "validate",
     "write_features",
@@ -82,6 +86,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time the names load lazily
+    from custval.flows.actions import TargetRun, target_run
     from custval.flows.customer_base import ClvResult, clv
     from custval.flows.leaderboard import ClvBoard, clv_leaderboard
     from custval.flows.preparation import (

@@ -18,6 +18,7 @@ import pyarrow as pa
 from custval.columns import CLV_INTERVAL, SCORED_CLV
 from custval.config import Project
 from custval.errors import CustvalError, FitError
+from custval.flows.actions import ActionResult, score_actions
 from custval.flows.customer_base import btyd_columns, clv_settings
 from custval.flows.leaderboard import METHOD_CANDIDATES, clv_leaderboard
 from custval.flows.preparation import Prepared, features, prepare
@@ -25,7 +26,7 @@ from custval.models.clv_serving import FILE_NAME
 from custval.models.explain import importance, reasons
 from custval.models.segments import assign_nearest
 from custval.models.value import ValueClassifier
-from custval.store import Store, directions, open_store
+from custval.store import Store, long_reasons, open_store
 from custval.store.bundles import latest_model, load_bundle
 
 
@@ -48,6 +49,8 @@ class ScoreResult:
     segment_note: str | None = None
     #: the method behind clv_expected (btyd, lightgbm, random_forest, mlp, hybrid)
     clv_method: str | None = None
+    #: what the project's [actions] added (None when it asks for none)
+    actions: ActionResult | None = None
 
 
 def score(
@@ -95,14 +98,11 @@ def score(
             clv_columns, clv_models, clv_kept = score_clv(project, prepared, table, top_k)
             preds.update(clv_columns)
             lap("clv")
-        segment_run, segment_note = None, None
-        lap.start("the customers' segments")
-        placed = store.latest_segment_model()
-        if placed is not None:
-            segment_run, names, segment_note = _score_segments(table, preds, *placed)
-            if names is not None:
-                preds["segment"] = names
-            lap("segments")
+        segment_run, segment_note = _segments_step(store, table, preds, lap)
+        actions = None
+        if project.actions.any:
+            actions = score_actions(project, prepared, table, preds, clv_models, lap.start)
+            lap("actions")
         lap.start("writing the run to the store")
         run_id = _write(
             store,
@@ -114,6 +114,7 @@ def score(
             preds=preds,
             top_k=top_k,
             clv=(clv_models, clv_kept),
+            actions=actions.tables if actions is not None else {},
         )
         lap("store")
     finally:
@@ -129,7 +130,24 @@ def score(
         segment_run,
         segment_note,
         clv_models.get("method") if clv_models else None,
+        actions,
     )
+
+
+def _segments_step(
+    store: Store, table: Any, preds: dict[str, Any], lap: _Laps
+) -> tuple[str | None, str | None]:
+    """Each customer's segment into ``preds`` by the store's latest segmentation, if any:
+    (segmentation run, why the segments were left empty)."""
+    lap.start("the customers' segments")
+    placed = store.latest_segment_model()
+    if placed is None:
+        return None, None
+    segment_run, names, segment_note = _score_segments(table, preds, *placed)
+    if names is not None:
+        preds["segment"] = names
+    lap("segments")
+    return segment_run, segment_note
 
 
 def model_folder(root: Path, version: str | None) -> Path:
@@ -194,6 +212,7 @@ def _write(
     preds: dict[str, Any],
     top_k: int,
     clv: tuple[dict[str, Any] | None, ClvKept],
+    actions: dict[str, pa.Table],
 ) -> str:
     """The scoring run, written to the store all or nothing; returns its id."""
     clv_models, clv_kept = clv
@@ -212,7 +231,10 @@ def _write(
         as_of=project.as_of,
         config_hash=config_hash,
         clv_models=clv_models,
-        extra={"clv_reasons": clv_kept.reasons} if clv_kept.reasons is not None else None,
+        extra={
+            **({"clv_reasons": clv_kept.reasons} if clv_kept.reasons is not None else {}),
+            **actions,
+        },
         files=clv_kept.files,
     )
 
@@ -311,29 +333,6 @@ def score_clv(
         ranks = sum(1 for c in board.reasons.columns if c.endswith("_feature"))
         kept.reasons = long_reasons(board.reasons, board.predictions["customer_id"], ranks)
     return cols, models, kept
-
-
-def long_reasons(explained: Any, ids: Any, k: int) -> Any:
-    """The reasons of :func:`custval.models.explain.reasons` (one column set per rank) as the
-    store's long table: customer_id, rank, feature, feature_value, contribution, direction, text;
-    customer by customer, rank 1 first. Built in Arrow: no Python strings per row."""
-
-    n = len(ids)
-    # row r of rank i sits at i * n + r in the concatenated ranks
-    order = pa.array((np.arange(n)[:, None] + n * np.arange(k)[None, :]).ravel())
-    long: dict[str, Any] = {
-        "customer_id": pa.array(ids, pa.string()).take(pa.array(np.repeat(np.arange(n), k))),
-        "rank": pa.array(np.tile(np.arange(1, k + 1, dtype=np.int32), n)),
-    }
-    for col, suffix in (("feature", "_feature"), ("feature_value", "_value"), ("text", "")):
-        ranks = [pa.array(explained[f"reason_{i}{suffix}"], pa.string()) for i in range(1, k + 1)]
-        long[col] = pa.concat_arrays(ranks).take(order)
-    contribution = np.column_stack(
-        [explained[f"reason_{i}_contribution"].to_numpy(np.float64) for i in range(1, k + 1)]
-    ).ravel()
-    long["contribution"] = pa.array(contribution)
-    long["direction"] = directions(contribution)
-    return pa.table(long)
 
 
 def profile_rows(records: list[dict[str, Any]]) -> Any:

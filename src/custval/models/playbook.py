@@ -120,7 +120,7 @@ def _offer_row(
         "the segment)"
     )
     text = "; ".join(parts) if parts else "no propensity or offers in this run"
-    return f"{segment}: offer {text}", rule, numbers
+    return text, rule, numbers
 
 
 def _timing_row(group: pd.DataFrame) -> tuple[str, str, dict[str, Any]]:
@@ -284,6 +284,8 @@ def _sentences(out: pd.DataFrame, customers: pd.DataFrame) -> pd.Series:
     channel = np.where(out["channel"].notna(), "by " + out["channel"].astype(str), "")
     text = pd.Series(offer, index=out.index) + " " + channel + ", " + when
     if "expected_profit" in customers:
+        known = customers["expected_profit"].notna()
         profit = customers["expected_profit"].round(2).astype(str)
-        text = text + "; retention: " + out["retention"] + " (expected profit " + profit + ")"
+        retention = "; retention: " + out["retention"] + " (expected profit " + profit + ")"
+        text = text + retention.where(known, "")
     return text.str.replace(r"\s+,", ",", regex=True)

@@ -37,7 +37,7 @@ Example
 from __future__ import annotations
 
 import time
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -231,6 +231,7 @@ _LEARNED = (
     "leaderboard_",
     "selection_rows_",
     "oof_metrics_",
+    "oof_proba_",
     "reliability_",
     "calibration_error_",
     "refit_seconds_",
@@ -267,6 +268,9 @@ class ValueClassifier(Estimator):
     class_names:
         The two classes' words, negative then positive (``("No", "Yes")``).
     """
+
+    #: what the messages call this classifier (a subclass names itself)
+    _what: ClassVar[str] = "value classifier"
 
     def __init__(
         self,
@@ -348,10 +352,15 @@ class ValueClassifier(Estimator):
         model = make_candidate(chosen, self.seed, self.threads).fit(schema, X, y)
         refit_seconds = time.perf_counter() - start
         threshold = self._threshold(y_sel, p_oof, model.predict_proba(schema, X))
+        # the chosen candidate's out-of-fold probabilities, NaN outside the selection sample:
+        # what a baseline is compared with on the same customers
+        oof_all = np.full(y.size, np.nan)
+        oof_all[sel] = p_oof
         # the learned state, all at once
         self.schema_, self.model_, self.chosen_ = schema, model, chosen
         self.leaderboard_, self.selection_rows_ = board, int(sel.size)
         self.oof_metrics_ = classification_metrics(y_sel, p_oof)
+        self.oof_proba_ = oof_all
         self.reliability_ = reliability
         self.calibration_error_ = float(
             np.average(
@@ -534,7 +543,7 @@ class ValueClassifier(Estimator):
 
     def _fitted(self) -> Candidate:
         if not hasattr(self, "model_"):
-            raise CustvalError("the value classifier is not fitted yet", hint="Call fit first")
+            raise CustvalError(f"the {self._what} is not fitted yet", hint="Call fit first")
         return self.model_
 
     def predict_proba(self, X: pd.DataFrame, source: str = "input") -> Array:

@@ -42,6 +42,7 @@ __all__ = [
     "MIGRATIONS",
     "Store",
     "directions",
+    "long_reasons",
     "open_store",
 ]
 
@@ -201,6 +202,29 @@ def directions(contribution: Any) -> pa.Array:
     """The ``direction`` column of ``reasons``: raises, lowers or none, by the sign."""
     words = np.array(["lowers", "none", "raises"])
     return pa.array(words[np.sign(np.asarray(contribution, dtype=np.float64)).astype(np.int64) + 1])
+
+
+def long_reasons(explained: Any, ids: Any, k: int) -> pa.Table:
+    """The reasons of :func:`custval.models.explain.reasons` (one column set per rank) as the
+    store's long table: customer_id, rank, feature, feature_value, contribution, direction, text;
+    customer by customer, rank 1 first. Built in Arrow: no Python strings per row."""
+
+    n = len(ids)
+    # row r of rank i sits at i * n + r in the concatenated ranks
+    order = pa.array((np.arange(n)[:, None] + n * np.arange(k)[None, :]).ravel())
+    long: dict[str, Any] = {
+        "customer_id": pa.array(ids, pa.string()).take(pa.array(np.repeat(np.arange(n), k))),
+        "rank": pa.array(np.tile(np.arange(1, k + 1, dtype=np.int32), n)),
+    }
+    for col, suffix in (("feature", "_feature"), ("feature_value", "_value"), ("text", "")):
+        ranks = [pa.array(explained[f"reason_{i}{suffix}"], pa.string()) for i in range(1, k + 1)]
+        long[col] = pa.concat_arrays(ranks).take(order)
+    contribution = np.column_stack(
+        [explained[f"reason_{i}_contribution"].to_numpy(np.float64) for i in range(1, k + 1)]
+    ).ravel()
+    long["contribution"] = pa.array(contribution)
+    long["direction"] = directions(contribution)
+    return pa.table(long)
 
 
 def _create(name: str, cols: dict[str, str]) -> str:
@@ -772,6 +796,39 @@ class Store:
         with self._transaction():
             self._execute("UPDATE api_keys SET revoked_at = ? WHERE name = ?", (_now(), name))
         return True
+
+    def recommendations(self, customer_id: str) -> dict[str, Any] | None:
+        """What the latest runs recommend for a customer: next best offers, category
+        propensities, churn risk, the customer's playbook (latest scoring run) and their place
+        in the latest targeting list. None when no run knows the customer."""
+        run_id = self.latest_run()
+        if run_id is None:
+            return None
+        found: dict[str, Any] = {"customer_id": customer_id, "run_id": run_id}
+        for key, table, order in (
+            ("offers", "next_best_offers", "rank"),
+            ("propensities", "propensities", "rank"),
+            ("churn", "churn_risk", None),
+            ("playbook", "customer_playbooks", None),
+            ("churn_reasons", "churn_reasons", "rank"),
+        ):
+            cols = [c for c in BULK_TABLES[table] if c not in ("run_id", "customer_id")]
+            rows = self.query(
+                f"SELECT {', '.join(cols)} FROM {table} WHERE run_id = ? AND customer_id = ?"
+                + (f" ORDER BY {order}" if order else ""),
+                (run_id, customer_id),
+            )
+            dicts = [dict(zip(cols, r, strict=True)) for r in rows]
+            found[key] = dicts if order else (dicts[0] if dicts else None)
+        targeting = self.query(
+            "SELECT * FROM v1_latest_targeting WHERE customer_id = ?", (customer_id,)
+        )
+        cols = list(TARGETING_COLUMNS)
+        found["targeting"] = dict(zip(cols, targeting[0], strict=True)) if targeting else None
+        known = self.query(
+            "SELECT 1 FROM predictions WHERE run_id = ? AND customer_id = ?", (run_id, customer_id)
+        )
+        return found if known else None
 
     def latest_run(self, kind: str = "score") -> str | None:
         rows = self.query(

@@ -37,19 +37,44 @@ async def customer(customer_id: str, service: ServiceDep) -> Response:
         wanted = normalise_id(customer_id)
     except PydanticCustomError:
         raise ApiError(404, "the latest stored run has no such customer") from None
-    found = await run_in_threadpool(_lookup, store, wanted)
+    found = await run_in_threadpool(_lookup, store, wanted, "customer")
     if found is None:
         raise ApiError(404, "the latest stored run has no such customer")
     return json_response(found)
 
 
-def _lookup(store_url: str, customer_id: str) -> dict[str, Any] | None:
-    """The stored customer, read in a thread (the store's drivers block); a store that cannot
-    be read is a 503, logged by type only."""
+def _lookup(store_url: str, customer_id: str, what: str) -> dict[str, Any] | None:
+    """The stored customer (``what``: ``customer`` or ``recommendations``, the store's method),
+    read in a thread (the store's drivers block); a store that cannot be read is a 503, logged
+    by type only."""
     try:
         with open_store(store_url, read_only=True) as store:
-            return store.customer(customer_id)
+            return getattr(store, what)(customer_id)
     except Exception as exc:  # e.g. a DuckDB file being written by a scoring run is locked
         # the details (paths, process ids) stay in the log, by type only
         log.error("store lookup failed: %s", type(exc).__name__)
         raise ApiError(503, "the store cannot be read now; try again shortly") from None
+
+
+@router.get(
+    "/v1/customers/{customer_id}/recommendations",
+    responses={404: {}},
+    dependencies=[Depends(require("read"))],
+)
+@guarded
+async def recommendations(customer_id: str, service: ServiceDep) -> Response:
+    """What the latest stored runs recommend for the customer: next best offers with reasons,
+    category propensities, churn risk with reasons, their playbook (offer, channel, timing,
+    retention) and their place in the latest targeting list; exactly as stored (`custval
+    score` with [actions], `custval target`)."""
+    store = service.settings.store
+    if not store:
+        raise ApiError(404, "the service has no store (start it with --store)")
+    try:
+        wanted = normalise_id(customer_id)
+    except PydanticCustomError:
+        raise ApiError(404, "the latest stored run has no such customer") from None
+    found = await run_in_threadpool(_lookup, store, wanted, "recommendations")
+    if found is None:
+        raise ApiError(404, "the latest stored run has no such customer")
+    return json_response(found)

@@ -1,0 +1,212 @@
+"""A scoring run with the project's [actions]: churn risk, the targeting list and the playbooks
+go into the store in the same all-or-nothing run as the predictions (custval.flows.actions)."""
+
+# ruff: noqa: F811  (the service fixture of tests/test_api.py is imported, then named)
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from custval import flows
+from custval.api.app import ServiceSettings
+from custval.config import load_project
+from custval.errors import CustvalError
+from custval.store import open_store
+from tests.factories import Companies, run
+from tests.test_api import start  # noqa: F401  (the fixture)
+
+
+@pytest.fixture(scope="module")
+def scored(companies: Companies, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("actions")
+    company = companies.copy(root / "co", 2500, seed=17, fmt="parquet")
+    project = load_project(company.config_path)
+    prepared = flows.prepare(project)
+    models = root / "models"
+    flows.train_value(project, prepared=prepared, out_dir=models, candidates=("logistic",), folds=3)
+    store = root / "store.duckdb"
+    segments = flows.segment_table(flows.segment_features(project, prepared), k=3)
+    flows.store_segments(segments, str(store), project.as_of)
+    asked = project.actions.model_copy(
+        update={"churn": True, "playbooks": True, "targeting_budget": 300.0}
+    )
+    project = project.model_copy(update={"actions": asked})
+    result = flows.score(project, store_url=store, models_dir=models, prepared=prepared)
+    return {
+        "project": project,
+        "prepared": prepared,
+        "store": store,
+        "models": models,
+        "result": result,
+    }
+
+
+def test_the_actions_fill_their_views_in_the_scoring_run(scored: dict) -> None:
+    result = scored["result"]
+    with open_store(scored["store"]) as s:
+        run = s.query("SELECT DISTINCT run_id FROM v1_latest_churn_risk")
+        assert run == [(result.run_id,)]
+        kinds = s.query("SELECT DISTINCT label_kind, horizon_days FROM v1_latest_churn_risk")
+        # the generated company has subscriptions: churn is a cancellation
+        assert kinds == [("cancellation", 91)]
+        risk = s.query("SELECT MIN(p_churn), MAX(p_churn), COUNT(*) FROM v1_latest_churn_risk")[0]
+        assert 0 <= risk[0] < risk[1] <= 1 and risk[2] > 100
+        # every scored subscriber has three reasons, the strongest first
+        reasons = s.query(
+            "SELECT COUNT(*), COUNT(DISTINCT customer_id) FROM churn_reasons WHERE run_id = ?",
+            (result.run_id,),
+        )[0]
+        assert reasons == (3 * risk[2], risk[2])
+        # the targeting list: the campaign log exists, so uplift; within the budget
+        method, spent, contacted = s.query(
+            "SELECT MIN(method), SUM(cost * contact), SUM(contact) FROM v1_latest_targeting"
+        )[0]
+        assert method == "uplift" and 0 < spent <= 300.0 and contacted > 0
+        profit = s.query("SELECT MIN(expected_profit) FROM v1_latest_targeting WHERE contact = 1")
+        assert profit[0][0] > 0
+        # the playbooks: four aspects per segment, each with its rule and numbers
+        rows = s.query("SELECT segment, aspect, rule, numbers FROM v1_latest_playbooks")
+        segments = {r[0] for r in rows}
+        assert len(rows) == 4 * len(segments) and len(segments) == 3
+        assert all(r[2] and isinstance(json.loads(r[3]), dict) for r in rows)
+        own = s.query("SELECT COUNT(*), COUNT(channel) FROM v1_latest_customer_playbooks")[0]
+        assert own[0] == result.customers and own[1] > 0.9 * own[0]
+
+
+def test_a_budget_beyond_the_base_is_an_error_and_writes_nothing(scored: dict) -> None:
+    project = scored["project"]
+    asked = project.actions.model_copy(update={"targeting_budget": 1e12})
+    with open_store(scored["store"]) as s:
+        before = s.query("SELECT COUNT(*) FROM runs")
+    with pytest.raises(CustvalError, match="budget"):
+        flows.score(
+            project.model_copy(update={"actions": asked}),
+            store_url=scored["store"],
+            models_dir=scored["models"],
+            prepared=scored["prepared"],
+        )
+    with open_store(scored["store"]) as s:
+        assert s.query("SELECT COUNT(*) FROM runs") == before
+
+
+def test_a_project_without_actions_writes_none(tmp_path: Path, scored: dict) -> None:
+    project = scored["project"].model_copy(update={"actions": type(scored["project"].actions)()})
+    store = tmp_path / "plain.duckdb"
+    result = flows.score(
+        project, store_url=store, models_dir=scored["models"], prepared=scored["prepared"]
+    )
+    assert result.actions is None
+    with open_store(store) as s:
+        assert s.query("SELECT COUNT(*) FROM churn_risk") == [(0,)]
+
+
+def test_target_stores_a_list_within_the_budget(scored: dict, tmp_path: Path) -> None:
+    config = str(scored["project"].root / "custval.toml")
+    store = str(tmp_path / "t.duckdb")
+    done = run(
+        "target",
+        "-c",
+        config,
+        "--budget",
+        "200",
+        "--store",
+        store,
+        "-o",
+        "t.csv",
+        "--json",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["method"] == "uplift" and 0 < summary["spent"] <= 200
+    listed = pd.read_csv(tmp_path / "t.csv")
+    assert listed.loc[listed.contact, "cost"].sum() == pytest.approx(summary["spent"])
+    assert (listed.loc[listed.contact, "expected_profit"] > 0).all()
+    with open_store(store) as s:
+        kinds = s.query("SELECT kind, COUNT(*) FROM v1_runs GROUP BY kind")
+        assert kinds == [("target", 1)]
+        assert s.query("SELECT SUM(contact) FROM v1_latest_targeting") == [(summary["contacted"],)]
+
+
+def _treatments_as(company: Path, group: str) -> None:
+    path = company / "treatments.parquet"
+    log = pd.read_parquet(path)
+    log["group"] = group
+    log.to_parquet(path)
+
+
+@pytest.mark.parametrize("group", ["treatment", "control"])
+def test_a_campaign_without_both_groups_is_a_clear_error(
+    companies: Companies, tmp_path: Path, group: str
+) -> None:
+    company = companies.copy(tmp_path / "co", 600, seed=4, fmt="parquet")
+    _treatments_as(company.out, group)
+    store = tmp_path / "t.duckdb"
+    done = run(
+        "target",
+        "-c",
+        str(company.config_path),
+        "--budget",
+        "50",
+        "--store",
+        str(store),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "control group" in done.stderr or "treated" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    with open_store(store) as s:  # nothing of a run
+        assert s.query("SELECT COUNT(*) FROM runs WHERE status = 'succeeded'") == [(0,)]
+
+
+def test_a_budget_beyond_the_base_is_exit_2(scored: dict, tmp_path: Path) -> None:
+    config = str(scored["project"].root / "custval.toml")
+    done = run(
+        "target",
+        "-c",
+        config,
+        "--budget",
+        "1e12",
+        "--store",
+        str(tmp_path / "t.duckdb"),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2 and "budget" in done.stderr, done.stderr
+
+
+def test_the_service_answers_with_the_stored_recommendations(scored: dict, start: Any) -> None:
+    version = next(p.name for p in scored["models"].iterdir())
+    service = start(
+        ServiceSettings(models_dir=scored["models"], model=version, store=str(scored["store"]))
+    )
+    with open_store(scored["store"]) as s:
+        cid, p_churn = s.query("SELECT customer_id, p_churn FROM v1_latest_churn_risk LIMIT 1")[0]
+        playbook = s.query(
+            "SELECT offer, channel, retention FROM v1_latest_customer_playbooks "
+            "WHERE customer_id = ?",
+            (cid,),
+        )[0]
+        contact = s.query("SELECT contact FROM v1_latest_targeting WHERE customer_id = ?", (cid,))
+    with service.client() as c:
+        r = c.get(f"/v1/customers/{cid.lower()}/recommendations")
+        assert r.status_code == 200, r.text
+        got = r.json()
+        assert got["churn"]["p_churn"] == pytest.approx(p_churn, abs=1e-12)
+        assert len(got["churn_reasons"]) == 3
+        assert (
+            got["playbook"]["offer"],
+            got["playbook"]["channel"],
+            got["playbook"]["retention"],
+        ) == playbook
+        assert got["targeting"]["contact"] == contact[0][0]
+        missing = c.get("/v1/customers/NOBODY/recommendations")
+        assert missing.status_code == 404 and "no such customer" in missing.json()["detail"]
+        assert (
+            c.get(f"/v1/customers/{cid}/recommendations", headers={"Authorization": ""}).status_code
+            == 401
+        )
