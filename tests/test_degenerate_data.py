@@ -115,11 +115,12 @@ def test_the_checks_stand_in_python_too() -> None:
 def test_refund_only_customers_are_counted(companies: Companies, tmp_path: Path) -> None:
     source = companies.shared(1500, seed=9, fmt="csv").files["transactions"]
     text = source.read_text().rstrip("\n")
+    # order_id, account_id, ts, amount, category, channel, product_id
     extra = [
-        "X1,R1,2025-02-01 10:00,-12.0,books,app",
-        "X2,R2,2025-02-03 11:00,-5.5,books,app",
-        "X3,R2,2025-03-01 12:00,-7.0,books,app",
-        "X4,R3,2025-04-09 09:00,-30.0,home,branch",
+        "X1,R1,2025-02-01 10:00,-12.0,books,app,P1001",
+        "X2,R2,2025-02-03 11:00,-5.5,books,app,P1001",
+        "X3,R2,2025-03-01 12:00,-7.0,books,app,P1001",
+        "X4,R3,2025-04-09 09:00,-30.0,home,branch,P1001",
     ]
     (tmp_path / "plain.csv").write_text(text + "\n")
     (tmp_path / "more.csv").write_text(text + "\n" + "\n".join(extra) + "\n")
