@@ -82,6 +82,11 @@ def _table(x: Any, needed: tuple[str, ...], what: str) -> pd.DataFrame:
     return x
 
 
+def _unique(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per customer (a history with repeated rows keeps each customer's first)."""
+    return frame if frame.index.is_unique else frame[~frame.index.duplicated()]
+
+
 class _Period:
     """One period's customers, category history and purchases in the horizon (the label)."""
 
@@ -91,40 +96,45 @@ class _Period:
         customers = _table(customers, ("customer_id",), "the customers")
         history = _table(history, ("customer_id", "category"), "the category history")
         self.customers = customers.reset_index(drop=True)
-        self.ids = self.customers["customer_id"].astype(str).to_numpy()
+        self.ids = pd.Index(self.customers["customer_id"].astype(str))
         self.features = self.customers.drop(columns="customer_id")
-        index = pd.MultiIndex.from_arrays(
-            [history["customer_id"].astype(str), history["category"].astype(str)]
-        )
-        self.history = history.set_axis(index)[
-            [c for c in CATEGORY_FEATURES if c in history.columns]
-        ]
         self.categories = categories
-        self.bought: pd.MultiIndex | None = None
+        cols = [c for c in CATEGORY_FEATURES if c in history.columns]
+        cat = history["category"].astype(str)
+        # per category, the history indexed by customer: one lookup per block
+        self.history = {
+            c: _unique(part.set_index(part["customer_id"].astype(str))[cols])
+            for c, part in history[cat.isin(categories)].groupby(cat, sort=False)
+        }
+        self.bought: dict[str, pd.Index] | None = None
         if bought is not None:
             bought = _table(bought, ("customer_id", "category"), "the purchases in the horizon")
-            self.bought = pd.MultiIndex.from_arrays(
-                [bought["customer_id"].astype(str), bought["category"].astype(str)]
-            )
+            b_cat = bought["category"].astype(str)
+            self.bought = {
+                c: pd.Index(part["customer_id"].astype(str))
+                for c, part in bought.groupby(b_cat, sort=False)
+            }
 
     def block(self, category: str, rows: npt.NDArray[np.int64] | None = None) -> pd.DataFrame:
         """The customers' features (``rows`` of them) with their history in ``category``."""
         ids = self.ids if rows is None else self.ids[rows]
         feats = self.features if rows is None else self.features.iloc[rows]
-        key = pd.MultiIndex.from_arrays([ids, np.full(ids.size, category, dtype=object)])
-        hist = self.history.reindex(key)
         out = feats.reset_index(drop=True).copy()
+        part = self.history.get(category)
         for c in CATEGORY_FEATURES:
-            if c in hist.columns:
-                v = hist[c].to_numpy(dtype=np.float64)
-                out[c] = v if c == "cat_days_since" else np.nan_to_num(v)
+            if part is None or c not in part.columns:
+                continue
+            v = part[c].reindex(ids).to_numpy(dtype=np.float64)
+            out[c] = v if c == "cat_days_since" else np.nan_to_num(v)
         return out
 
     def label(self, category: str, rows: npt.NDArray[np.int64] | None = None) -> Array:
         assert self.bought is not None
         ids = self.ids if rows is None else self.ids[rows]
-        key = pd.MultiIndex.from_arrays([ids, np.full(ids.size, category, dtype=object)])
-        return key.isin(self.bought).astype(np.float64)
+        buyers = self.bought.get(category)
+        if buyers is None:
+            return np.zeros(len(ids))
+        return np.asarray(ids.isin(buyers), dtype=np.float64)
 
     def stacked(
         self, rows: npt.NDArray[np.int64] | None = None, *, labels: bool = True
