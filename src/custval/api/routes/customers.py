@@ -29,6 +29,11 @@ router = APIRouter(tags=["stored runs"])
 async def customer(customer_id: str, service: ServiceDep) -> Response:
     """The customer's prediction and reasons in the latest stored scoring run (the id is
     trimmed and upper-cased, as the cleaning keeps ids)."""
+    return await _stored(customer_id, service, "customer")
+
+
+async def _stored(customer_id: str, service: Any, what: str) -> Response:
+    """The answer of both routes: the store's ``what`` for the customer, or a 404 naming why."""
     store = service.settings.store
     if not store:
         raise ApiError(404, "the service has no store (start it with --store)")
@@ -37,7 +42,7 @@ async def customer(customer_id: str, service: ServiceDep) -> Response:
         wanted = normalise_id(customer_id)
     except PydanticCustomError:
         raise ApiError(404, "the latest stored run has no such customer") from None
-    found = await run_in_threadpool(_lookup, store, wanted, "customer")
+    found = await run_in_threadpool(_lookup, store, wanted, what)
     if found is None:
         raise ApiError(404, "the latest stored run has no such customer")
     return json_response(found)
@@ -67,14 +72,4 @@ async def recommendations(customer_id: str, service: ServiceDep) -> Response:
     category propensities, churn risk with reasons, their playbook (offer, channel, timing,
     retention) and their place in the latest targeting list; exactly as stored (`custval
     score` with [actions], `custval target`)."""
-    store = service.settings.store
-    if not store:
-        raise ApiError(404, "the service has no store (start it with --store)")
-    try:
-        wanted = normalise_id(customer_id)
-    except PydanticCustomError:
-        raise ApiError(404, "the latest stored run has no such customer") from None
-    found = await run_in_threadpool(_lookup, store, wanted, "recommendations")
-    if found is None:
-        raise ApiError(404, "the latest stored run has no such customer")
-    return json_response(found)
+    return await _stored(customer_id, service, "recommendations")
