@@ -33,7 +33,13 @@ def scored(companies: Companies, tmp_path_factory: pytest.TempPathFactory) -> di
     segments = flows.segment_table(flows.segment_features(project, prepared), k=3)
     flows.store_segments(segments, str(store), project.as_of)
     asked = project.actions.model_copy(
-        update={"churn": True, "playbooks": True, "targeting_budget": 300.0}
+        update={
+            "churn": True,
+            "playbooks": True,
+            "targeting_budget": 300.0,
+            "propensity": True,
+            "next_best_offers": 5,
+        }
     )
     project = project.model_copy(update={"actions": asked})
     result = flows.score(project, store_url=store, models_dir=models, prepared=prepared)
@@ -76,6 +82,52 @@ def test_the_actions_fill_their_views_in_the_scoring_run(scored: dict) -> None:
         assert all(r[2] and isinstance(json.loads(r[3]), dict) for r in rows)
         own = s.query("SELECT COUNT(*), COUNT(channel) FROM v1_latest_customer_playbooks")[0]
         assert own[0] == result.customers and own[1] > 0.9 * own[0]
+
+
+def test_propensities_and_offers_fill_their_views_and_the_playbooks(scored: dict) -> None:
+    result = scored["result"]
+    with open_store(scored["store"]) as s:
+        # six categories in the generated catalogue: each customer has all six, ranked
+        per = s.query(
+            "SELECT COUNT(*), COUNT(DISTINCT customer_id), MIN(probability), MAX(probability), "
+            "COUNT(DISTINCT category) FROM v1_latest_propensities"
+        )[0]
+        assert per[0] == 6 * per[1] and per[1] == result.customers and per[4] == 6
+        assert 0 < per[2] < per[3] < 1
+        ranks = s.query(
+            "SELECT MIN(n) FROM (SELECT customer_id, COUNT(DISTINCT rank) AS n "
+            "FROM v1_latest_propensities GROUP BY customer_id) AS t"
+        )
+        assert ranks == [(6,)]
+        # ranked by probability: rank 1 is each customer's most likely category
+        wrong = s.query(
+            "SELECT COUNT(*) FROM v1_latest_propensities a JOIN v1_latest_propensities b "
+            "ON a.customer_id = b.customer_id AND a.rank < b.rank "
+            "WHERE a.probability < b.probability"
+        )
+        assert wrong == [(0,)]
+        reasons = s.query("SELECT reason FROM v1_latest_propensities WHERE rank = 1 LIMIT 50")
+        assert all("the chance of buying in" in r[0] for r in reasons)
+        # five offers a customer, each named, with its source and reason
+        offers = s.query(
+            "SELECT COUNT(*), COUNT(DISTINCT customer_id), MAX(rank), COUNT(product_name), "
+            "COUNT(DISTINCT source) FROM v1_latest_next_best_offers"
+        )[0]
+        assert offers[0] == 5 * offers[1] and offers[2] == 5 and offers[3] == offers[0]
+        assert offers[1] > 0.95 * result.customers and offers[4] >= 2
+        linked = s.query(
+            "SELECT reason FROM v1_latest_next_best_offers WHERE source = 'co-purchase' LIMIT 20"
+        )
+        assert linked and all("customers who buy" in r[0] for r in linked)
+        # the playbooks quote them: the segment's categories by lift, and its products
+        offer = s.query("SELECT numbers FROM v1_latest_playbooks WHERE aspect = 'offer'")
+        numbers = [json.loads(r[0]) for r in offer]
+        assert all(len(n["categories"]) == 3 and len(n["products"]) >= 1 for n in numbers)
+        named = s.query(
+            "SELECT COUNT(*) FROM v1_latest_customer_playbooks p JOIN v1_latest_next_best_offers o "
+            "ON p.customer_id = o.customer_id AND o.rank = 1 AND p.offer = o.product_name"
+        )[0][0]
+        assert named == offers[1]
 
 
 def test_a_budget_beyond_the_base_is_an_error_and_writes_nothing(scored: dict) -> None:

@@ -276,6 +276,15 @@ def test_offer_reasons_name_the_rule_that_holds() -> None:
         "popular overall (top 7)",
         "customers with similar purchases buy it",
     ]
+    _, source = offer_reasons(top, products, with_source=True)
+    assert source.tolist() == [
+        "repurchase",
+        "repurchase",
+        "co-purchase",
+        "segment popularity",
+        "global popularity",
+        "similar customers",
+    ]
 
 
 # ---- the ranker on a planted shop ----------------------------------------------------------
@@ -378,7 +387,7 @@ def test_the_ranker_beats_its_sources_alone(planted: dict) -> None:
 
 def test_offers_are_k_distinct_products_per_customer(planted: dict) -> None:
     rec = planted["recommended"]
-    assert list(rec.columns) == ["customer_id", "rank", "product_id", "score", "reason"]
+    assert list(rec.columns) == ["customer_id", "rank", "product_id", "score", "reason", "source"]
     per = rec.groupby("customer_id")
     assert per.size().max() == 10
     assert (per.product_id.nunique() == per.size()).all()

@@ -1,7 +1,7 @@
 """What a scoring run adds when the project asks (``[actions]`` in custval.toml): churn risk,
-a targeting list, and the playbooks per segment and per customer; each as rows of the store's
-action tables, written in the same all-or-nothing run as the predictions
-(:func:`custval.flows.scoring.score`).
+category propensity, next best offers, a targeting list, and the playbooks per segment and per
+customer; each as rows of the store's action tables, written in the same all-or-nothing run as
+the predictions (:func:`custval.flows.scoring.score`).
 
 Order matters: the targeting list uses the churn risk (the heuristic ranks by CLV × P(churn));
 the playbooks use everything before them.
@@ -23,6 +23,7 @@ from custval.errors import CustvalError
 from custval.features.transactions import UNIT_DAYS
 from custval.flows.churn import ChurnFit, score_churn, train_churn
 from custval.flows.customer_base import btyd_columns, clv_settings
+from custval.flows.offers import OfferFit, score_offers
 from custval.flows.preparation import Prepared, features, prepare
 from custval.flows.targeting import Targeting, target
 from custval.models.playbook import customer_playbooks, next_purchase_wait, segment_playbooks
@@ -38,6 +39,9 @@ class ActionResult:
     tables: dict[str, pa.Table] = field(default_factory=dict)
     churn: ChurnFit | None = None
     targeting: Targeting | None = None
+    offers: OfferFit | None = None
+    #: the propensities and next best offers as pandas frames, for the playbooks
+    frames: dict[str, pd.DataFrame] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -66,6 +70,9 @@ def score_actions(
         out.churn = train_churn(project, prepared, horizon_days=opts.horizon_days)
         risk, why, churn_frame = score_churn(out.churn, project, prepared, p_alive)
         out.tables.update({"churn_risk": risk, "churn_reasons": why})
+    if opts.propensity or opts.next_best_offers:
+        tables, out.frames, out.offers = score_offers(project, prepared, say)
+        out.tables.update(tables)
     if opts.targeting_budget:
         say("the targeting list")
         clv = pd.Series(np.asarray(preds.get("clv_expected", np.zeros(ids.size))), index=ids)
@@ -138,8 +145,16 @@ def _playbooks(
     out: ActionResult,
 ) -> dict[str, pa.Table]:
     customers = _customers(project, table, preds, clv_models, out)
-    segments = segment_playbooks(customers)
-    own = customer_playbooks(customers)
+    propensity, offers = None, None
+    if "propensities" in out.frames:
+        rows = out.frames["propensities"]
+        propensity = rows.pivot(index="customer_id", columns="category", values="probability")
+        top = rows[rows["rank"] == 1].set_index("customer_id")["category"]
+        customers["top_category"] = customers["customer_id"].map(top)
+    if "next_best_offers" in out.frames:
+        offers = out.frames["next_best_offers"].rename(columns={"product_name": "label"})
+    segments = segment_playbooks(customers, propensity=propensity, offers=offers)
+    own = customer_playbooks(customers, offers=offers)
     return {
         "playbooks": pa.Table.from_pandas(segments, preserve_index=False),
         "customer_playbooks": pa.Table.from_pandas(own, preserve_index=False),
@@ -151,7 +166,13 @@ def planned_stages(project: Project) -> int:
     playbooks or the churn risk are asked for)."""
     opts = project.actions
     churn = opts.churn or opts.playbooks
-    return int(churn) + int(bool(opts.targeting_budget)) + int(opts.playbooks)
+    return (
+        int(churn)
+        + int(opts.propensity)
+        + int(bool(opts.next_best_offers))
+        + int(bool(opts.targeting_budget))
+        + int(opts.playbooks)
+    )
 
 
 @dataclass

@@ -25,6 +25,9 @@ Each offer's reason is the first of these that holds, from the candidate's own f
    "popular overall (top 5)";
 5. proposed by ALS alone: "customers with similar purchases buy it".
 
+The rule that gave the reason is the offer's ``source``: ``repurchase`` (rules 1 and 3),
+``co-purchase``, ``segment popularity``, ``global popularity`` or ``similar customers``.
+
 Metrics, as in the H&M Personalized Fashion Recommendations competition (there with k = 12):
 
     MAP@k = 1/|U| sum over u in U of 1/min(m_u, k) sum_{i=1..k} P_u(i) rel_u(i)
@@ -63,6 +66,7 @@ __all__ = [
     "ImplicitAls",
     "NextBestOffer",
     "map_at_k",
+    "offer_reasons",
     "ranking_metrics",
     "recall_at_k",
     "top_k",
@@ -480,8 +484,9 @@ class NextBestOffer(Estimator):
         k: int | None = None,
     ) -> pd.DataFrame:
         """The ``k`` (default: the model's) best candidates of every customer: customer_id,
-        rank (1 = best), product_id, score and reason. ``products`` (product_id, name) names
-        the products in the reasons; without it they are named by their id."""
+        rank (1 = best), product_id, score, reason and source (module docstring).
+        ``products`` (product_id, name) names the products in the reasons; without it they
+        are named by their id."""
         scores = self.score(candidates, customers)
         chosen, rank = top_k(candidates["customer_id"], scores, k or self.k)
         # only the columns the offers and their reasons read
@@ -495,7 +500,7 @@ class NextBestOffer(Estimator):
                 "score": scores[chosen],
             }
         )
-        out["reason"] = offer_reasons(top, products)
+        out["reason"], out["source"] = offer_reasons(top, products, with_source=True)
         return out
 
 
@@ -609,8 +614,21 @@ def _column(top: pd.DataFrame, name: str, fill: float = np.nan) -> Array:
     return pd.to_numeric(top[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
 
 
-def offer_reasons(top: pd.DataFrame, products: pd.DataFrame | None = None) -> pd.Series:
-    """One reason per offered candidate row (the rules of the module docstring), vectorised."""
+#: the candidate source of each reason rule (module docstring)
+_RULE_SOURCES = {
+    "repeat": "repurchase",
+    "link": "co-purchase",
+    "once": "repurchase",
+    "segment": "segment popularity",
+    "global": "global popularity",
+}
+
+
+def offer_reasons(
+    top: pd.DataFrame, products: pd.DataFrame | None = None, *, with_source: bool = False
+) -> Any:
+    """One reason per offered candidate row (the rules of the module docstring), vectorised;
+    ``with_source``: (reasons, the source of each rule) as two Series."""
     n = len(top)
     times = _column(top, "times_bought", 0.0)
     share = _column(top, "cop_share", 0.0)
@@ -646,13 +664,18 @@ def offer_reasons(top: pd.DataFrame, products: pd.DataFrame | None = None) -> pd
         ("global", ~np.isnan(glob_rank)),
     ]
     out = pa.repeat(pa.scalar("customers with similar purchases buy it"), n)
+    source = np.full(n, "similar customers", dtype=object)
     left = np.ones(n, dtype=bool)
     for key, holds in conditions:  # the first rule that holds wins; each row is written once
         rows = left & holds
         if rows.any():
             out = pc.replace_with_mask(out, pa.array(rows), texts[key](rows))
+            source[rows] = _RULE_SOURCES[key]
         left &= ~holds
-    return pd.Series(pd.array(out, dtype=pd.StringDtype("pyarrow")), index=top.index)
+    reasons = pd.Series(pd.array(out, dtype=pd.StringDtype("pyarrow")), index=top.index)
+    if not with_source:
+        return reasons
+    return reasons, pd.Series(source, index=top.index, dtype="string")
 
 
 # ---- implicit ALS --------------------------------------------------------------------------

@@ -1,0 +1,275 @@
+"""Category propensity and next best offers for a project, as a scoring run makes them
+(``[actions] propensity`` and ``next_best_offers``) and as ``bench/nbo.py`` measures them.
+
+Both learn one horizon back and predict ahead, as churn does (:mod:`custval.flows.churn`):
+
+- the ranker (:class:`custval.models.nbo.NextBestOffer`): candidates at c = as_of − horizon
+  (:func:`custval.features.copurchase.candidate_sources`: repurchase, item-to-item
+  co-purchase, global popularity), labelled by the products bought in [c, as_of); then the
+  candidates at the as-of date are ranked, part by part, into the top k offers per customer;
+- propensity (:class:`custval.models.propensity.CategoryPropensity`): trained on the categories
+  bought in [c, as_of) after the history at c, its two designs compared one horizon earlier
+  (history at c − horizon, purchases in [c − horizon, c)); then every customer's chance of
+  buying in each category within the horizon after the as-of date.
+
+Segment popularity is not a candidate source here: a scoring run's segments are known at the
+as-of date only, and a segment drawn from [c, as_of) would leak the ranker's labels into its
+training. The customers' features are their RFM columns (:data:`CUSTOMER_FEATURES`), computed
+at each date.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import ibis.expr.types as ir
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from custval.config import Project
+from custval.errors import CustvalError
+from custval.features.build import build_features
+from custval.features.copurchase import (
+    CandidateSources,
+    candidate_batches,
+    candidate_sources,
+    category_history,
+    category_purchases,
+    product_purchases,
+    require_products,
+)
+from custval.flows.preparation import Prepared
+from custval.models.nbo import NextBestOffer
+from custval.models.propensity import CategoryPropensity
+
+__all__ = [
+    "CUSTOMER_FEATURES",
+    "Customers",
+    "OfferFit",
+    "customer_rfm",
+    "offer_batches",
+    "propensity_rows",
+    "score_offers",
+    "train_offers",
+    "train_propensity",
+]
+
+#: the customer features of the ranker and of propensity (the RFM group's columns)
+CUSTOMER_FEATURES = (
+    "frequency",
+    "recency_days",
+    "T",
+    "monetary_value",
+    "orders",
+    "revenue",
+    "avg_order_value",
+)
+#: at most this many categories per customer are kept in the store, most likely first
+MAX_CATEGORIES = 10
+
+
+@dataclass
+class OfferFit:
+    """What the offers of a scoring run rest on."""
+
+    nbo: NextBestOffer | None = None
+    propensity: CategoryPropensity | None = None
+
+
+def _transactions(project: Project, prepared: Prepared) -> ir.Table:
+    """The cleaned transactions, with a clear error when a product is not named."""
+    tx = prepared.tables.get("transactions")
+    if tx is None:
+        raise CustvalError(
+            "offers and propensity need purchases, and the project has no transactions source",
+            hint="Add a source of kind transactions, or turn propensity and next_best_offers off",
+        )
+    name = next((n for n, s in project.sources.items() if s.kind == "transactions"), "tx")
+    require_products(tx, source=name)
+    return tx
+
+
+@dataclass
+class Customers:
+    """The customers known at a date: their ids (an Ibis table), their RFM features (pandas)
+    and what each feature means (for the reasons)."""
+
+    spine: ir.Table
+    features: pd.DataFrame
+    catalogue: dict[str, str]
+
+
+def customer_rfm(prepared: Prepared, at: date) -> Customers:
+    """The customers known at ``at`` and their :data:`CUSTOMER_FEATURES`."""
+    ft = build_features(
+        prepared.tables, at, groups=["rfm"], one_row_per_order=prepared.one_row_per_order
+    )
+    cols = [c for c in CUSTOMER_FEATURES if c in ft.table.columns]
+    feats = _ordered(ft.table.select("customer_id", *cols).to_pyarrow().to_pandas())
+    meaning = {f.name: f.description for f in ft.catalogue if f.name in cols}
+    return Customers(ft.table.select("customer_id"), feats, meaning)
+
+
+def _ordered(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` sorted by its key columns: the engine returns rows in any order, and the
+    models learn the same from the same rows only in the same order."""
+    keys = [c for c in ("customer_id", "product_id", "category") if c in frame.columns]
+    return frame.sort_values(keys, kind="stable", ignore_index=True)
+
+
+def _sources(prepared: Prepared, tx: ir.Table, at: date) -> CandidateSources:
+    return candidate_sources(tx, at, products=prepared.tables.get("products"))
+
+
+def train_offers(
+    project: Project,
+    prepared: Prepared,
+    *,
+    k: int = 10,
+    horizon_days: int = 91,
+    threads: int = 2,
+) -> NextBestOffer:
+    """The ranker, trained on the candidates at as_of − ``horizon_days`` and the products bought
+    from then to the as-of date."""
+    tx = _transactions(project, prepared)
+    cut = project.as_of - timedelta(days=horizon_days)
+    known = customer_rfm(prepared, cut)
+    sources = _sources(prepared, tx, cut)
+    cand = _ordered(pd.concat(list(candidate_batches(sources, known.spine)), ignore_index=True))
+    bought = _ordered(product_purchases(tx, cut, project.as_of).to_pandas())
+    model = NextBestOffer(k=k, horizon_days=horizon_days, threads=threads)
+    return model.fit(cand, bought, known.features)
+
+
+def offer_batches(
+    model: NextBestOffer,
+    project: Project,
+    prepared: Prepared,
+    *,
+    at: date | None = None,
+    customers: Customers | None = None,
+) -> Iterator[pd.DataFrame]:
+    """The offers at ``at`` (default: the as-of date), part by part: the store's
+    ``next_best_offers`` columns (customer_id, rank, product_id, product_name, category,
+    score, source, reason). ``customers``: their :func:`customer_rfm` at ``at``, if known."""
+    at = at or project.as_of
+    tx = _transactions(project, prepared)
+    known = customers or customer_rfm(prepared, at)
+    sources = _sources(prepared, tx, at)
+    catalogue = _catalogue(prepared, sources)
+    for cand in candidate_batches(sources, known.spine):  # a loop over parts of the customers
+        offers = model.recommend(cand, known.features, catalogue)
+        yield _described(offers, catalogue)
+
+
+def _catalogue(prepared: Prepared, sources: CandidateSources) -> pd.DataFrame:
+    """product_id, name and category of every product (the name is the id when unknown)."""
+    known = sources.catalogue.select("product_id", "category").to_pandas()
+    products = prepared.tables.get("products")
+    if products is not None and "name" in products.columns:
+        names = products.select("product_id", "name").distinct(on="product_id").to_pandas()
+        known = known.merge(names, on="product_id", how="left")
+    else:
+        known["name"] = None
+    known["name"] = known["name"].fillna(known["product_id"]).astype(str)
+    return known.astype({"product_id": str})
+
+
+def _described(offers: pd.DataFrame, catalogue: pd.DataFrame) -> pd.DataFrame:
+    by_id = catalogue.set_index("product_id")
+    ids = offers["product_id"].astype(str)
+    return pd.DataFrame(
+        {
+            "customer_id": offers["customer_id"].astype(str).to_numpy(),
+            "rank": offers["rank"].to_numpy(np.int32),
+            "product_id": ids.to_numpy(),
+            "product_name": ids.map(by_id["name"]).fillna(ids).to_numpy(),
+            "category": ids.map(by_id["category"]).to_numpy(),
+            "score": offers["score"].to_numpy(np.float64),
+            "source": offers["source"].astype(str).to_numpy(),
+            "reason": offers["reason"].astype(str).to_numpy(),
+        }
+    )
+
+
+def _period(
+    tx: ir.Table, feats: pd.DataFrame, at: date, stop: date
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    history = _ordered(category_history(tx, at).to_pandas())
+    return feats, history, _ordered(category_purchases(tx, at, stop).to_pandas())
+
+
+def train_propensity(
+    project: Project, prepared: Prepared, *, horizon_days: int = 91, threads: int = 2
+) -> CategoryPropensity:
+    """Category propensity trained at as_of − ``horizon_days``, its design chosen one horizon
+    earlier (:mod:`custval.flows.offers`)."""
+    tx = _transactions(project, prepared)
+    if "category" not in tx.columns:
+        raise CustvalError(
+            "propensity is per product category, and the transactions have no category column",
+            column="category",
+            hint='Map one with [sources.<transactions>.columns] category = "<your column>"',
+        )
+    h = timedelta(days=horizon_days)
+    cut, before = project.as_of - h, project.as_of - 2 * h
+    now = _period(tx, customer_rfm(prepared, cut).features, cut, project.as_of)
+    earlier = _period(tx, customer_rfm(prepared, before).features, before, cut)
+    return CategoryPropensity(threads=threads).fit(*now, earlier=earlier)
+
+
+def propensity_rows(
+    model: CategoryPropensity, project: Project, prepared: Prepared, customers: Customers
+) -> pd.DataFrame:
+    """The store's ``propensities`` rows at the as-of date: per customer the
+    ``MAX_CATEGORIES`` most likely categories with rank, probability and the first reason."""
+    tx = _transactions(project, prepared)
+    history = _ordered(category_history(tx, project.as_of).to_pandas())
+    found = model.reasons(customers.features, history, top_k=1, catalogue=customers.catalogue)
+    found = found.sort_values(
+        ["customer_id", "probability"], ascending=[True, False], kind="stable"
+    )
+    found["rank"] = found.groupby("customer_id", sort=False).cumcount().astype(np.int32) + 1
+    found = found[found["rank"] <= MAX_CATEGORIES]
+    reason = found.get("reason_1", pd.Series("", index=found.index)).fillna("")
+    return pd.DataFrame(
+        {
+            "customer_id": found["customer_id"].astype(str).to_numpy(),
+            "category": found["category"].astype(str).to_numpy(),
+            "rank": found["rank"].to_numpy(np.int32),
+            "probability": found["probability"].to_numpy(np.float64),
+            "reason": reason.astype(str).to_numpy(),
+        }
+    )
+
+
+def score_offers(
+    project: Project,
+    prepared: Prepared,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[dict[str, pa.Table], dict[str, pd.DataFrame], OfferFit]:
+    """The ``propensities`` and ``next_best_offers`` tables the project asks for, the same
+    rows as pandas frames (for the playbooks), and the models."""
+    say = progress or (lambda _stage: None)
+    opts = project.actions
+    fit = OfferFit()
+    tables: dict[str, pa.Table] = {}
+    frames: dict[str, pd.DataFrame] = {}
+    now = customer_rfm(prepared, project.as_of)
+    if opts.propensity:
+        say(f"category propensity over {opts.horizon_days} days")
+        fit.propensity = train_propensity(project, prepared, horizon_days=opts.horizon_days)
+        frames["propensities"] = propensity_rows(fit.propensity, project, prepared, now)
+    if opts.next_best_offers:
+        say(f"the {opts.next_best_offers} next best offers")
+        fit.nbo = train_offers(
+            project, prepared, k=opts.next_best_offers, horizon_days=opts.horizon_days
+        )
+        parts = list(offer_batches(fit.nbo, project, prepared, customers=now))
+        frames["next_best_offers"] = pd.concat(parts, ignore_index=True)
+    for name, frame in frames.items():
+        tables[name] = pa.Table.from_pandas(frame, preserve_index=False)
+    return tables, frames, fit
