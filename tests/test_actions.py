@@ -5,10 +5,12 @@ go into the store in the same all-or-nothing run as the predictions (custval.flo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
+import ibis
 import pandas as pd
 import pytest
 
@@ -235,8 +237,13 @@ def test_a_budget_beyond_the_base_is_exit_2(scored: dict, tmp_path: Path) -> Non
     assert done.returncode == 2 and "budget" in done.stderr, done.stderr
 
 
+def _version(scored: dict) -> str:
+    """The trained model's version (the models folder also holds the ACTIVE marker)."""
+    return next(p.name for p in scored["models"].iterdir() if (p / "manifest.json").exists())
+
+
 def test_the_service_answers_with_the_stored_recommendations(scored: dict, start: Any) -> None:
-    version = next(p.name for p in scored["models"].iterdir())
+    version = _version(scored)
     service = start(
         ServiceSettings(models_dir=scored["models"], model=version, store=str(scored["store"]))
     )
@@ -266,3 +273,150 @@ def test_the_service_answers_with_the_stored_recommendations(scored: dict, start
             c.get(f"/v1/customers/{cid}/recommendations", headers={"Authorization": ""}).status_code
             == 401
         )
+
+
+def _posted(scored: dict, ids: list[str]) -> list[dict[str, Any]]:
+    """The customers as the run saw them: their RFM features and purchases at the as-of
+    date."""
+    from custval.features.copurchase import product_history  # noqa: F401  (the run's rules)
+    from custval.flows.offers import customer_rfm
+
+    project, prepared = scored["project"], scored["prepared"]
+    feats = customer_rfm(prepared, project.as_of).features.set_index("customer_id")
+    tx = prepared.tables["transactions"]
+    tx = tx.filter(tx.customer_id.isin(ids) & (tx.timestamp < project.as_of))
+    rows = tx.select("customer_id", "product_id", "timestamp", "amount", "is_refund").to_pandas()
+    rows = rows[~rows.is_refund & rows.product_id.notna()]
+    out = []
+    for cid in ids:  # a loop over three customers
+        mine = rows[rows.customer_id == cid]
+        out.append(
+            {
+                "customer_id": cid,
+                "features": {
+                    k: (None if pd.isna(v) else float(v)) for k, v in feats.loc[cid].items()
+                },
+                "purchases": [
+                    {"product_id": p, "day": str(t.date()), "amount": float(a)}
+                    for p, t, a in zip(mine.product_id, mine.timestamp, mine.amount, strict=True)
+                ],
+            }
+        )
+    return out
+
+
+def test_recommend_gives_the_stored_offers_for_the_run_customers(scored: dict, start: Any) -> None:
+    version = _version(scored)
+    service = start(
+        ServiceSettings(
+            models_dir=scored["models"], model=version, store=str(scored["store"]), batch_limit=5
+        )
+    )
+    with open_store(scored["store"]) as s:
+        ids = [
+            r[0]
+            for r in s.query(
+                "SELECT customer_id FROM v1_latest_next_best_offers WHERE rank = 1 "
+                "ORDER BY customer_id LIMIT 3"
+            )
+        ]
+        stored = s.query(
+            "SELECT customer_id, rank, product_id, score, reason FROM v1_latest_next_best_offers "
+            "WHERE customer_id IN (?, ?, ?) ORDER BY customer_id, rank",
+            tuple(ids),
+        )
+    body = {"customers": _posted(scored, ids)}
+    with service.client() as c:
+        info = c.get("/v1/recommend").json()
+        assert info["k"] == 5 and info["as_of"] == str(scored["project"].as_of)
+        r = c.post("/v1/recommend", json=body)
+        assert r.status_code == 200, r.text
+        got = [
+            (x["customer_id"], o["rank"], o["product_id"], o["score"], o["reason"])
+            for x in r.json()["recommendations"]
+            for o in x["offers"]
+        ]
+        assert [g[:3] + g[4:] for g in got] == [s[:3] + s[4:] for s in stored]
+        assert [g[3] for g in got] == pytest.approx([s[3] for s in stored], abs=1e-9)
+        # fewer offers on request; a new customer with no purchase gets popular products
+        newcomer = {"customer_id": "new-1", "purchases": []}
+        r = c.post("/v1/recommend", json={"k": 2, "customers": [newcomer]})
+        offers = r.json()["recommendations"][0]["offers"]
+        assert r.status_code == 200 and len(offers) == 2
+        assert {o["source"] for o in offers} == {"global popularity"}
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"customers": []}, "customers"),
+        ({"customers": [{"customer_id": "A", "features": {"frequency": "3"}}]}, "frequency"),
+        ({"customers": [{"customer_id": "A", "features": {"shoe_size": 3}}]}, "shoe_size"),
+        ({"customers": [{"customer_id": "A", "purchases": [{"product_id": "P1"}]}]}, "day"),
+        (
+            {
+                "customers": [
+                    {"customer_id": "A", "purchases": [{"product_id": "P1", "day": "2999-01-01"}]}
+                ]
+            },
+            "purchases",
+        ),
+        ({"customers": [{"customer_id": "A"}, {"customer_id": " a "}]}, "customer_id"),
+        ({"k": 0, "customers": [{"customer_id": "A"}]}, "k"),
+        ({"k": "3", "customers": [{"customer_id": "A"}]}, "k"),
+    ],
+)
+def test_recommend_refuses_bad_input_with_a_422_naming_the_field(
+    scored: dict, start: Any, body: dict, field: str
+) -> None:
+    version = _version(scored)
+    service = start(
+        ServiceSettings(models_dir=scored["models"], model=version, store=str(scored["store"]))
+    )
+    with service.client() as c:
+        r = c.post("/v1/recommend", json=body)
+        assert r.status_code == 422, r.text
+        assert field in r.text and r.json()["detail"]
+
+
+def test_recommend_without_offers_in_the_store_is_a_404(
+    tmp_path: Path, scored: dict, start: Any
+) -> None:
+    version = _version(scored)
+    service = start(
+        ServiceSettings(
+            models_dir=scored["models"], model=version, store=str(tmp_path / "empty.duckdb")
+        )
+    )
+    with service.client() as c:
+        r = c.post("/v1/recommend", json={"customers": [{"customer_id": "A"}]})
+        assert r.status_code == 404 and "next_best_offers" in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("change", "asked", "message"),
+    [
+        (lambda tx: tx.drop("product_id"), {"next_best_offers": 3}, r"product_id"),
+        (
+            lambda tx: tx.mutate(category=ibis.literal("shoes")),
+            {"propensity": True},
+            r"one product category only \('shoes'\)",
+        ),
+    ],
+    ids=["no products column", "one category"],
+)
+def test_offers_without_products_or_categories_are_clear_errors_and_write_nothing(
+    scored: dict, tmp_path: Path, change: Any, asked: dict, message: str
+) -> None:
+    prepared = scored["prepared"]
+    tables = {**prepared.tables, "transactions": change(prepared.tables["transactions"])}
+    broken = dataclasses.replace(prepared, tables=tables)
+    actions = type(scored["project"].actions)(**asked)
+    project = scored["project"].model_copy(update={"actions": actions})
+    store = tmp_path / "s.duckdb"
+    with pytest.raises(CustvalError, match=message) as caught:
+        flows.score(project, store_url=store, models_dir=scored["models"], prepared=broken)
+    assert caught.value.exit_code == 2  # what `custval score` exits with
+    with open_store(store) as s:
+        assert s.query("SELECT COUNT(*) FROM runs WHERE status = 'succeeded'") == [(0,)]
+        assert s.query("SELECT COUNT(*) FROM predictions") == [(0,)]

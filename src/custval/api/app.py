@@ -11,6 +11,11 @@ Endpoints (OpenAPI at ``/openapi.json``, read in Swagger UI at ``/docs`` and ReD
 * ``GET /v1/segments``, ``POST /v1/segment``: the store's latest segmentation, and the segment
   of each customer of the request;
 * ``GET /v1/customers/{id}``: the customer's prediction and reasons in the latest stored run;
+  ``GET /v1/customers/{id}/recommendations``: what the latest runs recommend for them (next
+  best offers, propensities, churn risk, playbook, targeting);
+* ``POST /v1/recommend``: next best offers with reasons from customers' features and purchases,
+  by the latest scoring run's ranker (``GET /v1/recommend`` describes it;
+  :mod:`custval.api.routes.recommend`);
 * ``GET /v1/models``, ``GET /v1/models/{version}``: versions, manifest, metrics, importance;
 * ``POST /v1/models/{version}/activate`` (admin): switch the model; requests in flight finish
   on the model they started with;
@@ -51,6 +56,7 @@ from starlette.responses import HTMLResponse
 from custval.api.http import ERROR_HANDLERS, BodyLimit
 from custval.api.records import RecordsRequest
 from custval.api.routes import ROUTERS
+from custval.api.routes.recommend import RecommendRequest
 from custval.api.state import Service, ServiceSettings
 
 __all__ = ["ServiceSettings", "app_from_env", "create_app"]
@@ -137,9 +143,9 @@ def _add_docs(app: FastAPI) -> None:
 def _openapi_document(app: FastAPI) -> dict[str, Any]:
     """The document of ``app`` (``/openapi.json``, ``/docs``) with what FastAPI cannot see: the
     request bodies the handlers validate themselves (``PredictRequest``, the active model's
-    features; ``RecordsRequest``, the raw records) and the bearer key of the ``/v1`` endpoints.
-    Built on each request for it, never cached: after an activation it describes the new
-    model."""
+    features; ``RecordsRequest``, the raw records; ``RecommendRequest``) and the bearer key
+    of the ``/v1`` endpoints. Built on each request for it, never cached: after an activation
+    it describes the new model."""
     service: Service = app.state.service
     spec = get_openapi(title=app.title, version=app.version, routes=app.routes)
     request_schema = service.registry.active.request_type.model_json_schema(
@@ -149,12 +155,14 @@ def _openapi_document(app: FastAPI) -> dict[str, Any]:
     components = spec.setdefault("components", {}).setdefault("schemas", {})
     components.update(defs)
     components["PredictRequest"] = request_schema
-    records_schema = RecordsRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-    components.update(records_schema.pop("$defs", {}))
-    components["RecordsRequest"] = records_schema
+    for model in (RecordsRequest, RecommendRequest):
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(schema.pop("$defs", {}))
+        components[model.__name__] = schema
     for path, name in (
         ("/v1/predict", "PredictRequest"),
         ("/v1/predict/records", "RecordsRequest"),
+        ("/v1/recommend", "RecommendRequest"),
     ):
         spec["paths"][path]["post"]["requestBody"] = {
             "required": True,

@@ -1,5 +1,5 @@
 """What the requests of a worker share: the settings, the active model, what is read from the
-store (keys, CLV models, segmentation) and the prediction log.
+store (keys, CLV models, segmentation, the offers' ranker) and the prediction log.
 
 :class:`Service` holds them; ``create_app`` builds it once and keeps it in ``app.state.service``,
 where the route handlers reach it (:func:`custval.api.deps.get_service`). The model and the store's
@@ -16,6 +16,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from custval.api.keys import ApiKey, KeyRing, parse_env
 from custval.api.online import OnlineModel
 from custval.api.prediction_log import PredictionLog
 from custval.errors import CustvalError
+from custval.flows.offers import OFFER_FILES, ServedOffers
 from custval.models.btyd_clv import clv_models_from_json
 from custval.models.clv_serving import ServedClv
 from custval.store import open_store
@@ -219,6 +221,37 @@ def _clv_models(
     return out
 
 
+def _served_offers(
+    settings: ServiceSettings, have: ServedOffers | None = None
+) -> ServedOffers | None:
+    """The next best offers of the store's latest scoring run, ready for ``POST
+    /v1/recommend``; None when that run made none. ``have``: kept when it is that run's."""
+    if not settings.store:
+        return None
+
+    def read(store: Any) -> tuple[str, Any, dict[str, bytes]] | None:
+        run_id = store.latest_run()
+        if run_id is None:
+            return None
+        if have is not None and have.run_id == run_id:
+            return run_id, None, {}
+        files = {name: store.run_file(run_id, name) for name in OFFER_FILES.values()}
+        if any(v is None for v in files.values()):
+            return None
+        as_of = store.query("SELECT as_of FROM runs WHERE run_id = ?", (run_id,))[0][0]
+        return run_id, as_of, files
+
+    found = _with_store(settings, read, migrate=False)
+    if found is None:
+        return None
+    if have is not None and have.run_id == found[0]:
+        return have
+    run_id, as_of, files = found
+    # DuckDB gives a date, PostgreSQL's driver too; text only from an older store
+    day = as_of if isinstance(as_of, date) else date.fromisoformat(str(as_of)[:10])
+    return ServedOffers(run_id, day, files)
+
+
 def _segment_model(settings: ServiceSettings) -> tuple[str, dict[str, Any]] | None:
     """The latest segmentation run that places customers: its run id and model."""
     if not settings.store:
@@ -262,6 +295,7 @@ class StoreState:
         self.ring = _keys(settings, migrate=not worker)
         self.clv = _clv_models(settings, migrate=False)
         self.segments = _segment_model(settings)
+        self.offers = _served_offers(settings)
         self._stop = threading.Event()
         if settings.store:
             threading.Thread(target=self._refresh, daemon=True, name="custval-store").start()
@@ -294,6 +328,10 @@ class StoreState:
                 ),
             ),
             ("segments", lambda: setattr(self, "segments", _segment_model(self.settings))),
+            (
+                "offers",
+                lambda: setattr(self, "offers", _served_offers(self.settings, self.offers)),
+            ),
         )
         last = time.monotonic()
         while not self._stop.wait(self.keys_interval):

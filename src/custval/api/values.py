@@ -26,6 +26,7 @@ __all__ = [
     "Category",
     "CustomerId",
     "Number",
+    "ProductId",
     "check_number",
     "got_text",
     "normalise_id",
@@ -124,4 +125,10 @@ CustomerId = Annotated[
     str,
     BeforeValidator(normalise_id),
     Field(min_length=1, max_length=200, description="your id of the customer"),
+]
+#: a product's id, kept as the cleaning keeps ids (as the transactions name it)
+ProductId = Annotated[
+    str,
+    BeforeValidator(normalise_id),
+    Field(min_length=1, max_length=200, description="the product's id, as transactions name it"),
 ]

@@ -72,8 +72,11 @@ def demo(
     trained = _value_model(project, prepared, project.root / MODELS_DIR)
     out.rule("6. segments: k-means with automatic k, profiled and named, into the store")
     _segments(project, prepared, Path(project.store))
-    out.rule("7. scoring today's customers into the store: value, reasons, CLV, segment, one run")
-    _score(project, prepared)
+    out.rule(
+        "7. scoring today's customers into the store: value, reasons, CLV, segment and the "
+        "actions (churn, offers, targeting, playbooks), one run"
+    )
+    _score(_with_actions(project), prepared)
     out.rule("done")
     _print_files(out_dir, meta, cat_path, trained.folder.name, company, Path(project.store))
     out.rule("next")
@@ -179,12 +182,27 @@ def _segments(project: Project, prepared: Any, store_path: Path) -> None:
     print_segments(segmented)
 
 
+#: what the demo's scoring run acts on (the project file's [actions] does the same)
+DEMO_ACTIONS = {
+    "churn": True,
+    "propensity": True,
+    "next_best_offers": 5,
+    "playbooks": True,
+    "targeting_budget": 1000.0,
+}
+
+
+def _with_actions(project: Project) -> Project:
+    return project.model_copy(update={"actions": project.actions.model_copy(update=DEMO_ACTIONS)})
+
+
 def _score(project: Project, prepared: Any) -> None:
     """One scoring run into the store, shown as BI tools would read it: from its views."""
     from custval import flows
+    from custval.flows.actions import planned_stages
 
     store_path = Path(project.store)
-    with steps(5) as advance:
+    with steps(5 + planned_stages(project)) as advance:
         scored_run = flows.score(
             project,
             store_url=store_path,
@@ -193,6 +211,31 @@ def _score(project: Project, prepared: Any) -> None:
             progress=advance,
         )
     print_scored_run(store_path, scored_run)
+    if scored_run.actions is not None:
+        print_playbooks(store_path)
+        for line in scored_run.actions.notes:
+            out.print(escape(line))
+
+
+def print_playbooks(store_path: Path) -> None:
+    """The latest run's playbook: per segment, the offer, channel, timing and retention."""
+    from custval.store import open_store
+
+    with open_store(store_path) as store:
+        rows = store.query(
+            "SELECT segment, customers, aspect, recommendation FROM v1_latest_playbooks "
+            "ORDER BY customers DESC, segment"
+        )
+    table = Table(title="the playbook per segment (view v1_latest_playbooks; rules in its rows)")
+    for col in ("segment", "customers", "offer", "channel", "timing", "retention"):
+        table.add_column(col, justify="right" if col == "customers" else "left", overflow="fold")
+    by_segment: dict[tuple[str, int], dict[str, str]] = {}
+    for segment, n, aspect, text in rows:
+        by_segment.setdefault((segment, n), {})[aspect] = text
+    for (segment, n), found in by_segment.items():
+        aspects = ("offer", "channel", "timing", "retention")
+        table.add_row(segment, f"{n:,}", *(escape(found.get(a, "-")) for a in aspects))
+    out.print(table)
 
 
 def print_scored_run(store_path: Path, scored_run: Any) -> None:
@@ -288,6 +331,10 @@ def _print_next(out_dir: Path, company: SynthResult, as_of: date) -> None:
             "the same predictions over HTTP (http://127.0.0.1:8000/docs)",
         ),
         (f"{exe} export -c {project} -o {out_dir / 'exports'}", "the latest run as files"),
+        (
+            f"{exe} target -c {project} --budget 2000",
+            "whom a retention offer would change most, within a budget (uplift x CLV - cost)",
+        ),
         (f"{exe} segment -d {out_dir / CLV_FILE}", "segments from the CLV output alone"),
         (
             f"{exe} clv -t {company.files['transactions']} --customer-id account_id --date ts "

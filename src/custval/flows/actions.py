@@ -42,6 +42,8 @@ class ActionResult:
     offers: OfferFit | None = None
     #: the propensities and next best offers as pandas frames, for the playbooks
     frames: dict[str, pd.DataFrame] = field(default_factory=dict)
+    #: files kept with the run for the service (the offers' ranker and sources)
+    files: dict[str, bytes] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -73,6 +75,7 @@ def score_actions(
     if opts.propensity or opts.next_best_offers:
         tables, out.frames, out.offers = score_offers(project, prepared, say)
         out.tables.update(tables)
+        out.files.update(out.offers.files)
     if opts.targeting_budget:
         say("the targeting list")
         clv = pd.Series(np.asarray(preds.get("clv_expected", np.zeros(ids.size))), index=ids)

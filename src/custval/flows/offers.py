@@ -20,14 +20,18 @@ at each date.
 
 from __future__ import annotations
 
+import io
+import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 
+import ibis
 import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from custval.config import Project
 from custval.errors import CustvalError
@@ -36,8 +40,10 @@ from custval.features.copurchase import (
     CandidateSources,
     candidate_batches,
     candidate_sources,
+    candidates,
     category_history,
     category_purchases,
+    product_history,
     product_purchases,
     require_products,
 )
@@ -47,10 +53,14 @@ from custval.models.propensity import CategoryPropensity
 
 __all__ = [
     "CUSTOMER_FEATURES",
+    "OFFER_FILES",
     "Customers",
     "OfferFit",
+    "ServedOffers",
     "customer_rfm",
     "offer_batches",
+    "offer_files",
+    "offer_sources",
     "propensity_rows",
     "score_offers",
     "train_offers",
@@ -77,6 +87,8 @@ class OfferFit:
 
     nbo: NextBestOffer | None = None
     propensity: CategoryPropensity | None = None
+    #: what the service needs of the offers (:data:`OFFER_FILES`)
+    files: dict[str, bytes] = field(default_factory=dict)
 
 
 def _transactions(project: Project, prepared: Prepared) -> ir.Table:
@@ -151,18 +163,24 @@ def offer_batches(
     *,
     at: date | None = None,
     customers: Customers | None = None,
+    sources: CandidateSources | None = None,
 ) -> Iterator[pd.DataFrame]:
     """The offers at ``at`` (default: the as-of date), part by part: the store's
     ``next_best_offers`` columns (customer_id, rank, product_id, product_name, category,
-    score, source, reason). ``customers``: their :func:`customer_rfm` at ``at``, if known."""
+    score, source, reason). ``customers``: their :func:`customer_rfm` at ``at``, and
+    ``sources`` the candidate sources there (:func:`offer_sources`), if known."""
     at = at or project.as_of
-    tx = _transactions(project, prepared)
     known = customers or customer_rfm(prepared, at)
-    sources = _sources(prepared, tx, at)
+    sources = sources or offer_sources(project, prepared, at)
     catalogue = _catalogue(prepared, sources)
     for cand in candidate_batches(sources, known.spine):  # a loop over parts of the customers
         offers = model.recommend(cand, known.features, catalogue)
         yield _described(offers, catalogue)
+
+
+def offer_sources(project: Project, prepared: Prepared, at: date) -> CandidateSources:
+    """The candidate sources of the offers at ``at`` (computed once, cached)."""
+    return _sources(prepared, _transactions(project, prepared), at)
 
 
 def _catalogue(prepared: Prepared, sources: CandidateSources) -> pd.DataFrame:
@@ -268,8 +286,98 @@ def score_offers(
         fit.nbo = train_offers(
             project, prepared, k=opts.next_best_offers, horizon_days=opts.horizon_days
         )
-        parts = list(offer_batches(fit.nbo, project, prepared, customers=now))
-        frames["next_best_offers"] = pd.concat(parts, ignore_index=True)
+        sources = offer_sources(project, prepared, project.as_of)
+        parts = offer_batches(fit.nbo, project, prepared, customers=now, sources=sources)
+        frames["next_best_offers"] = pd.concat(list(parts), ignore_index=True)
+        fit.files = offer_files(fit.nbo, sources, _catalogue(prepared, sources))
     for name, frame in frames.items():
         tables[name] = pa.Table.from_pandas(frame, preserve_index=False)
     return tables, frames, fit
+
+
+# ---- served: the offers of posted customers, from a stored run's files ---------------------
+
+#: the files a scoring run with offers keeps for the service (store ``run_files``)
+OFFER_FILES = {
+    "model": "nbo/model.json",
+    "pairs": "nbo/pairs.parquet",
+    "popular": "nbo/popular.parquet",
+    "catalogue": "nbo/catalogue.parquet",
+}
+
+
+def _parquet(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    return sink.getvalue()
+
+
+def offer_files(
+    model: NextBestOffer, sources: CandidateSources, catalogue: pd.DataFrame
+) -> dict[str, bytes]:
+    """The ranker and the run's candidate sources that do not depend on the customer (the
+    co-purchase pairs, popularity, the catalogue with names), as :data:`OFFER_FILES`."""
+    full = sources.catalogue.to_pyarrow().to_pandas().astype({"product_id": str})
+    full = full.merge(catalogue[["product_id", "name"]], on="product_id", how="left")
+    return {
+        OFFER_FILES["model"]: model.dumps(),
+        OFFER_FILES["pairs"]: _parquet(sources.pairs.to_pyarrow()),
+        OFFER_FILES["popular"]: _parquet(sources.popular.to_pyarrow()),
+        OFFER_FILES["catalogue"]: _parquet(pa.Table.from_pandas(full, preserve_index=False)),
+    }
+
+
+class ServedOffers:
+    """The next best offers of customers who are not in the stored run (or whose purchases
+    changed): the run's ranker over candidates from the run's co-purchase pairs, popularity
+    and catalogue and the customer's own purchases, by :func:`candidates` itself, at the run's
+    as-of date. For a customer of the run, with their purchases and features as the run saw
+    them, the offers are the stored ones.
+
+    One in-memory DuckDB holds the run's tables; requests take turns on it (a lock)."""
+
+    def __init__(self, run_id: str, as_of: date, files: dict[str, bytes]) -> None:
+        self.run_id, self.as_of = run_id, as_of
+        self.model = NextBestOffer.loads(files[OFFER_FILES["model"]])
+        schema = self.model.customer_schema_
+        self.features: list[str] = [] if schema is None else list(schema.columns)
+        self.con = ibis.duckdb.connect()
+        self.tables = {
+            key: self.con.create_table(key, pq.read_table(io.BytesIO(files[name])))
+            for key, name in OFFER_FILES.items()
+            if key != "model"
+        }
+        self.names = self.tables["catalogue"].select("product_id", "name", "category").to_pandas()
+        self.products = set(self.names["product_id"].astype(str))
+        self._lock = threading.Lock()
+
+    def recommend(
+        self, customers: pd.DataFrame, purchases: pd.DataFrame, k: int | None = None
+    ) -> pd.DataFrame:
+        """The ``k`` (default: the run's) offers of ``customers`` (customer_id and the ranker's
+        features) from their ``purchases`` (customer_id, product_id, day, amount) before the
+        run's as-of date: the store's ``next_best_offers`` columns."""
+        tx = pa.table(
+            {
+                "customer_id": pa.array(purchases["customer_id"].astype(str), pa.string()),
+                "product_id": pa.array(purchases["product_id"].astype(str), pa.string()),
+                "amount": pa.array(purchases["amount"].astype(np.float64), pa.float64()),
+                "timestamp": pa.array(pd.to_datetime(purchases["day"]), pa.timestamp("us")),
+                "is_refund": pa.array(np.zeros(len(purchases), bool), pa.bool_()),
+            }
+        )
+        ids = pa.table({"customer_id": pa.array(customers["customer_id"].astype(str), pa.string())})
+        with self._lock:
+            t = self.tables
+            # on the run's connection, with the run's tables: one engine for the query
+            history = product_history(
+                self.con.create_table("posted_tx", tx, overwrite=True), self.as_of
+            )
+            spine = self.con.create_table("posted_customers", ids, overwrite=True)
+            cand = candidates(spine, history, t["pairs"], t["popular"], t["catalogue"], self.as_of)
+            frame = self.con.to_pyarrow(cand).to_pandas(types_mapper=pd.ArrowDtype)
+        if frame.empty:
+            empty = ("customer_id", "rank", "product_id", "score", "source", "reason")
+            return _described(pd.DataFrame({c: [] for c in empty}), self.names)
+        offers = self.model.recommend(_ordered(frame), customers, self.names, k=k)
+        return _described(offers, self.names)

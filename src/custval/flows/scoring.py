@@ -114,7 +114,7 @@ def score(
             preds=preds,
             top_k=top_k,
             clv=(clv_models, clv_kept),
-            actions=actions.tables if actions is not None else {},
+            actions=actions or ActionResult(),
         )
         lap("store")
     finally:
@@ -212,7 +212,7 @@ def _write(
     preds: dict[str, Any],
     top_k: int,
     clv: tuple[dict[str, Any] | None, ClvKept],
-    actions: dict[str, pa.Table],
+    actions: ActionResult,
 ) -> str:
     """The scoring run, written to the store all or nothing; returns its id."""
     clv_models, clv_kept = clv
@@ -233,9 +233,9 @@ def _write(
         clv_models=clv_models,
         extra={
             **({"clv_reasons": clv_kept.reasons} if clv_kept.reasons is not None else {}),
-            **actions,
+            **actions.tables,
         },
-        files=clv_kept.files,
+        files={**(clv_kept.files or {}), **actions.files} or None,
     )
 
 

@@ -3,9 +3,16 @@
 (:func:`custval.api.deps.require`) and reaches the shared state through
 :data:`custval.api.deps.ServiceDep`; none holds state of its own."""
 
-from custval.api.routes import customers, health, models, predictions, segments
+from custval.api.routes import customers, health, models, predictions, recommend, segments
 
 __all__ = ["ROUTERS"]
 
 #: the routers in the order of the OpenAPI document
-ROUTERS = (health.router, predictions.router, segments.router, customers.router, models.router)
+ROUTERS = (
+    health.router,
+    predictions.router,
+    recommend.router,
+    segments.router,
+    customers.router,
+    models.router,
+)
