@@ -393,30 +393,75 @@ def test_recommend_without_offers_in_the_store_is_a_404(
         assert r.status_code == 404 and "next_best_offers" in r.json()["detail"]
 
 
-@pytest.mark.parametrize(
-    ("change", "asked", "message"),
-    [
-        (lambda tx: tx.drop("product_id"), {"next_best_offers": 3}, r"product_id"),
-        (
-            lambda tx: tx.mutate(category=ibis.literal("shoes")),
-            {"propensity": True},
-            r"one product category only \('shoes'\)",
-        ),
-    ],
-    ids=["no products column", "one category"],
-)
-def test_offers_without_products_or_categories_are_clear_errors_and_write_nothing(
-    scored: dict, tmp_path: Path, change: Any, asked: dict, message: str
+def test_offers_without_a_products_column_are_a_clear_error_and_write_nothing(
+    scored: dict, tmp_path: Path
 ) -> None:
     prepared = scored["prepared"]
-    tables = {**prepared.tables, "transactions": change(prepared.tables["transactions"])}
-    broken = dataclasses.replace(prepared, tables=tables)
-    actions = type(scored["project"].actions)(**asked)
+    tx = prepared.tables["transactions"].drop("product_id")
+    broken = dataclasses.replace(prepared, tables={**prepared.tables, "transactions": tx})
+    actions = type(scored["project"].actions)(next_best_offers=3)
     project = scored["project"].model_copy(update={"actions": actions})
     store = tmp_path / "s.duckdb"
-    with pytest.raises(CustvalError, match=message) as caught:
+    with pytest.raises(CustvalError, match=r"\[sources\.transactions\.columns\] product_id") as e:
         flows.score(project, store_url=store, models_dir=scored["models"], prepared=broken)
-    assert caught.value.exit_code == 2  # what `custval score` exits with
+    assert e.value.exit_code == 2  # what `custval score` exits with
     with open_store(store) as s:
         assert s.query("SELECT COUNT(*) FROM runs WHERE status = 'succeeded'") == [(0,)]
         assert s.query("SELECT COUNT(*) FROM predictions") == [(0,)]
+
+
+def test_propensity_with_one_category_is_a_clear_error(scored: dict) -> None:
+    """Before anything is written: the scoring run's actions come before its write."""
+    from custval.flows.offers import train_propensity
+
+    prepared = scored["prepared"]
+    tx = prepared.tables["transactions"].mutate(category=ibis.literal("shoes"))
+    broken = dataclasses.replace(prepared, tables={**prepared.tables, "transactions": tx})
+    with pytest.raises(CustvalError, match=r"one product category only \('shoes'\)") as e:
+        train_propensity(scored["project"], broken)
+    assert e.value.exit_code == 2 and e.value.column == "category"
+
+
+def test_schemathesis_finds_no_server_error_in_recommend(
+    scored: dict, start: Any, tmp_path: Path
+) -> None:
+    """The recommend operations fuzzed against a store that has offers (bounded, seeded):
+    valid and invalid bodies; no answer may be a 5xx."""
+    import os
+    import subprocess
+    import sys
+
+    service = start(
+        ServiceSettings(
+            models_dir=scored["models"], model=_version(scored), store=str(scored["store"])
+        )
+    )
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "schemathesis"),
+            "run",
+            f"{service.url}/openapi.json",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "40",
+            "--seed",
+            "7",
+            "--generation-deterministic",
+            "--request-timeout",
+            "30",
+            "--header",
+            f"Authorization: Bearer {service.read}",
+            "--include-path-regex",
+            "recommend",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+        cwd=tmp_path,
+        env={**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_TELEMETRY": "false"},
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    # POST and GET /v1/recommend, GET /v1/customers/{id}/recommendations
+    assert "Tested: 3" in done.stdout, done.stdout[-3000:]

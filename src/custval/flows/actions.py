@@ -70,7 +70,7 @@ def score_actions(
     ):
         say(f"churn risk over {opts.horizon_days} days")
         out.churn = train_churn(project, prepared, horizon_days=opts.horizon_days)
-        risk, why, churn_frame = score_churn(out.churn, project, prepared, p_alive)
+        risk, why, churn_frame = score_churn(out.churn, project, prepared, p_alive, table=table)
         out.tables.update({"churn_risk": risk, "churn_reasons": why})
     if opts.propensity or opts.next_best_offers:
         tables, out.frames, out.offers = score_offers(project, prepared, say)

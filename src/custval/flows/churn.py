@@ -70,15 +70,23 @@ def _table_at(
     ft = features(project, prepared, as_of=at)
     table = ft.to_pyarrow().to_pandas()
     keys = [f.name for f in ft.catalogue if f.role != "feature" and f.name in table.columns]
+    meaning = {**{f.name: f.description for f in ft.catalogue}, **BTYD_MEANINGS}
+    return _with_btyd(project, table, horizon_days), keys, meaning
+
+
+def _with_btyd(project: Project, table: pd.DataFrame, horizon_days: int) -> pd.DataFrame:
+    """``table`` with the BTYD columns of BG/NBD fitted on its customers who bought."""
+    if not set(RFM) <= set(table.columns):
+        return table
     buyers = table[RFM].notna().all(axis=1).to_numpy()
-    if "frequency" in table and buyers.sum() >= 10:
+    if buyers.sum() >= 10:
         summary = table.loc[buyers, RFM]
         bg = BetaGeo().fit(summary.frequency, summary.recency, summary["T"])
         horizon = horizon_days / UNIT_DAYS[project.time_unit]
         extra = btyd_churn_features(bg, summary.reset_index(drop=True), horizon)
         extra.index = table.index[buyers]
         table = table.join(extra)
-    return table, keys, {**{f.name: f.description for f in ft.catalogue}, **BTYD_MEANINGS}
+    return table
 
 
 def _labels(
@@ -159,11 +167,16 @@ def score_churn(
     prepared: Prepared,
     p_alive: Any = None,
     top_k: int = 3,
+    table: pd.DataFrame | None = None,
 ) -> tuple[pa.Table, pa.Table, pd.DataFrame]:
     """Every customer's churn risk at the as-of date: the store's ``churn_risk`` and
     ``churn_reasons`` rows, and a frame (customer_id, p_churn) for the other actions. With a
-    cancellation label only the customers subscribed at the as-of date are scored."""
-    table, _, _ = _table_at(project, prepared, project.as_of, fit.horizon_days)
+    cancellation label only the customers subscribed at the as-of date are scored.
+    ``table``: the project's feature table at the as-of date, when the caller has it."""
+    if table is None:
+        table = _table_at(project, prepared, project.as_of, fit.horizon_days)[0]
+    else:
+        table = _with_btyd(project, table.copy(), fit.horizon_days)
     if fit.label_kind == "cancellation":
         active = table.get("subscribed", pd.Series(0, index=table.index)).fillna(0) > 0
         table = table[active.to_numpy()].reset_index(drop=True)
