@@ -13,6 +13,7 @@ from typing import Any
 import ibis
 import pandas as pd
 import pytest
+from pydantic_core import to_json
 
 from custval import flows
 from custval.api.app import ServiceSettings
@@ -465,3 +466,24 @@ def test_schemathesis_finds_no_server_error_in_recommend(
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     # POST and GET /v1/recommend, GET /v1/customers/{id}/recommendations
     assert "Tested: 3" in done.stdout, done.stdout[-3000:]
+
+
+def test_the_snapshot_answers_as_the_store_does(scored: dict, tmp_path: Path) -> None:
+    from custval.store.snapshot import CustomerSnapshot
+
+    with open_store(scored["store"]) as s:
+        snap = CustomerSnapshot.load(s, tmp_path / "cache")
+        assert snap is not None
+        ids = [r[0] for r in s.query("SELECT customer_id FROM v1_latest_predictions")]
+        # the first, the last and a spread in between; those with a targeting row among them
+        chosen = [*sorted(ids)[:: max(1, len(ids) // 40)], max(ids)]
+        chosen += [r[0] for r in s.query("SELECT customer_id FROM v1_latest_targeting LIMIT 5")]
+        for cid in chosen:  # a loop over about fifty customers
+            # as the service sends them (NaN, e.g. a P(alive) without purchases, is null)
+            got, want = snap.recommendations(cid), s.recommendations(cid)
+            assert to_json(got, inf_nan_mode="null") == to_json(want, inf_nan_mode="null"), cid
+        assert snap.recommendations("NOBODY") is None and s.recommendations("NOBODY") is None
+        # made once per run: loading again reads the same folder
+        again = CustomerSnapshot.load(s, tmp_path / "cache")
+        assert again is not None and again.folder == snap.folder
+        assert [p.name for p in (tmp_path / "cache").iterdir()] == [snap.folder.name]

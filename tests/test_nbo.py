@@ -455,3 +455,13 @@ def test_als_finds_the_customers_block() -> None:
     # a customer's own block scores above the other block; unknown ids score NaN
     s = als.score_pairs(["c0", "c0", "c0", "nobody"], ["p1", "p7", "zz", "p1"])
     assert s[0] > s[1] and np.isnan(s[2]) and np.isnan(s[3])
+
+
+def test_top_k_breaks_ties_by_the_given_values_whatever_the_row_order() -> None:
+    scores = np.array([0.5, 0.5, 0.5, 0.9])
+    ids = ["a", "a", "a", "a"]
+    products = ["p3", "p1", "p2", "p0"]
+    rows, rank = top_k(ids, scores, 3, ties=products)
+    assert [products[r] for r in rows] == ["p0", "p1", "p2"] and rank.tolist() == [1, 2, 3]
+    flipped, _ = top_k(ids[::-1], scores[::-1], 3, ties=products[::-1])
+    assert [products[::-1][r] for r in flipped] == ["p0", "p1", "p2"]

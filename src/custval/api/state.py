@@ -10,9 +10,12 @@ finishes on it.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +35,7 @@ from custval.models.btyd_clv import clv_models_from_json
 from custval.models.clv_serving import ServedClv
 from custval.store import open_store
 from custval.store.bundles import latest_model
+from custval.store.snapshot import CustomerSnapshot
 
 __all__ = ["ACTIVE_FILE", "Registry", "Service", "ServiceSettings", "StoreState"]
 
@@ -252,6 +256,28 @@ def _served_offers(
     return ServedOffers(run_id, day, files)
 
 
+def _snapshot_cache(settings: ServiceSettings) -> Path:
+    """Where the snapshots of this store go: one folder per store, in the temporary folder."""
+    digest = hashlib.sha256(str(settings.store).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / "custval-snapshots" / digest
+
+
+def _snapshot(
+    settings: ServiceSettings, have: CustomerSnapshot | None = None
+) -> CustomerSnapshot | None:
+    """The snapshot of the store's latest runs for the recommendations route (made once per
+    run, :mod:`custval.store.snapshot`); the older ones of this store are removed."""
+    if not settings.store:
+        return None
+    cache = _snapshot_cache(settings)
+    found = _with_store(settings, lambda s: CustomerSnapshot.load(s, cache), migrate=False)
+    if found is not None and (have is None or have.folder != found.folder):
+        for old in cache.glob("*-*"):  # mapped files stay readable to whoever has them open
+            if old != found.folder and not old.name.startswith("."):
+                shutil.rmtree(old, ignore_errors=True)
+    return found  # type: ignore[no-any-return]
+
+
 def _segment_model(settings: ServiceSettings) -> tuple[str, dict[str, Any]] | None:
     """The latest segmentation run that places customers: its run id and model."""
     if not settings.store:
@@ -296,6 +322,8 @@ class StoreState:
         self.clv = _clv_models(settings, migrate=False)
         self.segments = _segment_model(settings)
         self.offers = _served_offers(settings)
+        self.snapshot = _snapshot(settings)
+        self._snapshot_stamp = self._stamp
         self._stop = threading.Event()
         if settings.store:
             threading.Thread(target=self._refresh, daemon=True, name="custval-store").start()
@@ -332,9 +360,13 @@ class StoreState:
                 "offers",
                 lambda: setattr(self, "offers", _served_offers(self.settings, self.offers)),
             ),
+            ("snapshot", self._new_snapshot),
         )
         last = time.monotonic()
         while not self._stop.wait(self.keys_interval):
+            if self._stamp is not None and _file_stamp(self.settings) != self._snapshot_stamp:
+                # a DuckDB store changed (a new run, perhaps): its snapshot within seconds
+                self._guarded("snapshot", self._new_snapshot)
             due = time.monotonic() - last >= self.interval
             if not due and self._stamp is None:  # PostgreSQL: the keys on their own
                 steps_now = steps[:1]
@@ -345,10 +377,19 @@ class StoreState:
                 continue
             # each on its own: a failure of one leaves the others refreshed
             for what, step in steps_now:
-                try:
-                    step()
-                except Exception as exc:  # keep what we have; say why without details
-                    log.error("%s not refreshed: %s", what, type(exc).__name__)
+                self._guarded(what, step)
+
+    @staticmethod
+    def _guarded(what: str, step: Callable[[], None]) -> None:
+        try:
+            step()
+        except Exception as exc:  # keep what we have; say why without details
+            log.error("%s not refreshed: %s", what, type(exc).__name__)
+
+    def _new_snapshot(self) -> None:
+        stamp = _file_stamp(self.settings)
+        self.snapshot = _snapshot(self.settings, self.snapshot)
+        self._snapshot_stamp = stamp
 
     def close(self) -> None:
         self._stop.set()

@@ -297,6 +297,14 @@ def score_offers(
 
 # ---- served: the offers of posted customers, from a stored run's files ---------------------
 
+#: the columns of the posted purchases, as the cleaned transactions have them
+_POSTED_TX = {
+    "customer_id": "string",
+    "product_id": "string",
+    "amount": "float64",
+    "timestamp": "timestamp",
+    "is_refund": "boolean",
+}
 #: the files a scoring run with offers keeps for the service (store ``run_files``)
 OFFER_FILES = {
     "model": "nbo/model.json",
@@ -341,7 +349,7 @@ class ServedOffers:
         self.model = NextBestOffer.loads(files[OFFER_FILES["model"]])
         schema = self.model.customer_schema_
         self.features: list[str] = [] if schema is None else list(schema.columns)
-        self.con = ibis.duckdb.connect()
+        self.con = ibis.duckdb.connect(threads=1)  # one customer's query: no parallel gain
         self.tables = {
             key: self.con.create_table(key, pq.read_table(io.BytesIO(files[name])))
             for key, name in OFFER_FILES.items()
@@ -349,7 +357,21 @@ class ServedOffers:
         }
         self.names = self.tables["catalogue"].select("product_id", "name", "category").to_pandas()
         self.products = set(self.names["product_id"].astype(str))
+        self._sql = self._compiled()
         self._lock = threading.Lock()
+
+    def _compiled(self) -> str:
+        """The candidates query, written once over the tables ``posted_tx`` and
+        ``posted_customers``, which each request fills (building and compiling the expression
+        took most of a request)."""
+        tx = self.con.create_table("posted_tx", schema=ibis.schema(_POSTED_TX))
+        ids = self.con.create_table(
+            "posted_customers", schema=ibis.schema({"customer_id": "string"})
+        )
+        t = self.tables
+        history = product_history(tx, self.as_of)
+        cand = candidates(ids, history, t["pairs"], t["popular"], t["catalogue"], self.as_of)
+        return str(ibis.to_sql(cand, dialect="duckdb"))
 
     def recommend(
         self, customers: pd.DataFrame, purchases: pd.DataFrame, k: int | None = None
@@ -368,14 +390,14 @@ class ServedOffers:
         )
         ids = pa.table({"customer_id": pa.array(customers["customer_id"].astype(str), pa.string())})
         with self._lock:
-            t = self.tables
-            # on the run's connection, with the run's tables: one engine for the query
-            history = product_history(
-                self.con.create_table("posted_tx", tx, overwrite=True), self.as_of
-            )
-            spine = self.con.create_table("posted_customers", ids, overwrite=True)
-            cand = candidates(spine, history, t["pairs"], t["popular"], t["catalogue"], self.as_of)
-            frame = self.con.to_pyarrow(cand).to_pandas(types_mapper=pd.ArrowDtype)
+            raw = self.con.con  # the DuckDB connection, for the query written once
+            for name, rows in (("posted_tx", tx), ("posted_customers", ids)):
+                raw.register("incoming", rows)
+                raw.execute(f"DELETE FROM {name}")
+                raw.execute(f"INSERT INTO {name} BY NAME SELECT * FROM incoming")
+                raw.unregister("incoming")
+            got = raw.execute(self._sql).fetch_arrow_table()
+        frame = got.to_pandas(types_mapper=pd.ArrowDtype)
         if frame.empty:
             empty = ("customer_id", "rank", "product_id", "score", "source", "reason")
             return _described(pd.DataFrame({c: [] for c in empty}), self.names)

@@ -488,7 +488,9 @@ class NextBestOffer(Estimator):
         ``products`` (product_id, name) names the products in the reasons; without it they
         are named by their id."""
         scores = self.score(candidates, customers)
-        chosen, rank = top_k(candidates["customer_id"], scores, k or self.k)
+        chosen, rank = top_k(
+            candidates["customer_id"], scores, k or self.k, ties=candidates["product_id"]
+        )
         # only the columns the offers and their reasons read
         wanted = [c for c in (*_KEYS, *_REASON_COLUMNS) if c in candidates.columns]
         top = candidates[wanted].take(chosen).reset_index(drop=True)
@@ -568,15 +570,22 @@ def _floats(column: pd.Series) -> npt.NDArray[np.float32]:
 
 
 def top_k(
-    customer_ids: Any, scores: Array, k: int
+    customer_ids: Any, scores: Array, k: int, ties: Any = None
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """The rows of each customer's ``k`` highest scores and their rank (1 = highest), grouped
-    by customer; ties go to the earlier row."""
+    by customer; ties go to the smaller of ``ties`` (e.g. the product ids), else to the
+    earlier row."""
     if k < 1:
         raise CustvalError(f"k must be at least 1, not {k}")
     code = _codes(customer_ids)
-    # lexsort is stable: equal scores keep the rows' order
-    order = np.lexsort((-scores, code))
+    keys: tuple[Any, ...] = (-scores, code)
+    if ties is not None:
+        # equal scores (a ranker's leaves often tie) go by the value, whatever the rows' order:
+        # a run's offers and the service's for the same customer are then the same
+        tie = pc.rank(_strings(ties), sort_keys="ascending", tiebreaker="dense")
+        keys = (np.asarray(tie.to_numpy(zero_copy_only=False), np.int64), *keys)
+    # lexsort is stable: equal keys keep the rows' order
+    order = np.lexsort(keys)
     sorted_code = code[order]
     starts = np.r_[0, np.flatnonzero(np.diff(sorted_code)) + 1]
     sizes = np.diff(np.r_[starts, sorted_code.size])

@@ -168,6 +168,15 @@ CUSTOMER_PLAYBOOK_COLUMNS = {
     "retention": "TEXT",
     "reason": "TEXT",
 }
+#: what ``Store.recommendations`` answers per customer: (key, table, the order of a list; None
+#: for one row) (custval.store.snapshot reads the same)
+RECOMMENDATION_PARTS = (
+    ("offers", "next_best_offers", "rank"),
+    ("propensities", "propensities", "rank"),
+    ("churn", "churn_risk", None),
+    ("playbook", "customer_playbooks", None),
+    ("churn_reasons", "churn_reasons", "rank"),
+)
 ACTION_TABLES = {
     "churn_risk": CHURN_COLUMNS,
     "churn_reasons": REASON_COLUMNS,
@@ -805,13 +814,7 @@ class Store:
         if run_id is None:
             return None
         found: dict[str, Any] = {"customer_id": customer_id, "run_id": run_id}
-        for key, table, order in (
-            ("offers", "next_best_offers", "rank"),
-            ("propensities", "propensities", "rank"),
-            ("churn", "churn_risk", None),
-            ("playbook", "customer_playbooks", None),
-            ("churn_reasons", "churn_reasons", "rank"),
-        ):
+        for key, table, order in RECOMMENDATION_PARTS:
             cols = [c for c in BULK_TABLES[table] if c not in ("run_id", "customer_id")]
             rows = self.query(
                 f"SELECT {', '.join(cols)} FROM {table} WHERE run_id = ? AND customer_id = ?"

@@ -71,5 +71,16 @@ async def recommendations(customer_id: str, service: ServiceDep) -> Response:
     """What the latest stored runs recommend for the customer: next best offers with reasons,
     category propensities, churn risk with reasons, their playbook (offer, channel, timing,
     retention) and their place in the latest targeting list; exactly as stored (`custval
-    score` with [actions], `custval target`)."""
-    return await _stored(customer_id, service, "recommendations")
+    score` with [actions], `custval target`). Read from the service's snapshot of the latest
+    run (:mod:`custval.store.snapshot`), which follows a new run within seconds."""
+    snapshot = service.store_state.snapshot
+    if snapshot is None:
+        return await _stored(customer_id, service, "recommendations")
+    try:
+        wanted = normalise_id(customer_id)
+    except PydanticCustomError:
+        raise ApiError(404, "the latest stored run has no such customer") from None
+    found = snapshot.recommendations(wanted)
+    if found is None:
+        raise ApiError(404, "the latest stored run has no such customer")
+    return json_response(found)
