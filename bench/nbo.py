@@ -1,4 +1,4 @@
-"""Benchmark of the next best offer on the generated company: the LightGBM ranker against the
+"""Benchmark of the next best offer on the generated company: the product's ranker against the
 baselines practitioners use, in one run, on a time-based holdout; and its speed at 1M customers.
 
 Data: ``custval synth`` with products (a catalogue of 6 categories x 20 products, planted
@@ -8,35 +8,46 @@ sources are validated, cleaned and linked by ``custval.flows.preparation.prepare
 
 Holdout: the last 13 weeks of the data. With ``end`` the project's as-of date (the day after
 the data end), the offers are made at ``as_of = end - 13 weeks`` and judged on the products
-bought in [as_of, end). The ranker learns one horizon earlier: candidates at ``t0 = as_of -
-13 weeks``, labelled by the purchases in [t0, as_of). Segments: the CRM's ``segment_label``
-(known for about 30% of the customers; the others fall back to global popularity).
+bought in [as_of, end).
+
+The ranker is the product's own code path, as a scoring run makes it:
+``custval.flows.offers.train_offers`` and ``offer_batches`` on the project with its as-of
+date moved to ``as_of``. It learns one horizon earlier (candidates at ``t0 = as_of - 13
+weeks``, labelled by the purchases in [t0, as_of)) from repurchase, item-to-item co-purchase
+and global popularity, with the customers' RFM features (``custval.flows.offers
+.CUSTOMER_FEATURES``). It has no segment source: the product has none for the ranker (the
+reason is in ``custval.flows.offers``' docstring).
+
+The baselines are ranked from the candidates at ``as_of`` made WITH the CRM's
+``segment_label`` as segments (known for about 30% of the customers; the others fall back to
+global popularity), since segment popularity is one of them.
 
 Contenders, each giving 10 products per customer, MAP@10 and recall@10 over the customers
 who bought in the holdout (the H&M competition's definition; ``custval.models.nbo``):
 
 - global popularity: the 10 products bought by the most customers in the last 28 days;
-- segment popularity: the same within the customer's segment (global without one);
+- segment popularity: the same within the customer's CRM segment (global without one);
 - item-to-item alone: the co-purchase partners of the customer's recent products by their
   recency-weighted cosine; and the same topped up with global popularity to 10;
 - ALS alone (``implicit``, when installed): the 10 best products of the factorisation of the
   purchase history; and the same topped up with global popularity;
 - repurchase alone, for information: the customer's most often bought products;
-- the ranker: ``NextBestOffer`` (LightGBM lambdarank) over the candidates, with the
-  customer's RFM features.
+- the ranker: ``NextBestOffer`` (LightGBM lambdarank) as ``custval.flows.offers`` trains and
+  applies it.
 
 Acceptance (issue 17): the ranker's MAP@10 at least 1.3x segment popularity's and above ALS's
 and item-to-item's (the better of each one's two variants).
 
 Scale (``--scale-n``, default 1,000,000): two child processes, so that each one's peak memory
-(``ru_maxrss``) is its own: ``train`` prepares the project and fits the ranker at t0 (the
-training time); ``infer`` prepares the project again and makes the offers at ``as_of`` for
-every customer: customer features, candidate sources, candidates and ranking in parts of
-200,000 customers, offers with reasons, written part by part. Target: candidates plus ranking
-under 120 s and the process under 4 GB, with DuckDB capped at 1500MB (``CUSTVAL_MEMORY_LIMIT``,
-which custval's working connection reads; beyond it DuckDB spills to disk). The preparation
-(reading and cleaning the sources) and the customer features are timed apart: a scoring run
-has them anyway. The load average is printed with the figures: the machine is shared.
+(``ru_maxrss``) is its own: ``train`` prepares the project and runs ``train_offers`` (customer
+features, candidates and labels at t0, then the fit: the training time); ``infer`` prepares
+the project again and makes the offers at ``as_of`` for every customer with
+``offer_batches`` (candidate sources, then candidates, ranking and reasons in parts of
+200,000 customers), written part by part. Target: candidates plus ranking under 120 s and the
+process under 4 GB, with DuckDB capped at 1500MB (``CUSTVAL_MEMORY_LIMIT``, which custval's
+working connection reads; beyond it DuckDB spills to disk). The preparation (reading and
+cleaning the sources) and the customer features (``customer_rfm``) are timed apart: a scoring
+run has them anyway. The load average is printed with the figures: the machine is shared.
 
 Usage::
 
@@ -47,6 +58,9 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib.util
+import inspect
 import json
 import os
 import subprocess
@@ -69,15 +83,6 @@ RATIO_TARGET = 1.3
 SECONDS_TARGET = 120.0
 MEMORY_TARGET_MIB = 4096
 DUCKDB_LIMIT = os.environ.get("CUSTVAL_MEMORY_LIMIT", "1500MB")
-CUSTOMER_FEATURES = (
-    "frequency",
-    "recency_days",
-    "T",
-    "monetary_value",
-    "orders",
-    "revenue",
-    "avg_order_value",
-)
 
 
 def ensure_data(n: int, seed: int) -> Path:
@@ -91,8 +96,8 @@ def ensure_data(n: int, seed: int) -> Path:
 
 
 def load(data: Path) -> dict[str, Any]:
-    """The prepared project: cleaned transactions (cached, the columns the offers read), the
-    products, the segments and the project's as-of date."""
+    """The prepared project (its tables with the cleaned transactions cached, the columns the
+    offers read), the products, the CRM segments and the project's as-of date."""
     from custval.config import load_project
     from custval.flows.preparation import prepare
 
@@ -112,32 +117,45 @@ def load(data: Path) -> dict[str, Any]:
     )
     return {
         "project": project,
-        "tables": {**tables, "transactions": tx},
+        # the product's flow reads the same restricted, cached tables as the baselines
+        "prepared": dataclasses.replace(prepared, tables={**tables, "transactions": tx}),
         "tx": tx,
         "products": tables["products"],
         "segments": segments,
         "end": project.as_of,
-        "one_row_per_order": prepared.one_row_per_order,
     }
 
 
-def customer_table(env: dict[str, Any], at: date) -> tuple[Any, pd.DataFrame]:
-    """The customers known at ``at`` (Ibis) and their RFM features (pandas)."""
-    from custval.features.build import build_features
-
-    ft = build_features(
-        env["tables"], at, groups=["rfm"], one_row_per_order=env["one_row_per_order"]
-    )
-    feats = ft.table.select("customer_id", *CUSTOMER_FEATURES).to_pyarrow().to_pandas()
-    return ft.table.select("customer_id"), feats
+def at_date(env: dict[str, Any], as_of: date) -> Any:
+    """The project as a scoring run at ``as_of`` sees it."""
+    return env["project"].model_copy(update={"as_of": as_of})
 
 
-def candidates_at(env: dict[str, Any], at: date, customers: Any) -> tuple[Any, pd.DataFrame]:
+def baseline_candidates(env: dict[str, Any], at: date, customers: Any) -> tuple[Any, pd.DataFrame]:
+    """The candidates the baselines rank: the product's sources plus segment popularity by
+    the CRM segments."""
     from custval.features.copurchase import candidate_batches, candidate_sources
 
     sources = candidate_sources(env["tx"], at, segments=env["segments"], products=env["products"])
     frame = pd.concat(list(candidate_batches(sources, customers)), ignore_index=True)
     return sources, frame
+
+
+def proposed_without_segments(cand: pd.DataFrame) -> np.ndarray:
+    """The rows of the baselines' candidates that the product's sources propose (repurchase,
+    co-purchase, global popularity; ``candidate_batches``' thresholds): the product's own
+    candidates, whose features do not depend on the segments."""
+    from custval.features.copurchase import candidate_batches
+
+    defaults = inspect.signature(candidate_batches).parameters
+    n_popular = defaults["n_popular"].default
+    min_link = defaults["min_link_score"].default
+    glob = cand["glob_rank"].astype("float64").to_numpy()
+    return (
+        (cand["times_bought"].astype("float64").to_numpy() > 0)
+        | (cand["cop_recent"].astype("float64").to_numpy() >= min_link)
+        | (glob <= n_popular)
+    )
 
 
 def ranked(frame: pd.DataFrame, score: np.ndarray, keep: np.ndarray | None = None) -> pd.DataFrame:
@@ -176,9 +194,18 @@ def als_offers(history: pd.DataFrame, customers: pd.Series, threads: int) -> pd.
     return out.rename(columns={"als_rank": "rank"})[["customer_id", "product_id", "rank"]]
 
 
+def holdout_recall(cand: pd.DataFrame, actual: pd.DataFrame) -> float:
+    """The ceiling of any ranking of ``cand``: the share of its customers' purchases in the
+    holdout that are among their candidates."""
+    pairs = cand[["customer_id", "product_id"]].astype(str)
+    theirs = actual[actual.customer_id.isin(pairs.customer_id.unique())].drop_duplicates()
+    return len(theirs.merge(pairs, how="inner")) / max(len(theirs), 1)
+
+
 def quality(data: Path, threads: int) -> dict[str, Any]:
     from custval.features.copurchase import product_purchases
-    from custval.models.nbo import NextBestOffer, ranking_metrics
+    from custval.flows.offers import customer_rfm, offer_batches, train_offers
+    from custval.models.nbo import ranking_metrics
 
     t = time.perf_counter()
     env = load(data)
@@ -186,27 +213,24 @@ def quality(data: Path, threads: int) -> dict[str, Any]:
     end = env["end"]
     as_of = end - timedelta(days=HORIZON_DAYS)
     t0 = as_of - timedelta(days=HORIZON_DAYS)
-    tx = env["tx"]
-    spine0, feats0 = customer_table(env, t0)
-    _, cand0 = candidates_at(env, t0, spine0)
-    bought0 = product_purchases(tx, t0, as_of).to_pandas()
-    spine1, feats1 = customer_table(env, as_of)
-    sources1, cand1 = candidates_at(env, as_of, spine1)
+    tx, prepared, project_at = env["tx"], env["prepared"], at_date(env, as_of)
+    now = customer_rfm(prepared, as_of)
     actual = product_purchases(tx, as_of, end).to_pandas()
-    products = env["products"].to_pandas()
 
+    # the ranker, exactly as a scoring run at as_of makes it (no segment source)
     t = time.perf_counter()
-    model = NextBestOffer(k=K, horizon_days=HORIZON_DAYS, threads=threads)
-    model.fit(cand0, bought0, feats0)
-    fit_s = time.perf_counter() - t
+    model = train_offers(project_at, prepared, k=K, horizon_days=HORIZON_DAYS, threads=threads)
+    train_s = time.perf_counter() - t
     t = time.perf_counter()
-    rec = model.recommend(cand1, feats1, products)
+    parts = offer_batches(model, project_at, prepared, customers=now)
+    rec = pd.concat(list(parts), ignore_index=True)
     rank_s = time.perf_counter() - t
-    # the ceiling of any ranking: the offered customers' purchases that are candidates
-    pairs = cand1[["customer_id", "product_id"]].astype(str)
-    theirs = actual[actual.customer_id.isin(pairs.customer_id.unique())].drop_duplicates()
-    holdout_recall = len(theirs.merge(pairs, how="inner")) / max(len(theirs), 1)
 
+    # the baselines rank the candidates made with the CRM segments
+    sources1, cand1 = baseline_candidates(env, as_of, now.spine)
+    # offer_batches keeps its candidates to itself: the product's are the baselines' rows
+    # that its own sources propose
+    own = cand1[proposed_without_segments(cand1)]
     contenders: dict[str, pd.DataFrame] = {}
     glob = -cand1["glob_rank"].astype("float64").fillna(1e9).to_numpy()
     contenders["global popularity"] = ranked(cand1, glob)
@@ -218,17 +242,19 @@ def quality(data: Path, threads: int) -> dict[str, Any]:
     customers = pd.Series(cand1["customer_id"].unique()).astype(str)
     contenders["item-to-item alone"] = i2i
     contenders["item-to-item + popularity"] = topped_up(i2i, popular, customers)
-    try:
+    # ImplicitAls reports a missing implicit as a CustvalError at fit: ask first
+    if importlib.util.find_spec("implicit") is not None:
         history = sources1.history.to_pandas()
         als = als_offers(history, customers, threads)
         contenders["ALS alone"] = als
         contenders["ALS + popularity"] = topped_up(als, popular, customers)
-    except ImportError:
+    else:
         print("implicit is not installed: no ALS", flush=True)
     times = cand1["times_bought"].astype("float64").to_numpy()
     contenders["repurchase alone (info)"] = ranked(cand1, times - 1e-6 * glob, times > 0)
     contenders["ranker (NextBestOffer)"] = rec
-    propensity = propensity_board(env, t0, as_of, feats0, feats1, threads)
+    feats0 = customer_rfm(prepared, t0).features
+    propensity = propensity_board(env, t0, as_of, feats0, now.features, threads)
     rows = []
     for name, offers in contenders.items():  # a loop over the contenders
         m = ranking_metrics(offers, actual, K)
@@ -238,15 +264,18 @@ def quality(data: Path, threads: int) -> dict[str, Any]:
         "board": board,
         "customers": int(m["customers"]),
         "offered": int(rec.customer_id.nunique()),
-        "candidates_per_customer": float(len(cand1) / cand1.customer_id.nunique()),
+        "candidates_per_customer": float(len(own) / max(own.customer_id.nunique(), 1)),
+        "baseline_candidates_per_customer": float(len(cand1) / cand1.customer_id.nunique()),
         "candidate_recall": float(model.candidate_recall_),
-        "holdout_recall": holdout_recall,
-        "fit_s": fit_s,
+        "holdout_recall": holdout_recall(own, actual),
+        "baseline_holdout_recall": holdout_recall(cand1, actual),
+        "train_s": train_s,
+        "fit_s": float(model.fit_seconds_),
         "rank_s": rank_s,
         "best_iteration": model.best_iteration_,
         "train_customers": model.n_train_customers_,
         "dates": {"t0": str(t0), "as_of": str(as_of), "end": str(end)},
-        "example": rec.head(10),
+        "example": rec.drop(columns="category").head(10),
         "propensity": propensity,
     }
 
@@ -285,31 +314,28 @@ def propensity_board(
 
 
 def child_train(data: Path, model_path: Path, threads: int) -> dict[str, Any]:
-    from custval.features.copurchase import product_purchases
-    from custval.models.nbo import NextBestOffer
+    from custval.flows.offers import train_offers
 
     out: dict[str, Any] = {}
     t = time.perf_counter()
     env = load(data)
     out["prepare_s"] = time.perf_counter() - t
     as_of = env["end"] - timedelta(days=HORIZON_DAYS)
-    t0 = as_of - timedelta(days=HORIZON_DAYS)
     t = time.perf_counter()
-    spine0, feats0 = customer_table(env, t0)
-    _, cand0 = candidates_at(env, t0, spine0)
-    bought0 = product_purchases(env["tx"], t0, as_of).to_pandas()
-    out["training_data_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    model = NextBestOffer(k=K, horizon_days=HORIZON_DAYS, threads=threads)
-    model.fit(cand0, bought0, feats0)
-    out["fit_s"] = time.perf_counter() - t
+    model = train_offers(
+        at_date(env, as_of), env["prepared"], k=K, horizon_days=HORIZON_DAYS, threads=threads
+    )
+    out["train_offers_s"] = time.perf_counter() - t
+    # train_offers = the training data (customer features, candidates, labels) + the fit
+    out["fit_s"] = float(model.fit_seconds_)
+    out["training_data_s"] = out["train_offers_s"] - out["fit_s"]
     model_path.write_bytes(model.dumps())
     out["train_customers"] = model.n_train_customers_
     return out
 
 
 def child_infer(data: Path, model_path: Path, out_path: Path, threads: int) -> dict[str, Any]:
-    from custval.features.copurchase import candidate_batches, candidate_sources
+    from custval.flows.offers import customer_rfm, offer_batches
     from custval.models.nbo import NextBestOffer
 
     out: dict[str, Any] = {}
@@ -318,38 +344,28 @@ def child_infer(data: Path, model_path: Path, out_path: Path, threads: int) -> d
     out["prepare_s"] = time.perf_counter() - t
     model = NextBestOffer.loads(model_path.read_bytes()).set_params(threads=threads)
     as_of = env["end"] - timedelta(days=HORIZON_DAYS)
+    prepared, project_at = env["prepared"], at_date(env, as_of)
     t = time.perf_counter()
-    spine, feats = customer_table(env, as_of)
+    now = customer_rfm(prepared, as_of)
     out["customer_features_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    sources = candidate_sources(
-        env["tx"], as_of, segments=env["segments"], products=env["products"]
-    )
-    products = env["products"].to_pandas()
-    out["sources_s"] = time.perf_counter() - t
-    t = time.perf_counter()
-    n_rows, n_offers, customers, gen_s = 0, 0, 0, 0.0
-    batches = candidate_batches(sources, spine)
-    writer = None
-    while True:  # a loop over the parts of 200,000 customers
-        g = time.perf_counter()
-        cand = next(batches, None)
-        gen_s += time.perf_counter() - g
-        if cand is None:
-            break
-        n_rows += len(cand)
-        offers = pa.Table.from_pandas(model.recommend(cand, feats, products), preserve_index=False)
+    n_offers, customers, write_s = 0, 0, 0.0
+    writer: pq.ParquetWriter | None = None
+    # candidate sources, then candidates, ranking and reasons part by part
+    for part in offer_batches(model, project_at, prepared, customers=now):
+        w = time.perf_counter()
+        schema = writer.schema if writer is not None else None
+        offers = pa.Table.from_pandas(part, schema=schema, preserve_index=False)
         # the offers go out part by part, as a run's rows go to the store
         writer = writer or pq.ParquetWriter(out_path, offers.schema)
         writer.write_table(offers)
         n_offers += offers.num_rows
         customers += len(pc.unique(offers["customer_id"]))
+        write_s += time.perf_counter() - w
     if writer is not None:
         writer.close()
-    out["candidates_and_ranking_s"] = time.perf_counter() - t
-    out["of_which_candidate_sql_s"] = gen_s
-    out["candidates_plus_ranking_s"] = out["sources_s"] + out["candidates_and_ranking_s"]
-    out["candidate_rows"] = n_rows
+    out["candidates_plus_ranking_s"] = time.perf_counter() - t
+    out["of_which_writing_s"] = write_s
     out["customers_offered"] = customers
     out["offers"] = n_offers
     return out
@@ -424,13 +440,23 @@ def run(args: argparse.Namespace) -> int:
             f"Quality: {args.n:,} generated customers (seed {args.seed}); offers at "
             f"{q['dates']['as_of']} judged on the purchases up to {q['dates']['end']} "
             f"(13 weeks), trained at {q['dates']['t0']}",
+            "ranker: custval.flows.offers (train_offers, offer_batches; candidates from "
+            "repurchase, co-purchase and global popularity, no segment source); baselines: "
+            "the same candidates plus segment popularity by the CRM segment_label",
             f"customers who bought in the holdout: {q['customers']:,}; offered: "
-            f"{q['offered']:,}; candidates per customer: {q['candidates_per_customer']:.1f}; "
-            "share of the offered customers' purchases that are among their candidates: "
-            f"{q['holdout_recall']:.3f} in the holdout, {q['candidate_recall']:.3f} in training",
+            f"{q['offered']:,}; candidates per customer: {q['candidates_per_customer']:.1f} "
+            f"(the baselines': {q['baseline_candidates_per_customer']:.1f})",
+            "share of the offered customers' purchases that are among the ranker's candidates: "
+            f"{q['candidate_recall']:.3f} in training (model.candidate_recall_), "
+            f"{q['holdout_recall']:.3f} in the holdout (offer_batches does not expose its "
+            "candidates: the baselines' candidates that repurchase, co-purchase or global "
+            "popularity propose, the same rows; with the segment-popular ones "
+            f"{q['baseline_holdout_recall']:.3f})",
             board.to_string(index=False, float_format=lambda v: f"{v:.4f}"),
-            f"ranker: fit {q['fit_s']:.1f} s on {q['train_customers']:,} customers, "
-            f"{q['best_iteration']} trees; offers for all in {q['rank_s']:.1f} s",
+            f"ranker: train_offers {q['train_s']:.1f} s (customer features, candidates and "
+            f"labels at t0, then the fit: {q['fit_s']:.1f} s on {q['train_customers']:,} "
+            f"customers, {q['best_iteration']} trees); offer_batches for all (candidates at "
+            f"as_of and ranking) in {q['rank_s']:.1f} s",
             f"ranker / segment popularity: {ranker / seg:.2f}x (target >= {RATIO_TARGET}x); "
             f"above item-to-item ({i2i:.4f}): {ranker > i2i}; above ALS ({als:.4f}): "
             f"{ranker > als if als else 'no ALS'}",
@@ -454,7 +480,7 @@ def run(args: argparse.Namespace) -> int:
         common += ["--threads", str(args.threads)]
         print(f"scale run on {args.scale_n:,} customers: training ...", flush=True)
         train = run_child(["--child", "train", *common], work)
-        print(f"training done ({train['fit_s']:.1f} s); inference ...", flush=True)
+        print(f"training done ({train['train_offers_s']:.1f} s); inference ...", flush=True)
         infer = run_child(
             ["--child", "infer", *common, "--out", str(work / "offers.parquet")], work
         )

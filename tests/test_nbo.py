@@ -465,3 +465,22 @@ def test_top_k_breaks_ties_by_the_given_values_whatever_the_row_order() -> None:
     assert [products[r] for r in rows] == ["p0", "p1", "p2"] and rank.tolist() == [1, 2, 3]
     flipped, _ = top_k(ids[::-1], scores[::-1], 3, ties=products[::-1])
     assert [products[::-1][r] for r in flipped] == ["p0", "p1", "p2"]
+
+
+def test_the_offers_step_caps_duckdb_memory_and_puts_it_back() -> None:
+    from custval.data.sources import working_connection
+    from custval.flows.offers import _megabytes, capped_memory
+
+    con = working_connection()
+    con.raw_sql("SET memory_limit = '3GB'")
+    setting = "SELECT current_setting('memory_limit')"
+    before = con.raw_sql(setting).fetchone()[0]
+    with capped_memory(con, 1500):
+        assert con.raw_sql(setting).fetchone()[0] == "1.3 GiB"  # 1500 MB = 1.397 GiB
+    # put back as DuckDB shows it, rounded down to a tenth of a GiB (3GB: 2.7 GiB, back 2.6)
+    after = con.raw_sql(setting).fetchone()[0]
+    assert 0.95 * _megabytes(before) <= _megabytes(after) <= _megabytes(before)
+    con.raw_sql("SET memory_limit = '1GB'")
+    with capped_memory(con, 1500):  # never raised: 1GB stays (to within DuckDB's rounding)
+        shown = con.raw_sql(setting).fetchone()[0]
+        assert shown.endswith("MiB") and 950 <= float(shown.split()[0]) <= 953.7
