@@ -111,17 +111,20 @@ def _print(result: Any) -> None:
     top = listed.table[listed.table["contact"]].head(10)
     title = f"first {len(top)} of {listed.contacted:,} customers to contact ({listed.method})"
     table = Table(title=title)
-    for c in ("customer", "uplift", "value", "cost", "expected profit", "P(churn)"):
-        table.add_column(c, justify="left" if c == "customer" else "right")
+    # (heading, column, format): the list has an uplift or a P(churn), as its method says
+    shown = [
+        ("customer", "customer_id", ""),
+        ("uplift", "uplift", "+.3f"),
+        ("value", "value", ",.0f"),
+        ("cost", "cost", ",.2f"),
+        ("expected profit", "expected_profit", ",.0f"),
+        ("P(churn)", "p_churn", ".2f"),
+    ]
+    shown = [s for s in shown if s[1] not in top or top[s[1]].notna().any()]
+    for heading, _, _ in shown:
+        table.add_column(heading, justify="left" if heading == "customer" else "right")
     for row in top.to_dict("records"):
-        table.add_row(
-            str(row["customer_id"]),
-            _num(row["uplift"], "+.3f"),
-            _num(row["value"], ",.0f"),
-            _num(row["cost"], ",.2f"),
-            _num(row["expected_profit"], ",.0f"),
-            _num(row["p_churn"], ".2f"),
-        )
+        table.add_row(*(_num(row[c], f) if f else str(row[c]) for _, c, f in shown))
     out.print(table)
     fit = result.targeting.uplift
     if fit is not None:

@@ -72,10 +72,7 @@ def demo(
     trained = _value_model(project, prepared, project.root / MODELS_DIR)
     out.rule("6. segments: k-means with automatic k, profiled and named, into the store")
     _segments(project, prepared, Path(project.store))
-    out.rule(
-        "7. scoring today's customers into the store: value, reasons, CLV, segment and the "
-        "actions (churn, offers, targeting, playbooks), one run"
-    )
+    out.rule("7. scoring into the store: value, CLV, segment, churn, offers, playbook; one run")
     _score(_with_actions(project), prepared)
     out.rule("done")
     _print_files(out_dir, meta, cat_path, trained.folder.name, company, Path(project.store))
@@ -224,17 +221,20 @@ def print_playbooks(store_path: Path) -> None:
     with open_store(store_path) as store:
         rows = store.query(
             "SELECT segment, customers, aspect, recommendation FROM v1_latest_playbooks "
-            "ORDER BY customers DESC, segment"
+            "ORDER BY customers DESC, segment, CASE aspect WHEN 'offer' THEN 1 "
+            "WHEN 'channel' THEN 2 WHEN 'timing' THEN 3 ELSE 4 END"
         )
-    table = Table(title="the playbook per segment (view v1_latest_playbooks; rules in its rows)")
-    for col in ("segment", "customers", "offer", "channel", "timing", "retention"):
-        table.add_column(col, justify="right" if col == "customers" else "left", overflow="fold")
-    by_segment: dict[tuple[str, int], dict[str, str]] = {}
+    table = Table(title="the playbook per segment (view v1_latest_playbooks, with each rule)")
+    table.add_column("segment (customers)")
+    table.add_column("aspect")
+    table.add_column("recommendation", overflow="fold")
+    last = None
     for segment, n, aspect, text in rows:
-        by_segment.setdefault((segment, n), {})[aspect] = text
-    for (segment, n), found in by_segment.items():
-        aspects = ("offer", "channel", "timing", "retention")
-        table.add_row(segment, f"{n:,}", *(escape(found.get(a, "-")) for a in aspects))
+        first = segment != last
+        if first and last is not None:
+            table.add_section()
+        table.add_row(f"{segment} ({n:,})" if first else "", aspect, escape(text))
+        last = segment
     out.print(table)
 
 

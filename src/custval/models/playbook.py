@@ -156,7 +156,10 @@ def _retention_row(group: pd.DataFrame) -> tuple[str, str, dict[str, Any]]:
         "share": round(len(chosen) / max(len(group), 1), 4),
         "expected_profit": round(profit, 2),
     }
-    if method == "uplift":
+    if chosen.empty:
+        rule = "contact when the expected profit (uplift x value, or CLV x P(churn)) - cost > 0"
+        text = "no contact: no customer here is worth the cost within the budget"
+    elif method == "uplift":
         rule = "contact when uplift x value - cost > 0, highest first, within the budget"
         text = f"contact {len(chosen):,} ({numbers['share']:.0%}): incremental profit {profit:,.0f}"
     else:
