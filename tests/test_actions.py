@@ -487,3 +487,32 @@ def test_the_snapshot_answers_as_the_store_does(scored: dict, tmp_path: Path) ->
         again = CustomerSnapshot.load(s, tmp_path / "cache")
         assert again is not None and again.folder == snap.folder
         assert [p.name for p in (tmp_path / "cache").iterdir()] == [snap.folder.name]
+
+
+def test_the_init_template_shows_actions_that_load() -> None:
+    import tomllib
+
+    from custval.cli.template import TEMPLATE
+    from custval.config import ActionOptions
+
+    start = TEMPLATE.index("# [actions]")
+    lines = [line.removeprefix("# ") for line in TEMPLATE[start:].splitlines() if line]
+    block = tomllib.loads("\n".join(lines))["actions"]
+    opts = ActionOptions(**block)
+    assert opts.any and opts.next_best_offers == 5 and opts.targeting_budget == 1000.0
+
+
+def test_without_cancellations_churn_is_a_lapse_learnt_from_plain_features(scored: dict) -> None:
+    from custval.flows.churn import BTYD_MEANINGS, score_churn, train_churn
+
+    prepared = scored["prepared"]
+    tables = {k: v for k, v in prepared.tables.items() if k != "subscriptions"}
+    no_subscriptions = dataclasses.replace(prepared, tables=tables)
+    fit = train_churn(scored["project"], no_subscriptions, candidates=("logistic",), folds=3)
+    assert fit.label_kind == "lapse" and 0.05 < fit.churned_share < 0.95
+    assert not set(BTYD_MEANINGS) & set(fit.clf.schema_.columns)
+    risk, why, frame = score_churn(fit, scored["project"], no_subscriptions)
+    # every customer is scored (not only subscribers), three reasons each
+    assert risk.num_rows == scored["result"].customers == len(frame)
+    assert set(risk.column("label_kind").to_pylist()) == {"lapse"}
+    assert why.num_rows == 3 * risk.num_rows

@@ -83,4 +83,12 @@ kind = "id_map"
 uri = "data/id_map.csv"
 # [sources.id_map.columns]
 # crm_id = "customer_number"
+
+# What custval score adds to each run (all off by default; docs/actions.md):
+# [actions]
+# churn = true               # churn risk with reasons (cancellations, else lapses)
+# propensity = true          # the chance of buying in each product category
+# next_best_offers = 5       # products per customer, each with a reason
+# playbooks = true           # per segment and customer: offer, channel, timing, retention
+# targeting_budget = 1000.0  # a retention list within this budget
 """
