@@ -516,3 +516,34 @@ def test_without_cancellations_churn_is_a_lapse_learnt_from_plain_features(score
     assert risk.num_rows == scored["result"].customers == len(frame)
     assert set(risk.column("label_kind").to_pylist()) == {"lapse"}
     assert why.num_rows == 3 * risk.num_rows
+
+
+def test_a_campaign_too_small_to_learn_from_falls_back_to_the_labelled_heuristic(
+    companies: Companies, tmp_path: Path
+) -> None:
+    from custval.flows.targeting import target
+
+    company = companies.copy(tmp_path / "co", 600, seed=0, fmt="parquet")
+    project = load_project(company.config_path)
+    prepared = flows.prepare(project)
+    ids = prepared.tables["customers"].customer_id.to_pandas().astype(str)
+    clv = pd.Series(100.0, index=ids.to_numpy())
+    p_churn = pd.Series(0.3, index=ids.to_numpy())
+    # with churn risk at hand: the heuristic, saying why uplift was not learnt
+    found = target(project, prepared, clv=clv, p_churn=p_churn, budget=50.0, cost=5.0)
+    assert found.targets.method == "heuristic" and found.uplift is None
+    assert found.targets.note.startswith("uplift not learnt from the campaign log: the control")
+    assert found.targets.spent <= 50.0
+    # without it (custval target): the error, exit 2, nothing stored
+    store = tmp_path / "t.duckdb"
+    done = run(
+        "target",
+        "-c",
+        str(company.config_path),
+        "--budget",
+        "50",
+        "--store",
+        str(store),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2 and "too few to learn" in done.stderr, done.stderr

@@ -73,7 +73,7 @@ def demo(
     out.rule("6. segments: k-means with automatic k, profiled and named, into the store")
     _segments(project, prepared, Path(project.store))
     out.rule("7. scoring into the store: value, CLV, segment, churn, offers, playbook; one run")
-    _score(_with_actions(project), prepared)
+    _score(_with_actions(project, customers), prepared)
     out.rule("done")
     _print_files(out_dir, meta, cat_path, trained.folder.name, company, Path(project.store))
     out.rule("next")
@@ -179,18 +179,16 @@ def _segments(project: Project, prepared: Any, store_path: Path) -> None:
     print_segments(segmented)
 
 
-#: what the demo's scoring run acts on (the project file's [actions] does the same)
-DEMO_ACTIONS = {
-    "churn": True,
-    "propensity": True,
-    "next_best_offers": 5,
-    "playbooks": True,
-    "targeting_budget": 1000.0,
-}
+#: what the demo's scoring run acts on (the project file's [actions] does the same); the
+#: retention budget is this much per customer of the company (1,000 for 5,000 customers)
+DEMO_ACTIONS = {"churn": True, "propensity": True, "next_best_offers": 5, "playbooks": True}
+DEMO_BUDGET_PER_CUSTOMER = 0.2
 
 
-def _with_actions(project: Project) -> Project:
-    return project.model_copy(update={"actions": project.actions.model_copy(update=DEMO_ACTIONS)})
+def _with_actions(project: Project, customers: int) -> Project:
+    budget = {"targeting_budget": DEMO_BUDGET_PER_CUSTOMER * customers}
+    actions = project.actions.model_copy(update={**DEMO_ACTIONS, **budget})
+    return project.model_copy(update={"actions": actions})
 
 
 def _score(project: Project, prepared: Any) -> None:

@@ -17,7 +17,7 @@ should hold out (:func:`custval.models.uplift.heuristic_targets`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 
 from custval.config import Project
-from custval.errors import CustvalError
+from custval.errors import CustvalError, FitError
 from custval.flows.preparation import Prepared, features
 from custval.models.uplift import (
     TargetList,
@@ -117,8 +117,13 @@ def train_uplift(project: Project, prepared: Prepared, *, seed: int = 0) -> Upli
     chosen = max(qini, key=qini.__getitem__)
     make = XLearner if chosen == "x-learner" else TLearner
     model = make(seed=seed).fit(frame, treated, y, source="treatments")
-    cost = float(log["cost"].mean()) if "cost" in log and log["cost"].notna().any() else 0.0
+    cost = _mean_cost(log)
     return UpliftFit(model, chosen, campaign, sent, len(log), float(treated.mean()), qini, cost)
+
+
+def _mean_cost(log: pd.DataFrame) -> float:
+    """What one contact of the campaign cost on average (0 when the log does not say)."""
+    return float(log["cost"].mean()) if "cost" in log and log["cost"].notna().any() else 0.0
 
 
 def _eligible(project: Project, prepared: Prepared) -> pd.DataFrame:
@@ -148,9 +153,18 @@ def target(
     ids = now.customer_id.astype(str).to_numpy()
     value = clv.reindex(ids).fillna(0.0).clip(lower=0.0).to_numpy(np.float64)
     churn = None if p_churn is None else p_churn.reindex(ids).to_numpy(np.float64)
-    fit = None
+    fit, why_not, logged_cost = None, None, 0.0
     if "treatments" in prepared.tables:
-        fit = train_uplift(project, prepared, seed=seed)
+        logged_cost = _mean_cost(_campaign(prepared)[0])
+        try:
+            fit = train_uplift(project, prepared, seed=seed)
+        except FitError as exc:
+            # a campaign too small or too uniform to learn from: with churn risk at hand the
+            # list falls back to the heuristic and says why; without it, the error stands
+            if churn is None:
+                raise
+            why_not = f"uplift not learnt from the campaign log: {exc.problem}. "
+    if fit is not None:
         per_contact = fit.cost if cost is None else cost
         now_x = _features_of(project, prepared, project.as_of, ids)
         tau = fit.model.predict_uplift(now_x)
@@ -161,10 +175,12 @@ def target(
                 "targeting without a campaign log ranks by CLV x P(churn): churn risk is needed",
                 hint="Set churn = true in [actions], or add a treatments source",
             )
-        per_contact = cost if cost is not None else 0.0
+        per_contact = cost if cost is not None else logged_cost
         targets = heuristic_targets(
             np.nan_to_num(churn), value, per_contact, budget, customer_id=ids
         )
+        if why_not:
+            targets = replace(targets, note=why_not + targets.note)
     return Targeting(targets, _rows(targets), fit)
 
 
