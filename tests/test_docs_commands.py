@@ -328,7 +328,7 @@ def test_the_demo_ends_with_next_commands_that_work(workspace: dict) -> None:
     tail = re.split(r"^─+ next ─+$", workspace["demo"], flags=re.M)[1]
     printed = [line for line in tail.splitlines() if line.startswith(".venv/bin/custval ")]
     verbs = [line.split()[1] for line in printed]
-    assert verbs == ["score", "api-key", "serve", "export", "segment", "clv"], printed
+    assert verbs == ["score", "api-key", "serve", "export", "target", "segment", "clv"], printed
     assert "-c demo-output/data/custval.toml" in printed[0]
     # in the copy of the demo's folder made before any documented command changed it
     fresh = workspace["fresh"]

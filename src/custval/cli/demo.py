@@ -330,7 +330,7 @@ def _print_next(out_dir: Path, company: SynthResult, as_of: date) -> None:
         ),
         (f"{exe} export -c {project} -o {out_dir / 'exports'}", "the latest run as files"),
         (
-            f"{exe} target -c {project} --budget 2000",
+            f"{exe} target -c {project} --budget 500",
             "whom a retention offer would change most, within a budget (uplift x CLV - cost)",
         ),
         (f"{exe} segment -d {out_dir / CLV_FILE}", "segments from the CLV output alone"),

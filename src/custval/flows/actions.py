@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 
 from custval.config import Project
-from custval.errors import CustvalError
+from custval.errors import CustvalError, FitError
 from custval.features.transactions import UNIT_DAYS
 from custval.flows.churn import ChurnFit, score_churn, train_churn
 from custval.flows.customer_base import btyd_columns, clv_settings
@@ -178,6 +178,16 @@ def planned_stages(project: Project) -> int:
     )
 
 
+def _churn_for_targeting(
+    project: Project, prepared: Prepared, table: pd.DataFrame, say: Callable[[str], None]
+) -> tuple[ChurnFit, pd.Series]:
+    """The churn classifier and each customer's P(churn), for the heuristic list."""
+    say(f"churn risk over {project.actions.horizon_days} days")
+    churn = train_churn(project, prepared, horizon_days=project.actions.horizon_days)
+    _, _, frame = score_churn(churn, project, prepared, table=table)
+    return churn, frame.set_index("customer_id")["p_churn"]
+
+
 @dataclass
 class TargetRun:
     """A targeting list made by ``custval target`` and stored as a run of kind ``target``."""
@@ -214,12 +224,17 @@ def target_run(
         clv = pd.Series(np.asarray(cols["clv_expected"], np.float64), index=ids)
         churn, p_churn = None, None
         if "treatments" not in prepared.tables:
-            say(f"churn risk over {project.actions.horizon_days} days")
-            churn = train_churn(project, prepared, horizon_days=project.actions.horizon_days)
-            _, _, frame = score_churn(churn, project, prepared)
-            p_churn = frame.set_index("customer_id")["p_churn"]
+            churn, p_churn = _churn_for_targeting(project, prepared, table, say)
         say("the targeting list")
-        found = target(project, prepared, clv=clv, p_churn=p_churn, budget=budget, cost=cost)
+        try:
+            found = target(project, prepared, clv=clv, p_churn=p_churn, budget=budget, cost=cost)
+        except FitError:
+            if p_churn is not None:
+                raise
+            # a campaign too small to learn uplift from: the labelled heuristic instead, which
+            # needs churn risk (target's note says why uplift was not learnt)
+            churn, p_churn = _churn_for_targeting(project, prepared, table, say)
+            found = target(project, prepared, clv=clv, p_churn=p_churn, budget=budget, cost=cost)
         say("writing the run to the store")
         listed = found.rows.select(["customer_id"])
         run_id = store.write_run(
