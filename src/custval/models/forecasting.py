@@ -1,0 +1,312 @@
+"""Forecasts of a regular series (weekly or monthly sales): the baselines, the error measures,
+and a rolling-origin backtest with conformal intervals.
+
+Every method forecasts from the series' own past, one value per period; ``fit(y)`` learns
+from the history, ``predict(h)`` gives the next ``h`` periods.
+
+- :class:`Naive`: the last value, repeated.
+- :class:`SeasonalNaive`: the value one season earlier (period m: 52 weeks, 12 months).
+- :class:`MovingAverage`: the mean of the last ``window`` values.
+
+The measures (Hyndman & Koehler 2006, "Another look at measures of forecast accuracy",
+IJF 22(4); the M5 competition's guide for RMSSE), for actuals a_t and forecasts f_t over the
+horizon, with the history y_1..y_n:
+
+    MASE  = mean |a_t - f_t| / (1/(n-m) sum_{t>m} |y_t - y_{t-m}|)
+    RMSSE = sqrt( mean (a_t - f_t)^2 / (1/(n-m) sum_{t>m} (y_t - y_{t-m})^2) )
+    bias  = (sum f_t - sum a_t) / sum a_t          the total's error, signed
+    WAPE  = sum |a_t - f_t| / sum |a_t|
+
+The scale is the in-sample error of the seasonal naive method (m = 1: the naive one), so a
+MASE below 1 beats it in sample; a history whose scale is 0 (a constant series) leaves MASE and
+RMSSE undefined (NaN).
+
+Backtest (:func:`rolling_origin`): origins t_1 < ... < t_k, each ``step`` periods apart and
+the last one ``horizon`` periods before the end; at each the method is fitted on y_1..y_t and
+forecasts t+1..t+h. Intervals are split-conformal on the absolute errors by horizon step
+(Stankeviciute, Alaa & van der Schaar 2021, "Conformal time-series forecasting"): at step j,
+the level-(1 − α) half-width is the ceil((k+1)(1 − α))-th smallest of the k backtest errors
+|a − f| at that step. Their coverage is judged honestly: at each origin only the errors of the
+earlier origins give the width (:func:`conformal_coverage`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Self
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from custval.errors import CustvalError, FitError
+from custval.models.base import Estimator
+
+__all__ = [
+    "Backtest",
+    "MovingAverage",
+    "Naive",
+    "SeasonalNaive",
+    "bias",
+    "conformal_coverage",
+    "conformal_widths",
+    "mase",
+    "rmsse",
+    "rolling_origin",
+    "wape",
+]
+
+Array = npt.NDArray[np.float64]
+
+
+def _series(y: Any, what: str = "the series") -> Array:
+    values = np.asarray(y, dtype=np.float64).ravel()
+    if values.size == 0:
+        raise CustvalError(f"{what} is empty")
+    if not np.isfinite(values).all():
+        raise CustvalError(
+            f"{what} has {int((~np.isfinite(values)).sum())} missing or infinite values",
+            hint="Fill the gaps first (a period without sales is 0)",
+        )
+    return values
+
+
+# ---- the baselines -------------------------------------------------------------------------
+
+
+class _Forecaster(Estimator):
+    """What a forecaster learns: the history (``history_``)."""
+
+    def _fitted(self) -> Array:
+        if not hasattr(self, "history_"):
+            raise CustvalError(f"{type(self).__name__} is not fitted yet", hint="Call fit")
+        return self.history_  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _horizon(h: int) -> int:
+        if int(h) < 1:
+            raise CustvalError(f"the horizon must be at least 1 period, not {h}")
+        return int(h)
+
+
+class Naive(_Forecaster):
+    """The last value, repeated over the horizon."""
+
+    def fit(self, y: Any) -> Self:
+        self.history_ = _series(y)
+        return self
+
+    def predict(self, h: int) -> Array:
+        return np.full(self._horizon(h), self._fitted()[-1])
+
+
+class SeasonalNaive(_Forecaster):
+    """The value one season earlier: f_{n+j} = y_{n+j-m·ceil(j/m)}."""
+
+    def __init__(self, season_length: int = 52) -> None:
+        self.season_length = season_length
+
+    def fit(self, y: Any) -> Self:
+        values = _series(y)
+        if values.size < self.season_length:
+            raise FitError(
+                f"a seasonal naive forecast needs a whole season ({self.season_length} "
+                f"periods) of history; the series has {values.size}"
+            )
+        self.history_ = values
+        return self
+
+    def predict(self, h: int) -> Array:
+        last = self._fitted()[-self.season_length :]
+        return np.resize(last, self._horizon(h))
+
+
+class MovingAverage(_Forecaster):
+    """The mean of the last ``window`` values (fewer when the history is shorter)."""
+
+    def __init__(self, window: int = 4) -> None:
+        self.window = window
+
+    def fit(self, y: Any) -> Self:
+        if self.window < 1:
+            raise CustvalError(f"the window must be at least 1 period, not {self.window}")
+        self.history_ = _series(y)
+        return self
+
+    def predict(self, h: int) -> Array:
+        return np.full(self._horizon(h), self._fitted()[-self.window :].mean())
+
+
+# ---- the measures --------------------------------------------------------------------------
+
+
+def _scale(history: Any, m: int, power: int) -> float:
+    y = _series(history, "the history")
+    m = max(int(m), 1)
+    if y.size <= m:
+        return math.nan
+    diffs = np.abs(y[m:] - y[:-m]) ** power
+    s = float(diffs.mean())
+    return s if s > 0 else math.nan
+
+
+def _pair(actual: Any, forecast: Any) -> tuple[Array, Array]:
+    a, f = _series(actual, "the actuals"), _series(forecast, "the forecast")
+    if a.shape != f.shape:
+        raise CustvalError(f"{a.size} actuals against {f.size} forecasts")
+    return a, f
+
+
+def mase(actual: Any, forecast: Any, history: Any, m: int = 1) -> float:
+    """Mean absolute scaled error (module docstring); NaN when the history's scale is 0."""
+    a, f = _pair(actual, forecast)
+    return float(np.abs(a - f).mean() / _scale(history, m, 1))
+
+
+def rmsse(actual: Any, forecast: Any, history: Any, m: int = 1) -> float:
+    """Root mean squared scaled error (module docstring); NaN when the history's scale is 0."""
+    a, f = _pair(actual, forecast)
+    return float(math.sqrt(((a - f) ** 2).mean() / _scale(history, m, 2)))
+
+
+def bias(actual: Any, forecast: Any) -> float:
+    """The error of the total, signed: (Σ forecast − Σ actual) / Σ actual; NaN for a zero
+    total."""
+    a, f = _pair(actual, forecast)
+    total = a.sum()
+    return float((f.sum() - total) / total) if total != 0 else math.nan
+
+
+def wape(actual: Any, forecast: Any) -> float:
+    """Weighted absolute percentage error: Σ|a − f| / Σ|a|; NaN when every actual is 0."""
+    a, f = _pair(actual, forecast)
+    total = np.abs(a).sum()
+    return float(np.abs(a - f).sum() / total) if total > 0 else math.nan
+
+
+# ---- backtest ------------------------------------------------------------------------------
+
+
+@dataclass
+class Backtest:
+    """A rolling-origin backtest: per method, the origins' forecasts and actuals (arrays of
+    origins × horizon) and the leaderboard of measures (mean over the origins)."""
+
+    origins: npt.NDArray[np.int64]
+    horizon: int
+    actual: Array
+    forecasts: dict[str, Array]
+    errors: dict[str, str]
+    leaderboard: pd.DataFrame
+
+
+def _origins(n: int, horizon: int, n_origins: int, step: int, min_train: int) -> Any:
+    last = n - horizon
+    first = last - step * (n_origins - 1)
+    if first < min_train:
+        need = min_train + step * (n_origins - 1) + horizon
+        raise FitError(
+            f"the series has {n} periods; a backtest of {n_origins} origins {step} apart, a "
+            f"horizon of {horizon} and {min_train} periods to learn from needs {need}",
+            hint="Use fewer origins, a shorter horizon or a longer history",
+        )
+    return np.arange(first, last + 1, step, dtype=np.int64)
+
+
+def rolling_origin(
+    y: Any,
+    methods: Mapping[str, Callable[[], Any]],
+    *,
+    horizon: int,
+    n_origins: int = 4,
+    step: int | None = None,
+    season_length: int = 1,
+    min_train: int | None = None,
+) -> Backtest:
+    """Each of ``methods`` (name: a function making an unfitted forecaster) fitted at every
+    origin and judged on the ``horizon`` periods after it (module docstring). ``step``
+    defaults to the horizon (origins whose windows do not overlap); ``min_train`` to one
+    season plus one period. A method that cannot be fitted at some origin is left out of the
+    leaderboard, its reason in ``errors``."""
+    values = _series(y)
+    horizon = _Forecaster._horizon(horizon)
+    step = step or horizon
+    min_train = min_train or max(season_length + 1, 2)
+    origins = _origins(values.size, horizon, n_origins, step, min_train)
+    actual = np.stack([values[t : t + horizon] for t in origins])
+    forecasts: dict[str, Array] = {}
+    errors: dict[str, str] = {}
+    for name, make in methods.items():  # a loop over a handful of methods
+        try:
+            forecasts[name] = np.stack([make().fit(values[:t]).predict(horizon) for t in origins])
+        except FitError as exc:
+            errors[name] = exc.problem
+    board = _leaderboard(values, origins, actual, forecasts, season_length)
+    return Backtest(origins, horizon, actual, forecasts, errors, board)
+
+
+def _leaderboard(
+    values: Array,
+    origins: npt.NDArray[np.int64],
+    actual: Array,
+    forecasts: dict[str, Array],
+    m: int,
+) -> pd.DataFrame:
+    rows = []
+    for name, f in forecasts.items():  # a loop over the methods
+        per = [
+            {
+                "mase": mase(actual[i], f[i], values[:t], m),
+                "rmsse": rmsse(actual[i], f[i], values[:t], m),
+                "bias": bias(actual[i], f[i]),
+                "wape": wape(actual[i], f[i]),
+            }
+            for i, t in enumerate(origins)
+        ]
+        means = pd.DataFrame(per).mean()
+        cover = conformal_coverage(actual, f, (0.8, 0.95))
+        rows.append(
+            {
+                "method": name,
+                **means.to_dict(),
+                "coverage_80": cover.get(0.8, math.nan),
+                "coverage_95": cover.get(0.95, math.nan),
+            }
+        )
+    board = pd.DataFrame(rows)
+    if board.empty:
+        return board
+    return board.sort_values("mase", kind="stable").reset_index(drop=True)
+
+
+def conformal_widths(actual: Array, forecast: Array, level: float) -> Array:
+    """The half-width of the level's interval at each horizon step, from backtest errors
+    (origins × horizon): the ceil((k+1)·level)-th smallest |a − f| of the k origins, infinite
+    when k is too small for the level."""
+    errors = np.sort(np.abs(np.asarray(actual) - np.asarray(forecast)), axis=0)
+    k = errors.shape[0]
+    rank = math.ceil((k + 1) * level)
+    if rank > k:
+        return np.full(errors.shape[1], np.inf)
+    return errors[rank - 1]
+
+
+def conformal_coverage(
+    actual: Array, forecast: Array, levels: tuple[float, ...] = (0.8, 0.95)
+) -> dict[float, float]:
+    """Honest coverage of the conformal intervals: at each origin i the widths come from the
+    errors of origins before i only; the share of the actuals inside, over the origins whose
+    widths are finite (NaN when none is)."""
+    out: dict[float, float] = {}
+    for level in levels:  # a loop over two levels
+        inside, seen = 0, 0
+        for i in range(1, actual.shape[0]):  # a loop over a handful of origins
+            width = conformal_widths(actual[:i], forecast[:i], level)
+            if not np.isfinite(width).all():
+                continue
+            inside += int((np.abs(actual[i] - forecast[i]) <= width).sum())
+            seen += actual.shape[1]
+        out[level] = inside / seen if seen else math.nan
+    return out

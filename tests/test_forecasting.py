@@ -1,0 +1,118 @@
+"""Forecasts of a series: the baselines, the measures worked out by hand, the rolling-origin
+backtest and its conformal intervals (custval.models.forecasting)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from custval.errors import CustvalError, FitError
+from custval.models.forecasting import (
+    MovingAverage,
+    Naive,
+    SeasonalNaive,
+    bias,
+    conformal_coverage,
+    conformal_widths,
+    mase,
+    rmsse,
+    rolling_origin,
+    wape,
+)
+
+
+def test_the_baselines_by_hand() -> None:
+    y = [1.0, 2.0, 3.0, 10.0, 20.0, 30.0]
+    assert Naive().fit(y).predict(3).tolist() == [30.0, 30.0, 30.0]
+    assert SeasonalNaive(3).fit(y).predict(5).tolist() == [10.0, 20.0, 30.0, 10.0, 20.0]
+    assert MovingAverage(2).fit(y).predict(2).tolist() == [25.0, 25.0]
+    assert MovingAverage(10).fit(y).predict(1).tolist() == [pytest.approx(11.0)]
+
+
+def test_the_measures_by_hand() -> None:
+    history, actual, forecast = [1.0, 2.0, 4.0, 7.0], [8.0, 10.0], [7.0, 7.0]
+    # naive in-sample errors 1, 2, 3: scale 2 (absolute), 14/3 (squared)
+    assert mase(actual, forecast, history) == pytest.approx(2.0 / 2.0)
+    assert rmsse(actual, forecast, history) == pytest.approx(math.sqrt(5.0 / (14.0 / 3.0)))
+    assert bias(actual, forecast) == pytest.approx((14.0 - 18.0) / 18.0)
+    assert wape(actual, forecast) == pytest.approx(4.0 / 18.0)
+    # seasonal scale, m = 2: |4 - 1|, |7 - 2| -> 4
+    assert mase(actual, forecast, history, m=2) == pytest.approx(2.0 / 4.0)
+
+
+def test_a_constant_history_leaves_the_scaled_measures_undefined() -> None:
+    assert math.isnan(mase([5.0], [4.0], [3.0, 3.0, 3.0]))
+    assert math.isnan(rmsse([5.0], [4.0], [3.0, 3.0, 3.0]))
+    assert math.isnan(bias([0.0, 0.0], [1.0, 1.0]))
+    assert math.isnan(wape([0.0, 0.0], [1.0, 1.0]))
+
+
+def test_bad_series_and_horizons_are_clear_errors() -> None:
+    with pytest.raises(CustvalError, match="missing or infinite"):
+        Naive().fit([1.0, np.nan, 2.0])
+    with pytest.raises(CustvalError, match="horizon must be at least 1"):
+        Naive().fit([1.0]).predict(0)
+    with pytest.raises(FitError, match="whole season \\(52 periods\\)"):
+        SeasonalNaive(52).fit(np.ones(30))
+    with pytest.raises(CustvalError, match="not fitted"):
+        Naive().predict(1)
+
+
+def _seasonal(n: int, m: int, noise: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    pattern = np.array([10.0, 30.0, 20.0, 5.0])[np.arange(n) % m]
+    return 100.0 + pattern + rng.normal(0.0, noise, n)
+
+
+def test_the_backtest_ranks_the_method_that_knows_the_season_first() -> None:
+    y = _seasonal(60, 4, noise=1.0)
+    bt = rolling_origin(
+        y,
+        {"naive": Naive, "seasonal naive": lambda: SeasonalNaive(4), "mean": MovingAverage},
+        horizon=4,
+        n_origins=5,
+        season_length=4,
+    )
+    # origins 4 apart, the last one a horizon before the end
+    assert bt.origins.tolist() == [40, 44, 48, 52, 56]
+    assert bt.actual.shape == (5, 4) and bt.forecasts["naive"].shape == (5, 4)
+    board = bt.leaderboard.set_index("method")
+    assert bt.leaderboard.method.tolist() == ["seasonal naive", "mean", "naive"]
+    # the scale is the seasonal naive method's own in-sample error: about 1 for it
+    assert 0.5 < board.loc["seasonal naive", "mase"] < 1.5
+    assert board.loc["naive", "mase"] > 5 * board.loc["seasonal naive", "mase"]
+    assert abs(board.loc["seasonal naive", "bias"]) < 0.02
+
+
+def test_a_method_that_cannot_fit_is_left_out_with_its_reason() -> None:
+    y = _seasonal(20, 4, noise=1.0)
+    bt = rolling_origin(
+        y, {"naive": Naive, "yearly": lambda: SeasonalNaive(52)}, horizon=2, n_origins=3
+    )
+    assert bt.leaderboard.method.tolist() == ["naive"]
+    assert "whole season" in bt.errors["yearly"]
+
+
+def test_too_short_a_series_says_how_much_is_needed() -> None:
+    with pytest.raises(FitError, match="needs 69"):
+        rolling_origin(np.ones(60), {"naive": Naive}, horizon=4, n_origins=4, season_length=52)
+
+
+def test_conformal_widths_by_hand() -> None:
+    actual = np.zeros((4, 2))
+    forecast = np.array([[1.0, 4.0], [2.0, 3.0], [3.0, 2.0], [4.0, 1.0]])
+    # k = 4 errors per step: level 0.6 -> rank ceil(5 x 0.6) = 3, the third smallest
+    assert conformal_widths(actual, forecast, 0.6).tolist() == [3.0, 3.0]
+    # level 0.95 needs rank 5 of 4: no finite interval yet
+    assert np.isinf(conformal_widths(actual, forecast, 0.95)).all()
+
+
+def test_conformal_intervals_cover_about_as_promised_on_exchangeable_errors() -> None:
+    rng = np.random.default_rng(3)
+    forecast = np.zeros((400, 1))
+    actual = rng.normal(0.0, 1.0, (400, 1))
+    cover = conformal_coverage(actual, forecast, (0.8, 0.95))
+    assert cover[0.8] == pytest.approx(0.8, abs=0.05)
+    assert cover[0.95] == pytest.approx(0.95, abs=0.03)
