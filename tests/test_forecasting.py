@@ -10,9 +10,12 @@ import pytest
 
 from custval.errors import CustvalError, FitError
 from custval.models.forecasting import (
+    ETS,
+    Arima,
     MovingAverage,
     Naive,
     SeasonalNaive,
+    Theta,
     bias,
     conformal_coverage,
     conformal_widths,
@@ -116,3 +119,54 @@ def test_conformal_intervals_cover_about_as_promised_on_exchangeable_errors() ->
     cover = conformal_coverage(actual, forecast, (0.8, 0.95))
     assert cover[0.8] == pytest.approx(0.8, abs=0.05)
     assert cover[0.95] == pytest.approx(0.95, abs=0.03)
+
+
+# ---- the statistical candidates ------------------------------------------------------------
+
+
+def _weekly(n: int, seed: int = 0) -> np.ndarray:
+    """Weeks of sales: a level of 100, a growth of 0.2 a week, a yearly cycle of ±10 and
+    noise of 2."""
+    t = np.arange(n)
+    rng = np.random.default_rng(seed)
+    return 100 + 0.2 * t + 10 * np.sin(2 * np.pi * t / 52) + rng.normal(0, 2, n)
+
+
+@pytest.mark.parametrize("make", [ETS, Theta, Arima], ids=["ets", "theta", "arima"])
+def test_each_statistical_method_learns_the_trend_and_the_season(make: type) -> None:
+    y = _weekly(208)
+    history, future = y[:156], y[156:]
+    model = make(season_length=52).fit(history)
+    forecast = model.predict(52)
+    assert forecast.shape == (52,)
+    scale_from = history
+    # a year ahead: well below the seasonal naive method's error, which misses the growth
+    ours = mase(future, forecast, scale_from, m=52)
+    seasonal = mase(future, SeasonalNaive(52).fit(history).predict(52), scale_from, m=52)
+    assert ours < 0.8 * seasonal, (ours, seasonal)
+    assert abs(bias(future, forecast)) < 0.05
+
+
+def test_the_methods_fall_back_to_no_season_on_a_short_history() -> None:
+    y = _weekly(70)  # one year and a bit: no second cycle to learn the season from
+    ets = ETS(52).fit(y)
+    assert not ets.season_.any() and ets.trend_ in ("none", "additive damped")
+    assert Theta(52).fit(y).seasonal_ is False
+    arima = Arima(52).fit(y)
+    assert arima.fourier_pairs_ == 0 and len(arima.order_) == 3
+    for model in (ets, arima):
+        assert np.isfinite(model.predict(10)).all()
+
+
+def test_arima_differences_a_trending_series_and_not_a_level_one() -> None:
+    rng = np.random.default_rng(1)
+    trending = np.cumsum(rng.normal(1.0, 1.0, 120))
+    level = 50 + rng.normal(0, 1.0, 120)
+    assert Arima(1).fit(trending).order_[1] == 1
+    assert Arima(1).fit(level).order_[1] == 0
+
+
+def test_the_statistical_methods_refuse_a_series_too_short_to_fit() -> None:
+    for make, need in ((ETS, 4), (Theta, 4), (Arima, 8)):
+        with pytest.raises(FitError, match=f"needs {need} periods at least"):
+            make(52).fit([1.0, 2.0, 3.0])

@@ -7,6 +7,19 @@ from the history, ``predict(h)`` gives the next ``h`` periods.
 - :class:`Naive`: the last value, repeated.
 - :class:`SeasonalNaive`: the value one season earlier (period m: 52 weeks, 12 months).
 - :class:`MovingAverage`: the mean of the last ``window`` values.
+- :class:`ETS`: exponential smoothing on the seasonally adjusted series (STL, Cleveland et al.
+  1990; Hyndman & Athanasopoulos, *Forecasting: Principles and Practice*, 3rd ed., §13.1,
+  "stlf"): simple, or with an additive damped trend, whichever has the lower AICc; the last
+  season's STL component added back. Exponential smoothing with 52 seasonal states is poorly
+  determined by three years of weeks (statsforecast's AutoETS refuses seasons above 24), so the
+  season is taken out first, as statsmodels' STLForecast does.
+- :class:`Theta`: the Theta method (Assimakopoulos & Nikolopoulos 2000, as Hyndman & Billah
+  2003 show it: simple exponential smoothing with drift) on the classically deseasonalised
+  series (statsmodels' ThetaModel).
+- :class:`Arima`: ARIMA with Fourier terms for the season (FPP3 §10.5, dynamic harmonic
+  regression): d by the KPSS test (d = 1 when it rejects stationarity at 5%, as auto.arima),
+  then the orders (p, q) and the number of Fourier pairs K with the lowest AICc over a small
+  grid.
 
 The measures (Hyndman & Koehler 2006, "Another look at measures of forecast accuracy",
 IJF 22(4); the M5 competition's guide for RMSSE), for actuals a_t and forecasts f_t over the
@@ -33,7 +46,9 @@ earlier origins give the width (:func:`conformal_coverage`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -45,10 +60,13 @@ from custval.errors import CustvalError, FitError
 from custval.models.base import Estimator
 
 __all__ = [
+    "ETS",
+    "Arima",
     "Backtest",
     "MovingAverage",
     "Naive",
     "SeasonalNaive",
+    "Theta",
     "bias",
     "conformal_coverage",
     "conformal_widths",
@@ -137,6 +155,174 @@ class MovingAverage(_Forecaster):
 
     def predict(self, h: int) -> Array:
         return np.full(self._horizon(h), self._fitted()[-self.window :].mean())
+
+
+# ---- statistical candidates (statsmodels) -------------------------------------------------
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """statsmodels' convergence warnings, kept out of the output (a poorly fitting candidate
+    loses on the backtest; the warning says nothing more)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+class _Seasonal(_Forecaster):
+    """The season of the last cycle, when the history holds two at least."""
+
+    def _split(self, y: Array) -> tuple[Array, Array]:
+        """(seasonally adjusted series, the last season's component); no season (zeros) with
+        fewer than two cycles or ``season_length`` 1."""
+        m = int(self.season_length)  # type: ignore[attr-defined]
+        if m < 2 or y.size < 2 * m:
+            return y, np.zeros(1)
+        from statsmodels.tsa.seasonal import STL
+
+        parts = STL(y, period=m, robust=True).fit()
+        season = np.asarray(parts.seasonal, dtype=np.float64)
+        return y - season, season[-m:]
+
+
+class ETS(_Seasonal):
+    """Exponential smoothing on the STL-adjusted series (module docstring)."""
+
+    def __init__(self, season_length: int = 52) -> None:
+        self.season_length = season_length
+
+    def fit(self, y: Any) -> Self:
+        from statsmodels.tsa.holtwinters import ExponentialSmoothing
+
+        values = _series(y)
+        if values.size < 4:
+            raise FitError(
+                f"exponential smoothing needs 4 periods at least; the series has {values.size}"
+            )
+        adjusted, season = self._split(values)
+        with _quiet():
+            fits = [
+                ExponentialSmoothing(
+                    adjusted,
+                    trend=trend,
+                    damped_trend=trend is not None,
+                    initialization_method="estimated",
+                ).fit()
+                for trend in (None, "add")
+            ]
+        best = min(fits, key=lambda f: f.aicc if np.isfinite(f.aicc) else np.inf)
+        trend = "additive damped" if best.model.trend else "none"
+        self.history_, self.model_, self.season_, self.trend_ = values, best, season, trend
+        return self
+
+    def predict(self, h: int) -> Array:
+        self._fitted()
+        h = self._horizon(h)
+        return np.asarray(self.model_.forecast(h), np.float64) + np.resize(self.season_, h)
+
+
+class Theta(_Forecaster):
+    """The Theta method on the classically deseasonalised series (module docstring)."""
+
+    def __init__(self, season_length: int = 52) -> None:
+        self.season_length = season_length
+
+    def fit(self, y: Any) -> Self:
+        from statsmodels.tsa.forecasting.theta import ThetaModel
+
+        values = _series(y)
+        if values.size < 4:
+            raise FitError(
+                f"the Theta method needs 4 periods at least; the series has {values.size}"
+            )
+        m = int(self.season_length)
+        seasonal = m >= 2 and values.size >= 2 * m
+        with _quiet():
+            self.model_ = ThetaModel(
+                values,
+                period=m if seasonal else 1,
+                deseasonalize=seasonal,
+                use_test=False,
+                method="additive",
+            ).fit()
+        self.history_, self.seasonal_ = values, seasonal
+        return self
+
+    def predict(self, h: int) -> Array:
+        self._fitted()
+        return np.asarray(self.model_.forecast(self._horizon(h)), np.float64)
+
+
+def _fourier(t: Array, m: int, k: int) -> Array:
+    """K pairs of sin and cos of the season at times ``t`` (an empty matrix for K = 0)."""
+    if k == 0:
+        return np.empty((t.size, 0))
+    angles = 2 * np.pi * np.outer(t, np.arange(1, k + 1)) / m
+    return np.hstack([np.sin(angles), np.cos(angles)])
+
+
+class Arima(_Forecaster):
+    """ARIMA with Fourier terms for the season, orders by AICc (module docstring)."""
+
+    #: the (p, q) orders tried, and the Fourier pairs with a season
+    ORDERS = ((0, 0), (1, 0), (0, 1), (1, 1), (2, 2))
+    PAIRS = (2, 4)
+
+    def __init__(self, season_length: int = 52) -> None:
+        self.season_length = season_length
+
+    def fit(self, y: Any) -> Self:
+        values = _series(y)
+        if values.size < 8:
+            raise FitError(f"ARIMA needs 8 periods at least; the series has {values.size}")
+        m = int(self.season_length)
+        pairs = self.PAIRS if m >= 2 and values.size >= 2 * m else (0,)
+        pairs = tuple(min(k, m // 2) for k in pairs)
+        d = _kpss_d(values)
+        with _quiet():
+            tried = [self._one(values, d, pq, k, m) for pq in self.ORDERS for k in pairs]
+        ok = [t for t in tried if t is not None]
+        if not ok:
+            raise FitError("no ARIMA order could be fitted to the series")
+        _, model, order, k = min(ok, key=lambda t: t[0])
+        self.history_, self.model_, self.order_, self.fourier_pairs_ = values, model, order, k
+        return self
+
+    @staticmethod
+    def _one(y: Array, d: int, pq: tuple[int, int], k: int, m: int) -> Any:
+        from statsmodels.tsa.statespace.sarimax import SARIMAX
+
+        order = (pq[0], d, pq[1])
+        exog = _fourier(np.arange(y.size, dtype=np.float64), m, k)
+        try:
+            fit = SARIMAX(
+                y,
+                exog=exog if k else None,
+                order=order,
+                trend="c" if d == 0 else "n",
+            ).fit(disp=False)
+        except (ValueError, np.linalg.LinAlgError):
+            return None
+        return (fit.aicc if np.isfinite(fit.aicc) else np.inf), fit, order, k
+
+    def predict(self, h: int) -> Array:
+        history = self._fitted()
+        h = self._horizon(h)
+        t = np.arange(history.size, history.size + h, dtype=np.float64)
+        exog = _fourier(t, int(self.season_length), self.fourier_pairs_)
+        out = self.model_.forecast(h, exog=exog if self.fourier_pairs_ else None)
+        return np.asarray(out, np.float64)
+
+
+def _kpss_d(y: Array) -> int:
+    """1 when the KPSS test rejects level stationarity at 5%, else 0 (auto.arima's rule)."""
+    from statsmodels.tsa.stattools import kpss
+
+    if np.ptp(y) == 0:
+        return 0
+    with _quiet():
+        p_value = kpss(y, regression="c", nlags="auto")[1]
+    return int(p_value < 0.05)
 
 
 # ---- the measures --------------------------------------------------------------------------
