@@ -16,10 +16,12 @@ from custval.models.forecasting import (
     Naive,
     SeasonalNaive,
     Theta,
+    base_purchases,
     bias,
     conformal_coverage,
     conformal_widths,
     mase,
+    new_customer_purchases,
     rmsse,
     rolling_origin,
     wape,
@@ -170,3 +172,51 @@ def test_the_statistical_methods_refuse_a_series_too_short_to_fit() -> None:
     for make, need in ((ETS, 4), (Theta, 4), (Arima, 8)):
         with pytest.raises(FitError, match=f"needs {need} periods at least"):
             make(52).fit([1.0, 2.0, 3.0])
+
+
+# ---- customer-based (bottom-up) --------------------------------------------------------------
+
+
+def _simulate_bgnbd(n: int, T: float, horizon: float, seed: int = 0) -> tuple[np.ndarray, ...]:
+    """A BG/NBD population (r 0.5, alpha 5, a 0.8, b 3), all arriving at 0: each customer's
+    (x, t_x) up to T and their repeat purchases in (T, T + horizon]. A loop over purchase
+    rounds, not over customers."""
+    rng = np.random.default_rng(seed)
+    lam, p = rng.gamma(0.5, 1 / 5.0, n), rng.beta(0.8, 3.0, n)
+    t, x, tx, after = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
+    alive = np.ones(n, dtype=bool)
+    while alive.any():
+        t = t + rng.exponential(1 / lam)
+        before, later = alive & (t < T), alive & (t >= T) & (t < T + horizon)
+        x[before] += 1
+        tx[before] = t[before]
+        after[later] += 1
+        alive &= (t < T + horizon) & (rng.random(n) >= p)  # a repeat purchase, then maybe gone
+    return x, tx, np.full(n, T), after
+
+
+def test_the_bottom_up_forecast_matches_a_simulated_base() -> None:
+    from custval.models.btyd import BetaGeo
+
+    x, tx, T, after = _simulate_bgnbd(40_000, T=52.0, horizon=26.0)
+    bg = BetaGeo().fit(x, tx, T)
+    cumulative = base_purchases(bg, x, tx, T, [13.0, 26.0])
+    assert cumulative[0] < cumulative[1]
+    # the expected total against what the simulated customers did: within 3%
+    assert cumulative[1] == pytest.approx(after.sum(), rel=0.03)
+    # the sum over customers, one evaluation per distinct (x, T)
+    each = bg.conditional_expected_purchases(26.0, x, tx, T)
+    assert cumulative[1] == pytest.approx(each.sum(), rel=1e-10)
+
+
+def test_new_customers_follow_the_new_customer_curve() -> None:
+    from custval.models.btyd import BetaGeo
+
+    x, tx, T, _ = _simulate_bgnbd(5_000, T=52.0, horizon=1.0)
+    bg = BetaGeo().fit(x, tx, T)
+    got = new_customer_purchases(bg, [100.0, 50.0], [0.0, 10.0], [5.0, 20.0])
+    curve = bg.expected_purchases_new_customer
+    assert got[0] == pytest.approx(100 * curve(5.0)[0])  # the second cohort has not arrived
+    assert got[1] == pytest.approx(100 * curve(20.0)[0] + 50 * curve(10.0)[0])
+    with pytest.raises(CustvalError, match="increasing"):
+        new_customer_purchases(bg, [1.0], [0.0], [5.0, 2.0])
