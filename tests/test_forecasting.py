@@ -12,6 +12,7 @@ from custval.errors import CustvalError, FitError
 from custval.models.forecasting import (
     ETS,
     Arima,
+    GlobalBoosting,
     MovingAverage,
     Naive,
     SeasonalNaive,
@@ -134,8 +135,10 @@ def _weekly(n: int, seed: int = 0) -> np.ndarray:
     return 100 + 0.2 * t + 10 * np.sin(2 * np.pi * t / 52) + rng.normal(0, 2, n)
 
 
-@pytest.mark.parametrize("make", [ETS, Theta, Arima], ids=["ets", "theta", "arima"])
-def test_each_statistical_method_learns_the_trend_and_the_season(make: type) -> None:
+@pytest.mark.parametrize(
+    "make", [ETS, Theta, Arima, GlobalBoosting], ids=["ets", "theta", "arima", "lightgbm"]
+)
+def test_each_method_learns_the_trend_and_the_season(make: type) -> None:
     y = _weekly(208)
     history, future = y[:156], y[156:]
     model = make(season_length=52).fit(history)
@@ -169,9 +172,19 @@ def test_arima_differences_a_trending_series_and_not_a_level_one() -> None:
 
 
 def test_the_statistical_methods_refuse_a_series_too_short_to_fit() -> None:
-    for make, need in ((ETS, 4), (Theta, 4), (Arima, 8)):
+    for make, need in ((ETS, 4), (Theta, 4), (Arima, 8), (GlobalBoosting, 16)):
         with pytest.raises(FitError, match=f"needs {need} periods at least"):
             make(52).fit([1.0, 2.0, 3.0])
+
+
+def test_the_boosted_model_forecasts_only_as_far_as_it_learnt_and_keeps_zeros() -> None:
+    model = GlobalBoosting(52, max_steps=13, rounds=20).fit(_weekly(120))
+    assert model.predict(13).shape == (13,)
+    with pytest.raises(CustvalError, match="learnt 13 steps ahead; 20 were asked"):
+        model.predict(20)
+    # a series that stopped selling: the scale is 1, the forecast stays near 0
+    stopped = np.r_[_weekly(60), np.zeros(60)]
+    assert np.abs(GlobalBoosting(52, rounds=50).fit(stopped).predict(8)).max() < 1.0
 
 
 # ---- customer-based (bottom-up) --------------------------------------------------------------

@@ -16,6 +16,11 @@ from the history, ``predict(h)`` gives the next ``h`` periods.
 - :class:`Theta`: the Theta method (Assimakopoulos & Nikolopoulos 2000, as Hyndman & Billah
   2003 show it: simple exponential smoothing with drift) on the classically deseasonalised
   series (statsmodels' ThetaModel).
+- :class:`GlobalBoosting`: one LightGBM over every (origin, step) of the history (the M5
+  competition's recipe, direct strategy: the step is a feature, so nothing is fed back): the
+  last values, rolling means, the values one and two seasons before the target period and its
+  place in the season, all divided by the mean of the last season at the origin, so that
+  series of any size share one model.
 - :class:`Arima`: ARIMA with Fourier terms for the season (FPP3 §10.5, dynamic harmonic
   regression): d by the KPSS test (d = 1 when it rejects stationarity at 5%, as auto.arima),
   then the orders (p, q) and the number of Fourier pairs K with the lowest AICc over a small
@@ -58,11 +63,13 @@ import pandas as pd
 
 from custval.errors import CustvalError, FitError
 from custval.models.base import Estimator
+from custval.models.fitting import threads as default_threads
 
 __all__ = [
     "ETS",
     "Arima",
     "Backtest",
+    "GlobalBoosting",
     "MovingAverage",
     "Naive",
     "SeasonalNaive",
@@ -325,6 +332,108 @@ def _kpss_d(y: Array) -> int:
     with _quiet():
         p_value = kpss(y, regression="c", nlags="auto")[1]
     return int(p_value < 0.05)
+
+
+# ---- machine learning: one LightGBM over lags (M5) --------------------------------------------
+
+
+class GlobalBoosting(_Forecaster):
+    """LightGBM over lag, rolling-mean and season features, direct multi-step (module
+    docstring). ``max_steps`` bounds the steps learnt (the longest horizon asked later)."""
+
+    LAGS = 8
+    WINDOWS = (4, 13, 52)
+
+    def __init__(
+        self,
+        season_length: int = 52,
+        *,
+        max_steps: int = 52,
+        rounds: int = 300,
+        learning_rate: float = 0.05,
+        num_leaves: int = 15,
+        seed: int = 0,
+        threads: int | None = None,
+    ) -> None:
+        self.season_length = season_length
+        self.max_steps = max_steps
+        self.rounds = rounds
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.seed = seed
+        self.threads = threads
+
+    def _levels(self, y: Array, origins: npt.NDArray[np.int64]) -> Array:
+        """The scale at each origin: the mean absolute value of the last season up to it (1
+        where that is 0, so that zeros stay zeros)."""
+        m = max(int(self.season_length), 1)
+        cabs = np.concatenate([[0.0], np.cumsum(np.abs(y))])
+        lo = np.maximum(origins + 1 - m, 0)
+        level = (cabs[origins + 1] - cabs[lo]) / (origins + 1 - lo)
+        return np.where(level > 0, level, 1.0)
+
+    def _rows(
+        self, y: Array, origins: npt.NDArray[np.int64], steps: npt.NDArray[np.int64], scale: Array
+    ) -> Array:
+        """The features of each (origin, step) pair, divided by the origin's ``scale``."""
+        m = int(self.season_length)
+        cols = [y[np.maximum(origins - k, 0)] / scale for k in range(self.LAGS)]
+        csum = np.concatenate([[0.0], np.cumsum(y)])
+        for w in self.WINDOWS:
+            lo = np.maximum(origins + 1 - w, 0)
+            cols.append((csum[origins + 1] - csum[lo]) / (origins + 1 - lo) / scale)
+        target = origins + steps
+        for back in (m, 2 * m):
+            at = target - back
+            seen = (at >= 0) & (at <= origins)
+            cols.append(np.where(seen, y[np.clip(at, 0, None)] / scale, np.nan))
+        phase = 2 * np.pi * (target % max(m, 1)) / max(m, 1)
+        cols += [np.sin(phase), np.cos(phase), steps.astype(np.float64)]
+        return np.column_stack(cols)
+
+    def fit(self, y: Any) -> Self:
+        import lightgbm as lgb
+
+        values = _series(y)
+        if values.size < 2 * self.LAGS:
+            raise FitError(
+                f"the boosted model needs {2 * self.LAGS} periods at least; the series has "
+                f"{values.size}"
+            )
+        n, steps_max = values.size, int(self.max_steps)
+        origin, step = np.meshgrid(np.arange(self.LAGS, n - 1), np.arange(1, steps_max + 1))
+        keep = origin + step < n
+        origin, step = origin[keep].astype(np.int64), step[keep].astype(np.int64)
+        scale = self._levels(values, origin)
+        X = self._rows(values, origin, step, scale)
+        target = values[origin + step] / scale
+        params = {
+            "objective": "l2",
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "min_data_in_leaf": 20,
+            "seed": self.seed,
+            "deterministic": True,
+            "force_row_wise": True,
+            "num_threads": int(self.threads) if self.threads else default_threads(),
+            "verbosity": -1,
+        }
+        booster = lgb.train(params, lgb.Dataset(X, target), num_boost_round=self.rounds)
+        self.history_, self.booster_ = values, booster
+        return self
+
+    def predict(self, h: int) -> Array:
+        values = self._fitted()
+        h = self._horizon(h)
+        if h > self.max_steps:
+            raise CustvalError(
+                f"the model learnt {self.max_steps} steps ahead; {h} were asked",
+                hint="Fit with max_steps at least the horizon",
+            )
+        origins = np.full(h, values.size - 1, dtype=np.int64)
+        scale = self._levels(values, origins)
+        X = self._rows(values, origins, np.arange(1, h + 1, dtype=np.int64), scale)
+        return np.asarray(self.booster_.predict(X), np.float64) * scale
 
 
 # ---- customer-based (bottom-up) -------------------------------------------------------------
