@@ -85,7 +85,14 @@ def test_the_backtest_ranks_the_method_that_knows_the_season_first() -> None:
     assert bt.origins.tolist() == [40, 44, 48, 52, 56]
     assert bt.actual.shape == (5, 4) and bt.forecasts["naive"].shape == (5, 4)
     board = bt.leaderboard.set_index("method")
-    assert bt.leaderboard.method.tolist() == ["seasonal naive", "mean", "naive"]
+    assert bt.leaderboard.method.tolist() == ["seasonal naive", "combination", "mean", "naive"]
+    # the combination: equal weights at the first origin (nothing earlier to weigh by), then
+    # 1 / MASE of the earlier origins, which favours the seasonal method
+    first = np.mean([bt.forecasts[n][0] for n in ("naive", "seasonal naive", "mean")], axis=0)
+    np.testing.assert_allclose(bt.forecasts["combination"][0], first)
+    later = bt.forecasts["combination"][-1]
+    seasonal, naive = bt.forecasts["seasonal naive"][-1], bt.forecasts["naive"][-1]
+    assert np.abs(later - seasonal).mean() < np.abs(later - naive).mean()
     # the scale is the seasonal naive method's own in-sample error: about 1 for it
     assert 0.5 < board.loc["seasonal naive", "mase"] < 1.5
     assert board.loc["naive", "mase"] > 5 * board.loc["seasonal naive", "mase"]
@@ -97,7 +104,7 @@ def test_a_method_that_cannot_fit_is_left_out_with_its_reason() -> None:
     bt = rolling_origin(
         y, {"naive": Naive, "yearly": lambda: SeasonalNaive(52)}, horizon=2, n_origins=3
     )
-    assert bt.leaderboard.method.tolist() == ["naive"]
+    assert bt.leaderboard.method.tolist() == ["naive"]  # one method: nothing to combine
     assert "whole season" in bt.errors["yearly"]
 
 

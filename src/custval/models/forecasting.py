@@ -66,6 +66,7 @@ from custval.models.base import Estimator
 from custval.models.fitting import threads as default_threads
 
 __all__ = [
+    "COMBINATION",
     "ETS",
     "Arima",
     "Backtest",
@@ -76,6 +77,7 @@ __all__ = [
     "Theta",
     "base_purchases",
     "bias",
+    "combination",
     "conformal_coverage",
     "conformal_widths",
     "mase",
@@ -571,12 +573,15 @@ def rolling_origin(
     step: int | None = None,
     season_length: int = 1,
     min_train: int | None = None,
+    combine: int = 3,
 ) -> Backtest:
     """Each of ``methods`` (name: a function making an unfitted forecaster) fitted at every
     origin and judged on the ``horizon`` periods after it (module docstring). ``step``
     defaults to the horizon (origins whose windows do not overlap); ``min_train`` to one
     season plus one period. A method that cannot be fitted at some origin is left out of the
-    leaderboard, its reason in ``errors``."""
+    leaderboard, its reason in ``errors``. With two methods or more the leaderboard also has
+    :data:`COMBINATION`, the weighted average of the ``combine`` best (:func:`combination`;
+    0: none)."""
     values = _series(y)
     horizon = _Forecaster._horizon(horizon)
     step = step or horizon
@@ -590,8 +595,54 @@ def rolling_origin(
             forecasts[name] = np.stack([make().fit(values[:t]).predict(horizon) for t in origins])
         except FitError as exc:
             errors[name] = exc.problem
+    if combine and len(forecasts) >= 2:
+        forecasts[COMBINATION] = combination(
+            values, origins, actual, forecasts, season_length, combine
+        )
     board = _leaderboard(values, origins, actual, forecasts, season_length)
     return Backtest(origins, horizon, actual, forecasts, errors, board)
+
+
+#: the name of the weighted average of the best methods in a backtest
+COMBINATION = "combination"
+
+
+def combination(
+    values: Array,
+    origins: npt.NDArray[np.int64],
+    actual: Array,
+    forecasts: Mapping[str, Array],
+    m: int,
+    top: int,
+) -> Array:
+    """The backtest forecasts of a weighted average of the ``top`` methods, weights 1 / MASE:
+    at each origin both the choice and the weights come from the earlier origins only (equal
+    weights over every method at the first), so that the combination is judged as honestly
+    as the methods it combines."""
+    names = list(forecasts)
+    scores = np.array(
+        [
+            [mase(actual[i], forecasts[n][i], values[:t], m) for n in names]
+            for i, t in enumerate(origins)
+        ]
+    )
+    out = np.empty_like(actual)
+    for i in range(len(origins)):  # a loop over a handful of origins
+        weights = _weights(scores[:i], top) if i else np.full(len(names), 1 / len(names))
+        out[i] = sum(w * forecasts[n][i] for w, n in zip(weights, names, strict=True))
+    return out
+
+
+def _weights(scores: Array, top: int) -> Array:
+    """1 / mean MASE of the ``top`` best methods (by mean MASE over the rows), 0 for the
+    others; equal weights when no MASE is defined."""
+    mean = np.nanmean(np.where(np.isfinite(scores), scores, np.nan), axis=0)
+    if not np.isfinite(mean).any():
+        return np.full(scores.shape[1], 1 / scores.shape[1])
+    order = np.argsort(np.where(np.isfinite(mean), mean, np.inf))[:top]
+    w = np.zeros(scores.shape[1])
+    w[order] = 1 / np.maximum(mean[order], 1e-12)
+    return w / w.sum()
 
 
 def _leaderboard(
