@@ -17,6 +17,7 @@ from custval.models.forecasting import (
     Naive,
     SeasonalNaive,
     Theta,
+    backtest_origins,
     base_purchases,
     bias,
     conformal_coverage,
@@ -240,3 +241,34 @@ def test_new_customers_follow_the_new_customer_curve() -> None:
     assert got[1] == pytest.approx(100 * curve(20.0)[0] + 50 * curve(10.0)[0])
     with pytest.raises(CustvalError, match="increasing"):
         new_customer_purchases(bg, [1.0], [0.0], [5.0, 2.0])
+
+
+def test_a_method_fitted_elsewhere_is_judged_with_the_others() -> None:
+    y = _seasonal(60, 4, noise=1.0)
+    origins = backtest_origins(60, horizon=4, n_origins=5, min_train=5)
+    assert origins.tolist() == [40, 44, 48, 52, 56]
+    # a perfect outside forecast: the actuals themselves
+    perfect = np.stack([y[t : t + 4] for t in origins])
+    bt = rolling_origin(
+        y,
+        {"naive": Naive},
+        horizon=4,
+        n_origins=5,
+        season_length=4,
+        external={"customer-based": perfect},
+    )
+    assert bt.leaderboard.method.tolist()[0] == "customer-based"
+    assert bt.leaderboard.set_index("method").loc["customer-based", "mase"] == 0.0
+    with pytest.raises(CustvalError, match=r"\(origins x horizon\)"):
+        rolling_origin(y, {"naive": Naive}, horizon=4, n_origins=5, external={"x": perfect[:2]})
+
+
+def test_the_base_forecast_in_money_weighs_each_customer_by_their_spend() -> None:
+    from custval.models.btyd import BetaGeo
+
+    x, tx, T, _ = _simulate_bgnbd(5_000, T=52.0, horizon=1.0)
+    bg = BetaGeo().fit(x, tx, T)
+    spend = np.where(x > 2, 50.0, 10.0)
+    money = base_purchases(bg, x, tx, T, [26.0], weights=spend)
+    each = bg.conditional_expected_purchases(26.0, x, tx, T) * spend
+    assert money[0] == pytest.approx(each.sum(), rel=1e-10)

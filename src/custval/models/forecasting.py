@@ -75,6 +75,7 @@ __all__ = [
     "Naive",
     "SeasonalNaive",
     "Theta",
+    "backtest_origins",
     "base_purchases",
     "bias",
     "combination",
@@ -441,7 +442,14 @@ class GlobalBoosting(_Forecaster):
 # ---- customer-based (bottom-up) -------------------------------------------------------------
 
 
-def base_purchases(model: Any, frequency: Any, recency: Any, T: Any, horizons: Any) -> Array:
+def base_purchases(
+    model: Any,
+    frequency: Any,
+    recency: Any,
+    T: Any,
+    horizons: Any,
+    weights: Any = None,
+) -> Array:
     """The existing base's expected repeat purchases by each of ``horizons`` (cumulative, in
     the model's time unit after the end of the data), from a fitted BG/NBD, MBG/NBD or
     Pareto/NBD model and each customer's (x, t_x, T):
@@ -451,12 +459,16 @@ def base_purchases(model: Any, frequency: Any, recency: Any, T: Any, horizons: A
     (Fader, Hardie & Lee 2005, eq. 10, split into its two factors; the second does not depend
     on t_x). One evaluation per distinct (x, T) and horizon, each weighted by the sum of its
     customers' P(alive): a million customers on a weekly grid have a few hundred thousand
-    distinct pairs. The purchases in a period are the differences of the cumulative ones."""
+    distinct pairs. The purchases in a period are the differences of the cumulative ones.
+    ``weights``: a multiplier per customer (their expected spend per purchase, for revenue;
+    default 1)."""
     x = np.asarray(frequency, dtype=np.float64)
     tx = np.asarray(recency, dtype=np.float64)
     tt = np.asarray(T, dtype=np.float64)
     ends = _horizons(horizons)
     alive = np.asarray(model.probability_alive(x, tx, tt), dtype=np.float64)
+    if weights is not None:
+        alive = alive * np.broadcast_to(np.asarray(weights, dtype=np.float64), alive.shape)
     pairs, inverse = np.unique(np.stack([x, tt]), axis=1, return_inverse=True)
     weight = np.bincount(inverse.ravel(), weights=alive, minlength=pairs.shape[1])
     return np.array(
@@ -551,6 +563,14 @@ class Backtest:
     leaderboard: pd.DataFrame
 
 
+def backtest_origins(
+    n: int, *, horizon: int, n_origins: int = 4, step: int | None = None, min_train: int = 2
+) -> npt.NDArray[np.int64]:
+    """The origins :func:`rolling_origin` uses for a series of ``n`` periods: the number of
+    periods each origin learns from (its forecasts start at that index)."""
+    return _origins(n, horizon, n_origins, step or horizon, min_train)
+
+
 def _origins(n: int, horizon: int, n_origins: int, step: int, min_train: int) -> Any:
     last = n - horizon
     first = last - step * (n_origins - 1)
@@ -574,6 +594,7 @@ def rolling_origin(
     season_length: int = 1,
     min_train: int | None = None,
     combine: int = 3,
+    external: Mapping[str, Array] | None = None,
 ) -> Backtest:
     """Each of ``methods`` (name: a function making an unfitted forecaster) fitted at every
     origin and judged on the ``horizon`` periods after it (module docstring). ``step``
@@ -581,7 +602,9 @@ def rolling_origin(
     season plus one period. A method that cannot be fitted at some origin is left out of the
     leaderboard, its reason in ``errors``. With two methods or more the leaderboard also has
     :data:`COMBINATION`, the weighted average of the ``combine`` best (:func:`combination`;
-    0: none)."""
+    0: none). ``external``: the backtest forecasts (origins × horizon, at the origins this
+    function would choose, :func:`backtest_origins`) of methods that are not fitted to the
+    series alone, such as the customer-based forecast, judged with the others."""
     values = _series(y)
     horizon = _Forecaster._horizon(horizon)
     step = step or horizon
@@ -595,6 +618,14 @@ def rolling_origin(
             forecasts[name] = np.stack([make().fit(values[:t]).predict(horizon) for t in origins])
         except FitError as exc:
             errors[name] = exc.problem
+    for name, given in (external or {}).items():  # a loop over one or two methods
+        given = np.asarray(given, dtype=np.float64)
+        if given.shape != actual.shape:
+            raise CustvalError(
+                f"the forecasts of '{name}' are {given.shape}; the backtest needs "
+                f"{actual.shape} (origins x horizon)"
+            )
+        forecasts[name] = given
     if combine and len(forecasts) >= 2:
         forecasts[COMBINATION] = combination(
             values, origins, actual, forecasts, season_length, combine
