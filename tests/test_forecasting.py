@@ -22,6 +22,7 @@ from custval.models.forecasting import (
     bias,
     conformal_coverage,
     conformal_widths,
+    forecast_ahead,
     mase,
     new_customer_purchases,
     rmsse,
@@ -272,3 +273,23 @@ def test_the_base_forecast_in_money_weighs_each_customer_by_their_spend() -> Non
     money = base_purchases(bg, x, tx, T, [26.0], weights=spend)
     each = bg.conditional_expected_purchases(26.0, x, tx, T) * spend
     assert money[0] == pytest.approx(each.sum(), rel=1e-10)
+
+
+def test_the_forecast_ahead_has_the_backtests_conformal_intervals() -> None:
+    y = _seasonal(120, 4, noise=1.0)
+    methods = {"naive": Naive, "seasonal naive": lambda: SeasonalNaive(4)}
+    bt = rolling_origin(y, methods, horizon=4, n_origins=12, step=4, season_length=4)
+    futures = {n: make().fit(y).predict(4) for n, make in methods.items()}
+    ahead = forecast_ahead(y, bt, "seasonal naive", futures)
+    assert ahead.columns.tolist() == ["step", "point", "lo_80", "hi_80", "lo_95", "hi_95"]
+    np.testing.assert_allclose(ahead["point"], futures["seasonal naive"])
+    width = conformal_widths(bt.actual, bt.forecasts["seasonal naive"], 0.8)
+    np.testing.assert_allclose(ahead["hi_80"] - ahead["point"], width)
+    assert (ahead["hi_95"] >= ahead["hi_80"]).all() and (ahead["lo_95"] <= ahead["lo_80"]).all()
+    # the combination's point: its methods' futures weighted by their backtest MASE
+    both = forecast_ahead(y, bt, "combination", futures)
+    lo = np.minimum(futures["naive"], futures["seasonal naive"])
+    hi = np.maximum(futures["naive"], futures["seasonal naive"])
+    assert ((both["point"] >= lo - 1e-9) & (both["point"] <= hi + 1e-9)).all()
+    with pytest.raises(CustvalError, match="no method 'prophet'"):
+        forecast_ahead(y, bt, "prophet", futures)

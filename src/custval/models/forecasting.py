@@ -81,6 +81,7 @@ __all__ = [
     "combination",
     "conformal_coverage",
     "conformal_widths",
+    "forecast_ahead",
     "mase",
     "new_customer_purchases",
     "rmsse",
@@ -708,6 +709,50 @@ def _leaderboard(
     if board.empty:
         return board
     return board.sort_values("mase", kind="stable").reset_index(drop=True)
+
+
+def forecast_ahead(
+    y: Any,
+    backtest: Backtest,
+    method: str,
+    futures: Mapping[str, Array],
+    *,
+    levels: tuple[float, ...] = (0.8, 0.95),
+    top: int = 3,
+) -> pd.DataFrame:
+    """The chosen ``method``'s forecast of the ``backtest.horizon`` periods after the series,
+    with its conformal intervals from all the backtest's errors of that method: columns
+    ``step``, ``point``, ``lo_80``, ``hi_80``, ``lo_95``, ``hi_95`` (infinite bounds when the
+    backtest has too few origins for a level). ``futures`` holds each method's forecast of
+    those periods (refitted on the whole series; a method fitted elsewhere gives its own);
+    the combination's is the weighted average of its methods with weights from every origin.
+    """
+    values = _series(y)
+    if method not in backtest.forecasts:
+        raise CustvalError(
+            f"no method '{method}' in the backtest",
+            hint=f"one of: {', '.join(backtest.forecasts)}",
+        )
+    if method == COMBINATION:
+        names = [n for n in backtest.forecasts if n != COMBINATION and n in futures]
+        scores = np.array(
+            [
+                [mase(backtest.actual[i], backtest.forecasts[n][i], values[:t]) for n in names]
+                for i, t in enumerate(backtest.origins)
+            ]
+        )
+        weights = _weights(scores, top)
+        point = sum(
+            w * np.asarray(futures[n], np.float64) for w, n in zip(weights, names, strict=True)
+        )
+    else:
+        point = np.asarray(futures[method], np.float64)
+    out = pd.DataFrame({"step": np.arange(1, backtest.horizon + 1), "point": point})
+    for level in levels:  # a loop over two levels
+        width = conformal_widths(backtest.actual, backtest.forecasts[method], level)
+        tag = f"{round(level * 100):d}"
+        out[f"lo_{tag}"], out[f"hi_{tag}"] = point - width, point + width
+    return out
 
 
 def conformal_widths(actual: Array, forecast: Array, level: float) -> Array:
