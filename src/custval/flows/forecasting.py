@@ -1,0 +1,169 @@
+"""Sales forecasts for a project's transactions: the series (weekly or monthly, in total or by a
+column), every candidate judged on the same rolling-origin backtest, the best one refitted and
+forecast past the data with conformal intervals (:mod:`custval.models.forecasting`).
+
+The candidates, per series: the naive, seasonal naive and moving-average baselines; ETS, Theta
+and ARIMA; one LightGBM over lags (the M5 recipe); and the combination of the three best. The
+one with the lowest mean MASE over the backtest's origins is chosen; the leaderboard keeps every
+candidate's MASE, RMSSE, bias, WAPE and interval coverage, so that the choice can be checked.
+
+A series that sold nothing at all has nothing to learn from: its forecast is zeros, said so in
+``notes``, and it is not backtested.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+import ibis.expr.types as ir
+import numpy as np
+import pandas as pd
+
+from custval.errors import CustvalError
+from custval.features.series import FREQUENCIES, sales_series
+from custval.models.forecasting import (
+    COMBINATION,
+    ETS,
+    Arima,
+    Backtest,
+    GlobalBoosting,
+    MovingAverage,
+    Naive,
+    SeasonalNaive,
+    Theta,
+    forecast_ahead,
+    rolling_origin,
+)
+
+__all__ = ["ForecastRun", "candidate_methods", "forecast"]
+
+#: what a forecast may be of: a column of :func:`custval.features.series.sales_series`
+MEASURES = ("revenue", "purchases", "customers")
+
+
+@dataclass
+class ForecastRun:
+    """The forecast of every series: the series themselves (long), the leaderboard of every
+    series and candidate (``chosen`` marks the one used), the forecasts past the data with
+    their intervals, the candidates that could not be fitted and notes in plain words."""
+
+    freq: str
+    horizon: int
+    measure: str
+    series: pd.DataFrame
+    leaderboard: pd.DataFrame
+    forecasts: pd.DataFrame
+    errors: dict[str, dict[str, str]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def candidate_methods(season: int, horizon: int) -> dict[str, Callable[[], Any]]:
+    """The candidates of a series with this season length and horizon, unfitted."""
+    return {
+        "naive": Naive,
+        "seasonal naive": lambda: SeasonalNaive(season),
+        "moving average": lambda: MovingAverage(max(season // 4, 2)),
+        "ets": lambda: ETS(season),
+        "theta": lambda: Theta(season),
+        "arima": lambda: Arima(season),
+        "lightgbm": lambda: GlobalBoosting(season, max_steps=horizon),
+    }
+
+
+def _checked(freq: str, horizon: int | None, measure: str) -> tuple[int, int]:
+    if freq not in FREQUENCIES:
+        raise CustvalError(f"unknown frequency '{freq}'", hint="--freq week or --freq month")
+    if measure not in MEASURES:
+        raise CustvalError(f"cannot forecast '{measure}'", hint=f"one of {', '.join(MEASURES)}")
+    season = FREQUENCIES[freq]
+    h = season if horizon is None else int(horizon)
+    if h < 1:
+        raise CustvalError(
+            f"the horizon must be at least 1 {freq}, not {h}", hint="e.g. --horizon 52"
+        )
+    return season, h
+
+
+def forecast(
+    tx: ir.Table,
+    end: date,
+    *,
+    freq: str = "week",
+    horizon: int | None = None,
+    by: str | None = None,
+    measure: str = "revenue",
+    n_origins: int = 4,
+    progress: Callable[[str], None] | None = None,
+) -> ForecastRun:
+    """Forecast ``measure`` per ``freq`` for ``horizon`` periods (default: a year) past the
+    whole periods before ``end``, in total or ``by`` a column (module docstring)."""
+    say = progress or (lambda _stage: None)
+    season, h = _checked(freq, horizon, measure)
+    say("the sales series")
+    series = sales_series(tx, end, freq=freq, by=by)
+    run = ForecastRun(freq, h, measure, series, pd.DataFrame(), pd.DataFrame())
+    boards, ahead = [], []
+    for name, rows in series.groupby("series", sort=True):  # a loop over a few series
+        say(f"backtesting the candidates of '{name}'")
+        y = rows[measure].to_numpy(np.float64)
+        periods = pd.DatetimeIndex(rows["period"])
+        board, future = _one_series(str(name), y, periods, season, h, n_origins, run)
+        boards.append(board)
+        ahead.append(future)
+    run.leaderboard = pd.concat(boards, ignore_index=True)
+    run.forecasts = pd.concat(ahead, ignore_index=True)
+    return run
+
+
+def _one_series(
+    name: str,
+    y: np.ndarray,
+    periods: pd.DatetimeIndex,
+    season: int,
+    h: int,
+    n_origins: int,
+    run: ForecastRun,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The leaderboard and the chosen forecast of one series."""
+    future_periods = _after(periods, h, run.freq)
+    if not np.any(y):
+        run.notes.append(f"'{name}' sold nothing in {y.size} {run.freq}s: its forecast is 0")
+        zeros = pd.DataFrame({"step": np.arange(1, h + 1), "point": 0.0})
+        for col in ("lo_80", "hi_80", "lo_95", "hi_95"):
+            zeros[col] = 0.0
+        board = pd.DataFrame({"series": [name], "method": ["zero"], "chosen": [True]})
+        return board, zeros.assign(series=name, period=future_periods, method="zero")
+    methods = candidate_methods(season, h)
+    backtest = rolling_origin(
+        y, methods, horizon=h, n_origins=n_origins, season_length=season, min_train=season + 1
+    )
+    if backtest.errors:
+        run.errors[name] = backtest.errors
+    chosen = str(backtest.leaderboard.iloc[0]["method"])
+    future = forecast_ahead(y, backtest, chosen, _futures(y, methods, backtest, chosen, h))
+    board = backtest.leaderboard.assign(series=name, chosen=lambda b: b["method"] == chosen)
+    return board, future.assign(series=name, period=future_periods, method=chosen)
+
+
+def _futures(
+    y: np.ndarray,
+    methods: dict[str, Callable[[], Any]],
+    backtest: Backtest,
+    chosen: str,
+    h: int,
+) -> dict[str, np.ndarray]:
+    """The refitted forecasts the chosen method needs: its own, or every candidate's for the
+    combination."""
+    wanted = (
+        [m for m in backtest.forecasts if m != COMBINATION] if chosen == COMBINATION else [chosen]
+    )
+    return {m: methods[m]().fit(y).predict(h) for m in wanted if m in methods}
+
+
+def _after(periods: pd.DatetimeIndex, h: int, freq: str) -> pd.DatetimeIndex:
+    """The ``h`` periods after the last of ``periods``."""
+    step = pd.DateOffset(weeks=1) if freq == "week" else pd.DateOffset(months=1)
+    return pd.date_range(periods[-1] + step, periods=h, freq="W-MON" if freq == "week" else "MS")
