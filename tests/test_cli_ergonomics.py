@@ -27,7 +27,7 @@ PANELS = {
     "Data and features": ("validate", "features"),
     "Customer value": ("clv", "evaluate", "train", "predict"),
     "Segments": ("segment",),
-    "Actions": ("target",),
+    "Actions": ("target", "forecast"),
     "Store and service": ("score", "export", "serve", "api-key"),
 }
 STEP = re.compile(r"^\[(\d+)/(\d+)\] (.+) \.\.\. (\d+\.\d) s$")

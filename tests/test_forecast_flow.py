@@ -4,6 +4,7 @@ one backtest, the chosen one forecast with intervals, by a column, and the bad i
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
+from pathlib import Path
 
 import ibis
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 
 from custval.errors import CustvalError
 from custval.flows.forecasting import forecast
+from tests.factories import Companies, run
 
 START = date(2022, 1, 3)  # a Monday
 WEEKS = 156
@@ -97,3 +99,37 @@ def test_bad_requests_are_clear_errors(kwargs: dict, message: str) -> None:
 def test_too_short_a_history_says_how_much_is_needed() -> None:
     with pytest.raises(CustvalError, match="needs"):
         forecast(_transactions(), START + timedelta(weeks=60), horizon=26)
+
+
+def test_the_command_prints_the_leaderboard_and_writes_the_forecast(
+    companies: Companies, tmp_path: Path
+) -> None:
+    company = companies.copy(tmp_path / "co", 600, seed=2, fmt="parquet")
+    out = tmp_path / "forecast.csv"
+    done = run(
+        "forecast",
+        "-c",
+        str(company.config_path),
+        "--horizon",
+        "13",
+        "--origins",
+        "3",
+        "-o",
+        str(out),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "the candidates on the backtest" in done.stdout and "(chosen)" in done.stdout
+    assert "80% interval" in done.stdout
+    written = pd.read_csv(out)
+    assert len(written) == 13 and {"point", "lo_80", "hi_95", "method"} <= set(written.columns)
+    # too long a horizon for the history: exit 2, saying how many weeks it needs
+    done = run(
+        "forecast",
+        "-c",
+        str(company.config_path),
+        "--horizon",
+        "200",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2 and "needs" in done.stderr and "Traceback" not in done.stderr

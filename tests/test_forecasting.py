@@ -120,8 +120,10 @@ def test_conformal_widths_by_hand() -> None:
     forecast = np.array([[1.0, 4.0], [2.0, 3.0], [3.0, 2.0], [4.0, 1.0]])
     # k = 4 errors per step: level 0.6 -> rank ceil(5 x 0.6) = 3, the third smallest
     assert conformal_widths(actual, forecast, 0.6).tolist() == [3.0, 3.0]
-    # level 0.95 needs rank 5 of 4: no finite interval yet
+    # level 0.95 needs rank 5 of 4 per step: the 8 errors pooled, rank ceil(9 x 0.95) = 9 of 8:
+    # none; level 0.8 with 2 origins: rank 3 of 2 per step, pooled rank ceil(5 x 0.8) = 4 of 4
     assert np.isinf(conformal_widths(actual, forecast, 0.95)).all()
+    assert conformal_widths(actual[:2], forecast[:2], 0.8).tolist() == [4.0, 4.0]
 
 
 def test_conformal_intervals_cover_about_as_promised_on_exchangeable_errors() -> None:

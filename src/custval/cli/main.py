@@ -15,7 +15,18 @@ import typer
 from typer.core import TyperCommand
 from typer.models import CommandInfo
 
-from custval.cli import actions, clv, demo, project, quickstart, segment, serve, store, value
+from custval.cli import (
+    actions,
+    clv,
+    demo,
+    forecast,
+    project,
+    quickstart,
+    segment,
+    serve,
+    store,
+    value,
+)
 from custval.cli.common import FlagsCommand, FlagsGroup, out
 from custval.version import __version__
 
@@ -86,6 +97,7 @@ for command in (
     value.train,
     value.predict,
     actions.target,
+    forecast.forecast,
 ):
     app.command()(command)
 
@@ -95,7 +107,7 @@ PANELS = {
     "Data and features": ("validate", "features"),
     "Customer value": ("clv", "evaluate", "train", "predict"),
     "Segments": ("segment",),
-    "Actions": ("target",),
+    "Actions": ("target", "forecast"),
     "Store and service": ("score", "export", "serve"),
 }
 _PANEL_OF = {name: panel for panel, names in PANELS.items() for name in names}

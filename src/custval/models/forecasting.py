@@ -44,8 +44,9 @@ the last one ``horizon`` periods before the end; at each the method is fitted on
 forecasts t+1..t+h. Intervals are split-conformal on the absolute errors by horizon step
 (Stankeviciute, Alaa & van der Schaar 2021, "Conformal time-series forecasting"): at step j,
 the level-(1 − α) half-width is the ceil((k+1)(1 − α))-th smallest of the k backtest errors
-|a − f| at that step. Their coverage is judged honestly: at each origin only the errors of the
-earlier origins give the width (:func:`conformal_coverage`).
+|a − f| at that step; with too few origins for that rank (a 95% interval needs 19), the
+errors of all the steps are pooled into one width. Their coverage is judged honestly: at each
+origin only the errors of the earlier origins give the width (:func:`conformal_coverage`).
 """
 
 from __future__ import annotations
@@ -757,14 +758,19 @@ def forecast_ahead(
 
 def conformal_widths(actual: Array, forecast: Array, level: float) -> Array:
     """The half-width of the level's interval at each horizon step, from backtest errors
-    (origins × horizon): the ceil((k+1)·level)-th smallest |a − f| of the k origins, infinite
-    when k is too small for the level."""
-    errors = np.sort(np.abs(np.asarray(actual) - np.asarray(forecast)), axis=0)
-    k = errors.shape[0]
+    (origins × horizon): the ceil((k+1)·level)-th smallest |a − f| of the k origins at that
+    step. With too few origins for the level, the errors of every step are pooled (k·h of
+    them; one width for all steps); infinite only when even those are too few."""
+    errors = np.abs(np.asarray(actual, np.float64) - np.asarray(forecast, np.float64))
+    k, h = errors.shape
     rank = math.ceil((k + 1) * level)
-    if rank > k:
-        return np.full(errors.shape[1], np.inf)
-    return errors[rank - 1]
+    if rank <= k:
+        return np.sort(errors, axis=0)[rank - 1]
+    pooled = np.sort(errors.ravel())
+    rank = math.ceil((pooled.size + 1) * level)
+    if rank > pooled.size:
+        return np.full(h, np.inf)
+    return np.full(h, pooled[rank - 1])
 
 
 def conformal_coverage(

@@ -1,0 +1,172 @@
+"""``custval forecast``: sales forecasts of a project, every candidate backtested.
+
+It registers on the main Typer app of :mod:`custval.cli`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from custval.cli.common import (
+    ConfigOpt,
+    JsonSummaryOpt,
+    check_output,
+    friendly,
+    load,
+    out,
+    steps,
+    write_table,
+)
+from custval.errors import CustvalError
+
+# custval's own modules are imported inside the commands: `custval --help` stays fast
+
+#: the periods of each series the printed forecast shows (the file has them all)
+SHOWN = 8
+
+
+@friendly
+def forecast(
+    config: ConfigOpt = Path("custval.toml"),
+    freq: Annotated[str, typer.Option(help="week or month.")] = "week",
+    horizon: Annotated[
+        int | None,
+        typer.Option(help="Periods to forecast (default: a year: 52 weeks or 12 months)."),
+    ] = None,
+    by: Annotated[
+        str | None,
+        typer.Option(help="A column of the transactions: one forecast per value (e.g. channel)."),
+    ] = None,
+    measure: Annotated[
+        str, typer.Option(help="What to forecast: revenue, purchases or customers.")
+    ] = "revenue",
+    origins: Annotated[
+        int,
+        typer.Option(help="Backtest origins, a horizon apart, the last one a horizon back.", min=2),
+    ] = 4,
+    out_path: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Also write the forecasts to this .csv or .parquet file."),
+    ] = None,
+    as_json: JsonSummaryOpt = False,
+) -> None:
+    """Forecast the project's sales per week or month, past its as-of date.
+
+    Every candidate is judged on the same rolling-origin backtest: the naive, seasonal naive and
+    moving-average baselines, ETS, Theta, ARIMA, one LightGBM over lags, and the combination of
+    the three best. The one with the lowest MASE is refitted on the whole history and forecast
+    with 80% and 95% conformal intervals (from its backtest errors). The leaderboard shows each
+    candidate's MASE, RMSSE, bias, WAPE and interval coverage.
+    """
+    from custval import flows
+    from custval.flows.forecasting import forecast as run_forecast
+
+    if out_path is not None:
+        check_output(out_path)
+    project = load(config)
+    with steps(3 * len(project.sources) + 2) as advance:
+        prepared = flows.prepare(project, progress=advance)
+        if "transactions" not in prepared.tables:
+            raise CustvalError(
+                "a forecast needs the project's transactions, and it has none",
+                hint="Add a source of kind transactions to the project file",
+            )
+        run = run_forecast(
+            prepared.tables["transactions"],
+            project.as_of,
+            freq=freq,
+            horizon=horizon,
+            by=by,
+            measure=measure,
+            n_origins=origins,
+            progress=advance,
+        )
+    if out_path is not None:
+        import pyarrow as pa
+
+        write_table(pa.Table.from_pandas(run.forecasts, preserve_index=False), out_path)
+    if as_json:
+        out.print_json(data=_summary(run))
+        return
+    _print(run)
+
+
+def _summary(run: Any) -> dict[str, Any]:
+    chosen = run.leaderboard[run.leaderboard.chosen]
+    return {
+        "freq": run.freq,
+        "horizon": run.horizon,
+        "measure": run.measure,
+        "series": {
+            str(r.series): {"method": str(r.method), "mase": _num(getattr(r, "mase", None))}
+            for r in chosen.itertuples()
+        },
+        "total": float(run.forecasts.point.sum()),
+        "notes": run.notes,
+        "left_out": run.errors,
+    }
+
+
+def _num(value: Any) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if v == v else None
+
+
+def _print(run: Any) -> None:
+    for name, board in run.leaderboard.groupby("series", sort=True):  # a loop over the series
+        _print_board(str(name), board, run)
+        _print_ahead(str(name), run.forecasts[run.forecasts.series == name], run)
+    for line in run.notes:
+        out.print(escape(line))
+    for name, left in run.errors.items():
+        for method, why in left.items():
+            out.print(escape(f"'{name}': {method} left out: {why}"))
+
+
+def _print_board(name: str, board: Any, run: Any) -> None:
+    table = Table(title=f"'{name}': the candidates on the backtest ({run.measure} per {run.freq})")
+    cols = ("method", "MASE", "RMSSE", "bias", "WAPE", "80% covers", "95% covers")
+    for c in cols:
+        table.add_column(c, justify="left" if c == "method" else "right")
+    for r in board.itertuples():
+        mark = " (chosen)" if r.chosen else ""
+        table.add_row(
+            f"{r.method}{mark}",
+            _fmt(getattr(r, "mase", None), ".3f"),
+            _fmt(getattr(r, "rmsse", None), ".3f"),
+            _fmt(getattr(r, "bias", None), "+.1%"),
+            _fmt(getattr(r, "wape", None), ".1%"),
+            _fmt(getattr(r, "coverage_80", None), ".0%"),
+            _fmt(getattr(r, "coverage_95", None), ".0%"),
+        )
+    out.print(table)
+
+
+def _print_ahead(name: str, rows: Any, run: Any) -> None:
+    method = rows.method.iloc[0]
+    shown = min(SHOWN, len(rows))
+    table = Table(title=f"'{name}': the forecast by {method}, first {shown} of {len(rows)}")
+    for c in ("period", run.measure, "80% interval", "95% interval"):
+        table.add_column(c, justify="left" if c == "period" else "right")
+    for r in rows.head(SHOWN).itertuples():
+        table.add_row(
+            str(r.period.date()),
+            f"{r.point:,.0f}",
+            f"{r.lo_80:,.0f} to {r.hi_80:,.0f}",
+            f"{r.lo_95:,.0f} to {r.hi_95:,.0f}",
+        )
+    out.print(table)
+    out.print(f"total over the {len(rows)} {run.freq}s: {rows.point.sum():,.0f}")
+
+
+def _fmt(value: Any, spec: str) -> str:
+    v = _num(value)
+    return "-" if v is None or abs(v) == float("inf") else format(v, spec)
