@@ -34,6 +34,7 @@ from custval.models.forecasting import (
     Naive,
     SeasonalNaive,
     Theta,
+    combination_weights,
     forecast_ahead,
     rolling_origin,
 )
@@ -155,11 +156,9 @@ def _futures(
     chosen: str,
     h: int,
 ) -> dict[str, np.ndarray]:
-    """The refitted forecasts the chosen method needs: its own, or every candidate's for the
-    combination."""
-    wanted = (
-        [m for m in backtest.forecasts if m != COMBINATION] if chosen == COMBINATION else [chosen]
-    )
+    """The refitted forecasts the chosen method needs: its own, or those of the methods the
+    combination weighs (the three best, not every candidate)."""
+    wanted = list(combination_weights(y, backtest)) if chosen == COMBINATION else [chosen]
     return {m: methods[m]().fit(y).predict(h) for m in wanted if m in methods}
 
 

@@ -80,6 +80,7 @@ __all__ = [
     "base_purchases",
     "bias",
     "combination",
+    "combination_weights",
     "conformal_coverage",
     "conformal_widths",
     "forecast_ahead",
@@ -91,6 +92,15 @@ __all__ = [
 ]
 
 Array = npt.NDArray[np.float64]
+
+
+def _history(y: Any, needed: int, method: str) -> Array:
+    """The series a method learns from, with at least ``needed`` periods (a FitError naming
+    the ``method`` otherwise)."""
+    values = _series(y)
+    if values.size < needed:
+        raise FitError(f"{method} needs {needed} periods at least; the series has {values.size}")
+    return values
 
 
 def _series(y: Any, what: str = "the series") -> Array:
@@ -208,11 +218,7 @@ class ETS(_Seasonal):
     def fit(self, y: Any) -> Self:
         from statsmodels.tsa.holtwinters import ExponentialSmoothing
 
-        values = _series(y)
-        if values.size < 4:
-            raise FitError(
-                f"exponential smoothing needs 4 periods at least; the series has {values.size}"
-            )
+        values = _history(y, 4, "exponential smoothing")
         adjusted, season = self._split(values)
         with _quiet():
             fits = [
@@ -244,11 +250,7 @@ class Theta(_Forecaster):
     def fit(self, y: Any) -> Self:
         from statsmodels.tsa.forecasting.theta import ThetaModel
 
-        values = _series(y)
-        if values.size < 4:
-            raise FitError(
-                f"the Theta method needs 4 periods at least; the series has {values.size}"
-            )
+        values = _history(y, 4, "the Theta method")
         m = int(self.season_length)
         seasonal = m >= 2 and values.size >= 2 * m
         with _quiet():
@@ -286,9 +288,7 @@ class Arima(_Forecaster):
         self.season_length = season_length
 
     def fit(self, y: Any) -> Self:
-        values = _series(y)
-        if values.size < 8:
-            raise FitError(f"ARIMA needs 8 periods at least; the series has {values.size}")
+        values = _history(y, 8, "ARIMA")
         m = int(self.season_length)
         pairs = self.PAIRS if m >= 2 and values.size >= 2 * m else (0,)
         pairs = tuple(min(k, m // 2) for k in pairs)
@@ -399,12 +399,7 @@ class GlobalBoosting(_Forecaster):
     def fit(self, y: Any) -> Self:
         import lightgbm as lgb
 
-        values = _series(y)
-        if values.size < 2 * self.LAGS:
-            raise FitError(
-                f"the boosted model needs {2 * self.LAGS} periods at least; the series has "
-                f"{values.size}"
-            )
+        values = _history(y, 2 * self.LAGS, "the boosted model")
         n, steps_max = values.size, int(self.max_steps)
         origin, step = np.meshgrid(np.arange(self.LAGS, n - 1), np.arange(1, steps_max + 1))
         keep = origin + step < n
@@ -563,6 +558,8 @@ class Backtest:
     forecasts: dict[str, Array]
     errors: dict[str, str]
     leaderboard: pd.DataFrame
+    #: the season of the MASE scale (1: the naive method's)
+    season_length: int = 1
 
 
 def backtest_origins(
@@ -633,7 +630,7 @@ def rolling_origin(
             values, origins, actual, forecasts, season_length, combine
         )
     board = _leaderboard(values, origins, actual, forecasts, season_length)
-    return Backtest(origins, horizon, actual, forecasts, errors, board)
+    return Backtest(origins, horizon, actual, forecasts, errors, board, season_length)
 
 
 #: the name of the weighted average of the best methods in a backtest
@@ -653,17 +650,45 @@ def combination(
     weights over every method at the first), so that the combination is judged as honestly
     as the methods it combines."""
     names = list(forecasts)
-    scores = np.array(
-        [
-            [mase(actual[i], forecasts[n][i], values[:t], m) for n in names]
-            for i, t in enumerate(origins)
-        ]
-    )
+    scores = _scores(values, origins, actual, forecasts, names, m)
     out = np.empty_like(actual)
     for i in range(len(origins)):  # a loop over a handful of origins
         weights = _weights(scores[:i], top) if i else np.full(len(names), 1 / len(names))
         out[i] = sum(w * forecasts[n][i] for w, n in zip(weights, names, strict=True))
     return out
+
+
+def _scores(
+    values: Array,
+    origins: npt.NDArray[np.int64],
+    actual: Array,
+    forecasts: Mapping[str, Array],
+    names: list[str],
+    m: int,
+) -> Array:
+    """MASE of each method (columns, in ``names``' order) at each origin (rows)."""
+    return np.array(
+        [
+            [mase(actual[i], forecasts[n][i], values[:t], m) for n in names]
+            for i, t in enumerate(origins)
+        ]
+    )
+
+
+def combination_weights(y: Any, backtest: Backtest, top: int = 3) -> dict[str, float]:
+    """The combination's weight of each method it uses, from every origin of ``backtest`` (on
+    the series ``y`` it was run on): 1 / mean MASE of the ``top`` best, summing to 1."""
+    names = [n for n in backtest.forecasts if n != COMBINATION]
+    scores = _scores(
+        _series(y),
+        backtest.origins,
+        backtest.actual,
+        backtest.forecasts,
+        names,
+        backtest.season_length,
+    )
+    weights = _weights(scores, top)
+    return {n: float(w) for n, w in zip(names, weights, strict=True) if w > 0}
 
 
 def _weights(scores: Array, top: int) -> Array:
@@ -726,26 +751,17 @@ def forecast_ahead(
     ``step``, ``point``, ``lo_80``, ``hi_80``, ``lo_95``, ``hi_95`` (infinite bounds when the
     backtest has too few origins for a level). ``futures`` holds each method's forecast of
     those periods (refitted on the whole series; a method fitted elsewhere gives its own);
-    the combination's is the weighted average of its methods with weights from every origin.
+    the combination's is the weighted average of its methods (:func:`combination_weights`),
+    whose futures are the ones it needs.
     """
-    values = _series(y)
     if method not in backtest.forecasts:
         raise CustvalError(
             f"no method '{method}' in the backtest",
             hint=f"one of: {', '.join(backtest.forecasts)}",
         )
     if method == COMBINATION:
-        names = [n for n in backtest.forecasts if n != COMBINATION and n in futures]
-        scores = np.array(
-            [
-                [mase(backtest.actual[i], backtest.forecasts[n][i], values[:t]) for n in names]
-                for i, t in enumerate(backtest.origins)
-            ]
-        )
-        weights = _weights(scores, top)
-        point = sum(
-            w * np.asarray(futures[n], np.float64) for w, n in zip(weights, names, strict=True)
-        )
+        weights = combination_weights(y, backtest, top)
+        point = sum(w * np.asarray(futures[n], np.float64) for n, w in weights.items())
     else:
         point = np.asarray(futures[method], np.float64)
     out = pd.DataFrame({"step": np.arange(1, backtest.horizon + 1), "point": point})
