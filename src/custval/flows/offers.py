@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from functools import cache, partial
 from typing import Any
 
 import ibis
@@ -150,12 +151,14 @@ def train_offers(
     k: int = 10,
     horizon_days: int = 91,
     threads: int = 2,
+    rfm: Callable[[date], Customers] | None = None,
 ) -> NextBestOffer:
     """The ranker, trained on the candidates at as_of − ``horizon_days`` and the products bought
-    from then to the as-of date."""
+    from then to the as-of date. ``rfm``: the customers at a date (:func:`customer_rfm`), when
+    the caller keeps them."""
     tx = _transactions(project, prepared)
     cut = project.as_of - timedelta(days=horizon_days)
-    known = customer_rfm(prepared, cut)
+    known = (rfm or partial(customer_rfm, prepared))(cut)
     sources = _sources(prepared, tx, cut)
     labels = product_purchases(tx, cut, project.as_of)
     # the ranker learns from the customers with a bought candidate only: the candidates of
@@ -177,15 +180,17 @@ def offer_batches(
     at: date | None = None,
     customers: Customers | None = None,
     sources: CandidateSources | None = None,
+    catalogue: pd.DataFrame | None = None,
 ) -> Iterator[pd.DataFrame]:
     """The offers at ``at`` (default: the as-of date), part by part: the store's
     ``next_best_offers`` columns (customer_id, rank, product_id, product_name, category,
     score, source, reason). ``customers``: their :func:`customer_rfm` at ``at``, and
-    ``sources`` the candidate sources there (:func:`offer_sources`), if known."""
+    ``sources`` the candidate sources there (:func:`offer_sources`) and their ``catalogue``
+    (product_id, name, category), if known."""
     at = at or project.as_of
     known = customers or customer_rfm(prepared, at)
     sources = sources or offer_sources(project, prepared, at)
-    catalogue = _catalogue(prepared, sources)
+    catalogue = _catalogue(prepared, sources) if catalogue is None else catalogue
     with capped_memory(prepared.con, OFFER_MEMORY_LIMIT_MB):
         for cand in candidate_batches(sources, known.spine):  # a loop over parts of customers
             offers = model.recommend(cand, known.features, catalogue)
@@ -259,10 +264,15 @@ def _period(
 
 
 def train_propensity(
-    project: Project, prepared: Prepared, *, horizon_days: int = 91, threads: int = 2
+    project: Project,
+    prepared: Prepared,
+    *,
+    horizon_days: int = 91,
+    threads: int = 2,
+    rfm: Callable[[date], Customers] | None = None,
 ) -> CategoryPropensity:
     """Category propensity trained at as_of − ``horizon_days``, its design chosen one horizon
-    earlier (:mod:`custval.flows.offers`)."""
+    earlier (:mod:`custval.flows.offers`). ``rfm`` as in :func:`train_offers`."""
     tx = _transactions(project, prepared)
     if "category" not in tx.columns:
         raise CustvalError(
@@ -272,8 +282,9 @@ def train_propensity(
         )
     h = timedelta(days=horizon_days)
     cut, before = project.as_of - h, project.as_of - 2 * h
-    now = _period(tx, customer_rfm(prepared, cut).features, cut, project.as_of)
-    earlier = _period(tx, customer_rfm(prepared, before).features, before, cut)
+    at = rfm or partial(customer_rfm, prepared)
+    now = _period(tx, at(cut).features, cut, project.as_of)
+    earlier = _period(tx, at(before).features, before, cut)
     return CategoryPropensity(threads=threads).fit(*now, earlier=earlier)
 
 
@@ -314,20 +325,25 @@ def score_offers(
     fit = OfferFit()
     tables: dict[str, pa.Table] = {}
     frames: dict[str, pd.DataFrame] = {}
-    now = customer_rfm(prepared, project.as_of)
+    # the customers at a date, computed once: both models learn at the same cutoff
+    rfm = cache(partial(customer_rfm, prepared))
+    now = rfm(project.as_of)
+    days = opts.horizon_days
     if opts.propensity:
-        say(f"category propensity over {opts.horizon_days} days")
-        fit.propensity = train_propensity(project, prepared, horizon_days=opts.horizon_days)
+        say(f"category propensity over {days} days")
+        fit.propensity = train_propensity(project, prepared, horizon_days=days, rfm=rfm)
         frames["propensities"] = propensity_rows(fit.propensity, project, prepared, now)
     if opts.next_best_offers:
         say(f"the {opts.next_best_offers} next best offers")
-        fit.nbo = train_offers(
-            project, prepared, k=opts.next_best_offers, horizon_days=opts.horizon_days
-        )
+        k = opts.next_best_offers
+        fit.nbo = train_offers(project, prepared, k=k, horizon_days=days, rfm=rfm)
         sources = offer_sources(project, prepared, project.as_of)
-        parts = offer_batches(fit.nbo, project, prepared, customers=now, sources=sources)
+        catalogue = _catalogue(prepared, sources)
+        parts = offer_batches(
+            fit.nbo, project, prepared, customers=now, sources=sources, catalogue=catalogue
+        )
         frames["next_best_offers"] = pd.concat(list(parts), ignore_index=True)
-        fit.files = offer_files(fit.nbo, sources, _catalogue(prepared, sources))
+        fit.files = offer_files(fit.nbo, sources, catalogue)
     for name, frame in frames.items():
         tables[name] = pa.Table.from_pandas(frame, preserve_index=False)
     return tables, frames, fit
