@@ -26,7 +26,12 @@ from custval.flows.customer_base import btyd_columns, clv_settings
 from custval.flows.offers import OfferFit, score_offers
 from custval.flows.preparation import Prepared, features, prepare
 from custval.flows.targeting import Targeting, target
-from custval.models.playbook import customer_playbooks, next_purchase_wait, segment_playbooks
+from custval.models.playbook import (
+    CHANNEL_PREFIX,
+    customer_playbooks,
+    next_purchase_wait,
+    segment_playbooks,
+)
 from custval.store import open_store
 
 __all__ = ["ActionResult", "TargetRun", "planned_stages", "score_actions", "target_run"]
@@ -117,7 +122,7 @@ def _customers(
             hint="Segment the customers first: custval segment -c custval.toml",
         )
     frame["next_purchase_days"] = _wait_days(project, table, clv_models)
-    keep = [c for c in table.columns if c.startswith("share_orders_")] + ["favourite_channel"]
+    keep = [c for c in table.columns if c.startswith(CHANNEL_PREFIX)] + ["favourite_channel"]
     for c in keep:
         if c in table:
             frame[c] = table[c].to_numpy()

@@ -21,6 +21,8 @@ log = logging.getLogger("custval.api")
 
 router = APIRouter(tags=["stored runs"])
 
+NO_SUCH_CUSTOMER = "the latest stored run has no such customer"
+
 
 @router.get(
     "/v1/customers/{customer_id}", responses={404: {}}, dependencies=[Depends(require("read"))]
@@ -37,14 +39,22 @@ async def _stored(customer_id: str, service: Any, what: str) -> Response:
     store = service.settings.store
     if not store:
         raise ApiError(404, "the service has no store (start it with --store)")
-    # ids are kept as the cleaning made them: trimmed and upper-cased (" c001 " is C001)
+    found = await run_in_threadpool(_lookup, store, _wanted(customer_id), what)
+    return _found(found)
+
+
+def _wanted(customer_id: str) -> str:
+    """The id as the cleaning kept it: trimmed and upper-cased (" c001 " is C001); an id that
+    cannot be one is no customer of the run."""
     try:
-        wanted = normalise_id(customer_id)
+        return normalise_id(customer_id)
     except PydanticCustomError:
-        raise ApiError(404, "the latest stored run has no such customer") from None
-    found = await run_in_threadpool(_lookup, store, wanted, what)
+        raise ApiError(404, NO_SUCH_CUSTOMER) from None
+
+
+def _found(found: dict[str, Any] | None) -> Response:
     if found is None:
-        raise ApiError(404, "the latest stored run has no such customer")
+        raise ApiError(404, NO_SUCH_CUSTOMER)
     return json_response(found)
 
 
@@ -76,11 +86,4 @@ async def recommendations(customer_id: str, service: ServiceDep) -> Response:
     snapshot = service.store_state.snapshot
     if snapshot is None:
         return await _stored(customer_id, service, "recommendations")
-    try:
-        wanted = normalise_id(customer_id)
-    except PydanticCustomError:
-        raise ApiError(404, "the latest stored run has no such customer") from None
-    found = snapshot.recommendations(wanted)
-    if found is None:
-        raise ApiError(404, "the latest stored run has no such customer")
-    return json_response(found)
+    return _found(snapshot.recommendations(_wanted(customer_id)))
