@@ -43,6 +43,7 @@ def _transactions(seed: int = 0) -> ibis.Table:
     frame = pd.DataFrame(
         rows, columns=["customer_id", "timestamp", "amount", "is_refund", "channel"]
     )
+    frame["order_id"] = [f"O{i}" for i in range(len(frame))]
     return ibis.memtable(frame)
 
 

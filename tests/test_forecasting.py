@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from custval.errors import CustvalError, FitError
+from custval.models.customer_forecast import base_purchases, new_customer_purchases
 from custval.models.forecasting import (
     ETS,
     Arima,
@@ -18,13 +19,11 @@ from custval.models.forecasting import (
     SeasonalNaive,
     Theta,
     backtest_origins,
-    base_purchases,
     bias,
     conformal_coverage,
     conformal_widths,
     forecast_ahead,
     mase,
-    new_customer_purchases,
     rmsse,
     rolling_origin,
     wape,

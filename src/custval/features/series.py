@@ -23,7 +23,14 @@ import pandas as pd
 from custval.errors import CustvalError
 from custval.features._util import cutoff
 
-__all__ = ["FREQUENCIES", "acquisitions", "period_start", "sales_series"]
+__all__ = [
+    "FREQUENCIES",
+    "acquisitions",
+    "period_start",
+    "sales_series",
+    "series_rows",
+    "spend_facts",
+]
 
 Frequency = Literal["week", "month"]
 #: the frequencies and the number of periods in their yearly season
@@ -63,7 +70,7 @@ def sales_series(
             hint=f"--by takes one of: {known}",
         )
     past = tx.filter(tx.timestamp < cutoff(end))
-    key = past[by].cast("string").fill_null("unknown") if by else ibis.literal("total")
+    key = _key(past, by)
     rows = past.mutate(
         series=key, period=past.timestamp.truncate(_UNITS[freq]).date(), day=past.timestamp.date()
     )
@@ -112,3 +119,33 @@ def acquisitions(tx: ir.Table, end: date, *, freq: str = "week") -> pd.DataFrame
     periods = _periods(frame["period"].min().date(), end, freq)
     full = frame.set_index("period").reindex(periods, fill_value=0)
     return full.rename_axis("period").reset_index().astype({"customers": "int64"})
+
+
+def _key(tx: ir.Table, by: str | None) -> ir.Value:
+    """The name of the series a transaction belongs to."""
+    return tx[by].cast("string").fill_null("unknown") if by else ibis.literal("total")
+
+
+def series_rows(tx: ir.Table, by: str | None, name: str) -> ir.Table:
+    """The transactions of the series ``name`` of :func:`sales_series` (all of them for the
+    total), so that a customer-based forecast can learn from that series alone."""
+    return tx if by is None else tx.filter(_key(tx, by) == name)
+
+
+def spend_facts(tx: ir.Table, end: date) -> tuple[float, float]:
+    """Two figures of the transactions before ``end`` that a customer-based forecast in money
+    needs: the mean spend of a customer's first purchase day, and the share of gross sales
+    left after refunds (net over gross; 1 without refunds)."""
+    past = tx.filter(tx.timestamp < cutoff(end))
+    buys = past.filter(~past.is_refund)
+    days = buys.group_by("customer_id", day=buys.timestamp.date()).aggregate(
+        spend=buys.amount.sum()
+    )
+    ranked = days.mutate(rank=ibis.row_number().over(group_by=days.customer_id, order_by=days.day))
+    values = (
+        ranked.filter(ranked["rank"] == 0).spend.mean().execute(),
+        buys.amount.sum().execute(),
+        past.amount.sum().execute(),
+    )
+    first_spend, gross, net = (float(v) if pd.notna(v) else 0.0 for v in values)
+    return first_spend, (net / gross if gross > 0 else 1.0)

@@ -3,7 +3,10 @@ column), every candidate judged on the same rolling-origin backtest, the best on
 forecast past the data with conformal intervals (:mod:`custval.models.forecasting`).
 
 The candidates, per series: the naive, seasonal naive and moving-average baselines; ETS, Theta
-and ARIMA; one LightGBM over lags (the M5 recipe); and the combination of the three best. The
+and ARIMA; one LightGBM over lags (the M5 recipe); the customer-based forecast, built customer
+by customer from the purchase and spend models plus forecast acquisitions
+(:mod:`custval.flows.customer_forecast`), for revenue and purchases; and the combination of the
+three best. The
 one with the lowest mean MASE over the backtest's origins is chosen; the leaderboard keeps every
 candidate's MASE, RMSSE, bias, WAPE and interval coverage, so that the choice can be checked.
 
@@ -22,8 +25,10 @@ import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
 
-from custval.errors import CustvalError
-from custval.features.series import FREQUENCIES, sales_series
+from custval.errors import CustvalError, FitError
+from custval.features.series import FREQUENCIES, sales_series, series_rows
+from custval.flows.customer_forecast import CUSTOMER_BASED, customer_based
+from custval.flows.customer_forecast import MEASURES as CUSTOMER_MEASURES
 from custval.models.forecasting import (
     COMBINATION,
     ETS,
@@ -34,6 +39,7 @@ from custval.models.forecasting import (
     Naive,
     SeasonalNaive,
     Theta,
+    backtest_origins,
     combination_weights,
     forecast_ahead,
     rolling_origin,
@@ -97,10 +103,13 @@ def forecast(
     by: str | None = None,
     measure: str = "revenue",
     n_origins: int = 4,
+    model: str = "auto",
+    one_row_per_order: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> ForecastRun:
     """Forecast ``measure`` per ``freq`` for ``horizon`` periods (default: a year) past the
-    whole periods before ``end``, in total or ``by`` a column (module docstring)."""
+    whole periods before ``end``, in total or ``by`` a column (module docstring). ``model``:
+    the customer-based candidate's purchase model (``auto``: as ``custval clv`` chooses)."""
     say = progress or (lambda _stage: None)
     season, h = _checked(freq, horizon, measure)
     say("the sales series")
@@ -111,7 +120,8 @@ def forecast(
         say(f"backtesting the candidates of '{name}'")
         y = rows[measure].to_numpy(np.float64)
         periods = pd.DatetimeIndex(rows["period"])
-        board, future = _one_series(str(name), y, periods, season, h, n_origins, run)
+        base = _CustomerBase(series_rows(tx, by, str(name)), model, one_row_per_order)
+        board, future = _one_series(str(name), y, periods, season, h, n_origins, run, base)
         boards.append(board)
         ahead.append(future)
     run.leaderboard = pd.concat(boards, ignore_index=True)
@@ -127,6 +137,7 @@ def _one_series(
     h: int,
     n_origins: int,
     run: ForecastRun,
+    base: _CustomerBase,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The leaderboard and the chosen forecast of one series."""
     future_periods = _after(periods, h, run.freq)
@@ -138,13 +149,24 @@ def _one_series(
         board = pd.DataFrame({"series": [name], "method": ["zero"], "chosen": [True]})
         return board, zeros.assign(series=name, period=future_periods, method="zero")
     methods = candidate_methods(season, h)
+    origins = backtest_origins(y.size, horizon=h, n_origins=n_origins, min_train=season + 1)
+    external, failed = base.backtest(periods[origins], run, season)
     backtest = rolling_origin(
-        y, methods, horizon=h, n_origins=n_origins, season_length=season, min_train=season + 1
+        y,
+        methods,
+        horizon=h,
+        n_origins=n_origins,
+        season_length=season,
+        min_train=season + 1,
+        external=external,
     )
-    if backtest.errors:
-        run.errors[name] = backtest.errors
+    if backtest.errors or failed:
+        run.errors[name] = {**backtest.errors, **failed}
     chosen = str(backtest.leaderboard.iloc[0]["method"])
-    future = forecast_ahead(y, backtest, chosen, _futures(y, methods, backtest, chosen, h))
+    futures = _futures(y, methods, backtest, chosen, h)
+    if CUSTOMER_BASED in _needed(y, backtest, chosen):
+        futures[CUSTOMER_BASED] = base.ahead(future_periods[0], run, season)
+    future = forecast_ahead(y, backtest, chosen, futures)
     board = backtest.leaderboard.assign(series=name, chosen=lambda b: b["method"] == chosen)
     return board, future.assign(series=name, period=future_periods, method=chosen)
 
@@ -158,8 +180,48 @@ def _futures(
 ) -> dict[str, np.ndarray]:
     """The refitted forecasts the chosen method needs: its own, or those of the methods the
     combination weighs (the three best, not every candidate)."""
-    wanted = list(combination_weights(y, backtest)) if chosen == COMBINATION else [chosen]
-    return {m: methods[m]().fit(y).predict(h) for m in wanted if m in methods}
+    return {m: methods[m]().fit(y).predict(h) for m in _needed(y, backtest, chosen) if m in methods}
+
+
+def _needed(y: np.ndarray, backtest: Backtest, chosen: str) -> list[str]:
+    """The methods whose forecasts the chosen one is made of."""
+    return list(combination_weights(y, backtest)) if chosen == COMBINATION else [chosen]
+
+
+@dataclass
+class _CustomerBase:
+    """The customer-based candidate of one series: its transactions and settings."""
+
+    tx: ir.Table
+    model: str
+    one_row_per_order: bool
+
+    def _at(self, origin: pd.Timestamp, run: ForecastRun, season: int) -> np.ndarray:
+        return customer_based(
+            self.tx,
+            origin.date(),
+            horizon=run.horizon,
+            freq=run.freq,
+            season=season,
+            measure=run.measure,
+            model=self.model,
+            one_row_per_order=self.one_row_per_order,
+        )
+
+    def backtest(
+        self, origins: pd.DatetimeIndex, run: ForecastRun, season: int
+    ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+        """Its forecasts at the backtest's origins, or why it has none."""
+        if run.measure not in CUSTOMER_MEASURES:
+            return {}, {CUSTOMER_BASED: f"it forecasts {' and '.join(CUSTOMER_MEASURES)} only"}
+        try:
+            return {CUSTOMER_BASED: np.stack([self._at(o, run, season) for o in origins])}, {}
+        except FitError as exc:
+            return {}, {CUSTOMER_BASED: exc.problem}
+
+    def ahead(self, origin: pd.Timestamp, run: ForecastRun, season: int) -> np.ndarray:
+        """Its forecast of the periods from ``origin``, refitted on everything before it."""
+        return self._at(origin, run, season)
 
 
 def _after(periods: pd.DatetimeIndex, h: int, freq: str) -> pd.DatetimeIndex:

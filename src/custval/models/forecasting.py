@@ -77,7 +77,6 @@ __all__ = [
     "SeasonalNaive",
     "Theta",
     "backtest_origins",
-    "base_purchases",
     "bias",
     "combination",
     "combination_weights",
@@ -85,7 +84,6 @@ __all__ = [
     "conformal_widths",
     "forecast_ahead",
     "mase",
-    "new_customer_purchases",
     "rmsse",
     "rolling_origin",
     "wape",
@@ -434,67 +432,6 @@ class GlobalBoosting(_Forecaster):
         scale = self._levels(values, origins)
         X = self._rows(values, origins, np.arange(1, h + 1, dtype=np.int64), scale)
         return np.asarray(self.booster_.predict(X), np.float64) * scale
-
-
-# ---- customer-based (bottom-up) -------------------------------------------------------------
-
-
-def base_purchases(
-    model: Any,
-    frequency: Any,
-    recency: Any,
-    T: Any,
-    horizons: Any,
-    weights: Any = None,
-) -> Array:
-    """The existing base's expected repeat purchases by each of ``horizons`` (cumulative, in
-    the model's time unit after the end of the data), from a fitted BG/NBD, MBG/NBD or
-    Pareto/NBD model and each customer's (x, t_x, T):
-
-        E[base purchases by t] = sum_i P(alive | x_i, t_x_i, T_i) E[Y(t) | alive, x_i, T_i]
-
-    (Fader, Hardie & Lee 2005, eq. 10, split into its two factors; the second does not depend
-    on t_x). One evaluation per distinct (x, T) and horizon, each weighted by the sum of its
-    customers' P(alive): a million customers on a weekly grid have a few hundred thousand
-    distinct pairs. The purchases in a period are the differences of the cumulative ones.
-    ``weights``: a multiplier per customer (their expected spend per purchase, for revenue;
-    default 1)."""
-    x = np.asarray(frequency, dtype=np.float64)
-    tx = np.asarray(recency, dtype=np.float64)
-    tt = np.asarray(T, dtype=np.float64)
-    ends = _horizons(horizons)
-    alive = np.asarray(model.probability_alive(x, tx, tt), dtype=np.float64)
-    if weights is not None:
-        alive = alive * np.broadcast_to(np.asarray(weights, dtype=np.float64), alive.shape)
-    pairs, inverse = np.unique(np.stack([x, tt]), axis=1, return_inverse=True)
-    weight = np.bincount(inverse.ravel(), weights=alive, minlength=pairs.shape[1])
-    return np.array(
-        [weight @ model._purchases_if_alive(float(h), pairs[0], pairs[1]) for h in ends]
-    )
-
-
-def new_customer_purchases(model: Any, arrivals: Any, arrival_times: Any, horizons: Any) -> Array:
-    """The repeat purchases of customers still to come, by each of ``horizons`` (cumulative):
-    ``arrivals[j]`` new customers at ``arrival_times[j]`` (same unit and origin as the
-    horizons) each make E[X(t − s_j)] repeat purchases by t (Fader, Hardie & Lee 2005, eq. 9;
-    ``model.expected_purchases_new_customer``), none before they arrive. Their first purchases
-    are the arrivals themselves and are not counted here."""
-    counts = np.asarray(arrivals, dtype=np.float64).ravel()
-    starts = np.asarray(arrival_times, dtype=np.float64).ravel()
-    if counts.shape != starts.shape:
-        raise CustvalError(f"{counts.size} arrival counts against {starts.size} arrival times")
-    ends = _horizons(horizons)
-    lag = np.maximum(ends[:, None] - starts[None, :], 0.0)
-    uniq, inverse = np.unique(lag, return_inverse=True)
-    curve = np.asarray(model.expected_purchases_new_customer(uniq), dtype=np.float64)
-    return curve[inverse.reshape(lag.shape)] @ counts
-
-
-def _horizons(horizons: Any) -> Array:
-    ends = np.asarray(horizons, dtype=np.float64).ravel()
-    if ends.size == 0 or np.any(ends < 0) or np.any(np.diff(ends) < 0):
-        raise CustvalError("the horizons must be non-negative and increasing")
-    return ends
 
 
 # ---- the measures --------------------------------------------------------------------------

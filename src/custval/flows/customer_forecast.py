@@ -1,0 +1,118 @@
+"""The customer-based candidate of a sales forecast (:mod:`custval.models.customer_forecast`)
+for one series of a project's transactions, at any origin: the BTYD summary of the series'
+customers at the origin, the purchase model chosen as ``custval clv`` chooses it (lowest AIC of
+BG/NBD, MBG/NBD and Pareto/NBD, or the one named), Gamma-Gamma for the spend, and the
+acquisitions series forecast by exponential smoothing (ETS, or a moving average when the
+history is shorter than two seasons).
+
+Each series learns from its own transactions only: by channel, a customer's purchases in that
+channel are a purchase process of their own. The customer-based forecast counts purchases
+(purchase days of a customer, as the series do) and revenue; it has no view of the number of
+buying customers, so that measure has no customer-based candidate.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import ibis.expr.types as ir
+import numpy as np
+import pandas as pd
+
+from custval.columns import SUMMARY_COLUMNS
+from custval.errors import FitError
+from custval.features.holdout import btyd_summary_table
+from custval.features.series import acquisitions, spend_facts
+from custval.models.btyd import GammaGamma
+from custval.models.btyd_clv import choose_purchase_model
+from custval.models.customer_forecast import customer_forecast
+from custval.models.forecasting import ETS, MovingAverage
+
+__all__ = ["CUSTOMER_BASED", "MEASURES", "customer_based"]
+
+#: the candidate's name in the leaderboard
+CUSTOMER_BASED = "customer-based"
+#: the measures it can forecast
+MEASURES = ("revenue", "purchases")
+#: the Gamma-Gamma spend model needs this many repeat buyers with a spend (as ``custval clv``)
+_MIN_SPEND_BUYERS = 10
+
+
+def customer_based(
+    tx: ir.Table,
+    origin: date,
+    *,
+    horizon: int,
+    freq: str,
+    season: int,
+    measure: str = "revenue",
+    model: str = "auto",
+    one_row_per_order: bool = False,
+) -> np.ndarray:
+    """The ``horizon`` periods after ``origin`` (a period start; the data before it only) of
+    ``measure``, built customer by customer (module docstring)."""
+    summary = btyd_summary_table(
+        tx, origin, time_unit="weeks", one_row_per_order=one_row_per_order
+    ).to_pyarrow()
+    if summary.num_rows == 0:
+        raise FitError(f"no customer bought before {origin}")
+    x, tx_, t, m = (summary.column(c).to_numpy().astype(np.float64) for c in SUMMARY_COLUMNS)
+    purchases = choose_purchase_model(x, tx_, t, model=model).purchases
+    ends = _period_ends(origin, horizon, freq)
+    arrivals = _acquisitions_ahead(tx, origin, freq, season, horizon)
+    if measure == "purchases":
+        return customer_forecast(purchases, x, tx_, t, ends, arrivals=arrivals)["purchases"]
+    spend, new_spend = _spend(x, m)
+    first_spend, net_share = spend_facts(tx, origin)
+    parts = customer_forecast(
+        purchases,
+        x,
+        tx_,
+        t,
+        ends,
+        arrivals=arrivals,
+        spend=spend,
+        first_spend=first_spend,
+        new_spend=new_spend,
+        net_share=net_share,
+    )
+    return parts["revenue"]
+
+
+def _period_ends(origin: date, horizon: int, freq: str) -> np.ndarray:
+    """The ends of the ``horizon`` periods after ``origin`` (a period start), in weeks after it."""
+    if freq == "week":
+        return np.arange(1, horizon + 1, dtype=np.float64)
+    starts = pd.date_range(pd.Timestamp(origin), periods=horizon + 1, freq="MS")
+    return ((starts[1:] - pd.Timestamp(origin)).days / 7.0).to_numpy(np.float64)
+
+
+def _acquisitions_ahead(
+    tx: ir.Table, origin: date, freq: str, season: int, horizon: int
+) -> np.ndarray:
+    """The new customers of each of the ``horizon`` periods: the acquisitions series, by ETS
+    when it has two seasons, else by the mean of its last quarter-season."""
+    counts = acquisitions(tx, origin, freq=freq)["customers"].to_numpy(np.float64)
+    try:
+        ahead = ETS(season).fit(counts).predict(horizon)
+    except FitError:
+        window = int(min(max(season // 4, 2), counts.size))
+        ahead = MovingAverage(window).fit(counts).predict(horizon)
+    return np.maximum(ahead, 0.0)
+
+
+def _spend(x: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, float]:
+    """Each customer's expected spend per purchase and a new customer's (the population mean):
+    Gamma-Gamma when enough repeat buyers have a spend, else their plain mean spend."""
+    informative = (x > 0) & (m > 0)
+    if informative.sum() >= _MIN_SPEND_BUYERS:
+        try:
+            gg = GammaGamma().fit(x[informative], m[informative])
+            xs, ms = np.where(informative, x, 0.0), np.where(informative, m, 0.0)
+            return gg.conditional_expected_average_spend(xs, ms), float(
+                gg.conditional_expected_average_spend([0.0], [0.0])[0]
+            )
+        except FitError:  # q <= 1: no finite mean; the plain mean is the honest fallback
+            pass
+    mean = float(m[informative].mean()) if informative.any() else 0.0
+    return np.full(x.shape, mean), mean
