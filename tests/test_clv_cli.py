@@ -310,5 +310,5 @@ def test_hybrid_on_a_short_history_is_a_clear_refusal(companies: Companies, tmp_
     assert "Traceback" not in done.stderr and "KeyError" not in done.stderr
     message = " ".join(done.stderr.split())
     assert "--method hybrid needs at least 116 days of history before 2023-04-01" in message
-    assert "the history from the first purchase (2023-01-05) has 86 days" in message
+    assert "the history from the first purchase (2023-01-04) has 87 days" in message
     assert not (tmp_path / "h.parquet").exists()

@@ -12,8 +12,16 @@ The generative model
 --------------------
 Time is measured in **weeks**, money in **currency units** (rounded to cents).
 
+*The calendar* (:mod:`custval.data._synth_season`): a yearly cycle (+-20%, highest at the turn
+of the year), a weekly one (Saturdays busiest) and two promotion weeks a year (mid-May and the
+week of 28 November, x1.6) multiply every customer's purchase rate and the signups of each day;
+``truth/calendar.parquet`` holds the multiplier of every day, so that sales forecasts can be
+judged against the planted pattern. A customer's purchases are drawn in the calendar's
+intensity time and mapped back, so the BG/NBD story below holds in that time.
+
 *Customers* sign up during the ``history_years`` (3) years before ``end_date``; the signup density
-rises linearly so that the last day has ``1 + signup_trend`` times the signups of the first. Each
+rises linearly so that the last day has ``1 + signup_trend`` times the signups of the first (the
+planted acquisition curve: that growth times the calendar). Each
 customer has a profile: region, acquisition channel, plan (free/basic/premium), age, subscribed
 services and an engagement level ``e_i ~ Gamma(2, 1/2) x plan factor x (1 + 0.1 services)``
 (mean about 1). The profile shifts the latent behaviour, so profile features carry real signal.
@@ -113,6 +121,7 @@ from custval.data._synth_base import (
     _strings,
     _uniform_times,
 )
+from custval.data._synth_season import Calendar, Season
 from custval.errors import CustvalError
 
 __all__ = ["SOURCE_NAMES", "DirtRates", "SynthParams", "SynthResult", "generate"]
@@ -163,6 +172,8 @@ class SynthParams:
     gamma: float = 15.0
     history_years: int = 3
     signup_trend: float = 1.0
+    #: the calendar of sales and signups: yearly and weekly cycles, promotion weeks
+    season: Season = field(default_factory=Season)
     share_account: float = 0.92
     share_visitor: float = 0.80
     share_buyers_among_accounts: float = 0.90
@@ -283,12 +294,9 @@ class SynthResult:
 def _simulate_customers(
     rng: np.random.Generator, n: int, params: SynthParams, clock: _Clock
 ) -> _Customers:
-    span = clock.horizon - clock.start
-    g = params.signup_trend
+    calendar = Calendar.of(clock.start, clock.horizon, params.season)
     u = rng.random(n)
-    # inverse CDF of a density rising linearly by a factor 1 + g over the history
-    x = (np.sqrt(1.0 + u * g * (2.0 + g)) - 1.0) / g if g > 0 else u
-    signup = np.sort(clock.start + np.minimum((x * span).astype(np.int64), span - 1))
+    signup = np.sort(np.minimum(calendar.signups(u, params.signup_trend), clock.horizon - 1))
 
     region = _choice(rng, params.region_shares, n)
     channel = _choice(rng, params.channel_shares, n)
@@ -365,7 +373,10 @@ def _simulate_orders(
     """Purchase times and values; fills the customers' death, alive, counts and spend."""
     idx = np.flatnonzero(cust.first >= 0)
     t1 = cust.first[idx]
-    window = clock.horizon - t1  # seconds from the first purchase to the horizon
+    # the purchases are drawn in the calendar's intensity time and mapped back (_synth_season)
+    calendar = Calendar.of(clock.start, clock.horizon, params.season)
+    w1 = calendar.warp(t1)
+    window = calendar.warp(np.array([clock.horizon]))[0] - w1  # intensity seconds to the end
     lam, p_drop = cust.lam[idx], cust.p_drop[idx]
     n_until_death = rng.geometric(p_drop)  # purchases up to and including the fatal one
     # Repeat purchases of an immortal customer in the window; the real ones are the first
@@ -380,8 +391,10 @@ def _simulate_orders(
     cum_last = np.where(repeats > 0, cum[np.maximum(last, 0)] if cum.size else 0.0, 0.0)
     total = cum_last + rng.standard_gamma(k - repeats + 1.0)
     owner = np.repeat(np.arange(idx.size), repeats)
-    rep_ts = t1[owner] + np.minimum(
-        (cum / total[owner] * window[owner]).astype(np.int64), window[owner] - 1
+    rep_ts = np.clip(
+        calendar.unwarp(w1[owner] + cum / total[owner] * window[owner]),
+        t1[owner],
+        clock.horizon - 1,
     )
 
     order_cust = np.concatenate([idx, idx[owner]])
@@ -1045,13 +1058,15 @@ def generate(
     fmt: Literal["csv", "parquet", "duckdb"] = "csv",
     end_date: date = date(2025, 12, 31),
     progress: Callable[[str, float], None] | None = None,
+    params: SynthParams | None = None,
 ) -> SynthResult:
     """Generate a sample company with ``n_customers`` customers into the folder ``out``.
 
     Writes the nine sources (:data:`SOURCE_NAMES`) as ``<name>.csv``, ``<name>.parquet`` or
     tables of ``company.duckdb``; ``custval.toml`` pointing at them (as of ``end_date`` + 1 day,
     time unit weeks); and ``truth/params.json``, ``truth/customers.parquet`` (latent values per
-    customer), ``truth/dirt.json`` (counts of every planted defect), ``truth/products.json``,
+    customer), ``truth/calendar.parquet`` (the planted sales multiplier and signup rate of
+    every day), ``truth/dirt.json`` (counts of every planted defect), ``truth/products.json``,
     ``truth/next_products.parquet``, ``truth/subscriptions.parquet`` and
     ``truth/uplift.parquet`` (see :mod:`custval.data.synth_actions`). The model is described in
     the module docstring; about 10 orders per customer, 1M customers in about a minute.
@@ -1059,7 +1074,8 @@ def generate(
     Everything is written into a temporary folder beside ``out`` first and moved into place at
     the end, so an interrupted run leaves no half-written file; other files already in ``out``
     are left alone. The same ``seed`` gives the same data. ``progress(step, fraction_done)`` is
-    called between steps when given (eight step names, fractions from 0.0 to 1.0).
+    called between steps when given (eight step names, fractions from 0.0 to 1.0). ``params``
+    changes the population (default :class:`SynthParams`), e.g. a longer history.
 
     Raises :class:`~custval.errors.CustvalError` for a number of customers outside 1 to
     9,999,999, an unknown format, or an ``out`` that is a file.
@@ -1074,7 +1090,7 @@ def generate(
     """
     n, out = _checked(n_customers, fmt, out)
     report: Progress = progress or (lambda _step, _fraction: None)
-    params, rates = SynthParams(), DirtRates()
+    params, rates = params or SynthParams(), DirtRates()
     clock = _Clock.from_end(end_date, params.history_years)
     rng = np.random.default_rng(seed)
 
@@ -1086,18 +1102,10 @@ def generate(
         written = _write_sources(
             tmp, fmt, rng, cust, seed=seed, params=params, rates=rates, clock=clock, report=report
         )
-        ids, files, dirt = written.ids, written.files, written.dirt
+        files, dirt = written.files, written.dirt
         report("truth", 0.93)
-        truth = tmp / "truth"
-        truth.mkdir()
-        pq.write_table(_truth_table(cust, ids, params), truth / "customers.parquet")
-        actions = synth_actions.ActionParams()
-        synth_actions.write_truth(truth, written.goods, written.retention, ids, clock, actions)
         as_of = end_date + timedelta(days=1)
-        meta = _truth_meta(seed, n, as_of, clock, params, rates)
-        meta["actions"] = synth_actions.truth_meta(actions, synth_actions.ActionDirt())
-        (truth / "params.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        (truth / "dirt.json").write_text(json.dumps(dirt, indent=2) + "\n", encoding="utf-8")
+        _write_truth(tmp / "truth", cust, written, params, rates, clock, (seed, n, as_of))
 
         report("finishing", 0.97)
         (tmp / "custval.toml").write_text(
@@ -1114,6 +1122,31 @@ def generate(
         rows={name: int(dirt[name]["rows"]) for name in SOURCE_NAMES},
         config_path=out / "custval.toml",
     )
+
+
+def _write_truth(
+    truth: Path,
+    cust: _Customers,
+    written: Any,
+    params: SynthParams,
+    rates: DirtRates,
+    clock: _Clock,
+    run: tuple[int, int, date],
+) -> None:
+    """``truth/``: the customers' latent values, the calendar, the actions' truth, the
+    parameters and the dirt counts (see :func:`generate`); ``run`` is (seed, n, as_of)."""
+    seed, n, as_of = run
+    truth.mkdir()
+    pq.write_table(_truth_table(cust, written.ids, params), truth / "customers.parquet")
+    calendar = Calendar.of(clock.start, clock.horizon, params.season)
+    calendar.truth(params.signup_trend).to_parquet(truth / "calendar.parquet", index=False)
+    actions = synth_actions.ActionParams()
+    synth_actions.write_truth(truth, written.goods, written.retention, written.ids, clock, actions)
+    meta = _truth_meta(seed, n, as_of, clock, params, rates)
+    meta["actions"] = synth_actions.truth_meta(actions, synth_actions.ActionDirt())
+    meta["calendar"] = calendar.meta()
+    (truth / "params.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    (truth / "dirt.json").write_text(json.dumps(written.dirt, indent=2) + "\n", encoding="utf-8")
 
 
 def _checked(n_customers: Any, fmt: str, out: str | Path) -> tuple[int, Path]:

@@ -65,6 +65,11 @@ class ForecastRun:
     forecasts: pd.DataFrame
     errors: dict[str, dict[str, str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: the backtest's origins and the periods between them (None: the horizon)
+    n_origins: int = 4
+    step: int | None = None
+    #: each series' backtest (its origins' forecasts and actuals)
+    backtests: dict[str, Backtest] = field(default_factory=dict)
 
 
 def candidate_methods(season: int, horizon: int) -> dict[str, Callable[[], Any]]:
@@ -103,25 +108,29 @@ def forecast(
     by: str | None = None,
     measure: str = "revenue",
     n_origins: int = 4,
+    step: int | None = None,
     model: str = "auto",
     one_row_per_order: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> ForecastRun:
     """Forecast ``measure`` per ``freq`` for ``horizon`` periods (default: a year) past the
     whole periods before ``end``, in total or ``by`` a column (module docstring). ``model``:
-    the customer-based candidate's purchase model (``auto``: as ``custval clv`` chooses)."""
+    the customer-based candidate's purchase model (``auto``: as ``custval clv`` chooses).
+    The backtest has ``n_origins`` origins ``step`` periods apart (default: the horizon)."""
     say = progress or (lambda _stage: None)
     season, h = _checked(freq, horizon, measure)
     say("the sales series")
     series = sales_series(tx, end, freq=freq, by=by)
-    run = ForecastRun(freq, h, measure, series, pd.DataFrame(), pd.DataFrame())
+    run = ForecastRun(
+        freq, h, measure, series, pd.DataFrame(), pd.DataFrame(), n_origins=n_origins, step=step
+    )
     boards, ahead = [], []
     for name, rows in series.groupby("series", sort=True):  # a loop over a few series
         say(f"backtesting the candidates of '{name}'")
         y = rows[measure].to_numpy(np.float64)
         periods = pd.DatetimeIndex(rows["period"])
         base = _CustomerBase(series_rows(tx, by, str(name)), model, one_row_per_order)
-        board, future = _one_series(str(name), y, periods, season, h, n_origins, run, base)
+        board, future = _one_series(str(name), y, periods, season, run, base)
         boards.append(board)
         ahead.append(future)
     run.leaderboard = pd.concat(boards, ignore_index=True)
@@ -134,12 +143,11 @@ def _one_series(
     y: np.ndarray,
     periods: pd.DatetimeIndex,
     season: int,
-    h: int,
-    n_origins: int,
     run: ForecastRun,
     base: _CustomerBase,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The leaderboard and the chosen forecast of one series."""
+    h, n_origins, step = run.horizon, run.n_origins, run.step
     future_periods = _after(periods, h, run.freq)
     if not np.any(y):
         run.notes.append(f"'{name}' sold nothing in {y.size} {run.freq}s: its forecast is 0")
@@ -149,23 +157,27 @@ def _one_series(
         board = pd.DataFrame({"series": [name], "method": ["zero"], "chosen": [True]})
         return board, zeros.assign(series=name, period=future_periods, method="zero")
     methods = candidate_methods(season, h)
-    origins = backtest_origins(y.size, horizon=h, n_origins=n_origins, min_train=season + 1)
-    external, failed = base.backtest(periods[origins], run, season)
+    origins = backtest_origins(
+        y.size, horizon=h, n_origins=n_origins, step=step, min_train=season + 1
+    )
+    external, failed = base.backtest(y, periods, origins, run, season)
     backtest = rolling_origin(
         y,
         methods,
         horizon=h,
         n_origins=n_origins,
+        step=step,
         season_length=season,
         min_train=season + 1,
         external=external,
     )
     if backtest.errors or failed:
         run.errors[name] = {**backtest.errors, **failed}
+    run.backtests[name] = backtest
     chosen = str(backtest.leaderboard.iloc[0]["method"])
     futures = _futures(y, methods, backtest, chosen, h)
     if CUSTOMER_BASED in _needed(y, backtest, chosen):
-        futures[CUSTOMER_BASED] = base.ahead(future_periods[0], run, season)
+        futures[CUSTOMER_BASED] = base.ahead(future_periods[0], y, run, season)
     future = forecast_ahead(y, backtest, chosen, futures)
     board = backtest.leaderboard.assign(series=name, chosen=lambda b: b["method"] == chosen)
     return board, future.assign(series=name, period=future_periods, method=chosen)
@@ -196,10 +208,13 @@ class _CustomerBase:
     model: str
     one_row_per_order: bool
 
-    def _at(self, origin: pd.Timestamp, run: ForecastRun, season: int) -> np.ndarray:
+    def _at(
+        self, origin: pd.Timestamp, history: np.ndarray, run: ForecastRun, season: int
+    ) -> np.ndarray:
         return customer_based(
             self.tx,
             origin.date(),
+            history=history,
             horizon=run.horizon,
             freq=run.freq,
             season=season,
@@ -209,19 +224,28 @@ class _CustomerBase:
         )
 
     def backtest(
-        self, origins: pd.DatetimeIndex, run: ForecastRun, season: int
+        self,
+        y: np.ndarray,
+        periods: pd.DatetimeIndex,
+        origins: np.ndarray,
+        run: ForecastRun,
+        season: int,
     ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-        """Its forecasts at the backtest's origins, or why it has none."""
+        """Its forecasts at the backtest's origins (the indices of ``periods`` whose
+        forecasts start there), or why it has none."""
         if run.measure not in CUSTOMER_MEASURES:
             return {}, {CUSTOMER_BASED: f"it forecasts {' and '.join(CUSTOMER_MEASURES)} only"}
         try:
-            return {CUSTOMER_BASED: np.stack([self._at(o, run, season) for o in origins])}, {}
+            made = [self._at(periods[i], y[:i], run, season) for i in origins]
+            return {CUSTOMER_BASED: np.stack(made)}, {}
         except FitError as exc:
             return {}, {CUSTOMER_BASED: exc.problem}
 
-    def ahead(self, origin: pd.Timestamp, run: ForecastRun, season: int) -> np.ndarray:
+    def ahead(
+        self, origin: pd.Timestamp, y: np.ndarray, run: ForecastRun, season: int
+    ) -> np.ndarray:
         """Its forecast of the periods from ``origin``, refitted on everything before it."""
-        return self._at(origin, run, season)
+        return self._at(origin, y, run, season)
 
 
 def _after(periods: pd.DatetimeIndex, h: int, freq: str) -> pd.DatetimeIndex:

@@ -28,7 +28,12 @@ import numpy.typing as npt
 
 from custval.errors import CustvalError
 
-__all__ = ["base_purchases", "customer_forecast", "new_customer_purchases"]
+__all__ = [
+    "base_purchases",
+    "customer_forecast",
+    "new_customer_purchases",
+    "seasonal_index",
+]
 
 Array = npt.NDArray[np.float64]
 
@@ -131,3 +136,30 @@ def customer_forecast(
         money = np.diff(base_purchases(model, frequency, recency, T, ends, spend), prepend=0.0)
         out["revenue"] = (money + first * first_spend + new_repeat * new_spend) * net_share
     return out
+
+
+def seasonal_index(history: Any, m: int) -> Array | None:
+    """The multiplicative seasonal index of each of the ``m`` phases of a season, from the
+    classical decomposition (Hyndman & Athanasopoulos, *FPP3* §3.4): the series over its
+    centred moving average of order m (2 x m for an even m), averaged by phase and scaled to
+    mean 1. The customer models forecast a level with no calendar in it; the index puts the
+    series' calendar back. None when the history has fewer than two seasons or a phase has no
+    positive level to divide by."""
+    y = np.asarray(history, dtype=np.float64)
+    if m < 2 or y.size < 2 * m:
+        return None
+    weights = np.full(m + 1, 1.0 / m) if m % 2 == 0 else np.full(m, 1.0 / m)
+    if m % 2 == 0:  # the 2 x m average centres an even window on a period
+        weights[[0, -1]] = 0.5 / m
+    trend = np.convolve(y, weights, mode="valid")
+    lead = (weights.size - 1) // 2
+    level = np.full(y.size, np.nan)
+    level[lead : lead + trend.size] = trend
+    ratio = np.where(level > 0, y / np.where(level > 0, level, 1.0), np.nan)
+    phase = np.arange(y.size) % m
+    sums = np.bincount(phase, weights=np.nan_to_num(ratio), minlength=m)
+    counts = np.bincount(phase, weights=np.isfinite(ratio), minlength=m)
+    if np.any(counts == 0):
+        return None
+    index = np.maximum(sums / counts, 0.0)
+    return index / index.mean() if index.mean() > 0 else None
