@@ -75,12 +75,40 @@ def test_every_candidate_on_one_backtest_and_the_best_forecast_with_intervals() 
 
 
 def test_by_a_column_each_series_has_its_own_choice() -> None:
-    run = forecast(_transactions(), END, freq="week", horizon=13, by="channel", n_origins=3)
-    assert sorted(run.forecasts.series.unique()) == ["store", "web"]
-    assert run.leaderboard.groupby("series").chosen.sum().tolist() == [1, 1]
-    web = run.forecasts[run.forecasts.series == "web"].point.mean()
-    store = run.forecasts[run.forecasts.series == "store"].point.mean()
+    quick = ("naive", "seasonal naive", "moving average", "ets", "theta")
+    run = forecast(
+        _transactions(), END, freq="week", horizon=13, by="channel", n_origins=3, methods=quick
+    )
+    base = run.forecasts[run.forecasts.reconciliation == "base"]
+    assert sorted(base.series.unique()) == ["store", "total", "web"]
+    assert run.leaderboard.groupby("series").chosen.sum().tolist() == [1, 1, 1]
+    assert set(run.leaderboard.method) - {"reconciled: bottom-up", "reconciled: MinT"} <= {
+        *quick,
+        "combination",
+        "customer-based",
+    }
+    web = base[base.series == "web"].point.mean()
+    store = base[base.series == "store"].point.mean()
     assert web / store == pytest.approx(70 / 30, rel=0.15)
+    # reconciled: the channels add up to the total, period by period
+    for kind in ("bottom_up", "mint_shrink"):
+        rows = run.forecasts[run.forecasts.reconciliation == kind].pivot(
+            index="step", columns="series", values="point"
+        )
+        np.testing.assert_allclose(rows["total"], rows["store"] + rows["web"], rtol=1e-9)
+    # buying customers do not add up (one customer, two channels): not reconciled
+    counted = forecast(
+        _transactions(),
+        END,
+        horizon=13,
+        by="channel",
+        n_origins=3,
+        methods=quick,
+        measure="customers",
+    )
+    assert set(counted.forecasts.series) == {"store", "web"}
+    with pytest.raises(CustvalError, match="unknown forecasting method 'prophet'"):
+        forecast(_transactions(), END, horizon=13, methods=("prophet",))
 
 
 @pytest.mark.parametrize(

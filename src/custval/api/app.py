@@ -13,6 +13,8 @@ Endpoints (OpenAPI at ``/openapi.json``, read in Swagger UI at ``/docs`` and ReD
 * ``GET /v1/customers/{id}``: the customer's prediction and reasons in the latest stored run;
   ``GET /v1/customers/{id}/recommendations``: what the latest runs recommend for them (next
   best offers, propensities, churn risk, playbook, targeting);
+* ``GET /v1/forecasts``: the latest stored forecast run (``custval forecast``), per series the
+  chosen method, its backtest leaderboard and the forecast with intervals (``?series=``);
 * ``POST /v1/recommend``: next best offers with reasons from customers' features and purchases,
   by the latest scoring run's ranker (``GET /v1/recommend`` describes it;
   :mod:`custval.api.routes.recommend`);

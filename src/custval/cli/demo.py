@@ -24,6 +24,7 @@ from custval.cli.common import (
     steps,
     write_table,
 )
+from custval.cli.forecast import print_forecast
 from custval.cli.project import print_synth, run_features, synth_company
 from custval.cli.segment import print_segments
 
@@ -53,11 +54,11 @@ def demo(
     seed: SeedOpt = 0,
 ) -> None:
     """The whole path on a generated sample company: generate, validate, clean, link, features,
-    CLV, the high/low value classifier, scoring into the store.
+    CLV, the high/low value classifier, segments, scoring into the store, a sales forecast.
 
     Prints rows per source, what cleaning did, the feature table's shape, the CLV models' fits,
-    holdout accuracy and comparison, the value classifier's leaderboard and reasons, and where
-    the files are.
+    holdout accuracy and comparison, the value classifier's leaderboard and reasons, the
+    segments, the scoring run's views, the forecast's leaderboard, and where the files are.
     """
     out.rule("1. a sample company with several sources and the usual dirt")
     company = synth_company(customers, out_dir / "data", seed, "csv")
@@ -74,6 +75,8 @@ def demo(
     _segments(project, prepared, Path(project.store))
     out.rule("7. scoring into the store: value, CLV, segment, churn, offers, playbook; one run")
     _score(_with_actions(project, customers), prepared)
+    out.rule("8. sales forecast: every candidate backtested, the best one forecast ahead")
+    _forecast(project, prepared)
     out.rule("done")
     _print_files(out_dir, meta, cat_path, trained.folder.name, company, Path(project.store))
     out.rule("next")
@@ -210,6 +213,28 @@ def _score(project: Project, prepared: Any) -> None:
         print_playbooks(store_path)
         for line in scored_run.actions.notes:
             out.print(escape(line))
+
+
+def _forecast(project: Project, prepared: Any) -> None:
+    """Weekly revenue: the candidates' leaderboard and the chosen forecast, into the store."""
+    from custval.flows.forecast_store import store_forecast
+    from custval.flows.forecasting import forecast
+
+    with steps(3) as advance:
+        # half a year of weekly revenue, judged on 3 origins half a year apart
+        run = forecast(
+            prepared.tables["transactions"],
+            project.as_of,
+            freq="week",
+            horizon=26,
+            n_origins=3,
+            one_row_per_order=prepared.one_row_per_order,
+            progress=advance,
+        )
+        advance("storing the run")
+        run_id = store_forecast(run, str(project.store), project.as_of)
+    print_forecast(run)
+    out.print(f"run {run_id} stored (view v1_latest_forecasts; GET /v1/forecasts)")
 
 
 def print_playbooks(store_path: Path) -> None:

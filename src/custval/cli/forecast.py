@@ -5,6 +5,7 @@ It registers on the main Typer app of :mod:`custval.cli`.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,29 +31,43 @@ from custval.errors import CustvalError
 SHOWN = 8
 
 
+FreqOpt = Annotated[str, typer.Option(help="week or month.")]
+HorizonOpt = Annotated[
+    int | None,
+    typer.Option(help="Periods to forecast (default: a year: 52 weeks or 12 months)."),
+]
+ByOpt = Annotated[
+    str | None,
+    typer.Option(help="A column of the transactions: one forecast per value (e.g. channel)."),
+]
+MeasureOpt = Annotated[str, typer.Option(help="What to forecast: revenue, purchases or customers.")]
+OriginsOpt = Annotated[
+    int,
+    typer.Option(help="Backtest origins, a horizon apart, the last one a horizon back.", min=2),
+]
+OutOpt = Annotated[
+    Path | None,
+    typer.Option("--out", "-o", help="Also write the forecasts to this .csv or .parquet file."),
+]
+StoreOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Where runs are kept: a DuckDB file or a postgresql:// URL (default: the "
+        "project's store setting)."
+    ),
+]
+
+
 @friendly
 def forecast(
     config: ConfigOpt = Path("custval.toml"),
-    freq: Annotated[str, typer.Option(help="week or month.")] = "week",
-    horizon: Annotated[
-        int | None,
-        typer.Option(help="Periods to forecast (default: a year: 52 weeks or 12 months)."),
-    ] = None,
-    by: Annotated[
-        str | None,
-        typer.Option(help="A column of the transactions: one forecast per value (e.g. channel)."),
-    ] = None,
-    measure: Annotated[
-        str, typer.Option(help="What to forecast: revenue, purchases or customers.")
-    ] = "revenue",
-    origins: Annotated[
-        int,
-        typer.Option(help="Backtest origins, a horizon apart, the last one a horizon back.", min=2),
-    ] = 4,
-    out_path: Annotated[
-        Path | None,
-        typer.Option("--out", "-o", help="Also write the forecasts to this .csv or .parquet file."),
-    ] = None,
+    freq: FreqOpt = "week",
+    horizon: HorizonOpt = None,
+    by: ByOpt = None,
+    measure: MeasureOpt = "revenue",
+    origins: OriginsOpt = 4,
+    out_path: OutOpt = None,
+    store: StoreOpt = None,
     as_json: JsonSummaryOpt = False,
 ) -> None:
     """Forecast the project's sales per week or month, past its as-of date.
@@ -61,15 +76,22 @@ def forecast(
     moving-average baselines, ETS, Theta, ARIMA, one LightGBM over lags, and the combination of
     the three best. The one with the lowest MASE is refitted on the whole history and forecast
     with 80% and 95% conformal intervals (from its backtest errors). The leaderboard shows each
-    candidate's MASE, RMSSE, bias, WAPE and interval coverage.
+    candidate's MASE, RMSSE, bias, WAPE and interval coverage. The customer-based candidate
+    builds revenue and purchases customer by customer: the known customers' expected purchases
+    (BTYD, conditional on their history) plus forecast acquisitions, in money by their expected
+    spend, with the series' seasonal index.
+
+    The run is stored (tables forecasts, forecast_backtest, forecast_series; BI views
+    v1_latest_forecasts...) and served at GET /v1/forecasts.
     """
     from custval import flows
+    from custval.flows.forecast_store import store_forecast
     from custval.flows.forecasting import forecast as run_forecast
 
     if out_path is not None:
         check_output(out_path)
     project = load(config)
-    with steps(3 * len(project.sources) + 2) as advance:
+    with steps(3 * len(project.sources) + 3) as advance:
         prepared = flows.prepare(project, progress=advance)
         if "transactions" not in prepared.tables:
             raise CustvalError(
@@ -84,16 +106,20 @@ def forecast(
             by=by,
             measure=measure,
             n_origins=origins,
+            one_row_per_order=prepared.one_row_per_order,
             progress=advance,
         )
+        advance("storing the run")
+        run_id = store_forecast(run, store or project.store, project.as_of)
     if out_path is not None:
         import pyarrow as pa
 
         write_table(pa.Table.from_pandas(run.forecasts, preserve_index=False), out_path)
     if as_json:
-        out.print_json(data=_summary(run))
+        out.print_json(data={"run_id": run_id, **_summary(run)})
         return
-    _print(run)
+    print_forecast(run)
+    out.print(f"run {run_id} stored (view v1_latest_forecasts; GET /v1/forecasts)")
 
 
 def _summary(run: Any) -> dict[str, Any]:
@@ -106,10 +132,32 @@ def _summary(run: Any) -> dict[str, Any]:
             str(r.series): {"method": str(r.method), "mase": _num(getattr(r, "mase", None))}
             for r in chosen.itertuples()
         },
-        "total": float(run.forecasts.point.sum()),
+        "total": _grand_total(run),
+        "reconciled": {
+            kind: {str(k): float(v) for k, v in rows.groupby("series")["point"].sum().items()}
+            for kind, rows in run.forecasts.groupby("reconciliation")
+            if kind != "base"
+        },
         "notes": run.notes,
         "left_out": run.errors,
     }
+
+
+def _base(run: Any) -> Any:
+    """The forecasts of each series on its own (not reconciled)."""
+    fc = run.forecasts
+    return fc[fc.reconciliation == "base"] if "reconciliation" in fc else fc
+
+
+def _grand_total(run: Any) -> float:
+    """The forecast total: the total series' when the run has one, else the sum of all."""
+    base = _base(run)
+    chosen = run.leaderboard[run.leaderboard.chosen]
+    names = set(chosen.series)
+    for total in ("total", "total (all series)"):
+        if total in names and len(names) > 1:
+            return float(base.loc[base.series == total, "point"].sum())
+    return float(base.point.sum())
 
 
 def _num(value: Any) -> float | None:
@@ -120,10 +168,11 @@ def _num(value: Any) -> float | None:
     return v if v == v else None
 
 
-def _print(run: Any) -> None:
+def print_forecast(run: Any) -> None:
     for name, board in run.leaderboard.groupby("series", sort=True):  # a loop over the series
         _print_board(str(name), board, run)
-        _print_ahead(str(name), run.forecasts[run.forecasts.series == name], run)
+        _print_ahead(str(name), _base(run)[_base(run).series == name], run)
+        _print_reconciled(str(name), run)
     for line in run.notes:
         out.print(escape(line))
     for name, left in run.errors.items():
@@ -160,11 +209,35 @@ def _print_ahead(name: str, rows: Any, run: Any) -> None:
         table.add_row(
             str(r.period.date()),
             f"{r.point:,.0f}",
-            f"{r.lo_80:,.0f} to {r.hi_80:,.0f}",
-            f"{r.lo_95:,.0f} to {r.hi_95:,.0f}",
+            _interval(r.lo_80, r.hi_80),
+            _interval(r.lo_95, r.hi_95),
         )
     out.print(table)
+    for level, col in (("80%", "hi_80"), ("95%", "hi_95")):
+        if not all(math.isfinite(float(v)) for v in rows[col]):  # a few periods
+            out.print(
+                f"no {level} interval: the backtest's errors are too few for it; "
+                "more --origins give it"
+            )
     out.print(f"total over the {len(rows)} {run.freq}s: {rows.point.sum():,.0f}")
+
+
+def _print_reconciled(name: str, run: Any) -> None:
+    """The series' total over the horizon after each reconciliation, when there are."""
+    fc = run.forecasts
+    if "reconciliation" not in fc:
+        return
+    mine = fc[(fc.series == name) & (fc.reconciliation != "base")]
+    for kind, rows in mine.groupby("reconciliation", sort=True):  # two reconciliations
+        label = "bottom-up" if kind == "bottom_up" else "MinT (shrunk covariance)"
+        out.print(f"  reconciled {label}: {rows.point.sum():,.0f}")
+
+
+def _interval(lo: float, hi: float) -> str:
+    """An interval, or a dash when the backtest had too few errors for it (infinite)."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "-"
+    return f"{lo:,.0f} to {hi:,.0f}"
 
 
 def _fmt(value: Any, spec: str) -> str:

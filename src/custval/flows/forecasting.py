@@ -29,6 +29,7 @@ from custval.errors import CustvalError, FitError
 from custval.features.series import FREQUENCIES, sales_series, series_rows
 from custval.flows.customer_forecast import CUSTOMER_BASED, customer_based
 from custval.flows.customer_forecast import MEASURES as CUSTOMER_MEASURES
+from custval.flows.forecast_hierarchy import reconcile
 from custval.models.forecasting import (
     COMBINATION,
     ETS,
@@ -70,6 +71,8 @@ class ForecastRun:
     step: int | None = None
     #: each series' backtest (its origins' forecasts and actuals)
     backtests: dict[str, Backtest] = field(default_factory=dict)
+    #: the statistical and machine-learned candidates tried (None: all)
+    methods: tuple[str, ...] | None = None
 
 
 def candidate_methods(season: int, horizon: int) -> dict[str, Callable[[], Any]]:
@@ -109,6 +112,7 @@ def forecast(
     measure: str = "revenue",
     n_origins: int = 4,
     step: int | None = None,
+    methods: tuple[str, ...] | None = None,
     model: str = "auto",
     one_row_per_order: bool = False,
     progress: Callable[[str], None] | None = None,
@@ -116,26 +120,73 @@ def forecast(
     """Forecast ``measure`` per ``freq`` for ``horizon`` periods (default: a year) past the
     whole periods before ``end``, in total or ``by`` a column (module docstring). ``model``:
     the customer-based candidate's purchase model (``auto``: as ``custval clv`` chooses).
-    The backtest has ``n_origins`` origins ``step`` periods apart (default: the horizon)."""
+    The backtest has ``n_origins`` origins ``step`` periods apart (default: the horizon);
+    ``methods`` names the candidates of :func:`candidate_methods` to try (default: all; the
+    customer-based one and the combination always)."""
     say = progress or (lambda _stage: None)
     season, h = _checked(freq, horizon, measure)
+    unknown = set(methods or ()) - set(candidate_methods(season, h))
+    if unknown:
+        raise CustvalError(
+            f"unknown forecasting method '{sorted(unknown)[0]}'",
+            hint="one of " + ", ".join(candidate_methods(season, h)),
+        )
     say("the sales series")
     series = sales_series(tx, end, freq=freq, by=by)
+    total = _total_name(series) if by is not None and measure in ADDITIVE else None
+    if total is not None:
+        series = pd.concat([_summed(series, total), series], ignore_index=True)
     run = ForecastRun(
-        freq, h, measure, series, pd.DataFrame(), pd.DataFrame(), n_origins=n_origins, step=step
+        freq,
+        h,
+        measure,
+        series,
+        pd.DataFrame(),
+        pd.DataFrame(),
+        n_origins=n_origins,
+        step=step,
+        methods=methods,
     )
     boards, ahead = [], []
     for name, rows in series.groupby("series", sort=True):  # a loop over a few series
         say(f"backtesting the candidates of '{name}'")
         y = rows[measure].to_numpy(np.float64)
         periods = pd.DatetimeIndex(rows["period"])
-        base = _CustomerBase(series_rows(tx, by, str(name)), model, one_row_per_order)
+        rows_of = series_rows(tx, None if name == total else by, str(name))
+        base = _CustomerBase(rows_of, model, one_row_per_order)
         board, future = _one_series(str(name), y, periods, season, run, base)
         boards.append(board)
         ahead.append(future)
     run.leaderboard = pd.concat(boards, ignore_index=True)
-    run.forecasts = pd.concat(ahead, ignore_index=True)
+    run.forecasts = pd.concat(ahead, ignore_index=True).assign(reconciliation="base")
+    if total is not None:
+        say("reconciling the series with their total")
+        values = {str(k): g[measure].to_numpy(np.float64) for k, g in series.groupby("series")}
+        done = reconcile(
+            values, run.backtests, run.leaderboard, run.forecasts, total=total, season=season
+        )
+        run.leaderboard, run.forecasts = done.leaderboard, done.forecasts
+        run.notes.extend(done.notes)
     return run
+
+
+#: the measures whose series add up to their total (a customer buying in two channels is one
+#: buying customer of the total, two of the channels)
+ADDITIVE = ("revenue", "purchases")
+
+
+def _total_name(series: pd.DataFrame) -> str | None:
+    """The name of the series' total (None for one series): "total", unless a series has it."""
+    names = set(series["series"])
+    if len(names) < 2:
+        return None
+    return "total" if "total" not in names else "total (all series)"
+
+
+def _summed(series: pd.DataFrame, total: str) -> pd.DataFrame:
+    """The total of the series per period (zeros where a series had not started)."""
+    summed = series.groupby("period", as_index=False)[["revenue", "purchases", "customers"]].sum()
+    return summed.assign(series=total)[series.columns]
 
 
 def _one_series(
@@ -156,7 +207,7 @@ def _one_series(
             zeros[col] = 0.0
         board = pd.DataFrame({"series": [name], "method": ["zero"], "chosen": [True]})
         return board, zeros.assign(series=name, period=future_periods, method="zero")
-    methods = candidate_methods(season, h)
+    methods = {k: v for k, v in candidate_methods(season, h).items() if k in (run.methods or (k,))}
     origins = backtest_origins(
         y.size, horizon=h, n_origins=n_origins, step=step, min_train=season + 1
     )

@@ -34,6 +34,8 @@ import pyarrow.csv as pacsv
 
 from custval.config import mask_url
 from custval.errors import CustvalError
+from custval.store.forecasts import BI_VIEWS_9, FORECAST_TABLES, latest_forecast
+from custval.store.forecasts import migration as forecast_migration
 
 __all__ = [
     "BI_ALIASES",
@@ -197,6 +199,7 @@ BULK_TABLES = {
     "segments": SEGMENT_COLUMNS,
     "segment_profiles": SEGMENT_PROFILE_COLUMNS,
     **ACTION_TABLES,
+    **FORECAST_TABLES,
 }
 _ARROW_TYPES = {
     "TEXT": pa.string(),
@@ -262,7 +265,7 @@ _BI_VIEWS_8 = {
     "v1_latest_playbooks": "segment and aspect, in the latest succeeded scoring run",
     "v1_latest_customer_playbooks": "customer, in the latest succeeded scoring run",
 }
-BI_VIEWS = {**_BI_VIEWS_7, **_BI_VIEWS_8}
+BI_VIEWS = {**_BI_VIEWS_7, **_BI_VIEWS_8, **BI_VIEWS_9}
 #: the views of migrations 1 and 5, kept as aliases of their v1 views
 BI_ALIASES = {
     "latest_predictions": "v1_latest_predictions",
@@ -494,6 +497,8 @@ MIGRATIONS: list[list[str]] = [
     [*_BI_V1, *_bi_aliases()],
     # the actions of issue 17 and their BI views (additive to the contract v1)
     _ACTIONS_V1,
+    # sales forecasts (issue 18): the forecasts, their backtest and series, with BI views
+    forecast_migration(_create, BI_VERSION, _LATEST.format(kind="forecast")),
 ]
 
 
@@ -832,6 +837,11 @@ class Store:
             "SELECT 1 FROM predictions WHERE run_id = ? AND customer_id = ?", (run_id, customer_id)
         )
         return found if known else None
+
+    def forecast(self, series: str | None = None) -> dict[str, Any] | None:
+        """The latest forecast run as ``GET /v1/forecasts`` answers it
+        (:func:`custval.store.forecasts.latest_forecast`)."""
+        return latest_forecast(self, series)
 
     def latest_run(self, kind: str = "score") -> str | None:
         rows = self.query(

@@ -3,7 +3,15 @@
 (:func:`custval.api.deps.require`) and reaches the shared state through
 :data:`custval.api.deps.ServiceDep`; none holds state of its own."""
 
-from custval.api.routes import customers, health, models, predictions, recommend, segments
+from custval.api.routes import (
+    customers,
+    forecasts,
+    health,
+    models,
+    predictions,
+    recommend,
+    segments,
+)
 
 __all__ = ["ROUTERS"]
 
@@ -14,5 +22,6 @@ ROUTERS = (
     recommend.router,
     segments.router,
     customers.router,
+    forecasts.router,
     models.router,
 )

@@ -15,7 +15,7 @@ from custval.api.http import ApiError, guarded, json_response
 from custval.api.values import normalise_id
 from custval.store import open_store
 
-__all__ = ["router"]
+__all__ = ["lookup", "router"]
 
 log = logging.getLogger("custval.api")
 
@@ -39,7 +39,7 @@ async def _stored(customer_id: str, service: Any, what: str) -> Response:
     store = service.settings.store
     if not store:
         raise ApiError(404, "the service has no store (start it with --store)")
-    found = await run_in_threadpool(_lookup, store, _wanted(customer_id), what)
+    found = await run_in_threadpool(lookup, store, _wanted(customer_id), what)
     return _found(found)
 
 
@@ -58,13 +58,13 @@ def _found(found: dict[str, Any] | None) -> Response:
     return json_response(found)
 
 
-def _lookup(store_url: str, customer_id: str, what: str) -> dict[str, Any] | None:
-    """The stored customer (``what``: ``customer`` or ``recommendations``, the store's method),
-    read in a thread (the store's drivers block); a store that cannot be read is a 503, logged
-    by type only."""
+def lookup(store_url: str, key: str | None, what: str) -> dict[str, Any] | None:
+    """The store's ``what`` (its method: ``customer``, ``recommendations``, ``forecast``) of
+    ``key``, read in a thread (the store's drivers block); a store that cannot be read is a
+    503, logged by type only."""
     try:
         with open_store(store_url, read_only=True) as store:
-            return getattr(store, what)(customer_id)
+            return getattr(store, what)(key)
     except Exception as exc:  # e.g. a DuckDB file being written by a scoring run is locked
         # the details (paths, process ids) stay in the log, by type only
         log.error("store lookup failed: %s", type(exc).__name__)
