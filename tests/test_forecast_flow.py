@@ -3,6 +3,7 @@ one backtest, the chosen one forecast with intervals, by a column, and the bad i
 
 from __future__ import annotations
 
+import json
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from custval.errors import CustvalError
 from custval.flows.forecasting import forecast
 from tests.factories import Companies, run
+from tests.test_synth_actions import when
 
 START = date(2022, 1, 3)  # a Monday
 WEEKS = 156
@@ -162,3 +164,15 @@ def test_the_command_prints_the_leaderboard_and_writes_the_forecast(
         cwd=tmp_path,
     )
     assert done.returncode == 2 and "needs" in done.stderr and "Traceback" not in done.stderr
+    # one transactions file: the history ends the day after its last purchase
+    file = company.files["transactions"]
+    flags = ("--customer-id", "account_id", "--date", "ts", "--horizon", "13", "--origins", "3")
+    done = run("forecast", "-t", str(file), *flags, "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    stamps = when(pd.read_parquet(file, columns=["ts"])["ts"]).dropna()
+    last = stamps[stamps.dt.year < 2090].max()  # the planted far-future rows are dropped
+    assert summary["as_of"] == str((last + pd.Timedelta(days=1)).date())
+    assert summary["run_id"] and (tmp_path / "custval.duckdb").exists()
+    both = run("forecast", "-t", str(file), "-c", str(company.config_path), cwd=tmp_path)
+    assert both.returncode == 2 and "either --transactions" in both.stderr

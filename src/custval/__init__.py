@@ -8,6 +8,8 @@ so that ``import custval`` (and the command line's start) stays fast:
 >>> project = custval.load_project("custval.toml")  # doctest: +SKIP
 >>> prepared = custval.prepare(project)  # validate, clean, link  # doctest: +SKIP
 >>> table = custval.feature_table(project, prepared).to_pyarrow()  # doctest: +SKIP
+>>> tx = prepared.tables["transactions"]  # doctest: +SKIP
+>>> run = custval.forecast(tx, project.as_of, by="channel")  # sales forecasts  # doctest: +SKIP
 
 ``feature_table`` is :func:`custval.flows.preparation.features`: ``custval.features`` is the
 subpackage that defines the features. The layers behind these names are described in
@@ -26,6 +28,7 @@ _OWNERS = {
     "load_project": "custval.config",
     "prepare": "custval.flows.preparation",
     "feature_table": "custval.flows.preparation",
+    "forecast": "custval.flows.forecasting",
     "btyd_summary": "custval.features.summary",
     "calibration_holdout": "custval.features.holdout",
     "BetaGeo": "custval.models.btyd",
@@ -62,6 +65,7 @@ __all__ = [
     "clv_interval",
     "compare_models",
     "feature_table",
+    "forecast",
     "load_project",
     "open_store",
     "prepare",
@@ -86,6 +90,7 @@ if TYPE_CHECKING:  # for type checkers and editors only; at run time the names l
     from custval.errors import CustvalError, FitError
     from custval.features.holdout import calibration_holdout
     from custval.features.summary import btyd_summary
+    from custval.flows.forecasting import forecast
     from custval.flows.preparation import features as feature_table
     from custval.flows.preparation import prepare
     from custval.models.btyd import BetaGeo, GammaGamma, ModifiedBetaGeo, ParetoNBD

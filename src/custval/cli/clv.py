@@ -226,7 +226,9 @@ def clv(
             raise CustvalError("--tracking needs --holdout-end: it tracks through the holdout")
         check_output(tracking_path, "--tracking")
     reading = file_options(delimiter, decimal, encoding, no_header, names, date_format)
-    source = _source(transactions, customer_id, date_col, amount, order_id, table, reading)
+    source = transactions_source(
+        transactions, customer_id, date_col, amount, order_id, table, reading
+    )
     model = model or (loaded.clv.model if loaded is not None else "auto")
     if model not in get_args(PurchaseModel):
         raise CustvalError(
@@ -324,7 +326,7 @@ def _settings(
     )
 
 
-def _source(
+def transactions_source(
     transactions: str | None,
     customer_id: str,
     date_col: str,

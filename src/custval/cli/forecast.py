@@ -6,6 +6,7 @@ It registers on the main Typer app of :mod:`custval.cli`.
 from __future__ import annotations
 
 import math
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,13 +14,29 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from custval.cli.clv import (
+    AmountOpt,
+    CustomerIdOpt,
+    DateColumnOpt,
+    OrderIdOpt,
+    TableOpt,
+    TransactionsOpt,
+    transactions_source,
+)
 from custval.cli.common import (
-    ConfigOpt,
+    DateFormatOpt,
+    DecimalOpt,
+    DelimiterOpt,
+    EncodingOpt,
     JsonSummaryOpt,
+    NamesOpt,
+    NoHeaderOpt,
     check_output,
+    file_options,
     friendly,
     load,
     out,
+    parse_date,
     steps,
     write_table,
 )
@@ -58,14 +75,42 @@ StoreOpt = Annotated[
 ]
 
 
+AsOfOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Forecast the periods from this date on, YYYY-MM-DD (default: the project's as-of "
+        "date; with --transactions, the day after the last purchase)."
+    ),
+]
+ConfigOrFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="The project file (default: custval.toml; or --transactions)."
+    ),
+]
+
+
 @friendly
 def forecast(
-    config: ConfigOpt = Path("custval.toml"),
+    config: ConfigOrFileOpt = None,
+    transactions: TransactionsOpt = None,
     freq: FreqOpt = "week",
     horizon: HorizonOpt = None,
     by: ByOpt = None,
     measure: MeasureOpt = "revenue",
     origins: OriginsOpt = 4,
+    as_of: AsOfOpt = None,
+    customer_id: CustomerIdOpt = "customer_id",
+    date_col: DateColumnOpt = "date",
+    amount: AmountOpt = "amount",
+    order_id: OrderIdOpt = None,
+    table: TableOpt = None,
+    delimiter: DelimiterOpt = None,
+    decimal: DecimalOpt = None,
+    encoding: EncodingOpt = None,
+    no_header: NoHeaderOpt = False,
+    names: NamesOpt = None,
+    date_format: DateFormatOpt = None,
     out_path: OutOpt = None,
     store: StoreOpt = None,
     as_json: JsonSummaryOpt = False,
@@ -79,47 +124,103 @@ def forecast(
     candidate's MASE, RMSSE, bias, WAPE and interval coverage. The customer-based candidate
     builds revenue and purchases customer by customer: the known customers' expected purchases
     (BTYD, conditional on their history) plus forecast acquisitions, in money by their expected
-    spend, with the series' seasonal index.
+    spend, with the series' seasonal index. With --by, the series and their total are also
+    reconciled (bottom-up and MinT) and both judged on the backtest.
 
+    From a project (-c) or one transactions file (-t, with the column flags of custval clv).
     The run is stored (tables forecasts, forecast_backtest, forecast_series; BI views
     v1_latest_forecasts...) and served at GET /v1/forecasts.
     """
-    from custval import flows
     from custval.flows.forecast_store import store_forecast
-    from custval.flows.forecasting import forecast as run_forecast
 
     if out_path is not None:
         check_output(out_path)
-    project = load(config)
+    if transactions is not None and config is not None:
+        raise CustvalError("give either --transactions (a file, glob or URL) or --config")
+    reading = file_options(delimiter, decimal, encoding, no_header, names, date_format)
+    file = (
+        None
+        if transactions is None
+        else transactions_source(
+            transactions, customer_id, date_col, amount, order_id, table, reading
+        )
+    )
+    project = _project(config, file)
     with steps(3 * len(project.sources) + 3) as advance:
-        prepared = flows.prepare(project, progress=advance)
-        if "transactions" not in prepared.tables:
-            raise CustvalError(
-                "a forecast needs the project's transactions, and it has none",
-                hint="Add a source of kind transactions to the project file",
-            )
-        run = run_forecast(
-            prepared.tables["transactions"],
-            project.as_of,
-            freq=freq,
-            horizon=horizon,
-            by=by,
-            measure=measure,
-            n_origins=origins,
-            one_row_per_order=prepared.one_row_per_order,
-            progress=advance,
+        run, end = _run(
+            project, file is not None, as_of, advance, freq, horizon, by, measure, origins
         )
         advance("storing the run")
-        run_id = store_forecast(run, store or project.store, project.as_of)
+        run_id = store_forecast(run, store or project.store, end)
     if out_path is not None:
         import pyarrow as pa
 
         write_table(pa.Table.from_pandas(run.forecasts, preserve_index=False), out_path)
     if as_json:
-        out.print_json(data={"run_id": run_id, **_summary(run)})
+        out.print_json(data={"run_id": run_id, "as_of": str(end), **_summary(run)})
         return
+    first = run.forecasts["period"].min().date()
+    out.print(f"history: the whole {freq}s before {end}; the forecast starts on {first}")
     print_forecast(run)
     out.print(f"run {run_id} stored (view v1_latest_forecasts; GET /v1/forecasts)")
+
+
+def _project(config: Path | None, file: dict[str, Any] | None) -> Any:
+    """The project of -c, or one made of the -t file's source (its as-of date set later)."""
+    if file is None:
+        return load(config or Path("custval.toml"))
+    from custval.config import project_from_dict
+
+    return project_from_dict(
+        {"as_of": date.today().isoformat(), "sources": {"transactions": file}},
+        root=Path.cwd(),
+        origin="the command line",
+    )
+
+
+def _run(
+    project: Any,
+    from_file: bool,
+    as_of: str | None,
+    advance: Any,
+    freq: str,
+    horizon: int | None,
+    by: str | None,
+    measure: str,
+    origins: int,
+) -> tuple[Any, date]:
+    """The forecast run, from the date given, the project's or after the last purchase."""
+    from custval import flows
+    from custval.flows.forecasting import forecast as run_forecast
+
+    prepared = flows.prepare(project, progress=advance)
+    tx = prepared.tables.get("transactions")
+    if tx is None:
+        raise CustvalError(
+            "a forecast needs the project's transactions, and it has none",
+            hint="Add a source of kind transactions to the project file",
+        )
+    end = parse_date(as_of) if as_of else (_after_last(tx) if from_file else project.as_of)
+    run = run_forecast(
+        tx,
+        end,
+        freq=freq,
+        horizon=horizon,
+        by=by,
+        measure=measure,
+        n_origins=origins,
+        one_row_per_order=prepared.one_row_per_order,
+        progress=advance,
+    )
+    return run, end
+
+
+def _after_last(tx: Any) -> date:
+    """The day after the file's last purchase: its whole periods are the history."""
+    last = tx.timestamp.max().execute()
+    if last is None:
+        raise CustvalError("the transactions hold no purchase with a date", source="transactions")
+    return last.date() + timedelta(days=1)  # type: ignore[no-any-return]
 
 
 def _summary(run: Any) -> dict[str, Any]:
