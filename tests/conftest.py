@@ -15,7 +15,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.factories import Companies, HttpHandler, HttpServer, feature_rows, write_csv_company
+from tests.factories import (
+    Companies,
+    HttpHandler,
+    HttpServer,
+    feature_rows,
+    search_path_url,
+    write_csv_company,
+)
 
 # --------------------------------------------------------------------------------------------
 # PostgreSQL
@@ -57,6 +64,15 @@ def pg_schema(pg_url: str) -> Iterator[str]:
     finally:
         with psycopg.connect(pg_url, autocommit=True) as con:
             con.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh store on each engine: a DuckDB file, and a schema of its own in PostgreSQL."""
+    if request.param == "duckdb":
+        yield str(tmp_path / "store.duckdb")
+        return
+    yield search_path_url(request.getfixturevalue("pg_url"), request.getfixturevalue("pg_schema"))
 
 
 # --------------------------------------------------------------------------------------------

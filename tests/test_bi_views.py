@@ -4,7 +4,6 @@ records, on DuckDB and on the real PostgreSQL server; the documented columns are
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -16,17 +15,8 @@ import pytest
 from custval.store import MIGRATIONS, Store, open_store
 from custval.store import runs as store_runs
 from custval.store.runs import BI_ALIASES, BI_VERSION, BI_VIEWS
-from tests.factories import search_path_url
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "bi.md"
-
-
-@pytest.fixture(params=["duckdb", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "duckdb":
-        yield str(tmp_path / "store.duckdb")
-        return
-    yield search_path_url(request.getfixturevalue("pg_url"), request.getfixturevalue("pg_schema"))
 
 
 def ids(n: int, start: int = 0) -> list[str]:

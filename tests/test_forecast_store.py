@@ -3,8 +3,6 @@ and ``GET /v1/forecasts`` serving it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +11,6 @@ from custval.api.state import ServiceSettings
 from custval.flows.forecast_store import store_forecast
 from custval.flows.forecasting import ForecastRun, forecast
 from custval.store import open_store
-from tests.factories import search_path_url
 from tests.test_api import Trained, start, trained  # noqa: F401  (the fixtures)
 from tests.test_forecast_flow import END, _transactions
 
@@ -25,14 +22,6 @@ def run() -> ForecastRun:
     return forecast(
         _transactions(), END, freq="week", horizon=13, by="channel", n_origins=3, methods=quick
     )
-
-
-@pytest.fixture(params=["duckdb", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "duckdb":
-        yield str(tmp_path / "store.duckdb")
-        return
-    yield search_path_url(request.getfixturevalue("pg_url"), request.getfixturevalue("pg_schema"))
 
 
 def test_the_run_and_its_views(run: ForecastRun, store_url: str) -> None:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import date
-from pathlib import Path
 
 import numpy as np
 import psycopg
@@ -15,14 +13,6 @@ import pytest
 from custval.errors import CustvalError
 from custval.store import MIGRATIONS, open_store
 from tests.factories import search_path_url
-
-
-@pytest.fixture(params=["duckdb", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "duckdb":
-        yield str(tmp_path / "store.duckdb")
-        return
-    yield search_path_url(request.getfixturevalue("pg_url"), request.getfixturevalue("pg_schema"))
 
 
 def run_tables(n: int, seed: int = 0) -> tuple[pa.Table, pa.Table]:

@@ -29,6 +29,7 @@ from custval.columns import SUMMARY_COLUMNS
 from custval.errors import FitError
 from custval.features.holdout import btyd_summary_table
 from custval.features.series import acquisitions, spend_facts
+from custval.flows.customer_base import MIN_SPEND_BUYERS
 from custval.models.btyd import GammaGamma
 from custval.models.btyd_clv import choose_purchase_model
 from custval.models.customer_forecast import customer_forecast, seasonal_index
@@ -40,8 +41,6 @@ __all__ = ["CUSTOMER_BASED", "MEASURES", "customer_based"]
 CUSTOMER_BASED = "customer-based"
 #: the measures it can forecast
 MEASURES = ("revenue", "purchases")
-#: the Gamma-Gamma spend model needs this many repeat buyers with a spend (as ``custval clv``)
-_MIN_SPEND_BUYERS = 10
 
 
 def customer_based(
@@ -134,7 +133,7 @@ def _spend(x: np.ndarray, m: np.ndarray, fit: np.ndarray) -> tuple[np.ndarray, f
     their plain mean spend."""
     informative = (x > 0) & (m > 0)
     learn = fit[informative[fit]]
-    if learn.size >= _MIN_SPEND_BUYERS:
+    if learn.size >= MIN_SPEND_BUYERS:
         try:
             gg = GammaGamma().fit(x[learn], m[learn])
             xs, ms = np.where(informative, x, 0.0), np.where(informative, m, 0.0)
