@@ -319,7 +319,8 @@ class Arima(_Forecaster):
                 y,
                 exog=exog if k else None,
                 order=order,
-                trend="c" if d == 0 else "n",
+                # with d = 1 a linear trend in levels is a drift: auto.arima's drift term
+                trend="c" if d == 0 else "t",
                 # the variance out of the search: one parameter fewer, the same likelihood
                 concentrate_scale=True,
             ).fit(disp=False)
