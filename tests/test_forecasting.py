@@ -117,12 +117,17 @@ def test_too_short_a_series_says_how_much_is_needed() -> None:
 def test_conformal_widths_by_hand() -> None:
     actual = np.zeros((4, 2))
     forecast = np.array([[1.0, 4.0], [2.0, 3.0], [3.0, 2.0], [4.0, 1.0]])
-    # k = 4 errors per step: level 0.6 -> rank ceil(5 x 0.6) = 3, the third smallest
+    # 8 errors in all, fewer than 40: every step's are pooled; level 0.6 -> rank
+    # ceil(9 x 0.6) = 6 of [1, 1, 2, 2, 3, 3, 4, 4]; level 0.95 -> rank 9 of 8: none
     assert conformal_widths(actual, forecast, 0.6).tolist() == [3.0, 3.0]
-    # level 0.95 needs rank 5 of 4 per step: the 8 errors pooled, rank ceil(9 x 0.95) = 9 of 8:
-    # none; level 0.8 with 2 origins: rank 3 of 2 per step, pooled rank ceil(5 x 0.8) = 4 of 4
     assert np.isinf(conformal_widths(actual, forecast, 0.95)).all()
-    assert conformal_widths(actual[:2], forecast[:2], 0.8).tolist() == [4.0, 4.0]
+    # 40 origins: each step on its own, rank ceil(41 x 0.5) = 21
+    many = np.column_stack([np.arange(1.0, 41.0), np.arange(41.0, 81.0)])
+    assert conformal_widths(np.zeros((40, 2)), many, 0.5).tolist() == [21.0, 61.0]
+    # 20 origins: a window of +-1 step (60 errors, 40 at the ends); each step's errors equal
+    # its number, so the median is the window's middle step (the later one at the ends)
+    steps = np.tile(np.arange(1.0, 6.0), (20, 1))
+    assert conformal_widths(np.zeros((20, 5)), steps, 0.5).tolist() == [2.0, 2.0, 3.0, 4.0, 5.0]
 
 
 def test_conformal_intervals_cover_about_as_promised_on_exchangeable_errors() -> None:

@@ -43,10 +43,12 @@ Backtest (:func:`rolling_origin`): origins t_1 < ... < t_k, each ``step`` period
 the last one ``horizon`` periods before the end; at each the method is fitted on y_1..y_t and
 forecasts t+1..t+h. Intervals are split-conformal on the absolute errors by horizon step
 (Stankeviciute, Alaa & van der Schaar 2021, "Conformal time-series forecasting"): at step j,
-the level-(1 − α) half-width is the ceil((k+1)(1 − α))-th smallest of the k backtest errors
-|a − f| at that step; with too few origins for that rank (a 95% interval needs 19), the
-errors of all the steps are pooled into one width. Their coverage is judged honestly: at each
-origin only the errors of the earlier origins give the width (:func:`conformal_coverage`).
+the level-(1 − α) half-width is the ceil((n+1)(1 − α))-th smallest of the n backtest errors
+|a − f| at that step; with few origins, the errors of the neighbouring steps are pooled (a
+window of ±w steps holding 40 errors at least): from k origins alone the rank is the largest
+error, whose interval covers k/(k+1) of the time rather than the level. Their coverage is
+judged honestly: at each origin only the errors of the earlier origins give the width
+(:func:`conformal_coverage`).
 """
 
 from __future__ import annotations
@@ -723,21 +725,27 @@ def forecast_ahead(
     return out
 
 
+#: the errors an interval's width is read from, at least: a per-step rank from k origins is
+#: the largest error once k < 1/(1 - level) - 1, which covers k/(k+1) of the time, not the level
+MIN_ERRORS = 40
+
+
 def conformal_widths(actual: Array, forecast: Array, level: float) -> Array:
     """The half-width of the level's interval at each horizon step, from backtest errors
-    (origins × horizon): the ceil((k+1)·level)-th smallest |a − f| of the k origins at that
-    step. With too few origins for the level, the errors of every step are pooled (k·h of
-    them; one width for all steps); infinite only when even those are too few."""
+    (origins × horizon): the ceil((n+1)·level)-th smallest of the n errors |a − f| at that
+    step and its neighbours, the window of ±w steps the smallest holding :data:`MIN_ERRORS`
+    errors (w = 0, the step alone, from 40 origins on; every step when k·h is fewer);
+    infinite when even all the errors are too few for the level."""
     errors = np.abs(np.asarray(actual, np.float64) - np.asarray(forecast, np.float64))
     k, h = errors.shape
-    rank = math.ceil((k + 1) * level)
-    if rank <= k:
-        return np.sort(errors, axis=0)[rank - 1]
-    pooled = np.sort(errors.ravel())
-    rank = math.ceil((pooled.size + 1) * level)
-    if rank > pooled.size:
-        return np.full(h, np.inf)
-    return np.full(h, pooled[rank - 1])
+    w = next((w for w in range(h) if k * min(2 * w + 1, h) >= MIN_ERRORS), h)
+    out = np.full(h, np.inf)
+    for j in range(h):  # a loop over the horizon's steps
+        pool = np.sort(errors[:, max(0, j - w) : j + w + 1].ravel())
+        rank = math.ceil((pool.size + 1) * level)
+        if rank <= pool.size:
+            out[j] = pool[rank - 1]
+    return out
 
 
 def conformal_coverage(
