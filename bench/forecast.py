@@ -285,7 +285,9 @@ def cdnow(path: Path, skip: bool) -> bool:
     weekly = pd.DataFrame(
         {"series": "cdnow", "period": pd.date_range("1996-12-30", periods=78, freq="W-MON"), "y": y}
     )
-    for name, frame in competitors(weekly, 39, 39, 52, skip).items():
+    # 39 weeks hold no season: the competitors are asked for none (AutoETS with a 52-week
+    # season on 39 weeks and Prophet's yearly cycle would extrapolate what they never saw)
+    for name, frame in competitors(weekly, 39, 39, 1, skip).items():
         rows.append({"method": name, **scores(actual, frame["point"].to_numpy(), history, 1)})
     rows.append(
         {

@@ -50,7 +50,8 @@ origin, everything else at its defaults (linear growth, 25 potential changepoint
 10, MAP fit by L-BFGS in the Stan model that ships compiled in the wheel, run by cmdstanpy: no
 cmdstan download, nothing fetched). Yearly seasonality is set explicitly because Prophet's
 "auto" turns it off below two years of history (the 100-week origin), which no one forecasting
-seasonal weekly data would want; weekly and daily seasonality describe patterns inside a week or
+seasonal weekly data would want (and off below one whole season, or when the caller asks for
+no season: a cycle never seen cannot be learnt); weekly and daily seasonality describe patterns inside a week or
 a day, which weekly or monthly periods cannot show. The point is ``yhat``. Prophet's
 uncertainty comes from 1,000 draws of future trend changes plus the observation noise; the 80%
 band is the 10th-90th percentile of those draws (the rule ``predict`` uses for
@@ -325,13 +326,17 @@ def run_statsforecast(data: pd.DataFrame, args: dict) -> tuple[list[pd.DataFrame
     return frames, seconds
 
 
-def prophet_one(hist: pd.DataFrame, future: pd.DatetimeIndex) -> dict[str, np.ndarray]:
-    """Prophet fitted to one history; yhat and both bands from one set of 1,000 draws."""
+def prophet_one(
+    hist: pd.DataFrame, future: pd.DatetimeIndex, yearly: bool = True
+) -> dict[str, np.ndarray]:
+    """Prophet fitted to one history; yhat and both bands from one set of 1,000 draws.
+    ``yearly``: the yearly seasonality, off for less than a year of history (a careful user
+    does not ask Prophet for a season it has never seen)."""
     from prophet import Prophet
 
     np.random.seed(0)  # Prophet draws its future trend changes from numpy's global state
     model = Prophet(
-        yearly_seasonality=True,
+        yearly_seasonality=yearly,
         weekly_seasonality=False,
         daily_seasonality=False,
         interval_width=0.8,
@@ -365,7 +370,8 @@ def run_prophet(data: pd.DataFrame, args: dict) -> tuple[list[pd.DataFrame], dic
             future = pd.date_range(hist["period"].iloc[-1] + step, periods=horizon, freq=step)
             t0 = time.perf_counter()
             try:
-                values, note = prophet_one(hist, future), ""
+                yearly = args["season_length"] > 1 and len(hist) >= args["season_length"]
+                values, note = prophet_one(hist, future, yearly), ""
             except Exception as err:  # any library error means "use naive"
                 values, note = naive(hist["y"].to_numpy(), horizon), failure(err)
             seconds[method] += time.perf_counter() - t0

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from custval.errors import CustvalError
-from custval.features.series import acquisitions, period_start, sales_series
+from custval.features.series import acquisitions, period_start, sales_series, spend_facts
 
 
 def _tx() -> ibis.Table:
@@ -74,3 +74,11 @@ def test_months_and_acquisitions() -> None:
 def test_nothing_before_the_end_is_a_clear_error() -> None:
     with pytest.raises(CustvalError, match="no transactions before 2024-01-01"):
         sales_series(_tx(), date(2024, 1, 1))
+
+
+def test_the_spend_facts_by_hand() -> None:
+    first, kept = spend_facts(_tx(), END)
+    # first days: A 10 + 5 on 6 Jan, B 20 on 8 Jan, C 30 on 3 Feb (5 Feb is at the end: out)
+    assert first == pytest.approx((15.0 + 20.0 + 30.0) / 3)
+    # gross 10 + 5 + 20 + 7 + 30 = 72, net 72 - 4 = 68
+    assert kept == pytest.approx(68.0 / 72.0)

@@ -141,11 +141,11 @@ def spend_facts(tx: ir.Table, end: date) -> tuple[float, float]:
     days = buys.group_by("customer_id", day=buys.timestamp.date()).aggregate(
         spend=buys.amount.sum()
     )
-    ranked = days.mutate(rank=ibis.row_number().over(group_by=days.customer_id, order_by=days.day))
-    values = (
-        ranked.filter(ranked["rank"] == 0).spend.mean().execute(),
-        buys.amount.sum().execute(),
-        past.amount.sum().execute(),
-    )
+    # the spend of each customer's earliest day: an arg-min, no sort of every customer's days
+    firsts = days.group_by("customer_id").aggregate(first=days.spend.argmin(days.day))
+    money = past.aggregate(
+        gross=past.amount.sum(where=~past.is_refund), net=past.amount.sum()
+    ).to_pandas()
+    values = (firsts["first"].mean().execute(), money["gross"].iloc[0], money["net"].iloc[0])
     first_spend, gross, net = (float(v) if pd.notna(v) else 0.0 for v in values)
     return first_spend, (net / gross if gross > 0 else 1.0)

@@ -7,7 +7,7 @@ history is shorter than two seasons). The customer models have no calendar: when
 history holds two seasons, its multiplicative seasonal index is put back on the forecast
 (:func:`custval.models.customer_forecast.seasonal_index`).
 
-The models are population models: past ``fit_sample`` customers (200,000) they are fitted on a
+The models are population models: past ``fit_sample`` customers (100,000) they are fitted on a
 random sample of that many (seeded), which moves a forecast's total by a fraction of a percent,
 and predict for everyone; a million customers' weekly forecast then takes seconds, not minutes.
 
@@ -54,7 +54,7 @@ def customer_based(
     model: str = "auto",
     one_row_per_order: bool = False,
     history: np.ndarray | None = None,
-    fit_sample: int = 200_000,
+    fit_sample: int = 100_000,
 ) -> np.ndarray:
     """The ``horizon`` periods after ``origin`` (a period start; the data before it only) of
     ``measure``, built customer by customer (module docstring). ``history``: the series'

@@ -57,19 +57,24 @@ def base_purchases(
     customers' P(alive): a million customers on a weekly grid have a few hundred thousand
     distinct pairs. The purchases in a period are the differences of the cumulative ones.
     ``weights``: a multiplier per customer (their expected spend per purchase, for revenue;
-    default 1)."""
+    default 1), or a matrix of them (customers x k) for k sums from one pass (horizons x k)."""
     x = np.asarray(frequency, dtype=np.float64)
     tx = np.asarray(recency, dtype=np.float64)
     tt = np.asarray(T, dtype=np.float64)
     ends = _horizons(horizons)
     alive = np.asarray(model.probability_alive(x, tx, tt), dtype=np.float64)
-    if weights is not None:
-        alive = alive * np.broadcast_to(np.asarray(weights, dtype=np.float64), alive.shape)
+    given = np.ones(x.size) if weights is None else np.asarray(weights, dtype=np.float64)
+    w = np.broadcast_to(given, x.shape) if given.ndim == 0 else given
+    w = w.reshape(x.size, -1)
     pairs, inverse = np.unique(np.stack([x, tt]), axis=1, return_inverse=True)
-    weight = np.bincount(inverse.ravel(), weights=alive, minlength=pairs.shape[1])
-    return np.array(
-        [weight @ model._purchases_if_alive(float(h), pairs[0], pairs[1]) for h in ends]
+    weight = np.column_stack(  # a column per weight vector (one or two)
+        [
+            np.bincount(inverse.ravel(), weights=alive * w[:, j], minlength=pairs.shape[1])
+            for j in range(w.shape[1])
+        ]
     )
+    out = np.array([model._purchases_if_alive(float(h), pairs[0], pairs[1]) @ weight for h in ends])
+    return out[:, 0] if weights is None or np.ndim(weights) == 1 else out
 
 
 def new_customer_purchases(model: Any, arrivals: Any, arrival_times: Any, horizons: Any) -> Array:
@@ -121,7 +126,11 @@ def customer_forecast(
     if first.shape != ends.shape:
         raise CustvalError(f"{first.size} periods of arrivals for {ends.size} periods")
     first = np.maximum(first, 0.0)
-    existing = np.diff(base_purchases(model, frequency, recency, T, ends), prepend=0.0)
+    n = np.size(frequency)
+    weights = np.ones((n, 1)) if spend is None else np.column_stack([np.ones(n), spend])
+    # one pass over the customers for the purchases and, with a spend, the money
+    both = np.diff(base_purchases(model, frequency, recency, T, ends, weights), axis=0, prepend=0.0)
+    existing = both[:, 0]
     # a period's newcomers arrive through it: on average at its middle
     new_repeat = np.diff(
         new_customer_purchases(model, first, (starts + ends) / 2, ends), prepend=0.0
@@ -133,7 +142,7 @@ def customer_forecast(
         "purchases": existing + first + new_repeat,
     }
     if spend is not None:
-        money = np.diff(base_purchases(model, frequency, recency, T, ends, spend), prepend=0.0)
+        money = both[:, 1]
         out["revenue"] = (money + first * first_spend + new_repeat * new_spend) * net_share
     return out
 
