@@ -253,11 +253,8 @@ def _base(run: Any) -> Any:
 def _grand_total(run: Any) -> float:
     """The forecast total: the total series' when the run has one, else the sum of all."""
     base = _base(run)
-    chosen = run.leaderboard[run.leaderboard.chosen]
-    names = set(chosen.series)
-    for total in ("total", "total (all series)"):
-        if total in names and len(names) > 1:
-            return float(base.loc[base.series == total, "point"].sum())
+    if run.total is not None:
+        return float(base.loc[base.series == run.total, "point"].sum())
     return float(base.point.sum())
 
 

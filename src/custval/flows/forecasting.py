@@ -73,6 +73,8 @@ class ForecastRun:
     backtests: dict[str, Backtest] = field(default_factory=dict)
     #: the statistical and machine-learned candidates tried (None: all)
     methods: tuple[str, ...] | None = None
+    #: the name of the series that is the others' sum (with --by on an additive measure)
+    total: str | None = None
 
 
 def candidate_methods(season: int, horizon: int) -> dict[str, Callable[[], Any]]:
@@ -146,6 +148,7 @@ def forecast(
         n_origins=n_origins,
         step=step,
         methods=methods,
+        total=total,
     )
     boards, ahead = [], []
     for name, rows in series.groupby("series", sort=True):  # a loop over a few series
@@ -228,7 +231,7 @@ def _one_series(
     chosen = str(backtest.leaderboard.iloc[0]["method"])
     futures = _futures(y, methods, backtest, chosen, h)
     if CUSTOMER_BASED in _needed(y, backtest, chosen):
-        futures[CUSTOMER_BASED] = base.ahead(future_periods[0], y, run, season)
+        futures[CUSTOMER_BASED] = base.at(future_periods[0], y, run, season)
     future = forecast_ahead(y, backtest, chosen, futures)
     board = backtest.leaderboard.assign(series=name, chosen=lambda b: b["method"] == chosen)
     return board, future.assign(series=name, period=future_periods, method=chosen)
@@ -259,9 +262,10 @@ class _CustomerBase:
     model: str
     one_row_per_order: bool
 
-    def _at(
+    def at(
         self, origin: pd.Timestamp, history: np.ndarray, run: ForecastRun, season: int
     ) -> np.ndarray:
+        """Its forecast of the periods from ``origin``, fitted on everything before it."""
         return customer_based(
             self.tx,
             origin.date(),
@@ -287,16 +291,10 @@ class _CustomerBase:
         if run.measure not in CUSTOMER_MEASURES:
             return {}, {CUSTOMER_BASED: f"it forecasts {' and '.join(CUSTOMER_MEASURES)} only"}
         try:
-            made = [self._at(periods[i], y[:i], run, season) for i in origins]
+            made = [self.at(periods[i], y[:i], run, season) for i in origins]
             return {CUSTOMER_BASED: np.stack(made)}, {}
         except FitError as exc:
             return {}, {CUSTOMER_BASED: exc.problem}
-
-    def ahead(
-        self, origin: pd.Timestamp, y: np.ndarray, run: ForecastRun, season: int
-    ) -> np.ndarray:
-        """Its forecast of the periods from ``origin``, refitted on everything before it."""
-        return self._at(origin, y, run, season)
 
 
 def _after(periods: pd.DatetimeIndex, h: int, freq: str) -> pd.DatetimeIndex:
