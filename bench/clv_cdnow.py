@@ -40,19 +40,23 @@ from custval.flows.leaderboard import clv_leaderboard
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "data" / "cdnow" / "CDNOW_master.txt"
 
 
-def main() -> None:
-    path = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT
+def cdnow_project(path: Path, as_of: str, origin: str) -> Any:
+    """A project of one source, the CDNOW master file (whitespace separated, dates YYYYMMDD),
+    as of ``as_of``: the benchmarks on CDNOW read it the same way."""
     source = {
         "kind": "transactions",
         "uri": str(path),
         "columns": {"customer_id": "customer_id", "timestamp": "date", "amount": "dollar_value"},
         "csv": {"delimiter": "whitespace"},
     }
-    project = project_from_dict(
-        {"as_of": "1997-09-30", "sources": {"transactions": source}},
-        root=Path.cwd(),
-        origin="bench/clv_cdnow.py",
+    return project_from_dict(
+        {"as_of": as_of, "sources": {"transactions": source}}, root=Path.cwd(), origin=origin
     )
+
+
+def main() -> None:
+    path = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT
+    project = cdnow_project(path, "1997-09-30", "bench/clv_cdnow.py")
     start = time.perf_counter()
     prepared = flows.prepare(project)
     board = clv_leaderboard(project, prepared, holdout_end=date(1998, 6, 30))

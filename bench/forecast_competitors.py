@@ -45,20 +45,19 @@ weekly periods (Monday starts, m = 52) and "MS" for months (m = 12).
 
 Prophet (1.5.0; Taylor and Letham 2018): ``Prophet(yearly_seasonality=True,
 weekly_seasonality=False, daily_seasonality=False, interval_width=0.8)``, one fit per series per
-origin, everything else at its defaults (linear growth, 25 potential changepoints in the first
-80% of the history, ``changepoint_prior_scale`` 0.05, additive yearly Fourier terms of order
-10, MAP fit by L-BFGS in the Stan model that ships compiled in the wheel, run by cmdstanpy: no
-cmdstan download, nothing fetched). Yearly seasonality is set explicitly because Prophet's
-"auto" turns it off below two years of history (the 100-week origin), which no one forecasting
-seasonal weekly data would want (and off below one whole season, or when the caller asks for
-no season: a cycle never seen cannot be learnt); weekly and daily seasonality describe patterns inside a week or
-a day, which weekly or monthly periods cannot show. The point is ``yhat``. Prophet's
-uncertainty comes from 1,000 draws of future trend changes plus the observation noise; the 80%
-band is the 10th-90th percentile of those draws (the rule ``predict`` uses for
-``interval_width=0.8``) and the 95% band the 2.5th-97.5th of the SAME draws: one sampling pass,
-bands that nest, instead of a second ``predict``. ``numpy``'s seed is set to 0 before each fit,
-so the draws repeat. In MAP mode the draws ignore the uncertainty of the seasonal and trend
-parameters, so Prophet's bands are known to run narrow.
+origin, everything else at its defaults (linear growth, 25 potential changepoints in the first 80%
+of the history, ``changepoint_prior_scale`` 0.05, additive yearly Fourier terms of order 10, MAP fit
+by L-BFGS in the Stan model that ships compiled in the wheel, run by cmdstanpy: no cmdstan download,
+nothing fetched). Yearly seasonality is set explicitly because Prophet's "auto" turns it off below
+two years of history (the 100-week origin), which no one forecasting seasonal weekly data would want
+(and off below one whole season, or when the caller asks for no season: a cycle never seen cannot be
+learnt); weekly and daily seasonality describe patterns inside a week or a day, which weekly or
+monthly periods cannot show. The point is ``yhat``. Prophet's uncertainty comes from 1,000 draws of
+future trend changes plus the observation noise; the 80% band is the 10th-90th percentile of those
+draws (the rule ``predict`` uses for ``interval_width=0.8``) and the 95% band the 2.5th-97.5th of
+the SAME draws: one sampling pass, bands that nest, instead of a second ``predict``. ``numpy``'s
+seed is set to 0 before each fit, so the draws repeat. In MAP mode the draws ignore the uncertainty
+of the seasonal and trend parameters, so Prophet's bands are known to run narrow.
 
 Failures: a series the library cannot fit (statsforecast raises on fewer than about 5-6
 points, Prophet on fewer than 2) gets a naive forecast instead, marked in the column ``note``

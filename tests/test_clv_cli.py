@@ -148,11 +148,20 @@ def test_clv_compare_and_tracking(
     bg = next(r for r in rows if r["model"] == "bgnbd")
     assert bg["log_likelihood"] == pytest.approx(summary["purchases"]["log_likelihood"], rel=1e-9)
     assert bg["holdout_mae"] == pytest.approx(summary["holdout"]["mae"], rel=1e-9)
-    track = pacsv.read_csv(tmp_path / "track.csv").to_pandas()
-    assert (track.period_end.diff().dropna() > 0).all()
+    table = pacsv.read_csv(tmp_path / "track.csv").to_pandas()
+    assert (table.period_end.diff().dropna() > 0).all()
+    track, ahead = table[table.period != "forecast"], table[table.period == "forecast"]
     assert track.actual.sum() == track.cumulative_actual.iloc[-1]
     np.testing.assert_allclose(track.predicted.cumsum(), track.cumulative_predicted, rtol=1e-9)
     end = track.iloc[-1]
+    # extended forward one week at a time over the horizon: the base's decay, from where it stands
+    assert len(ahead) == 52 and ahead.actual.isna().all()
+    np.testing.assert_allclose(ahead.period_end - end.period_end, np.arange(1, 53))
+    assert (np.diff(ahead.predicted) < 0).all() and (ahead.predicted > 0).all()
+    np.testing.assert_allclose(
+        ahead.cumulative_predicted, end.cumulative_actual + ahead.predicted.cumsum(), rtol=1e-12
+    )
+    assert summary["tracking"]["forecast"]["expected"] == pytest.approx(ahead.predicted.sum())
     assert summary["tracking"]["cumulative_actual"] == end.cumulative_actual
     # the tracking counts the same repeat purchases as the calibration summary and the holdout
     predictions = pq.read_table(tmp_path / "clv.parquet").to_pandas()
@@ -163,8 +172,15 @@ def test_clv_compare_and_tracking(
     )
     assert summary["settings"]["horizon"] == 52 and summary["settings"]["time_unit"] == "weeks"
     assert abs(end.cumulative_predicted / end.cumulative_actual - 1) < 0.1
-    no_holdout = run_clv("--tracking", "t2.csv")
-    assert no_holdout.returncode == 2 and "--tracking needs --holdout-end" in no_holdout.stderr
+    # without a holdout: the calibration, then forward from its end, where the predictions stand
+    no_holdout = run_clv("--model", "bgnbd", "--level", "0", "--tracking", "t2.csv")
+    assert no_holdout.returncode == 0, no_holdout.stderr
+    t2 = pacsv.read_csv(tmp_path / "t2.csv").to_pandas()
+    assert set(t2.period) == {"calibration", "forecast"}
+    alone = pq.read_table(tmp_path / "clv.parquet").to_pandas()
+    # the first 52 forward weeks of the base are the customers' expected purchases in the horizon
+    forward = t2[t2.period == "forecast"].predicted.sum()
+    assert forward == pytest.approx(alone.expected_purchases.sum(), rel=1e-9)
     backwards = run_clv("--holdout-end", "2025-01-01")
     assert backwards.returncode == 2 and "must come after" in backwards.stderr
     assert "Traceback" not in backwards.stderr

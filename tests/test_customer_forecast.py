@@ -132,3 +132,17 @@ def test_the_seasonal_index_finds_the_planted_calendar(companies: Companies) -> 
     assert np.corrcoef(index, expected)[0, 1] > 0.9
     assert np.argmax(index) == np.argmax(expected)
     assert seasonal_index(np.ones(100), 52) is None  # under two seasons: no index
+
+
+def test_a_sampled_fit_repeats_whatever_the_rows_order(generated: tuple) -> None:
+    project, tx = generated
+    origin = period_start(project.as_of - timedelta(days=91), "week")
+    kwargs = {"horizon": 13, "freq": "week", "season": 52, "measure": "revenue"}
+    full = customer_based(tx, origin, **kwargs)
+    sampled = customer_based(tx, origin, fit_sample=800, **kwargs)
+    # the models learn from 800 of the customers and predict for all of them
+    assert sampled.sum() == pytest.approx(full.sum(), rel=0.05) and sampled.sum() != full.sum()
+    # the sample is the lowest hashes of the ids: the same customers however the rows come
+    shuffled = tx.order_by(tx.amount.desc(), tx.customer_id)
+    again = customer_based(shuffled, origin, fit_sample=800, **kwargs)
+    np.testing.assert_allclose(again, sampled, rtol=1e-9)

@@ -6,11 +6,18 @@ from __future__ import annotations
 from datetime import date, datetime
 
 import ibis
+import numpy as np
 import pandas as pd
 import pytest
 
 from custval.errors import CustvalError
-from custval.features.series import acquisitions, period_start, sales_series, spend_facts
+from custval.features.series import (
+    acquisitions,
+    forecast_summary,
+    net_share,
+    period_start,
+    sales_series,
+)
 
 
 def _tx() -> ibis.Table:
@@ -64,8 +71,12 @@ def test_months_and_acquisitions() -> None:
     got = sales_series(_tx(), date(2025, 3, 1), freq="month")
     assert got["period"].dt.date.tolist() == [date(2025, 1, 1), date(2025, 2, 1)]
     assert got["revenue"].tolist() == [38.0, 31.0]
-    firsts = acquisitions(_tx(), END, freq="week")
+    firsts = acquisitions(_since(_tx()), END, freq="week")
     assert firsts["customers"].tolist() == [2, 0, 0, 0]  # C's first purchase is after them
+    assert firsts["period"].dt.date.iloc[0] == date(2025, 1, 6)
+    march = date(2025, 3, 1)
+    months = acquisitions(_since(_tx(), march), march, freq="month")
+    assert months["customers"].tolist() == [2, 1]
     assert period_start(date(2025, 2, 5), "week") == date(2025, 2, 3)
     with pytest.raises(CustvalError, match="unknown frequency"):
         period_start(END, "day")
@@ -76,9 +87,33 @@ def test_nothing_before_the_end_is_a_clear_error() -> None:
         sales_series(_tx(), date(2024, 1, 1))
 
 
-def test_the_spend_facts_by_hand() -> None:
-    first, kept = spend_facts(_tx(), END)
+def _since(tx: ibis.Table, end: date = END) -> np.ndarray:
+    summary = forecast_summary(tx, end, one_row_per_order=True).to_pandas()
+    return summary["days_since_first_purchase"].to_numpy()
+
+
+def test_the_first_purchases_by_hand() -> None:
+    summary = (
+        forecast_summary(_tx(), END, one_row_per_order=True).to_pandas().set_index("customer_id")
+    )
     # first days: A 10 + 5 on 6 Jan, B 20 on 8 Jan, C 30 on 3 Feb (5 Feb is at the end: out)
-    assert first == pytest.approx((15.0 + 20.0 + 30.0) / 3)
+    assert summary["first_spend"].to_dict() == pytest.approx({"A": 15.0, "B": 20.0, "C": 30.0})
+    assert summary["days_since_first_purchase"].to_dict() == {"A": 30, "B": 28, "C": 2}
     # gross 10 + 5 + 20 + 7 + 30 = 72, net 72 - 4 = 68
-    assert kept == pytest.approx(68.0 / 72.0)
+    assert net_share(_tx(), END) == pytest.approx(68.0 / 72.0)
+    # D only ever refunded: no first purchase, but her refund is money; E refunded before her
+    # first purchase, which is her first purchase day all the same
+    more = pd.DataFrame(
+        [
+            ("D", datetime(2025, 1, 10, 9), -3.0, True, "web"),
+            ("E", datetime(2025, 1, 7, 9), -2.0, True, "web"),
+            ("E", datetime(2025, 1, 20, 9), 12.0, False, "web"),
+        ],
+        columns=["customer_id", "timestamp", "amount", "is_refund", "channel"],
+    )
+    both = _tx().union(ibis.memtable(more))
+    assert acquisitions(_since(both), END)["customers"].tolist() == [2, 0, 1, 0]
+    assert forecast_summary(both, END, one_row_per_order=True).to_pandas()[
+        "first_spend"
+    ].sum() == pytest.approx(77.0)
+    assert net_share(both, END) == pytest.approx((84.0 - 4.0 - 3.0 - 2.0) / 84.0)

@@ -124,8 +124,9 @@ TrackingOpt = Annotated[
     Path | None,
     typer.Option(
         "--tracking",
-        help="With --holdout-end: write the cumulative repeat transactions per time unit, "
-        "actual against predicted (.csv or .parquet).",
+        help="Write the cumulative repeat transactions per time unit, actual against "
+        "predicted, through the calibration (and the holdout with --holdout-end), then "
+        "forward over the horizon: the base's expected decay (.csv or .parquet).",
     ),
 ]
 OutOpt = Annotated[
@@ -222,8 +223,6 @@ def clv(
     cal_end, hold_end = _check_periods(calibration_end, holdout_end, loaded, out_path, level)
     settings = _settings(loaded, cal_end, hold_end, time_unit, horizon, discount)
     if tracking_path is not None:
-        if hold_end is None:
-            raise CustvalError("--tracking needs --holdout-end: it tracks through the holdout")
         check_output(tracking_path, "--tracking")
     reading = file_options(delimiter, decimal, encoding, no_header, names, date_format)
     source = transactions_source(
@@ -460,6 +459,7 @@ def _btyd(
             level=level,
             n_draws=draws,
             compare=compare,
+            tracking=tracking_path is not None,
         )
     write_table(result.predictions, out_path)
     if tracking_path is not None and result.tracking is not None:
@@ -509,12 +509,7 @@ def print_clv(
                 f"({iv['level']:.0%} interval {t['lower']:,.0f} to {t['upper']:,.0f})"
             )
     if result.tracking is not None:
-        tr = summary["tracking"]
-        out.print(
-            f"tracking: cumulative repeat purchases {tr['cumulative_actual']:,.0f} actual, "
-            f"{tr['cumulative_predicted']:,.0f} predicted by the holdout end"
-            + (f" ({tracking_path})" if tracking_path else "")
-        )
+        _print_tracking(summary["tracking"], result.holdout is not None, time_unit, tracking_path)
     if result.comparison is not None:
         _print_comparison(summary["comparison"], "holdout_mae" in result.comparison.columns)
 
@@ -595,16 +590,45 @@ def clv_summary(result: Any, model: str, path: Path) -> dict[str, Any]:
 
 
 def tracking_summary(tracking: Any) -> dict[str, Any]:
-    """Cumulative repeat purchases, actual and predicted, at the calibration and holdout ends."""
+    """Cumulative repeat purchases, actual and predicted, at the calibration end and the end of
+    the data (the holdout's, or the calibration's without one), and the forecast rows' total,
+    first and last period: the base's expected decay."""
     cal = tracking[tracking.period == "calibration"].iloc[-1]
-    end = tracking.iloc[-1]
+    end = tracking[tracking.period != "forecast"].iloc[-1]
+    ahead = tracking[tracking.period == "forecast"]
+    keys = ("period_end", "cumulative_actual", "cumulative_predicted")
     return {
-        "calibration_end": {
-            k: float(cal[k]) for k in ("period_end", "cumulative_actual", "cumulative_predicted")
-        },
-        "holdout_end": {
-            k: float(end[k]) for k in ("period_end", "cumulative_actual", "cumulative_predicted")
-        },
+        "calibration_end": {k: float(cal[k]) for k in keys},
+        "holdout_end": {k: float(end[k]) for k in keys},
         "cumulative_actual": float(end.cumulative_actual),
         "cumulative_predicted": float(end.cumulative_predicted),
+        "forecast": None
+        if ahead.empty
+        else {
+            "periods": len(ahead),
+            "expected": float(ahead.predicted.sum()),
+            "first_period": float(ahead.predicted.iloc[0]),
+            "last_period": float(ahead.predicted.iloc[-1]),
+        },
     }
+
+
+def _print_tracking(
+    tr: dict[str, Any], holdout: bool, time_unit: str, tracking_path: Path | None
+) -> None:
+    """The tracking's totals: actual against predicted at the end of the data, then the base's
+    expected repeat purchases ahead, first period to last."""
+    where = "the holdout end" if holdout else "the calibration end"
+    out.print(
+        f"tracking: cumulative repeat purchases {tr['cumulative_actual']:,.0f} actual, "
+        f"{tr['cumulative_predicted']:,.0f} predicted by {where}"
+        + (f" ({tracking_path})" if tracking_path else "")
+    )
+    ahead = tr["forecast"]
+    if ahead:
+        unit = time_unit.removesuffix("s")
+        out.print(
+            f"  the base ahead: {ahead['expected']:,.0f} repeat purchases over the next "
+            f"{ahead['periods']} {time_unit}, {ahead['first_period']:,.1f} in the first {unit} "
+            f"falling to {ahead['last_period']:,.1f} in the last (no new customers)"
+        )

@@ -2,7 +2,7 @@
 month, the revenue (net of refunds, which carry negative amounts), the purchases (purchase
 days of a customer, as the customer-base models count them) and the buying customers, in
 total or by a column of the transactions (segment, channel, category), and the customers
-acquired (first purchase) in each period.
+acquired (first purchase) in each period, from the customers' summary.
 
 The engine aggregates; the result is small (periods × series) and is completed in pandas: a
 period without a sale is a row of zeros, never a missing row, so that every series has every
@@ -18,18 +18,22 @@ from typing import Literal
 
 import ibis
 import ibis.expr.types as ir
+import numpy as np
 import pandas as pd
 
+from custval.columns import SUMMARY_COLUMNS
 from custval.errors import CustvalError
 from custval.features._util import cutoff
+from custval.features.transactions import rfm_features
 
 __all__ = [
     "FREQUENCIES",
     "acquisitions",
+    "forecast_summary",
+    "net_share",
     "period_start",
     "sales_series",
     "series_rows",
-    "spend_facts",
 ]
 
 Frequency = Literal["week", "month"]
@@ -104,23 +108,6 @@ def _complete(frame: pd.DataFrame, end: date, freq: str) -> pd.DataFrame:
     return out.astype({"revenue": "float64", "purchases": "int64", "customers": "int64"})
 
 
-def acquisitions(tx: ir.Table, end: date, *, freq: str = "week") -> pd.DataFrame:
-    """``period`` and ``customers``: how many customers made their first purchase in each
-    whole period before ``end``, zeros included (module docstring)."""
-    buys = tx.filter((tx.timestamp < cutoff(end)) & ~tx.is_refund)
-    first = buys.group_by("customer_id").aggregate(first=buys.timestamp.min())
-    per = first.group_by(period=first["first"].truncate(_UNITS[freq]).date()).aggregate(
-        customers=first.count()
-    )
-    frame = per.to_pandas()
-    if frame.empty:
-        raise CustvalError(f"there are no purchases before {end}")
-    frame["period"] = pd.to_datetime(frame["period"])
-    periods = _periods(frame["period"].min().date(), end, freq)
-    full = frame.set_index("period").reindex(periods, fill_value=0)
-    return full.rename_axis("period").reset_index().astype({"customers": "int64"})
-
-
 def _key(tx: ir.Table, by: str | None) -> ir.Value:
     """The name of the series a transaction belongs to."""
     return tx[by].cast("string").fill_null("unknown") if by else ibis.literal("total")
@@ -132,20 +119,55 @@ def series_rows(tx: ir.Table, by: str | None, name: str) -> ir.Table:
     return tx if by is None else tx.filter(_key(tx, by) == name)
 
 
-def spend_facts(tx: ir.Table, end: date) -> tuple[float, float]:
-    """Two figures of the transactions before ``end`` that a customer-based forecast in money
-    needs: the mean spend of a customer's first purchase day, and the share of gross sales
-    left after refunds (net over gross; 1 without refunds)."""
-    past = tx.filter(tx.timestamp < cutoff(end))
-    buys = past.filter(~past.is_refund)
-    days = buys.group_by("customer_id", day=buys.timestamp.date()).aggregate(
-        spend=buys.amount.sum()
+def forecast_summary(tx: ir.Table, end: date, *, one_row_per_order: bool = False) -> ir.Table:
+    """The customers' BTYD summary at ``end`` (:data:`custval.columns.SUMMARY_COLUMNS`, in
+    weeks) with what a customer-based forecast needs beside it, from the same query: the spend
+    of each customer's first purchase day (``first_spend``) and the days from it to ``end``
+    (``days_since_first_purchase``: :func:`acquisitions` counts them by period), and a hash of
+    the id (``sample_key``), by which a sample is drawn that does not depend on the rows' order."""
+    rfm = rfm_features(
+        tx, end, time_unit="weeks", rhythm=False, trend=False, one_row_per_order=one_row_per_order
     )
-    # the spend of each customer's earliest day: an arg-min, no sort of every customer's days
-    firsts = days.group_by("customer_id").aggregate(first=days.spend.argmin(days.day))
+    gross = rfm.revenue + rfm.refund_amount
+    return rfm.select(
+        "customer_id",
+        *SUMMARY_COLUMNS,
+        "days_since_first_purchase",
+        # monetary_value is the mean spend of the repeat days: the rest of the gross is the first
+        first_spend=gross - rfm.monetary_value * rfm.frequency,
+        sample_key=rfm.customer_id.hash(),
+    )
+
+
+def acquisitions(days_since_first: np.ndarray, end: date, *, freq: str = "week") -> pd.DataFrame:
+    """``period`` and ``customers``: how many customers made their first purchase in each whole
+    period before ``end``, zeros included, from each customer's days between her first purchase
+    and ``end`` (:func:`forecast_summary`). Vectorised: a day number's period is found by
+    arithmetic on the calendar, not per customer in Python."""
+    days = np.asarray(days_since_first, dtype=np.int64)
+    if days.size == 0:
+        raise CustvalError(f"there are no purchases before {end}")
+    first = np.datetime64(end, "D") - days
+    if freq == "week":
+        # 1970-01-01 was a Thursday: a day number + 3 counts from a Monday
+        start = first - (first.astype(np.int64) + 3) % 7
+    elif freq == "month":
+        start = first.astype("datetime64[M]").astype("datetime64[D]")
+    else:
+        raise CustvalError(f"unknown frequency '{freq}'", hint="week or month")
+    values, counts = np.unique(start, return_counts=True)
+    found = pd.Series(counts, index=pd.DatetimeIndex(values.astype("datetime64[ns]")))
+    periods = _periods(found.index.min().date(), end, freq)
+    full = found.reindex(periods, fill_value=0).astype("int64")
+    return pd.DataFrame({"period": periods, "customers": full.to_numpy()})
+
+
+def net_share(tx: ir.Table, end: date) -> float:
+    """The share of gross sales before ``end`` left after refunds: net over gross (1 without
+    refunds), every transaction counted, a refund-only customer's too. One scan, no grouping."""
+    past = tx.filter(tx.timestamp < cutoff(end))
     money = past.aggregate(
         gross=past.amount.sum(where=~past.is_refund), net=past.amount.sum()
     ).to_pandas()
-    values = (firsts["first"].mean().execute(), money["gross"].iloc[0], money["net"].iloc[0])
-    first_spend, gross, net = (float(v) if pd.notna(v) else 0.0 for v in values)
-    return first_spend, (net / gross if gross > 0 else 1.0)
+    gross, net = (float(v) if pd.notna(v) else 0.0 for v in money.iloc[0])
+    return net / gross if gross > 0 else 1.0

@@ -28,6 +28,7 @@ from custval.models.btyd_clv import (
     btyd_predictions,
     clv_models_json,
 )
+from custval.models.customer_forecast import customer_forecast
 from custval.models.evaluation import compare_models, holdout_errors, tracking_table
 
 #: one year in each time unit: the default CLV horizon (whole weeks, days...)
@@ -101,13 +102,14 @@ def clv(
     level: float | None = 0.9,
     n_draws: int = 200,
     compare: bool = False,
+    tracking: bool = False,
 ) -> ClvResult:
     """Fit a purchase model (BG/NBD, MBG/NBD or Pareto/NBD) and Gamma-Gamma on the customers'
     BTYD summary at ``calibration_end``; predict P(alive), purchases and discounted CLV over
     ``horizon`` time units; judge the purchase model on the holdout when ``holdout_end`` is given.
     With a ``level`` the expected purchases and the CLV get central intervals from ``n_draws``
-    draws of the models' parameters (:mod:`custval.models.clv`). With a holdout the result has a
-    tracking table of cumulative repeat transactions per time unit, actual against predicted;
+    draws of the models' parameters (:mod:`custval.models.clv`). With a holdout (or ``tracking``)
+    the result has a tracking table, actual against predicted and then ahead (:func:`_tracking`);
     with ``compare`` every purchase model is fitted and compared (log-likelihood, AIC, BIC,
     holdout error). ``model`` auto keeps the best of the three (``choose_purchase_model``).
     Data the models cannot learn from is refused first, in plain words (:func:`check_summary`).
@@ -147,13 +149,15 @@ def clv(
     )
     purchases = fitted.purchases
     out = {"customer_id": table.column("customer_id"), **fitted.columns}
-    holdout, tracking = None, None
+    holdout, track = None, None
     if holdout_end is not None:
         predicted = purchases.conditional_expected_purchases(col["duration_holdout"], x, tx_, t)
         out["frequency_holdout"] = col["frequency_holdout"]
         out["predicted_holdout"] = predicted
         holdout = holdout_errors(predicted, col["frequency_holdout"])
-        tracking = _tracking(tx, purchases, calibration_end, holdout_end, time_unit)
+    if holdout_end is not None or tracking:
+        period = (calibration_end, holdout_end or calibration_end)
+        track = _tracking(tx, purchases, period, time_unit, horizon, prepared.one_row_per_order)
     return ClvResult(
         purchases,
         fitted.spend,
@@ -161,7 +165,7 @@ def clv(
         holdout,
         fitted.spend_excluded,
         fitted.interval,
-        tracking,
+        track,
         _comparison(fitted.choice, x, tx_, t, col) if compare else None,
         fitted.choice,
         _refund_only(tx, calibration_end, facts, table.column("customer_id")),
@@ -307,18 +311,53 @@ def _check_names(model: str, time_unit: str) -> None:
 
 
 def _tracking(
-    tx: Any, purchases: Any, calibration_end: date, holdout_end: date, time_unit: str
+    tx: Any,
+    purchases: Any,
+    period: tuple[date, date],
+    time_unit: str,
+    horizon: float,
+    one_row_per_order: bool,
 ) -> pd.DataFrame:
-    """Cumulative repeat transactions, actual against predicted, at every time unit from the
-    first purchase, the calibration end and the holdout end."""
-    origin, births, repeats = tracking_times(tx, calibration_end, holdout_end, time_unit=time_unit)
+    """Cumulative repeat transactions of the customers who bought before the calibration end,
+    actual against predicted, at every time unit from the first purchase, the calibration end
+    and the end of the data (``period``: calibration end, data end), then extended forward.
+
+    The calibration and holdout rows are the fit's check (:func:`tracking_table`: the model's
+    expectation from each customer's first purchase, blind to her history). The ``forecast``
+    rows, one per time unit over ``horizon``, are the base's expected decay: each customer's
+    expected repeat purchases conditional on her history at the end of the data (the existing
+    customers of the customer-based sales forecast), ``actual`` empty and
+    ``cumulative_predicted`` continued from the actual count, where the base stands."""
+    calibration_end, end_date = period
+    origin, births, repeats = tracking_times(tx, calibration_end, end_date, time_unit=time_unit)
     unit = UNIT_DAYS[time_unit]
-    end = (holdout_end - origin).days / unit
+    end = (end_date - origin).days / unit
     cal = (calibration_end - origin).days / unit
     ends = np.unique(np.append(np.arange(1.0, np.floor(end) + 1), [cal, end]))
-    tracking = tracking_table(purchases, births, repeats, ends[ends > 0])
-    tracking.insert(1, "period", np.where(tracking.period_end <= cal, "calibration", "holdout"))
-    return tracking
+    past = tracking_table(purchases, births, repeats, ends[ends > 0])
+    past.insert(1, "period", np.where(past.period_end <= cal, "calibration", "holdout"))
+    steps = np.arange(1.0, np.floor(horizon) + 1)
+    if steps.size == 0:
+        return past
+    base = btyd_summary_table(
+        tx, end_date, time_unit=time_unit, one_row_per_order=one_row_per_order
+    )
+    # the tracked cohort only, a first purchase before the calibration end: T there >= 0 (a
+    # first purchase on its eve has T = 0), so T here >= the days between the two ends
+    base = base.filter(base.T * unit > (end_date - calibration_end).days - 0.5).to_pyarrow()
+    x, rec, age = (_numbers(base.column(c)).astype(float) for c in SUMMARY_COLUMNS[:3])
+    ahead = customer_forecast(purchases, x, rec, age, steps)["existing"]
+    forward = pd.DataFrame(
+        {
+            "period_end": end + steps,
+            "period": "forecast",
+            "actual": np.nan,
+            "predicted": ahead,
+            "cumulative_actual": np.nan,
+            "cumulative_predicted": past.cumulative_actual.iloc[-1] + np.cumsum(ahead),
+        }
+    )
+    return pd.concat([past, forward], ignore_index=True)
 
 
 def clv_settings(project: Project) -> tuple[float, float]:

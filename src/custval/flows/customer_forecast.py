@@ -8,8 +8,10 @@ history holds two seasons, its multiplicative seasonal index is put back on the 
 (:func:`custval.models.customer_forecast.seasonal_index`).
 
 The models are population models: past ``fit_sample`` customers (100,000) they are fitted on a
-random sample of that many (seeded), which moves a forecast's total by a fraction of a percent,
-and predict for everyone; a million customers' weekly forecast then takes seconds, not minutes.
+sample of that many, the customers whose ids hash lowest (the same sample whatever order the
+engine returns the rows in, so a forecast repeats exactly), which moves a forecast's total by a
+fraction of a percent, and predict for everyone; a million customers' weekly forecast then
+takes seconds, not minutes.
 
 Each series learns from its own transactions only: by channel, a customer's purchases in that
 channel are a purchase process of their own. The customer-based forecast counts purchases
@@ -27,8 +29,7 @@ import pandas as pd
 
 from custval.columns import SUMMARY_COLUMNS
 from custval.errors import FitError
-from custval.features.holdout import btyd_summary_table
-from custval.features.series import acquisitions, spend_facts
+from custval.features.series import acquisitions, forecast_summary, net_share
 from custval.flows.customer_base import MIN_SPEND_BUYERS
 from custval.models.btyd import GammaGamma
 from custval.models.btyd_clv import choose_purchase_model
@@ -59,22 +60,23 @@ def customer_based(
     """The ``horizon`` periods after ``origin`` (a period start; the data before it only) of
     ``measure``, built customer by customer (module docstring). ``history``: the series'
     values before ``origin``, for its seasonal index."""
-    summary = btyd_summary_table(
-        tx, origin, time_unit="weeks", one_row_per_order=one_row_per_order
-    ).to_pyarrow()
+    summary = forecast_summary(tx, origin, one_row_per_order=one_row_per_order).to_pyarrow()
     if summary.num_rows == 0:
         raise FitError(f"no customer bought before {origin}")
     x, tx_, t, m = (summary.column(c).to_numpy().astype(np.float64) for c in SUMMARY_COLUMNS)
-    fit = _sample(x.size, fit_sample)
+    fit = _sample(summary.column("sample_key").to_numpy(), fit_sample)
     purchases = choose_purchase_model(x[fit], tx_[fit], t[fit], model=model).purchases
     ends = _period_ends(origin, horizon, freq)
-    arrivals = _acquisitions_ahead(tx, origin, freq, season, horizon)
+    acquired = acquisitions(
+        summary.column("days_since_first_purchase").to_numpy(), origin, freq=freq
+    )
+    arrivals = _acquisitions_ahead(acquired["customers"], season, horizon)
     calendar = _calendar(history, season, horizon)
     if measure == "purchases":
         parts = customer_forecast(purchases, x, tx_, t, ends, arrivals=arrivals)
         return parts["purchases"] * calendar
     spend, new_spend = _spend(x, m, fit)
-    first_spend, net_share = spend_facts(tx, origin)
+    first_spend = float(np.mean(summary.column("first_spend").to_numpy()))
     parts = customer_forecast(
         purchases,
         x,
@@ -85,16 +87,18 @@ def customer_based(
         spend=spend,
         first_spend=first_spend,
         new_spend=new_spend,
-        net_share=net_share,
+        net_share=net_share(tx, origin),
     )
     return parts["revenue"] * calendar
 
 
-def _sample(n: int, size: int) -> np.ndarray:
-    """The customers the models learn from: everyone, or a seeded random ``size`` of them."""
-    if n <= size:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(0).choice(n, size, replace=False))
+def _sample(keys: np.ndarray, size: int) -> np.ndarray:
+    """The customers the models learn from: everyone, or the ``size`` with the lowest ``keys``
+    (hashes of their ids), in the order of their keys."""
+    if keys.size <= size:
+        return np.argsort(keys, kind="stable")
+    chosen = np.argpartition(keys, size)[:size]
+    return chosen[np.argsort(keys[chosen], kind="stable")]
 
 
 def _calendar(history: np.ndarray | None, season: int, horizon: int) -> np.ndarray:
@@ -113,12 +117,11 @@ def _period_ends(origin: date, horizon: int, freq: str) -> np.ndarray:
     return ((starts[1:] - pd.Timestamp(origin)).days / 7.0).to_numpy(np.float64)
 
 
-def _acquisitions_ahead(
-    tx: ir.Table, origin: date, freq: str, season: int, horizon: int
-) -> np.ndarray:
-    """The new customers of each of the ``horizon`` periods: the acquisitions series, by ETS
-    when it has two seasons, else by the mean of its last quarter-season."""
-    counts = acquisitions(tx, origin, freq=freq)["customers"].to_numpy(np.float64)
+def _acquisitions_ahead(acquired: pd.Series, season: int, horizon: int) -> np.ndarray:
+    """The new customers of each of the ``horizon`` periods: the ``acquired`` series (new
+    customers per period), by ETS when it has two seasons, else by the mean of its last
+    quarter-season."""
+    counts = acquired.to_numpy(np.float64)
     try:
         ahead = ETS(season).fit(counts).predict(horizon)
     except FitError:

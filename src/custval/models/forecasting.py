@@ -325,7 +325,7 @@ class Arima(_Forecaster):
                 trend="c" if d == 0 else "t",
                 # the variance out of the search: one parameter fewer, the same likelihood
                 concentrate_scale=True,
-            ).fit(disp=False)
+            ).fit(disp=False, cov_type="none")
         except (ValueError, np.linalg.LinAlgError):
             return None
         return (fit.aicc if np.isfinite(fit.aicc) else np.inf), fit, order, k
