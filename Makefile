@@ -34,7 +34,7 @@ docs: $(VENV)/.installed
 # two workers, a test file each at a time (its module fixtures are built once): the suite's
 # subprocesses, servers and database round trips leave a core idle otherwise
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	CUSTVAL_THREADS=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/synth.py

@@ -145,4 +145,4 @@ def test_a_sampled_fit_repeats_whatever_the_rows_order(generated: tuple) -> None
     # the sample is the lowest hashes of the ids: the same customers however the rows come
     shuffled = tx.order_by(tx.amount.desc(), tx.customer_id)
     again = customer_based(shuffled, origin, fit_sample=800, **kwargs)
-    np.testing.assert_allclose(again, sampled, rtol=1e-9)
+    np.testing.assert_allclose(again, sampled, rtol=1e-6)  # the optimiser sums in another order

@@ -166,7 +166,7 @@ def test_the_command_prints_the_leaderboard_and_writes_the_forecast(
     assert done.returncode == 2 and "needs" in done.stderr and "Traceback" not in done.stderr
     # one transactions file: the history ends the day after its last purchase
     file = company.files["transactions"]
-    flags = ("--customer-id", "account_id", "--date", "ts", "--horizon", "13", "--origins", "3")
+    flags = ("--customer-id", "account_id", "--date", "ts", "--horizon", "4", "--origins", "2")
     done = run("forecast", "-t", str(file), *flags, "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)

@@ -112,6 +112,7 @@ def working_connection() -> ibis.BaseBackend:
     Extension auto-install is off: DuckDB would try to download an extension on first use, and
     custval runs on machines that are offline. DuckDB's memory is capped at
     ``CUSTVAL_MEMORY_LIMIT`` (default 3GB); beyond it, work spills to a temporary folder.
+    ``CUSTVAL_THREADS``, when set, caps its threads as it caps the models'.
 
     Example
     -------
@@ -129,6 +130,11 @@ def working_connection() -> ibis.BaseBackend:
     # nothing downstream relies on row order (the feature table is sorted when written), and
     # keeping it costs DuckDB time and memory in every CREATE TABLE AS
     con.raw_sql("SET preserve_insertion_order = false")
+    cap = os.environ.get("CUSTVAL_THREADS", "").strip()
+    if cap.isdigit() and int(cap) >= 1:
+        # the user's cap on custval's threads holds for the engine too (a bad value is refused
+        # by custval.models.fitting.threads, in words, when the models first ask)
+        con.raw_sql(f"SET threads = {int(cap)}")
     return con
 
 
