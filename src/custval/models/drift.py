@@ -148,12 +148,13 @@ def profile(values: Any, name: str, *, bins: int = BINS, top: int = TOP_CATEGORI
         inner = np.quantile(seen, np.arange(1, bins) / bins) if seen.size else np.empty(0)
         edges = np.unique(inner)
         return _with_labels(Profile(name, "numeric", _numeric_counts(x, edges, name), edges=edges))
-    text = _as_text(arr)
-    kept, counts = np.unique(text[text != MISSING], return_counts=True)
-    order = np.lexsort((kept, -counts))[:top]  # most frequent first, ties by name
+    codes, uniques = _category_codes(arr)
+    per = np.bincount(codes[codes >= 0], minlength=len(uniques))
+    kept = np.array(uniques, dtype=object)
+    order = np.lexsort((kept, -per))[:top]  # most frequent first, ties by name
     categories = tuple(str(c) for c in kept[order])
     return _with_labels(
-        Profile(name, "categorical", _category_counts(text, categories), categories=categories)
+        Profile(name, "categorical", _category_counts(arr, categories), categories=categories)
     )
 
 
@@ -218,22 +219,20 @@ def _numeric_counts(values: Any, edges: Array | None, name: str) -> Array:
     return np.append(counts, int((~finite).sum())).astype(np.int64)
 
 
-def _as_text(arr: Array) -> Array:
-    """Categories as strings, missing values (None, NaN) as :data:`MISSING`: vectorised by
-    pandas, not a Python loop over customers."""
-    series = pd.Series(arr, dtype=object)
-    text = series.astype(str).to_numpy(dtype=object)
-    text[series.isna().to_numpy()] = MISSING
-    return text
+def _category_codes(values: Any) -> tuple[Array, list[str]]:
+    """Each value's code (-1 when missing) and the distinct values as strings: hashed by
+    ``pandas.factorize``, so that only the few distinct values become strings, not every
+    customer's."""
+    codes, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=True)
+    return codes, [str(u) for u in uniques]
 
 
 def _category_counts(values: Any, categories: tuple[str, ...]) -> Array:
-    text = _as_text(np.asarray(values, dtype=object))
+    codes, uniques = _category_codes(values)
     index = {c: i for i, c in enumerate(categories)}
     other, missing = len(categories), len(categories) + 1
-    uniq, inverse = np.unique(text, return_inverse=True)
-    slot = np.array([missing if u == MISSING else index.get(u, other) for u in uniq], np.int64)
-    return np.bincount(slot[inverse], minlength=len(categories) + 2).astype(np.int64)
+    slot = np.array([index.get(u, other) for u in uniques] + [missing], np.int64)
+    return np.bincount(slot[codes], minlength=len(categories) + 2).astype(np.int64)
 
 
 def _with_labels(p: Profile) -> Profile:
