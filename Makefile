@@ -42,6 +42,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/segments.py
 	$(BIN)/python bench/clv_scale.py
+	$(BIN)/python bench/monitor.py
 	@if [ -d ../shared/data ]; then \
 		$(BIN)/python bench/btyd_cdnow.py && $(BIN)/python bench/btyd_donations.py && \
 		$(BIN)/python bench/value_telco.py && $(BIN)/python bench/value_cdnow.py && \
