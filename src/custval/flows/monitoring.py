@@ -1,0 +1,99 @@
+"""Drift of a run's features and outputs against a reference run (issue 19, in progress): the
+reference's profiles (:mod:`custval.models.drift`) of every column of a feature or prediction
+table, and a later table's comparison with them, a row per column. The store keeps the
+profiles (counts, not rows) next to each run; this module turns tables into them and back into
+a report."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.types as pat
+
+from custval.errors import CustvalError
+from custval.models.drift import ALPHA, MIN_PSI, Profile, compare, profile
+
+__all__ = ["drift_report", "merge_profiles", "profiles_like", "reference_profiles"]
+
+#: columns that name a customer or a run: never profiled
+KEYS = frozenset({"customer_id", "run_id"})
+
+
+def reference_profiles(table: pa.Table, columns: Iterable[str] | None = None) -> dict[str, Profile]:
+    """A profile per column of ``table`` (all but the keys, or ``columns``)."""
+    names = [c for c in (columns or table.column_names) if c not in KEYS]
+    return {name: profile(_values(table.column(name)), name) for name in names}
+
+
+def profiles_like(reference: dict[str, Profile], table: pa.Table) -> dict[str, Profile]:
+    """The profiles of ``table``'s columns on the reference's bins; a column the reference has
+    and the table lacks, or the other way round, is an error naming them."""
+    have = {c for c in table.column_names if c not in KEYS}
+    missing, extra = sorted(set(reference) - have), sorted(have - set(reference))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"lacks {len(missing)} of the reference's columns")
+        if extra:
+            parts.append(f"has {len(extra)} the reference does not")
+        raise CustvalError(
+            "the run's features differ from its reference's: it " + " and ".join(parts),
+            count=len(missing) + len(extra),
+            examples=[
+                *({"missing": c} for c in missing[:5]),
+                *({"new": c} for c in extra[:5]),
+            ],
+            hint="Compare runs of the same model, or make this run the new reference",
+        )
+    return {name: ref.like(_values(table.column(name))) for name, ref in reference.items()}
+
+
+def merge_profiles(parts: Iterable[dict[str, Profile]]) -> dict[str, Profile]:
+    """The profiles of a run read in parts (partitions, chunks): counts added per column."""
+    merged: dict[str, Profile] = {}
+    for part in parts:
+        for name, p in part.items():
+            merged[name] = merged[name].merge(p) if name in merged else p
+    return merged
+
+
+def drift_report(
+    reference: dict[str, Profile],
+    current: dict[str, Profile],
+    *,
+    alpha: float = ALPHA,
+    min_psi: float = MIN_PSI,
+) -> pd.DataFrame:
+    """A row per column: PSI, Jensen-Shannon distance, the critical PSI at these sample
+    sizes, the p-value and whether it alarms; the largest PSI first."""
+    rows = []
+    for name, ref in reference.items():
+        r = compare(ref, current[name], alpha=alpha, min_psi=min_psi)
+        rows.append(
+            {
+                "feature": name,
+                "kind": ref.kind,
+                "psi": r.psi,
+                "js_distance": r.js_distance,
+                "critical_psi": r.critical_psi,
+                "p_value": r.p_value,
+                "alarm": r.alarm,
+                "n_reference": r.n_reference,
+                "n_current": r.n_current,
+            }
+        )
+    frame = pd.DataFrame(rows)
+    return frame.sort_values("psi", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def _values(column: pa.ChunkedArray) -> np.ndarray:
+    """Numbers as float64 with NaN for nulls; anything else as Python objects with None."""
+    kind = column.type
+    if pat.is_integer(kind) or pat.is_floating(kind) or pat.is_decimal(kind):
+        return column.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    if pat.is_boolean(kind):
+        return column.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    return column.to_numpy(zero_copy_only=False).astype(object)
