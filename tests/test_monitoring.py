@@ -58,3 +58,29 @@ def test_different_features_than_the_reference_are_named() -> None:
         profiles_like(ref, other)
     assert e.value.examples == [{"missing": "channel"}, {"new": "tenure"}]
     assert "{missing='channel'}" in str(e.value)
+
+
+def test_profiles_go_into_the_store_with_their_run_and_come_back(store_url: str) -> None:
+    from custval.flows.monitoring import profile_rows, profiles_from_rows
+    from custval.store import open_store
+    from tests.test_store import run_tables
+
+    table = _table(2000, 0)
+    ref = reference_profiles(table)
+    predictions, _ = run_tables(50)
+    with open_store(store_url) as store:
+        run_id = store.write_run(
+            kind="score",
+            predictions=predictions,
+            extra={"run_profiles": profile_rows(ref, "features")},
+        )
+        rows = store.run_rows("run_profiles", run_id)
+    assert rows.num_rows == 4 and set(rows.column("n").to_pylist()) == {2000}
+    back = profiles_from_rows(rows, "features")
+    assert profiles_from_rows(rows, "outputs") == {}
+    for name, p in ref.items():
+        assert back[name].counts.tolist() == p.counts.tolist() and back[name].kind == p.kind
+        assert back[name].labels == p.labels
+    # a later run compares with the stored profiles as with the ones in memory
+    later = profiles_like(back, _table(2000, 1))
+    assert drift_report(back, later).equals(drift_report(ref, profiles_like(ref, _table(2000, 1))))

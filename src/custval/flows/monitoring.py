@@ -6,6 +6,7 @@ a report."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 
 import numpy as np
@@ -16,7 +17,14 @@ import pyarrow.types as pat
 from custval.errors import CustvalError
 from custval.models.drift import ALPHA, MIN_PSI, Profile, compare, profile
 
-__all__ = ["drift_report", "merge_profiles", "profiles_like", "reference_profiles"]
+__all__ = [
+    "drift_report",
+    "merge_profiles",
+    "profile_rows",
+    "profiles_from_rows",
+    "profiles_like",
+    "reference_profiles",
+]
 
 #: columns that name a customer or a run: never profiled
 KEYS = frozenset({"customer_id", "run_id"})
@@ -87,6 +95,30 @@ def drift_report(
         )
     frame = pd.DataFrame(rows)
     return frame.sort_values("psi", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def profile_rows(profiles: dict[str, Profile], source: str) -> pa.Table:
+    """The rows of the store's ``run_profiles`` for ``profiles`` of one ``source``
+    (``features`` or ``outputs``), without the run id (the store stamps it)."""
+    names = list(profiles)
+    return pa.table(
+        {
+            "source": [source] * len(names),
+            "feature": names,
+            "kind": [profiles[n].kind for n in names],
+            "n": pa.array([profiles[n].n for n in names], pa.int64()),
+            "profile": [json.dumps(profiles[n].to_dict()) for n in names],
+        }
+    )
+
+
+def profiles_from_rows(rows: pa.Table, source: str) -> dict[str, Profile]:
+    """The profiles of one ``source`` back from the store's ``run_profiles`` rows."""
+    return {
+        r["feature"]: Profile.from_dict(json.loads(r["profile"]))
+        for r in rows.to_pylist()
+        if r["source"] == source
+    }
 
 
 def _values(column: pa.ChunkedArray) -> np.ndarray:

@@ -36,6 +36,8 @@ from custval.config import mask_url
 from custval.errors import CustvalError
 from custval.store.forecasts import BI_VIEWS_9, FORECAST_TABLES, latest_forecast
 from custval.store.forecasts import migration as forecast_migration
+from custval.store.monitoring import MONITORING_TABLES
+from custval.store.monitoring import migration as monitoring_migration
 
 __all__ = [
     "BI_ALIASES",
@@ -200,6 +202,7 @@ BULK_TABLES = {
     "segment_profiles": SEGMENT_PROFILE_COLUMNS,
     **ACTION_TABLES,
     **FORECAST_TABLES,
+    **MONITORING_TABLES,
 }
 _ARROW_TYPES = {
     "TEXT": pa.string(),
@@ -499,6 +502,8 @@ MIGRATIONS: list[list[str]] = [
     _ACTIONS_V1,
     # sales forecasts (issue 18): the forecasts, their backtest and series, with BI views
     forecast_migration(_create, BI_VERSION, _LATEST.format(kind="forecast")),
+    # monitoring (issue 19): each run's drift profiles, counts per bin and column
+    monitoring_migration(_create),
 ]
 
 
