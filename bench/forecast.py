@@ -244,14 +244,14 @@ def cdnow(path: Path, skip: bool) -> bool:
         summary.column(c).to_numpy().astype(np.float64) for c in ("frequency", "recency", "T")
     )
     ends = np.arange(1, 40, dtype=np.float64)
-    fitted = {}
+    fitted, points = {}, {}
     for label, cls in (
         ("BG/NBD", "BetaGeo"),
         ("MBG/NBD", "ModifiedBetaGeo"),
         ("Pareto/NBD", "ParetoNBD"),
     ):
         model = fitted[label] = getattr(btyd, cls)().fit(x, rec, age)
-        point = customer_forecast(model, x, rec, age, ends)["existing"]
+        point = points[label] = customer_forecast(model, x, rec, age, ends)["existing"]
         rows.append(
             {"method": f"{CUSTOMER_BASED}, {label} alone", **scores(actual, point, history, 1)}
         )
@@ -298,7 +298,7 @@ def cdnow(path: Path, skip: bool) -> bool:
     table = pd.DataFrame(rows)
     with pd.option_context("display.width", 200, "display.float_format", "{:.3f}".format):
         say(table.to_string(index=False))
-    _gap(tx, fitted["BG/NBD"], (x, rec, age), y)
+    _gap(tx, fitted["BG/NBD"], points["BG/NBD"], y)
     by = table.set_index("method")
     ours = by.iloc[0]
     total_ok = abs(ours["bias"]) <= 0.05
@@ -315,7 +315,7 @@ def cdnow(path: Path, skip: bool) -> bool:
     return bool(total_ok and mase_ok)
 
 
-def _gap(tx: Any, model: Any, summary: tuple[np.ndarray, ...], y: np.ndarray) -> None:
+def _gap(tx: Any, model: Any, point: np.ndarray, y: np.ndarray) -> None:
     """Where BG/NBD's shortfall on CDNOW's holdout comes from, measured three ways.
 
     Bursts: the holdout weeks' repeat purchases above their 9-week running median (the
@@ -326,7 +326,6 @@ def _gap(tx: Any, model: Any, summary: tuple[np.ndarray, ...], y: np.ndarray) ->
     expected repeat purchases in the last 13 calibration weeks (the tracking table of ``custval
     clv``, unconditional) against what happened, the correction a level anchor would make."""
     actual = y[39:]
-    point = customer_forecast(model, *summary, np.arange(1, 40, dtype=np.float64))["existing"]
     running = pd.Series(y).rolling(9, center=True, min_periods=1).median().to_numpy()
     burst = np.clip(y - running, 0, None)[39:]
     calm = actual - burst

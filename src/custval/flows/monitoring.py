@@ -122,10 +122,9 @@ def profiles_from_rows(rows: pa.Table, source: str) -> dict[str, Profile]:
 
 
 def _values(column: pa.ChunkedArray) -> np.ndarray:
-    """Numbers as float64 with NaN for nulls; anything else as Python objects with None."""
+    """Numbers (and booleans, as 0 and 1) as float64 with NaN for nulls; anything else as
+    Python objects with None."""
     kind = column.type
-    if pat.is_integer(kind) or pat.is_floating(kind) or pat.is_decimal(kind):
-        return column.cast(pa.float64()).to_numpy(zero_copy_only=False)
-    if pat.is_boolean(kind):
+    if any(is_(kind) for is_ in (pat.is_integer, pat.is_floating, pat.is_decimal, pat.is_boolean)):
         return column.cast(pa.float64()).to_numpy(zero_copy_only=False)
     return column.to_numpy(zero_copy_only=False).astype(object)

@@ -36,7 +36,7 @@ features move together from run to run, so the test then errs on the side of ala
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -77,12 +77,23 @@ class Profile:
     counts: Array
     edges: Array | None = None
     categories: tuple[str, ...] | None = None
-    labels: tuple[str, ...] = field(default=())
 
     @property
     def n(self) -> int:
         """How many values the profile counts, missing ones included."""
         return int(self.counts.sum())
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The bins' names, for reports: "<= 3.2", "3.2 to 7.5", "> 7.5" or the categories,
+        then the other categories (categorical) and the missing values."""
+        if self.kind == "numeric":
+            e = [] if self.edges is None else [f"{v:.4g}" for v in self.edges]
+            if not e:
+                return ("all values", MISSING)
+            middle = [f"{a} to {b}" for a, b in itertools.pairwise(e)]
+            return (f"<= {e[0]}", *middle, f"> {e[-1]}", MISSING)
+        return (*(self.categories or ()), OTHER, MISSING)
 
     def like(self, values: Any) -> Profile:
         """The profile of ``values`` on this profile's bins: what a later run is compared by."""
@@ -92,17 +103,16 @@ class Profile:
 
     def merge(self, other: Profile) -> Profile:
         """The profile of both sets of values: counts added, on the same bins only."""
+        self.check_bins(other)
+        return replace(self, counts=self.counts + other.counts)
+
+    def check_bins(self, other: Profile) -> None:
+        """Refuse ``other`` unless it counts on this profile's bins (:meth:`like` made it)."""
         same = (
             self.kind == other.kind
             and self.categories == other.categories
-            and (
-                (self.edges is None and other.edges is None)
-                or (
-                    self.edges is not None
-                    and other.edges is not None
-                    and np.array_equal(self.edges, other.edges)
-                )
-            )
+            and (self.edges is None) == (other.edges is None)
+            and (self.edges is None or np.array_equal(self.edges, other.edges))
         )
         if not same:
             raise CustvalError(
@@ -110,7 +120,6 @@ class Profile:
                 column=self.name,
                 hint="Profile every part with Profile.like of one reference, then merge",
             )
-        return replace(self, counts=self.counts + other.counts)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON: what the store keeps per feature and run."""
@@ -126,14 +135,12 @@ class Profile:
     def from_dict(cls, data: dict[str, Any]) -> Profile:
         edges = None if data.get("edges") is None else np.asarray(data["edges"], np.float64)
         categories = None if data.get("categories") is None else tuple(data["categories"])
-        return _with_labels(
-            cls(
-                name=str(data["name"]),
-                kind=str(data["kind"]),
-                counts=np.asarray(data["counts"], np.int64),
-                edges=edges,
-                categories=categories,
-            )
+        return cls(
+            name=str(data["name"]),
+            kind=str(data["kind"]),
+            counts=np.asarray(data["counts"], np.int64),
+            edges=edges,
+            categories=categories,
         )
 
 
@@ -147,15 +154,13 @@ def profile(values: Any, name: str, *, bins: int = BINS, top: int = TOP_CATEGORI
         seen = x[np.isfinite(x)]
         inner = np.quantile(seen, np.arange(1, bins) / bins) if seen.size else np.empty(0)
         edges = np.unique(inner)
-        return _with_labels(Profile(name, "numeric", _numeric_counts(x, edges, name), edges=edges))
+        return Profile(name, "numeric", _numeric_counts(x, edges, name), edges=edges)
     codes, uniques = _category_codes(arr)
     per = np.bincount(codes[codes >= 0], minlength=len(uniques))
     kept = np.array(uniques, dtype=object)
     order = np.lexsort((kept, -per))[:top]  # most frequent first, ties by name
     categories = tuple(str(c) for c in kept[order])
-    return _with_labels(
-        Profile(name, "categorical", _category_counts(arr, categories), categories=categories)
-    )
+    return Profile(name, "categorical", _category_counts(arr, categories), categories=categories)
 
 
 @dataclass(frozen=True)
@@ -178,7 +183,7 @@ def compare(
 ) -> DriftResult:
     """PSI, Jensen-Shannon distance and the sample-size-aware test of ``current`` against
     ``reference`` (both on the reference's bins; module docstring)."""
-    reference.merge(replace(current, counts=np.zeros_like(reference.counts)))  # same bins
+    reference.check_bins(current)
     n, m = reference.n, current.n
     if n == 0 or m == 0:
         side = "reference" if n == 0 else "current run"
@@ -233,20 +238,6 @@ def _category_counts(values: Any, categories: tuple[str, ...]) -> Array:
     other, missing = len(categories), len(categories) + 1
     slot = np.array([index.get(u, other) for u in uniques] + [missing], np.int64)
     return np.bincount(slot[codes], minlength=len(categories) + 2).astype(np.int64)
-
-
-def _with_labels(p: Profile) -> Profile:
-    """The bins' names, for reports: "<= 3.2", "3.2 to 7.5", "> 7.5"; categories; the rest."""
-    if p.kind == "numeric":
-        e = [] if p.edges is None else [f"{v:.4g}" for v in p.edges]
-        if not e:
-            names = ["all values"]
-        else:
-            middle = [f"{a} to {b}" for a, b in itertools.pairwise(e)]
-            names = [f"<= {e[0]}", *middle, f"> {e[-1]}"]
-    else:
-        names = [*(p.categories or ()), OTHER]
-    return replace(p, labels=(*names, MISSING))
 
 
 def _proportions(counts: Array) -> Array:
