@@ -30,7 +30,9 @@ Targets (issue 6): single-customer requests with reasons at least 1,500 per seco
 most 20 ms; 100-customer requests p50 at most 40 ms (2 cores). Issue 17: the recommendations
 of one customer as stored (GET) within the same p99 of 20 ms, and equal to the stored run;
 POST /v1/recommend's latency is printed for information (it ranks candidates made for the
-request) and its offers must equal the stored ones too.
+request) and its offers must equal the stored ones too. Issue 19: the counting behind ``GET
+/metrics`` costs under 5% of the single-customer throughput (the service against itself
+started with ``--no-metrics``, in alternating turns).
 Exits 1 when one is missed.
 Run: ``.venv/bin/python bench/serve.py [--customers N] [--requests N] [--seconds S]``.
 """
@@ -182,6 +184,57 @@ def measure(
         flush=True,
     )
     return out
+
+
+def metrics_cost(
+    port: int,
+    single: list[bytes],
+    args: Any,
+    model_dir: Path,
+    version: str,
+    env: dict[str, str],
+) -> dict[str, float]:
+    """What GET /metrics costs: single-customer throughput of the service (metrics on, port
+    ``port``) against the same service started with --no-metrics, measured in turns (on, off,
+    on, off, on, off) so that drift of the machine falls on both; the medians' ratio."""
+    other = free_port()
+    off = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "custval",
+            "serve",
+            "--models",
+            str(model_dir.parent),
+            "--model",
+            version,
+            "--port",
+            str(other),
+            "--workers",
+            "2",
+            "--no-metrics",
+        ],
+        env=env,
+    )
+    try:
+        wait_ready(other, off)
+        # the same requests (the Host header names no port uvicorn checks)
+        runs: dict[str, list[float]] = {"on": [], "off": []}
+        for turn in range(3):
+            for name, p in (("on", port), ("off", other)):
+                label = f"metrics {name}, turn {turn + 1}"
+                got = measure(label, p, single, args.requests // 2, args.seconds, SINGLE)
+                runs[name].append(got["rps"])
+    finally:
+        off.terminate()
+        off.wait(timeout=30)
+    on_rps, off_rps = float(np.median(runs["on"])), float(np.median(runs["off"]))
+    cost = 1 - on_rps / off_rps
+    print(
+        f"GET /metrics: single-customer throughput {on_rps:,.0f}/s with metrics, "
+        f"{off_rps:,.0f}/s without (medians of 3 turns): cost {cost:+.1%}"
+    )
+    return {"on_rps": on_rps, "off_rps": off_rps, "cost": cost}
 
 
 def prepare(customers: int) -> tuple[Path, Path, Any, Any, Any]:
@@ -425,6 +478,7 @@ def main() -> int:
             "custval, 100 customers with reasons", port, hundred, 600, args.seconds, 2
         )
         results.update(recommendations(port, key, project, prepared, ids, stored, args))
+        results["metrics"] = metrics_cost(port, single, args, model_dir, model.version, env)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -498,6 +552,8 @@ def main() -> int:
         "recommendations (GET) equal to the stored run": equal["get"] == equal["compared"],
         "recommend (POST) equal to the stored run": equal["post"] == equal["compared"],
         "no failed request": all(r["failed"] == 0 for r in (one, many, got, posted)),
+        "GET /metrics costs under 5% of single-customer throughput": results["metrics"]["cost"]
+        < 0.05,
     }
     for name, ok in checks.items():
         print(f"target {name}: {'met' if ok else 'MISSED'}")

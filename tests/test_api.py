@@ -529,9 +529,31 @@ def test_keys_kept_in_the_store_and_logged_predictions(
             con.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
+def scrape(url: str) -> dict[tuple[str, str | None, str | None], float]:
+    """GET /metrics, as (sample, endpoint or version, status): value; predictions summed over
+    their classes under (name, None, None)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    r = httpx.get(f"{url}/metrics", timeout=10)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    found: dict[tuple[str, str | None, str | None], float] = {}
+    for family in text_string_to_metric_families(r.text):
+        for s in family.samples:
+            if s.name == "custval_predictions_total":
+                key: tuple[str, str | None, str | None] = (s.name, None, None)
+                found[key] = found.get(key, 0.0) + s.value
+            elif s.name == "custval_model_info":
+                found[(s.name, s.labels["version"], None)] = s.value
+            elif s.name == "custval_requests_total":
+                key = (s.name, s.labels["endpoint"], s.labels["status"])
+                found[key] = found.get(key, 0.0) + s.value
+    return found
+
+
 def test_every_worker_follows_a_model_switch(trained: Trained) -> None:
     """`custval serve --workers 2`: one worker takes the activation, the other follows the
-    models folder's ACTIVE file within seconds; no request fails on the way."""
+    models folder's ACTIVE file within seconds; no request fails on the way; /metrics counts
+    both workers' requests and names the version they serve."""
     import os
     import subprocess
     import sys
@@ -584,6 +606,16 @@ def test_every_worker_follows_a_model_switch(trained: Trained) -> None:
             except httpx.HTTPError:
                 time.sleep(0.1)
         assert set(versions(20)) == {trained.versions[0]}
+        # /metrics adds up both workers' counts, whichever answers the scrape (a request is
+        # counted as its answer leaves: a moment for the last one)
+        deadline = time.monotonic() + 5
+        while scrape(url)[("custval_requests_total", "/v1/predict", "200")] < 20:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        for _ in range(4):
+            counts = scrape(url)
+            assert counts[("custval_requests_total", "/v1/predict", "200")] == 20
+            assert counts[("custval_predictions_total", None, None)] == 40
         r = httpx.post(
             f"{url}/v1/models/{trained.versions[1]}/activate",
             headers={"Authorization": f"Bearer {admin}"},
@@ -595,6 +627,9 @@ def test_every_worker_follows_a_model_switch(trained: Trained) -> None:
         while time.monotonic() < deadline and set(seen[-20:]) != {trained.versions[1]}:
             seen += versions(10)
         assert set(seen[-20:]) == {trained.versions[1]}
+        served = scrape(url)
+        assert served[("custval_model_info", trained.versions[1], None)] == 1
+        assert served[("custval_model_info", trained.versions[0], None)] == 0
         # put the first model back for the other tests
         r = httpx.post(
             f"{url}/v1/models/{trained.versions[0]}/activate",

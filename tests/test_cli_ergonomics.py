@@ -29,6 +29,7 @@ PANELS = {
     "Segments": ("segment",),
     "Actions": ("target", "forecast"),
     "Store and service": ("score", "export", "serve", "api-key"),
+    "Monitoring": ("monitor", "retrain", "models"),
 }
 STEP = re.compile(r"^\[(\d+)/(\d+)\] (.+) \.\.\. (\d+\.\d) s$")
 
@@ -202,7 +203,7 @@ def test_train_and_score_show_their_steps_unless_quiet(
         scored.stderr,
         [*prepare, "computing the features", "CLV by btyd", "the customers' segments"],
     )
-    assert len(_steps(scored.stderr)) == preparing + 5
+    assert len(_steps(scored.stderr)) == preparing + 6
 
     quiet = run("score", "-c", config, "--quiet", cwd=tmp_path)
     assert quiet.returncode == 0 and quiet.stderr == ""

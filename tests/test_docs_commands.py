@@ -286,7 +286,9 @@ def test_the_demo_runs_the_whole_path(workspace: dict) -> None:
         "value by segment",
     ):
         assert needle in stdout
-    (model_dir,) = (out / "data" / "models").iterdir()
+    # one version, the champion of the registry (registry.json and ACTIVE beside it)
+    (model_dir,) = [p for p in (out / "data" / "models").iterdir() if p.is_dir()]
+    assert (out / "data" / "models" / "ACTIVE").read_text().strip() == model_dir.name
     assert (model_dir / "manifest.json").exists()
     with open_store(out / "data" / "custval.duckdb") as store:
         assert store.query("SELECT COUNT(*) FROM latest_predictions") == [(n,)]

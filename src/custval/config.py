@@ -251,6 +251,26 @@ class ActionOptions(_Strict):
         )
 
 
+class MonitorOptions(_Strict):
+    """``[monitor]``: when ``custval monitor`` alarms, and when ``custval retrain`` promotes
+    (:mod:`custval.flows.monitor`, :mod:`custval.flows.retraining`)."""
+
+    alpha: float = Field(0.01, gt=0, lt=0.5, description="the drift test's level")
+    min_psi: float = Field(0.005, ge=0, description="the smallest PSI worth an alarm")
+    max_alarms: int = Field(
+        0, ge=0, description="columns that may alarm before monitor fails (0: any fails it)"
+    )
+    auc_drop: float = Field(
+        0.05, gt=0, lt=1, description="estimated ROC AUC this far below training's alarms"
+    )
+    promote_margin: float = Field(
+        0.005, ge=0, lt=1, description="ROC AUC a challenger must gain to replace the champion"
+    )
+    segment_stability: float = Field(
+        0.7, ge=0, le=1, description="share of customers a new segmentation must keep together"
+    )
+
+
 class Project(_Strict):
     """A custval project: sources, identity, as-of date and options."""
 
@@ -261,6 +281,7 @@ class Project(_Strict):
     features: FeatureOptions = Field(default_factory=FeatureOptions)
     clv: ClvOptions = Field(default_factory=ClvOptions)
     actions: ActionOptions = Field(default_factory=ActionOptions)
+    monitor: MonitorOptions = Field(default_factory=MonitorOptions)
     store: str = Field(
         "custval.duckdb",
         description="where scoring runs are kept: a DuckDB file (relative to the project "

@@ -21,7 +21,9 @@ Endpoints (OpenAPI at ``/openapi.json``, read in Swagger UI at ``/docs`` and ReD
 * ``GET /v1/models``, ``GET /v1/models/{version}``: versions, manifest, metrics, importance;
 * ``POST /v1/models/{version}/activate`` (admin): switch the model; requests in flight finish
   on the model they started with;
-* ``GET /healthz`` (the process answers), ``GET /readyz`` (a model is loaded).
+* ``GET /healthz`` (the process answers), ``GET /readyz`` (a model is loaded), ``GET /metrics``
+  (Prometheus text: requests, errors, latency, predictions by class, the model version;
+  :mod:`custval.api.metrics`).
 
 Every ``/v1`` endpoint needs ``Authorization: Bearer <key>`` (:mod:`custval.api.keys`): 401
 without a valid key, 403 when its scope does not allow the endpoint. Bad input is a 4xx with a
@@ -56,6 +58,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.responses import HTMLResponse
 
 from custval.api.http import ERROR_HANDLERS, BodyLimit
+from custval.api.metrics import MetricsMiddleware
 from custval.api.records import RecordsRequest
 from custval.api.routes import ROUTERS
 from custval.api.routes.recommend import RecommendRequest
@@ -104,6 +107,8 @@ def create_app(settings: ServiceSettings, *, worker: bool = False) -> FastAPI:
         )
     # the key is checked before a body is read: without one, nothing is buffered
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, keys=service.store_state.key_ring)
+    if settings.metrics:  # outermost: it times and counts what the others answer too
+        app.add_middleware(MetricsMiddleware)
     return app
 
 

@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 
 from custval.api.http import ApiError
 from custval.api.keys import ApiKey, KeyRing, parse_env
+from custval.api.metrics import serving
 from custval.api.online import OnlineModel
 from custval.api.prediction_log import PredictionLog
 from custval.errors import CustvalError
@@ -34,15 +35,13 @@ from custval.flows.offers import OFFER_FILES, ServedOffers
 from custval.models.btyd_clv import clv_models_from_json
 from custval.models.clv_serving import ServedClv
 from custval.store import open_store
-from custval.store.bundles import latest_model
+from custval.store.registry import ACTIVE_FILE, ModelRegistry
 from custval.store.snapshot import CustomerSnapshot
 
 __all__ = ["ACTIVE_FILE", "Registry", "Service", "ServiceSettings", "StoreState"]
 
 log = logging.getLogger("custval.api")
 
-#: the file in the models folder that names the active version, so that every worker follows
-ACTIVE_FILE = "ACTIVE"
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,100}")
 
 
@@ -50,13 +49,15 @@ class ServiceSettings(BaseModel):
     """What ``custval serve`` passes to the app (also through ``CUSTVAL_SERVE_SETTINGS``)."""
 
     models_dir: Path
-    model: str = "latest"
+    model: str = "champion"
     store: str | None = None
     batch_limit: int = Field(1000, ge=1)
     max_body_bytes: int = Field(10 * 2**20, ge=1024)
     cors_origins: list[str] = Field(default_factory=list)
     log_predictions: bool = False
     top_k: int = Field(3, ge=1)
+    #: GET /metrics and the counting behind it (custval.api.metrics)
+    metrics: bool = True
 
 
 # ---- the active model -----------------------------------------------------------------------
@@ -76,9 +77,10 @@ class Registry:
             # a restart must not undo an activation
             version = stamp[1]
         else:
-            version = settings.model
-            if version == "latest":
-                version = latest_model(self.dir).name
+            # the registry's champion (the newest version while none is set), an alias,
+            # "latest" or a version
+            wanted = None if settings.model == "champion" else settings.model
+            version = ModelRegistry(self.dir).resolve(wanted)
         self._active = self.load(version)
         if not worker:
             self._write_marker(version)
@@ -99,6 +101,17 @@ class Registry:
 
     def load(self, version: str) -> OnlineModel:
         return OnlineModel(self.folder(version), top_k=self.settings.top_k)
+
+    @property
+    def _active(self) -> OnlineModel:
+        return self._model
+
+    @_active.setter
+    def _active(self, model: OnlineModel) -> None:
+        # every switch (start, activation, following another worker) is the served version
+        self._model = model
+        if self.settings.metrics:
+            serving(model.version)
 
     @property
     def active(self) -> OnlineModel:

@@ -200,7 +200,7 @@ def _score(project: Project, prepared: Any) -> None:
     from custval.flows.actions import planned_stages
 
     store_path = Path(project.store)
-    with steps(5 + planned_stages(project)) as advance:
+    with steps(6 + planned_stages(project)) as advance:
         scored_run = flows.score(
             project,
             store_url=store_path,

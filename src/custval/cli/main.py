@@ -20,8 +20,10 @@ from custval.cli import (
     clv,
     demo,
     forecast,
+    monitoring,
     project,
     quickstart,
+    registry,
     segment,
     serve,
     store,
@@ -89,6 +91,17 @@ keys_app.command("list")(serve.list_api_keys)
 keys_app.command("revoke")(serve.revoke_api_key)
 app.add_typer(keys_app, name="api-key", rich_help_panel="Store and service")
 
+models_app = typer.Typer(
+    help="The model registry: versions, the champion (used by score and serve) and the "
+    "challenger, promotions and rollbacks.",
+    cls=FlagsGroup,
+)
+models_app.command("list")(registry.models_list)
+models_app.command("show")(registry.models_show)
+models_app.command("promote")(registry.models_promote)
+models_app.command("rollback")(registry.models_rollback)
+app.add_typer(models_app, name="models", rich_help_panel="Monitoring")
+
 for command in (
     serve.serve,
     store.score,
@@ -98,6 +111,8 @@ for command in (
     value.predict,
     actions.target,
     forecast.forecast,
+    monitoring.monitor,
+    monitoring.retrain,
 ):
     app.command()(command)
 
@@ -109,6 +124,7 @@ PANELS = {
     "Segments": ("segment",),
     "Actions": ("target", "forecast"),
     "Store and service": ("score", "export", "serve"),
+    "Monitoring": ("monitor", "retrain"),
 }
 _PANEL_OF = {name: panel for panel, names in PANELS.items() for name in names}
 _ORDER = {name: n for n, name in enumerate(_PANEL_OF)}

@@ -140,7 +140,7 @@ def quickstart(
     print_segments(segmented)
     flows.store_segments(segmented, str(out_dir / STORE_FILE), project.as_of)
     out.rule("5. every customer scored into the store")
-    with steps(8) as advance:
+    with steps(9) as advance:
         run = flows.score(
             project,
             store_url=out_dir / STORE_FILE,

@@ -38,7 +38,13 @@ ModelsOpt = Annotated[
     Path | None,
     typer.Option(help="The models folder (default: models/ beside the project file)."),
 ]
-VersionOpt = Annotated[str, typer.Option(help="The version to serve, or 'latest'.")]
+VersionOpt = Annotated[
+    str,
+    typer.Option(
+        help="The version to serve: 'champion' (the registry's; see 'custval models'), "
+        "'challenger', 'latest' or a version."
+    ),
+]
 ServeStoreOpt = Annotated[
     str | None,
     typer.Option(
@@ -67,6 +73,15 @@ LogPredictionsOpt = Annotated[
     ),
 ]
 
+NoMetricsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-metrics",
+        help="No GET /metrics (Prometheus text: requests, errors, latency, predictions by "
+        "class, the model version; no customer id in any label).",
+    ),
+]
+
 
 # a Typer command takes one parameter per flag: the argument-count rules (PLR0913, PLR0917) do
 # not fit it
@@ -74,7 +89,7 @@ LogPredictionsOpt = Annotated[
 def serve(
     config: ServeConfigOpt = None,
     models: ModelsOpt = None,
-    model: VersionOpt = "latest",
+    model: VersionOpt = "champion",
     store: ServeStoreOpt = None,
     host: HostOpt = "127.0.0.1",
     port: PortOpt = 8000,
@@ -83,6 +98,7 @@ def serve(
     max_body_mb: MaxBodyOpt = 10.0,
     cors_origin: CorsOpt = None,
     log_predictions: LogPredictionsOpt = False,
+    no_metrics: NoMetricsOpt = False,
 ) -> None:
     """Serve predictions with reasons over HTTP: POST /v1/predict and /v1/predict/records,
     GET /v1/customers/{id}, /v1/models; OpenAPI at /docs and /redoc (offline: the assets are
@@ -90,8 +106,8 @@ def serve(
 
     Every /v1 request needs an API key (Authorization: Bearer <key>): make one with
     'custval api-key new' and give the service its line in CUSTVAL_API_KEYS, or keep it in the
-    store. /healthz and /readyz are open. Bad input gets a 4xx with a JSON body naming the field
-    and the customer; nothing of a customer is logged.
+    store. /healthz, /readyz and /metrics (Prometheus) are open. Bad input gets a 4xx with a
+    JSON body naming the field and the customer; nothing of a customer is logged.
     """
     from custval.api.app import ServiceSettings, create_app
 
@@ -112,6 +128,7 @@ def serve(
         max_body_bytes=int(max_body_mb * 2**20),
         cors_origins=cors_origin or [],
         log_predictions=log_predictions,
+        metrics=not no_metrics,
     )
     # build it once here: a missing model or key fails now, with a clear message
     service = create_app(settings)
@@ -173,6 +190,11 @@ def _run(service: FastAPI, settings: ServiceSettings, host: str, port: int, work
         return
     # this process only supervises the workers: its check of the store can stop
     service.state.store_state.close()
+    if settings.metrics and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # the workers write their figures there and /metrics adds them up (read at their start)
+        import tempfile
+
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="custval-metrics-")
     os.environ["CUSTVAL_SERVE_SETTINGS"] = settings.model_dump_json()
     if hasattr(socket, "SO_REUSEPORT") and sys.platform.startswith("linux"):
         # the probe holds the port (SO_REUSEPORT, not listening: it takes no connection), so
@@ -246,11 +268,20 @@ def _run_workers(host: str, port: int, workers: int, common: dict[str, Any]) -> 
                     stopping = True
                     break
                 out.print(f"worker {proc.pid} stopped ({proc.exitcode}); starting another")
+                _forget_worker(proc.pid)
                 procs[i] = start()
     for proc in procs:
         proc.terminate()
     for proc in procs:
         proc.join(timeout=30)
+
+
+def _forget_worker(pid: int | None) -> None:
+    """A dead worker's live gauges (the model it served) leave /metrics; its counts stay."""
+    if pid is not None and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
 
 
 def _store_of(store: str | None, config: Path | None) -> str | None:

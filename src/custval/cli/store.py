@@ -6,7 +6,7 @@ They register on the main Typer app of :mod:`custval.cli`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -31,7 +31,11 @@ def score(
     config: ConfigOpt = Path("custval.toml"),
     model: Annotated[
         str | None,
-        typer.Option("--model", help="Model version under models/ (default: the newest)."),
+        typer.Option(
+            "--model",
+            help="Model version under models/, or 'challenger' or 'latest' (default: the "
+            "champion; see 'custval models list').",
+        ),
     ] = None,
     store: Annotated[
         str | None,
@@ -73,7 +77,7 @@ def score(
     target = store or project.store
     from custval.flows.actions import planned_stages
 
-    planned = 3 * len(project.sources) + (3 if no_clv else 4) + planned_stages(project)
+    planned = 3 * len(project.sources) + (5 if no_clv else 6) + planned_stages(project)
     with steps(planned) as advance:
         result = flows.score(
             project,
@@ -83,6 +87,11 @@ def score(
             with_clv=not no_clv,
             progress=advance,
         )
+    _print_scored(result)
+
+
+def _print_scored(result: Any) -> None:
+    """The top customers, the run, and what else it stored."""
     top = result.predictions.sort_values("probability", ascending=False).head(10)
     table = Table(title=f"top 10 high-value customers (model {result.model_version})")
     for c in ("customer", "probability", "first reason"):

@@ -340,6 +340,14 @@ def train(
     threshold_rule: ThresholdRuleOpt = "top_share",
     out_dir: ModelsDirOpt = None,
     seed: FitSeedOpt = 0,
+    promote: Annotated[
+        bool,
+        typer.Option(
+            "--promote",
+            help="Make the new version the champion at once (a project's models folder; "
+            "otherwise the first version is the champion and later ones are challengers).",
+        ),
+    ] = False,
     as_json: JsonSummaryOpt = False,
     delimiter: DelimiterOpt = None,
     decimal: DecimalOpt = None,
@@ -375,7 +383,7 @@ def train(
                 hint="--data FILE --label COLUMN trains on a customer table's own columns; "
                 "-c PROJECT trains on a project's features",
             )
-        _refuse_project_flags(cutoff=cutoff, horizon_weeks=horizon_weeks)
+        _refuse_project_flags(cutoff=cutoff, horizon_weeks=horizon_weeks, promote=promote or None)
         _train_table(data, label, positive, id_col, out_dir, opts, fit, as_json)
         return
     if opts != type(opts)():
@@ -395,6 +403,7 @@ def train(
         out_dir,
         fit,
         as_json,
+        promote,
     )
 
 
@@ -452,9 +461,11 @@ def _train_project(
     out_dir: Path | None,
     fit: dict[str, Any],
     as_json: bool = False,
+    promote: bool = False,
 ) -> None:
     """``train -c``: the project's features at the cutoff, the label from future spend."""
     from custval import flows
+    from custval.store.registry import ModelRegistry
 
     project = load(config)
     weeks = horizon_weeks or 52
@@ -470,6 +481,11 @@ def _train_project(
             progress=advance,
             **{**fit, "top_share": share},
         )
+    if promote and result.alias != "champion":
+        ModelRegistry(result.folder.parent).promote(
+            result.folder.name, reason="train --promote", forced=True
+        )
+        result.alias = "champion"
     if as_json:
         out.print_json(data=_trained_json(result))
         return
@@ -499,6 +515,7 @@ def _trained_json(result: Any) -> dict[str, Any]:
         "threshold_rule": clf.threshold_rule,
         "reliability": clf.reliability_.to_dict("records"),
         "model_dir": str(result.folder),
+        "alias": result.alias,
         "importance": result.importance.head(10).to_dict("records"),
         "conditions": result.profile["conditions"].to_dict("records"),
     }
@@ -520,7 +537,13 @@ def _print_trained(result: Any, folds: int) -> None:
             f"10% {ts['lift_top_decile']:.2f}"
         )
     print_insights(result.importance, result.profile, result.catalogue, clf)
-    out.print(f"model: {result.folder}")
+    out.print(f"model: {result.folder}" + (f" ({result.alias})" if result.alias else ""))
+    if result.alias == "challenger":
+        out.print(
+            "score and serve use the champion; 'custval models promote "
+            f"{result.folder.name} -c PROJECT' makes this one the champion, 'custval retrain' "
+            "promotes only a better one"
+        )
 
 
 def print_insights(
@@ -634,10 +657,11 @@ def _predict(
     import pyarrow as pa
 
     from custval.models.explain import reasons
-    from custval.store.bundles import latest_model, load_bundle
+    from custval.store.bundles import load_bundle
+    from custval.store.registry import ModelRegistry
 
     if model.is_dir() and not (model / "manifest.json").exists():
-        model = latest_model(model)
+        model = model / ModelRegistry(model).resolve()  # the champion of a models folder
     clf = load_bundle(model)
     df = _read(data, opts)
     result = reasons(

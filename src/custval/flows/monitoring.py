@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -16,18 +17,91 @@ import pyarrow.types as pat
 
 from custval.errors import CustvalError
 from custval.models.drift import ALPHA, MIN_PSI, Profile, compare, profile
+from custval.store import Store
 
 __all__ = [
+    "OUTPUTS",
+    "bundle_reference",
     "drift_report",
     "merge_profiles",
     "profile_rows",
     "profiles_from_rows",
     "profiles_like",
     "reference_profiles",
+    "run_profiles",
+    "run_reference",
 ]
 
 #: columns that name a customer or a run: never profiled
 KEYS = frozenset({"customer_id", "run_id"})
+#: the outputs of a scoring run that are profiled (those it has): the value probability, CLV,
+#: P(alive), expected purchases, segment and churn risk
+OUTPUTS = (
+    "value_probability",
+    "clv_expected",
+    "p_alive",
+    "expected_purchases",
+    "segment",
+    "p_churn",
+)
+
+
+def bundle_reference(features: pd.DataFrame, probability: Any) -> dict[str, list[dict[str, Any]]]:
+    """What a model bundle keeps as the reference of its later runs: the profiles of the
+    training features, and of the value probability as cross-validation saw it (out of fold,
+    so not flattered by the fit)."""
+    table = pa.Table.from_pandas(features, preserve_index=False)
+    feats = reference_profiles(table)
+    prob = np.asarray(probability, dtype=np.float64)
+    prob = prob[np.isfinite(prob)]  # rows cross-validation left out (a subsample) have none
+    outputs = {"value_probability": profile(prob, "value_probability")}
+    return {
+        "features": [p.to_dict() for p in feats.values()],
+        "outputs": [p.to_dict() for p in outputs.values()],
+    }
+
+
+def run_profiles(
+    features: pa.Table,
+    outputs: dict[str, Any],
+    reference: dict[str, dict[str, Profile]],
+) -> pa.Table:
+    """The store's ``run_profiles`` rows of a scoring run: its ``features`` (the model's
+    columns) and ``outputs`` (name: values, those of :data:`OUTPUTS` it has) profiled on the
+    bins of ``reference`` (:func:`run_reference`), so that every run of a model compares with
+    every other and with its training data; an output the reference lacks gets bins of its own
+    (this run becomes its reference)."""
+    ref = reference.get("features", {})
+    names = [c for c in features.column_names if c not in KEYS]
+    if ref:
+        feats = profiles_like(ref, features.select(names))
+    else:  # a bundle from before issue 19: the first run is the reference
+        feats = reference_profiles(features, names)
+    outs: dict[str, Profile] = {}
+    for name, values in outputs.items():
+        chunked = values if isinstance(values, pa.ChunkedArray) else pa.chunked_array([values])
+        column = _values(chunked)
+        prior = reference.get("outputs", {}).get(name)
+        outs[name] = prior.like(column) if prior is not None else profile(column, name)
+    return pa.concat_tables([profile_rows(feats, "features"), profile_rows(outs, "outputs")])
+
+
+def run_reference(store: Store, manifest: dict[str, Any], version: str) -> dict[str, Any]:
+    """The bins a scoring run of model ``version`` is profiled on: the features and value
+    probability of its training data (the bundle's ``reference``), and the other outputs of
+    the model's first stored run (CLV, P(alive), segment: training does not predict them)."""
+    saved = manifest.get("reference") or {}
+    ref: dict[str, dict[str, Profile]] = {
+        source: {d["name"]: Profile.from_dict(d) for d in saved.get(source, [])}
+        for source in ("features", "outputs")
+    }
+    first = store.first_run(version)
+    if first is not None:
+        rows = store.run_rows("run_profiles", first)
+        for source in ("features", "outputs"):
+            for name, prior in profiles_from_rows(rows, source).items():
+                ref[source].setdefault(name, prior)
+    return ref
 
 
 def reference_profiles(table: pa.Table, columns: Iterable[str] | None = None) -> dict[str, Profile]:

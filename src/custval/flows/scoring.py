@@ -17,17 +17,19 @@ import pyarrow as pa
 
 from custval.columns import CLV_INTERVAL, SCORED_CLV
 from custval.config import Project
-from custval.errors import CustvalError, FitError
+from custval.errors import FitError
 from custval.flows.actions import ActionResult, score_actions
 from custval.flows.customer_base import btyd_columns, clv_settings
 from custval.flows.leaderboard import METHOD_CANDIDATES, clv_leaderboard
+from custval.flows.monitoring import OUTPUTS, run_profiles, run_reference
 from custval.flows.preparation import Prepared, features, prepare
 from custval.models.clv_serving import FILE_NAME
 from custval.models.explain import importance, reasons
 from custval.models.segments import assign_nearest
 from custval.models.value import ValueClassifier
 from custval.store import Store, long_reasons, open_store
-from custval.store.bundles import latest_model, load_bundle
+from custval.store.bundles import load_bundle
+from custval.store.registry import ModelRegistry
 
 
 @dataclass
@@ -66,8 +68,9 @@ def score(
 ) -> ScoreResult:
     """Score every customer at the project's as-of date and write one run to the store.
 
-    Value probability, class and top reasons from the model bundle (the newest in
-    ``models_dir`` unless ``model_version`` names one), and, when the project has transactions,
+    Value probability, class and top reasons from the model bundle (the champion of
+    ``models_dir``, :mod:`custval.store.registry`, unless ``model_version`` names one), and,
+    when the project has transactions,
     CLV over the project's horizon (``[clv]``, a year by default) with its 90% interval, by
     its method (BG/NBD and Gamma-Gamma by default; :func:`score_clv`), and P(alive) and
     expected purchases from BG/NBD; each customer's segment by the store's latest
@@ -92,17 +95,15 @@ def score(
             "value_probability": explained.probability.to_numpy(),
             "value_class": explained.predicted_class.to_numpy().astype(np.int32),
         }
-        clv_models, clv_kept = None, ClvKept()
-        if with_clv and "transactions" in prepared.tables:
-            lap.start(f"CLV by {project.clv.method}")
-            clv_columns, clv_models, clv_kept = score_clv(project, prepared, table, top_k)
-            preds.update(clv_columns)
-            lap("clv")
+        clv_models, clv_kept = _clv_step(project, prepared, table, preds, top_k, lap, with_clv)
         segment_run, segment_note = _segments_step(store, table, preds, lap)
         actions = None
         if project.actions.any:
             actions = score_actions(project, prepared, table, preds, clv_models, lap.start)
             lap("actions")
+        lap.start("the drift profiles of the features and outputs")
+        profiles = _drift_profiles(store, clf, folder.name, table, preds, actions)
+        lap("profiles")
         lap.start("writing the run to the store")
         run_id = _write(
             store,
@@ -115,6 +116,7 @@ def score(
             top_k=top_k,
             clv=(clv_models, clv_kept),
             actions=actions or ActionResult(),
+            drift=profiles,
         )
         lap("store")
     finally:
@@ -134,6 +136,26 @@ def score(
     )
 
 
+def _clv_step(
+    project: Project,
+    prepared: Prepared,
+    table: pd.DataFrame,
+    preds: dict[str, Any],
+    top_k: int,
+    lap: _Laps,
+    with_clv: bool,
+) -> tuple[dict[str, Any] | None, ClvKept]:
+    """CLV, P(alive) and expected purchases into ``preds`` when asked and the project has
+    transactions: (the fitted models' JSON, what the run keeps of a machine-learned CLV)."""
+    if not with_clv or "transactions" not in prepared.tables:
+        return None, ClvKept()
+    lap.start(f"CLV by {project.clv.method}")
+    clv_columns, clv_models, clv_kept = score_clv(project, prepared, table, top_k)
+    preds.update(clv_columns)
+    lap("clv")
+    return clv_models, clv_kept
+
+
 def _segments_step(
     store: Store, table: Any, preds: dict[str, Any], lap: _Laps
 ) -> tuple[str | None, str | None]:
@@ -151,15 +173,9 @@ def _segments_step(
 
 
 def model_folder(root: Path, version: str | None) -> Path:
-    """The bundle of model ``version`` under ``root``, or the newest there."""
-    folder = root / version if version else latest_model(root)
-    if not (folder / "manifest.json").exists():
-        known = ", ".join(sorted(p.name for p in root.glob("*"))) if root.exists() else "none"
-        raise CustvalError(
-            f"there is no model version '{version}' in '{root}'",
-            hint=f"Versions there: {known}",
-        )
-    return folder
+    """The bundle of model ``version`` under ``root`` (a version, ``champion``,
+    ``challenger`` or ``latest``), or the champion there (:mod:`custval.store.registry`)."""
+    return root / ModelRegistry(root).resolve(version)
 
 
 class _Laps:
@@ -213,6 +229,7 @@ def _write(
     top_k: int,
     clv: tuple[dict[str, Any] | None, ClvKept],
     actions: ActionResult,
+    drift: pa.Table,
 ) -> str:
     """The scoring run, written to the store all or nothing; returns its id."""
     clv_models, clv_kept = clv
@@ -234,9 +251,29 @@ def _write(
         extra={
             **({"clv_reasons": clv_kept.reasons} if clv_kept.reasons is not None else {}),
             **actions.tables,
+            "run_profiles": drift,
         },
         files={**(clv_kept.files or {}), **actions.files} or None,
     )
+
+
+def _drift_profiles(
+    store: Store,
+    clf: ValueClassifier,
+    version: str,
+    table: pd.DataFrame,
+    preds: dict[str, Any],
+    actions: ActionResult | None,
+) -> pa.Table:
+    """The run's drift profiles (:func:`custval.flows.monitoring.run_profiles`): the model's
+    features and the outputs on the bins of the model's reference."""
+    columns = list(clf.schema_.columns)
+    feats = pa.Table.from_pandas(table[columns], preserve_index=False)
+    outputs = {k: preds[k] for k in OUTPUTS if k in preds}
+    churn = (actions.tables if actions else {}).get("churn_risk")
+    if churn is not None:
+        outputs["p_churn"] = churn.column("p_churn")
+    return run_profiles(feats, outputs, run_reference(store, clf.manifest_, version))
 
 
 def _score_segments(

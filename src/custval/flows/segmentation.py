@@ -342,10 +342,10 @@ def assign_labelled_segments(
     return LabelledSegments(accuracy, len(test), out)
 
 
-def store_segments(result: SegmentResult, url: str, as_of: Any) -> str:
+def store_segments(result: SegmentResult, url: str, as_of: Any, *, wait: float = 0.0) -> str:
     """Write a segmentation to the store as one run of kind ``segment``: each customer's
     segment, the profiles, and (for a clustering) the centres that place new customers; returns
-    the run id."""
+    the run id. ``wait``: seconds to wait for a DuckDB store another process holds."""
     customers = result.customers
     profiles = result.profiles.drop(columns=["_gaps"], errors="ignore")
     profile_rows = pa.table(
@@ -371,7 +371,7 @@ def store_segments(result: SegmentResult, url: str, as_of: Any) -> str:
             zip(profiles["segment"].astype(int), profiles["name"].astype(str), strict=True)
         )
         model = centroid_model(result.segmenter, names)
-    with open_store(url) as s:
+    with open_store(url, wait=wait) as s:
         return s.write_run(
             kind="segment",
             segment_model=model,

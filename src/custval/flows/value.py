@@ -17,10 +17,12 @@ import pandas as pd
 from custval.config import Project
 from custval.data.tables import identifier_columns
 from custval.errors import CustvalError, FitError
+from custval.flows.monitoring import bundle_reference
 from custval.flows.preparation import Prepared, features, first_purchase, future_spend, prepare
 from custval.models.explain import importance, value_profile
 from custval.models.value import ValueClassifier, binary_label, derive_value_label, label_classes
 from custval.store.bundles import check_new_folder, data_fingerprint, save_bundle
+from custval.store.registry import ModelRegistry
 
 
 @dataclass
@@ -36,6 +38,8 @@ class ValueTraining:
     importance: Any
     profile: dict[str, Any]
     folder: Path
+    #: the registry alias the version got (champion, challenger; None outside a registry)
+    alias: str | None = None
 
 
 def train_value(
@@ -105,9 +109,25 @@ def train_value(
         (out_dir or project.root / "models") / version,
         label=definition,
         fingerprint=data_fingerprint(feats, y),
-        extra=_bundle_extra(project, prepared, catalogue, imp, profile),
+        extra={
+            **_bundle_extra(project, prepared, catalogue, imp, profile),
+            "reference": bundle_reference(feats[clf.schema_.columns], clf.oof_proba_),
+            "training": _window(project, cut, horizon, label is None),
+        },
     )
-    return ValueTraining(clf, feats, y, definition, cut, catalogue, imp, profile, folder)
+    alias = ModelRegistry(folder.parent).register(folder.name)
+    return ValueTraining(clf, feats, y, definition, cut, catalogue, imp, profile, folder, alias)
+
+
+def _window(project: Project, cut: date, horizon: timedelta, future: bool) -> dict[str, Any]:
+    """The training window a registry shows: features from data before ``cut``, the label
+    from the ``horizon`` after it (a future-spend label) or as the data stood."""
+    return {
+        "features_as_of": cut.isoformat(),
+        "label_from": cut.isoformat() if future else None,
+        "label_to": (cut + horizon).isoformat() if future else None,
+        "project_as_of": project.as_of.isoformat(),
+    }
 
 
 def _silent(_stage: str) -> None:
@@ -326,6 +346,7 @@ def save_table_model(clf: ValueClassifier, table: LabelledTable, folder: Path) -
         fingerprint=data_fingerprint(feats, y),
         extra={
             "catalogue": catalogue,
+            "reference": bundle_reference(feats[clf.schema_.columns], clf.oof_proba_),
             "importance": imp.head(20).to_dict("records"),
             "profile": {
                 "high_share": profile["high_share"],

@@ -25,10 +25,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from custval.errors import CustvalError
 
-__all__ = ["ASSUMPTION", "ClassifierPerformance", "estimated", "realised"]
+__all__ = [
+    "ASSUMPTION",
+    "ClassifierPerformance",
+    "by_decile",
+    "estimated",
+    "migration_matrix",
+    "realised",
+]
 
 Array = np.ndarray
 
@@ -36,6 +44,8 @@ ASSUMPTION = (
     "estimated from the calibrated probabilities alone (CBPE): right when the probabilities "
     "stay calibrated on the new customers (a covariate shift), wrong under a concept shift"
 )
+#: how far outside [0, 1] a probability may be from floating-point rounding alone
+ROUNDING = 1e-9
 #: the top share whose precision and lift are reported
 TOP_SHARE = 0.1
 
@@ -57,8 +67,16 @@ class ClassifierPerformance:
 def estimated(probability: Any, *, top_share: float = TOP_SHARE) -> ClassifierPerformance:
     """The expected performance from calibrated ``probability`` alone (module docstring)."""
     p = _checked(probability, "probability")
-    if np.any((p < 0) | (p > 1)):
-        raise CustvalError("probabilities must lie between 0 and 1", column="probability")
+    outside = (p < -ROUNDING) | (p > 1 + ROUNDING)
+    if np.any(outside):
+        raise CustvalError(
+            f"probabilities must lie between 0 and 1: {int(outside.sum())} do not",
+            column="probability",
+            count=int(outside.sum()),
+            examples=[{"probability": float(v)} for v in p[outside][:3]],
+        )
+    # a calibration map's arithmetic can leave -3e-16 for a probability of 0
+    p = np.clip(p, 0.0, 1.0)
     return _metrics(p, p, top_share, estimated=True)
 
 
@@ -71,6 +89,32 @@ def realised(score: Any, label: Any, *, top_share: float = TOP_SHARE) -> Classif
     if not np.all((y == 0) | (y == 1)):
         raise CustvalError("labels must be 0 or 1", column="label")
     return _metrics(s, y, top_share, estimated=False)
+
+
+def by_decile(predicted: Any, actual: Any, bins: int = 10) -> pd.DataFrame:
+    """Customers in ``bins`` groups of equal size by ``predicted`` (lowest first): their
+    count, mean prediction and mean actual outcome, the calibration check of a CLV, of
+    P(alive) against repeat purchase, of expected against actual purchases."""
+    p, a = _checked(predicted, "predicted"), _checked(actual, "actual")
+    if p.shape != a.shape:
+        raise CustvalError(f"{a.size} outcomes for {p.size} predictions", column="actual")
+    groups = np.array_split(np.argsort(p, kind="stable"), min(bins, p.size))
+    return pd.DataFrame(
+        {
+            "decile": np.arange(1, len(groups) + 1),
+            "customers": [g.size for g in groups],
+            "predicted": [float(p[g].mean()) for g in groups],
+            "actual": [float(a[g].mean()) for g in groups],
+        }
+    )
+
+
+def migration_matrix(before: Any, after: Any) -> pd.DataFrame:
+    """Customers by their segment in an earlier run (rows) and in a later one (columns), for
+    the customers in both; a customer without a segment in either is "(none)"."""
+    old = pd.Series(before, dtype=object).fillna("(none)").astype(str)
+    new = pd.Series(after, dtype=object).fillna("(none)").astype(str)
+    return pd.crosstab(old.rename("before"), new.rename("after"))
 
 
 def _metrics(

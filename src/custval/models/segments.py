@@ -43,6 +43,7 @@ __all__ = [
     "name_segments",
     "profile_segments",
     "rfm_segments",
+    "segment_mapping",
 ]
 
 Array = npt.NDArray[np.float64]
@@ -184,6 +185,26 @@ def assign_nearest(model: dict[str, Any], X: pd.DataFrame) -> npt.NDArray[np.int
     """Segments of the rows of ``X`` by a :func:`centroid_model`: the nearest centre."""
     prep = SegmentPrep.from_record(model["preparation"])
     return _nearest(prep.transform(X), np.asarray(model["centers"], dtype=np.float64))
+
+
+def segment_mapping(old: Any, new: Any) -> tuple[dict[int, int], float]:
+    """How a new segmentation's segments follow the old one's, for the same customers: each
+    old segment paired with the new segment that shares the most of its customers, one to one
+    (the assignment that keeps the most customers together, by the Hungarian method on the
+    contingency table), and the share of customers whose new segment is their old one's pair
+    (1: the same segments, renamed at most). Old segments left without a pair (the new
+    segmentation has fewer) are not in the mapping."""
+    from scipy.optimize import linear_sum_assignment
+
+    old_codes, old_ids = pd.factorize(np.asarray(old), sort=True)
+    new_codes, new_ids = pd.factorize(np.asarray(new), sort=True)
+    if old_codes.size == 0 or old_codes.size != new_codes.size:
+        raise ValueError("the two segmentations must label the same, non-empty customers")
+    table = np.zeros((old_ids.size, new_ids.size), dtype=np.int64)
+    np.add.at(table, (old_codes, new_codes), 1)
+    rows, cols = linear_sum_assignment(table, maximize=True)
+    mapping = {int(old_ids[r]): int(new_ids[c]) for r, c in zip(rows, cols, strict=True)}
+    return mapping, float(table[rows, cols].sum() / old_codes.size)
 
 
 def _skewness(v: Array) -> float:

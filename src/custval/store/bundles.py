@@ -23,7 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import uuid
 from datetime import UTC, datetime
+from functools import cache
 from importlib.metadata import version as pkg_version
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,14 @@ from custval.models.encoding import FeatureSchema
 from custval.models.value import ValueClassifier
 from custval.version import __version__
 
-__all__ = ["check_new_folder", "data_fingerprint", "latest_model", "load_bundle", "save_bundle"]
+__all__ = [
+    "check_new_folder",
+    "code_fingerprint",
+    "data_fingerprint",
+    "latest_model",
+    "load_bundle",
+    "save_bundle",
+]
 
 FORMAT = "custval-value-model"
 FORMAT_VERSION = 1
@@ -94,6 +103,9 @@ def save_bundle(
         "seed": clf.seed,
         "libraries": {lib: pkg_version(lib) for lib in _LIBRARIES},
         "files": {"model": filename, "sha256": hashlib.sha256(payload).hexdigest()},
+        # the registry's record of what made this version: the code, and the training run
+        "code": {"custval": __version__, "sha256": code_fingerprint()},
+        "training_run": uuid.uuid4().hex,
         **(extra or {}),
     }
     manifest["content_sha256"] = _content_hash(manifest)
@@ -110,6 +122,18 @@ def save_bundle(
         shutil.rmtree(tmp, ignore_errors=True)
         raise CustvalError(f"cannot write the model to '{target}': {exc}") from None
     return target
+
+
+@cache
+def code_fingerprint() -> str:
+    """A SHA-256 of custval's own source files as installed: the code that trained a model,
+    exact even between releases (a checkout with local changes gets its own)."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(str(path.relative_to(root)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
 
 
 def check_new_folder(folder: str | Path) -> Path:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,8 +37,9 @@ from custval.config import mask_url
 from custval.errors import CustvalError
 from custval.store.forecasts import BI_VIEWS_9, FORECAST_TABLES, latest_forecast
 from custval.store.forecasts import migration as forecast_migration
-from custval.store.monitoring import MONITORING_TABLES
+from custval.store.monitoring import BI_VIEWS_11, DECISION_COLUMNS, MONITORING_TABLES
 from custval.store.monitoring import migration as monitoring_migration
+from custval.store.monitoring import migration_11 as monitoring_migration_11
 
 __all__ = [
     "BI_ALIASES",
@@ -210,6 +212,7 @@ _ARROW_TYPES = {
     "INTEGER": pa.int32(),
     "DATE": pa.date32(),
     "BIGINT": pa.int64(),
+    "TIMESTAMP": pa.timestamp("us"),
 }
 
 
@@ -268,7 +271,7 @@ _BI_VIEWS_8 = {
     "v1_latest_playbooks": "segment and aspect, in the latest succeeded scoring run",
     "v1_latest_customer_playbooks": "customer, in the latest succeeded scoring run",
 }
-BI_VIEWS = {**_BI_VIEWS_7, **_BI_VIEWS_8, **BI_VIEWS_9}
+BI_VIEWS = {**_BI_VIEWS_7, **_BI_VIEWS_8, **BI_VIEWS_9, **BI_VIEWS_11}
 #: the views of migrations 1 and 5, kept as aliases of their v1 views
 BI_ALIASES = {
     "latest_predictions": "v1_latest_predictions",
@@ -504,6 +507,8 @@ MIGRATIONS: list[list[str]] = [
     forecast_migration(_create, BI_VERSION, _LATEST.format(kind="forecast")),
     # monitoring (issue 19): each run's drift profiles, counts per bin and column
     monitoring_migration(_create),
+    # monitoring (issue 19): drift and performance per run, the registry's decisions, BI views
+    monitoring_migration_11(_create, BI_VERSION),
 ]
 
 
@@ -600,6 +605,24 @@ class Store:
                 self.con.execute(f"INSERT INTO {table} SELECT * FROM __incoming")
             finally:
                 self.con.unregister("__incoming")
+
+    def replace_rows(self, table: str, where: dict[str, Any], rows: pa.Table) -> None:
+        """Delete a bulk table's rows matching ``where`` (column: value) and write ``rows``
+        (with those values) in their place, in one transaction: a check run again replaces
+        the earlier one whole."""
+        clause = " AND ".join(f"{c} = ?" for c in where)
+        with self._transaction():
+            self._execute(f"DELETE FROM {table} WHERE {clause}", tuple(where.values()))
+            self._bulk(table, BULK_TABLES[table], rows)
+
+    def record_decisions(self, decisions: list[dict[str, Any]]) -> None:
+        """Append the registry's decisions (``model_decisions``; missing keys NULL), all in
+        one transaction."""
+        marks = ", ".join("?" for _ in DECISION_COLUMNS)
+        with self._transaction():
+            for decision in decisions:
+                values = tuple(decision.get(c) for c in DECISION_COLUMNS)
+                self._execute(f"INSERT INTO model_decisions VALUES ({marks})", values)
 
     def save_model(self, version: str, manifest: dict[str, Any]) -> None:
         """Record a model version (idempotent)."""
@@ -848,6 +871,17 @@ class Store:
         (:func:`custval.store.forecasts.latest_forecast`)."""
         return latest_forecast(self, series)
 
+    def first_run(self, model_version: str) -> str | None:
+        """The first succeeded scoring run of a model version that kept drift profiles: the
+        reference of its later runs' outputs."""
+        rows = self.query(
+            "SELECT r.run_id FROM runs r WHERE r.status = 'succeeded' AND r.kind = 'score' "
+            "AND r.model_version = ? AND EXISTS (SELECT 1 FROM run_profiles p "
+            "WHERE p.run_id = r.run_id) ORDER BY r.finished_at, r.run_id LIMIT 1",
+            (model_version,),
+        )
+        return rows[0][0] if rows else None
+
     def latest_run(self, kind: str = "score") -> str | None:
         rows = self.query(
             "SELECT run_id FROM runs WHERE status = 'succeeded' AND kind = ? "
@@ -876,11 +910,27 @@ def _with_nulls(data: pa.Table, missing: list[str], columns: dict[str, str]) -> 
     return data
 
 
-def open_store(url: str | Path, *, read_only: bool = False) -> Store:
+def _connect_duckdb(path: Path, read_only: bool, wait: float) -> Any:
+    """A DuckDB connection; a file locked by another process (a service reading it, say) is
+    tried again for up to ``wait`` seconds."""
+    import duckdb
+
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.Error as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
+                raise CustvalError(f"cannot open the store '{path}': {exc}") from None
+            time.sleep(0.1)
+
+
+def open_store(url: str | Path, *, read_only: bool = False, wait: float = 0.0) -> Store:
     """Open (and create or upgrade) the store at ``url``: a DuckDB file path (or
     ``duckdb:///path``) or a ``postgresql://`` URL. A store that cannot be reached is a clear
     error naming it. ``read_only`` opens an existing store without upgrading it (a DuckDB file
-    can then be read by several processes)."""
+    can then be read by several processes). ``wait``: seconds to wait for a DuckDB file that
+    another process holds (a writer that must not fail because a service is reading)."""
     text = str(url)
     if text.startswith(("postgresql://", "postgres://")):
         import psycopg
@@ -894,17 +944,12 @@ def open_store(url: str | Path, *, read_only: bool = False) -> Store:
             ) from None
         store = Store(text, con, "postgres")
     else:
-        import duckdb
-
         path = Path(text.removeprefix("duckdb://"))
         if read_only and not path.exists():
             raise CustvalError(f"there is no store at '{path}'", hint="Run 'custval score' first")
         if path.parent and not path.parent.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            con = duckdb.connect(str(path), read_only=read_only)
-        except duckdb.Error as exc:
-            raise CustvalError(f"cannot open the store '{path}': {exc}") from None
+        con = _connect_duckdb(path, read_only, wait)
         store = Store(str(path), con, "duckdb")
     if not read_only:
         store.migrate()

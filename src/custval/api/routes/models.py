@@ -15,6 +15,7 @@ from starlette.responses import Response
 from custval.api.deps import ServiceDep, require
 from custval.api.http import ApiError, guarded, json_response
 from custval.errors import CustvalError
+from custval.store.registry import ModelRegistry
 
 __all__ = ["router"]
 
@@ -33,7 +34,8 @@ async def models(service: ServiceDep) -> Response:
         manifest = _manifest(folder)
         if manifest is not None:
             out.append({**_summary(manifest, folder.name), "active": folder.name == active})
-    return json_response({"active": active, "models": out})
+    aliases = ModelRegistry(service.settings.models_dir).aliases()
+    return json_response({"active": active, "aliases": aliases, "models": out})
 
 
 @router.get("/v1/models/{version}", responses={404: {}}, dependencies=[Depends(require("read"))])
@@ -65,13 +67,14 @@ async def model_detail(version: str, service: ServiceDep) -> Response:
 
 @router.post(
     "/v1/models/{version}/activate",
-    responses={404: {}, 422: {}},
+    responses={404: {}, 409: {}, 422: {}},
     dependencies=[Depends(require("admin"))],
 )
 @guarded
 async def activate(version: str, service: ServiceDep) -> Response:
-    """Make ``version`` the active model (admin scope). Requests in flight finish on the
-    model they started with; other workers follow within a second or so."""
+    """Make ``version`` the active model and the registry's champion (admin scope). Requests
+    in flight finish on the model they started with; other workers follow within a second or
+    so. 409 while another promotion runs."""
     registry = service.registry
     registry.folder(version)
     try:
@@ -79,6 +82,14 @@ async def activate(version: str, service: ServiceDep) -> Response:
     except CustvalError as exc:
         raise ApiError(422, f"model {version} cannot be loaded: {exc}") from None
     previous = registry.active.version
+    try:  # the registry's champion too, so that score and a restart agree with the service
+        await run_in_threadpool(
+            ModelRegistry(service.settings.models_dir).promote,
+            version,
+            reason="POST /v1/models/{version}/activate",
+        )
+    except CustvalError as exc:  # another promotion is running
+        raise ApiError(409, str(exc).splitlines()[0]) from None
     registry.activate(model)
     log.info("model switched from %s to %s", previous, version)
     return json_response({"active": version, "previous": previous})

@@ -17,6 +17,7 @@ from starlette.responses import Response
 from custval.api.clv import add_clv
 from custval.api.deps import ServiceDep, require
 from custval.api.http import ApiError, guarded, json_response, parse_body
+from custval.api.metrics import predicted
 from custval.api.online import OnlineModel, Prediction, as_dicts, ignored_fields
 from custval.api.records import RecordsRequest, features_from_records
 from custval.api.state import Service
@@ -100,6 +101,8 @@ def _answer(
         add_clv(predictions, customers, clv)
     if service.prediction_log is not None:
         service.prediction_log.add(model.version, predictions)
+    if service.settings.metrics:
+        predicted(model.clf.class_names_, [p["value_class"] for p in predictions])
     return json_response(
         {"model_version": model.version, "predictions": predictions, "warnings": warnings or []}
     )
