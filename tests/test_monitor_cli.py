@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+from datetime import date, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -152,3 +154,41 @@ def test_a_run_with_other_features_than_its_reference_is_refused(
     assert "brand_new" in done.stderr
     with open_store(url) as store:
         assert store.query("SELECT COUNT(*) FROM run_drift")[0][0] == before
+
+
+def test_labels_not_matured_then_realised(scored: Path, tmp_path: Path) -> None:
+    """The latest run's labels mature a horizon after it: asked for, the realised figures are
+    refused until then; a run scored a year and a day before the data end has them."""
+    with open_store(scored.parent / "custval.duckdb") as store:
+        first = store.query(
+            "SELECT run_id FROM runs WHERE kind = 'score' ORDER BY finished_at LIMIT 1"
+        )[0][0]
+    done = run("monitor", "-c", str(scored), "--run", first, "--realised", cwd=tmp_path)
+    assert done.returncode == 2 and "have not matured" in done.stderr, done.stderr
+    text = scored.read_text()
+    as_of = re.search(r'^as_of = "(\d{4}-\d{2}-\d{2})"', text, re.M).group(1)
+    earlier = date.fromisoformat(as_of) - timedelta(weeks=52, days=1)
+    early = scored.with_name("early.toml")
+    early.write_text(text.replace(f'as_of = "{as_of}"', f'as_of = "{earlier}"', 1))
+    done = run("score", "-c", str(early), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    with open_store(scored.parent / "custval.duckdb") as store:
+        run_id = store.latest_run()
+    _, report = monitor(scored, "--run", run_id, "--realised")
+    found = report["realised"]
+    assert found["window"][0] == str(earlier)
+    metrics = found["metrics"]
+    assert 0.5 < metrics["roc_auc"] <= 1 and metrics["lift_top"] > 1
+    # CLV by decile rises with the prediction, as realised spend does
+    deciles = found["clv_by_decile"]
+    assert len(deciles) == 10 and deciles[-1]["actual"] > deciles[0]["actual"]
+    assert abs(metrics["clv_total_error"]) < 1
+    assert 0 <= metrics["bought_again_share"] <= 1
+    with open_store(scored.parent / "custval.duckdb") as store:
+        kept = dict(
+            store.query(
+                "SELECT metric, value FROM run_performance WHERE run_id = ? AND kind = 'realised'",
+                (run_id,),
+            )
+        )
+    assert kept["roc_auc"] == pytest.approx(metrics["roc_auc"])

@@ -115,7 +115,7 @@ def test_features_that_do_not_match_the_model_write_nothing(trained: Path, tmp_p
         "--store",
         str(store),
         "--model",
-        next((trained.parent / "models").iterdir()).name,
+        next(p for p in (trained.parent / "models").iterdir() if p.is_dir()).name,
         cwd=tmp_path,
     )
     assert done.returncode == 2, done.stdout

@@ -77,10 +77,12 @@ def demo(
     _score(_with_actions(project, customers), prepared)
     out.rule("8. sales forecast: every candidate backtested, the best one forecast ahead")
     _forecast(project, prepared)
+    out.rule("9. a month later: a planted shift, scored and caught by monitoring")
+    later = _later_month(company)
     out.rule("done")
     _print_files(out_dir, meta, cat_path, trained.folder.name, company, Path(project.store))
     out.rule("next")
-    _print_next(out_dir, company, project.as_of)
+    _print_next(out_dir, company, project.as_of, later)
 
 
 def _validate(config: Path) -> Project:
@@ -237,6 +239,47 @@ def _forecast(project: Project, prepared: Any) -> None:
     out.print(f"run {run_id} stored (view v1_latest_forecasts; GET /v1/forecasts)")
 
 
+#: the share of free-plan customers the demo's later month moves to premium
+PLANTED_SHARE = 0.4
+LATER_FILE = "custval_later.toml"
+
+
+def _later_month(company: SynthResult) -> Path:
+    """The CRM's next snapshot with a planted shift (a campaign moved 40% of the free-plan
+    customers to premium), as a project file beside the first (same store, same models):
+    scored with the champion, then checked by ``custval monitor``; returns its file."""
+    import csv
+
+    from custval import flows
+    from custval.cli.monitoring import print_report
+    from custval.flows.monitor import check_run
+
+    crm = Path(company.files["crm_customers"])
+    later_crm = crm.with_name("crm_customers_later.csv")
+    with crm.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    plan = rows[0].index("plan")
+    free = [r for r in rows[1:] if r[plan] == "free"]
+    for r in free[:: round(1 / PLANTED_SHARE)][: int(len(free) * PLANTED_SHARE)]:
+        r[plan] = "premium"
+    with later_crm.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f, quoting=csv.QUOTE_ALL).writerows(rows)
+    text = company.config_path.read_text(encoding="utf-8")
+    config = company.config_path.with_name(LATER_FILE)
+    config.write_text(
+        text.replace(f'uri = "{crm.name}"', f'uri = "{later_crm.name}"', 1), encoding="utf-8"
+    )
+    later = load(config)
+    out.print(
+        f"{later_crm.name}: {int(len(free) * PLANTED_SHARE):,} of {len(free):,} free-plan "
+        f"customers moved to premium (planted); project file {config.name}"
+    )
+    with steps(3 * len(later.sources) + 6) as advance:
+        flows.score(later, store_url=later.store, progress=advance)
+    print_report(check_run(later))
+    return config
+
+
 def print_playbooks(store_path: Path) -> None:
     """The latest run's playbook: per segment, the offer, channel, timing and retention."""
     from custval.store import open_store
@@ -339,11 +382,16 @@ def _print_files(
     out.print(f"true params   : {company.out / 'truth'}")
 
 
-def _print_next(out_dir: Path, company: SynthResult, as_of: date) -> None:
+def _print_next(out_dir: Path, company: SynthResult, as_of: date, later: Path) -> None:
     """The commands to try next, each working as printed from the folder the demo ran in."""
     exe = invoked_as()
     project = company.config_path
     tries = [
+        (
+            f"{exe} monitor -c {later} || {exe} retrain -c {project}",
+            "what a scheduler runs: the check, and on an alarm a challenger, promoted if better",
+        ),
+        (f"{exe} models list -c {project}", "the model versions, the champion and challenger"),
         (f"{exe} score -c {project}", "score today's customers again: a new run in the store"),
         (
             f"{exe} api-key new --name me -c {project}",

@@ -89,12 +89,12 @@ def monitor(
     if as_json:
         out.print_json(json.dumps(report.to_json(), default=float))
     else:
-        _print_report(report)
+        print_report(report)
     if report.alarm:
         raise typer.Exit(1)
 
 
-def _print_report(report: Any) -> None:
+def print_report(report: Any) -> None:
     """The report as a person reads it: the run, the drift table, the performance, a verdict."""
     out.print(
         f"run {report.run_id} (as of {report.as_of}, model {report.model_version}) against "

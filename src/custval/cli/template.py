@@ -91,4 +91,13 @@ uri = "data/id_map.csv"
 # next_best_offers = 5       # products per customer, each with a reason
 # playbooks = true           # per segment and customer: offer, channel, timing, retention
 # targeting_budget = 1000.0  # a retention list within this budget
+
+# When custval monitor alarms (exit 1) and custval retrain promotes (these are the defaults):
+# [monitor]
+# alpha = 0.01               # the drift test's level, per column
+# min_psi = 0.005            # the smallest PSI worth an alarm
+# max_alarms = 0             # columns that may drift before monitor fails
+# auc_drop = 0.05            # estimated ROC AUC this far below training's alarms
+# promote_margin = 0.005     # ROC AUC a challenger must gain to replace the champion
+# segment_stability = 0.7    # share of customers a new segmentation must keep together
 """

@@ -161,7 +161,13 @@ def _outcomes(
 ) -> Outcomes | None:
     """The realised figures when the labels have matured (required or not), else a note."""
     version = store.query("SELECT model_version FROM runs WHERE run_id = ?", (run_id,))[0][0]
-    manifest = _manifest(models_dir or project.root / "models", str(version))
+    try:
+        manifest = _manifest(models_dir or project.root / "models", str(version))
+    except CustvalError:
+        if required:
+            raise
+        notes.append(f"model {version} is not in the models folder: no realised figures")
+        return None
     due = matured_on(manifest, as_of) if as_of else None
     if not required and (due is None or due > project.as_of):
         if due is not None:
@@ -363,9 +369,6 @@ def _keep(store: Store, report: MonitorReport) -> None:
         ),
         preserve_index=False,
     )
-    store.replace_rows(
-        "run_drift", {"run_id": report.run_id, "reference": report.reference_key}, drift
-    )
     est = report.estimate
     metrics = {"roc_auc": est.roc_auc, "precision_top": est.precision_top, "lift_top": est.lift_top}
     perf = pa.table(
@@ -378,4 +381,7 @@ def _keep(store: Store, report: MonitorReport) -> None:
             "checked_at": pa.array([now] * len(metrics), pa.timestamp("us")),
         }
     )
-    store.replace_rows("run_performance", {"run_id": report.run_id, "kind": "estimated"}, perf)
+    store.replace_rows(
+        ("run_drift", {"run_id": report.run_id, "reference": report.reference_key}, drift),
+        ("run_performance", {"run_id": report.run_id, "kind": "estimated"}, perf),
+    )

@@ -198,4 +198,4 @@ def _keep(store: Store, run_id: str, found: Outcomes) -> None:
             "checked_at": pa.array([now] * len(metrics), pa.timestamp("us")),
         }
     )
-    store.replace_rows("run_performance", {"run_id": run_id, "kind": "realised"}, rows)
+    store.replace_rows(("run_performance", {"run_id": run_id, "kind": "realised"}, rows))

@@ -606,14 +606,15 @@ class Store:
             finally:
                 self.con.unregister("__incoming")
 
-    def replace_rows(self, table: str, where: dict[str, Any], rows: pa.Table) -> None:
-        """Delete a bulk table's rows matching ``where`` (column: value) and write ``rows``
-        (with those values) in their place, in one transaction: a check run again replaces
-        the earlier one whole."""
-        clause = " AND ".join(f"{c} = ?" for c in where)
+    def replace_rows(self, *parts: tuple[str, dict[str, Any], pa.Table]) -> None:
+        """For each (bulk table, ``where``, rows): delete the table's rows matching ``where``
+        (column: value) and write the rows in their place; all in one transaction, so that a
+        check run again replaces the earlier one whole."""
         with self._transaction():
-            self._execute(f"DELETE FROM {table} WHERE {clause}", tuple(where.values()))
-            self._bulk(table, BULK_TABLES[table], rows)
+            for table, where, rows in parts:
+                clause = " AND ".join(f"{c} = ?" for c in where)
+                self._execute(f"DELETE FROM {table} WHERE {clause}", tuple(where.values()))
+                self._bulk(table, BULK_TABLES[table], rows)
 
     def record_decisions(self, decisions: list[dict[str, Any]]) -> None:
         """Append the registry's decisions (``model_decisions``; missing keys NULL), all in
