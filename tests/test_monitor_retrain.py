@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import threading
 import time
+from datetime import date, timedelta
 from pathlib import Path
 
 import httpx
@@ -187,21 +189,42 @@ def test_a_challenger_that_is_not_better_is_kept_out_and_recorded(
     project: Path, tmp_path: Path
 ) -> None:
     """Retraining on the same data again: the new challenger does not beat the champion by
-    the margin, so nothing changes but the log; --force promotes it anyway."""
+    the margin, so nothing changes but the log; --force promotes it anyway. The store's
+    segmentation (made half a year earlier) is redone each time: kept only when it keeps
+    enough customers together, with the mapping from the old segments to the new."""
     root = project.parent
+    text = project.read_text()
+    as_of = re.search(r'^as_of = "(\d{4}-\d{2}-\d{2})"', text, re.M).group(1)
+    earlier = date.fromisoformat(as_of) - timedelta(weeks=26)
+    early = project.with_name("half_year_earlier.toml")
+    early.write_text(text.replace(f'as_of = "{as_of}"', f'as_of = "{earlier}"', 1))
+    done = run("segment", "-c", str(early), "--k", "3", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
     before = (root / "models" / "ACTIVE").read_text()
-    huge = project.with_name("strict.toml")
-    huge.write_text(project.read_text() + "\n[monitor]\npromote_margin = 0.5\n")
-    done = run("retrain", "-c", str(huge), "--json", cwd=tmp_path)
+    strict = project.with_name("strict.toml")
+    strict.write_text(text + "\n[monitor]\npromote_margin = 0.5\nsegment_stability = 1.0\n")
+    done = run("retrain", "-c", str(strict), "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert not result["promoted"] and "not better by the margin" in result["reason"]
     assert (root / "models" / "ACTIVE").read_text() == before
     registry = json.loads((root / "models" / "registry.json").read_text())
     assert registry["aliases"]["challenger"] == result["challenger"]
-    assert registry["history"][-1]["reason"] == result["reason"]
-    forced = run("retrain", "-c", str(huge), "--force", "--json", cwd=tmp_path)
+    retrained = [d for d in registry["history"] if d["action"] == "retrain"]
+    assert retrained[-1]["reason"] == result["reason"]
+    seg = result["segmentation"]
+    # half a year on, not every customer stays with her segment: not kept at 1.0
+    assert 0 < seg["stability"] < 1 and not seg["kept_new"] and seg["run_id"] is None
+    assert len(seg["mapping"]) == 3
+    assert registry["history"][-1]["action"] == "segment"
+    loose = project.with_name("loose.toml")
+    loose.write_text(text + "\n[monitor]\npromote_margin = 0.5\nsegment_stability = 0.0\n")
+    forced = run("retrain", "-c", str(loose), "--force", "--json", cwd=tmp_path)
     assert forced.returncode == 0, forced.stderr
     promoted = json.loads(forced.stdout)
     assert promoted["promoted"] and promoted["reason"].startswith("forced")
     assert (root / "models" / "ACTIVE").read_text().strip() == promoted["challenger"]
+    kept = promoted["segmentation"]
+    assert kept["kept_new"] and kept["run_id"]
+    with open_store(root / "custval.duckdb") as store:
+        assert store.latest_run("segment") == kept["run_id"]

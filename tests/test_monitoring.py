@@ -84,3 +84,65 @@ def test_profiles_go_into_the_store_with_their_run_and_come_back(store_url: str)
     # a later run compares with the stored profiles as with the ones in memory
     later = profiles_like(back, _table(2000, 1))
     assert drift_report(back, later).equals(drift_report(ref, profiles_like(ref, _table(2000, 1))))
+
+
+def test_earlier_forecasts_are_judged_on_a_later_runs_history(store_url: str) -> None:
+    """A forecast run of 4 weeks, then a later run whose history holds 3 of them: WAPE, bias
+    and coverage over those 3, kept per earlier run; the later run itself is not judged."""
+    import datetime as dt
+
+    import pytest
+
+    from custval.flows.outcomes import forecast_outcomes
+    from custval.store import open_store
+
+    weeks = [dt.date(2026, 1, 5) + dt.timedelta(weeks=i) for i in range(4)]
+    point = [100.0, 110.0, 120.0, 130.0]
+    first = pa.table(
+        {
+            "series": ["total"] * 4,
+            "period": pa.array(weeks, pa.date32()),
+            "step": pa.array([1, 2, 3, 4], pa.int32()),
+            "measure": ["revenue"] * 4,
+            "freq": ["week"] * 4,
+            "method": ["ets"] * 4,
+            "reconciliation": ["base"] * 4,
+            "point": point,
+            "lo_80": [90.0, 100.0, 115.0, 120.0],
+            "hi_80": [110.0, 120.0, 125.0, 140.0],
+            "lo_95": [80.0, 90.0, 100.0, 110.0],
+            "hi_95": [120.0, 130.0, 140.0, 150.0],
+        }
+    )
+    actual = [105.0, 95.0, 150.0]  # in 80%, in 95% only, in neither
+    history = pa.table(
+        {
+            "series": ["total"] * 3,
+            "period": pa.array(weeks[:3], pa.date32()),
+            "measure": ["revenue"] * 3,
+            "actual": actual,
+        }
+    )
+    empty = pa.table({"customer_id": pa.array([], pa.string())})
+    with open_store(store_url) as store:
+        assert forecast_outcomes(store).empty
+        earlier = store.write_run(kind="forecast", predictions=empty, extra={"forecasts": first})
+        assert forecast_outcomes(store).empty  # no later run yet
+        store.write_run(
+            kind="forecast",
+            predictions=empty,
+            extra={"forecasts": first, "forecast_series": history},
+        )
+        found = forecast_outcomes(store)
+        kept = dict(
+            store.query(
+                "SELECT metric, value FROM run_performance WHERE run_id = ? AND kind = ?",
+                (earlier, "realised"),
+            )
+        )
+    assert found["run_id"].tolist() == [earlier] and int(found["periods"].iloc[0]) == 3
+    row = found.iloc[0]
+    assert row["wape"] == pytest.approx((5 + 15 + 30) / 350)
+    assert row["bias"] == pytest.approx((330 - 350) / 350)
+    assert row["coverage_80"] == pytest.approx(1 / 3) and row["coverage_95"] == pytest.approx(2 / 3)
+    assert kept["forecast_wape"] == pytest.approx(row["wape"])

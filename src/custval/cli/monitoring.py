@@ -68,8 +68,10 @@ def monitor(
     lift are estimated from its calibrated probabilities before any label exists (CBPE); once
     the labels have matured (the project's as-of date a label horizon past the run's), the
     realised ROC AUC and lift, CLV against spend by decile with the total error, P(alive) and
-    purchases by decile. Against a run with segments: the segment migration matrix. All are
-    kept in the store per run (views v1_drift_by_run, v1_performance_by_run).
+    purchases by decile. Against a run with segments: the segment migration matrix. Earlier
+    forecast runs against the actual values of the latest one's history: WAPE, bias, interval
+    coverage. All are kept in the store per run (views v1_drift_by_run,
+    v1_performance_by_run).
 
     Exit codes: 0 no alarm; 1 an alarm (more alarming columns than \\[monitor] max_alarms,
     or the estimated ROC AUC more than auc_drop below training's); 2 the check could not be
@@ -163,6 +165,7 @@ def _print_outcomes(report: Any) -> None:
         out.print(table)
         if found.clv_total_error is not None:
             out.print(f"total CLV against total spend: {found.clv_total_error:+.1%}")
+    _print_forecasts(report.forecasts)
     if report.migration is not None:
         m = report.migration
         table = Table(title="customers by segment: reference run (rows) to this run (columns)")
@@ -172,6 +175,26 @@ def _print_outcomes(report: Any) -> None:
         for name, row in m.iterrows():
             table.add_row(str(name), *(f"{int(x):,}" for x in row))
         out.print(table)
+
+
+def _print_forecasts(found: Any) -> None:
+    """Earlier forecast runs against the actual values of the latest one's history."""
+    if found is None or found.empty:
+        return
+    table = Table(title="earlier forecasts against actual (the latest forecast run's history)")
+    for c in ("forecast run", "series", "periods", "WAPE", "bias", "in 80%", "in 95%"):
+        table.add_column(c, justify="left" if c in ("forecast run", "series") else "right")
+    for r in found.to_dict("records"):
+        table.add_row(
+            str(r["run_id"])[:12],
+            str(r["series"]),
+            f"{int(r['periods'])} ({r['first']} to {r['last']})",
+            f"{r['wape']:.1%}",
+            f"{r['bias']:+.1%}",
+            f"{r['coverage_80']:.0%}",
+            f"{r['coverage_95']:.0%}",
+        )
+    out.print(table)
 
 
 def _print_verdict(report: Any) -> None:

@@ -54,18 +54,24 @@ def models_list(
     models_dir: ModelsDirOpt = None,
     as_json: JsonSummaryOpt = False,
 ) -> None:
-    """Every model version, oldest first: when it was trained, on what (rows, training
-    window), how well (cross-validated ROC AUC, and forward in time), by which code, and
-    which is the champion (used by score and serve) and the challenger."""
+    """Every model version, oldest first: on what it was trained (rows, the date of its
+    features), how well (cross-validated ROC AUC, and forward in time: trained a label
+    horizon earlier and scored on a period it had not seen), by which code (custval's version
+    and a hash of its source), and which is the champion (used by score and serve) and the
+    challenger."""
     registry = _registry(config, models_dir)
     versions, aliases = registry.versions(), registry.aliases()
     named = {v: a for a, v in aliases.items()}
     if as_json:
         out.print_json(data={"aliases": aliases, "versions": [{**vars(v)} for v in versions]})
         return
-    table = Table(title=f"model versions in {registry.root}")
-    for c in ("version", "alias", "model", "rows", "features as of", "ROC AUC", "forward", "code"):
-        table.add_column(c, justify="right" if c in ("rows", "ROC AUC", "forward") else "left")
+    table = Table(
+        title=f"model versions in {_shown(registry.root)} (ROC AUC cross-validated, and "
+        "forward: trained a horizon earlier; code: custval's version + source hash)"
+    )
+    for c in ("version", "alias", "model", "rows", "as of", "ROC AUC", "forward", "code"):
+        right = c in ("rows", "ROC AUC", "forward")
+        table.add_column(c, justify="right" if right else "left", no_wrap=c == "version")
     for v in versions:
         forward = (v.label.get("time_split") or {}).get("roc_auc")
         table.add_row(
@@ -76,7 +82,7 @@ def models_list(
             str(v.training.get("features_as_of") or v.label.get("cutoff") or "-"),
             _num(v.metrics.get("roc_auc")),
             _num(forward),
-            f"{v.code.get('custval', '?')} {str(v.code.get('sha256', ''))[:8]}".strip(),
+            f"{v.code.get('custval', '?')}+{str(v.code.get('sha256', ''))[:7]}",
         )
     out.print(table)
     if not versions:
@@ -149,6 +155,14 @@ def models_rollback(
     registry = _registry(config, models_dir, with_store=True)
     decision = registry.rollback(reason=reason)
     out.print(f"champion: {decision['version']} (was {decision['previous']})")
+
+
+def _shown(path: Path) -> str:
+    """A path as the user gave it: relative to the working folder when it is inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _num(value: Any) -> str:

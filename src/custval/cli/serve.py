@@ -192,9 +192,13 @@ def _run(service: FastAPI, settings: ServiceSettings, host: str, port: int, work
     service.state.store_state.close()
     if settings.metrics and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # the workers write their figures there and /metrics adds them up (read at their start)
+        import atexit
+        import shutil
         import tempfile
 
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="custval-metrics-")
+        folder = tempfile.mkdtemp(prefix="custval-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
     os.environ["CUSTVAL_SERVE_SETTINGS"] = settings.model_dump_json()
     if hasattr(socket, "SO_REUSEPORT") and sys.platform.startswith("linux"):
         # the probe holds the port (SO_REUSEPORT, not listening: it takes no connection), so

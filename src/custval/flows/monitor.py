@@ -28,7 +28,12 @@ import pyarrow as pa
 from custval.config import MonitorOptions, Project
 from custval.errors import CustvalError
 from custval.flows.monitoring import drift_report, profiles_from_rows
-from custval.flows.outcomes import Outcomes, matured_on, realised_outcomes
+from custval.flows.outcomes import (
+    Outcomes,
+    forecast_outcomes,
+    matured_on,
+    realised_outcomes,
+)
 from custval.models.drift import ASSUMPTION as DRIFT_ASSUMPTION
 from custval.models.drift import Profile
 from custval.models.performance import ClassifierPerformance, estimated, migration_matrix
@@ -63,6 +68,8 @@ class MonitorReport:
     outcomes: Outcomes | None = None
     #: customers by segment in the reference run (rows) and this one (columns)
     migration: pd.DataFrame | None = None
+    #: earlier forecast runs against the actual values a later one holds (flows.outcomes)
+    forecasts: pd.DataFrame | None = None
 
     @property
     def drift_alarms(self) -> pd.DataFrame:
@@ -105,6 +112,9 @@ class MonitorReport:
                 "after": list(self.migration.columns),
                 "customers": self.migration.to_numpy().tolist(),
             },
+            "forecasts": None
+            if self.forecasts is None or self.forecasts.empty
+            else self.forecasts.astype({"first": str, "last": str}).to_dict("records"),
             "notes": self.notes,
         }
 
@@ -146,6 +156,7 @@ def check_run(
         )
         report.migration = _migration(store, run_id, key)
         report.outcomes = _outcomes(project, store, run_id, as_of, models_dir, realised, notes)
+        report.forecasts = forecast_outcomes(store)
         _keep(store, report)
     return report
 

@@ -14,6 +14,11 @@ have matured and the run is judged:
   alive: a live customer may not buy in a given year), and expected against actual purchases
   (distinct purchase days), by decile.
 
+A forecast run (``custval forecast``) is judged when a later one exists: the later run keeps
+the series' history (``forecast_series``), which holds the actual values of periods the earlier
+one forecast; per earlier run and series, for the periods both cover: the WAPE, the bias of the
+total and how often the 80% and 95% intervals held the actual (:func:`forecast_outcomes`).
+
 The figures go to the store's ``run_performance`` (kind ``realised``) per run, so that the
 trend is visible next to the estimates.
 """
@@ -38,7 +43,7 @@ from custval.models.performance import ClassifierPerformance, by_decile, realise
 from custval.models.value import derive_value_label
 from custval.store import Store
 
-__all__ = ["Outcomes", "matured_on", "realised_outcomes"]
+__all__ = ["Outcomes", "forecast_outcomes", "matured_on", "realised_outcomes"]
 
 
 @dataclass
@@ -199,3 +204,75 @@ def _keep(store: Store, run_id: str, found: Outcomes) -> None:
         }
     )
     store.replace_rows(("run_performance", {"run_id": run_id, "kind": "realised"}, rows))
+
+
+#: the chosen forecasts of earlier runs next to the actual values a later run's history holds
+_FORECAST_VS_ACTUAL = """
+    SELECT f.run_id, f.series, f.period, f.point, f.lo_80, f.hi_80, f.lo_95, f.hi_95, a.actual
+    FROM forecasts f
+    JOIN runs r ON r.run_id = f.run_id AND r.status = 'succeeded'
+    JOIN forecast_series a ON a.run_id = ? AND a.series = f.series AND a.period = f.period
+        AND a.measure = f.measure
+    WHERE f.run_id <> ? AND f.reconciliation = 'base'
+        AND f.freq = (SELECT MIN(freq) FROM forecasts WHERE run_id = ?)
+    ORDER BY f.run_id, f.series, f.period
+"""
+
+
+def forecast_outcomes(store: Store) -> pd.DataFrame:
+    """Per earlier forecast run and series: the periods whose actual value the latest forecast
+    run's history holds, the WAPE, the total's bias and the intervals' coverage; kept in
+    ``run_performance`` (kind ``realised``, metrics ``forecast_*`` of the total series, or the
+    first when there is no total). Empty without two forecast runs."""
+    latest = store.latest_run("forecast")
+    if latest is None:
+        return pd.DataFrame()
+    rows = store.query(_FORECAST_VS_ACTUAL, (latest, latest, latest))
+    names = ["run_id", "series", "period", "point", "lo_80", "hi_80", "lo_95", "hi_95", "actual"]
+    frame = pd.DataFrame(rows, columns=names)
+    if frame.empty:
+        return frame
+    found = frame.groupby(["run_id", "series"], sort=False).apply(
+        _forecast_figures, include_groups=False
+    )
+    found = found.reset_index()
+    _keep_forecasts(store, found)
+    return found
+
+
+def _forecast_figures(g: pd.DataFrame) -> pd.Series:
+    point, actual = g["point"].astype(float), g["actual"].astype(float)
+    total = float(actual.sum())
+    return pd.Series(
+        {
+            "periods": len(g),
+            "first": g["period"].min(),
+            "last": g["period"].max(),
+            "wape": float((point - actual).abs().sum() / total) if total else float("nan"),
+            "bias": float((point.sum() - total) / total) if total else float("nan"),
+            "coverage_80": float(((g["lo_80"] <= actual) & (actual <= g["hi_80"])).mean()),
+            "coverage_95": float(((g["lo_95"] <= actual) & (actual <= g["hi_95"])).mean()),
+        }
+    )
+
+
+def _keep_forecasts(store: Store, found: pd.DataFrame) -> None:
+    now = datetime.now(UTC).replace(tzinfo=None)
+    parts = []
+    for run_id, group in found.groupby("run_id", sort=False):
+        row = group[group["series"] == "total"]
+        row = (row if len(row) else group).iloc[0]
+        metrics = {k: float(row[k]) for k in ("wape", "bias", "coverage_80", "coverage_95")}
+        detail = json.dumps(group.astype({"first": str, "last": str}).to_dict("records"))
+        table = pa.table(
+            {
+                "run_id": [run_id] * len(metrics),
+                "kind": ["realised"] * len(metrics),
+                "metric": [f"forecast_{k}" for k in metrics],
+                "value": pa.array(list(metrics.values()), pa.float64()),
+                "detail": [detail] * len(metrics),
+                "checked_at": pa.array([now] * len(metrics), pa.timestamp("us")),
+            }
+        )
+        parts.append(("run_performance", {"run_id": run_id, "kind": "realised"}, table))
+    store.replace_rows(*parts)
