@@ -190,13 +190,13 @@ def metrics_cost(
     port: int,
     single: list[bytes],
     args: Any,
-    model_dir: Path,
-    version: str,
+    served: list[str],
     env: dict[str, str],
 ) -> dict[str, float]:
     """What GET /metrics costs: single-customer throughput of the service (metrics on, port
-    ``port``) against the same service started with --no-metrics, measured in turns (on, off,
-    on, off, on, off) so that drift of the machine falls on both; the medians' ratio."""
+    ``port``) against the same service (the same ``served`` flags: models, version, store)
+    started with --no-metrics, measured in turns (on, off, on, off, on, off) so that drift of
+    the machine falls on both; the medians' ratio."""
     other = free_port()
     off = subprocess.Popen(
         [
@@ -204,10 +204,7 @@ def metrics_cost(
             "-m",
             "custval",
             "serve",
-            "--models",
-            str(model_dir.parent),
-            "--model",
-            version,
+            *served,
             "--port",
             str(other),
             "--workers",
@@ -478,7 +475,13 @@ def main() -> int:
             "custval, 100 customers with reasons", port, hundred, 600, args.seconds, 2
         )
         results.update(recommendations(port, key, project, prepared, ids, stored, args))
-        results["metrics"] = metrics_cost(port, single, args, model_dir, model.version, env)
+        results["metrics"] = metrics_cost(
+            port,
+            single,
+            args,
+            ["--models", str(model_dir.parent), "--model", model.version, "--store", str(store)],
+            env,
+        )
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -307,6 +307,11 @@ ConfigOpt = Annotated[
 SeedOpt = Annotated[int, typer.Option(help="Random seed.")]
 TopKOpt = Annotated[int, typer.Option(help="Reasons per customer.", min=1)]
 JsonSummaryOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary.")]
+#: the models folder of the registry's commands (monitor, retrain, models ...)
+ModelsFolderOpt = Annotated[
+    Path | None,
+    typer.Option("--models", help="The models folder (default: models/ beside the project)."),
+]
 
 # how a table file is read: the same flags on every command that reads one (clv -t, evaluate,
 # train --data, segment --data, predict, quickstart), shown under one heading in --help

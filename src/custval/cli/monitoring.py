@@ -14,7 +14,15 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from custval.cli.common import ConfigOpt, JsonSummaryOpt, friendly, load, out, steps
+from custval.cli.common import (
+    ConfigOpt,
+    JsonSummaryOpt,
+    ModelsFolderOpt,
+    friendly,
+    load,
+    out,
+    steps,
+)
 
 # custval's own modules are imported inside the commands: `custval --help` and a mistyped
 # flag answer without loading pandas, Ibis and the models.
@@ -22,10 +30,6 @@ from custval.cli.common import ConfigOpt, JsonSummaryOpt, friendly, load, out, s
 StoreOpt = Annotated[
     str | None,
     typer.Option(help="The store: a DuckDB file or a postgresql:// URL (default: the project's)."),
-]
-ModelsDirOpt = Annotated[
-    Path | None,
-    typer.Option("--models", help="The models folder (default: models/ beside the project)."),
 ]
 #: rows of the drift table printed besides the alarming ones
 SHOWN = 8
@@ -46,7 +50,7 @@ def monitor(
         ),
     ] = "first",
     store: StoreOpt = None,
-    models_dir: ModelsDirOpt = None,
+    models_dir: ModelsFolderOpt = None,
     realised: Annotated[
         bool,
         typer.Option(
@@ -238,7 +242,7 @@ def retrain(
     folds: Annotated[
         int | None, typer.Option(help="Cross-validation folds (default: the champion's).", min=2)
     ] = None,
-    models_dir: ModelsDirOpt = None,
+    models_dir: ModelsFolderOpt = None,
     as_json: JsonSummaryOpt = False,
 ) -> None:
     """Train a challenger on the freshest labelled data and promote it only if it beats the

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from custval.cli.common import JsonSummaryOpt, friendly, load, out
+from custval.cli.common import JsonSummaryOpt, ModelsFolderOpt, friendly, load, out
 
 # custval's own modules are imported inside the commands: `custval --help` and a mistyped
 # flag answer without loading pandas, Ibis and the models.
@@ -20,10 +20,6 @@ from custval.cli.common import JsonSummaryOpt, friendly, load, out
 RegistryConfigOpt = Annotated[
     Path,
     typer.Option("--config", "-c", help="The project file: its models/ folder and its store."),
-]
-ModelsDirOpt = Annotated[
-    Path | None,
-    typer.Option("--models", help="The models folder (default: models/ beside the project)."),
 ]
 ReasonOpt = Annotated[
     str, typer.Option(help="Why, in words: kept in the registry's log and the store.")
@@ -51,7 +47,7 @@ def _registry(config: Path, models_dir: Path | None, *, with_store: bool = False
 @friendly
 def models_list(
     config: RegistryConfigOpt = Path("custval.toml"),
-    models_dir: ModelsDirOpt = None,
+    models_dir: ModelsFolderOpt = None,
     as_json: JsonSummaryOpt = False,
 ) -> None:
     """Every model version, oldest first: on what it was trained (rows, the date of its
@@ -93,7 +89,7 @@ def models_list(
 def models_show(
     version: Annotated[str, typer.Argument(help="A version, champion, challenger or latest.")],
     config: RegistryConfigOpt = Path("custval.toml"),
-    models_dir: ModelsDirOpt = None,
+    models_dir: ModelsFolderOpt = None,
 ) -> None:
     """One version in full: its data fingerprint, training window, metrics, code and training
     run, its files checked against their hashes, and the registry's decisions about it."""
@@ -127,7 +123,7 @@ def models_show(
 def models_promote(
     version: Annotated[str, typer.Argument(help="The version to promote, or 'challenger'.")],
     config: RegistryConfigOpt = Path("custval.toml"),
-    models_dir: ModelsDirOpt = None,
+    models_dir: ModelsFolderOpt = None,
     alias: Annotated[
         str, typer.Option(help="The alias to point at it: champion or challenger.")
     ] = "champion",
@@ -147,7 +143,7 @@ def models_promote(
 @friendly
 def models_rollback(
     config: RegistryConfigOpt = Path("custval.toml"),
-    models_dir: ModelsDirOpt = None,
+    models_dir: ModelsFolderOpt = None,
     reason: ReasonOpt = "rolled back by hand",
 ) -> None:
     """Make the version the champion replaced the champion again; logged, and followed by a
