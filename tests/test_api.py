@@ -30,7 +30,7 @@ from custval.api.keys import new_key
 from custval.config import load_project
 from custval.data.synth import generate
 from custval.store import open_store
-from tests.factories import built_once
+from tests.factories import built_once, wait_ready
 
 
 @dataclass
@@ -599,12 +599,7 @@ def test_every_worker_follows_a_model_switch(trained: Trained) -> None:
         return out
 
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        wait_ready(url)
         assert set(versions(20)) == {trained.versions[0]}
         # /metrics adds up both workers' counts, whichever answers the scrape (a request is
         # counted as its answer leaves: a moment for the last one)

@@ -21,7 +21,7 @@ import pytest
 
 from custval.api.keys import new_key
 from custval.store import open_store
-from tests.factories import Companies, run
+from tests.factories import Companies, run, wait_ready
 from tests.test_monitor_cli import plant_plan_shift
 
 
@@ -173,16 +173,6 @@ def test_shift_alarms_retrain_promotes_and_the_service_follows(
     # score uses the new champion now
     done = run("score", "-c", str(project), "--no-clv", cwd=tmp_path)
     assert done.returncode == 0 and f"(model {new})" in done.stdout
-
-
-def wait_ready(url: str) -> None:
-    for _ in range(300):
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise AssertionError("the service did not start")
 
 
 def test_a_challenger_that_is_not_better_is_kept_out_and_recorded(

@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from custval.config import MonitorOptions, Project
 from custval.errors import CustvalError
-from custval.flows.monitoring import drift_report, profiles_from_rows
+from custval.flows.monitoring import bundle_profiles, drift_report, profiles_from_rows
 from custval.flows.outcomes import (
     Outcomes,
     forecast_outcomes,
@@ -38,7 +38,6 @@ from custval.models.drift import ASSUMPTION as DRIFT_ASSUMPTION
 from custval.models.drift import Profile
 from custval.models.performance import ClassifierPerformance, estimated, migration_matrix
 from custval.store import Store, open_store
-from custval.store.bundles import load_bundle
 from custval.store.registry import STORE_WAIT_S
 
 __all__ = ["MonitorReport", "check_run"]
@@ -261,11 +260,7 @@ def _training_reference(
     """The model's training data (features and value probability; the other outputs from the
     model's first run when that is another run)."""
     manifest = _manifest(models_dir, version)
-    saved = manifest.get("reference") or {}
-    ref = {
-        source: {d["name"]: Profile.from_dict(d) for d in saved.get(source, [])}
-        for source in SOURCES
-    }
+    ref = bundle_profiles(manifest)
     notes = []
     at = (manifest.get("training") or {}).get("features_as_of")
     if at:
@@ -319,8 +314,9 @@ def _manifest(models_dir: Path, version: str) -> dict[str, Any]:
 
 
 def _training_auc(models_dir: Path, version: str, notes: list[str]) -> float | None:
+    # the manifest's figures: the model itself need not be loaded for them
     try:
-        metrics = load_bundle(models_dir / version).oof_metrics_
+        metrics = _manifest(models_dir, version).get("metrics") or {}
     except CustvalError as exc:
         notes.append(f"no training ROC AUC to compare with: {str(exc).splitlines()[0]}")
         return None

@@ -21,6 +21,7 @@ from custval.store import Store
 
 __all__ = [
     "OUTPUTS",
+    "bundle_profiles",
     "bundle_reference",
     "drift_report",
     "merge_profiles",
@@ -86,15 +87,21 @@ def run_profiles(
     return pa.concat_tables([profile_rows(feats, "features"), profile_rows(outs, "outputs")])
 
 
+def bundle_profiles(manifest: dict[str, Any]) -> dict[str, dict[str, Profile]]:
+    """The training profiles a bundle keeps (:func:`bundle_reference`), by source and name;
+    empty for a bundle from before they were kept."""
+    saved = manifest.get("reference") or {}
+    return {
+        source: {d["name"]: Profile.from_dict(d) for d in saved.get(source, [])}
+        for source in ("features", "outputs")
+    }
+
+
 def run_reference(store: Store, manifest: dict[str, Any], version: str) -> dict[str, Any]:
     """The bins a scoring run of model ``version`` is profiled on: the features and value
     probability of its training data (the bundle's ``reference``), and the other outputs of
     the model's first stored run (CLV, P(alive), segment: training does not predict them)."""
-    saved = manifest.get("reference") or {}
-    ref: dict[str, dict[str, Profile]] = {
-        source: {d["name"]: Profile.from_dict(d) for d in saved.get(source, [])}
-        for source in ("features", "outputs")
-    }
+    ref = bundle_profiles(manifest)
     first = store.first_run(version)
     if first is not None:
         rows = store.run_rows("run_profiles", first)

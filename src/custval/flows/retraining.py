@@ -184,12 +184,12 @@ def _judge(
     mine = _challenger_metrics(trained, notes)
     theirs, why_not = None, None
     if champion is not None:
+        model = load_bundle(root / champion)  # loaded (checked) by retrain already
         try:
-            p = load_bundle(root / champion).predict_proba(table)
-            theirs = _pick(classification_metrics(y, p))
-        except CustvalError as exc:
+            theirs = _pick(classification_metrics(y, model.predict_proba(table)))
+        except CustvalError as exc:  # today's features are not the ones it takes
             why_not = str(exc).splitlines()[0]
-        notes += _overlap(root, champion, trained.cutoff)
+        notes += _overlap(model.manifest_, trained.cutoff)
     promoted, reason = _verdict(mine, theirs, why_not, margin, force, champion)
     return RetrainResult(
         champion,
@@ -222,9 +222,9 @@ def _challenger_metrics(trained: ValueTraining, notes: list[str]) -> dict[str, f
     return _pick(trained.clf.oof_metrics_)
 
 
-def _overlap(root: Path, champion: str, cutoff: date | None) -> list[str]:
-    """A note when the champion's training labels reach into the holdout."""
-    manifest = load_bundle(root / champion).manifest_
+def _overlap(manifest: dict[str, Any], cutoff: date | None) -> list[str]:
+    """A note when the champion's training labels (its ``manifest``) reach into the
+    holdout."""
     label_to = (manifest.get("training") or {}).get("label_to")
     if cutoff is None or not label_to or date.fromisoformat(label_to) <= cutoff:
         return []
