@@ -54,7 +54,6 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import subprocess
 import sys
 import time
@@ -64,10 +63,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from competitor_env import venv_python
+
 HERE = Path(__file__).resolve().parent
 DATA = HERE / ".data"
-LT_VENV = DATA / "venv-lifetimes"
-LT_REQS = HERE / "requirements-lifetimes.txt"
 
 R, ALPHA, A, B = 0.25, 4.0, 0.8, 2.5
 MAX_DAYS = 78 * 7
@@ -197,24 +196,8 @@ print(json.dumps({"python": sys.version.split()[0], "lifetimes": lifetimes.__ver
 
 
 def lifetimes_python() -> Path:
-    """The lifetimes environment's interpreter, created (once) when missing or out of date."""
-    py = LT_VENV / "bin" / "python"
-    stamp = LT_VENV / ".installed"
-    wanted = LT_REQS.read_text()
-    if py.exists() and stamp.exists() and stamp.read_text() == wanted:
-        return py
-    base = shutil.which("python3") or sys.executable
-    print(f"creating {LT_VENV} (lifetimes 0.11.3, benchmark only) ...", flush=True)
-    if LT_VENV.exists():
-        shutil.rmtree(LT_VENV)
-    DATA.mkdir(parents=True, exist_ok=True)
-    subprocess.run([base, "-m", "venv", str(LT_VENV)], check=True)
-    subprocess.run(
-        [str(py), "-m", "pip", "install", "--quiet", "-r", str(LT_REQS)],
-        check=True,
-    )
-    stamp.write_text(wanted)
-    return py
+    """The lifetimes environment's interpreter (made on first use)."""
+    return venv_python("lifetimes", "lifetimes 0.11.3")
 
 
 def simulate_bgnbd(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:

@@ -78,7 +78,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -87,6 +86,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from competitor_env import venv_python
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "bench" / ".data"
@@ -112,26 +113,10 @@ COLUMNS = [
 
 
 def competitor_python(name: str) -> Path:
-    """The interpreter of ``bench/.data/venv-<name>``, created (once) when missing or when
-    ``bench/requirements-<name>.txt`` changed since it was installed."""
+    """The interpreter of ``bench/.data/venv-<name>`` (made on first use)."""
     if name not in COMPETITORS:
         raise ValueError(f"unknown competitor {name!r}; one of {COMPETITORS}")
-    venv = DATA / f"venv-{name}"
-    reqs = ROOT / "bench" / f"requirements-{name}.txt"
-    py = venv / "bin" / "python"
-    stamp = venv / ".installed"
-    wanted = reqs.read_text()
-    if py.exists() and stamp.exists() and stamp.read_text() == wanted:
-        return py
-    base = shutil.which("python3") or sys.executable
-    print(f"creating {venv} ({name}, benchmark only) ...", flush=True)
-    if venv.exists():
-        shutil.rmtree(venv)
-    DATA.mkdir(parents=True, exist_ok=True)
-    subprocess.run([base, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(py), "-m", "pip", "install", "--quiet", "-r", str(reqs)], check=True)
-    stamp.write_text(wanted)
-    return py
+    return venv_python(name)
 
 
 def check_series(series: pd.DataFrame, freq: str) -> None:

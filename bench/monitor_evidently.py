@@ -77,7 +77,6 @@ from __future__ import annotations
 import json
 import os
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -88,10 +87,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from competitor_env import venv_python
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "bench" / ".data"
-VENV = DATA / "venv-evidently"
-REQUIREMENTS = ROOT / "bench" / "requirements-evidently.txt"
 #: rows of the reference the child's untimed warm-up run uses (over 1,000: the large-data tests)
 WARMUP_ROWS = 2_000
 
@@ -100,24 +99,8 @@ WARMUP_ROWS = 2_000
 
 
 def evidently_python() -> Path:
-    """The interpreter of ``bench/.data/venv-evidently``, created (once) when missing or when
-    ``bench/requirements-evidently.txt`` changed since it was installed."""
-    py = VENV / "bin" / "python"
-    stamp = VENV / ".installed"
-    wanted = REQUIREMENTS.read_text()
-    if py.exists() and stamp.exists() and stamp.read_text() == wanted:
-        return py
-    base = shutil.which("python3") or sys.executable
-    print(f"creating {VENV} (evidently, benchmark only) ...", flush=True)
-    if VENV.exists():
-        shutil.rmtree(VENV)
-    DATA.mkdir(parents=True, exist_ok=True)
-    subprocess.run([base, "-m", "venv", str(VENV)], check=True)
-    subprocess.run(
-        [str(py), "-m", "pip", "install", "--quiet", "-r", str(REQUIREMENTS)], check=True
-    )
-    stamp.write_text(wanted)
-    return py
+    """The interpreter of ``bench/.data/venv-evidently`` (made on first use)."""
+    return venv_python("evidently")
 
 
 def check_tables(

@@ -70,6 +70,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
+from competitor_env import venv_python
 from custval import config
 from custval.data import synth
 from custval.flows import preparation
@@ -143,21 +144,8 @@ print(json.dumps(result))
 
 
 def causalml_python() -> Path:
-    """The causalml environment's interpreter, created (once) when missing or out of date."""
-    py = CM_VENV / "bin" / "python"
-    stamp = CM_VENV / ".installed"
-    wanted = CM_REQS.read_text()
-    if py.exists() and stamp.exists() and stamp.read_text() == wanted:
-        return py
-    base = shutil.which("python3") or sys.executable
-    print(f"creating {CM_VENV} (causalml 0.18.0, benchmark only) ...", flush=True)
-    if CM_VENV.exists():
-        shutil.rmtree(CM_VENV)
-    DATA.mkdir(parents=True, exist_ok=True)
-    subprocess.run([base, "-m", "venv", str(CM_VENV)], check=True)
-    subprocess.run([str(py), "-m", "pip", "install", "--quiet", "-r", str(CM_REQS)], check=True)
-    stamp.write_text(wanted)
-    return py
+    """The causalml environment's interpreter (made on first use)."""
+    return venv_python("causalml", "causalml 0.18.0")
 
 
 def child(py: Path, args: dict, timeout: float | None = None) -> dict:

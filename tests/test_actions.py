@@ -495,13 +495,19 @@ def test_the_init_template_shows_actions_that_load() -> None:
     import tomllib
 
     from custval.cli.template import TEMPLATE
-    from custval.config import ActionOptions
+    from custval.config import ActionOptions, MonitorOptions
 
-    start = TEMPLATE.index("# [actions]")
-    lines = [line.removeprefix("# ") for line in TEMPLATE[start:].splitlines() if line]
-    block = tomllib.loads("\n".join(lines))["actions"]
-    opts = ActionOptions(**block)
+    def block(name: str) -> dict:
+        # one commented table, up to the blank line that ends it
+        start = TEMPLATE.index(f"# [{name}]")
+        text = TEMPLATE[start:].split("\n\n")[0]
+        lines = [line.removeprefix("# ") for line in text.splitlines()]
+        return tomllib.loads("\n".join(lines))[name]
+
+    opts = ActionOptions(**block("actions"))
     assert opts.any and opts.next_best_offers == 5 and opts.targeting_budget == 1000.0
+    # the [monitor] block shows the defaults, so uncommenting it changes nothing
+    assert MonitorOptions(**block("monitor")) == MonitorOptions()
 
 
 def test_without_cancellations_churn_is_a_lapse_learnt_from_plain_features(scored: dict) -> None:

@@ -292,8 +292,10 @@ def test_the_demo_runs_the_whole_path(workspace: dict) -> None:
     assert (model_dir / "manifest.json").exists()
     with open_store(out / "data" / "custval.duckdb") as store:
         assert store.query("SELECT COUNT(*) FROM latest_predictions") == [(n,)]
+        # one first reason per customer in each run (step 9 scored a later month: two runs)
+        per_run = store.query("SELECT COUNT(*) FROM reasons WHERE rank = 1 GROUP BY run_id")
+        assert per_run == [(n,), (n,)]
         texts = store.query("SELECT text FROM reasons WHERE rank = 1")
-        assert len(texts) == n
         assert all(t.endswith("the chance of high value") for (t,) in texts)
         # the scoring run places everyone in the segmentation made before it
         placed = store.query(
@@ -331,8 +333,11 @@ def test_the_demo_ends_with_next_commands_that_work(workspace: dict) -> None:
     tail = re.split(r"^─+ next ─+$", workspace["demo"], flags=re.M)[1]
     printed = [line for line in tail.splitlines() if line.startswith(".venv/bin/custval ")]
     verbs = [line.split()[1] for line in printed]
-    assert verbs == ["score", "api-key", "serve", "export", "target", "segment", "clv"], printed
-    assert "-c demo-output/data/custval.toml" in printed[0]
+    expected = ["monitor", "models", "score", "api-key", "serve", "export", "target", "segment"]
+    assert verbs == [*expected, "clv"], printed
+    # what a scheduler chains: the later month's check, and on its alarm (exit 1) a retrain
+    assert printed[0].endswith("retrain -c demo-output/data/custval.toml")
+    assert "monitor -c demo-output/data/custval_later.toml ||" in printed[0]
     # in the copy of the demo's folder made before any documented command changed it
     fresh = workspace["fresh"]
     ws = {"dir": fresh, "keys": None, "key": None}
