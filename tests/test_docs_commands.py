@@ -338,11 +338,15 @@ def test_the_demo_ends_with_next_commands_that_work(workspace: dict) -> None:
     # what a scheduler chains: the later month's check, and on its alarm (exit 1) a retrain
     assert printed[0].endswith("retrain -c demo-output/data/custval.toml")
     assert "monitor -c demo-output/data/custval_later.toml ||" in printed[0]
-    # in the copy of the demo's folder made before any documented command changed it
+    # in the copy of the demo's folder made before any documented command changed it; a line
+    # the docs show verbatim runs there as written already (the scheduler's monitor || retrain
+    # trains a model), but export writes what is checked below
+    documented = {c.text.split(" #")[0].strip() for c in _to_run()}
     fresh = workspace["fresh"]
     ws = {"dir": fresh, "keys": None, "key": None}
     for line in printed:
-        _check(line, ws)
+        if line not in documented or line.split()[1] == "export":
+            _check(line, ws)
     exported = fresh / "demo-output" / "exports"
     predictions = pd.read_parquet(exported / "predictions.parquet")
     assert len(predictions) == DEMO_CUSTOMERS
