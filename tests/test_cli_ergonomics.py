@@ -28,7 +28,7 @@ PANELS = {
     "Customer value": ("clv", "evaluate", "train", "predict"),
     "Segments": ("segment",),
     "Actions": ("target", "forecast"),
-    "Store and service": ("score", "export", "serve", "api-key"),
+    "Store and service": ("score", "export", "serve", "dashboard", "api-key"),
     "Monitoring": ("monitor", "retrain", "models"),
 }
 STEP = re.compile(r"^\[(\d+)/(\d+)\] (.+) \.\.\. (\d+\.\d) s$")
@@ -75,6 +75,7 @@ def test_every_command_takes_quiet_and_verbose() -> None:
         "demo",
         "segment",
         "serve",
+        "dashboard",
         "score",
         "export",
         "evaluate",
@@ -201,9 +202,15 @@ def test_train_and_score_show_their_steps_unless_quiet(
     assert scored.returncode == 0, scored.stderr
     _check_steps(
         scored.stderr,
-        [*prepare, "computing the features", "CLV by btyd", "the customers' segments"],
+        [
+            *prepare,
+            "computing the features",
+            "CLV by btyd",
+            "the customers' segments",
+            "the dashboard's summaries",
+        ],
     )
-    assert len(_steps(scored.stderr)) == preparing + 6
+    assert len(_steps(scored.stderr)) == preparing + 7
 
     quiet = run("score", "-c", config, "--quiet", cwd=tmp_path)
     assert quiet.returncode == 0 and quiet.stderr == ""

@@ -55,16 +55,17 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, RedirectResponse
 
+from custval.api import dashboard
 from custval.api.http import ERROR_HANDLERS, BodyLimit
 from custval.api.metrics import MetricsMiddleware
 from custval.api.records import RecordsRequest
 from custval.api.routes import ROUTERS
 from custval.api.routes.recommend import RecommendRequest
-from custval.api.state import Service, ServiceSettings
+from custval.api.state import Service, ServiceSettings, StoreState
 
-__all__ = ["ServiceSettings", "app_from_env", "create_app"]
+__all__ = ["ServiceSettings", "app_from_env", "create_app", "create_dashboard_app"]
 
 
 @asynccontextmanager
@@ -97,6 +98,8 @@ def create_app(settings: ServiceSettings, *, worker: bool = False) -> FastAPI:
     app.state.store_state = service.store_state
     for router in ROUTERS:
         app.include_router(router)
+    if settings.dashboard:
+        dashboard.mount(app)
     app.openapi = functools.partial(_openapi_document, app)  # type: ignore[method-assign]
     if settings.cors_origins:
         app.add_middleware(
@@ -109,6 +112,27 @@ def create_app(settings: ServiceSettings, *, worker: bool = False) -> FastAPI:
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, keys=service.store_state.key_ring)
     if settings.metrics:  # outermost: it times and counts what the others answer too
         app.add_middleware(MetricsMiddleware)
+    return app
+
+
+def create_dashboard_app(settings: ServiceSettings) -> FastAPI:
+    """The dashboard alone (``custval dashboard``): the store's pages and the sign-in, no
+    model and no API; the keys are the store's and ``CUSTVAL_API_KEYS``'."""
+    state = StoreState(settings, worker=True)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        state.close()
+
+    app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.store_state = state
+
+    async def home() -> RedirectResponse:
+        return RedirectResponse(dashboard.ROOT)
+
+    app.add_api_route("/", home, methods=["GET"], include_in_schema=False)
+    dashboard.mount(app)
     return app
 
 

@@ -93,3 +93,7 @@ class KeyRing:
         if found is not None and hmac.compare_digest(found.sha256, digest(presented)):
             return found
         return None
+
+    def by_digest(self, sha256: str) -> ApiKey | None:
+        """The key whose hash is ``sha256`` (a dashboard session names its key so)."""
+        return self._by_hash.get(sha256)

@@ -58,6 +58,8 @@ class ServiceSettings(BaseModel):
     top_k: int = Field(3, ge=1)
     #: GET /metrics and the counting behind it (custval.api.metrics)
     metrics: bool = True
+    #: the dashboard under /dashboard (custval.api.dashboard)
+    dashboard: bool = True
 
 
 # ---- the active model -----------------------------------------------------------------------

@@ -281,8 +281,26 @@ class FlagsCommand(TyperCommand):
     """A command whose --help shows a flag as a flag: Typer's rich help labels every option
     with its type, so that ``--compare <bool>`` read as if it took a value."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.help:
+            self.help = reflow(self.help)
+
     def get_params(self, ctx: click.Context) -> list[click.Parameter]:
         return _untyped_flags(super().get_params(ctx))
+
+
+def reflow(text: str) -> str:
+    """A docstring's paragraphs each as one line, so that the help fills the terminal's width
+    (Typer re-wraps the first paragraph alone and keeps the later ones' line breaks, which
+    then break again mid-line); a paragraph of a list or of indented lines keeps its lines."""
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    kept = []
+    for para in paragraphs:
+        lines = para.splitlines()
+        listed = any(line.startswith((" ", "-", "*", "\b")) for line in lines)
+        kept.append(para if listed else " ".join(line.strip() for line in lines))
+    return "\n\n".join(kept)
 
 
 class FlagsGroup(TyperGroup):

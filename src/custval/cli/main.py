@@ -104,6 +104,7 @@ app.add_typer(models_app, name="models", rich_help_panel="Monitoring")
 
 for command in (
     serve.serve,
+    serve.dashboard,
     store.score,
     store.export,
     value.evaluate,
@@ -123,7 +124,7 @@ PANELS = {
     "Customer value": ("clv", "evaluate", "train", "predict"),
     "Segments": ("segment",),
     "Actions": ("target", "forecast"),
-    "Store and service": ("score", "export", "serve"),
+    "Store and service": ("score", "export", "serve", "dashboard"),
     "Monitoring": ("monitor", "retrain"),
 }
 _PANEL_OF = {name: panel for panel, names in PANELS.items() for name in names}

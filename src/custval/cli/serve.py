@@ -107,7 +107,8 @@ def serve(
     Every /v1 request needs an API key (Authorization: Bearer <key>): make one with
     'custval api-key new' and give the service its line in CUSTVAL_API_KEYS, or keep it in the
     store. /healthz, /readyz and /metrics (Prometheus) are open. Bad input gets a 4xx with a
-    JSON body naming the field and the customer; nothing of a customer is logged.
+    JSON body naming the field and the customer; nothing of a customer is logged. The dashboard
+    is at /dashboard (sign in with a key of read scope; see 'custval dashboard').
     """
     from custval.api.app import ServiceSettings, create_app
 
@@ -133,6 +134,44 @@ def serve(
     # build it once here: a missing model or key fails now, with a clear message
     service = create_app(settings)
     _run(service, settings, host, port, workers)
+
+
+@friendly
+def dashboard(
+    config: ServeConfigOpt = None,
+    store: ServeStoreOpt = None,
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 8000,
+) -> None:
+    """Serve the dashboard alone (custval serve also serves it, beside the API): the store's
+    latest run by value class and segment, a customer's numbers and reasons, value drivers,
+    segments, the CLV model, forecasts and monitoring, at http://HOST:PORT/dashboard.
+
+    Sign in with an API key of read scope ('custval api-key new --name NAME -c PROJECT'); the
+    browser keeps a session cookie for 8 hours, not the key. The pages read summaries the
+    scoring runs kept, so they answer quickly on any number of customers.
+    """
+    from custval.api.app import ServiceSettings, create_dashboard_app
+
+    if config is None and store is None:
+        raise CustvalError("say which store to show: --config custval.toml or --store URL")
+    project = load(config) if config is not None else None
+    store = store or (project.store if project else None)
+    is_file = store is not None and not store.startswith(("postgresql://", "postgres://"))
+    if is_file and not Path(str(store)).exists():
+        raise CustvalError(
+            f"there is no store at '{store}': nothing to show yet",
+            hint="Score the customers first: custval score -c PROJECT",
+        )
+    root = project.root if project else Path.cwd()
+    settings = ServiceSettings(models_dir=(root / "models").resolve(), store=store)
+    app = create_dashboard_app(settings)
+    sock = _bind(host, port)
+    out.print(f"dashboard on http://{host}:{port}/dashboard (sign in with an API key)")
+    import uvicorn
+
+    config_ = uvicorn.Config(app, host=host, port=port, access_log=False, log_level="warning")
+    uvicorn.Server(config_).run(sockets=[sock])
 
 
 def _announce(service: FastAPI, host: str, port: int, workers: int) -> None:

@@ -77,7 +77,7 @@ def score(
     target = store or project.store
     from custval.flows.actions import planned_stages
 
-    planned = 3 * len(project.sources) + (5 if no_clv else 6) + planned_stages(project)
+    planned = 3 * len(project.sources) + (6 if no_clv else 7) + planned_stages(project)
     with steps(planned) as advance:
         result = flows.score(
             project,

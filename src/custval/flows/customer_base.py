@@ -157,7 +157,7 @@ def clv(
         holdout = holdout_errors(predicted, col["frequency_holdout"])
     if holdout_end is not None or tracking:
         period = (calibration_end, holdout_end or calibration_end)
-        track = _tracking(tx, purchases, period, time_unit, horizon, prepared.one_row_per_order)
+        track = tracking_rows(tx, purchases, period, time_unit, horizon, prepared.one_row_per_order)
     return ClvResult(
         purchases,
         fitted.spend,
@@ -310,7 +310,7 @@ def _check_names(model: str, time_unit: str) -> None:
         )
 
 
-def _tracking(
+def tracking_rows(
     tx: Any,
     purchases: Any,
     period: tuple[date, date],

@@ -23,6 +23,7 @@ from custval.flows.customer_base import btyd_columns, clv_settings
 from custval.flows.leaderboard import METHOD_CANDIDATES, clv_leaderboard
 from custval.flows.monitoring import OUTPUTS, run_profiles, run_reference
 from custval.flows.preparation import Prepared, features, prepare
+from custval.flows.summaries import run_summaries, summary_table
 from custval.models.clv_serving import FILE_NAME
 from custval.models.explain import importance, reasons
 from custval.models.segments import assign_nearest
@@ -101,9 +102,8 @@ def score(
         if project.actions.any:
             actions = score_actions(project, prepared, table, preds, clv_models, lap.start)
             lap("actions")
-        lap.start("the drift profiles of the features and outputs")
-        profiles = _drift_profiles(store, clf, folder.name, table, preds, actions)
-        lap("profiles")
+        profiles = _drift_profiles(store, clf, folder.name, table, preds, actions, lap)
+        summaries = _summaries(project, prepared, preds, clv_models, lap)
         lap.start("writing the run to the store")
         run_id = _write(
             store,
@@ -117,6 +117,7 @@ def score(
             clv=(clv_models, clv_kept),
             actions=actions or ActionResult(),
             drift=profiles,
+            summaries=summaries,
         )
         lap("store")
     finally:
@@ -134,6 +135,20 @@ def score(
         clv_models.get("method") if clv_models else None,
         actions,
     )
+
+
+def _summaries(
+    project: Project,
+    prepared: Prepared,
+    preds: dict[str, Any],
+    clv_models: dict[str, Any] | None,
+    lap: _Laps,
+) -> pa.Table:
+    """The run's summaries for the dashboard (:mod:`custval.flows.summaries`)."""
+    lap.start("the dashboard's summaries")
+    table = summary_table(run_summaries(preds, project, prepared, clv_models))
+    lap("summaries")
+    return table
 
 
 def _clv_step(
@@ -230,6 +245,7 @@ def _write(
     clv: tuple[dict[str, Any] | None, ClvKept],
     actions: ActionResult,
     drift: pa.Table,
+    summaries: pa.Table,
 ) -> str:
     """The scoring run, written to the store all or nothing; returns its id."""
     clv_models, clv_kept = clv
@@ -252,6 +268,7 @@ def _write(
             **({"clv_reasons": clv_kept.reasons} if clv_kept.reasons is not None else {}),
             **actions.tables,
             "run_profiles": drift,
+            "run_summaries": summaries,
         },
         files={**(clv_kept.files or {}), **actions.files} or None,
     )
@@ -264,16 +281,20 @@ def _drift_profiles(
     table: pd.DataFrame,
     preds: dict[str, Any],
     actions: ActionResult | None,
+    lap: _Laps,
 ) -> pa.Table:
     """The run's drift profiles (:func:`custval.flows.monitoring.run_profiles`): the model's
     features and the outputs on the bins of the model's reference."""
+    lap.start("the drift profiles of the features and outputs")
     columns = list(clf.schema_.columns)
     feats = pa.Table.from_pandas(table[columns], preserve_index=False)
     outputs = {k: preds[k] for k in OUTPUTS if k in preds}
     churn = (actions.tables if actions else {}).get("churn_risk")
     if churn is not None:
         outputs["p_churn"] = churn.column("p_churn")
-    return run_profiles(feats, outputs, run_reference(store, clf.manifest_, version))
+    found = run_profiles(feats, outputs, run_reference(store, clf.manifest_, version))
+    lap("profiles")
+    return found
 
 
 def _score_segments(

@@ -35,6 +35,8 @@ import pyarrow.csv as pacsv
 
 from custval.config import mask_url
 from custval.errors import CustvalError
+from custval.store.dashboard import SUMMARY_COLUMNS
+from custval.store.dashboard import migration_12 as dashboard_migration
 from custval.store.forecasts import BI_VIEWS_9, FORECAST_TABLES, latest_forecast
 from custval.store.forecasts import migration as forecast_migration
 from custval.store.monitoring import BI_VIEWS_11, DECISION_COLUMNS, MONITORING_TABLES
@@ -205,6 +207,7 @@ BULK_TABLES = {
     **ACTION_TABLES,
     **FORECAST_TABLES,
     **MONITORING_TABLES,
+    "run_summaries": SUMMARY_COLUMNS,
 }
 _ARROW_TYPES = {
     "TEXT": pa.string(),
@@ -509,6 +512,8 @@ MIGRATIONS: list[list[str]] = [
     monitoring_migration(_create),
     # monitoring (issue 19): drift and performance per run, the registry's decisions, BI views
     monitoring_migration_11(_create, BI_VERSION),
+    # the dashboard (issue 20): each scoring run's summaries, so that no page scans customers
+    dashboard_migration(_create),
 ]
 
 
