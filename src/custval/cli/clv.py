@@ -20,7 +20,9 @@ from custval.cli.common import (
     JsonSummaryOpt,
     NamesOpt,
     NoHeaderOpt,
+    ReportOpt,
     check_output,
+    check_report,
     file_options,
     friendly,
     load,
@@ -29,6 +31,7 @@ from custval.cli.common import (
     plain,
     print_rules,
     steps,
+    write_html_report,
     write_table,
 )
 from custval.errors import CustvalError
@@ -200,6 +203,7 @@ def clv(
     tracking_path: TrackingOpt = None,
     out_path: OutOpt = Path("clv.parquet"),
     as_json: JsonSummaryOpt = False,
+    report: ReportOpt = None,
 ) -> None:
     """Customer lifetime value from one transactions file, in one command.
 
@@ -224,6 +228,7 @@ def clv(
     settings = _settings(loaded, cal_end, hold_end, time_unit, horizon, discount)
     if tracking_path is not None:
         check_output(tracking_path, "--tracking")
+    check_report(report)
     reading = file_options(delimiter, decimal, encoding, no_header, names, date_format)
     source = transactions_source(
         transactions, customer_id, date_col, amount, order_id, table, reading
@@ -236,7 +241,7 @@ def clv(
     project = _project(loaded, source, settings, model)
     if check_clv_method(method) != "btyd":
         _refuse_btyd_flags(draws, compare, tracking_path, level)
-        _leaderboard(project, settings, method, level or 0.9, out_path, as_json)
+        _leaderboard(project, settings, method, level or 0.9, out_path, as_json, report)
         return
     _btyd(
         project,
@@ -248,6 +253,7 @@ def clv(
         tracking_path=tracking_path,
         out_path=out_path,
         as_json=as_json,
+        report=report,
     )
 
 
@@ -404,6 +410,7 @@ def _leaderboard(
     level: float,
     out_path: Path,
     as_json: bool,
+    report: Path | None = None,
 ) -> None:
     """--method ml, hybrid or auto: the methods judged side by side, the best one's predictions."""
     from custval import flows
@@ -424,6 +431,10 @@ def _leaderboard(
             as_json=as_json,
             advance=lambda _msg: None,
         )
+    if report is not None:
+        from custval.flows.report import clv_board_sections
+
+        write_html_report(report, "CLV methods compared", clv_board_sections(board))
     if as_json:
         out.print_json(data=board)
     else:
@@ -441,6 +452,7 @@ def _btyd(
     tracking_path: Path | None,
     out_path: Path,
     as_json: bool,
+    report: Path | None = None,
 ) -> None:
     """--method btyd: the purchase model and Gamma-Gamma, their predictions and fit printed."""
     from custval import flows
@@ -459,7 +471,7 @@ def _btyd(
             level=level,
             n_draws=draws,
             compare=compare,
-            tracking=tracking_path is not None,
+            tracking=tracking_path is not None or report is not None,
         )
     write_table(result.predictions, out_path)
     if tracking_path is not None and result.tracking is not None:
@@ -468,6 +480,16 @@ def _btyd(
         write_table(pa.Table.from_pandas(result.tracking, preserve_index=False), tracking_path)
     summary = clv_summary(result, model, out_path)
     summary["settings"] = settings.summary()
+    if report is not None:
+        from custval.flows.report import clv_sections
+
+        sections = clv_sections(
+            result,
+            horizon=settings.horizon,
+            discount=settings.discount,
+            time_unit=settings.time_unit,
+        )
+        write_html_report(report, "Customer lifetime value", sections, settings.describe())
     if as_json:
         out.print_json(data=summary)
         return

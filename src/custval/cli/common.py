@@ -581,3 +581,48 @@ def cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:,.1f}"
     return escape(str(value))
+
+
+#: --report on the commands whose results are worth a picture (clv, evaluate, train, segment,
+#: quickstart)
+ReportOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--report",
+        help="Also write a one-file HTML report of the results: charts and tables, the "
+        "scripts inside, no request when opened (send it, open it offline).",
+        metavar="FILE.html",
+    ),
+]
+
+
+def check_report(path: Path | None) -> None:
+    """Refuse a --report path that cannot be written, before any work is done."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise CustvalError(f"--report '{path}' is a folder", hint="Name a file such as report.html")
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise CustvalError(
+            f"--report '{path}': a report is an HTML file",
+            hint=f"Name it {path.stem or 'report'}.html",
+        )
+    if not path.parent.exists():
+        raise CustvalError(
+            f"--report '{path}': the folder '{path.parent}' does not exist",
+            hint="Create it first, or write the report elsewhere",
+        )
+
+
+def write_html_report(
+    path: Path | None, title: str, sections: list[Any], subtitle: str = ""
+) -> None:
+    """The report, written all at once (a failure leaves no half file), and its path said."""
+    if path is None:
+        return
+    from custval.flows.html import render_report, write_report
+
+    command = "custval " + " ".join(sys.argv[1:])
+    write_report(path, render_report(title, sections, subtitle=subtitle, command=command))
+    size = path.stat().st_size / 2**20
+    out.print(f"report: {path} ({size:.1f} MB)", highlight=False)

@@ -20,14 +20,17 @@ from custval.cli.common import (
     FileOptions,
     NamesOpt,
     NoHeaderOpt,
+    ReportOpt,
     SeedOpt,
     cell,
+    check_report,
     file_options,
     friendly,
     out,
     parse_date,
     print_rules,
     steps,
+    write_html_report,
     write_table,
 )
 from custval.cli.demo import invoked_as, print_scored_run
@@ -98,6 +101,7 @@ def quickstart(
     names: NamesOpt = None,
     date_format: DateFormatOpt = None,
     seed: SeedOpt = 0,
+    report: ReportOpt = None,
 ) -> None:
     """Everything from one transactions file, in one command.
 
@@ -115,6 +119,7 @@ def quickstart(
     from custval.flows.quickstart import PROJECT_FILE, periods, project_toml
 
     _check_out_dir(out_dir)
+    check_report(report)
     opts = file_options(delimiter, decimal, encoding, no_header, names, date_format)
     given = {"customer_id": customer_id, "timestamp": date_col, "amount": amount}
     out.rule("1. reading and cleaning the purchases")
@@ -128,7 +133,7 @@ def quickstart(
     project = _load(data, out_dir)
     _print_reading(prepared, when, reading.guess.notes)
     out.rule("2. customer lifetime value: purchase models fitted, judged on a holdout, compared")
-    _clv(prepared, when, out_dir)
+    valued = _clv(prepared, when, out_dir)
     out.rule("3. high/low value class: candidates compared, a reason for every customer")
     trained = _value(project, prepared, when, out_dir, seed)
     out.rule("4. segments: profiled and named")
@@ -151,6 +156,7 @@ def quickstart(
     print_scored_run(out_dir / STORE_FILE, run)
     config = out_dir / PROJECT_FILE
     config.write_text(project_toml(data), encoding="utf-8")
+    _report(report, out_dir, valued, trained, segmented)
     out.rule("done")
     _print_done(out_dir, config, run, trained)
 
@@ -275,6 +281,30 @@ def _value(project: Project, prepared: Any, when: Periods, out_dir: Path, seed: 
     cli_value.print_leaderboard(clf.leaderboard_, clf.chosen_, "5-fold cross-validation")
     cli_value.print_insights(trained.importance, trained.profile, trained.catalogue)
     return trained
+
+
+def _report(path: Path | None, out_dir: Path, valued: Any, trained: Any, segmented: Any) -> None:
+    """--report: the scored run's overview, CLV, the value class and the segments."""
+    if path is None:
+        return
+    from custval.flows import report
+    from custval.flows.customer_base import discount_per_unit
+    from custval.flows.dashboard import overview_page
+    from custval.store import open_store
+
+    with open_store(out_dir / STORE_FILE, read_only=True) as store:
+        sections = [overview_page(store)]
+    sections += report.clv_sections(
+        valued, horizon=52, discount=discount_per_unit(0.10, "weeks"), time_unit="weeks"
+    )
+    sections += report.value_sections(
+        trained.clf,
+        importance=trained.importance,
+        profile=trained.profile,
+        catalogue=trained.catalogue,
+    )
+    sections += report.segment_sections(segmented.profiles)
+    write_html_report(path, "Quickstart", sections, f"from {out_dir}")
 
 
 def _print_done(out_dir: Path, config: Path, run: Any, trained: Any) -> None:

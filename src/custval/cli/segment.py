@@ -19,13 +19,16 @@ from custval.cli.common import (
     EncodingOpt,
     NamesOpt,
     NoHeaderOpt,
+    ReportOpt,
     SeedOpt,
     check_output,
+    check_report,
     file_options,
     friendly,
     load,
     out,
     steps,
+    write_html_report,
     write_table,
 )
 from custval.errors import CustvalError
@@ -111,6 +114,7 @@ def segment(
     no_header: NoHeaderOpt = False,
     names: NamesOpt = None,
     date_format: DateFormatOpt = None,
+    report: ReportOpt = None,
 ) -> None:
     """Segment customers: cluster them (k-means by default; k chosen by silhouette with its
     stability reported), profile each segment against the whole base (size, share of revenue
@@ -135,6 +139,7 @@ def segment(
         id_column = "customer_id"
     if out_path is not None:
         check_output(out_path)
+    check_report(report)
     if labels is not None:
         if data is None:
             raise CustvalError("--labels goes with --data: a table with the label column")
@@ -151,6 +156,7 @@ def segment(
         out_path=out_path,
         store=store,
         as_json=as_json,
+        report=report,
     )
 
 
@@ -228,6 +234,7 @@ def _cluster(
     out_path: Path | None,
     store: str | None,
     as_json: bool,
+    report: Path | None = None,
 ) -> None:
     """The customers clustered, profiled and named; with a project, the run stored."""
     from custval import flows
@@ -242,6 +249,10 @@ def _cluster(
     run_id = None
     if project is not None:
         run_id = flows.store_segments(result, store or project.store, project.as_of)
+    if report is not None:
+        from custval.flows.report import segment_sections
+
+        write_html_report(report, "Segments", segment_sections(result.profiles))
     if as_json:
         summary = result.summary()
         summary["run_id"] = run_id

@@ -19,8 +19,10 @@ from custval.cli.common import (
     JsonSummaryOpt,
     NamesOpt,
     NoHeaderOpt,
+    ReportOpt,
     TopKOpt,
     check_output,
+    check_report,
     file_options,
     friendly,
     load,
@@ -28,6 +30,7 @@ from custval.cli.common import (
     out,
     parse_date,
     steps,
+    write_html_report,
     write_table,
 )
 from custval.errors import CustvalError
@@ -150,6 +153,7 @@ def evaluate(
     no_header: NoHeaderOpt = False,
     names: NamesOpt = None,
     date_format: DateFormatOpt = None,
+    report: ReportOpt = None,
 ) -> None:
     """Cross-validate the candidate classifiers on any labelled customer table.
 
@@ -168,6 +172,7 @@ def evaluate(
     data, label = _need_table(data, label, "evaluate")
     if save is not None:
         check_new_folder(save)
+    check_report(report)
     with steps(3 if save else 2) as advance:
         advance(f"reading {data.name}")
         table = labelled_table(
@@ -178,6 +183,7 @@ def evaluate(
         if save is not None:
             advance("explaining the chosen model and writing its bundle")
         saved = save_table_model(clf, table, save) if save is not None else None
+    _value_report(report, clf, saved, f"Evaluation of the candidates on {data.name}")
     if as_json:
         out.print_json(
             data={
@@ -355,6 +361,7 @@ def train(
     no_header: NoHeaderOpt = False,
     names: NamesOpt = None,
     date_format: DateFormatOpt = None,
+    report: ReportOpt = None,
 ) -> None:
     """Train the value classifier, on a project or on any labelled table, and save it as a
     model bundle.
@@ -374,7 +381,7 @@ def train(
     JSON manifest.
     """
     opts = file_options(delimiter, decimal, encoding, no_header, names, date_format)
-    fit = {"folds": folds, "candidates": _candidates(models), "seed": seed}
+    fit = {"folds": folds, "candidates": _candidates(models), "seed": seed, "report": report}
     fit.update(threshold_rule=threshold_rule, top_share=top_share)
     if data is not None:
         if config is not None:
@@ -435,6 +442,8 @@ def _train_table(
     from custval.store.bundles import check_new_folder
 
     data, label = _need_table(data, label, "train --data")
+    report = fit.pop("report")
+    check_report(report)
     folder = out_dir or Path("models") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     check_new_folder(folder)
     with steps(2) as advance:
@@ -444,6 +453,7 @@ def _train_table(
         result = train_table(
             table, label, folder, positive=positive, id_col=id_col, source=str(data), **fit
         )
+    _value_report(report, result.clf, result, f"The value model trained on {data.name}")
     if as_json:
         out.print_json(data=_trained_json(result))
         return
@@ -468,6 +478,8 @@ def _train_project(
     from custval.store.registry import ModelRegistry
 
     project = load(config)
+    report = fit.pop("report")
+    check_report(report)
     weeks = horizon_weeks or 52
     share = 0.2 if fit["top_share"] is None else fit["top_share"]
     with steps(3 * len(project.sources) + 3) as advance:
@@ -486,6 +498,7 @@ def _train_project(
             result.folder.name, reason="train --promote", forced=True
         )
         result.alias = "champion"
+    _value_report(report, result.clf, result, f"The value model of {config.name}")
     if as_json:
         out.print_json(data=_trained_json(result))
         return
@@ -499,6 +512,22 @@ def _train_project(
         )
     )
     _print_trained(result, fit["folds"])
+
+
+def _value_report(path: Path | None, clf: Any, explained: Any, title: str) -> None:
+    """--report: the leaderboard and calibration, and what drives the model once explained
+    (a saved bundle's importance and profile)."""
+    if path is None:
+        return
+    from custval.flows.report import value_sections
+
+    sections = value_sections(
+        clf,
+        importance=getattr(explained, "importance", None),
+        profile=getattr(explained, "profile", None),
+        catalogue=getattr(explained, "catalogue", None),
+    )
+    write_html_report(path, title, sections)
 
 
 def _trained_json(result: Any) -> dict[str, Any]:

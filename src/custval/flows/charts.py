@@ -227,13 +227,19 @@ def tracking(rows: Rows, *, calibration_end: float | None, unit: str) -> dict[st
                     "field": "series",
                     "type": "nominal",
                     "title": None,
-                    "scale": {"domain": ["actual", "predicted"], "range": [ACCENT, "#e08e2b"]},
+                    "scale": {
+                        "domain": ["actual", "predicted", "expected ahead"],
+                        "range": [ACCENT, "#e08e2b", "#8e5ea2"],
+                    },
                 },
                 "strokeDash": {
                     "field": "series",
                     "type": "nominal",
                     "title": None,
-                    "scale": {"domain": ["actual", "predicted"], "range": [[1, 0], [6, 3]]},
+                    "scale": {
+                        "domain": ["actual", "predicted", "expected ahead"],
+                        "range": [[1, 0], [6, 3], [2, 2]],
+                    },
                 },
                 "tooltip": _tip(
                     ("series", "", ""),

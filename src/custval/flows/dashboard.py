@@ -25,12 +25,18 @@ __all__ = [
     "Page",
     "Table",
     "clv_page",
+    "comparison_tables",
     "customer_page",
     "drivers_page",
     "forecast_page",
+    "importance_chart",
+    "listed",
     "monitoring_page",
     "overview_page",
+    "p_alive_chart",
+    "profile_table",
     "segments_page",
+    "tracking_chart",
 ]
 
 
@@ -96,6 +102,18 @@ def fmt(value: Any, spec: str = ",.0f", none: str = "–") -> str:
 
 def _share(part: float | None, whole: float | None) -> str:
     return fmt(part / whole, ".1%") if part is not None and whole else "–"
+
+
+def listed(value: Any) -> str:
+    """A list (or its JSON text, as the store keeps it) as words: "a, b, c"."""
+    if isinstance(value, str) and value.startswith("["):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return value
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value)
+    return "" if value is None else str(value)
 
 
 def run_label(as_of: Any, run_id: str) -> str:
@@ -420,28 +438,8 @@ def drivers_page(store: Any) -> Page:
         "ORDER BY share DESC LIMIT 20",
         (run["run_id"],),
     )
-    rows = [
-        {"label": _said(f, meaning), "feature": f, "mean_abs_contribution": m, "share": sh}
-        for f, m, sh in imp
-    ]
-    page.charts.append(
-        Chart(
-            charts.bars(
-                rows,
-                category="label",
-                value="share",
-                title="What the value model leans on",
-                value_title="share of the mean absolute contribution",
-                fmt=".0%",
-                tooltip=[
-                    ("feature", "feature", ""),
-                    ("mean_abs_contribution", "mean |contribution|", ".3f"),
-                ],
-            ),
-            "Global importance over every scored customer (exact TreeSHAP, or the linear "
-            "model's terms).",
-        )
-    )
+    rows = [{"feature": f, "mean_abs_contribution": m, "share": sh} for f, m, sh in imp]
+    page.charts.append(importance_chart(rows, meaning))
     order = [f for f, _, _ in imp]
     page.tables.append(_profile_table(store, run["run_id"], order, meaning))
     return page
@@ -452,7 +450,7 @@ def _manifest(store: Any, version: str | None) -> dict[str, Any]:
     return json.loads(found[0][0]) if found and found[0][0] else {}
 
 
-def _said(feature: str, meaning: dict[str, str]) -> str:
+def said(feature: str, meaning: dict[str, str]) -> str:
     """A feature in the catalogue's words ("Days since signup"), else its name."""
     text = meaning.get(feature)
     return text[:1].upper() + text[1:] if text else feature
@@ -486,16 +484,29 @@ def _profile_table(store: Any, run_id: str, order: list[str], meaning: dict[str,
     )
     by: dict[tuple[str, str | None], dict[str, Any]] = {}
     for feature, kind, stat, value, category in found:
-        by.setdefault((feature, category), {"kind": kind})[stat] = value
+        record = by.setdefault((feature, category), {"feature": feature, "kind": kind})
+        record["category"] = category
+        record[stat] = value
+    return profile_table(list(by.values()), order, meaning)
+
+
+def profile_table(
+    records: list[dict[str, Any]], order: list[str], meaning: dict[str, str]
+) -> Table:
+    """The high-value profile (records as the bundle keeps them: feature, kind, median_high,
+    median_low, ratio, or category, share_high, share_low, lift), the features in ``order``
+    first, in the catalogue's words."""
     rank = {f: i for i, f in enumerate(order)}
-    keys = sorted(by, key=lambda k: (rank.get(k[0], len(rank)), str(k[1])))
+    ordered = sorted(
+        records, key=lambda r: (rank.get(r["feature"], len(rank)), str(r.get("category")))
+    )
     rows = []
-    for feature, category in keys[:25]:
-        stats = by[(feature, category)]
+    for stats in ordered[:25]:
+        feature = stats["feature"]
         if stats["kind"] == "numeric":
             rows.append(
                 [
-                    _said(feature, meaning),
+                    said(feature, meaning),
                     "median",
                     fmt(stats.get("median_high"), ",.2f"),
                     fmt(stats.get("median_low"), ",.2f"),
@@ -505,7 +516,7 @@ def _profile_table(store: Any, run_id: str, order: list[str], meaning: dict[str,
         else:
             rows.append(
                 [
-                    f"{_said(feature, meaning)}: {category}",
+                    f"{said(feature, meaning)}: {stats.get('category')}",
                     "share",
                     fmt(stats.get("share_high"), ".1%"),
                     fmt(stats.get("share_low"), ".1%"),
@@ -519,6 +530,26 @@ def _profile_table(store: Any, run_id: str, order: list[str], meaning: dict[str,
         note="The most important features first; the ratio is high value over the others "
         "(– where the others' figure is 0).",
         numeric=(2, 3, 4),
+    )
+
+
+def importance_chart(rows: list[dict[str, Any]], meaning: dict[str, str]) -> Chart:
+    """The features' global importance (rows: feature, mean_abs_contribution, share)."""
+    shown = [{**r, "label": said(r["feature"], meaning)} for r in rows[:20]]
+    return Chart(
+        charts.bars(
+            shown,
+            category="label",
+            value="share",
+            title="What the value model leans on",
+            value_title="share of the mean absolute contribution",
+            fmt=".0%",
+            tooltip=[
+                ("feature", "feature", ""),
+                ("mean_abs_contribution", "mean |contribution|", ".3f"),
+            ],
+        ),
+        "Global importance over every customer (exact TreeSHAP, or the linear model's terms).",
     )
 
 
@@ -549,7 +580,7 @@ def segments_page(store: Any) -> Page:
                 "what sets it apart",
             ],
             [
-                [n, r or "", fmt(c), fmt(s, ".1%"), fmt(rv, ".1%"), fmt(cv, ".1%"), d or ""]
+                [n, r or "", fmt(c), fmt(s, ".1%"), fmt(rv, ".1%"), fmt(cv, ".1%"), listed(d)]
                 for n, r, c, s, rv, cv, d in found
             ],
             numeric=(2, 3, 4, 5),
@@ -617,10 +648,10 @@ def clv_page(store: Any) -> Page:
     page.cards = _clv_cards(models)
     tracking = run_summaries(store, [run["run_id"]], ("tracking",))[run["run_id"]].get("tracking")
     if tracking:
-        page.charts.append(_tracking_chart(tracking))
-    page.charts.append(_p_alive_chart(models, tracking))
+        page.charts.append(tracking_chart(tracking))
+    page.charts.append(p_alive_chart(models, tracking))
     page.charts += _decile_charts(store)
-    page.tables += _comparison_tables(models)
+    page.tables += comparison_tables(models)
     return page
 
 
@@ -654,7 +685,7 @@ def _clv_cards(models: dict[str, Any]) -> list[Card]:
     ]
 
 
-def _tracking_chart(tracking: dict[str, Any]) -> Chart:
+def tracking_chart(tracking: dict[str, Any]) -> Chart:
     rows = []
     calibration_end = None
     for r in tracking["rows"]:
@@ -668,10 +699,12 @@ def _tracking_chart(tracking: dict[str, Any]) -> Chart:
                     "purchases": r["cumulative_actual"],
                 }
             )
+        # ahead, the base's expectation continues from the actual count: its own line
+        series = "expected ahead" if r["period"] == "forecast" else "predicted"
         rows.append(
             {
                 "period_end": r["period_end"],
-                "series": "predicted",
+                "series": series,
                 "purchases": r["cumulative_predicted"],
             }
         )
@@ -682,7 +715,7 @@ def _tracking_chart(tracking: dict[str, Any]) -> Chart:
     )
 
 
-def _p_alive_chart(models: dict[str, Any], tracking: dict[str, Any] | None) -> Chart:
+def p_alive_chart(models: dict[str, Any], tracking: dict[str, Any] | None) -> Chart:
     """P(alive) on a grid of frequency and recency, for customers whose first purchase was
     ``age`` time units before the as-of date (the oldest customers when the tracking says)."""
     model = purchase_model(models["purchases"])
@@ -743,7 +776,7 @@ def _decile_charts(store: Any) -> list[Chart]:
     ]
 
 
-def _comparison_tables(models: dict[str, Any]) -> list[Table]:
+def comparison_tables(models: dict[str, Any]) -> list[Table]:
     out = []
     choice = models["purchases"].get("choice")
     if choice and choice.get("scores"):

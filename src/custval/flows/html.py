@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -35,10 +36,21 @@ def web_folder() -> Path:
     return Path(str(resources.files("custval") / "web"))
 
 
+def _finite(value: Any) -> Any:
+    """NaN and infinities (a missing value in a table) as null, which JSON can hold."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def spec_json(spec: dict[str, Any]) -> Markup:
     """A specification as JSON safe inside a script element: no ``<``, ``>`` or ``&`` left,
     so a value holding ``</script>`` or markup stays a string of the data."""
-    text = json.dumps(spec, allow_nan=False, default=str)
+    text = json.dumps(_finite(spec), allow_nan=False, default=str)
     text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return Markup(text)
 
