@@ -50,8 +50,18 @@ def _build(folder: Path, companies: Companies) -> None:
     company = companies.copy(folder / "co", 600, seed=21, fmt="csv")
     config = str(company.config_path)
     steps = [
-        ("train", "-c", config, "--models", "logistic", "--folds", "3"),
-        ("segment", "-c", config),
+        (
+            "train",
+            "-c",
+            config,
+            "--models",
+            "logistic",
+            "--folds",
+            "3",
+            "--report",
+            str(folder / "train.html"),
+        ),
+        ("segment", "-c", config, "--report", str(folder / "segment.html")),
         ("score", "-c", config),
         ("forecast", "-c", config, "--horizon", "8", "--origins", "2"),
     ]
@@ -71,7 +81,7 @@ def project(
 ) -> Path:
     built = built_once(shared_dir, "dashboard-project", lambda f: _build(f, companies))
     root = tmp_path_factory.mktemp("dashboard")
-    shutil.copytree(built / "co", root / "co")
+    shutil.copytree(built, root, dirs_exist_ok=True)
     return root / "co" / "custval.toml"
 
 
@@ -279,6 +289,72 @@ def test_the_dashboard_command_refuses_a_store_that_does_not_exist(tmp_path: Pat
     done = run("dashboard", "--store", str(tmp_path / "none.duckdb"), cwd=tmp_path)
     assert done.returncode == 2
     assert "there is no store" in done.stderr and "custval score" in done.stderr
+
+
+# ---- the reports ---------------------------------------------------------------------------
+
+
+def assert_report(path: Path, chrome: object | None = None) -> screenshots.Visit:
+    """A report as a person opens it: one file under 2 MB that asks for nothing, its charts
+    drawn with no console error (in ``chrome``, else a browser of its own: Playwright's sync
+    API runs one at a time in a process)."""
+    _chromium_or_skip()
+    text = path.read_text(encoding="utf-8")
+    assert path.stat().st_size < 2 * 2**20
+    assert "default-src 'none'" in text  # the browser refuses any request it would make
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", text)
+    if chrome is None:
+        with screenshots.browser() as own:
+            seen = screenshots.visit(screenshots.new_page(own), path.resolve().as_uri())
+    else:
+        seen = screenshots.visit(screenshots.new_page(chrome), path.resolve().as_uri())
+    assert seen.errors == [] and seen.hosts == {"file"}, seen
+    assert seen.charts >= 1 and seen.drawn == seen.charts and seen.marks >= 2 * seen.charts
+    return seen
+
+
+def test_the_reports_of_train_segment_and_clv(
+    project: Path, chrome: object, tmp_path: Path
+) -> None:
+    seen = assert_report(project.parent.parent / "train.html", chrome)
+    assert seen.charts == 3  # the candidates, the calibration, the importance
+    seen = assert_report(project.parent.parent / "segment.html", chrome)
+    assert seen.charts == 2  # customers and CLV share by segment
+    company = project.parent
+    done = run(
+        "clv",
+        "-t",
+        str(company / "transactions.csv"),
+        "--customer-id",
+        "account_id",
+        "--date",
+        "ts",
+        "--calibration-end",
+        "2025-07-01",
+        "--holdout-end",
+        "2026-01-01",
+        "-o",
+        str(tmp_path / "clv.parquet"),
+        "--report",
+        str(tmp_path / "clv.html"),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "report: " in done.stdout
+    seen = assert_report(tmp_path / "clv.html", chrome)
+    assert seen.charts == 2  # the tracking plot and the P(alive) matrix
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [("report.pdf", "a report is an HTML file"), ("nowhere/report.html", "does not exist")],
+)
+def test_a_report_that_cannot_be_written_is_refused_before_any_work(
+    project: Path, tmp_path: Path, name: str, why: str
+) -> None:
+    done = run("segment", "-c", str(project), "--report", str(tmp_path / name), cwd=tmp_path)
+    assert done.returncode == 2 and why in done.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written
 
 
 # ---- the vendored scripts ----------------------------------------------------------------

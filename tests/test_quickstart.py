@@ -34,11 +34,22 @@ def quick(companies: Companies, tmp_path_factory: pytest.TempPathFactory) -> dic
         "ts",
         "-o",
         str(out),
+        "--report",
+        str(out.parent / "quickstart.html"),
         cwd=out.parent,
         timeout=600,
     )
     assert res.returncode == 0, res.stderr
     return {"out": out, "stdout": res.stdout, "company": company}
+
+
+def test_the_report_holds_every_step_drawn_offline(quick: dict) -> None:
+    from tests.test_dashboard import assert_report
+
+    seen = assert_report(quick["out"].parent / "quickstart.html")
+    # the overview, CLV (tracking and P(alive)), the value class (leaderboard, calibration,
+    # importance) and the segments (customers, CLV share)
+    assert seen.charts >= 10
 
 
 def _periods(stdout: str) -> tuple[date, date]:
