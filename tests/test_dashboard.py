@@ -199,6 +199,38 @@ def test_html_in_the_data_is_shown_never_run(served: dict, page: object) -> None
     assert seen.hosts == {served["url"].removeprefix("http://")}  # no image was asked for
 
 
+def test_the_summaries_add_up_to_the_runs_rows(project: Path) -> None:
+    """What the pages read (the run's summaries) equals the aggregates of its predictions."""
+    from custval.store.dashboard import run_summaries
+
+    with open_store(project.parent / "custval.duckdb", read_only=True) as store:
+        run_id = store.latest_run()
+        found = run_summaries(store, [run_id])[run_id]
+        n, high, total = store.query(
+            "SELECT COUNT(*), SUM(value_class), SUM(clv_expected) FROM predictions "
+            "WHERE run_id = ?",
+            (run_id,),
+        )[0]
+        by_segment = dict(
+            store.query(
+                "SELECT segment, COUNT(*) FROM predictions WHERE run_id = ? GROUP BY segment",
+                (run_id,),
+            )
+        )
+    totals = found["totals"]
+    assert (totals["customers"], totals["high"]) == (n, high)
+    assert totals["clv_total"] == pytest.approx(total, rel=1e-9)
+    assert {c["value_class"]: c["customers"] for c in found["classes"]} == {
+        "high": high,
+        "low": n - high,
+    }
+    assert {s["segment"]: s["customers"] for s in found["segments"]} == by_segment
+    assert sum(b["customers"] for b in found["probability"]) == n
+    assert sum(b["customers"] for b in found["clv_histogram"]) == totals["with_clv"]
+    rows = found["tracking"]["rows"]
+    assert {r["period"] for r in rows} == {"calibration", "forecast"}
+
+
 # ---- signing in ----------------------------------------------------------------------------
 
 

@@ -193,9 +193,25 @@ def _get(url: str, key: str | None) -> tuple[int, dict]:
         return 0, {}
 
 
-def _serve(text: str, ws: dict) -> None:
-    """`custval serve` in the background (on a free port: the one change to the command),
-    asked for its models and a stored customer over HTTP, then stopped."""
+def _page(url: str) -> tuple[int, str]:
+    """A dashboard page's status and body, signed out (redirects not followed)."""
+
+    class _Stay(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: object, **kwargs: object) -> None:
+            return None
+
+    try:
+        with urllib.request.build_opener(_Stay).open(url, timeout=10) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("location", "")
+    except OSError:  # not listening yet
+        return 0, ""
+
+
+def _background(text: str, ws: dict, ready: str) -> tuple[subprocess.Popen[str], str]:
+    """The server of ``text`` on a free port (the one change to the command), once ``ready``
+    (a path) answers 200 (120 s at most)."""
     port = _free_port()
     command = re.sub(r"\s+#.*$", "", text)  # the port goes before a trailing comment
     proc = subprocess.Popen(
@@ -208,12 +224,35 @@ def _serve(text: str, ws: dict) -> None:
         start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while _page(base + ready)[0] != 200:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGTERM)
+            raise AssertionError(f"`{text}` did not answer {ready}: {proc.stderr.read()}")
+        time.sleep(0.5)
+    return proc, base
+
+
+def _dashboard(text: str, ws: dict) -> None:
+    """`custval dashboard` in the background: the sign-in page answers, a page without a
+    session leads to it; then stopped."""
+    proc, base = _background(text, ws, "/dashboard/login")
     try:
-        deadline = time.monotonic() + 120
-        while _get(f"{base}/healthz", None)[0] != 200:
-            assert proc.poll() is None, f"serve exited {proc.returncode}: {proc.stderr.read()}"
-            assert time.monotonic() < deadline, "serve did not answer /healthz within 120 s"
-            time.sleep(0.5)
+        assert "Sign in" in _page(f"{base}/dashboard/login")[1]
+        status, location = _page(f"{base}/dashboard/clv")
+        assert status == 303 and location.startswith("/dashboard/login"), (status, location)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def _serve(text: str, ws: dict) -> None:
+    """`custval serve` in the background (on a free port: the one change to the command),
+    asked for its models and a stored customer over HTTP, and its dashboard's sign-in; then
+    stopped."""
+    proc, base = _background(text, ws, "/healthz")
+    try:
+        assert _page(f"{base}/dashboard")[0] == 303  # the dashboard, behind the sign-in
         status, models = _get(f"{base}/v1/models", ws["key"])
         assert status == 200 and models["active"], models
         first = pd.read_parquet(ws["dir"] / "demo-output" / "features.parquet").customer_id[0]
@@ -249,6 +288,9 @@ def _run(text: str, ws: dict) -> subprocess.CompletedProcess[str]:
 def _check(text: str, ws: dict) -> None:
     if re.search(r"(^|/)custval serve\b", text):
         _serve(text, ws)
+        return
+    if re.search(r"(^|/)custval dashboard\b", text):
+        _dashboard(text, ws)
         return
     done = _run(text, ws)
     assert done.returncode == 0, (

@@ -234,6 +234,62 @@ def predict_example(root: Path = ROOT) -> str:
     return json.dumps(answer, indent=1, ensure_ascii=False)
 
 
+def dashboard_screenshots(root: Path = ROOT) -> list[Path]:
+    """The README's pictures of the dashboard: `custval serve` on the demo's project (after a
+    forecast run, so that every page has something to show), signed in with a fresh read key,
+    each page drawn in Chromium and saved as docs/img/dashboard-<page>.png."""
+    if str(ROOT) not in sys.path:  # run as a script, its own folder is on the path, not ROOT
+        sys.path.insert(0, str(ROOT))
+    from tools import screenshots
+
+    run(".venv/bin/custval forecast -c demo-output/data/custval.toml --horizon 13 --quiet", root)
+    printed = run(".venv/bin/custval api-key new --name screenshots --scope read", root)
+    key_line = re.search(r"\bscreenshots:read:[0-9a-f]{64}\b", printed)
+    key = re.search(r"\bcv_\S+", printed)
+    if not (key_line and key):
+        raise RuntimeError(f"api-key new printed no key:\n{printed}")
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            "bash",
+            "-c",
+            f"exec .venv/bin/custval serve -c demo-output/data/custval.toml --port {port}",
+        ],
+        cwd=root,
+        env={**os.environ, "CUSTVAL_API_KEYS": key_line.group()},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    out = root / "docs" / "img"
+    try:
+        _Client(base, key.group()).wait_ready(server)
+        customer = _top_customer(root)
+        screenshots.main([base, key.group(), str(out), customer])
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    return sorted(out.glob("dashboard-*.png"))
+
+
+def _top_customer(root: Path) -> str:
+    """A typical high-value customer of the demo: a CLV, and a value probability near 0.75
+    (the most certain ones are outliers whose reasons are extreme)."""
+    import duckdb
+
+    con = duckdb.connect(str(root / "demo-output" / "data" / "custval.duckdb"), read_only=True)
+    try:
+        return str(
+            con.execute(
+                "SELECT customer_id FROM latest_predictions WHERE clv_expected IS NOT NULL "
+                "ORDER BY ABS(value_probability - 0.75), customer_id LIMIT 1"
+            ).fetchone()[0]
+        )
+    finally:
+        con.close()
+
+
 def _plain(value: object) -> object:
     """A feature value as JSON has it: NaN is null, numpy scalars are numbers."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -289,6 +345,8 @@ def main() -> int:
         changed = regenerate(path, outputs, failures=failures)
         state = "updated" if changed else "unchanged"
         print(f"{path.relative_to(ROOT)}: {len(marked)} outputs, {state}", flush=True)
+    for shot in dashboard_screenshots():
+        print(f"{shot.relative_to(ROOT)}: drawn", flush=True)
     for failure in failures:
         print(f"NOT REGENERATED {failure}", file=sys.stderr)
     return 1 if failures else 0

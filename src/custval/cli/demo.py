@@ -399,7 +399,8 @@ def _print_next(out_dir: Path, company: SynthResult, as_of: date, later: Path) -
         ),
         (
             f"{exe} serve -c {project}",
-            "the same predictions over HTTP (http://127.0.0.1:8000/docs)",
+            "the same predictions over HTTP (http://127.0.0.1:8000/docs) and the dashboard at "
+            "http://127.0.0.1:8000/dashboard: sign in with the key",
         ),
         (f"{exe} export -c {project} -o {out_dir / 'exports'}", "the latest run as files"),
         (

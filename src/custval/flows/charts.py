@@ -161,7 +161,13 @@ def contributions(rows: Rows, *, title: str) -> dict[str, Any]:
         height=max(60, 30 * len(rows)),
         mark={"type": "bar", "cornerRadius": 2},
         encoding={
-            "y": {"field": "label", "type": "nominal", "title": None, "sort": None},
+            "y": {
+                "field": "label",
+                "type": "nominal",
+                "title": None,
+                "sort": None,
+                "axis": {"labelLimit": 320},
+            },
             "x": {
                 "field": "contribution",
                 "type": "quantitative",
