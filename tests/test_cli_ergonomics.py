@@ -28,7 +28,7 @@ PANELS = {
     "Customer value": ("clv", "evaluate", "train", "predict"),
     "Segments": ("segment",),
     "Actions": ("target", "forecast"),
-    "Store and service": ("score", "export", "serve", "dashboard", "api-key"),
+    "Store and service": ("score", "export", "report", "serve", "dashboard", "api-key"),
     "Monitoring": ("monitor", "retrain", "models"),
 }
 STEP = re.compile(r"^\[(\d+)/(\d+)\] (.+) \.\.\. (\d+\.\d) s$")

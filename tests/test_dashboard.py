@@ -229,6 +229,21 @@ def test_the_summaries_add_up_to_the_runs_rows(project: Path) -> None:
     assert sum(b["customers"] for b in found["clv_histogram"]) == totals["with_clv"]
     rows = found["tracking"]["rows"]
     assert {r["period"] for r in rows} == {"calibration", "forecast"}
+    # the scoring run's shortcut (the features' BTYD summary) gives the table read afresh
+    from custval import flows
+    from custval.config import load_project
+    from custval.flows.preparation import features
+    from custval.flows.summaries import _summary, _tracking
+
+    with open_store(project.parent / "custval.duckdb", read_only=True) as store:
+        models = json.loads(
+            store.query("SELECT clv_models FROM runs WHERE run_id = ?", (run_id,))[0][0]
+        )
+    loaded = load_project(project)
+    prepared = flows.prepare(loaded)
+    table = features(loaded, prepared).to_pyarrow().to_pandas()
+    fresh = _tracking(loaded, prepared, models)["rows"]
+    assert fresh == rows == _tracking(loaded, prepared, models, _summary(table))["rows"]
 
 
 # ---- signing in ----------------------------------------------------------------------------
@@ -375,6 +390,23 @@ def test_the_reports_of_train_segment_and_clv(
     assert "report: " in done.stdout
     seen = assert_report(tmp_path / "clv.html", chrome)
     assert seen.charts == 2  # the tracking plot and the P(alive) matrix
+
+
+def test_the_report_command_writes_the_stores_pages(
+    project: Path, chrome: object, tmp_path: Path
+) -> None:
+    done = run("report", "-c", str(project), "-o", str(tmp_path / "all.html"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    seen = assert_report(tmp_path / "all.html", chrome)
+    text = (tmp_path / "all.html").read_text()
+    for title in ("Overview", "Value drivers", "Segments", "CLV model", "Forecast", "Monitoring"):
+        assert f'<h2 class="section">{title}</h2>' in text, title
+    assert seen.charts >= 12
+    empty = tmp_path / "empty.duckdb"
+    open_store(empty).close()
+    done = run("report", "--store", str(empty), "-o", str(tmp_path / "none.html"), cwd=tmp_path)
+    assert done.returncode == 2 and "No scoring run yet" in done.stderr
+    assert not (tmp_path / "none.html").exists()
 
 
 @pytest.mark.parametrize(

@@ -596,20 +596,20 @@ ReportOpt = Annotated[
 ]
 
 
-def check_report(path: Path | None) -> None:
-    """Refuse a --report path that cannot be written, before any work is done."""
+def check_report(path: Path | None, flag: str = "--report") -> None:
+    """Refuse a report path that cannot be written, before any work is done."""
     if path is None:
         return
     if path.is_dir():
-        raise CustvalError(f"--report '{path}' is a folder", hint="Name a file such as report.html")
+        raise CustvalError(f"{flag} '{path}' is a folder", hint="Name a file such as report.html")
     if path.suffix.lower() not in (".html", ".htm"):
         raise CustvalError(
-            f"--report '{path}': a report is an HTML file",
+            f"{flag} '{path}': a report is an HTML file",
             hint=f"Name it {path.stem or 'report'}.html",
         )
     if not path.parent.exists():
         raise CustvalError(
-            f"--report '{path}': the folder '{path.parent}' does not exist",
+            f"{flag} '{path}': the folder '{path.parent}' does not exist",
             hint="Create it first, or write the report elsewhere",
         )
 

@@ -107,6 +107,7 @@ for command in (
     serve.dashboard,
     store.score,
     store.export,
+    store.report,
     value.evaluate,
     value.train,
     value.predict,
@@ -124,7 +125,7 @@ PANELS = {
     "Customer value": ("clv", "evaluate", "train", "predict"),
     "Segments": ("segment",),
     "Actions": ("target", "forecast"),
-    "Store and service": ("score", "export", "serve", "dashboard"),
+    "Store and service": ("score", "export", "report", "serve", "dashboard"),
     "Monitoring": ("monitor", "retrain"),
 }
 _PANEL_OF = {name: panel for panel, names in PANELS.items() for name in names}

@@ -158,3 +158,49 @@ def export(
             write_table(data, path)
             written.append(f"{path} ({data.num_rows:,} rows)")
     out.print(f"run {run_id}: " + "; ".join(written))
+
+
+@friendly
+def report(
+    out_path: Annotated[
+        Path, typer.Option("--out", "-o", help="The report to write.", metavar="FILE.html")
+    ],
+    config: Annotated[
+        Path,
+        typer.Option("--config", "-c", help="The project file, for its store setting."),
+    ] = Path("custval.toml"),
+    store: Annotated[
+        str | None,
+        typer.Option(
+            help="The store: a DuckDB file or a postgresql:// URL (default: the project's)."
+        ),
+    ] = None,
+) -> None:
+    """Write the dashboard's pages of the store as one HTML file: the latest run's overview,
+    value drivers, segments, the CLV model, the forecast and monitoring, whichever the store
+    has. The scripts are inside and the file asks for nothing: send it, open it offline."""
+    from custval.cli.common import check_report, write_html_report
+    from custval.flows import dashboard as pages
+    from custval.store import open_store
+
+    check_report(out_path, "--out")
+    if store is None:
+        store = load(config).store
+    if not Path(store).exists() and not store.startswith(("postgresql://", "postgres://")):
+        raise CustvalError(f"there is no store at '{store}'", hint="Run 'custval score' first")
+    with open_store(store, read_only=True) as s:
+        built = [
+            build(s)
+            for build in (
+                pages.overview_page,
+                pages.drivers_page,
+                pages.segments_page,
+                pages.clv_page,
+                pages.forecast_page,
+                pages.monitoring_page,
+            )
+        ]
+    if built[0].empty:
+        raise CustvalError(built[0].empty)
+    shown = [p for p in built if not p.empty]
+    write_html_report(out_path, "Customer value", shown, built[0].subtitle)

@@ -15,6 +15,7 @@ from datetime import date
 import ibis
 import ibis.expr.types as ir
 import numpy as np
+import pyarrow as pa
 
 from custval.columns import SUMMARY_COLUMNS
 from custval.errors import CustvalError
@@ -124,18 +125,29 @@ def tracking_times(
     days = buys.group_by("customer_id", day=buys.timestamp.date()).aggregate()
     first = days.group_by("customer_id").aggregate(first=days.day.min())
     first = first.filter(first.first < ibis.date(calibration_end))
-    if first.count().execute() == 0:
+    # counts per day, not a row per customer and purchase: a few thousand rows leave the
+    # engine instead of tens of millions (the times are whole days anyway)
+    births = first.group_by(day=first.first).aggregate(n=first.count()).to_pyarrow()
+    if births.num_rows == 0:
         raise CustvalError(f"no customer bought before the calibration end {calibration_end}")
-    origin = first.first.min().execute()
-    origin = origin.date() if hasattr(origin, "date") else origin
-    unit = UNIT_DAYS[time_unit]
-    o = ibis.date(origin)
-    births = first.select(t=days_between(first.first, o)).to_pyarrow()
     joined = days.join(first, "customer_id")
-    repeats = joined.filter(joined.day > joined.first).select(t=days_between(joined.day, o))
-    rep = repeats.to_pyarrow()
+    repeats = joined.filter(joined.day > joined.first)
+    rep = repeats.group_by("day").aggregate(n=repeats.count()).to_pyarrow()
+    birth_days, birth_n = _day_counts(births)
+    origin = birth_days.min()
+    repeat_days, repeat_n = _day_counts(rep)
+    unit = UNIT_DAYS[time_unit]
+    to_units = lambda d: (d - origin).astype("timedelta64[D]").astype(np.float64) / unit  # noqa: E731
     return (
-        origin,
-        births.column("t").to_numpy().astype(np.float64) / unit,
-        rep.column("t").to_numpy().astype(np.float64) / unit,
+        origin.astype(object),
+        np.repeat(to_units(birth_days), birth_n),
+        np.repeat(to_units(repeat_days), repeat_n),
     )
+
+
+def _day_counts(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """(days as datetime64[D], counts) of a ``day``, ``n`` table."""
+    day = (
+        table.column("day").cast(pa.date32()).to_numpy(zero_copy_only=False).astype("datetime64[D]")
+    )
+    return day, table.column("n").to_numpy().astype(np.int64)

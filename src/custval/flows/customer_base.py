@@ -317,6 +317,7 @@ def tracking_rows(
     time_unit: str,
     horizon: float,
     one_row_per_order: bool,
+    summary: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """Cumulative repeat transactions of the customers who bought before the calibration end,
     actual against predicted, at every time unit from the first purchase, the calibration end
@@ -327,7 +328,9 @@ def tracking_rows(
     rows, one per time unit over ``horizon``, are the base's expected decay: each customer's
     expected repeat purchases conditional on her history at the end of the data (the existing
     customers of the customer-based sales forecast), ``actual`` empty and
-    ``cumulative_predicted`` continued from the actual count, where the base stands."""
+    ``cumulative_predicted`` continued from the actual count, where the base stands.
+    ``summary``: the buyers' (frequency, recency, T) at the end, when the caller has them and
+    the period has no holdout (saves reading the transactions again)."""
     calibration_end, end_date = period
     origin, births, repeats = tracking_times(tx, calibration_end, end_date, time_unit=time_unit)
     unit = UNIT_DAYS[time_unit]
@@ -339,13 +342,17 @@ def tracking_rows(
     steps = np.arange(1.0, np.floor(horizon) + 1)
     if steps.size == 0:
         return past
-    base = btyd_summary_table(
-        tx, end_date, time_unit=time_unit, one_row_per_order=one_row_per_order
-    )
-    # the tracked cohort only, a first purchase before the calibration end: T there >= 0 (a
-    # first purchase on its eve has T = 0), so T here >= the days between the two ends
-    base = base.filter(base.T * unit > (end_date - calibration_end).days - 0.5).to_pyarrow()
-    x, rec, age = (_numbers(base.column(c)).astype(float) for c in SUMMARY_COLUMNS[:3])
+    if summary is not None and calibration_end == end_date:
+        # the caller's BTYD summary at the end (the features have it): every buyer is tracked
+        x, rec, age = summary
+    else:
+        base = btyd_summary_table(
+            tx, end_date, time_unit=time_unit, one_row_per_order=one_row_per_order
+        )
+        # the tracked cohort only, a first purchase before the calibration end: T there >= 0
+        # (a first purchase on its eve has T = 0), so T here >= the days between the two ends
+        base = base.filter(base.T * unit > (end_date - calibration_end).days - 0.5).to_pyarrow()
+        x, rec, age = (_numbers(base.column(c)).astype(float) for c in SUMMARY_COLUMNS[:3])
     ahead = customer_forecast(purchases, x, rec, age, steps)["existing"]
     forward = pd.DataFrame(
         {

@@ -103,7 +103,7 @@ def score(
             actions = score_actions(project, prepared, table, preds, clv_models, lap.start)
             lap("actions")
         profiles = _drift_profiles(store, clf, folder.name, table, preds, actions, lap)
-        summaries = _summaries(project, prepared, preds, clv_models, lap)
+        summaries = _summaries(project, prepared, table, preds, clv_models, lap)
         lap.start("writing the run to the store")
         run_id = _write(
             store,
@@ -140,15 +140,16 @@ def score(
 def _summaries(
     project: Project,
     prepared: Prepared,
+    table: pd.DataFrame,
     preds: dict[str, Any],
     clv_models: dict[str, Any] | None,
     lap: _Laps,
 ) -> pa.Table:
     """The run's summaries for the dashboard (:mod:`custval.flows.summaries`)."""
     lap.start("the dashboard's summaries")
-    table = summary_table(run_summaries(preds, project, prepared, clv_models))
+    found = summary_table(run_summaries(preds, project, prepared, clv_models, table))
     lap("summaries")
-    return table
+    return found
 
 
 def _clv_step(

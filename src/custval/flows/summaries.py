@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from custval.columns import SUMMARY_COLUMNS
 from custval.config import Project
 from custval.flows.customer_base import clv_settings, tracking_rows
 from custval.flows.preparation import Prepared
@@ -36,8 +37,11 @@ def run_summaries(
     project: Project | None = None,
     prepared: Prepared | None = None,
     clv_models: dict[str, Any] | None = None,
+    features: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
-    """The run's summaries by name (plain JSON values) from its prediction columns."""
+    """The run's summaries by name (plain JSON values) from its prediction columns; with the
+    project, its prepared sources and the fitted CLV models, the tracking table (faster when
+    the ``features`` hold the BTYD summary)."""
     frame = pd.DataFrame({k: v for k, v in preds.items() if np.ndim(v) == 1})
     frame["value_class"] = np.where(frame["value_class"].to_numpy() == 1, "high", "low")
     out: dict[str, Any] = {
@@ -54,7 +58,7 @@ def run_summaries(
         clv = frame["clv_expected"].to_numpy(dtype=float)
         out["clv_histogram"] = _histogram(clv, clv_edges(clv))
     if project is not None and prepared is not None and clv_models and "purchases" in clv_models:
-        out["tracking"] = _tracking(project, prepared, clv_models)
+        out["tracking"] = _tracking(project, prepared, clv_models, _summary(features))
     return out
 
 
@@ -133,7 +137,22 @@ def _histogram(values: np.ndarray, edges: np.ndarray) -> list[dict[str, Any]]:
     ]
 
 
-def _tracking(project: Project, prepared: Prepared, clv_models: dict[str, Any]) -> dict[str, Any]:
+def _summary(features: pd.DataFrame | None) -> tuple[np.ndarray, ...] | None:
+    """The buyers' (frequency, recency, T) from the feature table, when it has them."""
+    if features is None or not all(c in features for c in SUMMARY_COLUMNS[:3]):
+        return None
+    buyers = features["T"].notna().to_numpy()
+    return tuple(
+        features[c].to_numpy(dtype=np.float64, na_value=np.nan)[buyers] for c in SUMMARY_COLUMNS[:3]
+    )
+
+
+def _tracking(
+    project: Project,
+    prepared: Prepared,
+    clv_models: dict[str, Any],
+    summary: tuple[np.ndarray, ...] | None = None,
+) -> dict[str, Any]:
     """The fitted purchase model's tracking table over the customers' history to the as-of
     date, then the horizon ahead (:func:`custval.flows.customer_base.tracking_rows`)."""
     horizon, _ = clv_settings(project)
@@ -144,6 +163,7 @@ def _tracking(project: Project, prepared: Prepared, clv_models: dict[str, Any]) 
         project.time_unit,
         horizon,
         prepared.one_row_per_order,
+        summary,
     )
     keep = [
         "period_end",
