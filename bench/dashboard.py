@@ -25,15 +25,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-PAGES = {
-    "overview": "/dashboard",
-    "customer": "/dashboard/customer?id={customer}",
-    "drivers": "/dashboard/drivers",
-    "segments": "/dashboard/segments",
-    "clv": "/dashboard/clv",
-    "forecast": "/dashboard/forecast",
-    "monitoring": "/dashboard/monitoring",
-}
+sys.path.insert(0, str(HERE.parent))  # tools/screenshots.py: the pages' paths
+from tools.screenshots import PAGES  # noqa: E402
 
 
 def _company(n: int) -> Path:

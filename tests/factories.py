@@ -21,6 +21,7 @@ import fcntl
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -593,3 +594,30 @@ def wait_ready(url: str) -> None:
         except httpx.HTTPError:
             time.sleep(0.1)
     raise AssertionError("the service did not start")
+
+
+def free_port() -> int:
+    """A port nothing listens on now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def serving(project: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """`custval serve -c project` as a user starts it, on a free port, with ``env`` added;
+    its URL once ready, stopped afterwards."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "custval", "serve", "-c", str(project), "--port", str(port)],
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

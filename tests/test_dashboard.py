@@ -13,9 +13,6 @@ import json
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +25,7 @@ from tools.vendor_js import VENDOR
 
 from custval.api.keys import new_key
 from custval.store import open_store
-from tests.factories import Companies, built_once, run, wait_ready
+from tests.factories import Companies, built_once, run, serving
 from tests.test_monitor_cli import plant_plan_shift
 
 SECRET = "tests-session-secret"
@@ -85,12 +82,6 @@ def project(
     return root / "co" / "custval.toml"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def served(project: Path) -> Iterator[dict]:
     """`custval serve` on the project, with a read key in its store."""
@@ -101,21 +92,8 @@ def served(project: Path) -> Iterator[dict]:
             "SELECT customer_id FROM latest_predictions WHERE clv_expected IS NOT NULL "
             "ORDER BY value_probability DESC LIMIT 1"
         )[0][0]
-    port = _free_port()
-    env = {**os.environ, "CUSTVAL_SESSION_SECRET": SECRET}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "custval", "serve", "-c", str(project), "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url)
+    with serving(project, {"CUSTVAL_SESSION_SECRET": SECRET}) as url:
         yield {"url": url, "key": key, "customer": customer, "project": project}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,7 @@ request. Then the registry's record of it, and the refusals of `retrain`."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
-import subprocess
-import sys
 import threading
 import time
 from datetime import date, timedelta
@@ -21,14 +17,8 @@ import pytest
 
 from custval.api.keys import new_key
 from custval.store import open_store
-from tests.factories import Companies, run, wait_ready
+from tests.factories import Companies, run, serving
 from tests.test_monitor_cli import plant_plan_shift
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def with_groups(config: Path, groups: list[str]) -> None:
@@ -120,17 +110,7 @@ def test_shift_alarms_retrain_promotes_and_the_service_follows(
     assert any("plan" in a for a in json.loads(monitored.stdout)["drift_alarms"])
 
     read, read_key = new_key("tests", "read")
-    port = free_port()
-    env = {**os.environ, "CUSTVAL_API_KEYS": read_key.entry}
-    service = subprocess.Popen(
-        [sys.executable, "-m", "custval", "serve", "-c", str(project), "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url)
+    with serving(project, {"CUSTVAL_API_KEYS": read_key.entry}) as url:
         assert httpx.get(f"{url}/readyz").json()["model_version"] == champion
         traffic = Traffic(url, read, {"customers": feature_rows(project, 3)})
         retrained = run("retrain", "-c", str(project), "--json", cwd=tmp_path)
@@ -148,9 +128,6 @@ def test_shift_alarms_retrain_promotes_and_the_service_follows(
             time.sleep(0.1)
         time.sleep(0.5)
         answers = traffic.stop()
-    finally:
-        service.terminate()
-        service.wait(timeout=30)
     # no request failed on the way, and the new champion answered the last ones
     assert answers and all(status == 200 for status, _ in answers), answers[:5]
     assert {v for _, v in answers} == {champion, new}

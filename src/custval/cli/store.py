@@ -118,19 +118,30 @@ def _print_scored(result: Any) -> None:
             out.print(line)
 
 
+#: the flags of the commands that read a store (export, report)
+StoreConfigOpt = Annotated[
+    Path, typer.Option("--config", "-c", help="The project file, for its store setting.")
+]
+StoreUrlOpt = Annotated[
+    str | None,
+    typer.Option(help="The store: a DuckDB file or a postgresql:// URL (default: the project's)."),
+]
+
+
+def _existing_store(store: str | None, config: Path) -> str:
+    """The store named, else the project's; a DuckDB file that is not there is an error."""
+    if store is None:
+        store = load(config).store
+    if not Path(store).exists() and not store.startswith(("postgresql://", "postgres://")):
+        raise CustvalError(f"there is no store at '{store}'", hint="Run 'custval score' first")
+    return store
+
+
 @friendly
 def export(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for the files.")],
-    config: Annotated[
-        Path,
-        typer.Option("--config", "-c", help="The project file, for its store setting."),
-    ] = Path("custval.toml"),
-    store: Annotated[
-        str | None,
-        typer.Option(
-            help="The store: a DuckDB file or a postgresql:// URL (default: the project's)."
-        ),
-    ] = None,
+    config: StoreConfigOpt = Path("custval.toml"),
+    store: StoreUrlOpt = None,
     run: Annotated[str, typer.Option(help="A run id, or 'latest'.")] = "latest",
     fmt: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
 ) -> None:
@@ -140,10 +151,7 @@ def export(
 
     if fmt not in ("parquet", "csv"):
         raise CustvalError(f"unknown format '{fmt}'", hint="Use parquet or csv")
-    if store is None:
-        store = load(config).store
-    if not Path(store).exists() and not store.startswith(("postgresql://", "postgres://")):
-        raise CustvalError(f"there is no store at '{store}'", hint="Run 'custval score' first")
+    store = _existing_store(store, config)
     with open_store(store) as s:
         run_id = s.latest_run() if run == "latest" else run
         found = s.query("SELECT status FROM runs WHERE run_id = ?", (run_id,)) if run_id else []
@@ -165,16 +173,8 @@ def report(
     out_path: Annotated[
         Path, typer.Option("--out", "-o", help="The report to write.", metavar="FILE.html")
     ],
-    config: Annotated[
-        Path,
-        typer.Option("--config", "-c", help="The project file, for its store setting."),
-    ] = Path("custval.toml"),
-    store: Annotated[
-        str | None,
-        typer.Option(
-            help="The store: a DuckDB file or a postgresql:// URL (default: the project's)."
-        ),
-    ] = None,
+    config: StoreConfigOpt = Path("custval.toml"),
+    store: StoreUrlOpt = None,
 ) -> None:
     """Write the dashboard's pages of the store as one HTML file: the latest run's overview,
     value drivers, segments, the CLV model, the forecast and monitoring, whichever the store
@@ -184,10 +184,7 @@ def report(
     from custval.store import open_store
 
     check_report(out_path, "--out")
-    if store is None:
-        store = load(config).store
-    if not Path(store).exists() and not store.startswith(("postgresql://", "postgres://")):
-        raise CustvalError(f"there is no store at '{store}'", hint="Run 'custval score' first")
+    store = _existing_store(store, config)
     with open_store(store, read_only=True) as s:
         built = [
             build(s)

@@ -35,6 +35,7 @@ __all__ = [
     "overview_page",
     "p_alive_chart",
     "profile_table",
+    "segment_table",
     "segments_page",
     "tracking_chart",
 ]
@@ -567,25 +568,8 @@ def segments_page(store: Any) -> Page:
     if not found:
         page.empty = "No segmentation yet. Make one: custval segment -c PROJECT"
         return page
-    page.tables.append(
-        Table(
-            "The segments, side by side",
-            [
-                "segment",
-                "rule",
-                "customers",
-                "share",
-                "revenue share",
-                "CLV share",
-                "what sets it apart",
-            ],
-            [
-                [n, r or "", fmt(c), fmt(s, ".1%"), fmt(rv, ".1%"), fmt(cv, ".1%"), listed(d)]
-                for n, r, c, s, rv, cv, d in found
-            ],
-            numeric=(2, 3, 4, 5),
-        )
-    )
+    keys = ("segment", "rule", "customers", "share", "revenue_share", "clv_share", "distinctive")
+    page.tables.append(segment_table([dict(zip(keys, row, strict=True)) for row in found]))
     runs = score_runs(store)
     sums = run_summaries(store, [r["run_id"] for r in runs], ("segments",))
     over = [
@@ -625,6 +609,36 @@ def segments_page(store: Any) -> Page:
                 )
             )
     return page
+
+
+def segment_table(rows: list[dict[str, Any]]) -> Table:
+    """The segments side by side (rows: segment, rule, customers, share, revenue_share,
+    clv_share, distinctive)."""
+    return Table(
+        "The segments, side by side",
+        [
+            "segment",
+            "rule",
+            "customers",
+            "share",
+            "revenue share",
+            "CLV share",
+            "what sets it apart",
+        ],
+        [
+            [
+                str(r["segment"]),
+                str(r.get("rule") or ""),
+                fmt(r.get("customers")),
+                fmt(r.get("share"), ".1%"),
+                fmt(r.get("revenue_share"), ".1%"),
+                fmt(r.get("clv_share"), ".1%"),
+                listed(r.get("distinctive")),
+            ]
+            for r in rows
+        ],
+        numeric=(2, 3, 4, 5),
+    )
 
 
 # ---- the CLV model --------------------------------------------------------------------------

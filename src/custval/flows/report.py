@@ -23,9 +23,9 @@ from custval.flows.dashboard import (
     comparison_tables,
     fmt,
     importance_chart,
-    listed,
     p_alive_chart,
     profile_table,
+    segment_table,
     tracking_chart,
 )
 from custval.models.btyd_clv import clv_models_json
@@ -295,31 +295,5 @@ def segment_sections(profiles: Any) -> list[Page]:
                 )
             )
         )
-    page.tables.append(
-        Table(
-            "The segments, side by side",
-            [
-                "segment",
-                "rule",
-                "customers",
-                "share",
-                "revenue share",
-                "CLV share",
-                "what sets it apart",
-            ],
-            [
-                [
-                    str(r["segment"]),
-                    str(r.get("rule") or ""),
-                    fmt(r.get("customers")),
-                    fmt(r.get("share"), ".1%"),
-                    fmt(r.get("revenue_share"), ".1%"),
-                    fmt(r.get("clv_share"), ".1%"),
-                    listed(r.get("distinctive")),
-                ]
-                for r in shown
-            ],
-            numeric=(2, 3, 4, 5),
-        )
-    )
+    page.tables.append(segment_table(shown))
     return [page]
