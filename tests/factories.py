@@ -604,12 +604,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(project: Path, env: dict[str, str] | None = None) -> Iterator[str]:
-    """`custval serve -c project` as a user starts it, on a free port, with ``env`` added;
-    its URL once ready, stopped afterwards."""
+def serving(project: Path, env: dict[str, str] | None = None, *flags: str) -> Iterator[str]:
+    """`custval serve -c project` as a user starts it (with ``flags``), on a free port, with
+    ``env`` added; its URL once ready, stopped afterwards."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "custval", "serve", "-c", str(project), "--port", str(port)],
+        [sys.executable, "-m", "custval", "serve", "-c", str(project), "--port", str(port), *flags],
         env={**os.environ, **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -266,6 +266,23 @@ def test_a_missing_tampered_or_expired_session_leads_to_the_sign_in(served: dict
     assert "HttpOnly" in set_cookie and "SameSite=strict" in set_cookie and key not in set_cookie
 
 
+def test_a_sign_in_holds_on_every_worker(project: Path) -> None:
+    """Several workers share the session secret `custval serve` made at its start (none is
+    set here), so a sign-in on one is good on the others."""
+    key, entry = new_key("workers", "read")
+    env = {"CUSTVAL_API_KEYS": entry.entry, "CUSTVAL_SESSION_SECRET": ""}
+    with serving(project, env, "--workers", "2") as url:
+        signed = httpx.post(f"{url}/dashboard/login", data={"key": key})
+        assert signed.status_code == 303
+        # a new connection each time, so the kernel deals them to both workers; a worker with
+        # another secret would send the request to the sign-in (303)
+        pages = [
+            httpx.get(f"{url}/dashboard/drivers", cookies=signed.cookies).status_code
+            for _ in range(24)
+        ]
+        assert pages == [200] * 24
+
+
 # ---- nothing to show -----------------------------------------------------------------------
 
 
