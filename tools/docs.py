@@ -199,13 +199,9 @@ def predict_example(root: Path = ROOT) -> str:
     read key; the answer as JSON."""
     import pandas as pd
 
-    printed = run(".venv/bin/custval api-key new --name docs --scope read", root)
-    key_line = re.search(r"\bdocs:read:[0-9a-f]{64}\b", printed)
-    key = re.search(r"\bcv_\S+", printed)
-    if not (key_line and key):
-        raise RuntimeError(f"api-key new printed no key:\n{printed}")
+    key, entry = _new_key("docs", root)
     port = _free_port()
-    env = {**os.environ, "CUSTVAL_API_KEYS": key_line.group()}
+    env = {**os.environ, "CUSTVAL_API_KEYS": entry}
     server = subprocess.Popen(
         [
             "bash",
@@ -218,7 +214,7 @@ def predict_example(root: Path = ROOT) -> str:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    ask = _Client(f"http://127.0.0.1:{port}", key.group())
+    ask = _Client(f"http://127.0.0.1:{port}", key)
     try:
         ask.wait_ready(server)
         version = ask("/v1/models")["active"]
@@ -234,6 +230,16 @@ def predict_example(root: Path = ROOT) -> str:
     return json.dumps(answer, indent=1, ensure_ascii=False)
 
 
+def _new_key(name: str, root: Path) -> tuple[str, str]:
+    """A fresh read key from `custval api-key new`: (the key, its CUSTVAL_API_KEYS entry)."""
+    printed = run(f".venv/bin/custval api-key new --name {name} --scope read", root)
+    entry = re.search(rf"\b{name}:read:[0-9a-f]{{64}}\b", printed)
+    key = re.search(r"\bcv_\S+", printed)
+    if not (entry and key):
+        raise RuntimeError(f"api-key new printed no key:\n{printed}")
+    return key.group(), entry.group()
+
+
 def dashboard_screenshots(root: Path = ROOT) -> list[Path]:
     """The README's pictures of the dashboard: `custval serve` on the demo's project (after a
     forecast run, so that every page has something to show), signed in with a fresh read key,
@@ -243,11 +249,7 @@ def dashboard_screenshots(root: Path = ROOT) -> list[Path]:
     from tools import screenshots
 
     run(".venv/bin/custval forecast -c demo-output/data/custval.toml --horizon 13 --quiet", root)
-    printed = run(".venv/bin/custval api-key new --name screenshots --scope read", root)
-    key_line = re.search(r"\bscreenshots:read:[0-9a-f]{64}\b", printed)
-    key = re.search(r"\bcv_\S+", printed)
-    if not (key_line and key):
-        raise RuntimeError(f"api-key new printed no key:\n{printed}")
+    key, entry = _new_key("screenshots", root)
     port = _free_port()
     server = subprocess.Popen(
         [
@@ -256,7 +258,7 @@ def dashboard_screenshots(root: Path = ROOT) -> list[Path]:
             f"exec .venv/bin/custval serve -c demo-output/data/custval.toml --port {port}",
         ],
         cwd=root,
-        env={**os.environ, "CUSTVAL_API_KEYS": key_line.group()},
+        env={**os.environ, "CUSTVAL_API_KEYS": entry},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -264,9 +266,8 @@ def dashboard_screenshots(root: Path = ROOT) -> list[Path]:
     base = f"http://127.0.0.1:{port}"
     out = root / "docs" / "img"
     try:
-        _Client(base, key.group()).wait_ready(server)
-        customer = _top_customer(root)
-        screenshots.main([base, key.group(), str(out), customer])
+        _Client(base, key).wait_ready(server)
+        screenshots.main([base, key, str(out), _top_customer(root)])
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
