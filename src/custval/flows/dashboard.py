@@ -654,8 +654,7 @@ def clv_page(store: Any) -> Page:
         return page
     run = runs[0]
     page.subtitle = _subtitle(run)
-    saved = store.query("SELECT clv_models FROM runs WHERE run_id = ?", (run["run_id"],))
-    models = json.loads(saved[0][0]) if saved and saved[0][0] else None
+    models = store.latest_clv_models()  # the same latest scoring run
     if not models or "purchases" not in models:
         page.empty = "The latest scoring run fitted no CLV model (no transactions, or --no-clv)."
         return page

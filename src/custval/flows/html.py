@@ -21,7 +21,6 @@ from typing import Any
 
 from markupsafe import Markup
 
-from custval.errors import CustvalError
 from custval.flows.dashboard import PAGES, Page
 from custval.version import __version__
 
@@ -128,13 +127,8 @@ def render_report(
 
 def write_report(path: Path, html: str) -> Path:
     """Write a report all at once (a temporary file renamed), so that a failure leaves no
-    half-written file; a folder that does not exist is a clear error."""
+    half-written file (the commands check the path before any work: cli.common.check_report)."""
     path = Path(path)
-    if not path.parent.exists():
-        raise CustvalError(
-            f"cannot write the report '{path}': the folder '{path.parent}' does not exist",
-            hint="Create the folder first, or give another path to --report",
-        )
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(html, encoding="utf-8")
     tmp.replace(path)
