@@ -28,7 +28,7 @@ Endpoints (OpenAPI at ``/openapi.json``, read in Swagger UI at ``/docs`` and ReD
 Every ``/v1`` endpoint needs ``Authorization: Bearer <key>`` (:mod:`custval.api.keys`): 401
 without a valid key, 403 when its scope does not allow the endpoint. Bad input is a 4xx with a
 JSON body ``{"detail": message, "errors": [...]}``, never a 500: 422 for wrong types (strict:
-:mod:`custval.api.values`), non-finite or huge numbers and missing features (naming the field,
+:mod:`custval.data.values`), non-finite or huge numbers and missing features (naming the field,
 the customer's index, what was expected and what came), 413 beyond the batch limit or the body
 size limit. Fields a model does not take are ignored and listed in the answer's ``warnings``.
 Nothing of a customer is logged: uvicorn's access log (which would log paths with customer

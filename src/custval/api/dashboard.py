@@ -37,7 +37,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from custval.api.keys import digest
-from custval.api.values import normalise_id
+from custval.data.values import normalise_id
 from custval.flows import dashboard as pages
 from custval.flows.html import render_login, render_page, web_folder
 from custval.store import open_store

@@ -110,7 +110,7 @@ def _validation_errors(exc: ValidationError) -> tuple[str, list[dict[str, Any]]]
         }
         if len(loc) >= 2 and loc[0] == "customers" and isinstance(loc[1], int):
             item["customer_index"] = loc[1]
-        # the strict types' errors (custval.api.values) name what was expected and what came
+        # the strict types' errors (custval.data.values) name what was expected and what came
         ctx = err.get("ctx") or {}
         item.update({k: str(ctx[k]) for k in ("expected", "got") if k in ctx})
         if all(e["field"] != item["field"] for e in errors):  # one error per field

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 
-from custval.api.values import Category, CustomerId, Number
+from custval.data.values import Category, CustomerId, Number
 from custval.models.explain import DIRECTIONS, Phrases, number_text, reasons, top_k_columns
 from custval.store.bundles import load_bundle
 
@@ -200,7 +200,7 @@ def _empty_frame(schema: Any) -> Any:
 def _request_type(schema: Any, version: str) -> type[BaseModel]:
     """The request body for this model: ``{"customers": [...]}``, each customer an object with
     ``customer_id`` and every feature of the model (null for a missing value), in strict types
-    (:mod:`custval.api.values`). Other fields are kept aside, not scored: a row of the feature
+    (:mod:`custval.data.values`). Other fields are kept aside, not scored: a row of the feature
     table carries the columns training dropped, and the answer lists them as warnings. A
     misspelt feature still fails, as the feature it stands for is then missing."""
     fields: dict[str, Any] = {"customer_id": (CustomerId, ...)}

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from custval import flows
 from custval.api.http import ApiError, customer_error
-from custval.api.values import AMOUNT_BOUND, FEATURE_BOUND, CustomerId, got_text
+from custval.data.values import AMOUNT_BOUND, FEATURE_BOUND, CustomerId, got_text
 from custval.config import project_from_dict
 from custval.data.contracts import CONTRACTS
 from custval.errors import CustvalError, DataValidationError
@@ -183,7 +183,7 @@ def _write(folder: Path, name: str, rows: list[dict[str, Any]]) -> str:
 def check_values(request: RecordsRequest) -> None:
     """A 422 for a number no record can hold: NaN or an infinity anywhere (JSON parsers accept
     those tokens), beyond ±1e15 anywhere, an amount that is a boolean or beyond ±1e12
-    (:data:`custval.api.values.AMOUNT_BOUND`). A request's rows, one pass: the validation."""
+    (:data:`custval.data.values.AMOUNT_BOUND`). A request's rows, one pass: the validation."""
     for i, customer in enumerate(request.customers):
         rows = [("profile", None, customer.profile)] if customer.profile else []
         rows += [(kind, j, row) for kind in _KINDS for j, row in enumerate(getattr(customer, kind))]

@@ -42,6 +42,7 @@ from custval.data.identity import IdMap, clean_id_map, linker, unlinked_rule
 from custval.errors import CustvalError, IdentityError
 from custval.features._util import cutoff as midnight
 from custval.features.build import FeatureTable, build_features
+from custval.flows.events import stored_events, with_events
 
 Progress = Callable[[str], None]
 
@@ -221,7 +222,12 @@ def prepare(
         tables[kind] = table
     # two transaction sources may share order ids, so only one source can vouch for itself
     one_row_per_order = per_order == [True]
-    return Prepared(con, tables, reports, rules, rows_in, rows_out, one_row_per_order)
+    prepared = Prepared(con, tables, reports, rules, rows_in, rows_out, one_row_per_order)
+    events = stored_events(project.store)
+    if events is not None:  # the real-time events (custval.flows.realtime) are records too
+        progress(f"adding the store's {events.num_rows:,} events")
+        with_events(prepared, events)
+    return prepared
 
 
 def features(

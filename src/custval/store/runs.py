@@ -37,6 +37,7 @@ from custval.config import mask_url
 from custval.errors import CustvalError
 from custval.store.dashboard import SUMMARY_COLUMNS
 from custval.store.dashboard import migration_12 as dashboard_migration
+from custval.store.events import migration_13 as events_migration
 from custval.store.forecasts import BI_VIEWS_9, FORECAST_TABLES, latest_forecast
 from custval.store.forecasts import migration as forecast_migration
 from custval.store.monitoring import BI_VIEWS_11, DECISION_COLUMNS, MONITORING_TABLES
@@ -514,6 +515,8 @@ MIGRATIONS: list[list[str]] = [
     monitoring_migration_11(_create, BI_VERSION),
     # the dashboard (issue 20): each scoring run's summaries, so that no page scans customers
     dashboard_migration(_create),
+    # real time (issue 21): the events, each customer's running state, the state's rebuilds
+    events_migration(_create),
 ]
 
 
@@ -725,17 +728,24 @@ class Store:
         """One run's rows of a bulk table (``predictions``, ``reasons``, ...) as Arrow, in
         the store's column order and types; read in bulk (Arrow from DuckDB, COPY from
         PostgreSQL), never row by row."""
-        columns = BULK_TABLES[table]
+        return self.all_rows(table, BULK_TABLES[table], run_id=run_id)
+
+    def all_rows(self, table: str, columns: dict[str, str], run_id: str | None = None) -> pa.Table:
+        """The rows of ``table`` (one run's, when ``run_id`` is given) in ``columns``' order and
+        types, read in bulk."""
         schema = pa.schema([(c, _ARROW_TYPES[t]) for c, t in columns.items()])
         if self.engine == "postgres":
             from psycopg import sql
 
+            where = sql.SQL("")
+            if run_id is not None:
+                where = sql.SQL(" WHERE run_id = {run}").format(run=sql.Literal(run_id))
             statement = sql.SQL(
-                "COPY (SELECT {cols} FROM {table} WHERE run_id = {run}) TO STDOUT WITH (FORMAT csv)"
+                "COPY (SELECT {cols} FROM {table}{where}) TO STDOUT WITH (FORMAT csv)"
             ).format(
                 cols=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
                 table=sql.Identifier(table),
-                run=sql.Literal(run_id),
+                where=where,
             )
             buf = io.BytesIO()
             with self.con.cursor().copy(statement) as copy:
@@ -756,9 +766,8 @@ class Store:
                 ),
             )
         cols = ", ".join(columns)
-        data = self.con.execute(
-            f"SELECT {cols} FROM {table} WHERE run_id = ?", [run_id]
-        ).fetch_arrow_table()
+        where, params = ("", []) if run_id is None else (" WHERE run_id = ?", [run_id])
+        data = self.con.execute(f"SELECT {cols} FROM {table}{where}", params).fetch_arrow_table()
         return data.cast(schema)
 
     def latest_segment_model(self) -> tuple[str, dict[str, Any]] | None:

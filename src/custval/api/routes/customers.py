@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from custval.api.deps import ServiceDep, require
 from custval.api.http import ApiError, guarded, json_response
-from custval.api.values import normalise_id
+from custval.data.values import normalise_id
 from custval.store import open_store
 
 __all__ = ["lookup", "router"]

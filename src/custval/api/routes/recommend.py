@@ -21,7 +21,7 @@ from starlette.responses import Response
 
 from custval.api.deps import ServiceDep, require
 from custval.api.http import ApiError, customer_error, guarded, json_response, parse_body
-from custval.api.values import Amount, CustomerId, Number, ProductId
+from custval.data.values import Amount, CustomerId, Number, ProductId
 from custval.flows.offers import ServedOffers
 
 __all__ = ["RecommendRequest", "RecommendResponse", "router"]

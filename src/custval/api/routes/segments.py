@@ -15,7 +15,7 @@ from custval.api.clv import add_clv, clv_inputs
 from custval.api.deps import ServiceDep, require
 from custval.api.http import ApiError, customer_error, guarded, json_response, parse_body
 from custval.api.state import Service
-from custval.api.values import check_number, normalise_id
+from custval.data.values import check_number, normalise_id
 from custval.models.segments import assign_nearest
 
 __all__ = ["NO_SEGMENTS", "SegmentRequest", "router"]

@@ -1,0 +1,602 @@
+"""Real time: events into the store, each customer's running state, their numbers as of now.
+
+- :func:`ingest` applies events (a request, a file, a queue's messages): each batch all or
+  nothing, a retry a no-op, one transaction per group of batches.
+- :func:`rebuild` recomputes every customer's state from the project's sources and the
+  store's events (after a fault, or after the sources were refreshed).
+- :func:`customer_now` answers a customer's features, P(alive), expected purchases, CLV and
+  segment at an as-of date from their state and the latest scoring run's models; the service
+  adds the value probability and reasons (:mod:`custval.api.online`).
+- :func:`check_state` compares the state with the batch feature code on the same records.
+
+The batch commands read the store's events too (:func:`with_events`): a scoring run over the
+same records gives the same numbers as the state.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from custval.columns import SUMMARY_COLUMNS
+from custval.config import Project
+from custval.data.events import EventBatch, event_rows
+from custval.errors import CustvalError
+from custval.features import incremental as inc
+from custval.features.build import build_features
+from custval.flows.events import order_ids
+from custval.flows.preparation import prepare
+from custval.models.btyd_clv import clv_models_from_json, point_clv
+from custval.models.clv import purchase_predictions
+from custval.models.segments import assign_nearest
+from custval.store import Store, open_store
+from custval.store import events as stored
+
+__all__ = [
+    "IngestError",
+    "Ingested",
+    "StateCheck",
+    "check_state",
+    "customer_now",
+    "ingest",
+    "rebuild",
+    "state_tables",
+]
+
+Progress = Callable[[str], None]
+
+
+def _noop(_: str) -> None:
+    pass
+
+
+# ---- rebuilding the state -------------------------------------------------------------------
+
+
+@dataclass
+class Rebuilt:
+    """A rebuild: the customers whose state it wrote, the events it counted, its data's last
+    day and the seconds it took."""
+
+    customers: int
+    events: int
+    data_through: date | None
+    seconds: float
+
+
+def state_tables(prepared: Any) -> dict[str, pa.Table]:
+    """The cleaned tables a state is built from, as Arrow (every order with an id)."""
+    tables = dict(prepared.tables)
+    if "transactions" in tables and prepared.one_row_per_order is not False:
+        tables["transactions"] = order_ids(tables["transactions"])
+    tables.pop("products", None)
+    return {k: t.to_pyarrow() for k, t in tables.items() if k in set(inc.PART_KINDS.values())}
+
+
+def build_states(tables: dict[str, pa.Table]) -> tuple[pa.Table, dict[str, Any]]:
+    """Every customer's state row (the store's ``customer_state``) and the build's meta."""
+    parts = inc.state_parts(tables)
+    ids = pa.concat_arrays(
+        [t.column("customer_id").combine_chunks() for t in parts.values()]
+    ).unique()
+    frame = pd.DataFrame({"customer_id": ids.to_numpy(zero_copy_only=False)})
+    for part in stored.STATE_PARTS:
+        if part in parts:
+            found = parts[part].to_pandas().set_index("customer_id")["part"]
+            frame[part] = found.reindex(frame["customer_id"]).to_numpy()
+        else:
+            frame[part] = None
+    summary = _summaries_bulk(tables)
+    frame = frame.merge(summary, on="customer_id", how="left")
+    frame["events_applied"] = 0
+    frame["last_event_at"] = pd.NaT
+    frame["updated_at"] = pd.Timestamp(datetime.now(UTC).replace(tzinfo=None))
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.select(list(stored.STATE_COLUMNS)).cast(stored.state_schema())
+    levels = inc.levels_of(tables)
+    meta = {
+        "kinds": sorted(tables),
+        "levels": {
+            "categories": levels.categories,
+            "channels": levels.channels,
+            "services": levels.services,
+        },
+    }
+    return table, meta
+
+
+def _summaries_bulk(tables: dict[str, pa.Table]) -> pd.DataFrame:
+    """The state's BI columns for every buyer: purchase days, first and last, spend."""
+    import duckdb
+
+    if "transactions" not in tables:
+        return pd.DataFrame({"customer_id": pd.Series([], dtype=object)})
+    con = duckdb.connect()
+    try:
+        con.register("transactions", tables["transactions"])
+        return con.execute(
+            "SELECT customer_id, COUNT(DISTINCT CAST(timestamp AS DATE))::INTEGER AS purchase_days,"
+            " MIN(CAST(timestamp AS DATE)) AS first_purchase,"
+            " MAX(CAST(timestamp AS DATE)) AS last_purchase, SUM(amount) AS spend "
+            "FROM transactions WHERE NOT is_refund GROUP BY customer_id"
+        ).df()
+    finally:
+        con.close()
+
+
+def _data_through(tables: dict[str, pa.Table]) -> date | None:
+    """The last day any record of ``tables`` falls on."""
+    columns = {
+        "transactions": "timestamp",
+        "web_sessions": "timestamp",
+        "product_usage": "date",
+        "interactions": "timestamp",
+        "subscriptions": "started_at",
+        "treatments": "sent_at",
+    }
+    found = []
+    for kind, col in columns.items():
+        if kind in tables and tables[kind].num_rows:
+            value = pa.compute.max(tables[kind].column(col)).as_py()
+            if value is not None:
+                found.append(value.date() if isinstance(value, datetime) else value)
+    if "subscriptions" in tables and tables["subscriptions"].num_rows:
+        value = pa.compute.max(tables["subscriptions"].column("cancelled_at")).as_py()
+        if value is not None:
+            found.append(value.date())
+    return max(found) if found else None
+
+
+def rebuild(project: Project, *, progress: Progress = _noop) -> Rebuilt:
+    """Recompute every customer's state from the project's sources and the store's events and
+    put it in place of the store's, in one transaction."""
+    import time
+
+    started = time.perf_counter()
+    prepared = prepare(project, progress=progress)
+    progress("building every customer's state")
+    tables = state_tables(prepared)
+    states, meta = build_states(tables)
+    through = _data_through(tables)
+    progress("writing the state to the store")
+    with open_store(project.store, wait=30.0) as store:
+        n_events = int(store.query("SELECT COUNT(*) FROM events")[0][0])
+        build = {
+            "built_at": datetime.now(UTC).replace(tzinfo=None),
+            "as_of": project.as_of,
+            "data_through": through,
+            "customers": states.num_rows,
+            "events": n_events,
+            "meta": meta,
+        }
+        stored.replace_state(store, states, build)
+    return Rebuilt(states.num_rows, n_events, through, time.perf_counter() - started)
+
+
+# ---- ingesting events -----------------------------------------------------------------------
+
+
+class IngestError(CustvalError):
+    """A batch of events refused whole: ``status`` is the HTTP status that says why (409 for
+    an event id used by another event, 422 for an event the state cannot take)."""
+
+    def __init__(self, message: str, status: int = 422, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.status = status
+
+
+@dataclass
+class Ingested:
+    """What a batch of events did: how many were applied, how many were retries of events
+    already applied, and which customers' states were recomputed because an event fell
+    before their latest record (a late event)."""
+
+    applied: int = 0
+    duplicates: int = 0
+    customers: list[str] = field(default_factory=list)
+    late: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "applied": self.applied,
+            "duplicates": self.duplicates,
+            "customers": self.customers,
+            "recomputed": self.late,
+        }
+
+
+#: per-customer locks of a process's threads (DuckDB has one writing process; PostgreSQL
+#: adds its advisory locks across processes)
+_LOCKS = [threading.Lock() for _ in range(256)]
+
+
+def _lock_for(customer_ids: list[str]) -> list[threading.Lock]:
+    slots = sorted({zlib.crc32(c.encode()) % len(_LOCKS) for c in customer_ids})
+    return [_LOCKS[i] for i in slots]
+
+
+def ingest(store: Store, batches: list[EventBatch]) -> list[Ingested | IngestError]:
+    """Apply ``batches`` of events, each all or nothing, in one transaction: for each batch
+    what it did, or why it was refused (nothing of it applied). The store must have a built
+    state (:func:`rebuild`)."""
+    build = stored.build_meta(store)
+    if build is None:
+        raise CustvalError(
+            "the store has no customer state yet",
+            source=store.url,
+            hint="Run 'custval rebuild -c custval.toml' once: it builds every customer's state "
+            "from the sources",
+        )
+    customers = sorted({e.customer_id for b in batches for e in b.events})
+    locks = _lock_for(customers)
+    for lock in locks:
+        lock.acquire()
+    try:
+        with store._transaction():
+            stored.lock_customers(store, customers)
+            return _ingest_locked(store, batches, customers, build)
+    finally:
+        for lock in reversed(locks):
+            lock.release()
+
+
+def _ingest_locked(
+    store: Store, batches: list[EventBatch], customers: list[str], build: dict[str, Any]
+) -> list[Ingested | IngestError]:
+    ids = [e.event_id for b in batches for e in b.events]
+    seen = stored.known_events(store, ids)
+    states = stored.read_states(store, customers)
+    through = stored.as_date(build["data_through"])
+    outcomes: list[Ingested | IngestError] = []
+    accepted: list[Any] = []
+    touched: set[str] = set()
+    for batch in batches:
+        try:
+            result, changed, new = _apply_batch(batch, states, seen, through)
+        except IngestError as exc:
+            outcomes.append(exc)
+            continue
+        states.update(changed)
+        touched.update(changed)
+        accepted += new
+        outcomes.append(result)
+    if accepted:
+        now = datetime.now(UTC).replace(tzinfo=None)
+        rows = event_rows(accepted, now)
+        last = {e.customer_id: e.timestamp for e in accepted}
+        summaries = {c: _summary(states[c], last.get(c), now) for c in touched}
+        stored.apply_events(store, rows, {c: states[c] for c in touched}, summaries)
+    return outcomes
+
+
+def _apply_batch(
+    batch: EventBatch,
+    states: dict[str, dict[str, Any]],
+    seen: dict[str, str],
+    through: date | None,
+) -> tuple[Ingested, dict[str, dict[str, Any]], list[Any]]:
+    """One batch applied to copies of its customers' states: (what it did, the changed
+    states, the new events); an :class:`IngestError` leaves ``states`` and ``seen`` as they
+    were."""
+    from custval.data.events import fingerprint
+
+    result = Ingested()
+    changed: dict[str, dict[str, Any]] = {}
+    new: list[Any] = []
+    marks: dict[str, str] = {}
+    for i, event in enumerate(batch.events):
+        mark = fingerprint(event)
+        before = marks.get(event.event_id) or seen.get(event.event_id)
+        if before is not None:
+            if before != mark:
+                raise IngestError(
+                    f"events[{i}]: event_id '{event.event_id}' was used for another event",
+                    409,
+                    hint="Give every event its own event_id; send the same id only to retry "
+                    "the same event",
+                )
+            result.duplicates += 1
+            continue
+        cid = event.customer_id
+        if cid not in changed:
+            changed[cid] = copy.deepcopy(states.get(cid) or {})
+        state = changed[cid]
+        late = _is_late(state, event, through)
+        _apply_event(state, event, i)
+        state["events_applied"] = state.get("events_applied", 0) + 1
+        marks[event.event_id] = mark
+        new.append(event)
+        result.applied += 1
+        if late and cid not in result.late:
+            result.late.append(cid)
+    seen.update(marks)
+    result.customers = sorted(changed)
+    return result, changed, new
+
+
+def _is_late(state: dict[str, Any], event: Any, through: date | None) -> bool:
+    """Whether the event falls before the customer's latest record or within the batch data:
+    the customer's numbers are then recomputed from their buckets, not moved forward."""
+    day = inc.day_of(event.timestamp.date())
+    last = inc.last_day(state)
+    return (last is not None and day < last) or (
+        through is not None and event.timestamp.date() <= through
+    )
+
+
+def _apply_event(state: dict[str, Any], event: Any, i: int) -> None:
+    day = inc.day_of(event.timestamp.date())
+    if event.type == "purchase":
+        inc.add_purchase(
+            state,
+            day,
+            event.amount,
+            event.order_id or f"EVENT:{event.event_id}",
+            (event.category or "").strip().lower() or inc.UNKNOWN,
+            (event.channel or "").strip().lower() or inc.UNKNOWN,
+        )
+    elif event.type == "refund":
+        buys = state.get("buys") or {}
+        spent = math_fsum(buys.get("spend", [])) - buys.get("refund_amount", 0.0)
+        if event.amount > spent + 1e-9:
+            raise IngestError(
+                f"events[{i}]: a refund of {event.amount:,.2f} is more than customer "
+                f"{event.customer_id}'s net spend of {spent:,.2f}",
+                hint="Send the purchase first, or a refund no larger than what was paid",
+            )
+        inc.add_refund(state, event.amount)
+    elif event.type == "web_session":
+        inc.add_web(state, day, event.model_dump())
+    else:
+        inc.add_usage(state, day, event.model_dump())
+
+
+def math_fsum(values: list[float]) -> float:
+    import math
+
+    return math.fsum(values)
+
+
+def _summary(state: dict[str, Any], last_event: datetime | None, now: datetime) -> dict:
+    """The state's BI columns (``customer_state``) after an event."""
+    buys = state.get("buys") or {}
+    days = buys.get("days") or []
+    return {
+        "purchase_days": len(days),
+        "first_purchase": inc.EPOCH + timedelta(days=days[0]) if days else None,
+        "last_purchase": inc.EPOCH + timedelta(days=days[-1]) if days else None,
+        "spend": math_fsum(buys.get("spend", [])) if days else None,
+        "events_applied": state.get("events_applied", 0),
+        "last_event_at": last_event,
+        "updated_at": now,
+    }
+
+
+# ---- a customer now -------------------------------------------------------------------------
+
+
+@dataclass
+class FeatureOptions:
+    """How the served model's features are computed (its manifest's ``features``) and what
+    the state's build found (kinds, levels)."""
+
+    kinds: list[str]
+    levels: inc.Levels
+    groups: list[str]
+    time_unit: str = "weeks"
+    trend_window_days: int = 90
+
+    @classmethod
+    def of(cls, build: dict[str, Any], manifest_features: dict[str, Any]) -> FeatureOptions:
+        from custval.features.build import GROUPS
+
+        meta = build["meta"]
+        return cls(
+            kinds=list(meta["kinds"]),
+            levels=inc.Levels(**meta["levels"]),
+            groups=list(manifest_features.get("groups") or GROUPS),
+            time_unit=manifest_features.get("time_unit", "weeks"),
+            trend_window_days=int(manifest_features.get("trend_window_days", 90)),
+        )
+
+
+def default_as_of() -> date:
+    """As of now: every record of today counts (features see records before the as-of date)."""
+    return datetime.now(UTC).date() + timedelta(days=1)
+
+
+def customer_now(
+    store: Store,
+    customer_id: str,
+    options: FeatureOptions,
+    *,
+    as_of: date | None = None,
+    clv_saved: dict[str, Any] | None = None,
+    segments: tuple[str, dict[str, Any]] | None = None,
+    since: datetime | None = None,
+) -> dict[str, Any] | None:
+    """The customer's numbers at ``as_of`` (default: now) from their state: ``features``
+    (the row the value model scores), ``p_alive``, ``expected_purchases``, ``clv_expected``
+    by the latest run's customer-base models (``clv_saved``, its ``clv_models``), ``segment``
+    by the latest segmentation, ``events_since_run`` (received after ``since``). None when
+    the state does not know the customer as a customer (no profile, no purchase)."""
+    found = stored.read_states(store, [customer_id]).get(customer_id)
+    if found is None or not inc.known_customer(found):
+        return None
+    when = as_of or default_as_of()
+    last = inc.last_day(found)
+    if last is not None and inc.day_of(when) <= last:
+        raise IngestError(
+            f"as_of {when} is not after customer {customer_id}'s latest record "
+            f"({inc.EPOCH + timedelta(days=last)})",
+            hint="Ask for a later as_of, or none (now)",
+        )
+    row = inc.features_at(
+        found,
+        when,
+        kinds=options.kinds,
+        groups=options.groups,
+        levels=options.levels,
+        time_unit=options.time_unit,
+        trend_window_days=options.trend_window_days,
+    )
+    row["customer_id"] = customer_id
+    out: dict[str, Any] = {"customer_id": customer_id, "as_of": when.isoformat(), "features": row}
+    out |= customer_clv(row, clv_saved)
+    out["segment"] = customer_segment(row, out.get("clv_expected"), segments)
+    out["events_since_run"] = stored.events_since(store, customer_id, since)
+    return out
+
+
+def customer_clv(row: dict[str, Any], saved: dict[str, Any] | None) -> dict[str, Any]:
+    """P(alive), expected purchases and CLV of one feature row by the run's customer-base
+    models (closed forms; NaN-free: None for a customer without a purchase)."""
+    empty = {"p_alive": None, "expected_purchases": None, "clv_expected": None}
+    if saved is None or "purchases" not in saved or row.get("T") is None:
+        return empty
+    purchases, spend = clv_models_from_json(saved)
+    x, tx, t, m = (np.array([float(row[c] or 0.0)]) for c in SUMMARY_COLUMNS)
+    horizon, discount = float(saved["horizon"]), float(saved["discount"])
+    alive, expected, discounted = purchase_predictions(
+        purchases, x, tx, t, horizon=horizon, discount=discount
+    )
+    _, clv = point_clv(
+        purchases, spend, x, tx, t, m, horizon=horizon, discount=discount, discounted=discounted
+    )
+    out = {
+        "p_alive": float(alive[0]),
+        "expected_purchases": float(expected[0]),
+        "clv_expected": float(clv[0]),
+    }
+    if saved.get("spend_model") is not None:
+        out["clv_expected"] = None  # a machine-learned CLV: the service computes it
+    return out
+
+
+def customer_segment(
+    row: dict[str, Any], clv: float | None, segments: tuple[str, dict[str, Any]] | None
+) -> str | None:
+    """The segment of one feature row by the latest segmentation (None when it needs a
+    feature the row lacks)."""
+    if segments is None:
+        return None
+    model = segments[1]
+    wanted = list(model["preparation"]["features"])
+    values = {**row, "clv": clv}
+    if any(f not in values for f in wanted):
+        return None
+    frame = pd.DataFrame([{f: values[f] for f in wanted}])
+    label = int(assign_nearest(model, frame)[0])
+    return str(model["names"].get(str(label), str(label)))
+
+
+# ---- checking the state against the batch ---------------------------------------------------
+
+
+@dataclass
+class StateCheck:
+    """The state's features against the batch feature code's at one as-of date."""
+
+    as_of: date
+    customers: int
+    columns: int
+    max_difference: float
+    mismatches: list[dict[str, Any]]
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches
+
+
+def check_state(
+    project: Project, *, as_of: date | None = None, tolerance: float = 1e-9
+) -> StateCheck:
+    """Every customer's features from the store's state against the batch feature table of
+    the same records (the project's sources and the store's events) at ``as_of`` (default:
+    now): the largest relative difference, and the first mismatches."""
+    when = as_of or default_as_of()
+    prepared = prepare(project)
+    levels = inc.levels_of(state_tables(prepared))
+    batch = (
+        build_features(
+            prepared.tables,
+            when,
+            time_unit=project.time_unit,
+            trend_window_days=project.features.trend_window_days,
+            groups=project.features.groups,
+            one_row_per_order=prepared.one_row_per_order,
+        )
+        .to_pyarrow()
+        .to_pandas()
+        .set_index("customer_id")
+    )
+    with open_store(project.store, read_only=True) as store:
+        build = stored.build_meta(store)
+        if build is None:
+            raise CustvalError("the store has no customer state yet", hint="Run 'custval rebuild'")
+        options = FeatureOptions.of(
+            build,
+            {
+                "groups": project.features.groups,
+                "time_unit": project.time_unit,
+                "trend_window_days": project.features.trend_window_days,
+            },
+        )
+        states = stored.read_states(store, list(batch.index))
+    options.levels = levels  # the batch's columns: everyone's levels now, events' too
+    return _compare(batch, states, options, when, tolerance)
+
+
+def _compare(
+    batch: pd.DataFrame,
+    states: dict[str, dict[str, Any]],
+    options: FeatureOptions,
+    when: date,
+    tolerance: float,
+) -> StateCheck:
+    mismatches: list[dict[str, Any]] = []
+    worst = 0.0
+    for cid, expected in batch.iterrows():  # a check, not a hot path: one row per customer
+        state = states.get(str(cid))
+        if state is None:
+            mismatches.append({"customer_id": cid, "column": None, "batch": "a row", "state": None})
+            continue
+        row = inc.features_at(
+            state,
+            when,
+            kinds=options.kinds,
+            groups=options.groups,
+            levels=options.levels,
+            time_unit=options.time_unit,
+            trend_window_days=options.trend_window_days,
+        )
+        for col, want in expected.items():
+            diff = _difference(want, row.get(col, "<absent>"))
+            worst = max(worst, diff if diff != float("inf") else worst)
+            if diff > tolerance and len(mismatches) < 20:
+                mismatches.append(
+                    {"customer_id": cid, "column": col, "batch": want, "state": row.get(col)}
+                )
+    return StateCheck(when, len(batch), batch.shape[1], worst, mismatches)
+
+
+def _difference(want: Any, got: Any) -> float:
+    """Relative difference of two feature values (0 when equal, inf when one is missing or
+    they are different text)."""
+    missing_want = want is None or (isinstance(want, float) and np.isnan(want))
+    missing_got = got is None or (isinstance(got, float) and np.isnan(got))
+    if missing_want or missing_got:
+        return 0.0 if missing_want and missing_got else float("inf")
+    if isinstance(want, str) or isinstance(got, str):
+        return 0.0 if str(want) == str(got) else float("inf")
+    a, b = float(want), float(got)
+    return abs(a - b) / max(1.0, abs(a))

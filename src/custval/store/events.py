@@ -1,0 +1,236 @@
+"""The events and the customers' running state (issue 21), in the store.
+
+Migration 13 adds:
+
+- ``events``: every event accepted (:data:`custval.data.events.EVENT_COLUMNS`), one row per
+  ``event_id`` (the primary key makes a retry a no-op), with its ``fingerprint`` and when it
+  was received;
+- ``customer_state``: one row per customer, the parts of :mod:`custval.features.incremental`
+  as JSON (``buys``, ``web``, ``use``, ``profile``, ``tickets``, ``subs``, ``offers``) and, for
+  BI tools, the purchase days, first and last purchase, spend, and the events applied;
+- ``state_builds``: each rebuild of the state (when, the as-of date, the data's last day, the
+  customers and events, and the levels and kinds the features need, as JSON ``meta``).
+
+An event changes its customer's row and adds its own in one transaction
+(:func:`apply_events`). On PostgreSQL a transaction-scoped advisory lock per customer makes
+concurrent events of one customer wait for each other, across processes, while other
+customers' go on; a DuckDB file has one writing process, whose threads the caller serialises
+per customer.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterable
+from datetime import date, datetime
+from typing import Any
+
+import pyarrow as pa
+
+from custval.data.events import EVENT_COLUMNS
+
+__all__ = [
+    "BUILD_COLUMNS",
+    "STATE_COLUMNS",
+    "STATE_PARTS",
+    "apply_events",
+    "build_meta",
+    "events_since",
+    "events_table",
+    "known_events",
+    "migration_13",
+    "read_states",
+    "replace_state",
+]
+
+#: the JSON parts of a customer's state (custval.features.incremental)
+STATE_PARTS = ("buys", "web", "use", "profile", "tickets", "subs", "offers")
+STATE_COLUMNS = {
+    "customer_id": "TEXT",
+    **dict.fromkeys(STATE_PARTS, "TEXT"),
+    "purchase_days": "INTEGER",
+    "first_purchase": "DATE",
+    "last_purchase": "DATE",
+    "spend": "DOUBLE PRECISION",
+    "events_applied": "BIGINT",
+    "last_event_at": "TIMESTAMP",
+    "updated_at": "TIMESTAMP",
+}
+BUILD_COLUMNS = {
+    "built_at": "TIMESTAMP",
+    "as_of": "DATE",
+    "data_through": "DATE",
+    "customers": "BIGINT",
+    "events": "BIGINT",
+    "meta": "TEXT",
+}
+
+
+def _state_table(name: str) -> str:
+    cols = ", ".join(f"{c} {t}" for c, t in STATE_COLUMNS.items())
+    return f"CREATE TABLE {name} ({cols}, PRIMARY KEY (customer_id))"
+
+
+def migration_13(create: Any) -> list[str]:
+    """Migration 13's statements (``create`` writes a CREATE TABLE without keys)."""
+    cols = ", ".join(f"{c} {t}" for c, t in EVENT_COLUMNS.items())
+    return [
+        f"CREATE TABLE events ({cols}, PRIMARY KEY (event_id))",
+        "CREATE INDEX events_customer ON events (customer_id, received_at)",
+        _state_table("customer_state"),
+        create("state_builds", BUILD_COLUMNS),
+    ]
+
+
+# ---- reading --------------------------------------------------------------------------------
+
+
+def build_meta(store: Any) -> dict[str, Any] | None:
+    """The latest rebuild of the state: its columns and ``meta`` parsed; None before any."""
+    rows = store.query(
+        f"SELECT {', '.join(BUILD_COLUMNS)} FROM state_builds ORDER BY built_at DESC LIMIT 1"
+    )
+    if not rows:
+        return None
+    found = dict(zip(BUILD_COLUMNS, rows[0], strict=True))
+    found["meta"] = json.loads(found["meta"])
+    return found
+
+
+def known_events(store: Any, event_ids: list[str]) -> dict[str, str]:
+    """``{event_id: fingerprint}`` of those of ``event_ids`` the store has."""
+    if not event_ids:
+        return {}
+    marks = ", ".join("?" for _ in event_ids)
+    rows = store.query(
+        f"SELECT event_id, fingerprint FROM events WHERE event_id IN ({marks})", tuple(event_ids)
+    )
+    return {r[0]: r[1] for r in rows}
+
+
+def read_states(store: Any, customer_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The states of those customers the store has: ``{customer_id: {part: value}}`` with the
+    JSON parts parsed and ``events_applied``."""
+    ids = list(customer_ids)
+    if not ids:
+        return {}
+    marks = ", ".join("?" for _ in ids)
+    cols = ("customer_id", *STATE_PARTS, "events_applied")
+    rows = store.query(
+        f"SELECT {', '.join(cols)} FROM customer_state WHERE customer_id IN ({marks})",
+        tuple(ids),
+    )
+    out = {}
+    for row in rows:
+        state: dict[str, Any] = {
+            p: None if v is None else json.loads(v)
+            for p, v in zip(STATE_PARTS, row[1:-1], strict=True)
+        }
+        state["events_applied"] = row[-1] or 0
+        out[row[0]] = state
+    return out
+
+
+def events_since(store: Any, customer_id: str, since: datetime | None) -> int:
+    """How many events of the customer the store received after ``since`` (all: None)."""
+    if since is None:
+        return int(
+            store.query("SELECT COUNT(*) FROM events WHERE customer_id = ?", (customer_id,))[0][0]
+        )
+    return int(
+        store.query(
+            "SELECT COUNT(*) FROM events WHERE customer_id = ? AND received_at > ?",
+            (customer_id, since),
+        )[0][0]
+    )
+
+
+def events_table(store: Any) -> pa.Table:
+    """Every event, as Arrow (for a rebuild and the batch runs)."""
+    return store.all_rows("events", EVENT_COLUMNS)
+
+
+# ---- writing --------------------------------------------------------------------------------
+
+
+def lock_customers(store: Any, customer_ids: Iterable[str]) -> None:
+    """PostgreSQL: wait for the other transactions holding these customers, then hold them
+    to the end of this one (advisory locks, taken in one order so two requests cannot wait for
+    each other). DuckDB: nothing (one writing process, serialised by the caller)."""
+    if store.engine != "postgres":
+        return
+    for key in sorted({zlib.crc32(c.encode()) for c in customer_ids}):
+        store._execute("SELECT pg_advisory_xact_lock(?)", (key,))
+
+
+def apply_events(
+    store: Any,
+    events: dict[str, list[Any]],
+    states: dict[str, dict[str, Any]],
+    summaries: dict[str, dict[str, Any]],
+) -> None:
+    """Add the ``events`` (columns of the event table) and write the customers' new
+    ``states`` with their BI ``summaries``; the caller holds the transaction."""
+    store._bulk("events", EVENT_COLUMNS, pa.table(events, schema=_schema(EVENT_COLUMNS)))
+    cols = list(STATE_COLUMNS)
+    marks = ", ".join("?" for _ in cols)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in cols[1:])
+    sql = (
+        f"INSERT INTO customer_state ({', '.join(cols)}) VALUES ({marks}) "
+        f"ON CONFLICT (customer_id) DO UPDATE SET {updates}"
+    )
+    for customer_id, state in states.items():  # the customers of one request
+        row = _state_row(customer_id, state, summaries[customer_id])
+        store._execute(sql, tuple(row[c] for c in cols))
+
+
+def _state_row(customer_id: str, state: dict[str, Any], summary: dict[str, Any]) -> dict:
+    row: dict[str, Any] = {"customer_id": customer_id}
+    for part in STATE_PARTS:
+        value = state.get(part)
+        row[part] = None if value is None else json.dumps(value, separators=(",", ":"))
+    return row | summary
+
+
+def replace_state(store: Any, states: pa.Table, build: dict[str, Any]) -> None:
+    """The whole state in place of the old one, and the build's row, in one transaction:
+    readers see the old state or the new, never a mix."""
+    staging = "customer_state_next"
+    store._execute(f"DROP TABLE IF EXISTS {staging}")
+    store._execute(_state_table(staging))
+    with store._transaction():
+        store._bulk(staging, STATE_COLUMNS, states)
+        store._execute("DROP TABLE customer_state")
+        store._execute(f"ALTER TABLE {staging} RENAME TO customer_state")
+        row = {**build, "meta": json.dumps(build["meta"], default=str)}
+        marks = ", ".join("?" for _ in BUILD_COLUMNS)
+        store._execute(
+            f"INSERT INTO state_builds VALUES ({marks})", tuple(row[c] for c in BUILD_COLUMNS)
+        )
+
+
+_ARROW = {
+    "TEXT": pa.string(),
+    "DOUBLE PRECISION": pa.float64(),
+    "INTEGER": pa.int32(),
+    "BIGINT": pa.int64(),
+    "DATE": pa.date32(),
+    "TIMESTAMP": pa.timestamp("us"),
+}
+
+
+def _schema(columns: dict[str, str]) -> pa.Schema:
+    return pa.schema([(c, _ARROW[t]) for c, t in columns.items()])
+
+
+def state_schema() -> pa.Schema:
+    """The Arrow schema of ``customer_state`` (a rebuild's table)."""
+    return _schema(STATE_COLUMNS)
+
+
+def as_date(value: Any) -> date | None:
+    """A DATE as both drivers give it (a date; text from an older store)."""
+    if value is None or isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value)[:10])
