@@ -64,6 +64,7 @@ from custval.api.records import RecordsRequest
 from custval.api.routes import ROUTERS
 from custval.api.routes.recommend import RecommendRequest
 from custval.api.state import Service, ServiceSettings, StoreState
+from custval.data.events import EventBatch
 
 __all__ = ["ServiceSettings", "app_from_env", "create_app", "create_dashboard_app"]
 
@@ -174,9 +175,9 @@ def _add_docs(app: FastAPI) -> None:
 def _openapi_document(app: FastAPI) -> dict[str, Any]:
     """The document of ``app`` (``/openapi.json``, ``/docs``) with what FastAPI cannot see: the
     request bodies the handlers validate themselves (``PredictRequest``, the active model's
-    features; ``RecordsRequest``, the raw records; ``RecommendRequest``) and the bearer key
-    of the ``/v1`` endpoints. Built on each request for it, never cached: after an activation
-    it describes the new model."""
+    features; ``RecordsRequest``, the raw records; ``RecommendRequest``; ``EventBatch``, the
+    events) and the bearer key of the ``/v1`` endpoints. Built on each request for it, never
+    cached: after an activation it describes the new model."""
     service: Service = app.state.service
     spec = get_openapi(title=app.title, version=app.version, routes=app.routes)
     request_schema = service.registry.active.request_type.model_json_schema(
@@ -186,7 +187,7 @@ def _openapi_document(app: FastAPI) -> dict[str, Any]:
     components = spec.setdefault("components", {}).setdefault("schemas", {})
     components.update(defs)
     components["PredictRequest"] = request_schema
-    for model in (RecordsRequest, RecommendRequest):
+    for model in (RecordsRequest, RecommendRequest, EventBatch):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         components.update(schema.pop("$defs", {}))
         components[model.__name__] = schema
@@ -194,6 +195,7 @@ def _openapi_document(app: FastAPI) -> dict[str, Any]:
         ("/v1/predict", "PredictRequest"),
         ("/v1/predict/records", "RecordsRequest"),
         ("/v1/recommend", "RecommendRequest"),
+        ("/v1/events", "EventBatch"),
     ):
         spec["paths"][path]["post"]["requestBody"] = {
             "required": True,

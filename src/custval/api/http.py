@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from custval.api.keys import KeyRing
+from custval.data.events import EVENT_KINDS
 from custval.errors import CustvalError
 
 __all__ = [
@@ -123,7 +124,7 @@ def _validation_errors(exc: ValidationError) -> tuple[str, list[dict[str, Any]]]
 
 
 #: the names pydantic gives the members of a union it tried, in an error's location
-_MEMBERS = frozenset({"str", "int", "float", "bool", "none", "date", "list", "dict"})
+_MEMBERS = frozenset({"str", "int", "float", "bool", "none", "date", "list", "dict", *EVENT_KINDS})
 
 
 def _union_member(part: Any) -> bool:

@@ -23,7 +23,7 @@ from custval.errors import CustvalError
 
 __all__ = ["ApiKey", "KeyRing", "new_key", "parse_env"]
 
-SCOPES = ("read", "admin")
+SCOPES = ("read", "events", "admin")
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def digest(key: str) -> str:
 def new_key(name: str, scope: str) -> tuple[str, ApiKey]:
     """A new key (to show once) and its stored form."""
     if scope not in SCOPES:
-        raise CustvalError(f"unknown scope '{scope}'", hint="Use read or admin")
+        raise CustvalError(f"unknown scope '{scope}'", hint="Use read, events or admin")
     if not name or ":" in name or "," in name:
         raise CustvalError(f"a key name must be non-empty without ':' or ',', not '{name}'")
     key = "cv_" + secrets.token_urlsafe(24)
@@ -70,8 +70,8 @@ def parse_env(text: str | None = None) -> list[ApiKey]:
             or any(ch not in "0123456789abcdef" for ch in parts[2])
         ):
             raise CustvalError(
-                f"entry {n + 1} of CUSTVAL_API_KEYS is not name:scope:sha256 (scope read or "
-                "admin, 64 lowercase hex digits)",
+                f"entry {n + 1} of CUSTVAL_API_KEYS is not name:scope:sha256 (scope read, "
+                "events or admin, 64 lowercase hex digits)",
                 hint="Make keys with 'custval api-key new --name NAME --scope read'",
             )
         keys.append(ApiKey(parts[0], parts[1], parts[2]))

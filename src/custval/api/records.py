@@ -24,9 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from custval import flows
 from custval.api.http import ApiError, customer_error
-from custval.data.values import AMOUNT_BOUND, FEATURE_BOUND, CustomerId, got_text
 from custval.config import project_from_dict
 from custval.data.contracts import CONTRACTS
+from custval.data.values import AMOUNT_BOUND, FEATURE_BOUND, CustomerId, got_text
 from custval.errors import CustvalError, DataValidationError
 
 __all__ = ["RecordsCustomer", "RecordsRequest", "features_from_records"]

@@ -30,6 +30,7 @@ from custval.api.keys import ApiKey, KeyRing, parse_env
 from custval.api.metrics import serving
 from custval.api.online import OnlineModel
 from custval.api.prediction_log import PredictionLog
+from custval.api.realtime import Realtime
 from custval.errors import CustvalError
 from custval.flows.offers import OFFER_FILES, ServedOffers
 from custval.models.btyd_clv import clv_models_from_json
@@ -60,6 +61,8 @@ class ServiceSettings(BaseModel):
     metrics: bool = True
     #: the dashboard under /dashboard (custval.api.dashboard)
     dashboard: bool = True
+    #: POST /v1/events and customers' numbers as of now (custval.api.realtime)
+    realtime: bool = False
 
 
 # ---- the active model -----------------------------------------------------------------------
@@ -424,20 +427,30 @@ class Service:
         self.store_state = StoreState(settings, worker=worker)
         #: where ``--log-predictions`` keeps the predictions; None when they are not kept
         self.prediction_log: PredictionLog | None = None
+        #: events and numbers as of now (``--realtime``); None when the service takes none
+        self.realtime: Realtime | None = None
+        if settings.realtime:
+            if not settings.store:
+                raise CustvalError("--realtime needs --store: the events and states go there")
+            self.realtime = Realtime(settings.store)
         if settings.log_predictions:
             if not settings.store:
                 raise CustvalError("--log-predictions needs --store: the predictions go there")
             self.prediction_log = PredictionLog(settings.store)
 
-    def check_batch(self, n: int) -> None:
-        """A 413 for more customers in one request than the batch limit."""
+    def check_batch(self, n: int, what: str = "customers") -> None:
+        """A 413 for more customers (or events) in one request than the batch limit."""
         if n > self.settings.batch_limit:
             raise ApiError(
-                413, f"{n:,} customers in one request; the limit is {self.settings.batch_limit:,}"
+                413,
+                f"{n:,} {what} in one request; the limit is {self.settings.batch_limit:,}: "
+                "send them in several requests",
             )
 
     def close(self) -> None:
         """Stops the store's refresh and writes the predictions still waiting (at shutdown)."""
         self.store_state.close()
+        if self.realtime is not None:
+            self.realtime.close()
         if self.prediction_log is not None:
             self.prediction_log.close()

@@ -23,6 +23,7 @@ from custval.cli import (
     monitoring,
     project,
     quickstart,
+    realtime,
     registry,
     segment,
     serve,
@@ -115,6 +116,8 @@ for command in (
     forecast.forecast,
     monitoring.monitor,
     monitoring.retrain,
+    realtime.ingest,
+    realtime.rebuild,
 ):
     app.command()(command)
 
@@ -127,6 +130,7 @@ PANELS = {
     "Actions": ("target", "forecast"),
     "Store and service": ("score", "export", "report", "serve", "dashboard"),
     "Monitoring": ("monitor", "retrain"),
+    "Real time": ("ingest", "rebuild"),
 }
 _PANEL_OF = {name: panel for panel, names in PANELS.items() for name in names}
 _ORDER = {name: n for n, name in enumerate(_PANEL_OF)}

@@ -73,6 +73,17 @@ LogPredictionsOpt = Annotated[
     ),
 ]
 
+RealtimeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--realtime",
+        help="Take events (POST /v1/events, a key of scope events) and answer GET "
+        "/v1/customers/{id} as of now from each customer's state (build it first: 'custval "
+        "rebuild'). The service holds a DuckDB store while it runs: one worker; use PostgreSQL "
+        "for several, or for batch commands beside it.",
+    ),
+]
+
 NoMetricsOpt = Annotated[
     bool,
     typer.Option(
@@ -99,6 +110,7 @@ def serve(
     cors_origin: CorsOpt = None,
     log_predictions: LogPredictionsOpt = False,
     no_metrics: NoMetricsOpt = False,
+    realtime: RealtimeOpt = False,
 ) -> None:
     """Serve predictions with reasons over HTTP: POST /v1/predict and /v1/predict/records,
     GET /v1/customers/{id}, /v1/models; OpenAPI at /docs and /redoc (offline: the assets are
@@ -130,10 +142,29 @@ def serve(
         cors_origins=cors_origin or [],
         log_predictions=log_predictions,
         metrics=not no_metrics,
+        realtime=realtime,
     )
+    _check_realtime(settings, workers)
     # build it once here: a missing model or key fails now, with a clear message
     service = create_app(settings)
     _run(service, settings, host, port, workers)
+
+
+def _check_realtime(settings: Any, workers: int) -> None:
+    """--realtime needs a store, and a DuckDB store admits one writing process."""
+    if not settings.realtime:
+        return
+    if settings.store is None:
+        raise CustvalError(
+            "--realtime needs a store with a customer state",
+            hint="Give --store (or --config with a store), then run 'custval rebuild'",
+        )
+    if workers > 1 and not settings.store.startswith(("postgresql://", "postgres://")):
+        raise CustvalError(
+            f"--realtime with --workers {workers} needs a PostgreSQL store: a DuckDB file has "
+            "one writing process",
+            hint="Use --workers 1, or keep the store in PostgreSQL (store = 'postgresql://...')",
+        )
 
 
 @friendly
@@ -228,7 +259,7 @@ def _run(service: FastAPI, settings: ServiceSettings, host: str, port: int, work
         uvicorn.Server(uvicorn.Config(service, **common)).run(sockets=[sock])  # type: ignore[arg-type]
         return
     # this process only supervises the workers: its check of the store can stop
-    service.state.store_state.close()
+    service.state.service.close()
     if settings.metrics and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # the workers write their figures there and /metrics adds them up (read at their start)
         import atexit
@@ -337,7 +368,12 @@ def _store_of(store: str | None, config: Path | None) -> str | None:
 @friendly
 def new_api_key(
     name: Annotated[str, typer.Option(help="Who uses the key, e.g. crm-screen.")],
-    scope: Annotated[str, typer.Option(help="read, or admin (may switch models).")] = "read",
+    scope: Annotated[
+        str,
+        typer.Option(
+            help="read; events (may send events: POST /v1/events); or admin (may switch models)."
+        ),
+    ] = "read",
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="Keep it in this project's store.")
     ] = None,

@@ -29,8 +29,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic_core import PydanticCustomError
 
-from custval.data.values import AMOUNT_BOUND, CustomerId, Number, normalise_id
+from custval.data.values import AMOUNT_BOUND, CustomerId, Number, got_text, normalise_id
 
 __all__ = [
     "EVENT_COLUMNS",
@@ -96,9 +97,14 @@ class _Event(BaseModel):
         if value.tzinfo is not None:
             value = value.astimezone(UTC).replace(tzinfo=None)
         if value > datetime.now(UTC).replace(tzinfo=None) + MAX_CLOCK_SKEW:
-            raise ValueError(
-                f"{value:%Y-%m-%d %H:%M:%S} is in the future (the service's clock says "
-                f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC); send events that have happened"
+            raise PydanticCustomError(
+                "future_timestamp",
+                "{when} is in the future (the clock says {now} UTC): send events that have "
+                "happened",
+                {
+                    "when": f"{value:%Y-%m-%d %H:%M:%S}",
+                    "now": f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S}",
+                },
             )
         return value
 
@@ -106,18 +112,28 @@ class _Event(BaseModel):
     @classmethod
     def _trimmed(cls, value: str) -> str:
         if not value.strip():
-            raise ValueError("an event_id is needed, not empty text")
+            raise PydanticCustomError("id_empty", "an event_id is needed, not empty text", {})
         return value.strip()
 
 
 def _positive_amount(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError("a number is needed")
+        raise PydanticCustomError(
+            "number_type", "a number is needed, not {got}", {"got": got_text(value)}
+        )
     number = float(value)
     if not number == number or abs(number) > AMOUNT_BOUND:
-        raise ValueError(f"a finite number within ±{AMOUNT_BOUND:g} is needed")
+        raise PydanticCustomError(
+            "finite_number",
+            "a finite number within ±{bound:g} is needed, not {got}",
+            {"bound": AMOUNT_BOUND, "got": got_text(value)},
+        )
     if number < 0:
-        raise ValueError("a positive amount is needed (a refund is its own event type, 'refund')")
+        raise PydanticCustomError(
+            "negative_amount",
+            "a positive amount is needed: money given back is an event of type 'refund'",
+            {},
+        )
     return number
 
 
@@ -194,7 +210,11 @@ class EventBatch(BaseModel):
             for name in _MEASURES:
                 value = getattr(event, name, None)
                 if value is not None and value < 0:
-                    raise ValueError(f"events[{i}].{name}: 0 or more is needed, not {value:g}")
+                    raise PydanticCustomError(
+                        "negative_measure",
+                        "events[{i}].{name}: 0 or more is needed, not {value:g}",
+                        {"i": i, "name": name, "value": value},
+                    )
         return events
 
 

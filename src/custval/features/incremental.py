@@ -23,6 +23,7 @@ Days are whole days since 1970-01-01 (``epoch days``).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -359,7 +360,7 @@ def _rfm(buys: State, end: int, chosen: set[str], time_unit: str, window: int) -
 
 
 def _rhythm(days: list[int]) -> Row:
-    gaps = [b - a for a, b in zip(days, days[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(days)]
     if not gaps:
         return dict.fromkeys(("ipt_mean_days", "ipt_std_days", "ipt_min_days", "ipt_max_days"))
     mean = math.fsum(gaps) / len(gaps)
@@ -441,7 +442,7 @@ def _web(web: State | None, end: int) -> Row:
 
 def _count(value: float) -> int:
     """A summed measure as the batch table's whole count (its cast rounds half away from 0)."""
-    return int(math.floor(abs(value) + 0.5)) * (1 if value >= 0 else -1)
+    return math.floor(abs(value) + 0.5) * (1 if value >= 0 else -1)
 
 
 def _mean(part: State, key: str) -> float | None:
@@ -551,7 +552,8 @@ _PART_SQL = {
         SELECT ids.customer_id, to_json({{
             'days': coalesce(days.days, []), 'spend': coalesce(days.spend, []),
             'orders': coalesce(days.orders, []), 'rows': coalesce(cats.n, 0),
-            'cat_rows': coalesce(cats.cat_rows, map()), 'cat_spend': coalesce(cats.cat_spend, map()),
+            'cat_rows': coalesce(cats.cat_rows, map()),
+            'cat_spend': coalesce(cats.cat_spend, map()),
             'chans': coalesce(chans.chans, map()), 'refunds': coalesce(refunds.refunds, 0),
             'refund_amount': coalesce(refunds.refund_amount, 0.0)}}) AS part
         FROM ids LEFT JOIN days USING (customer_id) LEFT JOIN cats USING (customer_id)
@@ -647,8 +649,8 @@ def levels_of(tables: dict[str, Any]) -> Levels:
         if "customers" in tables:
             con.register("customers", tables["customers"])
             values = con.execute(
-                "SELECT DISTINCT nullif(trim(lower(s)), '') AS s FROM "
-                "(SELECT unnest(string_split(services, ';')) AS s FROM customers) WHERE s IS NOT NULL"
+                "SELECT DISTINCT nullif(trim(lower(s)), '') AS s FROM (SELECT "
+                "unnest(string_split(services, ';')) AS s FROM customers) WHERE s IS NOT NULL"
             ).fetchall()
             found.services = sorted(v[0] for v in values if v[0] is not None)
         return found

@@ -106,14 +106,25 @@ def stored_events(store_url: str | Path | None) -> pa.Table | None:
     if not store_url:
         return None
     text = str(store_url)
-    if not text.startswith(("postgresql://", "postgres://")):
-        if not Path(text.removeprefix("duckdb://")).exists():
-            return None
-    with open_store(text, read_only=True) as store:
+    local = not text.startswith(("postgresql://", "postgres://"))
+    if local and not Path(text.removeprefix("duckdb://")).exists():
+        return None
+    with _reading(text) as store:
         if not _has_events_table(store):
             return None
         events = stored.events_table(store)
     return events if events.num_rows else None
+
+
+def _reading(url: str) -> Store:
+    """The store opened to read; with the writing configuration when this process has it open
+    for writing already (a scoring run reads the events of the store it writes to)."""
+    try:
+        return open_store(url, read_only=True)
+    except CustvalError as exc:
+        if "different configuration" not in str(exc):
+            raise
+        return open_store(url)
 
 
 def _has_events_table(store: Store) -> bool:

@@ -223,8 +223,14 @@ def prepare(
     # two transaction sources may share order ids, so only one source can vouch for itself
     one_row_per_order = per_order == [True]
     prepared = Prepared(con, tables, reports, rules, rows_in, rows_out, one_row_per_order)
+    return _with_stored_events(project, prepared, progress)
+
+
+def _with_stored_events(project: Project, prepared: Prepared, progress: Progress) -> Prepared:
+    """The prepared tables with the store's events (:mod:`custval.flows.realtime`): records
+    like the sources' rows."""
     events = stored_events(project.store)
-    if events is not None:  # the real-time events (custval.flows.realtime) are records too
+    if events is not None:
         progress(f"adding the store's {events.num_rows:,} events")
         with_events(prepared, events)
     return prepared

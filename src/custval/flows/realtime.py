@@ -16,9 +16,11 @@ same records gives the same numbers as the state.
 from __future__ import annotations
 
 import copy
+import queue
 import threading
 import zlib
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -29,10 +31,10 @@ import pyarrow as pa
 
 from custval.columns import SUMMARY_COLUMNS
 from custval.config import Project
-from custval.data.events import EventBatch, event_rows
+from custval.data.events import EventBatch, event_rows, fingerprint
 from custval.errors import CustvalError
 from custval.features import incremental as inc
-from custval.features.build import build_features
+from custval.features.build import GROUPS, build_features
 from custval.flows.events import order_ids
 from custval.flows.preparation import prepare
 from custval.models.btyd_clv import clv_models_from_json, point_clv
@@ -255,6 +257,7 @@ def _ingest_locked(
     ids = [e.event_id for b in batches for e in b.events]
     seen = stored.known_events(store, ids)
     states = stored.read_states(store, customers)
+    existing = set(states)
     through = stored.as_date(build["data_through"])
     outcomes: list[Ingested | IngestError] = []
     accepted: list[Any] = []
@@ -274,7 +277,7 @@ def _ingest_locked(
         rows = event_rows(accepted, now)
         last = {e.customer_id: e.timestamp for e in accepted}
         summaries = {c: _summary(states[c], last.get(c), now) for c in touched}
-        stored.apply_events(store, rows, {c: states[c] for c in touched}, summaries)
+        stored.apply_events(store, rows, {c: states[c] for c in touched}, summaries, existing)
     return outcomes
 
 
@@ -287,8 +290,6 @@ def _apply_batch(
     """One batch applied to copies of its customers' states: (what it did, the changed
     states, the new events); an :class:`IngestError` leaves ``states`` and ``seen`` as they
     were."""
-    from custval.data.events import fingerprint
-
     result = Ingested()
     changed: dict[str, dict[str, Any]] = {}
     new: list[Any] = []
@@ -381,6 +382,67 @@ def _summary(state: dict[str, Any], last_event: datetime | None, now: datetime) 
     }
 
 
+class EventWriter:
+    """Applies the events of many threads in groups: each :meth:`submit` waits for the
+    transaction that holds its batch. While one group is being written the next gathers, so
+    a busy writer commits hundreds of events per transaction and a quiet one commits each at
+    once (group commit: DuckDB pays milliseconds per statement, not per row).
+
+    One writer per process holds ``store`` (a DuckDB file has one writing process; on
+    PostgreSQL several processes' writers share the work, their customers' locks making
+    them wait for each other only on the same customers)."""
+
+    def __init__(self, store: Store, *, max_events: int = 5_000) -> None:
+        self.store = store
+        self.max_events = max_events
+        self._queue: queue.Queue[tuple[EventBatch, Future[Any]] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="custval-events")
+        self._thread.start()
+
+    def submit(self, batch: EventBatch, timeout: float = 30.0) -> Ingested:
+        """Apply one batch (all or nothing) and say what it did; an :class:`IngestError`
+        when it is refused."""
+        done: Future[Any] = Future()
+        self._queue.put((batch, done))
+        outcome = done.result(timeout=timeout)
+        if isinstance(outcome, IngestError):
+            raise outcome
+        return outcome  # type: ignore[no-any-return]
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            group, size = [item], len(item[0].events)
+            while size < self.max_events:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)
+                    break
+                group.append(more)
+                size += len(more[0].events)
+            self._write(group)
+
+    def _write(self, group: list[tuple[EventBatch, Future[Any]]]) -> None:
+        try:
+            outcomes = ingest(self.store, [batch for batch, _ in group])
+        except Exception as exc:  # the transaction failed: nothing of the group is applied
+            for _, done in group:
+                done.set_exception(exc)
+            return
+        for (_, done), outcome in zip(group, outcomes, strict=True):
+            done.set_result(outcome)
+
+    def close(self) -> None:
+        """Finish the batches waiting, then stop."""
+        self._queue.put(None)
+        self._thread.join(timeout=60)
+
+
 # ---- a customer now -------------------------------------------------------------------------
 
 
@@ -397,8 +459,6 @@ class FeatureOptions:
 
     @classmethod
     def of(cls, build: dict[str, Any], manifest_features: dict[str, Any]) -> FeatureOptions:
-        from custval.features.build import GROUPS
-
         meta = build["meta"]
         return cls(
             kinds=list(meta["kinds"]),
@@ -477,8 +537,12 @@ def customer_clv(row: dict[str, Any], saved: dict[str, Any] | None) -> dict[str,
         "expected_purchases": float(expected[0]),
         "clv_expected": float(clv[0]),
     }
-    if saved.get("spend_model") is not None:
-        out["clv_expected"] = None  # a machine-learned CLV: the service computes it
+    if saved.get("spend_model") is not None:  # the run's CLV is machine-learned
+        served = saved.get("served")
+        clv_ml = None
+        if served is not None and all(c in row for c in served.columns):
+            clv_ml = float(served.predict(pd.DataFrame([row]))[0][0])
+        out["clv_expected"] = clv_ml
     return out
 
 

@@ -169,20 +169,44 @@ def apply_events(
     events: dict[str, list[Any]],
     states: dict[str, dict[str, Any]],
     summaries: dict[str, dict[str, Any]],
+    existing: set[str],
 ) -> None:
     """Add the ``events`` (columns of the event table) and write the customers' new
-    ``states`` with their BI ``summaries``; the caller holds the transaction."""
+    ``states`` with their BI ``summaries`` (``existing``: those the table has a row of); the
+    caller holds the transaction. Rows go in bulk: DuckDB pays milliseconds per statement."""
     store._bulk("events", EVENT_COLUMNS, pa.table(events, schema=_schema(EVENT_COLUMNS)))
     cols = list(STATE_COLUMNS)
-    marks = ", ".join("?" for _ in cols)
-    updates = ", ".join(f"{c} = excluded.{c}" for c in cols[1:])
-    sql = (
-        f"INSERT INTO customer_state ({', '.join(cols)}) VALUES ({marks}) "
-        f"ON CONFLICT (customer_id) DO UPDATE SET {updates}"
-    )
-    for customer_id, state in states.items():  # the customers of one request
-        row = _state_row(customer_id, state, summaries[customer_id])
-        store._execute(sql, tuple(row[c] for c in cols))
+    rows = [_state_row(c, state, summaries[c]) for c, state in states.items()]
+    if store.engine == "postgres":
+        updates = ", ".join(f"{c} = excluded.{c}" for c in cols[1:])
+        sql = (
+            f"INSERT INTO customer_state ({', '.join(cols)}) VALUES "
+            f"({', '.join('%s' for _ in cols)}) ON CONFLICT (customer_id) DO UPDATE SET {updates}"
+        )
+        store.con.cursor().executemany(sql, [tuple(r[c] for c in cols) for r in rows])
+        return
+    new = [r for r in rows if r["customer_id"] not in existing]
+    old = [r for r in rows if r["customer_id"] in existing]
+    if new:
+        store._bulk("customer_state", STATE_COLUMNS, _table(new))
+    if old:
+        store.con.register("__states", _table(old))
+        try:
+            marks = ", ".join("?" for _ in old)
+            sets = ", ".join(f"{c} = i.{c}" for c in cols[1:])
+            # the IN list of constants lets DuckDB find the rows by the key's index
+            store.con.execute(
+                f"UPDATE customer_state SET {sets} FROM __states i WHERE "
+                f"customer_state.customer_id IN ({marks}) "
+                "AND customer_state.customer_id = i.customer_id",
+                [r["customer_id"] for r in old],
+            )
+        finally:
+            store.con.unregister("__states")
+
+
+def _table(rows: list[dict[str, Any]]) -> pa.Table:
+    return pa.table({c: [r[c] for r in rows] for c in STATE_COLUMNS}, schema=_schema(STATE_COLUMNS))
 
 
 def _state_row(customer_id: str, state: dict[str, Any], summary: dict[str, Any]) -> dict:

@@ -527,6 +527,8 @@ class Store:
         self.url = url
         self.con = con
         self.engine = engine
+        #: called when the store is closed (a held DuckDB file: :func:`hold_store`)
+        self.released: Callable[[], Any] | None = None
 
     # ---- plumbing ---------------------------------------------------------------------------
 
@@ -565,6 +567,8 @@ class Store:
                 raise
 
     def close(self) -> None:
+        if self.released is not None:
+            self.released()
         self.con.close()
 
     def __enter__(self) -> Store:
@@ -940,6 +944,28 @@ def _connect_duckdb(path: Path, read_only: bool, wait: float) -> Any:
             time.sleep(0.1)
 
 
+#: the DuckDB files this process holds open for writing (:func:`hold_store`), by path
+_HELD: dict[str, Any] = {}
+
+
+def _duckdb_key(text: str) -> str:
+    if text.startswith(("postgresql://", "postgres://")):
+        return text
+    return str(Path(text.removeprefix("duckdb://")).resolve())
+
+
+def hold_store(url: str | Path, *, wait: float = 0.0) -> Store:
+    """Open the store for writing and keep it open: a DuckDB file admits one writing process,
+    and this one (a service taking events) then shares it with every :func:`open_store` of
+    the process, read-only ones too. Closing the returned store releases it."""
+    store = open_store(url, wait=wait)
+    if store.engine == "duckdb":
+        key = _duckdb_key(str(url))
+        _HELD[key] = store.con
+        store.released = lambda: _HELD.pop(key, None)
+    return store
+
+
 def open_store(url: str | Path, *, read_only: bool = False, wait: float = 0.0) -> Store:
     """Open (and create or upgrade) the store at ``url``: a DuckDB file path (or
     ``duckdb:///path``) or a ``postgresql://`` URL. A store that cannot be reached is a clear
@@ -947,6 +973,9 @@ def open_store(url: str | Path, *, read_only: bool = False, wait: float = 0.0) -
     can then be read by several processes). ``wait``: seconds to wait for a DuckDB file that
     another process holds (a writer that must not fail because a service is reading)."""
     text = str(url)
+    held = _HELD.get(_duckdb_key(text))
+    if held is not None:  # this process writes that DuckDB file: share its database
+        return Store(str(Path(text.removeprefix("duckdb://"))), held.cursor(), "duckdb")
     if text.startswith(("postgresql://", "postgres://")):
         import psycopg
 

@@ -5,6 +5,7 @@
 
 from custval.api.routes import (
     customers,
+    events,
     forecasts,
     health,
     models,
@@ -22,6 +23,7 @@ ROUTERS = (
     recommend.router,
     segments.router,
     customers.router,
+    events.router,
     forecasts.router,
     models.router,
 )

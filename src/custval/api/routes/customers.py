@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from datetime import date
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from pydantic_core import PydanticCustomError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
@@ -28,10 +29,43 @@ NO_SUCH_CUSTOMER = "the latest stored run has no such customer"
     "/v1/customers/{customer_id}", responses={404: {}}, dependencies=[Depends(require("read"))]
 )
 @guarded
-async def customer(customer_id: str, service: ServiceDep) -> Response:
+async def customer(
+    customer_id: str,
+    service: ServiceDep,
+    as_of: Annotated[
+        date | None,
+        Query(
+            description="with --realtime: the date to answer at (default: now); after the "
+            "customer's latest record"
+        ),
+    ] = None,
+) -> Response:
     """The customer's prediction and reasons in the latest stored scoring run (the id is
-    trimmed and upper-cased, as the cleaning keeps ids)."""
-    return await _stored(customer_id, service, "customer")
+    trimmed and upper-cased, as the cleaning keeps ids). With ``--realtime`` the numbers
+    are as of now, from the customer's state: every event received counts (``source``
+    ``state``, ``events_since_run``)."""
+    realtime = service.realtime
+    if realtime is None:
+        if as_of is not None:
+            raise ApiError(422, "as_of needs a service started with --realtime")
+        return await _stored(customer_id, service, "customer")
+    wanted = _wanted(customer_id)
+    state = service.store_state
+    found = await run_in_threadpool(
+        realtime.customer,
+        wanted,
+        service.registry.active,
+        as_of=as_of,
+        clv=state.clv,
+        segments=state.segments,
+    )
+    if found is None:
+        raise ApiError(
+            404,
+            "no such customer: none of their records is a purchase or a profile (events of "
+            "other kinds alone do not make a customer)",
+        )
+    return json_response(found)
 
 
 async def _stored(customer_id: str, service: Any, what: str) -> Response:

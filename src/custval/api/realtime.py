@@ -1,0 +1,144 @@
+"""The service's real time (``custval serve --realtime``): events in, a customer's numbers as of
+now out (:mod:`custval.flows.realtime`).
+
+The worker holds the store for writing while it runs (a DuckDB file admits one writing
+process, which then shares it with the worker's readers); its :class:`EventWriter` commits
+the events of concurrent requests together. A request reads the customer's state through its
+thread's own connection.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import date, datetime
+from typing import Any
+
+from custval.api.online import OnlineModel
+from custval.data.events import EventBatch
+from custval.errors import CustvalError
+from custval.flows.realtime import EventWriter, FeatureOptions, Ingested, customer_now
+from custval.store import Store, open_store
+from custval.store import events as stored
+from custval.store.runs import hold_store
+
+__all__ = ["Realtime"]
+
+#: how long the state's build and the latest run are trusted before they are read again
+_FRESH_SECONDS = 2.0
+
+
+class Realtime:
+    """Events and the customers' numbers as of now, for one worker."""
+
+    def __init__(self, store_url: str) -> None:
+        self.url = store_url
+        self.store = hold_store(store_url, wait=10.0)
+        self.writer = EventWriter(self.store)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._read_at = 0.0
+        self._build: dict[str, Any] | None = None
+        self._run: tuple[str | None, datetime | None] = (None, None)
+
+    def reader(self) -> Store:
+        """This thread's connection to the store (kept: a connection per request would cost
+        more than the request)."""
+        store = getattr(self._local, "store", None)
+        if store is None:
+            store = open_store(self.url, read_only=True)
+            self._local.store = store
+        return store  # type: ignore[no-any-return]
+
+    def fresh(self) -> tuple[dict[str, Any] | None, tuple[str | None, datetime | None]]:
+        """The state's latest build and the latest scoring run (id, finished), read again
+        every two seconds (a rebuild or a run on PostgreSQL shows within them)."""
+        now = time.monotonic()
+        if now - self._read_at > _FRESH_SECONDS:
+            with self._lock:
+                if now - self._read_at > _FRESH_SECONDS:
+                    reader = self.reader()
+                    self._build = stored.build_meta(reader)
+                    rows = reader.query(
+                        "SELECT run_id, finished_at FROM runs WHERE status = 'succeeded' AND "
+                        "kind = 'score' ORDER BY finished_at DESC, run_id DESC LIMIT 1"
+                    )
+                    self._run = (rows[0][0], rows[0][1]) if rows else (None, None)
+                    self._read_at = now
+        return self._build, self._run
+
+    def ingest(self, batch: EventBatch) -> Ingested:
+        """Apply one batch of events (all or nothing), with the other requests' at once."""
+        if self.fresh()[0] is None:
+            raise CustvalError(
+                "the store has no customer state yet",
+                hint="Run 'custval rebuild -c custval.toml' once (with the service stopped "
+                "when the store is a DuckDB file), then start the service again",
+            )
+        return self.writer.submit(batch)
+
+    def customer(
+        self,
+        customer_id: str,
+        model: OnlineModel,
+        *,
+        as_of: date | None,
+        clv: dict[str, Any] | None,
+        segments: tuple[str, dict[str, Any]] | None,
+    ) -> dict[str, Any] | None:
+        """The customer's numbers as of ``as_of`` (default: now) from their state, scored by
+        ``model``: value probability, class and reasons, CLV, P(alive), expected purchases,
+        segment; None when the state has no such customer."""
+        build, (run_id, finished) = self.fresh()
+        if build is None:
+            return None
+        options = FeatureOptions.of(build, model.manifest.get("features", {}))
+        found = customer_now(
+            self.reader(),
+            customer_id,
+            options,
+            as_of=as_of,
+            clv_saved=clv,
+            segments=segments,
+            since=finished,
+        )
+        if found is None:
+            return None
+        features = found.pop("features")
+        row = {c: features.get(c) for c in model.schema.columns}
+        row["customer_id"] = customer_id
+        scored = model.score([row])[0]
+        reasons = [
+            {
+                "rank": k + 1,
+                "feature": r["feature"],
+                "value": r["value"],
+                "contribution": r["contribution"],
+                "direction": _direction(r["contribution"]),
+                "text": r["text"],
+            }
+            for k, r in enumerate(scored["reasons"])
+        ]
+        return {
+            "customer_id": customer_id,
+            "as_of": found["as_of"],
+            "source": "state",
+            "run_id": run_id,
+            "model_version": model.version,
+            "value_probability": scored["value_probability"],
+            "value_class": scored["value_class"],
+            "clv_expected": found.get("clv_expected"),
+            "p_alive": found.get("p_alive"),
+            "expected_purchases": found.get("expected_purchases"),
+            "segment": found.get("segment"),
+            "events_since_run": found["events_since_run"],
+            "reasons": reasons,
+        }
+
+    def close(self) -> None:
+        self.writer.close()
+        self.store.close()
+
+
+def _direction(contribution: float) -> str:
+    return "raises" if contribution > 0 else ("lowers" if contribution < 0 else "none")
