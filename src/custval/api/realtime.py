@@ -36,6 +36,8 @@ class Realtime:
         self.store = hold_store(store_url, wait=10.0)
         self.writer = EventWriter(self.store)
         self._local = threading.local()
+        self._readers: list[Store] = []
+        self._readers_lock = threading.Lock()
         self._lock = threading.Lock()
         self._read_at = 0.0
         self._build: dict[str, Any] | None = None
@@ -48,6 +50,8 @@ class Realtime:
         if store is None:
             store = open_store(self.url, read_only=True)
             self._local.store = store
+            with self._readers_lock:
+                self._readers.append(store)
         return store  # type: ignore[no-any-return]
 
     def fresh(self) -> tuple[dict[str, Any] | None, tuple[str | None, datetime | None]]:
@@ -136,7 +140,13 @@ class Realtime:
         }
 
     def close(self) -> None:
+        """Finish the events waiting; release the store (the readers' connections first: a
+        DuckDB file stays open while one of them is)."""
         self.writer.close()
+        with self._readers_lock:
+            for reader in self._readers:
+                reader.close()
+            self._readers.clear()
         self.store.close()
 
 

@@ -154,6 +154,7 @@ _TYPES = {"purchase", "refund", "web_session", "product_usage"}
 @friendly
 def rebuild(
     config: ConfigOpt = Path("custval.toml"),
+    store: StoreUrlOpt = None,
     check: Annotated[
         bool,
         typer.Option(
@@ -170,6 +171,8 @@ def rebuild(
     from custval.flows.realtime import check_state, rebuild
 
     project = load(config)
+    if store is not None:
+        project = project.model_copy(update={"store": store})
     if check:
         with steps(3 * len(project.sources) + 1) as advance:
             advance("comparing the state with the batch features")

@@ -128,5 +128,9 @@ def _reading(url: str) -> Store:
 
 
 def _has_events_table(store: Store) -> bool:
-    version = store.query("SELECT COALESCE(MAX(version), 0) FROM schema_version")[0][0]
-    return int(version) >= 13
+    """Whether the store is at migration 13 (a store opened to read is not upgraded)."""
+    found = store.query(
+        "SELECT COUNT(*) FROM information_schema.tables "
+        "WHERE table_name = 'events' AND table_schema = current_schema()"
+    )
+    return bool(found[0][0])

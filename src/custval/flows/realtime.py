@@ -256,7 +256,7 @@ def _ingest_locked(
 ) -> list[Ingested | IngestError]:
     ids = [e.event_id for b in batches for e in b.events]
     seen = stored.known_events(store, ids)
-    states = stored.read_states(store, customers)
+    states = stored.read_states(store, customers, locked=True)
     existing = set(states)
     through = stored.as_date(build["data_through"])
     outcomes: list[Ingested | IngestError] = []

@@ -99,25 +99,29 @@ def build_meta(store: Any) -> dict[str, Any] | None:
 
 
 def known_events(store: Any, event_ids: list[str]) -> dict[str, str]:
-    """``{event_id: fingerprint}`` of those of ``event_ids`` the store has."""
+    """``{event_id: fingerprint}`` of those of ``event_ids`` the store has (read inside the
+    caller's transaction)."""
     if not event_ids:
         return {}
     marks = ", ".join("?" for _ in event_ids)
-    rows = store.query(
+    rows = store.fetch(
         f"SELECT event_id, fingerprint FROM events WHERE event_id IN ({marks})", tuple(event_ids)
     )
     return {r[0]: r[1] for r in rows}
 
 
-def read_states(store: Any, customer_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+def read_states(
+    store: Any, customer_ids: Iterable[str], *, locked: bool = False
+) -> dict[str, dict[str, Any]]:
     """The states of those customers the store has: ``{customer_id: {part: value}}`` with the
-    JSON parts parsed and ``events_applied``."""
+    JSON parts parsed and ``events_applied``. ``locked``: read inside the caller's
+    transaction, which holds the customers (:func:`lock_customers`)."""
     ids = list(customer_ids)
     if not ids:
         return {}
     marks = ", ".join("?" for _ in ids)
     cols = ("customer_id", *STATE_PARTS, "events_applied")
-    rows = store.query(
+    rows = (store.fetch if locked else store.query)(
         f"SELECT {', '.join(cols)} FROM customer_state WHERE customer_id IN ({marks})",
         tuple(ids),
     )

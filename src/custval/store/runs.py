@@ -540,8 +540,13 @@ class Store:
             return cur
         return self.con.execute(sql, list(params))
 
+    def fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a query inside the caller's transaction (no commit: its locks and its
+        writes stay the transaction's)."""
+        return [tuple(r) for r in self._execute(sql, params).fetchall()]
+
     def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        """Rows of a query (``?`` placeholders on both engines)."""
+        """Rows of a query (``?`` placeholders on both engines), committed on PostgreSQL."""
         cur = self._execute(sql, params)
         rows = cur.fetchall()
         if self.engine == "postgres":

@@ -1,0 +1,504 @@
+"""Real time: events into the store, each customer's state, their numbers as of now.
+
+One trained and scored company (tests/test_api.py's, built once per run) is copied per test.
+Covered: the state after thousands of random events (late, retried, new customers, refunds,
+web sessions, product use) equals the batch feature code on the same records, on DuckDB and
+PostgreSQL; a scoring run over the same events gives the numbers the service answers, to
+1e-9; a damaged state is found and rebuilt; a retry changes nothing; bad events are refused
+whole; concurrent events of one customer all count, across writers.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from custval import flows
+from custval.api.app import ServiceSettings, create_app
+from custval.api.keys import new_key
+from custval.config import Project, load_project
+from custval.data.events import EventBatch
+from custval.flows import realtime as rt
+from custval.store import open_store
+from tests.factories import built_once, free_port
+from tests.test_api import _train
+
+AS_OF = date(2026, 1, 1)  # the trained company's as-of date: its data ends the day before
+
+
+@dataclass
+class Company:
+    root: Path
+    project: Project
+    models: Path
+    version: str
+
+    @property
+    def store(self) -> str:
+        return self.project.store
+
+
+@pytest.fixture
+def company(shared_dir: Path, tmp_path: Path) -> Company:
+    """A copy of the trained company (its DuckDB store has one scoring run), state rebuilt."""
+    shutil.copytree(built_once(shared_dir, "api-trained", _train), tmp_path, dirs_exist_ok=True)
+    meta = json.loads((tmp_path / "trained.json").read_text())
+    project = load_project(tmp_path / "co" / "custval.toml")
+    project = project.model_copy(update={"store": str(tmp_path / "store.duckdb")})
+    rt.rebuild(project)
+    return Company(tmp_path, project, tmp_path / "models", meta["versions"][0])
+
+
+def customer_ids(store_url: str, buyers: bool = False) -> list[str]:
+    """The customers of the state (only those with a purchase: ``buyers``)."""
+    where = " WHERE purchase_days > 0" if buyers else ""
+    with open_store(store_url, read_only=True) as store:
+        return sorted(r[0] for r in store.query(f"SELECT customer_id FROM customer_state{where}"))
+
+
+def random_event(rng: random.Random, i: int, ids: list[str], late: bool = False) -> dict:
+    """One event of any kind for a known or new customer; ``late`` dates it within the batch
+    data (before the as-of date), else anywhere from two months before it to now."""
+    start = datetime(2025, 11, 1) if late else datetime(2025, 11, 1)
+    end = datetime(2025, 12, 31) if late else datetime.now(UTC).replace(tzinfo=None)
+    when = start + (end - start) * rng.random()
+    kind = rng.choice(["purchase"] * 5 + ["refund", "web_session", "product_usage"] * 2)
+    event: dict[str, Any] = {
+        "event_id": f"e{i}",
+        "type": kind,
+        "customer_id": rng.choice(ids) if rng.random() < 0.97 else f"NEW{rng.randint(1, 40)}",
+        "timestamp": when.isoformat(timespec="seconds"),
+    }
+    if kind == "purchase":
+        event["amount"] = round(rng.uniform(1, 300), 2)
+        event["category"] = rng.choice(["Books", " electronics ", None, "a-new-one"])
+        event["channel"] = rng.choice(["web", "app", None, "Phone"])
+        if rng.random() < 0.3:  # a second line of an order already seen, sometimes
+            event["order_id"] = f"O{rng.randint(1, 400)}"
+    elif kind == "refund":
+        if rng.random() < 0.98:  # mostly of buyers; a new customer's refund is refused
+            event["customer_id"] = rng.choice(ids)
+        event["amount"] = round(rng.uniform(0.5, 15), 2)
+    elif kind == "web_session":
+        event |= {
+            "page_views": rng.choice([None, rng.randint(0, 30)]),
+            "duration_sec": rng.choice([None, rng.uniform(0, 2000)]),
+            "blogs_viewed": rng.randint(0, 3),
+            "converted": rng.choice([None, True, False]),
+        }
+    else:
+        event |= {
+            "features_used": rng.choice([None, rng.randint(0, 12)]),
+            "sessions": rng.randint(0, 6),
+            "time_sec": rng.choice([None, rng.uniform(0, 9000)]),
+        }
+    return event
+
+
+def send_randomly(store_url: str, events: list[dict], rng: random.Random) -> tuple[int, int]:
+    """The events in batches of 1 to 40, some batches sent twice (retries): (applied,
+    refused batches)."""
+    applied = refused = 0
+    with open_store(store_url) as store:
+        k = 0
+        while k < len(events):
+            size = rng.randint(1, 40)
+            batch = EventBatch.model_validate({"events": events[k : k + size]})
+            (done,) = rt.ingest(store, [batch])
+            if isinstance(done, rt.IngestError):
+                refused += 1
+            else:
+                applied += done.applied
+                if rng.random() < 0.05:
+                    (again,) = rt.ingest(store, [batch])
+                    assert isinstance(again, rt.Ingested)
+                    assert (again.applied, again.duplicates) == (0, len(batch.events))
+            k += size
+    return applied, refused
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "postgres"])
+def test_state_equals_the_batch_features_after_random_events(
+    company: Company, engine: str, request: pytest.FixtureRequest
+) -> None:
+    project = company.project
+    if engine == "postgres":
+        from tests.factories import search_path_url
+
+        url = search_path_url(
+            request.getfixturevalue("pg_url"), request.getfixturevalue("pg_schema")
+        )
+        project = project.model_copy(update={"store": url})
+        rt.rebuild(project)
+    rng = random.Random(7)
+    ids = customer_ids(project.store, buyers=True)
+    events = [random_event(rng, i, ids, late=rng.random() < 0.2) for i in range(3000)]
+    applied, refused = send_randomly(project.store, events, rng)
+    assert applied > 2000
+    assert refused > 0  # refunds before any purchase of a new customer, at least
+    with open_store(project.store, read_only=True) as store:
+        assert store.query("SELECT COUNT(*) FROM events")[0][0] == applied
+
+    found = rt.check_state(project)
+    assert found.mismatches == []
+    assert found.customers >= 1500
+    assert found.columns > 60
+    assert found.max_difference <= 1e-9
+
+
+def test_a_damaged_state_is_found_and_rebuilt(company: Company) -> None:
+    rng = random.Random(3)
+    ids = customer_ids(company.store, buyers=True)
+    send_randomly(company.store, [random_event(rng, i, ids) for i in range(300)], rng)
+    cli = [
+        sys.executable,
+        "-m",
+        "custval",
+        "rebuild",
+        "-c",
+        str(company.project.root / "custval.toml"),
+    ]
+    cli += ["--store", company.store]
+    assert subprocess.run([*cli, "--check"], capture_output=True, text=True).returncode == 0
+    with open_store(company.store) as store:
+        store.query(
+            "UPDATE customer_state SET buys = NULL WHERE customer_id IN (?, ?)", tuple(ids[:2])
+        )
+        store.query("DELETE FROM customer_state WHERE customer_id = ?", (ids[5],))
+    damaged = subprocess.run([*cli, "--check"], capture_output=True, text=True)
+    assert damaged.returncode == 1, damaged.stdout + damaged.stderr
+    assert ids[0] in damaged.stdout and "custval rebuild" in damaged.stdout
+    fixed = subprocess.run(cli, capture_output=True, text=True)
+    assert fixed.returncode == 0, fixed.stderr
+    assert "state rebuilt" in fixed.stdout
+    again = subprocess.run([*cli, "--check"], capture_output=True, text=True)
+    assert again.returncode == 0, again.stdout
+    assert "equals the batch features" in again.stdout
+
+
+# ---- over HTTP ------------------------------------------------------------------------------
+
+
+@dataclass
+class Running:
+    url: str
+    headers: dict[str, str]
+    stop: Any
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers=self.headers, timeout=30)
+
+
+@pytest.fixture
+def serve(company: Company, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Start the service with --realtime in a thread (stopped by the returned handle, or at
+    the end): its key has scope admin (events and reads)."""
+    key, entry = new_key("ops", "admin")
+    monkeypatch.setenv("CUSTVAL_API_KEYS", entry.entry)
+    running: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def start() -> Running:
+        settings = ServiceSettings(
+            models_dir=company.models, model=company.version, store=company.store, realtime=True
+        )
+        port = free_port()
+        server = uvicorn.Server(
+            uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+        )
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        while not server.started:
+            time.sleep(0.02)
+        running.append((server, thread))
+
+        def stop() -> None:
+            server.should_exit = True
+            thread.join(timeout=30)
+
+        return Running(f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {key}"}, stop)
+
+    yield start
+    for server, thread in running:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+NUMBERS = ("value_probability", "clv_expected", "p_alive", "expected_purchases")
+
+
+def test_a_scoring_run_over_the_events_gives_the_numbers_the_service_answers(
+    company: Company, serve: Any
+) -> None:
+    rng = random.Random(11)
+    ids = customer_ids(company.store)
+    chosen = ids[:: len(ids) // 25][:25]
+    # late events (before the as-of date): a scoring run at that date includes them
+    events = [
+        {
+            "event_id": f"late{i}",
+            "type": "purchase",
+            "customer_id": cid,
+            "timestamp": f"2025-12-{rng.randint(1, 30):02d}T12:00:00",
+            "amount": round(rng.uniform(5, 400), 2),
+            "category": rng.choice(["books", "electronics", "home"]),
+            "channel": "web",
+        }
+        for i, cid in enumerate(chosen * 2)
+    ]
+    service = serve()
+    with service.client() as http:
+        before = {
+            c: http.get(f"/v1/customers/{c}", params={"as_of": "2026-01-01"}).json() for c in chosen
+        }
+        done = http.post("/v1/events", json={"events": events})
+        assert done.status_code == 200, done.text
+        assert done.json()["applied"] == len(events)
+        assert sorted(done.json()["recomputed"]) == sorted(chosen)  # late: within the batch data
+    service.stop()
+
+    flows.score(
+        company.project,
+        store_url=company.store,
+        models_dir=company.models,
+        model_version=company.version,
+    )
+    service = serve()
+    with open_store(company.store, read_only=True) as store:
+        stored = {c: store.customer(c) for c in [*chosen, *ids[1:6]]}
+    with service.client() as http:
+        for cid, run in stored.items():
+            now = http.get(f"/v1/customers/{cid}", params={"as_of": "2026-01-01"}).json()
+            assert now["source"] == "state" and now["run_id"] == run["run_id"]
+            for key in NUMBERS:
+                assert now[key] == pytest.approx(run[key], rel=1e-9, abs=1e-12), (cid, key)
+            assert [r["feature"] for r in now["reasons"]] == [r["feature"] for r in run["reasons"]]
+            assert now["events_since_run"] == 0
+    # the events moved those customers: their CLV at the as-of date rose with the purchases
+    rose = [stored[c]["clv_expected"] > (before[c]["clv_expected"] or 0.0) for c in chosen]
+    assert sum(rose) >= 20
+
+
+def test_events_change_the_numbers_at_once_and_a_retry_changes_nothing(
+    company: Company, serve: Any
+) -> None:
+    cid = customer_ids(company.store)[10]
+    service = serve()
+    purchase = {
+        "event_id": "p-1",
+        "type": "purchase",
+        "customer_id": cid.lower(),  # ids are trimmed and upper-cased, as the sources' are
+        "timestamp": datetime.now(UTC).isoformat(),
+        "amount": 250.0,
+    }
+    with service.client() as http:
+        before = http.get(f"/v1/customers/{cid}").json()
+        assert before["as_of"] == (datetime.now(UTC).date() + timedelta(days=1)).isoformat()
+        first = http.post("/v1/events", json=purchase)  # one event alone is a batch of one
+        assert first.json() == {"applied": 1, "duplicates": 0, "customers": [cid], "recomputed": []}
+        after = http.get(f"/v1/customers/{cid}").json()
+        assert after["p_alive"] > before["p_alive"]
+        assert after["clv_expected"] > before["clv_expected"]
+        assert after["events_since_run"] == before["events_since_run"] + 1
+        state = _state_row(http, service, company, cid)
+        again = http.post("/v1/events", json={"events": [purchase]})
+        assert again.json() == {"applied": 0, "duplicates": 1, "customers": [], "recomputed": []}
+        assert http.get(f"/v1/customers/{cid}").json() == after
+        assert _state_row(http, service, company, cid) == state
+
+
+def _state_row(http: httpx.Client, service: Running, company: Company, cid: str) -> Any:
+    """The customer's state row and the events count, read through the service's own store
+    (it holds the DuckDB file)."""
+    from custval.store.events import read_states
+
+    with open_store(company.store, read_only=True) as store:
+        return read_states(store, [cid]), store.query("SELECT COUNT(*) FROM events")[0][0]
+
+
+def test_bad_events_are_refused_whole(company: Company, serve: Any) -> None:
+    ids = customer_ids(company.store)
+    service = serve()
+    now = datetime.now(UTC)
+    ok = {
+        "event_id": "ok-1",
+        "type": "purchase",
+        "customer_id": ids[0],
+        "amount": 10.0,
+        "timestamp": now.isoformat(),
+    }
+    with service.client() as http:
+        state = _state_row(http, service, company, ids[0])
+        cases = {
+            "future": (
+                {**ok, "event_id": "f", "timestamp": (now + timedelta(days=1)).isoformat()},
+                422,
+                "in the future",
+            ),
+            "type": ({**ok, "event_id": "t", "type": "visit"}, 422, "does not match any"),
+            "refund": (
+                {
+                    "event_id": "r",
+                    "type": "refund",
+                    "customer_id": ids[0],
+                    "timestamp": now.isoformat(),
+                    "amount": 10**7,
+                },
+                422,
+                "more than customer",
+            ),
+            "negative": ({**ok, "event_id": "n", "amount": -5}, 422, "type 'refund'"),
+            "text": ({**ok, "event_id": "x", "amount": "12"}, 422, "a number is needed"),
+            "field": ({**ok, "event_id": "y", "colour": "red"}, 422, "colour"),
+        }
+        for name, (bad, status, says) in cases.items():
+            answer = http.post("/v1/events", json={"events": [ok, bad]})
+            assert answer.status_code == status, (name, answer.text)
+            assert says in answer.text, (name, answer.text)
+        too_many = [{**ok, "event_id": f"m{i}"} for i in range(10_000)]
+        answer = http.post("/v1/events", json={"events": too_many})
+        assert answer.status_code == 413 and "the limit is 1,000" in answer.text
+        # nothing of any of them was applied
+        assert _state_row(http, service, company, ids[0]) == state
+        # an event id used for another event: 409, and the first stays as it was
+        assert http.post("/v1/events", json=ok).status_code == 200
+        other = http.post("/v1/events", json={**ok, "amount": 99.0})
+        assert other.status_code == 409 and "used for another event" in other.text
+        late = {**ok, "event_id": "late", "timestamp": "2024-03-01T10:00:00"}
+        assert http.post("/v1/events", json=late).json()["recomputed"] == [ids[0]]
+        early = http.get(f"/v1/customers/{ids[0]}", params={"as_of": "2024-01-01"})
+        assert early.status_code == 422 and "not after customer" in early.text
+        web_only = {
+            "event_id": "w",
+            "type": "web_session",
+            "customer_id": "VISITOR-1",
+            "timestamp": now.isoformat(),
+        }
+        assert http.post("/v1/events", json=web_only).status_code == 200
+        assert http.get("/v1/customers/VISITOR-1").status_code == 404
+
+
+def test_concurrent_events_of_one_customer_all_count(
+    company: Company, request: pytest.FixtureRequest
+) -> None:
+    """Eight threads send 40 purchases each for one customer and for others, through two
+    writers (two connections, as two workers of a PostgreSQL service would be)."""
+    from tests.factories import search_path_url
+
+    url = search_path_url(request.getfixturevalue("pg_url"), request.getfixturevalue("pg_schema"))
+    project = company.project.model_copy(update={"store": url})
+    rt.rebuild(project)
+    cid = customer_ids(url)[0]
+    writers = [rt.EventWriter(open_store(url)) for _ in range(2)]
+    now = datetime.now(UTC).isoformat()
+
+    def send(t: int) -> None:
+        for i in range(40):
+            batch = EventBatch.model_validate(
+                {
+                    "events": [
+                        {
+                            "event_id": f"{t}-{i}",
+                            "type": "purchase",
+                            "customer_id": cid,
+                            "timestamp": now,
+                            "amount": 1.0,
+                        },
+                        {
+                            "event_id": f"{t}-{i}-o",
+                            "type": "purchase",
+                            "customer_id": f"N{t}-{i % 3}",
+                            "timestamp": now,
+                            "amount": 2.0,
+                        },
+                    ]
+                }
+            )
+            writers[t % 2].submit(batch)
+
+    with open_store(url, read_only=True) as store:
+        before = store.query("SELECT spend FROM customer_state WHERE customer_id = ?", (cid,))[0][0]
+    threads = [threading.Thread(target=send, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for w in writers:
+        w.close()
+        w.store.close()
+    with open_store(url, read_only=True) as store:
+        after = store.query("SELECT spend FROM customer_state WHERE customer_id = ?", (cid,))[0][0]
+        assert store.query("SELECT COUNT(*) FROM events")[0][0] == 640
+        others = store.query(
+            "SELECT SUM(spend) FROM customer_state WHERE left(customer_id, 1) = 'N'"
+        )
+    assert after == pytest.approx(before + 320.0)
+    assert others[0][0] == pytest.approx(640.0)
+
+
+def test_one_customers_events_wait_for_each_other_and_others_do_not(
+    company: Company, request: pytest.FixtureRequest
+) -> None:
+    """A transaction holding a customer (as an ingest holds it while it writes) makes a second
+    writer's event of that customer wait until it commits; another customer's goes through."""
+    from custval.store.events import lock_customers
+    from tests.factories import search_path_url
+
+    url = search_path_url(request.getfixturevalue("pg_url"), request.getfixturevalue("pg_schema"))
+    rt.rebuild(company.project.model_copy(update={"store": url}))
+    held, other = customer_ids(url, buyers=True)[:2]
+    now = datetime.now(UTC).isoformat()
+    locked, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with open_store(url) as store, store._transaction():
+            lock_customers(store, [held])
+            locked.set()
+            release.wait(5)
+
+    def send(cid: str, seconds: dict[str, float]) -> None:
+        batch = EventBatch.model_validate(
+            {
+                "events": [
+                    {
+                        "event_id": f"w-{cid}",
+                        "type": "purchase",
+                        "customer_id": cid,
+                        "timestamp": now,
+                        "amount": 3.0,
+                    }
+                ]
+            }
+        )
+        started = time.perf_counter()
+        with open_store(url) as store:
+            (done,) = rt.ingest(store, [batch])
+        assert isinstance(done, rt.Ingested) and done.applied == 1
+        seconds[cid] = time.perf_counter() - started
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    locked.wait(5)
+    seconds: dict[str, float] = {}
+    waiting = threading.Thread(target=send, args=(held, seconds))
+    waiting.start()
+    send(other, seconds)  # another customer: not held up
+    time.sleep(0.5)
+    assert held not in seconds  # still waiting for the holder
+    release.set()
+    holder.join()
+    waiting.join()
+    assert seconds[other] < 0.5 <= seconds[held]
