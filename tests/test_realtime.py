@@ -73,7 +73,7 @@ def customer_ids(store_url: str, buyers: bool = False) -> list[str]:
 def random_event(rng: random.Random, i: int, ids: list[str], late: bool = False) -> dict:
     """One event of any kind for a known or new customer; ``late`` dates it within the batch
     data (before the as-of date), else anywhere from two months before it to now."""
-    start = datetime(2025, 11, 1) if late else datetime(2025, 11, 1)
+    start = datetime(2025, 11, 1)
     end = datetime(2025, 12, 31) if late else datetime.now(UTC).replace(tzinfo=None)
     when = start + (end - start) * rng.random()
     kind = rng.choice(["purchase"] * 5 + ["refund", "web_session", "product_usage"] * 2)
