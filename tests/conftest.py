@@ -53,6 +53,30 @@ def pg_url() -> str:
     return url
 
 
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    """The URL of the test RabbitMQ broker, from CUSTVAL_TEST_AMQP_URL (set by .ci/run): a
+    missing or silent broker skips the test, and fails it under CI, as for PostgreSQL."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = os.environ.get("CUSTVAL_TEST_AMQP_URL")
+    under_ci = os.environ.get("CI", "").lower() == "true"
+    if not url:
+        if under_ci:
+            pytest.fail("CUSTVAL_TEST_AMQP_URL is not set; under CI the broker tests must run")
+        pytest.skip("CUSTVAL_TEST_AMQP_URL is not set; the queue consumer test needs a broker")
+    parts = urlparse(url)
+    try:
+        socket.create_connection((parts.hostname, parts.port or 5672), timeout=5).close()
+    except OSError as exc:
+        message = f"the broker of CUSTVAL_TEST_AMQP_URL does not answer: {exc}"
+        if under_ci:
+            pytest.fail(message)
+        pytest.skip(message)
+    return url
+
+
 @pytest.fixture
 def pg_schema(pg_url: str) -> Iterator[str]:
     """An empty schema of its own in the test PostgreSQL database, dropped after the test."""

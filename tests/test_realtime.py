@@ -502,3 +502,53 @@ def test_one_customers_events_wait_for_each_other_and_others_do_not(
     holder.join()
     waiting.join()
     assert seconds[other] < 0.5 <= seconds[held]
+
+
+def test_a_queue_consumer_feeds_the_state_through_the_same_function(
+    company: Company, amqp_url: str
+) -> None:
+    """docs/examples/rabbitmq_consumer.py against the machine's RabbitMQ: 100 messages of 3
+    events, one message sent twice (a redelivery), one that is no event and one the state
+    refuses; the state then equals the batch features, as after HTTP."""
+    import importlib.util
+    import uuid
+
+    import pika
+
+    path = Path(__file__).parents[1] / "docs" / "examples" / "rabbitmq_consumer.py"
+    spec = importlib.util.spec_from_file_location("rabbitmq_consumer", path)
+    consumer = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(consumer)  # type: ignore[union-attr]
+    queue = f"custval-test-{uuid.uuid4().hex[:8]}"
+    rng = random.Random(5)
+    ids = customer_ids(company.store, buyers=True)
+    messages = [
+        json.dumps({"events": [random_event(rng, 3 * m + j, ids) for j in range(3)]})
+        for m in range(100)
+    ]
+    messages = [m for m in messages if '"refund"' not in m]  # refunds may be refused: kept apart
+    refused = {
+        "event_id": "big-refund",
+        "type": "refund",
+        "customer_id": ids[0],
+        "timestamp": datetime.now(UTC).isoformat(),
+        "amount": 1e9,
+    }
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    channel = connection.channel()
+    channel.queue_declare(queue=queue, durable=True)
+    try:
+        for body in [*messages, messages[0], "not json", json.dumps(refused)]:
+            channel.basic_publish(exchange="", routing_key=queue, body=body)
+        counts = consumer.consume(company.store, amqp_url, queue, prefetch=50, idle_seconds=1.0)
+        dead = channel.queue_declare(queue=f"{queue}.dead", passive=True).method.message_count
+        _, props, body = channel.basic_get(f"{queue}.dead", auto_ack=True)
+    finally:
+        channel.queue_delete(queue=queue)
+        channel.queue_delete(queue=f"{queue}.dead")
+        connection.close()
+    assert counts == {"applied": 3 * len(messages), "duplicates": 3, "dead": 2}
+    assert dead == 2 and body == b"not json" and "JSON" in props.headers["reason"]
+    with open_store(company.store, read_only=True) as store:
+        assert store.query("SELECT COUNT(*) FROM events")[0][0] == 3 * len(messages)
+    assert rt.check_state(company.project).mismatches == []
