@@ -9,6 +9,7 @@ thread's own connection.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from datetime import date, datetime
@@ -17,7 +18,13 @@ from typing import Any
 from custval.api.online import OnlineModel
 from custval.data.events import EventBatch
 from custval.errors import CustvalError
-from custval.flows.realtime import EventWriter, FeatureOptions, Ingested, customer_now
+from custval.flows.realtime import (
+    EventWriter,
+    FeatureOptions,
+    Ingested,
+    customer_now,
+    outcome_of,
+)
 from custval.store import Store, open_store
 from custval.store import events as stored
 from custval.store.runs import hold_store
@@ -71,15 +78,16 @@ class Realtime:
                     self._read_at = now
         return self._build, self._run
 
-    def ingest(self, batch: EventBatch) -> Ingested:
-        """Apply one batch of events (all or nothing), with the other requests' at once."""
-        if self.fresh()[0] is None:
+    async def ingest(self, batch: EventBatch) -> Ingested:
+        """Apply one batch of events (all or nothing), with the other requests' at once; the
+        request waits in the event loop, not in a thread."""
+        if self._build is None and self.fresh()[0] is None:
             raise CustvalError(
                 "the store has no customer state yet",
                 hint="Run 'custval rebuild -c custval.toml' once (with the service stopped "
                 "when the store is a DuckDB file), then start the service again",
             )
-        return self.writer.submit(batch)
+        return outcome_of(await asyncio.wrap_future(self.writer.enqueue(batch)))
 
     def customer(
         self,

@@ -334,7 +334,10 @@ class StoreState:
         keys_interval: float = 2.0,
     ) -> None:
         self.settings, self.interval, self.keys_interval = settings, interval, keys_interval
-        self._stamp = _file_stamp(settings)
+        # a DuckDB file is watched for other processes' writes (a key revoked); a service
+        # taking events holds it, so no other process writes, and its own writes would look
+        # like changes on every request
+        self._stamp = None if settings.realtime else _file_stamp(settings)
         self._keys_lock = threading.Lock()
         self.ring = _keys(settings, migrate=not worker)
         self.clv = _clv_models(settings, migrate=False)

@@ -161,6 +161,24 @@ _WEB_SUMS = {
 }
 
 
+def copy_part(value: Any) -> Any:
+    """A copy of one part of a state, to change without touching the original: the lists and
+    maps of the parts one level deep (what the ``add_*`` functions change), faster than a
+    generic deep copy."""
+    if isinstance(value, dict):
+        return {
+            k: (
+                [list(x) if isinstance(x, list) else x for x in v]
+                if isinstance(v, list)
+                else dict(v)
+                if isinstance(v, dict)
+                else v
+            )
+            for k, v in value.items()
+        }
+    return value
+
+
 def _part(state: State, key: str, empty: Any) -> State:
     """The state's part ``key``, made empty first when the customer has none."""
     if state.get(key) is None:

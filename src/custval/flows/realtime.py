@@ -15,9 +15,9 @@ same records gives the same numbers as the state.
 
 from __future__ import annotations
 
-import copy
 import queue
 import threading
+import time
 import zlib
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -161,7 +161,6 @@ def _data_through(tables: dict[str, pa.Table]) -> date | None:
 def rebuild(project: Project, *, progress: Progress = _noop) -> Rebuilt:
     """Recompute every customer's state from the project's sources and the store's events and
     put it in place of the store's, in one transaction."""
-    import time
 
     started = time.perf_counter()
     prepared = prepare(project, progress=progress)
@@ -226,11 +225,13 @@ def _lock_for(customer_ids: list[str]) -> list[threading.Lock]:
     return [_LOCKS[i] for i in slots]
 
 
-def ingest(store: Store, batches: list[EventBatch]) -> list[Ingested | IngestError]:
+def ingest(
+    store: Store, batches: list[EventBatch], build: dict[str, Any] | None = None
+) -> list[Ingested | IngestError]:
     """Apply ``batches`` of events, each all or nothing, in one transaction: for each batch
     what it did, or why it was refused (nothing of it applied). The store must have a built
-    state (:func:`rebuild`)."""
-    build = stored.build_meta(store)
+    state (:func:`rebuild`; ``build``: its latest, when the caller has read it)."""
+    build = build or stored.build_meta(store)
     if build is None:
         raise CustvalError(
             "the store has no customer state yet",
@@ -294,6 +295,7 @@ def _apply_batch(
     changed: dict[str, dict[str, Any]] = {}
     new: list[Any] = []
     marks: dict[str, str] = {}
+    copied: set[tuple[str, str]] = set()
     for i, event in enumerate(batch.events):
         mark = fingerprint(event)
         before = marks.get(event.event_id) or seen.get(event.event_id)
@@ -308,9 +310,13 @@ def _apply_batch(
             result.duplicates += 1
             continue
         cid = event.customer_id
-        if cid not in changed:
-            changed[cid] = copy.deepcopy(states.get(cid) or {})
+        if cid not in changed:  # the parts are copied as events touch them (they are large)
+            changed[cid] = dict(states.get(cid) or {})
         state = changed[cid]
+        part = _PARTS[event.type]
+        if (cid, part) not in copied:
+            state[part] = inc.copy_part(state.get(part))
+            copied.add((cid, part))
         late = _is_late(state, event, through)
         _apply_event(state, event, i)
         state["events_applied"] = state.get("events_applied", 0) + 1
@@ -322,6 +328,10 @@ def _apply_batch(
     seen.update(marks)
     result.customers = sorted(changed)
     return result, changed, new
+
+
+#: the state's part each event type changes
+_PARTS = {"purchase": "buys", "refund": "buys", "web_session": "web", "product_usage": "use"}
 
 
 def _is_late(state: dict[str, Any], event: Any, through: date | None) -> bool:
@@ -395,6 +405,8 @@ class EventWriter:
     def __init__(self, store: Store, *, max_events: int = 5_000) -> None:
         self.store = store
         self.max_events = max_events
+        self._build: dict[str, Any] | None = None
+        self._build_read = 0.0
         self._queue: queue.Queue[tuple[EventBatch, Future[Any]] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, daemon=True, name="custval-events")
         self._thread.start()
@@ -402,12 +414,14 @@ class EventWriter:
     def submit(self, batch: EventBatch, timeout: float = 30.0) -> Ingested:
         """Apply one batch (all or nothing) and say what it did; an :class:`IngestError`
         when it is refused."""
+        return outcome_of(self.enqueue(batch).result(timeout=timeout))
+
+    def enqueue(self, batch: EventBatch) -> Future[Any]:
+        """Queue one batch; the future gets what it did, or the :class:`IngestError` that
+        refused it, once its transaction is over (for callers that wait in an event loop)."""
         done: Future[Any] = Future()
         self._queue.put((batch, done))
-        outcome = done.result(timeout=timeout)
-        if isinstance(outcome, IngestError):
-            raise outcome
-        return outcome  # type: ignore[no-any-return]
+        return done
 
     def _run(self) -> None:
         while True:
@@ -429,7 +443,10 @@ class EventWriter:
 
     def _write(self, group: list[tuple[EventBatch, Future[Any]]]) -> None:
         try:
-            outcomes = ingest(self.store, [batch for batch, _ in group])
+            if time.monotonic() - self._build_read > 2.0:  # a rebuild shows within seconds
+                self._build = stored.build_meta(self.store)
+                self._build_read = time.monotonic()
+            outcomes = ingest(self.store, [batch for batch, _ in group], self._build)
         except Exception as exc:  # the transaction failed: nothing of the group is applied
             for _, done in group:
                 done.set_exception(exc)
@@ -441,6 +458,13 @@ class EventWriter:
         """Finish the batches waiting, then stop."""
         self._queue.put(None)
         self._thread.join(timeout=60)
+
+
+def outcome_of(outcome: Ingested | IngestError) -> Ingested:
+    """What a batch did, or the error that refused it, raised."""
+    if isinstance(outcome, IngestError):
+        raise outcome
+    return outcome
 
 
 # ---- a customer now -------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from custval.api.deps import ServiceDep, require
@@ -56,7 +55,7 @@ async def events(request: Request, service: ServiceDep) -> Response:
     batch = parse_body(lambda b: EventBatch.model_validate(_wrapped(b)), body)
     service.check_batch(len(batch.events), "events")
     try:
-        done = await run_in_threadpool(realtime.ingest, batch)
+        done = await realtime.ingest(batch)
     except IngestError as exc:
         raise ApiError(exc.status, str(exc)) from None
     return json_response(done.as_dict())

@@ -1,0 +1,288 @@
+"""Real time under load, on loopback: events in, a customer's numbers as of now out (issue 21).
+
+Data: a generated company of ``--customers`` (default 100,000) in Parquet under
+``bench/.data/realtime`` with a LightGBM value model, one scoring run and the customers' state
+built (``custval rebuild``) in a DuckDB store, and the same in a PostgreSQL store when
+``--pg URL`` is given (made once and reused; not timed).
+
+Measured with ``custval serve --realtime`` (a copy of the store for each run, so every run
+starts from the same state):
+
+* the pair: ``POST /v1/events`` with one purchase of a random customer, then ``GET
+  /v1/customers/{id}`` of that customer (the value probability with reasons, CLV, P(alive),
+  segment as of now, with the purchase counted): p50 and p99 of the pair, at 4 concurrent
+  connections (closed loop);
+* sustained ingestion: single-purchase ``POST /v1/events`` at 16 connections for
+  ``--seconds``: events per second, p50 and p99;
+* afterwards ``custval rebuild --check`` on the store: the state equals the batch features of
+  the same records (the events included).
+
+DuckDB: one worker (a DuckDB file has one writing process); PostgreSQL: ``--workers 2``.
+The load generator is the asyncio raw-socket client of ``bench/serve.py``, in this process.
+
+Targets (DuckDB store, 2 cores): the pair's p99 at most 20 ms; at least 1,000 events/s
+sustained. The PostgreSQL figures are printed for information. Exits 1 when one is missed.
+Run: ``.venv/bin/python bench/realtime.py [--customers N] [--seconds S] [--pg URL]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serve import free_port, raw_get, raw_request, wait_ready
+
+HERE = Path(__file__).resolve().parent
+PAIR_CONNECTIONS = 4
+INGEST_CONNECTIONS = 16
+
+
+def prepare(customers: int, pg: str | None) -> tuple[Path, Path, list[str]]:
+    """The company, its model, a scored DuckDB store with the state built (and the same in
+    PostgreSQL): (project file, DuckDB store, customer ids)."""
+    from custval import flows
+    from custval.config import load_project
+    from custval.data.synth import generate
+    from custval.flows.realtime import rebuild
+
+    folder = HERE / ".data" / "realtime" / str(customers)
+    config = folder / "custval.toml"
+    if not config.exists():
+        generate(customers, folder, seed=4, fmt="parquet")
+    project = load_project(config)
+    models = folder / "models"
+    store = folder / "store.duckdb"
+    if not (folder / ".built").exists():
+        t0 = time.perf_counter()
+        prepared = flows.prepare(project)
+        flows.train_value(
+            project, prepared=prepared, out_dir=models, candidates=("lightgbm",), folds=3
+        )
+        store.unlink(missing_ok=True)
+        flows.score(project, store_url=store, models_dir=models, prepared=prepared)
+        rebuild(project.model_copy(update={"store": str(store)}))
+        (folder / ".built").touch()
+        print(
+            f"trained, scored and built the state in {time.perf_counter() - t0:.0f} s (not timed)"
+        )
+    if pg:
+        t0 = time.perf_counter()
+        flows.score(project, store_url=pg, models_dir=models)
+        rebuild(project.model_copy(update={"store": pg}))
+        print(
+            f"scored into PostgreSQL and built its state in {time.perf_counter() - t0:.0f} s "
+            "(not timed)"
+        )
+    ids = customer_ids(str(store))
+    return config, store, ids
+
+
+def customer_ids(store: str) -> list[str]:
+    from custval.store import open_store
+
+    with open_store(store, read_only=True) as s:
+        return [r[0] for r in s.query("SELECT customer_id FROM customer_state")]
+
+
+#: this run's tag in the event ids: a PostgreSQL store keeps the events of earlier runs
+RUN = uuid.uuid4().hex[:8]
+
+
+def event_body(i: int, customer: str) -> bytes:
+    return json.dumps(
+        {
+            "event_id": f"bench-{RUN}-{i}",
+            "type": "purchase",
+            "customer_id": customer,
+            "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+            "amount": round(5 + (i % 97) * 1.5, 2),
+            "category": "books",
+            "channel": "web",
+        }
+    ).encode()
+
+
+async def read_answer(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    await reader.readexactly(length)
+    return head[9:12]
+
+
+async def pairs(port: int, key: str, ids: list[str], total: int, start: int) -> dict[str, Any]:
+    """POST one purchase, then GET that customer, ``total`` times over the connections."""
+    rng = random.Random(start)
+    latencies: list[float] = []
+    failed = 0
+    sent = 0
+
+    async def connection() -> None:
+        nonlocal failed, sent
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while sent < total:
+                sent += 1
+                customer = rng.choice(ids)
+                post = raw_request(port, "/v1/events", event_body(start + sent, customer), key)
+                get = raw_get(port, f"/v1/customers/{customer}", key)
+                t0 = time.perf_counter()
+                writer.write(post)
+                status = await read_answer(reader)
+                writer.write(get)
+                status2 = await read_answer(reader)
+                latencies.append(time.perf_counter() - t0)
+                failed += (status != b"200") + (status2 != b"200")
+        finally:
+            writer.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(connection() for _ in range(PAIR_CONNECTIONS)))
+    return summary(np.array(latencies), failed, time.perf_counter() - t0)
+
+
+async def ingestion(port: int, key: str, ids: list[str], seconds: float, start: int) -> dict:
+    """Single-purchase POSTs at full speed for ``seconds``."""
+    rng = random.Random(start)
+    latencies: list[float] = []
+    failed = 0
+    sent = 0
+    deadline = time.perf_counter() + seconds
+
+    async def connection() -> None:
+        nonlocal failed, sent
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while time.perf_counter() < deadline:
+                sent += 1
+                body = event_body(start + sent, rng.choice(ids))
+                t0 = time.perf_counter()
+                writer.write(raw_request(port, "/v1/events", body, key))
+                status = await read_answer(reader)
+                latencies.append(time.perf_counter() - t0)
+                failed += status != b"200"
+        finally:
+            writer.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(connection() for _ in range(INGEST_CONNECTIONS)))
+    return summary(np.array(latencies), failed, time.perf_counter() - t0)
+
+
+def summary(lat: np.ndarray, failed: int, wall: float) -> dict[str, float]:
+    return {
+        "n": float(lat.size),
+        "per_s": lat.size / wall,
+        "p50_ms": float(np.percentile(lat, 50) * 1e3),
+        "p99_ms": float(np.percentile(lat, 99) * 1e3),
+        "failed": float(failed),
+    }
+
+
+def run(label: str, config: Path, store: str, workers: int, ids: list[str], args: Any) -> dict:
+    """The service on ``store``: the pairs, then the sustained ingestion; the state checked."""
+    from custval.api.keys import new_key
+
+    key, entry = new_key("bench", "admin")
+    port = free_port()
+    env = {**os.environ, "CUSTVAL_API_KEYS": entry.entry}
+    cmd = [
+        sys.executable,
+        "-m",
+        "custval",
+        "serve",
+        "-c",
+        str(config),
+        "--store",
+        store,
+        "--realtime",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_ready(port, proc)
+        asyncio.run(pairs(port, key, ids, 200, 10_000_000))  # warm-up
+        pair = asyncio.run(pairs(port, key, ids, args.pairs, 20_000_000))
+        ingest = asyncio.run(ingestion(port, key, ids, args.seconds, 30_000_000))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    print(
+        f"{label}: ingest + read of one customer: {pair['n']:,.0f} pairs, p50 "
+        f"{pair['p50_ms']:.2f} ms, p99 {pair['p99_ms']:.2f} ms, {pair['failed']:.0f} not 200",
+        flush=True,
+    )
+    print(
+        f"{label}: sustained ingestion: {ingest['n']:,.0f} events in {args.seconds:.0f} s = "
+        f"{ingest['per_s']:,.0f} events/s; p50 {ingest['p50_ms']:.2f} ms, p99 "
+        f"{ingest['p99_ms']:.2f} ms; {ingest['failed']:.0f} not 200",
+        flush=True,
+    )
+    check = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "custval",
+            "rebuild",
+            "-c",
+            str(config),
+            "--store",
+            store,
+            "--check",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    print(f"{label}: {check.stdout.strip()}", flush=True)
+    return {"pair": pair, "ingest": ingest, "check_ok": check.returncode == 0}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--pairs", type=int, default=3_000)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--pg", help="a PostgreSQL URL for the second run (optional)")
+    args = parser.parse_args()
+    config, store, ids = prepare(args.customers, args.pg)
+    print(f"{args.customers:,} customers; state of {len(ids):,} customers; 2 cores")
+    copy = store.with_name("store-run.duckdb")
+    shutil.copyfile(store, copy)
+    duck = run("DuckDB, 1 worker", config, str(copy), 1, ids, args)
+    ok = (
+        duck["pair"]["p99_ms"] <= 20.0
+        and duck["ingest"]["per_s"] >= 1000
+        and duck["check_ok"]
+        and duck["pair"]["failed"] == 0
+        and duck["ingest"]["failed"] == 0
+    )
+    if args.pg:
+        run("PostgreSQL, 2 workers", config, args.pg, 2, ids, args)
+    print(
+        f"targets (DuckDB): pair p99 <= 20 ms, >= 1,000 events/s, state = batch: "
+        f"{'met' if ok else 'MISSED'}"
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
