@@ -552,3 +552,53 @@ def test_a_queue_consumer_feeds_the_state_through_the_same_function(
     with open_store(company.store, read_only=True) as store:
         assert store.query("SELECT COUNT(*) FROM events")[0][0] == 3 * len(messages)
     assert rt.check_state(company.project).mismatches == []
+
+
+CRASHING_WRITER = """
+import json, os, sys
+from custval.data.events import EventBatch
+from custval.flows.realtime import EventWriter
+from custval.store.runs import hold_store
+
+writer = EventWriter(hold_store(sys.argv[1]))
+for line in open(sys.argv[2]):
+    writer.submit(EventBatch.model_validate(json.loads(line)))
+os._exit(0)  # a crash: the states kept in memory are not written
+"""
+
+
+def test_a_writer_that_stops_before_writing_its_states_loses_nothing(
+    company: Company, tmp_path: Path
+) -> None:
+    """The DuckDB writer keeps states in memory; a process killed before it writes them
+    leaves only its events, and the next writer applies them again (the watermark)."""
+    from custval.store.events import watermark
+
+    rng = random.Random(13)
+    ids = customer_ids(company.store, buyers=True)
+    batches = tmp_path / "batches.jsonl"
+    with batches.open("w") as f:
+        for k in range(150):
+            events = [random_event(rng, 2 * k + j, ids) for j in range(2)]
+            f.write(
+                json.dumps({"events": [e for e in events if e["type"] != "refund"] or events[:1]})
+                + "\n"
+            )
+    script = tmp_path / "crash.py"
+    script.write_text(CRASHING_WRITER)
+    done = subprocess.run(
+        [sys.executable, str(script), company.store, str(batches)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    with open_store(company.store, read_only=True) as store:
+        n_events = store.query("SELECT COUNT(*) FROM events")[0][0]
+        last = store.query("SELECT MAX(received_at) FROM events")[0][0]
+        behind = watermark(store)
+    assert n_events > 250
+    assert behind is None or behind < last  # the crash left states unwritten
+    assert rt.check_state(company.project).mismatches != []
+    writer = rt.EventWriter(open_store(company.store))
+    writer.close()
+    writer.store.close()
+    assert writer.replayed > 0
+    assert rt.check_state(company.project).mismatches == []

@@ -113,6 +113,7 @@ class Realtime:
             clv_saved=clv,
             segments=segments,
             since=finished,
+            state=self.writer.state(customer_id),
         )
         if found is None:
             return None

@@ -38,7 +38,7 @@ def ingest(
     again. Needs a built state ('custval rebuild')."""
     import time
 
-    from custval.flows.realtime import IngestError, ingest
+    from custval.flows.realtime import IngestError, ingest, replay
     from custval.store import open_store
 
     target = store or load(config).store
@@ -46,6 +46,7 @@ def ingest(
     batch = _validated(events, file)
     started = time.perf_counter()
     with open_store(target, wait=10.0) as s:
+        replay(s)  # what a stopped service left unwritten comes first
         (done,) = ingest(s, [batch])
     if isinstance(done, IngestError):
         raise CustvalError(str(done), source=str(file))

@@ -75,6 +75,7 @@ def with_events(prepared: Any, events: pa.Table) -> None:
     and a row without one (a source without order ids) is an order of its own."""
     if events.num_rows == 0:
         return
+    prepared.events_through = pc.max(events.column("received_at")).as_py()
     for kind, rows in event_kind_tables(events).items():
         have = prepared.tables.get(kind)
         if have is None:

@@ -81,6 +81,8 @@ class Prepared:
     rows_in: dict[str, int] = field(default_factory=dict)
     rows_out: dict[str, int] = field(default_factory=dict)
     one_row_per_order: bool = False
+    #: when the last of the store's events in the tables was received (None: no event)
+    events_through: datetime | None = None
 
 
 def id_namespaces(project: Project) -> list[str]:

@@ -15,10 +15,13 @@ same records gives the same numbers as the state.
 
 from __future__ import annotations
 
+import logging
+import math
 import queue
 import threading
 import time
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -55,6 +58,7 @@ __all__ = [
 ]
 
 Progress = Callable[[str], None]
+log = logging.getLogger("custval.realtime")
 
 
 def _noop(_: str) -> None:
@@ -158,6 +162,11 @@ def _data_through(tables: dict[str, pa.Table]) -> date | None:
     return max(found) if found else None
 
 
+def _events_through(prepared: Any) -> datetime | None:
+    """When the last of the events a rebuild read was received (its states hold them)."""
+    return prepared.events_through  # type: ignore[no-any-return]
+
+
 def rebuild(project: Project, *, progress: Progress = _noop) -> Rebuilt:
     """Recompute every customer's state from the project's sources and the store's events and
     put it in place of the store's, in one transaction."""
@@ -179,7 +188,7 @@ def rebuild(project: Project, *, progress: Progress = _noop) -> Rebuilt:
             "events": n_events,
             "meta": meta,
         }
-        stored.replace_state(store, states, build)
+        stored.replace_state(store, states, build, _events_through(prepared))
     return Rebuilt(states.num_rows, n_events, through, time.perf_counter() - started)
 
 
@@ -226,11 +235,16 @@ def _lock_for(customer_ids: list[str]) -> list[threading.Lock]:
 
 
 def ingest(
-    store: Store, batches: list[EventBatch], build: dict[str, Any] | None = None
+    store: Store,
+    batches: list[EventBatch],
+    build: dict[str, Any] | None = None,
+    cache: StateCache | None = None,
 ) -> list[Ingested | IngestError]:
     """Apply ``batches`` of events, each all or nothing, in one transaction: for each batch
     what it did, or why it was refused (nothing of it applied). The store must have a built
-    state (:func:`rebuild`; ``build``: its latest, when the caller has read it)."""
+    state (:func:`rebuild`; ``build``: its latest, when the caller has read it). With a
+    ``cache`` (the one writer of a DuckDB file) the transaction adds the events and the
+    changed states stay in the cache until it writes them (:meth:`StateCache.flush`)."""
     build = build or stored.build_meta(store)
     if build is None:
         raise CustvalError(
@@ -246,18 +260,24 @@ def ingest(
     try:
         with store._transaction():
             stored.lock_customers(store, customers)
-            return _ingest_locked(store, batches, customers, build)
+            return _ingest_locked(store, batches, customers, build, cache)
     finally:
         for lock in reversed(locks):
             lock.release()
 
 
 def _ingest_locked(
-    store: Store, batches: list[EventBatch], customers: list[str], build: dict[str, Any]
+    store: Store,
+    batches: list[EventBatch],
+    customers: list[str],
+    build: dict[str, Any],
+    cache: StateCache | None,
 ) -> list[Ingested | IngestError]:
     ids = [e.event_id for b in batches for e in b.events]
     seen = stored.known_events(store, ids)
-    states = stored.read_states(store, customers, locked=True)
+    states = (
+        cache.read(store, customers) if cache else stored.read_states(store, customers, locked=True)
+    )
     existing = set(states)
     through = stored.as_date(build["data_through"])
     outcomes: list[Ingested | IngestError] = []
@@ -274,12 +294,115 @@ def _ingest_locked(
         accepted += new
         outcomes.append(result)
     if accepted:
-        now = datetime.now(UTC).replace(tzinfo=None)
-        rows = event_rows(accepted, now)
+        now = _received_now()
         last = {e.customer_id: e.timestamp for e in accepted}
         summaries = {c: _summary(states[c], last.get(c), now) for c in touched}
-        stored.apply_events(store, rows, {c: states[c] for c in touched}, summaries, existing)
+        stored.insert_events(store, event_rows(accepted, now))
+        changed_states = {c: states[c] for c in touched}
+        if cache is None:
+            stored.write_states(store, changed_states, summaries, existing, now)
+        else:  # kept once the transaction commits (the caller's ``with``)
+            cache.pending = (changed_states, summaries, now)
     return outcomes
+
+
+_LAST_RECEIVED = [datetime(1970, 1, 1)]
+
+
+def _received_now() -> datetime:
+    """When a group of events is received: the clock, and never the same as or before the
+    previous group's (the watermark orders events by it)."""
+    now = max(datetime.now(UTC).replace(tzinfo=None), _LAST_RECEIVED[0] + timedelta(microseconds=1))
+    _LAST_RECEIVED[0] = now
+    return now
+
+
+class StateCache:
+    """The states one writing process keeps in memory (a DuckDB file has one): a group of
+    events is then one insert of the events, and the changed states are written in bulk
+    within a second (:meth:`flush`), or when the writer is idle; a service that stops before
+    writing them applies those events again when it starts (:func:`replay`, the watermark).
+    Readers of the process take a customer's state from here first. At most ``limit`` clean
+    states are kept (the least recently used go)."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self.limit = limit
+        self.states: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.dirty: dict[str, dict[str, Any]] = {}
+        self.through: datetime | None = None
+        self.pending: tuple[dict[str, Any], dict[str, Any], datetime] | None = None
+        self.flushed_at = time.monotonic()
+        self._lock = threading.Lock()
+
+    def get(self, customer_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self.states.get(customer_id)
+
+    def read(self, store: Store, customers: list[str]) -> dict[str, dict[str, Any]]:
+        """The customers' states: from memory, the others from the store."""
+        with self._lock:
+            found = {c: self.states[c] for c in customers if c in self.states}
+        missing = [c for c in customers if c not in found]
+        if missing:
+            found |= stored.read_states(store, missing, locked=True)
+        return found
+
+    def commit(self) -> None:
+        """Keep the states of the transaction that just committed."""
+        if self.pending is None:
+            return
+        states, summaries, through = self.pending
+        self.pending = None
+        with self._lock:
+            for cid, state in states.items():
+                self.states[cid] = state
+                self.states.move_to_end(cid)
+                self.dirty[cid] = summaries[cid]
+            self.through = through
+
+    def flush(self, store: Store) -> int:
+        """Write the changed states and the watermark, in one transaction; returns how many."""
+        with self._lock:
+            dirty, through = dict(self.dirty), self.through
+        if dirty and through is not None:
+            states = {c: self.states[c] for c in dirty}
+            with store._transaction():
+                stored.write_states(store, states, dirty, set(dirty), through)
+            with self._lock:
+                for cid in dirty:
+                    if self.dirty.get(cid) is dirty[cid]:
+                        del self.dirty[cid]
+                while len(self.states) > self.limit + len(self.dirty):
+                    oldest = next(iter(self.states))
+                    if oldest in self.dirty:
+                        self.states.move_to_end(oldest)
+                        continue
+                    del self.states[oldest]
+        self.flushed_at = time.monotonic()
+        return len(dirty)
+
+
+def replay(store: Store) -> int:
+    """Apply the events the stored state lacks (received after its watermark: a writer that
+    kept states in memory stopped before writing them), in one transaction; returns how
+    many."""
+    with store._transaction():
+        rows = stored.events_after(store, stored.watermark(store))
+        if not rows:
+            return 0
+        customers = sorted({r["customer_id"] for r in rows})
+        states = stored.read_states(store, customers, locked=True)
+        existing = set(states)
+        last: dict[str, datetime] = {}
+        for row in rows:  # the events a writer left: a few seconds' worth at most
+            state = states.setdefault(row["customer_id"], {})
+            _apply_row(state, row, 0)
+            state["events_applied"] = state.get("events_applied", 0) + 1
+            last[row["customer_id"]] = row["timestamp"]
+        through = max(r["received_at"] for r in rows)
+        summaries = {c: _summary(states[c], last[c], through) for c in customers}
+        stored.write_states(store, {c: states[c] for c in customers}, summaries, existing, through)
+    return len(rows)
 
 
 def _apply_batch(
@@ -318,7 +441,8 @@ def _apply_batch(
             state[part] = inc.copy_part(state.get(part))
             copied.add((cid, part))
         late = _is_late(state, event, through)
-        _apply_event(state, event, i)
+        row = {c: v[0] for c, v in event_rows([event]).items()}
+        _apply_row(state, row, i)
         state["events_applied"] = state.get("events_applied", 0) + 1
         marks[event.event_id] = mark
         new.append(event)
@@ -344,37 +468,31 @@ def _is_late(state: dict[str, Any], event: Any, through: date | None) -> bool:
     )
 
 
-def _apply_event(state: dict[str, Any], event: Any, i: int) -> None:
-    day = inc.day_of(event.timestamp.date())
-    if event.type == "purchase":
+def _apply_row(state: dict[str, Any], row: dict[str, Any], i: int) -> None:
+    """One event, as the event table holds it (:func:`custval.data.events.event_rows`), into
+    the customer's state; a refund larger than their net spend is refused."""
+    day = inc.day_of(row["timestamp"].date())
+    kind = row["type"]
+    if kind == "purchase":
         inc.add_purchase(
-            state,
-            day,
-            event.amount,
-            event.order_id or f"EVENT:{event.event_id}",
-            (event.category or "").strip().lower() or inc.UNKNOWN,
-            (event.channel or "").strip().lower() or inc.UNKNOWN,
+            state, day, row["amount"], row["order_id"], row["category"], row["channel"]
         )
-    elif event.type == "refund":
+    elif kind == "refund":
         buys = state.get("buys") or {}
-        spent = math_fsum(buys.get("spend", [])) - buys.get("refund_amount", 0.0)
-        if event.amount > spent + 1e-9:
+        spent = math.fsum(buys.get("spend", [])) - buys.get("refund_amount", 0.0)
+        if -row["amount"] > spent + 1e-9:
             raise IngestError(
-                f"events[{i}]: a refund of {event.amount:,.2f} is more than customer "
-                f"{event.customer_id}'s net spend of {spent:,.2f}",
+                f"events[{i}]: a refund of {-row['amount']:,.2f} is more than customer "
+                f"{row['customer_id']}'s net spend of {spent:,.2f}",
                 hint="Send the purchase first, or a refund no larger than what was paid",
             )
-        inc.add_refund(state, event.amount)
-    elif event.type == "web_session":
-        inc.add_web(state, day, event.model_dump())
+        inc.add_refund(state, -row["amount"])
+    elif kind == "web_session":
+        web = dict(row)
+        web["converted"] = None if row["converted"] is None else bool(row["converted"])
+        inc.add_web(state, day, web)
     else:
-        inc.add_usage(state, day, event.model_dump())
-
-
-def math_fsum(values: list[float]) -> float:
-    import math
-
-    return math.fsum(values)
+        inc.add_usage(state, day, row)
 
 
 def _summary(state: dict[str, Any], last_event: datetime | None, now: datetime) -> dict:
@@ -385,7 +503,7 @@ def _summary(state: dict[str, Any], last_event: datetime | None, now: datetime) 
         "purchase_days": len(days),
         "first_purchase": inc.EPOCH + timedelta(days=days[0]) if days else None,
         "last_purchase": inc.EPOCH + timedelta(days=days[-1]) if days else None,
-        "spend": math_fsum(buys.get("spend", [])) if days else None,
+        "spend": math.fsum(buys.get("spend", [])) if days else None,
         "events_applied": state.get("events_applied", 0),
         "last_event_at": last_event,
         "updated_at": now,
@@ -393,18 +511,26 @@ def _summary(state: dict[str, Any], last_event: datetime | None, now: datetime) 
 
 
 class EventWriter:
-    """Applies the events of many threads in groups: each :meth:`submit` waits for the
-    transaction that holds its batch. While one group is being written the next gathers, so
-    a busy writer commits hundreds of events per transaction and a quiet one commits each at
-    once (group commit: DuckDB pays milliseconds per statement, not per row).
+    """Applies the events of many threads in groups: each :meth:`enqueue` gets a future of
+    the transaction that holds its batch. While one group is being written the next gathers,
+    so a busy writer commits hundreds of events per transaction and a quiet one commits each
+    at once (group commit: DuckDB pays milliseconds per statement, not per row).
 
-    One writer per process holds ``store`` (a DuckDB file has one writing process; on
-    PostgreSQL several processes' writers share the work, their customers' locks making
-    them wait for each other only on the same customers)."""
+    One writer per process holds ``store``. On DuckDB (one writing process) it keeps the
+    changed states in memory (:class:`StateCache`) and writes them within a second or when
+    idle; at its start it applies the events a previous writer left unwritten
+    (:func:`replay`). On PostgreSQL several processes' writers share the work, each
+    transaction writing its states, their customers' locks making them wait for each other
+    only on the same customers."""
 
-    def __init__(self, store: Store, *, max_events: int = 5_000) -> None:
+    def __init__(
+        self, store: Store, *, max_events: int = 5_000, write_behind: bool | None = None
+    ) -> None:
         self.store = store
         self.max_events = max_events
+        behind = store.engine == "duckdb" if write_behind is None else write_behind
+        self.cache: StateCache | None = StateCache() if behind else None
+        self.replayed = replay(store)
         self._build: dict[str, Any] | None = None
         self._build_read = 0.0
         self._queue: queue.Queue[tuple[EventBatch, Future[Any]] | None] = queue.Queue()
@@ -425,8 +551,13 @@ class EventWriter:
 
     def _run(self) -> None:
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=0.05)
+            except queue.Empty:  # idle: the states kept in memory go to the store
+                self._flush(due=True)
+                continue
             if item is None:
+                self._flush(due=True)
                 return
             group, size = [item], len(item[0].events)
             while size < self.max_events:
@@ -440,22 +571,42 @@ class EventWriter:
                 group.append(more)
                 size += len(more[0].events)
             self._write(group)
+            self._flush(due=False)
+
+    def _flush(self, *, due: bool) -> None:
+        """Write the states kept in memory: when idle, after a second, or past 5,000."""
+        cache = self.cache
+        if cache is None or not cache.dirty:
+            return
+        if due or len(cache.dirty) >= 5_000 or time.monotonic() - cache.flushed_at >= 1.0:
+            try:
+                cache.flush(self.store)
+            except Exception as exc:  # kept in memory, tried again; the events are stored
+                log.error("the states were not written: %s", type(exc).__name__)
 
     def _write(self, group: list[tuple[EventBatch, Future[Any]]]) -> None:
         try:
             if time.monotonic() - self._build_read > 2.0:  # a rebuild shows within seconds
                 self._build = stored.build_meta(self.store)
                 self._build_read = time.monotonic()
-            outcomes = ingest(self.store, [batch for batch, _ in group], self._build)
+            outcomes = ingest(self.store, [batch for batch, _ in group], self._build, self.cache)
         except Exception as exc:  # the transaction failed: nothing of the group is applied
+            if self.cache is not None:
+                self.cache.pending = None
             for _, done in group:
                 done.set_exception(exc)
             return
+        if self.cache is not None:
+            self.cache.commit()
         for (_, done), outcome in zip(group, outcomes, strict=True):
             done.set_result(outcome)
 
+    def state(self, customer_id: str) -> dict[str, Any] | None:
+        """The customer's state kept in memory (newer than the store's), if any."""
+        return None if self.cache is None else self.cache.get(customer_id)
+
     def close(self) -> None:
-        """Finish the batches waiting, then stop."""
+        """Finish the batches waiting, write the states kept in memory, then stop."""
         self._queue.put(None)
         self._thread.join(timeout=60)
 
@@ -507,13 +658,15 @@ def customer_now(
     clv_saved: dict[str, Any] | None = None,
     segments: tuple[str, dict[str, Any]] | None = None,
     since: datetime | None = None,
+    state: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """The customer's numbers at ``as_of`` (default: now) from their state: ``features``
     (the row the value model scores), ``p_alive``, ``expected_purchases``, ``clv_expected``
     by the latest run's customer-base models (``clv_saved``, its ``clv_models``), ``segment``
-    by the latest segmentation, ``events_since_run`` (received after ``since``). None when
+    by the latest segmentation, ``events_since_run`` (received after ``since``); ``state``:
+    the customer's state when the caller has it (newer than the store's). None when
     the state does not know the customer as a customer (no profile, no purchase)."""
-    found = stored.read_states(store, [customer_id]).get(customer_id)
+    found = state or stored.read_states(store, [customer_id]).get(customer_id)
     if found is None or not inc.known_customer(found):
         return None
     when = as_of or default_as_of()

@@ -8,6 +8,9 @@ Migration 13 adds:
 - ``customer_state``: one row per customer, the parts of :mod:`custval.features.incremental`
   as JSON (``buys``, ``web``, ``use``, ``profile``, ``tickets``, ``subs``, ``offers``) and, for
   BI tools, the purchase days, first and last purchase, spend, and the events applied;
+- ``state_watermark``: until when ``customer_state`` holds every event received (a service
+  that keeps states in memory writes them later; on its next start the events after the
+  watermark are applied again);
 - ``state_builds``: each rebuild of the state (when, the as-of date, the data's last day, the
   customers and events, and the levels and kinds the features need, as JSON ``meta``).
 
@@ -34,14 +37,18 @@ __all__ = [
     "BUILD_COLUMNS",
     "STATE_COLUMNS",
     "STATE_PARTS",
-    "apply_events",
     "build_meta",
+    "events_after",
     "events_since",
     "events_table",
+    "insert_events",
     "known_events",
     "migration_13",
     "read_states",
     "replace_state",
+    "set_watermark",
+    "watermark",
+    "write_states",
 ]
 
 #: the JSON parts of a customer's state (custval.features.incremental)
@@ -80,6 +87,8 @@ def migration_13(create: Any) -> list[str]:
         "CREATE INDEX events_customer ON events (customer_id, received_at)",
         _state_table("customer_state"),
         create("state_builds", BUILD_COLUMNS),
+        # until when customer_state holds every event received (custval.flows.realtime)
+        "CREATE TABLE state_watermark (received_through TIMESTAMP NOT NULL)",
     ]
 
 
@@ -168,40 +177,72 @@ def lock_customers(store: Any, customer_ids: Iterable[str]) -> None:
         store._execute("SELECT pg_advisory_xact_lock(?)", (key,))
 
 
-def apply_events(
+def insert_events(store: Any, events: dict[str, list[Any]]) -> None:
+    """Add the ``events`` (columns of the event table); the caller holds the transaction."""
+    if store.engine == "postgres":
+        store._bulk("events", EVENT_COLUMNS, pa.table(events, schema=_schema(EVENT_COLUMNS)))
+        return
+    # DuckDB pays milliseconds per statement, little per row: one statement for them all
+    names = list(EVENT_COLUMNS)
+    _insert_values(store, "events", names, list(zip(*(events[c] for c in names), strict=True)))
+
+
+def write_states(
     store: Any,
-    events: dict[str, list[Any]],
     states: dict[str, dict[str, Any]],
     summaries: dict[str, dict[str, Any]],
     existing: set[str],
+    through: datetime,
 ) -> None:
-    """Add the ``events`` (columns of the event table) and write the customers' new
-    ``states`` with their BI ``summaries`` (``existing``: those the table has a row of); the
-    caller holds the transaction."""
+    """Write the customers' ``states`` with their BI ``summaries`` (``existing``: those the
+    table has a row of) and move the watermark to ``through``: the state then holds every
+    event received until then. The caller holds the transaction."""
     cols = list(STATE_COLUMNS)
     rows = [_state_row(c, state, summaries[c]) for c, state in states.items()]
     if store.engine == "postgres":
-        store._bulk("events", EVENT_COLUMNS, pa.table(events, schema=_schema(EVENT_COLUMNS)))
         updates = ", ".join(f"{c} = excluded.{c}" for c in cols[1:])
         sql = (
             f"INSERT INTO customer_state ({', '.join(cols)}) VALUES "
             f"({', '.join('%s' for _ in cols)}) ON CONFLICT (customer_id) DO UPDATE SET {updates}"
         )
         store.con.cursor().executemany(sql, [tuple(r[c] for c in cols) for r in rows])
-        return
-    # DuckDB pays milliseconds per statement (and per column an UPDATE changes), little per
-    # row: the events in one statement, the customers' rows deleted by the key's index and
-    # written again in one more
-    names = list(EVENT_COLUMNS)
-    _insert_values(store, "events", names, list(zip(*(events[c] for c in names), strict=True)))
-    old = [r["customer_id"] for r in rows if r["customer_id"] in existing]
-    for k in range(0, len(old), _CHUNK):
-        part = old[k : k + _CHUNK]
-        store._execute(
-            f"DELETE FROM customer_state WHERE customer_id IN ({', '.join('?' for _ in part)})",
-            tuple(part),
-        )
-    _insert_values(store, "customer_state", cols, [tuple(r[c] for c in cols) for r in rows])
+    else:
+        # an UPDATE costs DuckDB milliseconds per column it changes: the rows are deleted by
+        # the key's index and written again, in two statements
+        old = [r["customer_id"] for r in rows if r["customer_id"] in existing]
+        for k in range(0, len(old), _CHUNK):
+            part = old[k : k + _CHUNK]
+            store._execute(
+                f"DELETE FROM customer_state WHERE customer_id IN ({', '.join('?' for _ in part)})",
+                tuple(part),
+            )
+        _insert_values(store, "customer_state", cols, [tuple(r[c] for c in cols) for r in rows])
+    set_watermark(store, through)
+
+
+def set_watermark(store: Any, through: datetime) -> None:
+    """The state holds every event received until ``through`` (in the caller's transaction;
+    never moved back)."""
+    store._execute("DELETE FROM state_watermark WHERE received_through <= ?", (through,))
+    if not store.fetch("SELECT 1 FROM state_watermark"):
+        store._execute("INSERT INTO state_watermark VALUES (?)", (through,))
+
+
+def watermark(store: Any) -> datetime | None:
+    """Until when the stored state holds every event received (None: no event yet)."""
+    rows = store.fetch("SELECT MAX(received_through) FROM state_watermark")
+    return rows[0][0] if rows else None
+
+
+def events_after(store: Any, since: datetime | None) -> list[dict[str, Any]]:
+    """The events received after ``since`` that the stored state lacks (a service that kept
+    states in memory stopped before writing them), in the order received."""
+    cols = list(EVENT_COLUMNS)
+    where, params = ("", ()) if since is None else (" WHERE received_at > ?", (since,))
+    rows = store.fetch(
+        f"SELECT {', '.join(cols)} FROM events{where} ORDER BY received_at, event_id", params
+    )
+    return [dict(zip(cols, r, strict=True)) for r in rows]
 
 
 _CHUNK = 200
@@ -226,9 +267,12 @@ def _state_row(customer_id: str, state: dict[str, Any], summary: dict[str, Any])
     return row | summary
 
 
-def replace_state(store: Any, states: pa.Table, build: dict[str, Any]) -> None:
+def replace_state(
+    store: Any, states: pa.Table, build: dict[str, Any], through: datetime | None
+) -> None:
     """The whole state in place of the old one, and the build's row, in one transaction:
-    readers see the old state or the new, never a mix."""
+    readers see the old state or the new, never a mix. ``through``: the last event received
+    that the states hold."""
     staging = "customer_state_next"
     store._execute(f"DROP TABLE IF EXISTS {staging}")
     store._execute(_state_table(staging))
@@ -241,6 +285,9 @@ def replace_state(store: Any, states: pa.Table, build: dict[str, Any]) -> None:
         store._execute(
             f"INSERT INTO state_builds VALUES ({marks})", tuple(row[c] for c in BUILD_COLUMNS)
         )
+        store._execute("DELETE FROM state_watermark")
+        if through is not None:
+            store._execute("INSERT INTO state_watermark VALUES (?)", (through,))
 
 
 _ARROW = {
