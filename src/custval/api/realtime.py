@@ -114,6 +114,7 @@ class Realtime:
             segments=segments,
             since=finished,
             state=self.writer.state(customer_id),
+            events_since=self.writer.events_since_run(customer_id),
         )
         if found is None:
             return None

@@ -15,13 +15,13 @@ same records gives the same numbers as the state.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import queue
 import threading
 import time
 import zlib
-from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -258,9 +258,18 @@ def ingest(
     for lock in locks:
         lock.acquire()
     try:
-        with store._transaction():
-            stored.lock_customers(store, customers)
-            return _ingest_locked(store, batches, customers, build, cache)
+        try:
+            with store._transaction():
+                stored.lock_customers(store, customers)
+                return _ingest_locked(store, batches, customers, build, cache)
+        except Exception as exc:
+            # in memory the event ids are not looked up first: the events' key refuses one
+            # seen before, and the group is applied again, looking them up
+            if cache is None or "duplicate key" not in str(exc).lower():
+                raise
+            cache.pending = None
+            with store._transaction():
+                return _ingest_locked(store, batches, customers, build, cache, look_up=True)
     finally:
         for lock in reversed(locks):
             lock.release()
@@ -272,12 +281,14 @@ def _ingest_locked(
     customers: list[str],
     build: dict[str, Any],
     cache: StateCache | None,
+    look_up: bool = False,
 ) -> list[Ingested | IngestError]:
     ids = [e.event_id for b in batches for e in b.events]
-    seen = stored.known_events(store, ids)
-    states = (
-        cache.read(store, customers) if cache else stored.read_states(store, customers, locked=True)
-    )
+    seen = stored.known_events(store, ids) if cache is None or look_up else {}
+    if cache is not None:
+        states = cache.read(customers)
+    else:
+        states = stored.read_states(store, customers, locked=True)
     existing = set(states)
     through = stored.as_date(build["data_through"])
     outcomes: list[Ingested | IngestError] = []
@@ -302,7 +313,7 @@ def _ingest_locked(
         if cache is None:
             stored.write_states(store, changed_states, summaries, existing, now)
         else:  # kept once the transaction commits (the caller's ``with``)
-            cache.pending = (changed_states, summaries, now)
+            cache.pending = (changed_states, summaries, now, [e.customer_id for e in accepted])
     return outcomes
 
 
@@ -318,67 +329,80 @@ def _received_now() -> datetime:
 
 
 class StateCache:
-    """The states one writing process keeps in memory (a DuckDB file has one): a group of
-    events is then one insert of the events, and the changed states are written in bulk
-    within a second (:meth:`flush`), or when the writer is idle; a service that stops before
-    writing them applies those events again when it starts (:func:`replay`, the watermark).
-    Readers of the process take a customer's state from here first. At most ``limit`` clean
-    states are kept (the least recently used go)."""
+    """Every customer's state in memory, for the one writing process of a DuckDB file.
 
-    def __init__(self, limit: int = 100_000) -> None:
-        self.limit = limit
-        self.states: OrderedDict[str, dict[str, Any]] = OrderedDict()
+    DuckDB finds rows by scanning (its key index serves uniqueness, not lookups), so a state
+    read per event would cost a scan of every customer. Here the states are read once at
+    the start; a group of events is then one insert of the events (its key refuses an event
+    id seen before), and the changed states are written in bulk every second by a thread of
+    their own (:meth:`flush`), with the watermark: a process that stops before writing them
+    leaves its events, applied again at the next start (:func:`replay`). The events since the
+    latest scoring run are counted here too."""
+
+    def __init__(self, store: Store) -> None:
+        cols = ("customer_id", *stored.STATE_PARTS, "events_applied")
+        rows = store.query(f"SELECT {', '.join(cols)} FROM customer_state")
+        self._raw: dict[str, tuple[Any, ...]] = {r[0]: r[1:] for r in rows}
+        self._parsed: dict[str, dict[str, Any]] = {}
         self.dirty: dict[str, dict[str, Any]] = {}
         self.through: datetime | None = None
-        self.pending: tuple[dict[str, Any], dict[str, Any], datetime] | None = None
-        self.flushed_at = time.monotonic()
+        self.pending: tuple[dict[str, Any], dict[str, Any], datetime, list[str]] | None = None
         self._lock = threading.Lock()
+        self.since_run: dict[str, int] = {}
+        run_finished = stored.latest_run_finished(store)
+        if run_finished is not None:
+            counted = store.query(
+                "SELECT customer_id, COUNT(*) FROM events WHERE received_at > ? "
+                "GROUP BY customer_id",
+                (run_finished,),
+            )
+            self.since_run = {r[0]: int(r[1]) for r in counted}
 
     def get(self, customer_id: str) -> dict[str, Any] | None:
+        """The customer's state (None: not a customer of the state)."""
         with self._lock:
-            return self.states.get(customer_id)
+            found = self._parsed.get(customer_id)
+            raw = self._raw.get(customer_id) if found is None else None
+        if raw is None:
+            return found
+        parts = zip(stored.STATE_PARTS, raw[:-1], strict=True)
+        state = {p: None if v is None else json.loads(v) for p, v in parts}
+        state["events_applied"] = raw[-1] or 0
+        return state
 
-    def read(self, store: Store, customers: list[str]) -> dict[str, dict[str, Any]]:
-        """The customers' states: from memory, the others from the store."""
-        with self._lock:
-            found = {c: self.states[c] for c in customers if c in self.states}
-        missing = [c for c in customers if c not in found]
-        if missing:
-            found |= stored.read_states(store, missing, locked=True)
-        return found
+    def read(self, customers: list[str]) -> dict[str, dict[str, Any]]:
+        """The states of those of ``customers`` the state has."""
+        found = {c: self.get(c) for c in customers}
+        return {c: s for c, s in found.items() if s is not None}
 
     def commit(self) -> None:
         """Keep the states of the transaction that just committed."""
         if self.pending is None:
             return
-        states, summaries, through = self.pending
+        states, summaries, through, customers = self.pending
         self.pending = None
         with self._lock:
             for cid, state in states.items():
-                self.states[cid] = state
-                self.states.move_to_end(cid)
+                self._parsed[cid] = state
+                self._raw.pop(cid, None)
                 self.dirty[cid] = summaries[cid]
+            for cid in customers:  # one per event received
+                self.since_run[cid] = self.since_run.get(cid, 0) + 1
             self.through = through
 
     def flush(self, store: Store) -> int:
         """Write the changed states and the watermark, in one transaction; returns how many."""
         with self._lock:
             dirty, through = dict(self.dirty), self.through
-        if dirty and through is not None:
-            states = {c: self.states[c] for c in dirty}
-            with store._transaction():
-                stored.write_states(store, states, dirty, set(dirty), through)
-            with self._lock:
-                for cid in dirty:
-                    if self.dirty.get(cid) is dirty[cid]:
-                        del self.dirty[cid]
-                while len(self.states) > self.limit + len(self.dirty):
-                    oldest = next(iter(self.states))
-                    if oldest in self.dirty:
-                        self.states.move_to_end(oldest)
-                        continue
-                    del self.states[oldest]
-        self.flushed_at = time.monotonic()
+            states = {c: self._parsed[c] for c in dirty}
+        if not dirty or through is None:
+            return 0
+        with store._transaction():
+            stored.replace_states(store, states, dirty, through)
+        with self._lock:
+            for cid, summary in dirty.items():
+                if self.dirty.get(cid) is summary:  # not changed again meanwhile
+                    del self.dirty[cid]
         return len(dirty)
 
 
@@ -528,14 +552,21 @@ class EventWriter:
     ) -> None:
         self.store = store
         self.max_events = max_events
-        behind = store.engine == "duckdb" if write_behind is None else write_behind
-        self.cache: StateCache | None = StateCache() if behind else None
         self.replayed = replay(store)
+        behind = store.engine == "duckdb" if write_behind is None else write_behind
+        self.cache: StateCache | None = StateCache(store) if behind else None
         self._build: dict[str, Any] | None = None
         self._build_read = 0.0
         self._queue: queue.Queue[tuple[EventBatch, Future[Any]] | None] = queue.Queue()
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="custval-events")
         self._thread.start()
+        self._flusher: threading.Thread | None = None
+        if self.cache is not None:
+            self._flusher = threading.Thread(
+                target=self._flush_every_second, daemon=True, name="custval-states"
+            )
+            self._flusher.start()
 
     def submit(self, batch: EventBatch, timeout: float = 30.0) -> Ingested:
         """Apply one batch (all or nothing) and say what it did; an :class:`IngestError`
@@ -551,13 +582,8 @@ class EventWriter:
 
     def _run(self) -> None:
         while True:
-            try:
-                item = self._queue.get(timeout=0.05)
-            except queue.Empty:  # idle: the states kept in memory go to the store
-                self._flush(due=True)
-                continue
+            item = self._queue.get()
             if item is None:
-                self._flush(due=True)
                 return
             group, size = [item], len(item[0].events)
             while size < self.max_events:
@@ -571,18 +597,26 @@ class EventWriter:
                 group.append(more)
                 size += len(more[0].events)
             self._write(group)
-            self._flush(due=False)
 
-    def _flush(self, *, due: bool) -> None:
-        """Write the states kept in memory: when idle, after a second, or past 5,000."""
+    def _flush_every_second(self) -> None:
+        """Write the states kept in memory every second, on a connection of its own (the
+        group commits go on meanwhile), and once more at the end."""
         cache = self.cache
-        if cache is None or not cache.dirty:
-            return
-        if due or len(cache.dirty) >= 5_000 or time.monotonic() - cache.flushed_at >= 1.0:
-            try:
-                cache.flush(self.store)
-            except Exception as exc:  # kept in memory, tried again; the events are stored
-                log.error("the states were not written: %s", type(exc).__name__)
+        assert cache is not None
+        store = open_store(self.store.url)
+        try:
+            while not self._stop.wait(1.0):
+                self._flush(cache, store)
+            self._flush(cache, store)
+        finally:
+            store.close()
+
+    @staticmethod
+    def _flush(cache: StateCache, store: Store) -> None:
+        try:
+            cache.flush(store)
+        except Exception as exc:  # kept in memory, tried again; the events are stored
+            log.error("the states were not written: %s", type(exc).__name__)
 
     def _write(self, group: list[tuple[EventBatch, Future[Any]]]) -> None:
         try:
@@ -605,10 +639,20 @@ class EventWriter:
         """The customer's state kept in memory (newer than the store's), if any."""
         return None if self.cache is None else self.cache.get(customer_id)
 
+    def events_since_run(self, customer_id: str) -> int | None:
+        """The customer's events received after the latest scoring run, counted in memory
+        (None: not kept here)."""
+        if self.cache is None:
+            return None
+        return self.cache.since_run.get(customer_id, 0)
+
     def close(self) -> None:
         """Finish the batches waiting, write the states kept in memory, then stop."""
         self._queue.put(None)
         self._thread.join(timeout=60)
+        self._stop.set()
+        if self._flusher is not None:
+            self._flusher.join(timeout=60)
 
 
 def outcome_of(outcome: Ingested | IngestError) -> Ingested:
@@ -659,12 +703,14 @@ def customer_now(
     segments: tuple[str, dict[str, Any]] | None = None,
     since: datetime | None = None,
     state: dict[str, Any] | None = None,
+    events_since: int | None = None,
 ) -> dict[str, Any] | None:
     """The customer's numbers at ``as_of`` (default: now) from their state: ``features``
     (the row the value model scores), ``p_alive``, ``expected_purchases``, ``clv_expected``
     by the latest run's customer-base models (``clv_saved``, its ``clv_models``), ``segment``
     by the latest segmentation, ``events_since_run`` (received after ``since``); ``state``:
-    the customer's state when the caller has it (newer than the store's). None when
+    the customer's state and ``events_since`` when the caller has them (newer than the
+    store's). None when
     the state does not know the customer as a customer (no profile, no purchase)."""
     found = state or stored.read_states(store, [customer_id]).get(customer_id)
     if found is None or not inc.known_customer(found):
@@ -690,7 +736,9 @@ def customer_now(
     out: dict[str, Any] = {"customer_id": customer_id, "as_of": when.isoformat(), "features": row}
     out |= customer_clv(row, clv_saved)
     out["segment"] = customer_segment(row, out.get("clv_expected"), segments)
-    out["events_since_run"] = stored.events_since(store, customer_id, since)
+    if events_since is None:
+        events_since = stored.events_since(store, customer_id, since)
+    out["events_since_run"] = events_since
     return out
 
 

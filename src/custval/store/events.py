@@ -43,9 +43,11 @@ __all__ = [
     "events_table",
     "insert_events",
     "known_events",
+    "latest_run_finished",
     "migration_13",
     "read_states",
     "replace_state",
+    "replace_states",
     "set_watermark",
     "watermark",
     "write_states",
@@ -159,6 +161,14 @@ def events_since(store: Any, customer_id: str, since: datetime | None) -> int:
     )
 
 
+def latest_run_finished(store: Any) -> datetime | None:
+    """When the latest succeeded scoring run finished (None: no run)."""
+    rows = store.query(
+        "SELECT MAX(finished_at) FROM runs WHERE status = 'succeeded' AND kind = 'score'"
+    )
+    return rows[0][0] if rows else None
+
+
 def events_table(store: Any) -> pa.Table:
     """Every event, as Arrow (for a rebuild and the batch runs)."""
     return store.all_rows("events", EVENT_COLUMNS)
@@ -217,6 +227,28 @@ def write_states(
                 tuple(part),
             )
         _insert_values(store, "customer_state", cols, [tuple(r[c] for c in cols) for r in rows])
+    set_watermark(store, through)
+
+
+def replace_states(
+    store: Any,
+    states: dict[str, dict[str, Any]],
+    summaries: dict[str, dict[str, Any]],
+    through: datetime,
+) -> None:
+    """Write many customers' states at once (DuckDB: their old rows found by one join, not a
+    scan per customer) and move the watermark; the caller holds the transaction."""
+    cols = list(STATE_COLUMNS)
+    rows = [_state_row(c, state, summaries[c]) for c, state in states.items()]
+    table = pa.table({c: [r[c] for r in rows] for c in cols}, schema=_schema(STATE_COLUMNS))
+    store.con.register("__states", table)
+    try:
+        store._execute(
+            "DELETE FROM customer_state WHERE customer_id IN (SELECT customer_id FROM __states)"
+        )
+        store._execute("INSERT INTO customer_state SELECT * FROM __states")
+    finally:
+        store.con.unregister("__states")
     set_watermark(store, through)
 
 
