@@ -13,7 +13,8 @@ starts from the same state):
   segment as of now, with the purchase counted): p50 and p99 of the pair, at 4 concurrent
   connections (closed loop);
 * sustained ingestion: single-purchase ``POST /v1/events`` at 16 connections for
-  ``--seconds``: events per second, p50 and p99;
+  ``--seconds``: events per second, p50 and p99; and the same with 10 purchases a request
+  (for information: how far batching producers go);
 * afterwards ``custval rebuild --check`` on the store: the state equals the batch features of
   the same records (the events included).
 
@@ -115,6 +116,13 @@ def event_body(i: int, customer: str) -> bytes:
     ).encode()
 
 
+def batch_body(i: int, customers: list[str]) -> bytes:
+    if len(customers) == 1:
+        return event_body(i, customers[0])
+    events = [json.loads(event_body(i + k, c)) for k, c in enumerate(customers)]
+    return json.dumps({"events": events}).encode()
+
+
 async def read_answer(reader: asyncio.StreamReader) -> bytes:
     head = await reader.readuntil(b"\r\n\r\n")
     length = 0
@@ -156,8 +164,11 @@ async def pairs(port: int, key: str, ids: list[str], total: int, start: int) -> 
     return summary(np.array(latencies), failed, time.perf_counter() - t0)
 
 
-async def ingestion(port: int, key: str, ids: list[str], seconds: float, start: int) -> dict:
-    """Single-purchase POSTs at full speed for ``seconds``."""
+async def ingestion(
+    port: int, key: str, ids: list[str], seconds: float, start: int, per_request: int = 1
+) -> dict:
+    """POSTs of ``per_request`` purchases each at full speed for ``seconds``; the figures
+    count events."""
     rng = random.Random(start)
     latencies: list[float] = []
     failed = 0
@@ -169,12 +180,12 @@ async def ingestion(port: int, key: str, ids: list[str], seconds: float, start: 
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             while time.perf_counter() < deadline:
-                sent += 1
-                body = event_body(start + sent, rng.choice(ids))
+                sent += per_request
+                body = batch_body(start + sent, [rng.choice(ids) for _ in range(per_request)])
                 t0 = time.perf_counter()
                 writer.write(raw_request(port, "/v1/events", body, key))
                 status = await read_answer(reader)
-                latencies.append(time.perf_counter() - t0)
+                latencies.extend([time.perf_counter() - t0] * per_request)
                 failed += status != b"200"
         finally:
             writer.close()
@@ -222,6 +233,7 @@ def run(label: str, config: Path, store: str, workers: int, ids: list[str], args
         asyncio.run(pairs(port, key, ids, 200, 10_000_000))  # warm-up
         pair = asyncio.run(pairs(port, key, ids, args.pairs, 20_000_000))
         ingest = asyncio.run(ingestion(port, key, ids, args.seconds, 30_000_000))
+        batched = asyncio.run(ingestion(port, key, ids, args.seconds, 40_000_000, 10))
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -234,6 +246,12 @@ def run(label: str, config: Path, store: str, workers: int, ids: list[str], args
         f"{label}: sustained ingestion: {ingest['n']:,.0f} events in {args.seconds:.0f} s = "
         f"{ingest['per_s']:,.0f} events/s; p50 {ingest['p50_ms']:.2f} ms, p99 "
         f"{ingest['p99_ms']:.2f} ms; {ingest['failed']:.0f} not 200",
+        flush=True,
+    )
+    print(
+        f"{label}: batches of 10 events: {batched['n']:,.0f} events in {args.seconds:.0f} s = "
+        f"{batched['per_s']:,.0f} events/s; p50 {batched['p50_ms']:.2f} ms, p99 "
+        f"{batched['p99_ms']:.2f} ms per request; {batched['failed']:.0f} not 200",
         flush=True,
     )
     check = subprocess.run(

@@ -15,6 +15,7 @@ same records gives the same numbers as the state.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -343,7 +344,12 @@ class StateCache:
         cols = ("customer_id", *stored.STATE_PARTS, "events_applied")
         rows = store.query(f"SELECT {', '.join(cols)} FROM customer_state")
         self._raw: dict[str, tuple[Any, ...]] = {r[0]: r[1:] for r in rows}
+        # the states read now live as long as the process: out of the garbage collector's
+        # sight, whose full passes over them would stall requests for a tenth of a second
+        gc.freeze()
         self._parsed: dict[str, dict[str, Any]] = {}
+        #: the changed customers' rows of customer_state, made by the writer (so that
+        #: writing them costs the flush no Python work of note)
         self.dirty: dict[str, dict[str, Any]] = {}
         self.through: datetime | None = None
         self.pending: tuple[dict[str, Any], dict[str, Any], datetime, list[str]] | None = None
@@ -385,7 +391,7 @@ class StateCache:
             for cid, state in states.items():
                 self._parsed[cid] = state
                 self._raw.pop(cid, None)
-                self.dirty[cid] = summaries[cid]
+                self.dirty[cid] = stored.state_row(cid, state, summaries[cid])
             for cid in customers:  # one per event received
                 self.since_run[cid] = self.since_run.get(cid, 0) + 1
             self.through = through
@@ -394,14 +400,13 @@ class StateCache:
         """Write the changed states and the watermark, in one transaction; returns how many."""
         with self._lock:
             dirty, through = dict(self.dirty), self.through
-            states = {c: self._parsed[c] for c in dirty}
         if not dirty or through is None:
             return 0
         with store._transaction():
-            stored.replace_states(store, states, dirty, through)
+            stored.replace_states(store, list(dirty.values()), through)
         with self._lock:
-            for cid, summary in dirty.items():
-                if self.dirty.get(cid) is summary:  # not changed again meanwhile
+            for cid, row in dirty.items():
+                if self.dirty.get(cid) is row:  # not changed again meanwhile
                     del self.dirty[cid]
         return len(dirty)
 

@@ -49,6 +49,7 @@ __all__ = [
     "replace_state",
     "replace_states",
     "set_watermark",
+    "state_row",
     "watermark",
     "write_states",
 ]
@@ -78,7 +79,14 @@ BUILD_COLUMNS = {
 
 def _state_table(name: str) -> str:
     cols = ", ".join(f"{c} {t}" for c, t in STATE_COLUMNS.items())
-    return f"CREATE TABLE {name} ({cols}, PRIMARY KEY (customer_id))"
+    return f"CREATE TABLE {name} ({cols})"
+
+
+def _state_key(name: str) -> str:
+    # PostgreSQL's upsert needs the key; DuckDB maintains a key's index at a cost of
+    # milliseconds per written row and finds rows by scanning anyway, and its one writer
+    # keeps one row per customer itself
+    return f"ALTER TABLE {name} ADD PRIMARY KEY (customer_id)"
 
 
 def migration_13(create: Any) -> list[str]:
@@ -88,6 +96,7 @@ def migration_13(create: Any) -> list[str]:
         f"CREATE TABLE events ({cols}, PRIMARY KEY (event_id))",
         "CREATE INDEX events_customer ON events (customer_id, received_at)",
         _state_table("customer_state"),
+        f"postgres only: {_state_key('customer_state')}",
         create("state_builds", BUILD_COLUMNS),
         # until when customer_state holds every event received (custval.flows.realtime)
         "CREATE TABLE state_watermark (received_through TIMESTAMP NOT NULL)",
@@ -208,7 +217,7 @@ def write_states(
     table has a row of) and move the watermark to ``through``: the state then holds every
     event received until then. The caller holds the transaction."""
     cols = list(STATE_COLUMNS)
-    rows = [_state_row(c, state, summaries[c]) for c, state in states.items()]
+    rows = [state_row(c, state, summaries[c]) for c, state in states.items()]
     if store.engine == "postgres":
         updates = ", ".join(f"{c} = excluded.{c}" for c in cols[1:])
         sql = (
@@ -230,16 +239,11 @@ def write_states(
     set_watermark(store, through)
 
 
-def replace_states(
-    store: Any,
-    states: dict[str, dict[str, Any]],
-    summaries: dict[str, dict[str, Any]],
-    through: datetime,
-) -> None:
-    """Write many customers' states at once (DuckDB: their old rows found by one join, not a
-    scan per customer) and move the watermark; the caller holds the transaction."""
+def replace_states(store: Any, rows: list[dict[str, Any]], through: datetime) -> None:
+    """Write many customers' state rows (:func:`state_row`) at once (DuckDB: their old rows
+    found by one join, not a scan per customer) and move the watermark; the caller holds the
+    transaction."""
     cols = list(STATE_COLUMNS)
-    rows = [_state_row(c, state, summaries[c]) for c, state in states.items()]
     table = pa.table({c: [r[c] for r in rows] for c in cols}, schema=_schema(STATE_COLUMNS))
     store.con.register("__states", table)
     try:
@@ -291,7 +295,8 @@ def _insert_values(store: Any, table: str, cols: list[str], rows: list[tuple]) -
         )
 
 
-def _state_row(customer_id: str, state: dict[str, Any], summary: dict[str, Any]) -> dict:
+def state_row(customer_id: str, state: dict[str, Any], summary: dict[str, Any]) -> dict:
+    """A customer's row of ``customer_state``: the state's parts as JSON and its BI columns."""
     row: dict[str, Any] = {"customer_id": customer_id}
     for part in STATE_PARTS:
         value = state.get(part)
@@ -308,6 +313,8 @@ def replace_state(
     staging = "customer_state_next"
     store._execute(f"DROP TABLE IF EXISTS {staging}")
     store._execute(_state_table(staging))
+    if store.engine == "postgres":
+        store._execute(_state_key(staging))
     with store._transaction():
         store._bulk(staging, STATE_COLUMNS, states)
         store._execute("DROP TABLE customer_state")
