@@ -111,7 +111,7 @@ def stored_events(store_url: str | Path | None) -> pa.Table | None:
     if local and not Path(text.removeprefix("duckdb://")).exists():
         return None
     with _reading(text) as store:
-        if not _has_events_table(store):
+        if not stored.has_state_tables(store):
             return None
         events = stored.events_table(store)
     return events if events.num_rows else None
@@ -126,12 +126,3 @@ def _reading(url: str) -> Store:
         if "different configuration" not in str(exc):
             raise
         return open_store(url)
-
-
-def _has_events_table(store: Store) -> bool:
-    """Whether the store is at migration 13 (a store opened to read is not upgraded)."""
-    found = store.query(
-        "SELECT COUNT(*) FROM information_schema.tables "
-        "WHERE table_name = 'events' AND table_schema = current_schema()"
-    )
-    return bool(found[0][0])

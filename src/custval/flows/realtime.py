@@ -845,7 +845,7 @@ def check_state(
                 "trend_window_days": project.features.trend_window_days,
             },
         )
-        states = stored.read_states(store, list(batch.index))
+        states = stored.read_states(store, None)
     options.levels = levels  # the batch's columns: everyone's levels now, events' too
     return _compare(batch, states, options, when, tolerance)
 

@@ -41,6 +41,7 @@ __all__ = [
     "events_after",
     "events_since",
     "events_table",
+    "has_state_tables",
     "insert_events",
     "known_events",
     "latest_run_finished",
@@ -107,7 +108,10 @@ def migration_13(create: Any) -> list[str]:
 
 
 def build_meta(store: Any) -> dict[str, Any] | None:
-    """The latest rebuild of the state: its columns and ``meta`` parsed; None before any."""
+    """The latest rebuild of the state: its columns and ``meta`` parsed; None before any (or
+    in a store opened to read that is older than migration 13)."""
+    if not has_state_tables(store):
+        return None
     rows = store.query(
         f"SELECT {', '.join(BUILD_COLUMNS)} FROM state_builds ORDER BY built_at DESC LIMIT 1"
     )
@@ -116,6 +120,16 @@ def build_meta(store: Any) -> dict[str, Any] | None:
     found = dict(zip(BUILD_COLUMNS, rows[0], strict=True))
     found["meta"] = json.loads(found["meta"])
     return found
+
+
+def has_state_tables(store: Any) -> bool:
+    """Whether the store has the tables of migration 13 (a store opened to read is not
+    upgraded)."""
+    found = store.query(
+        "SELECT COUNT(*) FROM information_schema.tables "
+        "WHERE table_name = 'state_builds' AND table_schema = current_schema()"
+    )
+    return bool(found[0][0])
 
 
 def known_events(store: Any, event_ids: list[str]) -> dict[str, str]:
@@ -131,20 +145,23 @@ def known_events(store: Any, event_ids: list[str]) -> dict[str, str]:
 
 
 def read_states(
-    store: Any, customer_ids: Iterable[str], *, locked: bool = False
+    store: Any, customer_ids: Iterable[str] | None, *, locked: bool = False
 ) -> dict[str, dict[str, Any]]:
-    """The states of those customers the store has: ``{customer_id: {part: value}}`` with the
-    JSON parts parsed and ``events_applied``. ``locked``: read inside the caller's
-    transaction, which holds the customers (:func:`lock_customers`)."""
-    ids = list(customer_ids)
-    if not ids:
-        return {}
-    marks = ", ".join("?" for _ in ids)
+    """The states of those customers the store has (every customer's: ``None``):
+    ``{customer_id: {part: value}}`` with the JSON parts parsed and ``events_applied``.
+    ``locked``: read inside the caller's transaction, which holds the customers
+    (:func:`lock_customers`)."""
     cols = ("customer_id", *STATE_PARTS, "events_applied")
-    rows = (store.fetch if locked else store.query)(
-        f"SELECT {', '.join(cols)} FROM customer_state WHERE customer_id IN ({marks})",
-        tuple(ids),
-    )
+    select = f"SELECT {', '.join(cols)} FROM customer_state"
+    read = store.fetch if locked else store.query
+    if customer_ids is None:
+        rows = read(select)
+    else:
+        ids, rows = list(customer_ids), []
+        for k in range(0, len(ids), 10_000):  # PostgreSQL takes at most 65,535 parameters
+            part = ids[k : k + 10_000]
+            marks = ", ".join("?" for _ in part)
+            rows += read(f"{select} WHERE customer_id IN ({marks})", tuple(part))
     out = {}
     for row in rows:
         state: dict[str, Any] = {
