@@ -30,6 +30,7 @@ PANELS = {
     "Actions": ("target", "forecast"),
     "Store and service": ("score", "export", "report", "serve", "dashboard", "api-key"),
     "Monitoring": ("monitor", "retrain", "models"),
+    "Real time": ("ingest", "rebuild"),
 }
 STEP = re.compile(r"^\[(\d+)/(\d+)\] (.+) \.\.\. (\d+\.\d) s$")
 

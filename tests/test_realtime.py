@@ -602,3 +602,71 @@ def test_a_writer_that_stops_before_writing_its_states_loses_nothing(
     writer.store.close()
     assert writer.replayed > 0
     assert rt.check_state(company.project).mismatches == []
+
+
+def test_ingest_takes_a_file_whole_or_lists_its_problems(company: Company, tmp_path: Path) -> None:
+    """`custval ingest`: JSON lines and CSV apply all their events, a file sent again changes
+    nothing, a file with bad events is refused whole naming each event's line."""
+    ids = customer_ids(company.store, buyers=True)
+    now = datetime.now(UTC).replace(microsecond=0, tzinfo=None).isoformat()
+    cli = [sys.executable, "-m", "custval", "ingest"]
+    where = ["-c", str(company.project.root / "custval.toml"), "--store", company.store]
+    lines = tmp_path / "events.jsonl"
+    lines.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "event_id": f"f{i}",
+                    "type": "purchase",
+                    "customer_id": ids[i],
+                    "timestamp": now,
+                    "amount": 10.0 + i,
+                }
+            )
+            for i in range(20)
+        )
+    )
+    table = tmp_path / "events.csv"
+    table.write_text(
+        "event_id,type,customer_id,timestamp,page_views,converted\n"
+        f"w1,web_session,{ids[0]},{now},4,true\nw2,web_session,{ids[1]},{now},,false\n"
+    )
+    first = subprocess.run([*cli, str(lines), *where], capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    assert "20 events applied, 0 already applied" in first.stdout
+    again = subprocess.run([*cli, str(lines), *where], capture_output=True, text=True)
+    assert "0 events applied, 20 already applied" in again.stdout
+    web = subprocess.run([*cli, str(table), *where], capture_output=True, text=True)
+    assert "2 events applied" in web.stdout, web.stdout + web.stderr
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        json.dumps(
+            {
+                "event_id": "b1",
+                "type": "purchase",
+                "customer_id": ids[0],
+                "timestamp": now,
+                "amount": 5.0,
+            }
+        )
+        + "\n"
+        + json.dumps({"event_id": "b2", "type": "purchse", "customer_id": ids[0], "timestamp": now})
+        + "\n"
+        + json.dumps(
+            {
+                "event_id": "b3",
+                "type": "purchase",
+                "customer_id": ids[0],
+                "timestamp": now,
+                "amount": "5",
+            }
+        )
+        + "\n"
+    )
+    refused = subprocess.run([*cli, str(bad), *where], capture_output=True, text=True)
+    assert refused.returncode == 2
+    assert "2 problems in 3 events; nothing was applied" in refused.stderr
+    assert "event 2" in refused.stderr and "event 3 amount" in refused.stderr
+    with open_store(company.store, read_only=True) as store:
+        assert store.query("SELECT COUNT(*) FROM events")[0][0] == 22
+    assert rt.check_state(company.project).mismatches == []

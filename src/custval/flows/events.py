@@ -11,6 +11,7 @@ import ibis
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from custval.data.contracts import CONTRACTS
 from custval.data.events import EVENT_KINDS
 from custval.errors import CustvalError
 from custval.store import Store, open_store
@@ -19,29 +20,11 @@ from custval.store import events as stored
 __all__ = ["event_kind_tables", "order_ids", "stored_events", "with_events"]
 
 
-#: each source kind's columns that events fill (the rest are null)
+#: each source kind's columns that events fill (the rest are null): its contract's, with the
+#: event's timestamp for the day of product use
 _KIND_COLUMNS = {
-    "transactions": (
-        "customer_id",
-        "order_id",
-        "timestamp",
-        "amount",
-        "category",
-        "channel",
-        "product_id",
-    ),
-    "web_sessions": (
-        "customer_id",
-        "timestamp",
-        "session_id",
-        "page_views",
-        "duration_sec",
-        "blogs_viewed",
-        "videos_viewed",
-        "whitepapers_viewed",
-        "converted",
-    ),
-    "product_usage": ("customer_id", "timestamp", "features_used", "sessions", "time_sec"),
+    kind: tuple("timestamp" if c.name == "date" else c.name for c in CONTRACTS[kind].columns)
+    for kind in ("transactions", "web_sessions", "product_usage")
 }
 
 

@@ -681,6 +681,18 @@ class FeatureOptions:
     time_unit: str = "weeks"
     trend_window_days: int = 90
 
+    def features(self, state: dict[str, Any], as_of: date) -> dict[str, Any]:
+        """The feature row of ``state`` at ``as_of`` (:func:`inc.features_at`)."""
+        return inc.features_at(
+            state,
+            as_of,
+            kinds=self.kinds,
+            groups=self.groups,
+            levels=self.levels,
+            time_unit=self.time_unit,
+            trend_window_days=self.trend_window_days,
+        )
+
     @classmethod
     def of(cls, build: dict[str, Any], manifest_features: dict[str, Any]) -> FeatureOptions:
         meta = build["meta"]
@@ -728,15 +740,7 @@ def customer_now(
             f"({inc.EPOCH + timedelta(days=last)})",
             hint="Ask for a later as_of, or none (now)",
         )
-    row = inc.features_at(
-        found,
-        when,
-        kinds=options.kinds,
-        groups=options.groups,
-        levels=options.levels,
-        time_unit=options.time_unit,
-        trend_window_days=options.trend_window_days,
-    )
+    row = options.features(found, when)
     row["customer_id"] = customer_id
     out: dict[str, Any] = {"customer_id": customer_id, "as_of": when.isoformat(), "features": row}
     out |= customer_clv(row, clv_saved)
@@ -864,15 +868,7 @@ def _compare(
         if state is None:
             mismatches.append({"customer_id": cid, "column": None, "batch": "a row", "state": None})
             continue
-        row = inc.features_at(
-            state,
-            when,
-            kinds=options.kinds,
-            groups=options.groups,
-            levels=options.levels,
-            time_unit=options.time_unit,
-            trend_window_days=options.trend_window_days,
-        )
+        row = options.features(state, when)
         for col, want in expected.items():
             diff = _difference(want, row.get(col, "<absent>"))
             worst = max(worst, diff if diff != float("inf") else worst)
