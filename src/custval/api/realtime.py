@@ -25,7 +25,7 @@ from custval.flows.realtime import (
     customer_now,
     outcome_of,
 )
-from custval.store import Store, open_store
+from custval.store import Store, directions, open_store
 from custval.store import events as stored
 from custval.store.runs import hold_store
 
@@ -122,16 +122,18 @@ class Realtime:
         row = {c: features.get(c) for c in model.schema.columns}
         row["customer_id"] = customer_id
         scored = model.score([row])[0]
+        # the store's words for the sign (a scoring run's reasons), so that both answers agree
+        words = directions([r["contribution"] for r in scored["reasons"]]).to_pylist()
         reasons = [
             {
                 "rank": k + 1,
                 "feature": r["feature"],
                 "value": r["value"],
                 "contribution": r["contribution"],
-                "direction": _direction(r["contribution"]),
+                "direction": word,
                 "text": r["text"],
             }
-            for k, r in enumerate(scored["reasons"])
+            for k, (r, word) in enumerate(zip(scored["reasons"], words, strict=True))
         ]
         return {
             "customer_id": customer_id,
@@ -158,7 +160,3 @@ class Realtime:
                 reader.close()
             self._readers.clear()
         self.store.close()
-
-
-def _direction(contribution: float) -> str:
-    return "raises" if contribution > 0 else ("lowers" if contribution < 0 else "none")

@@ -39,6 +39,8 @@ __all__ = [
     "MAX_CLOCK_SKEW",
     "Event",
     "EventBatch",
+    "event_columns",
+    "event_row",
     "event_rows",
     "fingerprint",
 ]
@@ -241,28 +243,36 @@ def fingerprint(event: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def event_rows(events: list[Any], received_at: datetime | None = None) -> dict[str, list[Any]]:
-    """The events as the event table's columns (:data:`EVENT_COLUMNS`), cleaned as their
+def event_row(event: Any, received_at: datetime | None = None) -> dict[str, Any]:
+    """The event as a row of the event table (:data:`EVENT_COLUMNS`), cleaned as its
     source's rows are: a refund's amount negative, categories lower-cased (``unknown`` when
-    missing), ids upper-cased, an order id for every purchase and refund."""
+    missing), ids upper-cased, an order id for every purchase and refund; its
+    :func:`fingerprint`."""
+    row = event.model_dump()
+    row["fingerprint"] = fingerprint(event)
+    row["received_at"] = received_at
+    if event.type in ("purchase", "refund"):
+        row["order_id"] = row["order_id"] or f"EVENT:{event.event_id}"
+        if event.type == "refund":
+            row["amount"] = -row["amount"]
+        else:
+            row["category"] = _category(row["category"])
+            row["channel"] = _category(row["channel"])
+    for name in ("product_id", "session_id"):
+        if row.get(name) is not None:
+            row[name] = normalise_id(row[name])
+    if row.get("converted") is not None:
+        row["converted"] = int(row["converted"])
+    return {c: row.get(c) for c in EVENT_COLUMNS}
+
+
+def event_columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Rows of :func:`event_row` as the event table's columns."""
+    return {c: [row[c] for row in rows] for c in EVENT_COLUMNS}
+
+
+def event_rows(events: list[Any], received_at: datetime | None = None) -> dict[str, list[Any]]:
+    """The events as the event table's columns (:func:`event_row`), received at
+    ``received_at`` (default: now)."""
     now = received_at or datetime.now(UTC).replace(tzinfo=None)
-    cols: dict[str, list[Any]] = {c: [] for c in EVENT_COLUMNS}
-    for event in events:  # the events of one request: at most the batch limit
-        row = event.model_dump()
-        row["fingerprint"] = fingerprint(event)
-        row["received_at"] = now
-        if event.type in ("purchase", "refund"):
-            row["order_id"] = row["order_id"] or f"EVENT:{event.event_id}"
-            if event.type == "refund":
-                row["amount"] = -row["amount"]
-            else:
-                row["category"] = _category(row["category"])
-                row["channel"] = _category(row["channel"])
-        for name in ("product_id", "session_id"):
-            if row.get(name) is not None:
-                row[name] = normalise_id(row[name])
-        if row.get("converted") is not None:
-            row["converted"] = int(row["converted"])
-        for c in EVENT_COLUMNS:
-            cols[c].append(row.get(c))
-    return cols
+    return event_columns([event_row(event, now) for event in events])

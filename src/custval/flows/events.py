@@ -14,8 +14,8 @@ import pyarrow.compute as pc
 from custval.data.contracts import CONTRACTS
 from custval.data.events import EVENT_KINDS
 from custval.errors import CustvalError
-from custval.store import Store, open_store
 from custval.store import events as stored
+from custval.store import open_store
 
 __all__ = ["event_kind_tables", "order_ids", "stored_events", "with_events"]
 
@@ -93,19 +93,8 @@ def stored_events(store_url: str | Path | None) -> pa.Table | None:
     local = not text.startswith(("postgresql://", "postgres://"))
     if local and not Path(text.removeprefix("duckdb://")).exists():
         return None
-    with _reading(text) as store:
+    with open_store(text, read_only=True) as store:
         if not stored.has_state_tables(store):
             return None
         events = stored.events_table(store)
     return events if events.num_rows else None
-
-
-def _reading(url: str) -> Store:
-    """The store opened to read; with the writing configuration when this process has it open
-    for writing already (a scoring run reads the events of the store it writes to)."""
-    try:
-        return open_store(url, read_only=True)
-    except CustvalError as exc:
-        if "different configuration" not in str(exc):
-            raise
-        return open_store(url)

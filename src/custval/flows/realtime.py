@@ -35,7 +35,7 @@ import pyarrow as pa
 
 from custval.columns import SUMMARY_COLUMNS
 from custval.config import Project
-from custval.data.events import EventBatch, event_rows, fingerprint
+from custval.data.events import EventBatch, event_columns, event_row
 from custval.errors import CustvalError
 from custval.features import incremental as inc
 from custval.features.build import GROUPS, build_features
@@ -293,7 +293,7 @@ def _ingest_locked(
     existing = set(states)
     through = stored.as_date(build["data_through"])
     outcomes: list[Ingested | IngestError] = []
-    accepted: list[Any] = []
+    accepted: list[dict[str, Any]] = []  # the new events' rows
     touched: set[str] = set()
     for batch in batches:
         try:
@@ -307,14 +307,16 @@ def _ingest_locked(
         outcomes.append(result)
     if accepted:
         now = _received_now()
-        last = {e.customer_id: e.timestamp for e in accepted}
+        for row in accepted:
+            row["received_at"] = now
+        last = {r["customer_id"]: r["timestamp"] for r in accepted}
         summaries = {c: _summary(states[c], last.get(c), now) for c in touched}
-        stored.insert_events(store, event_rows(accepted, now))
+        stored.insert_events(store, event_columns(accepted))
         changed_states = {c: states[c] for c in touched}
         if cache is None:
             stored.write_states(store, changed_states, summaries, existing, now)
         else:  # kept once the transaction commits (the caller's ``with``)
-            cache.pending = (changed_states, summaries, now, [e.customer_id for e in accepted])
+            cache.pending = (changed_states, summaries, now, [r["customer_id"] for r in accepted])
     return outcomes
 
 
@@ -441,15 +443,16 @@ def _apply_batch(
     through: date | None,
 ) -> tuple[Ingested, dict[str, dict[str, Any]], list[Any]]:
     """One batch applied to copies of its customers' states: (what it did, the changed
-    states, the new events); an :class:`IngestError` leaves ``states`` and ``seen`` as they
-    were."""
+    states, the new events' rows); an :class:`IngestError` leaves ``states`` and ``seen`` as
+    they were."""
     result = Ingested()
     changed: dict[str, dict[str, Any]] = {}
     new: list[Any] = []
     marks: dict[str, str] = {}
     copied: set[tuple[str, str]] = set()
     for i, event in enumerate(batch.events):
-        mark = fingerprint(event)
+        row = event_row(event)  # once: its fingerprint, the state and the insert use it
+        mark = row["fingerprint"]
         before = marks.get(event.event_id) or seen.get(event.event_id)
         if before is not None:
             if before != mark:
@@ -470,11 +473,10 @@ def _apply_batch(
             state[part] = inc.copy_part(state.get(part))
             copied.add((cid, part))
         late = _is_late(state, event, through)
-        row = {c: v[0] for c, v in event_rows([event]).items()}
         _apply_row(state, row, i)
         state["events_applied"] = state.get("events_applied", 0) + 1
         marks[event.event_id] = mark
-        new.append(event)
+        new.append(row)
         result.applied += 1
         if late and cid not in result.late:
             result.late.append(cid)
@@ -753,11 +755,13 @@ def customer_now(
 
 def customer_clv(row: dict[str, Any], saved: dict[str, Any] | None) -> dict[str, Any]:
     """P(alive), expected purchases and CLV of one feature row by the run's customer-base
-    models (closed forms; NaN-free: None for a customer without a purchase)."""
+    models (closed forms; NaN-free: None for a customer without a purchase). ``saved``: the
+    run's ``clv_models``, with the models built already as ``fitted`` when the caller keeps
+    them (the service: :mod:`custval.api.state`)."""
     empty = {"p_alive": None, "expected_purchases": None, "clv_expected": None}
     if saved is None or "purchases" not in saved or row.get("T") is None:
         return empty
-    purchases, spend = clv_models_from_json(saved)
+    purchases, spend = saved.get("fitted") or clv_models_from_json(saved)
     x, tx, t, m = (np.array([float(row[c] or 0.0)]) for c in SUMMARY_COLUMNS)
     horizon, discount = float(saved["horizon"]), float(saved["discount"])
     alive, expected, discounted = purchase_predictions(

@@ -941,7 +941,9 @@ def _with_nulls(data: pa.Table, missing: list[str], columns: dict[str, str]) -> 
 
 def _connect_duckdb(path: Path, read_only: bool, wait: float) -> Any:
     """A DuckDB connection; a file locked by another process (a service reading it, say) is
-    tried again for up to ``wait`` seconds."""
+    tried again for up to ``wait`` seconds. A file this process has open for writing already
+    is read through that configuration (DuckDB refuses a second one in one process: a scoring
+    run reads the events of the store it writes to)."""
     import duckdb
 
     deadline = time.monotonic() + wait
@@ -949,6 +951,9 @@ def _connect_duckdb(path: Path, read_only: bool, wait: float) -> Any:
         try:
             return duckdb.connect(str(path), read_only=read_only)
         except duckdb.Error as exc:
+            if read_only and "different configuration" in str(exc):
+                read_only = False
+                continue
             if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
                 raise CustvalError(f"cannot open the store '{path}': {exc}") from None
             time.sleep(0.1)
@@ -970,9 +975,6 @@ def hold_store(url: str | Path, *, wait: float = 0.0) -> Store:
     the process, read-only ones too. Closing the returned store releases it."""
     store = open_store(url, wait=wait)
     if store.engine == "duckdb":
-        # a checkpoint holds every commit while it rewrites the file: a writer taking events
-        # lets the log grow further between them (they come rarer, each no longer)
-        store.con.execute("SET wal_autocheckpoint = '1GB'")
         key = _duckdb_key(str(url))
         _HELD[key] = store.con
         store.released = lambda: _HELD.pop(key, None)
