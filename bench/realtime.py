@@ -10,8 +10,10 @@ starts from the same state):
 
 * the pair: ``POST /v1/events`` with one purchase of a random customer, then ``GET
   /v1/customers/{id}`` of that customer (the value probability with reasons, CLV, P(alive),
-  segment as of now, with the purchase counted): p50 and p99 of the pair, at 4 concurrent
-  connections (closed loop);
+  segment as of now, with the purchase counted): p50 and p99 of the pair for one client,
+  alone, then while 500 single-purchase requests a second of other customers arrive (open
+  loop: the load a service with room to spare takes), then for 4 clients sending pairs
+  without pause (the server saturated: their latency is mostly each other's queue);
 * sustained ingestion: single-purchase ``POST /v1/events`` at 16 connections for
   ``--seconds``: events per second, p50 and p99; and the same with 10 purchases a request
   (for information: how far batching producers go);
@@ -21,8 +23,9 @@ starts from the same state):
 DuckDB: one worker (a DuckDB file has one writing process); PostgreSQL: ``--workers 2``.
 The load generator is the asyncio raw-socket client of ``bench/serve.py``, in this process.
 
-Targets (DuckDB store, 2 cores): the pair's p99 at most 20 ms; at least 1,000 events/s
-sustained. The PostgreSQL figures are printed for information. Exits 1 when one is missed.
+Targets (DuckDB store, 2 cores): the pair's p99 at most 20 ms, while the 500 events/s
+arrive; at least 1,000 events/s sustained. The PostgreSQL figures are printed for
+information. Exits 1 when one is missed.
 Run: ``.venv/bin/python bench/realtime.py [--customers N] [--seconds S] [--pg URL]``.
 """
 
@@ -48,6 +51,9 @@ from serve import free_port, raw_get, raw_request, wait_ready
 
 HERE = Path(__file__).resolve().parent
 PAIR_CONNECTIONS = 4
+#: events per second of other customers while the pair's latency is measured (half the
+#: sustained target: a service with room to spare, as one is run)
+BACKGROUND = 500.0
 INGEST_CONNECTIONS = 16
 
 
@@ -133,8 +139,17 @@ async def read_answer(reader: asyncio.StreamReader) -> bytes:
     return head[9:12]
 
 
-async def pairs(port: int, key: str, ids: list[str], total: int, start: int) -> dict[str, Any]:
-    """POST one purchase, then GET that customer, ``total`` times over the connections."""
+async def pairs(
+    port: int,
+    key: str,
+    ids: list[str],
+    total: int,
+    start: int,
+    connections: int = PAIR_CONNECTIONS,
+    background: float = 0.0,
+) -> dict[str, Any]:
+    """POST one purchase, then GET that customer, ``total`` times over ``connections``;
+    with ``background`` events per second of other customers sent meanwhile (open loop)."""
     rng = random.Random(start)
     latencies: list[float] = []
     failed = 0
@@ -160,8 +175,43 @@ async def pairs(port: int, key: str, ids: list[str], total: int, start: int) -> 
             writer.close()
 
     t0 = time.perf_counter()
-    await asyncio.gather(*(connection() for _ in range(PAIR_CONNECTIONS)))
+    stream = asyncio.ensure_future(steady(port, key, ids, background, start + 100_000_000))
+    await asyncio.gather(*(connection() for _ in range(connections)))
+    stream.cancel()
     return summary(np.array(latencies), failed, time.perf_counter() - t0)
+
+
+async def steady(port: int, key: str, ids: list[str], rate: float, start: int) -> None:
+    """Single-purchase POSTs at ``rate`` per second, each on time whatever the answers'
+    pace (over connections of its own), until cancelled."""
+    if rate <= 0:
+        return
+    streams = [await asyncio.open_connection("127.0.0.1", port) for _ in range(8)]
+    free: asyncio.Queue[Any] = asyncio.Queue()
+    for stream in streams:
+        free.put_nowait(stream)
+    rng = random.Random(start)
+
+    async def send(i: int) -> None:
+        reader, writer = await free.get()
+        writer.write(raw_request(port, "/v1/events", event_body(i, rng.choice(ids)), key))
+        await read_answer(reader)
+        free.put_nowait((reader, writer))
+
+    tasks: set[asyncio.Task[None]] = set()
+    t0, i = time.perf_counter(), 0
+    try:
+        while True:
+            i += 1
+            task = asyncio.ensure_future(send(start + i))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            await asyncio.sleep(max(0.0, t0 + i / rate - time.perf_counter()))
+    finally:
+        for task in tasks:
+            task.cancel()
+        for _, writer in streams:
+            writer.close()
 
 
 async def ingestion(
@@ -231,17 +281,27 @@ def run(label: str, config: Path, store: str, workers: int, ids: list[str], args
     try:
         wait_ready(port, proc)
         asyncio.run(pairs(port, key, ids, 200, 10_000_000))  # warm-up
-        pair = asyncio.run(pairs(port, key, ids, args.pairs, 20_000_000))
+        alone = asyncio.run(pairs(port, key, ids, args.pairs, 15_000_000, connections=1))
+        pair = asyncio.run(
+            pairs(port, key, ids, args.pairs, 20_000_000, connections=1, background=BACKGROUND)
+        )
+        busy = asyncio.run(pairs(port, key, ids, args.pairs, 25_000_000))
         ingest = asyncio.run(ingestion(port, key, ids, args.seconds, 30_000_000))
         batched = asyncio.run(ingestion(port, key, ids, args.seconds, 40_000_000, 10))
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-    print(
-        f"{label}: ingest + read of one customer: {pair['n']:,.0f} pairs, p50 "
-        f"{pair['p50_ms']:.2f} ms, p99 {pair['p99_ms']:.2f} ms, {pair['failed']:.0f} not 200",
-        flush=True,
-    )
+    for what, found in (
+        ("alone", alone),
+        (f"while {BACKGROUND:,.0f} other events/s arrive", pair),
+        (f"{PAIR_CONNECTIONS} clients at once, no pause", busy),
+    ):
+        print(
+            f"{label}: ingest + read of one customer, {what}: {found['n']:,.0f} pairs, p50 "
+            f"{found['p50_ms']:.2f} ms, p99 {found['p99_ms']:.2f} ms, "
+            f"{found['failed']:.0f} not 200",
+            flush=True,
+        )
     print(
         f"{label}: sustained ingestion: {ingest['n']:,.0f} events in {args.seconds:.0f} s = "
         f"{ingest['per_s']:,.0f} events/s; p50 {ingest['p50_ms']:.2f} ms, p99 "
@@ -271,7 +331,8 @@ def run(label: str, config: Path, store: str, workers: int, ids: list[str], args
         check=False,
     )
     print(f"{label}: {check.stdout.strip()}", flush=True)
-    return {"pair": pair, "ingest": ingest, "check_ok": check.returncode == 0}
+    failed = sum(f["failed"] for f in (alone, pair, busy, ingest, batched))
+    return {"pair": pair, "ingest": ingest, "failed": failed, "check_ok": check.returncode == 0}
 
 
 def main() -> int:
@@ -290,13 +351,13 @@ def main() -> int:
         duck["pair"]["p99_ms"] <= 20.0
         and duck["ingest"]["per_s"] >= 1000
         and duck["check_ok"]
-        and duck["pair"]["failed"] == 0
-        and duck["ingest"]["failed"] == 0
+        and duck["failed"] == 0
     )
     if args.pg:
         run("PostgreSQL, 2 workers", config, args.pg, 2, ids, args)
     print(
-        f"targets (DuckDB): pair p99 <= 20 ms, >= 1,000 events/s, state = batch: "
+        f"targets (DuckDB): pair p99 <= 20 ms while {BACKGROUND:,.0f} events/s arrive, "
+        ">= 1,000 events/s, state = batch: "
         f"{'met' if ok else 'MISSED'}"
     )
     return 0 if ok else 1

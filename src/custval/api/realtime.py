@@ -50,6 +50,11 @@ class Realtime:
         self._build: dict[str, Any] | None = None
         self._run: tuple[str | None, datetime | None] = (None, None)
 
+    @property
+    def in_memory(self) -> bool:
+        """Whether the states are in this process's memory (a DuckDB file's one writer)."""
+        return self.writer.cache is not None
+
     def reader(self) -> Store:
         """This thread's connection to the store (kept: a connection per request would cost
         more than the request)."""

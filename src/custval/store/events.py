@@ -32,21 +32,25 @@ from typing import Any
 import pyarrow as pa
 
 from custval.data.events import EVENT_COLUMNS
+from custval.store import journal
 
 __all__ = [
     "BUILD_COLUMNS",
     "STATE_COLUMNS",
     "STATE_PARTS",
     "build_meta",
+    "event_schema",
     "events_after",
     "events_since",
     "events_table",
     "has_state_tables",
     "insert_events",
+    "journal_events",
     "known_events",
     "latest_run_finished",
     "migration_13",
     "read_states",
+    "recover_journal",
     "replace_state",
     "replace_states",
     "set_watermark",
@@ -196,8 +200,44 @@ def latest_run_finished(store: Any) -> datetime | None:
 
 
 def events_table(store: Any) -> pa.Table:
-    """Every event, as Arrow (for a rebuild and the batch runs)."""
-    return store.all_rows("events", EVENT_COLUMNS)
+    """Every event, as Arrow (for a rebuild and the batch runs): the ``events`` table's and,
+    on a DuckDB file, those its service has acknowledged but not written yet (its journal)."""
+    table = store.all_rows("events", EVENT_COLUMNS)
+    unwritten = journal_events(store)
+    return table if unwritten is None else pa.concat_tables([table, unwritten])
+
+
+def journal_events(store: Any) -> pa.Table | None:
+    """The events in a DuckDB store's journal (:mod:`custval.store.journal`) that its
+    ``events`` table lacks, as Arrow; None when there are none."""
+    if store.engine != "duckdb":
+        return None
+    rows = journal.pending_rows(store.url)
+    if not rows:
+        return None
+    table = pa.Table.from_pylist(rows, schema=event_schema())
+    # a segment whose transaction committed just before its writer stopped is in both
+    store.con.register("__journal", table)
+    try:
+        missing = store.con.execute(
+            "SELECT * FROM __journal WHERE event_id NOT IN (SELECT event_id FROM events)"
+        ).fetch_arrow_table()
+    finally:
+        store.con.unregister("__journal")
+    return missing.cast(event_schema()) if missing.num_rows else None
+
+
+def recover_journal(store: Any) -> int:
+    """Put the events a stopped writer left in the journal of a DuckDB store into its
+    ``events`` table, then delete the journal; returns how many were missing. The caller
+    holds the store for writing, with no writer appending to the journal."""
+    missing = journal_events(store)
+    if missing is not None:
+        with store._transaction():
+            store._bulk("events", EVENT_COLUMNS, missing)
+    if store.engine == "duckdb":
+        journal.discard_all(store.url)
+    return 0 if missing is None else missing.num_rows
 
 
 # ---- writing --------------------------------------------------------------------------------
@@ -218,8 +258,11 @@ def insert_events(store: Any, events: dict[str, list[Any]]) -> None:
     if store.engine == "postgres":
         store._bulk("events", EVENT_COLUMNS, pa.table(events, schema=_schema(EVENT_COLUMNS)))
         return
-    # DuckDB pays milliseconds per statement, little per row: one statement for them all
     names = list(EVENT_COLUMNS)
+    if len(events[names[0]]) > _CHUNK:  # a service's second of events: in bulk
+        store._bulk("events", EVENT_COLUMNS, pa.table(events, schema=event_schema()))
+        return
+    # DuckDB pays milliseconds per statement, little per row: one statement for them all
     _insert_values(store, "events", names, list(zip(*(events[c] for c in names), strict=True)))
 
 
@@ -358,6 +401,11 @@ _ARROW = {
 
 def _schema(columns: dict[str, str]) -> pa.Schema:
     return pa.schema([(c, _ARROW[t]) for c, t in columns.items()])
+
+
+def event_schema() -> pa.Schema:
+    """The Arrow schema of ``events``."""
+    return _schema(EVENT_COLUMNS)
 
 
 def state_schema() -> pa.Schema:
