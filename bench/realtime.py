@@ -329,6 +329,7 @@ def run(label: str, config: Path, store: str, workers: int, ids: list[str], args
         capture_output=True,
         text=True,
         check=False,
+        env={**os.environ, "COLUMNS": "200"},  # its sentence on one line
     )
     print(f"{label}: {check.stdout.strip()}", flush=True)
     failed = sum(f["failed"] for f in (alone, pair, busy, ingest, batched))

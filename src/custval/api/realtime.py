@@ -49,6 +49,11 @@ class Realtime:
         self._read_at = 0.0
         self._build: dict[str, Any] | None = None
         self._run: tuple[str | None, datetime | None] = (None, None)
+        # read in a thread of its own: a read in the request that finds them old would hold
+        # the event loop (the DuckDB answers are computed there) for 5-10 ms
+        self._stop = threading.Event()
+        self._refresher = threading.Thread(target=self._refresh, daemon=True, name="custval-fresh")
+        self._refresher.start()
 
     @property
     def in_memory(self) -> bool:
@@ -69,19 +74,27 @@ class Realtime:
     def fresh(self) -> tuple[dict[str, Any] | None, tuple[str | None, datetime | None]]:
         """The state's latest build and the latest scoring run (id, finished), read again
         every two seconds (a rebuild or a run on PostgreSQL shows within them)."""
-        now = time.monotonic()
-        if now - self._read_at > _FRESH_SECONDS:
-            with self._lock:
-                if now - self._read_at > _FRESH_SECONDS:
-                    reader = self.reader()
-                    self._build = stored.build_meta(reader)
-                    rows = reader.query(
-                        "SELECT run_id, finished_at FROM runs WHERE status = 'succeeded' AND "
-                        "kind = 'score' ORDER BY finished_at DESC, run_id DESC LIMIT 1"
-                    )
-                    self._run = (rows[0][0], rows[0][1]) if rows else (None, None)
-                    self._read_at = now
+        if self._read_at == 0.0:  # not read yet: now
+            self._read()
         return self._build, self._run
+
+    def _refresh(self) -> None:
+        while not self._stop.wait(_FRESH_SECONDS):
+            try:
+                self._read()
+            except Exception:  # kept as they were; read again in two seconds
+                continue
+
+    def _read(self) -> None:
+        with self._lock:
+            reader = self.reader()
+            build = stored.build_meta(reader)
+            rows = reader.query(
+                "SELECT run_id, finished_at FROM runs WHERE status = 'succeeded' AND "
+                "kind = 'score' ORDER BY finished_at DESC, run_id DESC LIMIT 1"
+            )
+            self._build, self._run = build, (rows[0][0], rows[0][1]) if rows else (None, None)
+            self._read_at = time.monotonic()
 
     async def ingest(self, batch: EventBatch) -> Ingested:
         """Apply one batch of events (all or nothing), with the other requests' at once; the
@@ -159,6 +172,8 @@ class Realtime:
     def close(self) -> None:
         """Finish the events waiting; release the store (the readers' connections first: a
         DuckDB file stays open while one of them is)."""
+        self._stop.set()
+        self._refresher.join(timeout=10)
         self.writer.close()
         with self._readers_lock:
             for reader in self._readers:

@@ -352,9 +352,10 @@ class StateCache:
         # sight, whose full passes over them would stall requests for a tenth of a second
         gc.freeze()
         self._parsed: dict[str, dict[str, Any]] = {}
-        #: the changed customers' rows of customer_state, made by the writer (so that
-        #: writing them costs the flush no Python work of note)
-        self.dirty: dict[str, dict[str, Any]] = {}
+        #: the changed customers' states and BI columns, made into rows of customer_state
+        #: by the flush (once a second however many events changed them, and off the
+        #: requests' path; a state is never changed in place, so reading it there is safe)
+        self.dirty: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
         self.through: datetime | None = None
         self._lock = threading.Lock()
         self._journal = Journal(store.url)
@@ -420,7 +421,7 @@ class StateCache:
                 for cid, state in states.items():
                     self._parsed[cid] = state
                     self._raw.pop(cid, None)
-                    self.dirty[cid] = stored.state_row(cid, state, summaries[cid])
+                    self.dirty[cid] = (state, summaries[cid])
                 for row in rows:  # one per event received
                     cid = row["customer_id"]
                     self.since_run[cid] = self.since_run.get(cid, 0) + 1
@@ -443,15 +444,16 @@ class StateCache:
                 if events:
                     stored.insert_events(store, event_columns(events))
                 if dirty and through is not None:
-                    stored.replace_states(store, list(dirty.values()), through)
+                    rows = [stored.state_row(c, *found) for c, found in dirty.items()]
+                    stored.replace_states(store, rows, through)
         except Exception:
             with self._lock:  # kept, written with the next (the journal keeps them too)
                 self._unwritten = events + self._unwritten
             raise
         self._journal.discard(segment)
         with self._lock:
-            for cid, row in dirty.items():
-                if self.dirty.get(cid) is row:  # not changed again meanwhile
+            for cid, found in dirty.items():
+                if self.dirty.get(cid) is found:  # not changed again meanwhile
                     del self.dirty[cid]
             for row in events:
                 self._recent.pop(row["event_id"], None)
