@@ -734,3 +734,58 @@ def test_the_journal_keeps_what_was_acknowledged_and_recovery_adds_only_what_is_
         for event_id in ("j0", "an id", "ü-ñ"):
             found = store.query("SELECT md5_number_upper(?)", (event_id,))[0][0]
             assert rt._id_hash(event_id) == found
+
+
+@pytest.mark.usefixtures("pg_url")
+def test_a_replay_waits_for_the_ingests_in_flight(
+    company: Company, request: pytest.FixtureRequest
+) -> None:
+    """A worker starting (its replay of the events after the watermark) while another
+    worker's ingest is writing waits for that ingest to commit, and then applies nothing
+    twice: on PostgreSQL without the wait, the ingest's events could be read as missing
+    from the state that already holds them."""
+    from custval.store.events import build_meta, hold_gate, lock_customers
+    from tests.factories import search_path_url
+
+    url = search_path_url(request.getfixturevalue("pg_url"), request.getfixturevalue("pg_schema"))
+    rt.rebuild(company.project.model_copy(update={"store": url}))
+    cid = customer_ids(url, buyers=True)[0]
+    event = {"event_id": "in-flight", "type": "purchase", "customer_id": cid}
+    batch = EventBatch.model_validate(
+        {"events": [event | {"timestamp": datetime.now(UTC).isoformat(), "amount": 7.5}]}
+    )
+    written, release = threading.Event(), threading.Event()
+
+    def ingest_in_flight() -> None:  # what rt.ingest does, held open before its commit
+        with open_store(url) as store:
+            build = build_meta(store)  # before: its read commits
+            with store._transaction():
+                hold_gate(store)
+                lock_customers(store, [cid])
+                (done,) = rt._ingest_locked(store, [batch], [cid], build, None)
+                assert isinstance(done, rt.Ingested) and done.applied == 1
+                written.set()
+                release.wait(5)
+
+    replayed: list[int] = []
+
+    def replay() -> None:
+        with open_store(url) as store:
+            replayed.append(rt.replay(store))
+
+    writer = threading.Thread(target=ingest_in_flight)
+    writer.start()
+    assert written.wait(10)
+    starting = threading.Thread(target=replay)
+    starting.start()
+    time.sleep(0.5)
+    assert replayed == []  # waiting for the ingest
+    release.set()
+    writer.join()
+    starting.join(10)
+    assert replayed == [0]
+    with open_store(url, read_only=True) as store:
+        applied = store.query(
+            "SELECT events_applied FROM customer_state WHERE customer_id = ?", (cid,)
+        )
+    assert applied == [(1,)]

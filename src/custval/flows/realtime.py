@@ -268,6 +268,7 @@ def ingest(
         if cache is not None:
             return _ingest_locked(store, batches, customers, build, cache)
         with store._transaction():
+            stored.hold_gate(store)
             stored.lock_customers(store, customers)
             return _ingest_locked(store, batches, customers, build, None)
     finally:
@@ -486,6 +487,10 @@ def replay(store: Store) -> int:
     memory stopped before writing them), in one transaction; returns how many."""
     stored.recover_journal(store)
     with store._transaction():
+        # alone: a writer of another process that started meanwhile could otherwise commit
+        # events and states between the watermark read here and the events read after it,
+        # and have them applied twice (seen once: a PostgreSQL service of 2 workers)
+        stored.hold_gate(store, alone=True)
         rows = stored.events_after(store, stored.watermark(store))
         if not rows:
             return 0

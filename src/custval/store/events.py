@@ -44,6 +44,7 @@ __all__ = [
     "events_since",
     "events_table",
     "has_state_tables",
+    "hold_gate",
     "insert_events",
     "journal_events",
     "known_events",
@@ -241,6 +242,22 @@ def recover_journal(store: Any) -> int:
 
 
 # ---- writing --------------------------------------------------------------------------------
+
+
+#: the advisory lock that every ingest holds shared and a replay alone (PostgreSQL); outside
+#: the customers' keys (crc32: below 2**32)
+_GATE = 2**40
+
+
+def hold_gate(store: Any, *, alone: bool = False) -> None:
+    """PostgreSQL: hold the ingestion's gate to the end of the caller's transaction, shared
+    with the other ingests, or ``alone`` (a replay: no ingest is between writing its events
+    and moving the watermark while it reads them, so none is applied twice). DuckDB:
+    nothing (one writing process)."""
+    if store.engine != "postgres":
+        return
+    lock = "pg_advisory_xact_lock" if alone else "pg_advisory_xact_lock_shared"
+    store._execute(f"SELECT {lock}(?)", (_GATE,))
 
 
 def lock_customers(store: Any, customer_ids: Iterable[str]) -> None:
