@@ -441,11 +441,11 @@ class StateCache:
                 return 0
             segment = self._journal.rotate()  # the groups of this write, and no other
         try:
+            rows = _state_rows(dirty)
             with store._transaction():
                 if events:
                     stored.insert_events(store, event_columns(events))
-                if dirty and through is not None:
-                    rows = [stored.state_row(c, *found) for c, found in dirty.items()]
+                if rows and through is not None:
                     stored.replace_states(store, rows, through)
         except Exception:
             with self._lock:  # kept, written with the next (the journal keeps them too)
@@ -468,6 +468,18 @@ class StateCache:
     def close(self) -> None:
         """Close the journal (after the last :meth:`flush`)."""
         self._journal.close()
+
+
+def _state_rows(dirty: dict[str, tuple[dict[str, Any], dict[str, Any]]]) -> list[dict]:
+    """The changed states' rows of ``customer_state``, made in the flush's thread; it lets a
+    request waiting for the interpreter go first every few rows (the JSON of 700 states
+    holds it 70 ms, and a waiting thread would otherwise get it only every 5 ms)."""
+    rows = []
+    for k, (cid, (state, summary)) in enumerate(dirty.items()):
+        rows.append(stored.state_row(cid, state, summary))
+        if k % 8 == 7:
+            time.sleep(0)
+    return rows
 
 
 def _id_hash(event_id: str) -> int:
