@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import random
 import shutil
@@ -174,11 +175,27 @@ async def pairs(
         finally:
             writer.close()
 
+    # the other customers' events come from a process of their own, as they would from other
+    # clients: in this one their answers would delay the reading of the pair's
+    stream = None
+    if background > 0:
+        args = (port, key, ids, background, start + 100_000_000)
+        stream = multiprocessing.get_context("fork").Process(target=stream_events, args=args)
+        stream.start()
+        await asyncio.sleep(1.0)  # under way
     t0 = time.perf_counter()
-    stream = asyncio.ensure_future(steady(port, key, ids, background, start + 100_000_000))
-    await asyncio.gather(*(connection() for _ in range(connections)))
-    stream.cancel()
+    try:
+        await asyncio.gather(*(connection() for _ in range(connections)))
+    finally:
+        if stream is not None:
+            stream.terminate()
+            stream.join()
     return summary(np.array(latencies), failed, time.perf_counter() - t0)
+
+
+def stream_events(port: int, key: str, ids: list[str], rate: float, start: int) -> None:
+    """:func:`steady` until the process is ended."""
+    asyncio.run(steady(port, key, ids, rate, start))
 
 
 async def steady(port: int, key: str, ids: list[str], rate: float, start: int) -> None:
