@@ -41,7 +41,6 @@ class Realtime:
     def __init__(self, store_url: str) -> None:
         self.url = store_url
         self.store = hold_store(store_url, wait=10.0)
-        self.writer = EventWriter(self.store)
         self._local = threading.local()
         self._readers: list[Store] = []
         self._readers_lock = threading.Lock()
@@ -49,6 +48,8 @@ class Realtime:
         self._read_at = 0.0
         self._build: dict[str, Any] | None = None
         self._run: tuple[str | None, datetime | None] = (None, None)
+        # the writer takes the build this worker reads anyway (no second read in its thread)
+        self.writer = EventWriter(self.store, build=lambda: self.fresh()[0])
         # read in a thread of its own: a read in the request that finds them old would hold
         # the event loop (the DuckDB answers are computed there) for 5-10 ms
         self._stop = threading.Event()
@@ -99,7 +100,7 @@ class Realtime:
     async def ingest(self, batch: EventBatch) -> Ingested:
         """Apply one batch of events (all or nothing), with the other requests' at once; the
         request waits in the event loop, not in a thread."""
-        if self._build is None and self.fresh()[0] is None:
+        if self.fresh()[0] is None:
             raise CustvalError(
                 "the store has no customer state yet",
                 hint="Run 'custval rebuild -c custval.toml' once (with the service stopped "

@@ -398,7 +398,9 @@ class StateCache:
         maybe: list[str] = []
         hashes = np.array([_id_hash(i) for i in event_ids], dtype=np.uint64)
         at = np.searchsorted(self._hashes, hashes).clip(max=max(len(self._hashes) - 1, 0))
-        stored_hit = (self._hashes[at] == hashes) if len(self._hashes) else hashes != hashes
+        stored_hit = (
+            self._hashes[at] == hashes if len(self._hashes) else np.zeros(hashes.size, bool)
+        )
         with self._lock:
             for event_id, h, hit in zip(event_ids, hashes.tolist(), stored_hit, strict=True):
                 if event_id in self._recent:
@@ -639,7 +641,15 @@ class EventWriter:
     several processes' writers share the work, each transaction writing its states, their
     customers' locks making them wait for each other only on the same customers."""
 
-    def __init__(self, store: Store, *, max_events: int = 5_000) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_events: int = 5_000,
+        build: Callable[[], dict[str, Any] | None] | None = None,
+    ) -> None:
+        """``build``: the state's latest build, for a caller that reads it already (the
+        service); else the writer reads it every two seconds itself."""
         self.store = store
         self.max_events = max_events
         self.replayed = replay(store)
@@ -651,6 +661,7 @@ class EventWriter:
             store.con.execute("SET threads TO 1")
         self._build: dict[str, Any] | None = None
         self._build_read = 0.0
+        self._given_build = build
         self._queue: queue.Queue[tuple[EventBatch, Future[Any]] | None] = queue.Queue()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="custval-events")
@@ -718,6 +729,8 @@ class EventWriter:
             log.error("the states were not written: %s", type(exc).__name__)
 
     def _latest_build(self) -> dict[str, Any] | None:
+        if self._given_build is not None:
+            return self._given_build()
         if time.monotonic() - self._build_read > 2.0:  # a rebuild shows within seconds
             self._build = stored.build_meta(self.store)
             self._build_read = time.monotonic()

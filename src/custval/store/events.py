@@ -272,11 +272,9 @@ def lock_customers(store: Any, customer_ids: Iterable[str]) -> None:
 
 def insert_events(store: Any, events: dict[str, list[Any]]) -> None:
     """Add the ``events`` (columns of the event table); the caller holds the transaction."""
-    if store.engine == "postgres":
-        store._bulk("events", EVENT_COLUMNS, pa.table(events, schema=_schema(EVENT_COLUMNS)))
-        return
     names = list(EVENT_COLUMNS)
-    if len(events[names[0]]) > _CHUNK:  # a service's second of events: in bulk
+    # PostgreSQL copies them; a DuckDB service's second of events goes in bulk too
+    if store.engine == "postgres" or len(events[names[0]]) > _CHUNK:
         store._bulk("events", EVENT_COLUMNS, pa.table(events, schema=event_schema()))
         return
     # DuckDB pays milliseconds per statement, little per row: one statement for them all
