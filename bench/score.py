@@ -25,6 +25,31 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
+def company(customers: int) -> tuple[Path, Path]:
+    """The generated company of ``customers`` under bench/.data/score (made once) and its
+    models folder, with a value model trained on it once (not timed)."""
+    from custval import flows
+    from custval.config import load_project
+    from custval.data.synth import generate
+
+    folder = HERE / ".data" / "score" / str(customers)
+    config = folder / "custval.toml"
+    if not config.exists():
+        t0 = time.perf_counter()
+        generate(customers, folder, seed=1, fmt="parquet")
+        print(f"generated {customers:,} customers in {time.perf_counter() - t0:.0f} s")
+    models = folder / "models"
+    if not any(models.glob("*/manifest.json")):
+        t0 = time.perf_counter()
+        project = load_project(config)
+        prepared = flows.prepare(project)
+        flows.train_value(
+            project, prepared=prepared, out_dir=models, candidates=("logistic", "lightgbm")
+        )
+        print(f"trained the value model in {time.perf_counter() - t0:.0f} s (not timed below)")
+    return config, models
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--customers", type=int, default=1_000_000)
@@ -35,27 +60,13 @@ def main() -> int:
 
     from custval import flows
     from custval.config import load_project
-    from custval.data.synth import generate
 
-    folder = HERE / ".data" / "score" / str(args.customers)
-    config = folder / "custval.toml"
-    if not config.exists():
-        t0 = time.perf_counter()
-        generate(args.customers, folder, seed=1, fmt="parquet")
-        print(f"generated {args.customers:,} customers in {time.perf_counter() - t0:.0f} s")
+    config, models = company(args.customers)
     project = load_project(config)
-    models = folder / "models"
-    if not any(models.glob("*/manifest.json")):
-        t0 = time.perf_counter()
-        prepared = flows.prepare(project)
-        flows.train_value(
-            project, prepared=prepared, out_dir=models, candidates=("logistic", "lightgbm")
-        )
-        print(f"trained the value model in {time.perf_counter() - t0:.0f} s (not timed below)")
 
     results = {}
     targets = {"duckdb": 120.0, "postgres": 240.0}
-    stores = {"duckdb": str(folder / f"store-{uuid.uuid4().hex[:6]}.duckdb")}
+    stores = {"duckdb": str(config.parent / f"store-{uuid.uuid4().hex[:6]}.duckdb")}
     schema = None
     if args.pg:
         schema = f"custval_bench_{uuid.uuid4().hex[:8]}"

@@ -274,11 +274,27 @@ def _serve(text: str, ws: dict) -> None:
         proc.wait(timeout=30)
 
 
+def _spark(ws: dict) -> str:
+    """A Spark Connect server for the commands with --engine spark (docs/scale.md): a pysail
+    server in this process, started once, as SPARK_REMOTE names a user's."""
+    if "spark" not in ws:
+        from pysail.spark import SparkConnectServer
+
+        server = SparkConnectServer("127.0.0.1", 0)
+        server.start(background=True)
+        host, port = server.listening_address
+        ws["spark"] = f"sc://{host}:{port}"
+    return ws["spark"]
+
+
 def _run(text: str, ws: dict) -> subprocess.CompletedProcess[str]:
+    env = _env(ws["dir"], ws["keys"])
+    if "--engine spark" in text:
+        env["SPARK_REMOTE"] = _spark(ws)
     done = subprocess.run(
         ["bash", "-c", text],
         cwd=ws["dir"],
-        env=_env(ws["dir"], ws["keys"]),
+        env=env,
         capture_output=True,
         text=True,
         timeout=600,

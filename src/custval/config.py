@@ -271,6 +271,50 @@ class MonitorOptions(_Strict):
     )
 
 
+EngineKind = Literal["duckdb", "postgres", "spark"]
+#: the engines of ``[engine] kind`` and the commands' ``--engine``
+ENGINE_NAMES: tuple[str, ...] = get_args(EngineKind)
+
+
+class EngineOptions(_Strict):
+    """``[engine]``: where the sources are read and the features computed (and, on Spark, the
+    customers scored). ``duckdb`` (default): in this process, sources of any kind.
+    ``postgres``: in the PostgreSQL database at ``url``, whose tables the sources name.
+    ``spark``: on a Spark cluster through ``url``, a Spark Connect address (``sc://host:15002``;
+    default: the ``SPARK_REMOTE`` variable) or a master for a Spark of this machine's pyspark
+    (``local[4]``, needs Java); ``settings`` are Spark settings for the session
+    (``spark.sql.shuffle.partitions`` and the like). Models are trained on this machine, on at
+    most ``train_sample`` customers drawn on the engine (:doc:`docs/scale.md`)."""
+
+    kind: EngineKind = "duckdb"
+    url: str | None = Field(
+        None, description="sc://host:port, local[N] or a postgresql:// URL; ${VAR} expanded"
+    )
+    settings: dict[str, str] = Field(default_factory=dict)
+    connect_timeout_s: float = Field(30.0, gt=0, description="how long to wait for the engine")
+    train_sample: int = Field(
+        1_000_000, ge=1000, description="customers drawn on the engine to fit the models on"
+    )
+    partitions: int | None = Field(
+        None, ge=1, description="scoring partitions on Spark; None: the cluster's default"
+    )
+    staging: str | None = Field(
+        None,
+        description="a folder Spark writes a scoring run's files to and this machine reads "
+        "(s3://..., abfss://..., a shared folder); None: a temporary folder here (local Spark)",
+    )
+
+
+def with_engine(project: Project, kind: str, flag: str = "[engine] kind") -> Project:
+    """``project`` run on the engine ``kind`` (its [engine] settings kept), or a clear error."""
+    if kind not in ENGINE_NAMES:
+        raise CustvalError(
+            f"unknown engine '{kind}' ({flag})", hint="Use " + ", ".join(ENGINE_NAMES)
+        )
+    engine = project.engine.model_copy(update={"kind": kind})
+    return project.model_copy(update={"engine": engine})
+
+
 class Project(_Strict):
     """A custval project: sources, identity, as-of date and options."""
 
@@ -282,6 +326,7 @@ class Project(_Strict):
     clv: ClvOptions = Field(default_factory=ClvOptions)
     actions: ActionOptions = Field(default_factory=ActionOptions)
     monitor: MonitorOptions = Field(default_factory=MonitorOptions)
+    engine: EngineOptions = Field(default_factory=EngineOptions)
     store: str = Field(
         "custval.duckdb",
         description="where scoring runs are kept: a DuckDB file (relative to the project "
@@ -383,6 +428,8 @@ def project_from_dict(raw: dict, *, root: Path, origin: str = "custval.toml") ->
         )
         raise ConfigError(f"the project file '{origin}' is invalid: {problems}") from None
     project.store = _resolve_store(project.store, root)
+    if project.engine.url is not None:
+        project.engine.url = os.path.expandvars(project.engine.url)
     for spec in project.sources.values():
         spec.uri = _resolve_uri(spec.uri, root)
         # secrets such as API tokens stay in the environment, not in the project file

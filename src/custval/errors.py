@@ -102,6 +102,11 @@ class SourceError(CustvalError):
     """A source cannot be opened or read (missing file, unreachable database, failing API)."""
 
 
+class EngineError(CustvalError):
+    """The engine the project runs on cannot be used: Spark unreachable, a pyspark outside
+    the supported range, PostgreSQL refusing the connection."""
+
+
 class ContractError(CustvalError):
     """A source's data breaks its contract (missing column, wrong type, out of range)."""
 

@@ -325,6 +325,14 @@ ConfigOpt = Annotated[
 SeedOpt = Annotated[int, typer.Option(help="Random seed.")]
 TopKOpt = Annotated[int, typer.Option(help="Reasons per customer.", min=1)]
 JsonSummaryOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary.")]
+EngineOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--engine",
+        help="Where the sources are read and the features computed: duckdb (this process), "
+        "postgres or spark (default: the project's \\[engine] kind; docs/scale.md).",
+    ),
+]
 #: the models folder of the registry's commands (monitor, retrain, models ...)
 ModelsFolderOpt = Annotated[
     Path | None,
@@ -455,10 +463,12 @@ def file_options(
     return FileOptions(delimiter, decimal, encoding, not no_header, listed, date_format)
 
 
-def load(config: Path) -> Project:
-    from custval.config import load_project
+def load(config: Path, engine: str | None = None) -> Project:
+    """The project file, with the engine of ``--engine`` when given."""
+    from custval.config import load_project, with_engine
 
-    return load_project(config)
+    project = load_project(config)
+    return project if engine is None else with_engine(project, engine, flag="--engine")
 
 
 def print_reports(reports: list) -> int:

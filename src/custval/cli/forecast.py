@@ -28,6 +28,7 @@ from custval.cli.common import (
     DecimalOpt,
     DelimiterOpt,
     EncodingOpt,
+    EngineOpt,
     JsonSummaryOpt,
     NamesOpt,
     NoHeaderOpt,
@@ -113,6 +114,7 @@ def forecast(
     date_format: DateFormatOpt = None,
     out_path: OutOpt = None,
     store: StoreOpt = None,
+    engine: EngineOpt = None,
     as_json: JsonSummaryOpt = False,
 ) -> None:
     """Forecast the project's sales per week or month, past its as-of date.
@@ -145,7 +147,7 @@ def forecast(
             transactions, customer_id, date_col, amount, order_id, table, reading
         )
     )
-    project = _project(config, file)
+    project = _project(config, file, engine)
     with steps(3 * len(project.sources) + 3) as advance:
         run, end = _run(
             project, file is not None, as_of, advance, freq, horizon, by, measure, origins
@@ -165,17 +167,19 @@ def forecast(
     out.print(f"run {run_id} stored (view v1_latest_forecasts; GET /v1/forecasts)")
 
 
-def _project(config: Path | None, file: dict[str, Any] | None) -> Any:
-    """The project of -c, or one made of the -t file's source (its as-of date set later)."""
+def _project(config: Path | None, file: dict[str, Any] | None, engine: str | None) -> Any:
+    """The project of -c, or one made of the -t file's source (its as-of date set later), on
+    the engine of --engine when given."""
     if file is None:
-        return load(config or Path("custval.toml"))
-    from custval.config import project_from_dict
+        return load(config or Path("custval.toml"), engine)
+    from custval.config import project_from_dict, with_engine
 
-    return project_from_dict(
+    project = project_from_dict(
         {"as_of": date.today().isoformat(), "sources": {"transactions": file}},
         root=Path.cwd(),
         origin="the command line",
     )
+    return project if engine is None else with_engine(project, engine, flag="--engine")
 
 
 def _run(

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from custval.cli.common import (
     ConfigOpt,
+    EngineOpt,
     SeedOpt,
     check_output,
     err,
@@ -102,7 +103,7 @@ def print_synth(result: Any) -> None:
 
 
 @friendly
-def validate(config: ConfigOpt = Path("custval.toml")) -> None:
+def validate(config: ConfigOpt = Path("custval.toml"), engine: EngineOpt = None) -> None:
     """Check every source against its contract; exit 1 on errors.
 
     Checks required columns, parseable dates, amounts and numbers, ranges, and ids linked to two
@@ -110,10 +111,10 @@ def validate(config: ConfigOpt = Path("custval.toml")) -> None:
     rows; warnings (such as rows without an id, which cleaning drops) do not fail.
     """
     from custval import flows
-    from custval.data import sources
+    from custval.data.engine import connect
 
-    project = load(config)
-    con = sources.working_connection()
+    project = load(config, engine)
+    con = connect(project.engine)
     with steps(2 * len(project.sources)) as advance:
         raw = flows.open_all(project, con, advance)
         reports = flows.validate(project, con, raw, advance)
@@ -130,6 +131,7 @@ def run_features(
     as_of: date | None,
     quiet: bool = False,
     groups: list[str] | None = None,
+    engine: str | None = None,
 ) -> tuple[Any, Any, Path]:
     """Shared by `features` and `demo`: prepare the project and write the feature table.
 
@@ -139,7 +141,7 @@ def run_features(
 
     from custval import flows
 
-    project = load(config)
+    project = load(config, engine)
     check_output(out_path)
     with steps(3 * len(project.sources) + 1, quiet) as advance:
         prepared = flows.prepare(project, progress=advance)
@@ -169,6 +171,7 @@ def features(
             "trend, mix, profile, web, product, service. rhythm and trend need rfm."
         ),
     ] = None,
+    engine: EngineOpt = None,
 ) -> None:
     """Build the customer 360 and the feature table (one row per customer) at the as-of date.
 
@@ -186,7 +189,7 @@ def features(
             f"--groups names unknown feature groups {', '.join(unknown)}",
             hint="Known groups: " + ", ".join(GROUPS),
         )
-    prepared, meta, cat_path = run_features(config, out_path, day, groups=chosen)
+    prepared, meta, cat_path = run_features(config, out_path, day, groups=chosen, engine=engine)
     print_rules(prepared)
     out.print(
         f"features: {meta.num_rows:,} customers x {meta.num_columns - 1} features -> "

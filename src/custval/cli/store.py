@@ -13,6 +13,7 @@ from rich.table import Table
 
 from custval.cli.common import (
     ConfigOpt,
+    EngineOpt,
     TopKOpt,
     friendly,
     load,
@@ -53,6 +54,7 @@ def score(
             "'custval clv --help'); every method but btyd runs the leaderboard first."
         ),
     ] = None,
+    engine: EngineOpt = None,
 ) -> None:
     """Score every customer at the project's as-of date and store the run.
 
@@ -67,7 +69,7 @@ def score(
     """
     from custval import flows
 
-    project = load(config)
+    project = load(config, engine)
     if clv_method is not None:
         from custval.config import check_clv_method
 
@@ -78,8 +80,9 @@ def score(
     from custval.flows.actions import planned_stages
 
     planned = 3 * len(project.sources) + (6 if no_clv else 7) + planned_stages(project)
+    run = flows.score_on_spark if project.engine.kind == "spark" else flows.score
     with steps(planned) as advance:
-        result = flows.score(
+        result = run(
             project,
             store_url=target,
             model_version=model,

@@ -39,6 +39,7 @@ import ibis
 import ibis.expr.types as ir
 
 from custval.config import SourceSpec
+from custval.data import engine
 from custval.data.contracts import (
     DECIMAL_COMMAS_READ,
     Contract,
@@ -152,9 +153,7 @@ def stage_typed(
     # the columns the source lacks are null throughout: they are added back as constants
     # rather than stored, a row at a time, in the copy
     absent = [c for c in contract.columns if c.name not in present]
-    stored = con.create_table(
-        f"_typed_{spec.name}", typed.drop(*(c.name for c in absent)), temp=True, overwrite=True
-    )
+    stored = engine.materialise(con, f"_typed_{spec.name}", typed.drop(*(c.name for c in absent)))
     table = stored.mutate(**{c.name: ibis.null(_IBIS_TYPES[c.type]) for c in absent}).select(
         *typed.columns
     )
@@ -208,7 +207,7 @@ def clean_source(
         # rows would cost more than every later query's filter together
         final, counted = deduped, {"rows": before_dedupe}
     else:
-        final = con.create_table(f"_clean_{spec.name}", deduped, temp=True, overwrite=True)
+        final = engine.materialise(con, f"_clean_{spec.name}", deduped)
         counted = _final_counts(
             final,
             linked=link is not None,
@@ -216,7 +215,7 @@ def clean_source(
             # day, which costs twice this one global count
             order_ids=contract.kind == "transactions" and not no_order_ids,
         )
-        con.drop_table(f"_typed_{spec.name}", force=True)
+        engine.drop(con, f"_typed_{spec.name}")
     keyed = _one_row_key(staged) is not None
     label = "duplicate or conflicting rows" if keyed else "duplicate rows"
     rules.append(RuleResult(spec.name, label, dropped=before_dedupe - int(counted["rows"])))

@@ -22,9 +22,11 @@ from typing import Literal
 import ibis
 import ibis.expr.datatypes as dt
 import ibis.expr.types as ir
+from ibis.common.exceptions import IbisError
 
 from custval.config import DEFAULT_DATE_FORMATS, SourceSpec
 from custval.data.sources import field_separator
+from custval.data.spark import java_pattern
 from custval.data.textfiles import (
     AMBIGUOUS_COMMA,
     AMBIGUOUS_DOT,
@@ -205,6 +207,10 @@ FALSE_WORDS = ("false", "f", "no", "n", "0")
 def _try_strptime(value: str, fmt: str) -> dt.Timestamp(): ...  # type: ignore[valid-type]
 
 
+@ibis.udf.scalar.builtin(name="try_to_timestamp")
+def _try_to_timestamp(value: str, fmt: str) -> dt.Timestamp(): ...  # type: ignore[valid-type]
+
+
 @ibis.udf.scalar.builtin(name="trim")
 def _trim(value: str) -> str:
     """Strip surrounding spaces. Ibis' own strip also strips tabs and newlines, but DuckDB runs
@@ -240,15 +246,32 @@ def parse_dates(text: ir.StringValue, formats: tuple[str, ...]) -> ir.TimestampV
     through DuckDB's fast cast, each other row to the format its shape matches, and only rows
     that fit no shape (" 2024-01-05", "5.1.2024") try every format in order on the trimmed text.
     """
+    parse = _parser(text)
     if formats == DEFAULT_DATE_FORMATS:
         # the default list starts with every ISO layout that the cast accepts
-        first: list[ir.Value] = [text.try_cast("timestamp")]
+        iso = text.try_cast("timestamp")
+        if parse is not _try_strptime:
+            # Spark's cast also takes "2024" and "20240105" (a year): ISO-shaped text only
+            iso = ibis.ifelse(sql_substring(text, 5, 1) == "-", iso, ibis.null("timestamp"))
+        first: list[ir.Value] = [iso]
         rest = [f for f in formats if not f.startswith("%Y-%m-%d")]
     else:
         first, rest = [], list(formats)
-    dispatched = ibis.cases(*[(_shape(text, f), _try_strptime(text, f)) for f in rest])
+    dispatched = ibis.cases(*[(_shape(text, f), parse(text, f)) for f in rest])
     trimmed = _trim(text)
-    return ibis.coalesce(*first, dispatched, *[_try_strptime(trimmed, f) for f in formats])
+    return ibis.coalesce(*first, dispatched, *[parse(trimmed, f) for f in formats])
+
+
+def _parser(value: ir.Value) -> Callable[[ir.StringValue, str], ir.TimestampValue]:
+    """The engine's parse of text in a strftime format, null where it does not fit: DuckDB's
+    try_strptime, or Spark's try_to_timestamp with the format in Spark's pattern letters."""
+    try:
+        backend = value._find_backend(use_default=True)
+    except IbisError:
+        return _try_strptime
+    if backend.name != "pyspark":
+        return _try_strptime
+    return lambda text, fmt: _try_to_timestamp(text, java_pattern(fmt))
 
 
 def coerce(

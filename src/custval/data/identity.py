@@ -23,6 +23,7 @@ import ibis
 import ibis.expr.types as ir
 
 from custval.config import SourceSpec
+from custval.data import engine
 from custval.data.clean import RuleResult
 from custval.data.contracts import Column, coerce
 from custval.errors import MAX_EXAMPLES, IdentityError
@@ -67,7 +68,7 @@ def clean_id_map(
     )
     # one pass: the distinct rows, each with how many raw rows it stands for
     grouped = typed.group_by(namespaces).aggregate(_n=typed.count())
-    staged = con.create_table(f"_idmap_{spec.name}", grouped, temp=True, overwrite=True)
+    staged = engine.materialise(con, f"_idmap_{spec.name}", grouped)
     no_primary = staged[primary].isnull()
     counts = (
         staged.aggregate(

@@ -25,13 +25,12 @@ Example
 from __future__ import annotations
 
 import contextlib
+import csv
 import glob
 import gzip
 import json
-import os
 import re
 import sqlite3
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -53,6 +52,8 @@ from custval.config import (
     SourceSpec,
     mask_url,
 )
+from custval.data import spark
+from custval.data.engine import working_connection
 from custval.data.textfiles import TextLayout, read_xlsx, text_layout
 from custval.errors import CustvalError, SourceError
 
@@ -73,8 +74,6 @@ MAX_BACKOFF_S = 60.0
 
 #: How many available tables a "missing table" message lists.
 MAX_LISTED_TABLES = 10
-
-DEFAULT_MEMORY_LIMIT = "3GB"
 
 _EXTENSIONS: dict[str, FileFormat] = {
     ".csv": "csv",
@@ -106,38 +105,6 @@ _HEAD_BYTES = 64 * 1024
 # --------------------------------------------------------------------------------------------
 
 
-def working_connection() -> ibis.BaseBackend:
-    """An in-memory Ibis DuckDB connection for the pipeline, where all sources meet.
-
-    Extension auto-install is off: DuckDB would try to download an extension on first use, and
-    custval runs on machines that are offline. DuckDB's memory is capped at
-    ``CUSTVAL_MEMORY_LIMIT`` (default 3GB); beyond it, work spills to a temporary folder.
-    ``CUSTVAL_THREADS``, when set, caps its threads as it caps the models'.
-
-    Example
-    -------
-    >>> con = working_connection()
-    >>> con.name
-    'duckdb'
-    """
-    con = ibis.duckdb.connect(":memory:", autoinstall_known_extensions=False)
-    # DuckDB would take up to 80% of the machine's memory; a cap makes it spill to disk instead,
-    # so a pipeline on a shared machine or a laptop stays inside a known budget
-    limit = os.environ.get("CUSTVAL_MEMORY_LIMIT", DEFAULT_MEMORY_LIMIT)
-    spill = Path(tempfile.gettempdir()) / f"custval-spill-{os.getpid()}"
-    con.raw_sql(f"SET memory_limit = '{limit}'")
-    con.raw_sql(f"SET temp_directory = '{spill}'")
-    # nothing downstream relies on row order (the feature table is sorted when written), and
-    # keeping it costs DuckDB time and memory in every CREATE TABLE AS
-    con.raw_sql("SET preserve_insertion_order = false")
-    cap = os.environ.get("CUSTVAL_THREADS", "").strip()
-    if cap.isdigit() and int(cap) >= 1:
-        # the user's cap on custval's threads holds for the engine too (a bad value is refused
-        # by custval.models.fitting.threads, in words, when the models first ask)
-        con.raw_sql(f"SET threads = {int(cap)}")
-    return con
-
-
 def open_source(spec: SourceSpec, con: ibis.BaseBackend | None = None) -> ibis.Table:
     """Open the source ``spec`` names as an Ibis table.
 
@@ -160,6 +127,8 @@ def open_source(spec: SourceSpec, con: ibis.BaseBackend | None = None) -> ibis.T
     """
     scheme = _scheme(spec.uri)
     is_file = scheme in {"", "file"}
+    if con is not None and spark.is_spark(con) and (is_file or spark.opens_here(spec)):
+        return _open_on_spark(spec, con)
     if (spec.table or spec.query) and (is_file or scheme in {"http", "https"}):
         raise _error(
             spec,
@@ -205,6 +174,8 @@ def stage(table: ibis.Table, con: ibis.BaseBackend, name: str) -> ibis.Table:
     if backends and backends[0] is con:
         return table
     try:
+        if not backends and spark.is_spark(con):
+            return spark.load_arrow(con, name, table.to_pyarrow())
         if not backends:
             # An in-memory table (ibis.memtable) can be materialised by the engine itself.
             _drop_temp(con, name)
@@ -439,6 +410,63 @@ def _open_files(spec: SourceSpec, con: ibis.BaseBackend) -> ibis.Table:
         table = _open_files_on(spec, duck, where, files, fmt)
         return _load_into(spec, con, _table_name(spec), _record_batches(duck, table))
     return _open_files_on(spec, con, where, files, fmt)
+
+
+def _open_on_spark(spec: SourceSpec, con: ibis.BaseBackend) -> ibis.Table:
+    """A source Spark reads itself: its catalog's tables, a cluster's files, and files of
+    this machine (for a local Spark; their format and CSV layout are detected here)."""
+    name = _table_name(spec)
+    if _scheme(spec.uri) == spark.CATALOG_SCHEME:
+        return spark.open_catalog(spec, con, name)
+    if spark.opens_here(spec):
+        fmt = spec.format or _file_format(spec.uri.rstrip("/"))
+        if fmt is None:
+            raise _error(
+                spec,
+                f"cannot tell the format of '{spec.uri}' from its name",
+                hint='Set format = "csv", "parquet" or "json" for this source',
+            )
+        return spark.open_files(spec, con, name, [[spec.uri]], fmt)
+    where, files = _list_files(spec)
+    fmt = _decide_format(spec, where, files)
+    files = _check_files(spec, where, files, fmt)
+    if fmt == "xlsx":
+        return _read_xlsx(spec, con, name, files)
+    if fmt != "csv":
+        return spark.open_files(spec, con, name, [files], fmt)
+    layout = _layout(spec, files)
+    read = spec.model_copy(
+        update={
+            "csv": spec.csv.model_copy(
+                update={
+                    "header": layout.header,
+                    "names": layout.names,
+                    "encoding": layout.encoding,
+                }
+            )
+        }
+    )
+    groups = _by_header(layout) if layout.header and len(layout.files) > 1 else [layout.files]
+    return spark.open_files(read, con, name, groups, fmt, delimiter=layout.separator)
+
+
+def _by_header(layout: TextLayout) -> list[list[str]]:
+    """The files grouped by their header row, first seen first: exports split over several
+    files do not always keep the column order, and Spark takes every file's columns in the
+    first one's order (DuckDB's reading is by name; Spark's groups are joined by name)."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for path in layout.files:
+        groups.setdefault(_header_row(path, layout), []).append(path)
+    return list(groups.values())
+
+
+def _header_row(path: str, layout: TextLayout) -> tuple[str, ...]:
+    opener = gzip.open if path.lower().endswith(".gz") else open
+    with opener(path, "rt", encoding=layout.encoding or "utf-8", newline="") as fh:
+        for row in csv.reader(fh, delimiter=layout.separator):
+            if any(cell.strip() for cell in row):
+                return tuple(cell.strip() for cell in row)
+    return ()
 
 
 def _open_files_on(
@@ -884,6 +912,8 @@ def _without_null_types(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
 def _copy_batches(con: ibis.BaseBackend, name: str, reader: pa.RecordBatchReader) -> ibis.Table:
     reader = _without_null_types(reader)
     schema = reader.schema
+    if spark.is_spark(con):
+        return spark.load_arrow(con, name, reader.read_all())
     if con.name == "duckdb":
         _drop_temp(con, name)
         view = f"_custval_batch_{uuid.uuid4().hex}"

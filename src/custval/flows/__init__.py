@@ -36,6 +36,7 @@ _OWNERS = {
     "train_value": "value",
     "ScoreResult": "scoring",
     "score": "scoring",
+    "score_on_spark": "spark_scoring",
     "SegmentResult": "segmentation",
     "LabelledSegments": "segmentation",
     "segment_features": "segmentation",
@@ -62,6 +63,7 @@ __all__ = [
     "open_all",
     "prepare",
     "score",
+    "score_on_spark",
     "segment_features",
     "segment_table",
     "store_segments",
@@ -106,4 +108,5 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time the names load l
         segment_table,
         store_segments,
     )
+    from custval.flows.spark_scoring import score_on_spark
     from custval.flows.value import ValueTraining, train_value

@@ -11,6 +11,7 @@ import ibis
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from custval.data import engine
 from custval.data.contracts import CONTRACTS
 from custval.data.events import EVENT_KINDS
 from custval.errors import CustvalError
@@ -70,7 +71,7 @@ def with_events(prepared: Any, events: pa.Table) -> None:
             )
         schema = have.schema()
         extra = {c: ibis.null(schema[c]) for c in schema.names if c not in rows.column_names}
-        table = prepared.con.create_table(f"_events_{kind}", rows, overwrite=True, temp=True)
+        table = engine.load_arrow(prepared.con, f"_events_{kind}", rows)
         table = table.mutate(**extra).select(*schema.names).cast(schema)
         prepared.tables[kind] = have.union(table)
     if "transactions" in prepared.tables:

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from ibis.common.exceptions import IbisError
 
 from custval.config import Project, SourceSpec
-from custval.data import sources
+from custval.data import engine, sources, spark
 from custval.data.clean import RuleResult, Staged, clean_source, stage_typed
 from custval.data.contracts import (
     CONTRACTS,
@@ -63,7 +63,12 @@ def _engine_errors() -> tuple[type[BaseException], ...]:
     source (so that file sources spare its import), and raises only once it is."""
     found: tuple[type[BaseException], ...] = (duckdb.Error, IbisError, OSError, pa.ArrowException)
     psycopg = sys.modules.get("psycopg")
-    return (*found, psycopg.Error) if psycopg is not None else found
+    if psycopg is not None:
+        found = (*found, psycopg.Error)
+    spark_errors = sys.modules.get("pyspark.errors")
+    if spark_errors is not None:
+        found = (*found, spark_errors.PySparkException)
+    return found
 
 
 def _noop(_: str) -> None:
@@ -162,7 +167,7 @@ def prepare(
     :class:`custval.errors.DataValidationError` listing every contract error of every source
     before anything is cleaned.
     """
-    con = con or sources.working_connection()
+    con = con or engine.connect(project.engine)
     raw = open_all(project, con, progress)
     reports: list[SourceReport] = []
     staged: dict[str, Staged] = {}
@@ -278,7 +283,7 @@ def write_features(ft: FeatureTable, path: str | Path) -> Path:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp_cat = catalogue.with_name(f".{catalogue.name}.tmp")
     try:
-        ft.table.order_by("customer_id").to_parquet(tmp)
+        _to_parquet(ft.table.order_by("customer_id"), tmp)
         if pq.ParquetFile(tmp).metadata.num_rows == 0:
             raise CustvalError(
                 f"no customer is known before the as-of date {ft.as_of}: no profile signed up "
@@ -294,6 +299,18 @@ def write_features(ft: FeatureTable, path: str | Path) -> Path:
         tmp.unlink(missing_ok=True)
         tmp_cat.unlink(missing_ok=True)
     return path
+
+
+def _to_parquet(table: ir.Table, path: Path) -> None:
+    """``table`` as one Parquet file: written by the engine itself, or (Spark, which writes a
+    folder of parts where its workers are) streamed here a batch at a time, in order."""
+    if not spark.is_spark(table._find_backend()):
+        table.to_parquet(path)
+        return
+    batches = table.to_pyarrow_batches(chunk_size=sources.BATCH_ROWS)
+    with pq.ParquetWriter(path, batches.schema) as writer:
+        for batch in batches:
+            writer.write_batch(batch)
 
 
 def first_purchase(prepared: Prepared) -> date | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -250,20 +250,15 @@ def _write(
 ) -> str:
     """The scoring run, written to the store all or nothing; returns its id."""
     clv_models, clv_kept = clv
-    config_hash = hashlib.sha256(
-        project.model_dump_json(exclude={"store"}).encode() + version.encode()
-    ).hexdigest()[:16]
-    store.save_model(version, clf.manifest_)
-    return store.write_run(
-        kind="score",
+    return write_score_run(
+        store,
+        project,
+        clf,
+        version=version,
         # missing values (no purchase, so no CLV) are NULL for the BI tools, not NaN
         predictions=pa.Table.from_pandas(pd.DataFrame(preds), preserve_index=False),
         reasons=long_reasons(explained, preds["customer_id"], min(top_k, len(clf.schema_.columns))),
-        importance=pa.Table.from_pandas(imp, preserve_index=False),
-        profiles=profile_rows(clf.manifest_.get("profile", {}).get("features", [])),
-        model_version=version,
-        as_of=project.as_of,
-        config_hash=config_hash,
+        importance=imp,
         clv_models=clv_models,
         extra={
             **({"clv_reasons": clv_kept.reasons} if clv_kept.reasons is not None else {}),
@@ -272,6 +267,41 @@ def _write(
             "run_summaries": summaries,
         },
         files={**(clv_kept.files or {}), **actions.files} or None,
+    )
+
+
+def write_score_run(
+    store: Store,
+    project: Project,
+    clf: ValueClassifier,
+    *,
+    version: str,
+    predictions: pa.Table | Iterable[pa.Table],
+    reasons: pa.Table | Iterable[pa.Table],
+    importance: pd.DataFrame,
+    clv_models: dict[str, Any] | None,
+    extra: dict[str, pa.Table],
+    files: dict[str, bytes] | None = None,
+) -> str:
+    """A scoring run's rows (the predictions and the long reasons, as tables or one table
+    after another), written with the model's record, importance and profile, all or nothing;
+    returns its id."""
+    config_hash = hashlib.sha256(
+        project.model_dump_json(exclude={"store"}).encode() + version.encode()
+    ).hexdigest()[:16]
+    store.save_model(version, clf.manifest_)
+    return store.write_run(
+        kind="score",
+        predictions=predictions,
+        reasons=reasons,
+        importance=pa.Table.from_pandas(importance, preserve_index=False),
+        profiles=profile_rows(clf.manifest_.get("profile", {}).get("features", [])),
+        model_version=version,
+        as_of=project.as_of,
+        config_hash=config_hash,
+        clv_models=clv_models,
+        extra=extra,
+        files=files,
     )
 
 

@@ -216,18 +216,72 @@ def btyd_predictions(
     ``auto`` (:func:`choose_purchase_model`, judged on the holdout purchases when given).
     See :func:`clv`."""
 
+    holdout = {"holdout_frequency": holdout_frequency, "holdout_duration": holdout_duration}
+    choice, spend = fit_btyd(x, tx_, t, m, model=model, **holdout)
+    out, interval = btyd_outputs(
+        choice.purchases,
+        spend,
+        x,
+        tx_,
+        t,
+        m,
+        horizon=horizon,
+        discount=discount,
+        level=level,
+        n_draws=n_draws,
+        purchases_interval=purchases_interval,
+    )
+    excluded = int(((x > 0) & ~((x > 0) & (m > 0))).sum())
+    return BtydFit(choice.purchases, spend, out, interval, excluded, choice)
+
+
+def fit_btyd(
+    x: Any,
+    tx_: Any,
+    t: Any,
+    m: Any,
+    *,
+    model: str = "auto",
+    holdout_frequency: Any = None,
+    holdout_duration: Any = None,
+) -> tuple[PurchaseChoice, Any]:
+    """The purchase model (:func:`choose_purchase_model`) and Gamma-Gamma, fitted on the
+    summary; Gamma-Gamma on the repeat buyers with a positive mean spend."""
     if np.size(x) == 0:
         raise FitError("no customer has a purchase: the purchase model has nothing to learn from")
     holdout = {"holdout_frequency": holdout_frequency, "holdout_duration": holdout_duration}
     choice = choose_purchase_model(x, tx_, t, model=model, **holdout)  # checks the name too
-    purchases = choice.purchases
     informative = (x > 0) & (m > 0)
     if not informative.any():
         raise FitError(
             f"none of the {np.size(x):,} customers made a repeat purchase with a positive "
             "spend: the Gamma-Gamma spend model needs repeat buyers"
         )
-    spend = btyd.GammaGamma().fit(x[informative], m[informative])
+    return choice, btyd.GammaGamma().fit(x[informative], m[informative])
+
+
+def btyd_outputs(
+    purchases: Any,
+    spend: Any,
+    x: Any,
+    tx_: Any,
+    t: Any,
+    m: Any,
+    *,
+    horizon: float,
+    discount: float = 0.0,
+    level: float | None = 0.9,
+    n_draws: int = 200,
+    purchases_interval: bool = True,
+    method: str = "auto",
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Each customer's P(alive), expected purchases, expected spend and CLV by the fitted
+    models, with the CLV's central ``level`` interval from ``n_draws`` parameter draws
+    (``method``: :func:`custval.models.clv.clv_interval`), and what the interval was.
+
+    Customer by customer: a customer's outputs depend on their own summary and the models
+    only (the draws are seeded), so any split of the customers gives the same values."""
+    informative = (x > 0) & (m > 0)
     xs = np.where(informative, x, 0.0)
     ms = np.where(informative, m, 0.0)
     out = {
@@ -242,33 +296,33 @@ def btyd_predictions(
     out["expected_spend"], out["clv"] = point_clv(
         purchases, spend, x, tx_, t, m, horizon=horizon, discount=discount, discounted=discounted
     )
-    interval = None
-    if level is not None:
-        clv_iv = clv_interval(
-            purchases,
-            spend,
-            x,
-            tx_,
-            t,
-            ms,
-            spend_frequency=xs,
-            horizon=horizon,
-            discount=discount,
-            level=level,
-            n_draws=n_draws,
+    if level is None:
+        return out, None
+    clv_iv = clv_interval(
+        purchases,
+        spend,
+        x,
+        tx_,
+        t,
+        ms,
+        spend_frequency=xs,
+        horizon=horizon,
+        discount=discount,
+        level=level,
+        n_draws=n_draws,
+        method=method,
+    )
+    interval = {"level": level, "draws": n_draws, "method": clv_iv.method}
+    if purchases_interval:
+        purchases_iv = expected_purchases_interval(
+            purchases, x, tx_, t, horizon=horizon, level=level, n_draws=n_draws
         )
-        interval = {"level": level, "draws": n_draws, "method": clv_iv.method}
-        if purchases_interval:
-            purchases_iv = expected_purchases_interval(
-                purchases, x, tx_, t, horizon=horizon, level=level, n_draws=n_draws
-            )
-            out["expected_purchases_lower"] = purchases_iv.lower
-            out["expected_purchases_upper"] = purchases_iv.upper
-            interval["expected_purchases_total"] = dict(
-                zip(("estimate", "lower", "upper"), purchases_iv.total, strict=True)
-            )
-        out["clv_lower"] = clv_iv.lower
-        out["clv_upper"] = clv_iv.upper
-        interval["clv_total"] = dict(zip(("estimate", "lower", "upper"), clv_iv.total, strict=True))
-    excluded = int(((x > 0) & ~informative).sum())
-    return BtydFit(purchases, spend, out, interval, excluded, choice)
+        out["expected_purchases_lower"] = purchases_iv.lower
+        out["expected_purchases_upper"] = purchases_iv.upper
+        interval["expected_purchases_total"] = dict(
+            zip(("estimate", "lower", "upper"), purchases_iv.total, strict=True)
+        )
+    out["clv_lower"] = clv_iv.lower
+    out["clv_upper"] = clv_iv.upper
+    interval["clv_total"] = dict(zip(("estimate", "lower", "upper"), clv_iv.total, strict=True))
+    return out, interval

@@ -315,9 +315,11 @@ def _purchase_log_draws(
     return coef, _quadratic_features(z_draws)
 
 
-# the quadratic is kept when its error at the checked draws is below this share of each row's
-# standard deviation over the draws
-_SURROGATE_TOLERANCE = 0.25
+#: up to this many distinct (x, t_x, T) rows, "auto" draws exactly
+EXACT_ROWS = 20_000
+#: the quadratic is kept when its error at the checked draws is below this share of each
+#: row's standard deviation over the draws
+SURROGATE_TOLERANCE = 0.25
 _CHECKED_DRAWS = 6
 
 
@@ -577,7 +579,7 @@ def _purchase_draws_by_method(
     unless its error at the checked draws exceeds the tolerance."""
     chosen = method
     if method == "auto":
-        chosen = "exact" if layout.rx.size <= 20_000 else "quadratic"
+        chosen = "exact" if layout.rx.size <= EXACT_ROWS else "quadratic"
     surrogate_error = 0.0
     coef, features = _purchase_log_draws(
         purchases, layout, ts, discount, centre, log_cov, purchase_draws, chosen
@@ -586,7 +588,7 @@ def _purchase_draws_by_method(
         surrogate_error = _check_surrogate(
             purchases, layout, ts, discount, coef, features, purchase_draws
         )
-        if method == "auto" and surrogate_error > _SURROGATE_TOLERANCE:
+        if method == "auto" and surrogate_error > SURROGATE_TOLERANCE:
             chosen = "exact"
             coef, features = _purchase_log_draws(
                 purchases, layout, ts, discount, centre, log_cov, purchase_draws, chosen

@@ -167,9 +167,31 @@ def load_bundle(folder: str | Path) -> ValueClassifier:
         ) from None
 
 
+def bundle_parts(folder: str | Path) -> tuple[dict[str, Any], bytes]:
+    """The bundle's checked manifest and model file: what a Spark job sends to its workers,
+    which rebuild the classifier with :func:`classifier_from_parts`."""
+    root = Path(folder)
+    manifest = _manifest(root)
+    return manifest, _model_file(root, manifest)
+
+
+def classifier_from_parts(manifest: dict[str, Any], payload: bytes) -> ValueClassifier:
+    """The fitted classifier of a bundle's manifest and model file (:func:`bundle_parts`)."""
+    try:
+        return _from_parts(manifest, payload)
+    except (KeyError, TypeError, ValueError, AttributeError, UnicodeDecodeError) as exc:
+        raise CustvalError(
+            f"the model is damaged or incomplete ({type(exc).__name__}: {exc})",
+            hint="Train the model again",
+        ) from None
+
+
 def _load(root: Path) -> ValueClassifier:
     manifest = _manifest(root)
-    payload = _model_file(root, manifest)
+    return _from_parts(manifest, _model_file(root, manifest))
+
+
+def _from_parts(manifest: dict[str, Any], payload: bytes) -> ValueClassifier:
     name = manifest["model"]
     clf = ValueClassifier.from_fitted(
         {

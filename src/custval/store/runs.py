@@ -23,7 +23,7 @@ import io
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -608,6 +608,21 @@ class Store:
 
     # ---- writing ----------------------------------------------------------------------------
 
+    def _bulk_stream(
+        self,
+        table: str,
+        columns: dict[str, str],
+        data: pa.Table | Iterable[pa.Table],
+        stamp: Callable[[pa.Table], pa.Table],
+    ) -> int:
+        """``data`` (a table, or tables one after another: memory holds one at a time)
+        stamped and written in bulk; returns the rows written."""
+        n = 0
+        for part in [data] if isinstance(data, pa.Table) else data:
+            self._bulk(table, columns, stamp(part))
+            n += part.num_rows
+        return n
+
     def _bulk(self, table: str, columns: dict[str, str], data: pa.Table) -> None:
         missing = [c for c in columns if c not in data.column_names]
         if missing:
@@ -666,8 +681,8 @@ class Store:
         self,
         *,
         kind: str,
-        predictions: pa.Table,
-        reasons: pa.Table | None = None,
+        predictions: pa.Table | Iterable[pa.Table],
+        reasons: pa.Table | Iterable[pa.Table] | None = None,
         importance: pa.Table | None = None,
         profiles: pa.Table | None = None,
         model_version: str | None = None,
@@ -680,7 +695,8 @@ class Store:
         before_commit: Callable[[], None] | None = None,
     ) -> str:
         """Write one run, all or nothing; returns its run_id. ``files`` (name: bytes) are
-        kept with the run (:meth:`run_file`).
+        kept with the run (:meth:`run_file`). ``predictions`` and ``reasons`` may come as
+        tables one after another (a large run's parts, read as they are written).
 
         ``before_commit`` (for tests) is called inside the transaction after the rows are
         written: an exception there must leave nothing of the run but its failed status.
@@ -704,10 +720,16 @@ class Store:
             )
         try:
             with self._transaction():
-                n = predictions.num_rows
-                self._bulk("predictions", PREDICTION_COLUMNS, _stamp(predictions, run_id, as_of))
+                n = self._bulk_stream(
+                    "predictions",
+                    PREDICTION_COLUMNS,
+                    predictions,
+                    lambda rows: _stamp(rows, run_id, as_of),
+                )
                 if reasons is not None:
-                    self._bulk("reasons", REASON_COLUMNS, _stamp(reasons, run_id))
+                    self._bulk_stream(
+                        "reasons", REASON_COLUMNS, reasons, lambda rows: _stamp(rows, run_id)
+                    )
                 if importance is not None:
                     self._bulk("feature_importance", IMPORTANCE_COLUMNS, _stamp(importance, run_id))
                 if profiles is not None:

@@ -1,0 +1,112 @@
+"""The engine the pipeline runs on, and the few operations that differ between engines.
+
+DuckDB in this process is the default: every kind of source meets there (files read where they
+lie, databases and APIs copied in). Spark (:mod:`custval.data.spark`) reads its own sources and
+runs the same Ibis expressions; PostgreSQL runs them where the data already are. Everything
+else in the pipeline is engine-blind Ibis; what is not (a temporary table, a copy from Arrow)
+is here.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import ibis
+import ibis.expr.types as ir
+import pyarrow as pa
+
+from custval.config import EngineOptions, mask_url
+from custval.data import spark
+from custval.errors import EngineError
+
+DEFAULT_MEMORY_LIMIT = "3GB"
+
+
+def connect(options: EngineOptions) -> ibis.BaseBackend:
+    """The working connection of the engine ``options`` name (see :class:`EngineOptions`)."""
+    if options.kind == "spark":
+        return spark.connect(options)
+    if options.kind == "postgres":
+        return _postgres(options)
+    return working_connection()
+
+
+def working_connection() -> ibis.BaseBackend:
+    """An in-memory Ibis DuckDB connection for the pipeline, where all sources meet.
+
+    Extension auto-install is off: DuckDB would try to download an extension on first use, and
+    custval runs on machines that are offline. DuckDB's memory is capped at
+    ``CUSTVAL_MEMORY_LIMIT`` (default 3GB); beyond it, work spills to a temporary folder.
+    ``CUSTVAL_THREADS``, when set, caps its threads as it caps the models'.
+
+    Example
+    -------
+    >>> con = working_connection()
+    >>> con.name
+    'duckdb'
+    """
+    con = ibis.duckdb.connect(":memory:", autoinstall_known_extensions=False)
+    # DuckDB would take up to 80% of the machine's memory; a cap makes it spill to disk instead,
+    # so a pipeline on a shared machine or a laptop stays inside a known budget
+    limit = os.environ.get("CUSTVAL_MEMORY_LIMIT", DEFAULT_MEMORY_LIMIT)
+    spill = Path(tempfile.gettempdir()) / f"custval-spill-{os.getpid()}"
+    con.raw_sql(f"SET memory_limit = '{limit}'")
+    con.raw_sql(f"SET temp_directory = '{spill}'")
+    # nothing downstream relies on row order (the feature table is sorted when written), and
+    # keeping it costs DuckDB time and memory in every CREATE TABLE AS
+    con.raw_sql("SET preserve_insertion_order = false")
+    cap = os.environ.get("CUSTVAL_THREADS", "").strip()
+    if cap.isdigit() and int(cap) >= 1:
+        # the user's cap on custval's threads holds for the engine too (a bad value is refused
+        # by custval.models.fitting.threads, in words, when the models first ask)
+        con.raw_sql(f"SET threads = {int(cap)}")
+    return con
+
+
+def materialise(con: ibis.BaseBackend, name: str, expr: ir.Table) -> ir.Table:
+    """``expr`` computed once and kept on ``con`` as the working table ``name`` (a temporary
+    table; on Spark, a cached view), replacing an earlier one of that name."""
+    if spark.is_spark(con):
+        return spark.materialise(con, name, expr)
+    return con.create_table(name, expr, temp=True, overwrite=True)
+
+
+def drop(con: ibis.BaseBackend, name: str) -> None:
+    """Drop the working table ``name`` (nothing when there is none)."""
+    if spark.is_spark(con):
+        spark.drop(con, name)
+    else:
+        con.drop_table(name, force=True)
+
+
+def load_arrow(con: ibis.BaseBackend, name: str, table: pa.Table) -> ir.Table:
+    """An Arrow table made in this process (an API's records, the store's events) as the
+    working table ``name`` on ``con``."""
+    if spark.is_spark(con):
+        return spark.load_arrow(con, name, table)
+    return con.create_table(name, table, temp=True, overwrite=True)
+
+
+def _postgres(options: EngineOptions) -> ibis.BaseBackend:
+    """The PostgreSQL database of ``options.url``, within ``connect_timeout_s``."""
+    import psycopg
+    from ibis.backends.postgres import Backend as PostgresBackend
+
+    if not options.url:
+        raise EngineError(
+            "the postgres engine has no address",
+            hint='Set url = "postgresql://user@host/db" under [engine] in custval.toml',
+        )
+    try:
+        raw = psycopg.connect(
+            options.url, autocommit=True, connect_timeout=max(1, int(options.connect_timeout_s))
+        )
+    except psycopg.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EngineError(
+            f"cannot connect to the engine's PostgreSQL at {mask_url(options.url)}: {first}",
+            hint="Check that the server runs and the URL's host, port, user and database",
+        ) from None
+    return PostgresBackend.from_connection(raw)
