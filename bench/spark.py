@@ -24,9 +24,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -39,32 +41,42 @@ sys.path.insert(0, str(HERE))
 from score import company  # noqa: E402
 
 RATIO_TARGET = 2.0
-NUMERIC = (
-    "value_probability",
-    "clv_expected",
-    "clv_lower",
-    "clv_upper",
-    "p_alive",
-    "expected_purchases",
-)
+#: each prediction column and how close the two runs must be (relative): the CLV's spend
+#: model is fitted on sums Spark adds in another order (last bits), and its fit stops within
+#: its tolerance, so the CLV and its bounds agree to about 1e-7 (tests/test_spark.py)
+NUMERIC = {
+    "value_probability": 1e-9,
+    "p_alive": 1e-9,
+    "expected_purchases": 1e-9,
+    "clv_expected": 1e-6,
+    "clv_lower": 1e-6,
+    "clv_upper": 1e-6,
+}
+#: reasons whose value is written otherwise (a number in its last bits on either side of a
+#: rounding), at most this share; the features and their order must be the same
+REASON_TEXT_SHARE = 1e-5
 
 
-def start_sail() -> tuple[subprocess.Popen, str]:
-    """A pysail Spark Connect server in a process of its own, and its address."""
+def start_sail() -> tuple[subprocess.Popen, str, str]:
+    """A pysail Spark Connect server in a process of its own, its address and its folder of
+    checkpoints."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     sail = Path(sys.executable).parent / "sail"
+    # where it keeps what custval computes once (local checkpoints)
+    checkpoints = tempfile.mkdtemp(prefix="sail-checkpoints-")
     proc = subprocess.Popen(
         [str(sail), "spark", "server", "--ip", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, "SAIL_EXECUTION__CHECKPOINT__PATH": checkpoints},
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return proc, f"sc://127.0.0.1:{port}"
+            return proc, f"sc://127.0.0.1:{port}", checkpoints
         except OSError:
             time.sleep(0.2)
     proc.kill()
@@ -80,7 +92,7 @@ def latest(store: Path, table: str, order: str) -> dict:
         ).fetchone()[0]
         rows = con.execute(
             f"SELECT * FROM {table} WHERE run_id = ? ORDER BY {order}", [run_id]
-        ).fetch_arrow_table()
+        ).to_arrow_table()
     finally:
         con.close()
     return {c: rows.column(c).to_numpy(zero_copy_only=False) for c in rows.column_names}
@@ -99,15 +111,15 @@ def compare(duck_store: Path, spark_store: Path) -> tuple[bool, list[str]]:
                  f"{'yes' if same_ids else 'NO'}")  # fmt: skip
     if not same_ids:
         return False, lines
-    for col in NUMERIC:
+    for col, tolerance in NUMERIC.items():
         x, y = a[col].astype(float), b[col].astype(float)
         nan_same = bool(np.array_equal(np.isnan(x), np.isnan(y)))
         both = ~np.isnan(x) & ~np.isnan(y)
         rel = np.abs(x[both] - y[both]) / np.maximum(np.abs(x[both]), 1e-12)
         worst = float(rel.max()) if rel.size else 0.0
-        ok &= nan_same and worst <= 1e-9
-        lines.append(f"  {col:<20} largest relative difference {worst:.1e}; nulls alike: "
-                     f"{'yes' if nan_same else 'NO'}")  # fmt: skip
+        ok &= nan_same and worst <= tolerance
+        lines.append(f"  {col:<20} largest relative difference {worst:.1e} (at most "
+                     f"{tolerance:.0e}); nulls alike: {'yes' if nan_same else 'NO'}")  # fmt: skip
     classes = int(np.sum(a["value_class"] != b["value_class"]))
     ok &= classes == 0
     lines.append(f"  value_class          {classes} customers differ")
@@ -115,8 +127,14 @@ def compare(duck_store: Path, spark_store: Path) -> tuple[bool, list[str]]:
     rb = latest(spark_store, "reasons", "customer_id, rank")
     for col in ("feature", "feature_value", "text"):
         differ = int(np.sum(ra[col] != rb[col])) if len(ra[col]) == len(rb[col]) else -1
-        ok &= differ == 0
-        lines.append(f"  reasons' {col:<11} {differ} of {len(ra[col]):,} differ")
+        allowed = 0 if col == "feature" else int(REASON_TEXT_SHARE * len(ra[col]))
+        ok &= 0 <= differ <= allowed
+        lines.append(
+            f"  reasons' {col:<13} {differ} of {len(ra[col]):,} differ (at most {allowed})"
+        )
+        if differ > 0 and col == "feature_value":
+            at = np.flatnonzero(ra[col] != rb[col])[:3]
+            lines += [f"    {ra['customer_id'][i]}: {ra[col][i]!r} and {rb[col][i]!r}" for i in at]
     return ok, lines
 
 
@@ -132,7 +150,7 @@ def main() -> int:
 
     config, models = company(args.customers)
     project = load_project(config)
-    sail, url = (None, args.spark) if args.spark else start_sail()
+    sail, url, checkpoints = (None, args.spark, None) if args.spark else start_sail()
     tag = uuid.uuid4().hex[:6]
     stores = {e: config.parent / f"store-{e}-{tag}.duckdb" for e in ("duckdb", "spark")}
     seconds: dict[str, float] = {}
@@ -154,6 +172,7 @@ def main() -> int:
         if sail is not None:
             sail.terminate()
             sail.wait(timeout=30)
+            shutil.rmtree(checkpoints, ignore_errors=True)
         for store in stores.values():
             store.unlink(missing_ok=True)
             Path(f"{store}.wal").unlink(missing_ok=True)

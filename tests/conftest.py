@@ -78,7 +78,7 @@ def amqp_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def spark_url() -> Iterator[str]:
+def spark_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Spark Connect address for the Spark tests: CUSTVAL_TEST_SPARK_URL when set (a
     cluster's, or a local Spark's where Java is), else a pysail server (a Spark Connect server
     without a JVM, from the test extras) started on 127.0.0.1 for the session. Without pysail
@@ -94,6 +94,10 @@ def spark_url() -> Iterator[str]:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message)
         pytest.skip(message)
+    # where pysail keeps what custval computes once (local checkpoints; without a folder it
+    # computes every working table again in each query)
+    checkpoints = tmp_path_factory.mktemp("sail-checkpoints")
+    os.environ.setdefault("SAIL_EXECUTION__CHECKPOINT__PATH", str(checkpoints))
     server = SparkConnectServer("127.0.0.1", 0)
     server.start(background=True)
     host, port = server.listening_address

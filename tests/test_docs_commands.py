@@ -280,6 +280,8 @@ def _spark(ws: dict) -> str:
     if "spark" not in ws:
         from pysail.spark import SparkConnectServer
 
+        checkpoints = ws["dir"] / "sail-checkpoints"
+        os.environ.setdefault("SAIL_EXECUTION__CHECKPOINT__PATH", str(checkpoints))
         server = SparkConnectServer("127.0.0.1", 0)
         server.start(background=True)
         host, port = server.listening_address

@@ -103,8 +103,8 @@ class SourceError(CustvalError):
 
 
 class EngineError(CustvalError):
-    """The engine the project runs on cannot be used: Spark unreachable, a pyspark outside
-    the supported range, PostgreSQL refusing the connection."""
+    """The engine the project runs on cannot be used: Spark unreachable or refusing the
+    session, a pyspark outside the supported range, no address to reach it."""
 
 
 class ContractError(CustvalError):

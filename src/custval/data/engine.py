@@ -2,9 +2,8 @@
 
 DuckDB in this process is the default: every kind of source meets there (files read where they
 lie, databases and APIs copied in). Spark (:mod:`custval.data.spark`) reads its own sources and
-runs the same Ibis expressions; PostgreSQL runs them where the data already are. Everything
-else in the pipeline is engine-blind Ibis; what is not (a temporary table, a copy from Arrow)
-is here.
+runs the same Ibis expressions. Everything else in the pipeline is engine-blind Ibis; what is
+not (a temporary table, a copy from Arrow) is here.
 """
 
 from __future__ import annotations
@@ -17,9 +16,8 @@ import ibis
 import ibis.expr.types as ir
 import pyarrow as pa
 
-from custval.config import EngineOptions, mask_url
+from custval.config import EngineOptions
 from custval.data import spark
-from custval.errors import EngineError
 
 DEFAULT_MEMORY_LIMIT = "3GB"
 
@@ -28,8 +26,6 @@ def connect(options: EngineOptions) -> ibis.BaseBackend:
     """The working connection of the engine ``options`` name (see :class:`EngineOptions`)."""
     if options.kind == "spark":
         return spark.connect(options)
-    if options.kind == "postgres":
-        return _postgres(options)
     return working_connection()
 
 
@@ -87,26 +83,3 @@ def load_arrow(con: ibis.BaseBackend, name: str, table: pa.Table) -> ir.Table:
     if spark.is_spark(con):
         return spark.load_arrow(con, name, table)
     return con.create_table(name, table, temp=True, overwrite=True)
-
-
-def _postgres(options: EngineOptions) -> ibis.BaseBackend:
-    """The PostgreSQL database of ``options.url``, within ``connect_timeout_s``."""
-    import psycopg
-    from ibis.backends.postgres import Backend as PostgresBackend
-
-    if not options.url:
-        raise EngineError(
-            "the postgres engine has no address",
-            hint='Set url = "postgresql://user@host/db" under [engine] in custval.toml',
-        )
-    try:
-        raw = psycopg.connect(
-            options.url, autocommit=True, connect_timeout=max(1, int(options.connect_timeout_s))
-        )
-    except psycopg.Error as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EngineError(
-            f"cannot connect to the engine's PostgreSQL at {mask_url(options.url)}: {first}",
-            hint="Check that the server runs and the URL's host, port, user and database",
-        ) from None
-    return PostgresBackend.from_connection(raw)

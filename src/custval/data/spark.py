@@ -108,7 +108,16 @@ def connect(options: EngineOptions) -> ibis.BaseBackend:
     # ibis 12 asserts that Spark reports a released cache as released, which Spark Connect
     # servers do not always do (pysail): the assertion's traceback would be printed at exit
     con._drop_cached_table = partial(_release, con)
+    con._create_cached_table = partial(_cache, con)
     return con
+
+
+def _cache(con: ibis.BaseBackend, name: str, expr: ir.Table) -> ir.Table:
+    """``Table.cache()`` (the features' shared parts) as :func:`kept`."""
+    frame = kept(spark_frame(con, expr))
+    frame.createOrReplaceTempView(name)
+    con._cached_dataframes[name] = frame
+    return con.table(name)
 
 
 def _release(con: ibis.BaseBackend, name: str) -> None:
@@ -351,13 +360,27 @@ def spark_frame(con: ibis.BaseBackend, expr: ir.Table) -> Any:
 
 
 def materialise(con: ibis.BaseBackend, name: str, expr: ir.Table) -> ir.Table:
-    """``expr`` computed once and kept by Spark (cached) under the temporary view ``name``:
-    what a temporary table is on DuckDB."""
+    """``expr`` computed once and kept by Spark under the temporary view ``name``: what a
+    temporary table is on DuckDB."""
     drop(con, name)
-    frame = spark_frame(con, expr).cache()
+    frame = kept(spark_frame(con, expr))
     frame.createOrReplaceTempView(name)
     _cached(con)[name] = frame
     return con.table(name)
+
+
+def kept(frame: Any) -> Any:
+    """``frame`` computed now and kept by the executors (a local checkpoint), so that later
+    queries read it rather than compute it again; where the server has no checkpoints (Spark
+    Connect before 4.0, pysail without ``SAIL_EXECUTION__CHECKPOINT__PATH``), cached (which
+    pysail 0.7 ignores: each query then computes it again)."""
+    try:
+        return frame.localCheckpoint(eager=True)
+    except Exception as exc:
+        text = str(exc).lower()
+        if "checkpoint" not in text and "support" not in text and "unknown" not in text:
+            raise
+        return frame.cache()
 
 
 def drop(con: ibis.BaseBackend, name: str) -> None:

@@ -36,7 +36,7 @@ import pyarrow.fs as pafs
 
 from custval.columns import SCORED_CLV, SUMMARY_COLUMNS
 from custval.config import Project
-from custval.data.spark import spark_frame
+from custval.data.spark import materialise, spark_frame
 from custval.errors import CustvalError
 from custval.flows.customer_base import check_summary, clv_settings
 from custval.flows.preparation import Prepared, features, prepare
@@ -244,13 +244,14 @@ def score_on_spark(
         prepared = prepare(project, progress=lap.start)
         lap("prepare")
         lap.start("the features, and samples of them for the models")
-        table = features(project, prepared).table
-        sample = _sample(table, PROFILE_SAMPLE)
+        # computed once and kept by Spark: the samples, the CLV fit and the scoring read it
+        table = materialise(prepared.con, "_custval_features", features(project, prepared).table)
+        sample, _ = _sample(table, PROFILE_SAMPLE)
         lap("features")
-        clv, clv_models = None, None
+        clv, clv_models, buyers = None, None, None
         if with_clv and "transactions" in prepared.tables:
             lap.start(f"CLV by {project.clv.method}, fitted on a sample")
-            clv, clv_models = fit_clv(project, prepared, table)
+            clv, clv_models, buyers = fit_clv(project, prepared, table)
             lap("clv")
         placed = store.latest_segment_model()
         segments, segment_run, segment_note = _segmentation(placed, table, clv is not None)
@@ -269,6 +270,7 @@ def score_on_spark(
             scored=scored,
             sample=sample,
             clv_models=clv_models,
+            buyers=buyers,
         )
         top = _top(scored, ranks(models, clf))
         lap("store")
@@ -305,9 +307,9 @@ def _check_supported(project: Project) -> None:
         )
 
 
-def _sample(table: Any, size: int) -> pd.DataFrame:
-    """At most ``size`` rows of ``table``, drawn on the engine by a hash of the customer id
-    (the same customers every run), sorted by customer id."""
+def _sample(table: Any, size: int) -> tuple[pd.DataFrame, bool]:
+    """At most about ``size`` rows of ``table``, drawn on the engine by a hash of the customer
+    id (the same customers every run), sorted by customer id; and whether they are all."""
     total = int(table.count().to_pyarrow().as_py())
     if total > size:
         buckets = 1_000_000
@@ -315,14 +317,15 @@ def _sample(table: Any, size: int) -> pd.DataFrame:
         bucket = table.customer_id.hash().abs() % buckets
         table = table.filter(bucket < keep)
     frame = table.to_pyarrow().to_pandas()
-    return frame.sort_values("customer_id", kind="stable").reset_index(drop=True)
+    return frame.sort_values("customer_id", kind="stable").reset_index(drop=True), total <= size
 
 
 def fit_clv(
     project: Project, prepared: Prepared, table: Any
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame | None]:
     """The CLV models fitted on at most ``[engine] train_sample`` buyers drawn on the engine,
-    and the interval's method for the whole base: (what partitions need, the run's JSON)."""
+    and the interval's method for the whole base: (what partitions need, the run's JSON, the
+    buyers' summary when the sample is all of them)."""
     missing = [c for c in SUMMARY_COLUMNS if c not in table.columns]
     if missing:
         raise CustvalError(
@@ -331,7 +334,7 @@ def fit_clv(
         )
     horizon, discount = clv_settings(project)
     buyers = table.filter(table["T"].notnull()).select("customer_id", *SUMMARY_COLUMNS)
-    summary = _sample(buyers, project.engine.train_sample)
+    summary, complete = _sample(buyers, project.engine.train_sample)
     x, tx_, t, m = (summary[c].to_numpy(dtype=np.float64) for c in SUMMARY_COLUMNS)
     ids = summary["customer_id"].to_numpy()
     check_summary(prepared.tables["transactions"], project.as_of, ids, x, m)
@@ -352,7 +355,7 @@ def fit_clv(
     }
     saved["interval"] = {"level": CLV_LEVEL, "draws": CLV_DRAWS, "method": method}
     saved["fitted_on"] = {"customers": len(summary), "engine": "spark"}
-    return clv, saved
+    return clv, saved, summary if complete else None
 
 
 def _interval_method(
@@ -470,9 +473,11 @@ def _store_run(
     scored: pads.Dataset,
     sample: pd.DataFrame,
     clv_models: dict[str, Any] | None,
+    buyers: pd.DataFrame | None,
 ) -> tuple[str, int, int]:
     """The run written to the store all or nothing, its rows read from the scored files a
-    batch at a time: (run id, high-value customers, customers)."""
+    batch at a time: (run id, high-value customers, customers). ``buyers``: every buyer's
+    summary, when the driver has it, for the dashboard's tracking table."""
     k = ranks(models, clf)
     names = scored.schema.names
     outputs = [c for c in names if not c.startswith("reason_")]
@@ -489,7 +494,7 @@ def _store_run(
     wanted = ("value_class", "value_probability", "segment", "clv_expected", "p_alive")
     few = scored.to_table(columns=[c for c in wanted if c in names])
     preds = {c: few.column(c).to_numpy(zero_copy_only=False) for c in few.column_names}
-    summaries = summary_table(run_summaries(preds, project, prepared, clv_models))
+    summaries = summary_table(run_summaries(preds, project, prepared, clv_models, buyers))
     sample_scores = score_frame(models, sample)
     imp = importance(clf, sample, contributions=clf.contributions(sample, "features"))
     sample_preds = {c: sample_scores[c].to_numpy() for c in outputs}
