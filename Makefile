@@ -43,6 +43,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/segments.py
 	$(BIN)/python bench/clv_scale.py
 	$(BIN)/python bench/monitor.py
+	$(BIN)/python bench/spark.py
 	@if [ -d ../shared/data ]; then \
 		$(BIN)/python bench/btyd_cdnow.py && $(BIN)/python bench/btyd_donations.py && \
 		$(BIN)/python bench/value_telco.py && $(BIN)/python bench/value_cdnow.py && \

@@ -286,6 +286,7 @@ def _spark(ws: dict) -> str:
         server.start(background=True)
         host, port = server.listening_address
         ws["spark"] = f"sc://{host}:{port}"
+        ws["spark_server"] = server  # a server no longer referenced shuts down
     return ws["spark"]
 
 

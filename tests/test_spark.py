@@ -47,26 +47,27 @@ def assert_same_rows(
     right: list[dict],
     tolerance: float = 1e-9,
     looser: dict[str, float] | None = None,
+    key: str = "customer_id",
 ) -> None:
-    """Value for value: the same customers and columns; numbers within ``tolerance``
+    """Value for value: the same rows (by ``key``) and columns; numbers within ``tolerance``
     (relative; ``looser`` for the columns it names), everything else equal."""
     assert len(left) == len(right)
-    assert [r["customer_id"] for r in left] == [r["customer_id"] for r in right]
+    assert [r[key] for r in left] == [r[key] for r in right]
     assert list(left[0]) == list(right[0])
     for a, b in zip(left, right, strict=True):
         for column, value in a.items():
             other = b[column]
             if isinstance(value, float) and isinstance(other, float | int):
                 if math.isnan(value):
-                    assert math.isnan(other), (a["customer_id"], column, value, other)
+                    assert math.isnan(other), (a[key], column, value, other)
                 else:
                     rel = (looser or {}).get(column, tolerance)
                     assert other == pytest.approx(value, rel=rel, abs=1e-12), (
-                        a["customer_id"],
+                        a[key],
                         column,
                     )
             else:
-                assert value == other, (a["customer_id"], column, value, other)
+                assert value == other, (a[key], column, value, other)
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,6 +110,23 @@ def test_features_on_the_command_line_with_engine_spark(
     assert "features: 800 customers" in " ".join(done.stdout.split())
     duck, _ = feature_rows(config)
     assert_same_rows(duck, pq.read_table(out).to_pylist())
+
+
+def test_the_sales_series_of_a_forecast_are_the_same_on_spark(
+    companies: Companies, spark_url: str
+) -> None:
+    """What `custval forecast --engine spark` forecasts from: the weekly revenue, purchases
+    and customers, per channel too."""
+    from custval.features.series import sales_series
+
+    config = companies.shared(800, seed=5, fmt="parquet").config_path
+    duck = load_project(config)
+    spark = on_spark(config, spark_url)
+    tables = [flows.prepare(p).tables["transactions"] for p in (duck, spark)]
+    for by in (None, "channel"):
+        a, b = (sales_series(tx, duck.as_of, by=by) for tx in tables)
+        assert len(a) > 50
+        assert_same_rows(a.to_dict("records"), b.to_dict("records"), key="period")
 
 
 # --------------------------------------------------------------------------------------------
@@ -320,3 +338,34 @@ def test_a_scoring_run_on_spark_equals_the_run_on_duckdb(trained: Path, spark_ur
     assert_same_rows(
         run_rows(duck_store, "reasons", order), run_rows(spark_store, "reasons", order)
     )
+
+
+@pytest.mark.postgres
+def test_a_spark_run_is_loaded_into_postgresql(
+    trained: Path, spark_url: str, pg_url: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """The scored files streamed into a PostgreSQL store (COPY, a batch at a time), all or
+    nothing: the same rows as a run on DuckDB into a DuckDB store."""
+    from custval.store import open_store
+    from tests.factories import search_path_url
+
+    pg_store = search_path_url(pg_url, pg_schema)
+    spark = on_spark(trained, spark_url)
+    result = flows.score_on_spark(spark, store_url=pg_store)
+    duck_store = tmp_path / "plain.duckdb"
+    flows.score(load_project(trained), store_url=duck_store)
+    store = open_store(pg_store)
+    try:
+        rows = store.run_rows("predictions", result.run_id).sort_by("customer_id")
+        reasons = store.run_rows("reasons", result.run_id).sort_by(
+            [("customer_id", "ascending"), ("rank", "ascending")]
+        )
+        status = store.query("SELECT status FROM runs WHERE run_id = ?", (result.run_id,))
+    finally:
+        store.close()
+    assert status == [("succeeded",)]
+    clv = dict.fromkeys(("clv_expected", "clv_lower", "clv_upper"), 1e-6)
+    pg_rows = rows.drop_columns(["run_id"]).to_pylist()
+    assert_same_rows(run_rows(duck_store, "predictions", "customer_id"), pg_rows, looser=clv)
+    pg_reasons = reasons.drop_columns(["run_id"]).to_pylist()
+    assert_same_rows(run_rows(duck_store, "reasons", "customer_id, rank"), pg_reasons)
