@@ -216,6 +216,22 @@ def test_no_spark_address_asks_for_one(monkeypatch: pytest.MonkeyPatch) -> None:
         engine.connect(EngineOptions(kind="spark"))
 
 
+def test_what_scores_on_duckdb_only_is_refused_before_any_work(tmp_path: Path) -> None:
+    """[actions] and a machine-learned CLV learn from the whole feature table: scoring on
+    Spark says so, and what to do, before it reaches Spark (the address here answers nobody)."""
+    project = on_spark(write_csv_company(tmp_path), "sc://127.0.0.1:1")
+    ml = project.model_copy(update={"clv": project.clv.model_copy(update={"method": "ml"})})
+    with pytest.raises(CustvalError, match=r"\[clv\] method = 'ml' is not available on Spark"):
+        flows.score_on_spark(ml, store_url=tmp_path / "s.duckdb")
+    acting = project.model_copy(
+        update={"actions": project.actions.model_copy(update={"churn": True})}
+    )
+    with pytest.raises(CustvalError) as caught:
+        flows.score_on_spark(acting, store_url=tmp_path / "s.duckdb")
+    assert "[actions]" in str(caught.value) and "--engine duckdb" in str(caught.value)
+    assert not (tmp_path / "s.duckdb").exists()
+
+
 def test_an_unknown_engine_names_the_flag(tmp_path: Path) -> None:
     config = write_csv_company(tmp_path)
     done = run("features", "-c", str(config), "--engine", "sparkle", cwd=tmp_path)
@@ -369,3 +385,26 @@ def test_a_spark_run_is_loaded_into_postgresql(
     assert_same_rows(run_rows(duck_store, "predictions", "customer_id"), pg_rows, looser=clv)
     pg_reasons = reasons.drop_columns(["run_id"]).to_pylist()
     assert_same_rows(run_rows(duck_store, "reasons", "customer_id, rank"), pg_reasons)
+
+
+def test_training_on_spark_learns_from_customers_drawn_there(
+    companies: Companies, spark_url: str, tmp_path: Path
+) -> None:
+    """`custval train --engine spark`: the features at the cutoff and the future-spend label
+    computed on Spark for about train_sample customers drawn there by a hash of their id (the
+    same customers at both cutoffs of the time split), the models fitted here. With every
+    customer drawn, the label is the one DuckDB gives."""
+    config = companies.copy(tmp_path / "company", 2000, seed=6, fmt="parquet").config_path
+    duck = flows.train_value(
+        load_project(config), candidates=("logistic",), folds=3, out_dir=tmp_path / "duck"
+    )
+    spark = on_spark(config, spark_url)
+    whole = flows.train_value(spark, candidates=("logistic",), folds=3, out_dir=tmp_path / "whole")
+    assert len(whole.features) == len(duck.features) > 1100  # known at the cutoff
+    assert whole.label["threshold_spend"] == pytest.approx(duck.label["threshold_spend"])
+    assert (whole.y == duck.y).all()
+
+    spark.engine.train_sample = 1000
+    drawn = flows.train_value(spark, candidates=("logistic",), folds=3, out_dir=tmp_path / "drawn")
+    assert 850 <= len(drawn.features) <= 1150, len(drawn.features)
+    assert "time_split" in drawn.label  # the earlier period's customers drawn alike

@@ -16,6 +16,7 @@ from custval.cli.common import (
     DecimalOpt,
     DelimiterOpt,
     EncodingOpt,
+    EngineOpt,
     JsonSummaryOpt,
     NamesOpt,
     NoHeaderOpt,
@@ -362,6 +363,7 @@ def train(
     names: NamesOpt = None,
     date_format: DateFormatOpt = None,
     report: ReportOpt = None,
+    engine: EngineOpt = None,
 ) -> None:
     """Train the value classifier, on a project or on any labelled table, and save it as a
     model bundle.
@@ -374,7 +376,9 @@ def train(
     --horizon-weeks after the --cutoff is in the top --top-share of all customers' (or a
     column you name with --label). Transaction, web, product and service features are computed
     at the cutoff from earlier data only; the CRM profile is its current snapshot, as the CRM
-    keeps no history. The bundle goes to models/<version>/ by the project.
+    keeps no history. The bundle goes to models/<version>/ by the project. With --engine
+    spark the features and labels are computed on Spark for about [engine] train_sample
+    customers drawn there, and the models learn here (docs/scale.md).
 
     Either way the candidates are cross-validated (leaderboard printed and stored), the chosen
     one refitted on all customers, its calibration checked, and the bundle written with a
@@ -382,7 +386,7 @@ def train(
     """
     opts = file_options(delimiter, decimal, encoding, no_header, names, date_format)
     fit = {"folds": folds, "candidates": _candidates(models), "seed": seed, "report": report}
-    fit.update(threshold_rule=threshold_rule, top_share=top_share)
+    fit.update(threshold_rule=threshold_rule, top_share=top_share, engine=engine)
     if data is not None:
         if config is not None:
             raise CustvalError(
@@ -390,17 +394,13 @@ def train(
                 hint="--data FILE --label COLUMN trains on a customer table's own columns; "
                 "-c PROJECT trains on a project's features",
             )
-        _refuse_project_flags(cutoff=cutoff, horizon_weeks=horizon_weeks, promote=promote or None)
+        _refuse_project_flags(
+            cutoff=cutoff, horizon_weeks=horizon_weeks, promote=promote or None, engine=engine
+        )
+        fit.pop("engine")
         _train_table(data, label, positive, id_col, out_dir, opts, fit, as_json)
         return
-    if opts != type(opts)():
-        raise CustvalError(
-            "the file flags (--delimiter, --decimal, --encoding, --no-header, --names, "
-            "--date-format) read a --data table; a project reads its sources as its file says",
-            hint="Drop them, or train on a table with --data FILE --label COLUMN",
-        )
-    if id_col is not None:
-        raise CustvalError("--id goes with --data", hint="A project's customers are its ids")
+    _refuse_table_flags(opts, id_col)
     _train_project(
         config or Path("custval.toml"),
         cutoff,
@@ -412,6 +412,18 @@ def train(
         as_json,
         promote,
     )
+
+
+def _refuse_table_flags(opts: Any, id_col: str | None) -> None:
+    """Flags of table training have no meaning on a project: refused rather than ignored."""
+    if opts != type(opts)():
+        raise CustvalError(
+            "the file flags (--delimiter, --decimal, --encoding, --no-header, --names, "
+            "--date-format) read a --data table; a project reads its sources as its file says",
+            hint="Drop them, or train on a table with --data FILE --label COLUMN",
+        )
+    if id_col is not None:
+        raise CustvalError("--id goes with --data", hint="A project's customers are its ids")
 
 
 def _refuse_project_flags(**given: Any) -> None:
@@ -477,7 +489,7 @@ def _train_project(
     from custval import flows
     from custval.store.registry import ModelRegistry
 
-    project = load(config)
+    project = load(config, fit.pop("engine"))
     report = fit.pop("report")
     check_report(report)
     weeks = horizon_weeks or 52

@@ -319,12 +319,60 @@ def first_purchase(prepared: Prepared) -> date | None:
     return None if first is None else pd.Timestamp(first).date()
 
 
-def future_spend(prepared: Prepared, customer_ids: Any, start: date, end: date) -> Any:
+#: the buckets a customer id is hashed into to draw a sample on the engine
+SAMPLE_BUCKETS = 1_000_000
+
+
+@dataclass(frozen=True)
+class CustomerSample:
+    """Customers drawn on the engine by a hash of their id: the same customers in every table
+    and at every date (``keep`` of :data:`SAMPLE_BUCKETS` buckets; None: all of them)."""
+
+    keep: int | None = None
+
+    @classmethod
+    def of(cls, table: ir.Table, size: int) -> CustomerSample:
+        """About ``size`` of the customers of ``table`` (one row each), or all when fewer."""
+        total = int(table.count().to_pyarrow().as_py())
+        if total <= size:
+            return cls()
+        return cls(max(1, int(SAMPLE_BUCKETS * size / total)))
+
+    @property
+    def complete(self) -> bool:
+        return self.keep is None
+
+    def rows(self, table: ir.Table) -> ir.Table:
+        """The rows of ``table`` (keyed by customer_id) of the sampled customers."""
+        if self.keep is None:
+            return table
+        return table.filter(table.customer_id.hash().abs() % SAMPLE_BUCKETS < self.keep)
+
+
+def training_rows(project: Project, ft: FeatureTable) -> tuple[pd.DataFrame, CustomerSample]:
+    """The feature rows a model learns from, sorted by customer id: every customer's on DuckDB;
+    on Spark about ``[engine] train_sample`` customers drawn there (docs/scale.md), and the
+    sample, so that their labels come from the same customers."""
+    sample = CustomerSample()
+    if spark.is_spark(ft.table._find_backend()):
+        sample = CustomerSample.of(ft.table, project.engine.train_sample)
+    rows = sample.rows(ft.table).order_by("customer_id").to_pyarrow().to_pandas()
+    return rows, sample
+
+
+def future_spend(
+    prepared: Prepared,
+    customer_ids: Any,
+    start: date,
+    end: date,
+    sample: CustomerSample | None = None,
+) -> Any:
     """Each customer's net spend in [start, end) (0 without purchases), in ``customer_ids``
-    order."""
+    order; with ``sample``, the spend is summed for its customers only."""
 
     tx = prepared.tables["transactions"]
     window = tx.filter((tx.timestamp >= midnight(start)) & (tx.timestamp < midnight(end)))
+    window = (sample or CustomerSample()).rows(window)
     spend = window.group_by("customer_id").aggregate(spend=window.amount.sum()).to_pandas()
     by_id = pd.Series(spend.spend.to_numpy(), index=spend.customer_id.to_numpy())
     return by_id.reindex(np.asarray(customer_ids)).fillna(0.0).to_numpy(dtype=np.float64)

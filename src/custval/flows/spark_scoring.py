@@ -39,7 +39,7 @@ from custval.config import Project
 from custval.data.spark import materialise, spark_frame
 from custval.errors import CustvalError
 from custval.flows.customer_base import check_summary, clv_settings
-from custval.flows.preparation import Prepared, features, prepare
+from custval.flows.preparation import CustomerSample, Prepared, features, prepare
 from custval.flows.scoring import (
     ScoreResult,
     _drift_profiles,
@@ -303,21 +303,18 @@ def _check_supported(project: Project) -> None:
         raise CustvalError(
             "the project's [actions] (churn, propensity, offers, targeting, playbooks) are "
             "computed on DuckDB only",
-            hint="Score on Spark without them, or run this project with --engine duckdb",
+            hint="Remove [actions] from the project file to score it on Spark, or score it with "
+            "--engine duckdb",
         )
 
 
 def _sample(table: Any, size: int) -> tuple[pd.DataFrame, bool]:
-    """At most about ``size`` rows of ``table``, drawn on the engine by a hash of the customer
-    id (the same customers every run), sorted by customer id; and whether they are all."""
-    total = int(table.count().to_pyarrow().as_py())
-    if total > size:
-        buckets = 1_000_000
-        keep = max(1, int(buckets * size / total))
-        bucket = table.customer_id.hash().abs() % buckets
-        table = table.filter(bucket < keep)
-    frame = table.to_pyarrow().to_pandas()
-    return frame.sort_values("customer_id", kind="stable").reset_index(drop=True), total <= size
+    """About ``size`` rows of ``table`` (:class:`CustomerSample`), sorted by customer id, and
+    whether they are all of them."""
+    sample = CustomerSample.of(table, size)
+    frame = sample.rows(table).to_pyarrow().to_pandas()
+    frame = frame.sort_values("customer_id", kind="stable").reset_index(drop=True)
+    return frame, sample.complete
 
 
 def fit_clv(

@@ -18,7 +18,15 @@ from custval.config import Project
 from custval.data.tables import identifier_columns
 from custval.errors import CustvalError, FitError
 from custval.flows.monitoring import bundle_reference
-from custval.flows.preparation import Prepared, features, first_purchase, future_spend, prepare
+from custval.flows.preparation import (
+    CustomerSample,
+    Prepared,
+    features,
+    first_purchase,
+    future_spend,
+    prepare,
+    training_rows,
+)
 from custval.models.explain import importance, value_profile
 from custval.models.value import ValueClassifier, binary_label, derive_value_label, label_classes
 from custval.store.bundles import check_new_folder, data_fingerprint, save_bundle
@@ -79,18 +87,18 @@ def train_value(
     prepared = prepared or prepare(project, progress=say)
     say(f"the features at {cut} and the label")
     ft = features(project, prepared, as_of=cut)
-    table = ft.to_pyarrow().to_pandas()
+    table, sample = training_rows(project, ft)
     keys = [f.name for f in ft.catalogue if f.role != "feature" and f.name in table.columns]
     if label is not None:
         y, definition = _column_label(table, label, positive)
         keys.append(label)
     else:
-        y, definition = _future_value_label(prepared, table, cut, horizon_weeks, top_share)
+        y, definition = _future_value_label(prepared, table, cut, horizon_weeks, top_share, sample)
     feats = table.drop(columns=list(dict.fromkeys(keys)))
     earlier = (
         None
         if label is not None
-        else _earlier_period(project, prepared, cut, horizon, top_share, keys)
+        else _earlier_period(project, prepared, cut, horizon, top_share, keys, sample)
     )
     say(f"cross-validating {len(candidates)} candidates on {folds} folds")
     settings = {"folds": folds, "top_share": top_share, "seed": seed}
@@ -175,11 +183,17 @@ def _words(definition: dict[str, Any]) -> dict[str, Any]:
 
 
 def _future_value_label(
-    prepared: Prepared, table: pd.DataFrame, cut: date, horizon_weeks: int, top_share: float
+    prepared: Prepared,
+    table: pd.DataFrame,
+    cut: date,
+    horizon_weeks: int,
+    top_share: float,
+    sample: CustomerSample,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """High for the top ``top_share`` of spend in the horizon after the cutoff, and the
     label's definition for the bundle."""
-    spend = future_spend(prepared, table["customer_id"], cut, cut + timedelta(weeks=horizon_weeks))
+    end = cut + timedelta(weeks=horizon_weeks)
+    spend = future_spend(prepared, table["customer_id"], cut, end, sample)
     y = derive_value_label(spend, top_share)
     return y, {
         "kind": "future_spend",
@@ -223,18 +237,21 @@ def _earlier_period(
     horizon: timedelta,
     top_share: float,
     keys: list[str],
+    sample: CustomerSample,
 ) -> tuple[Any, Any] | None:
     """Features at cut - horizon and the label from the spend up to cut: the period before,
-    for a time-based split. None when the history is too short for it."""
+    for a time-based split (the customers of ``sample``). None when the history is too short
+    for it."""
 
     earlier = cut - horizon
     first = first_purchase(prepared)
     if first is None or earlier <= first:
         return None
-    old = features(project, prepared, as_of=earlier).to_pyarrow().to_pandas()
+    ft = features(project, prepared, as_of=earlier)
+    old = sample.rows(ft.table).order_by("customer_id").to_pyarrow().to_pandas()
     try:
         y_old = derive_value_label(
-            future_spend(prepared, old["customer_id"], earlier, cut), top_share
+            future_spend(prepared, old["customer_id"], earlier, cut, sample), top_share
         )
     except FitError:  # too few customers then, or nobody spent: no earlier period to judge on
         return None
