@@ -231,7 +231,8 @@ def btyd_predictions(
         n_draws=n_draws,
         purchases_interval=purchases_interval,
     )
-    excluded = int(((x > 0) & ~((x > 0) & (m > 0))).sum())
+    # repeat buyers without a positive spend: the spend model cannot learn from them
+    excluded = int(((x > 0) & ~(m > 0)).sum())
     return BtydFit(choice.purchases, spend, out, interval, excluded, choice)
 
 
