@@ -232,6 +232,18 @@ def test_what_scores_on_duckdb_only_is_refused_before_any_work(tmp_path: Path) -
     assert not (tmp_path / "s.duckdb").exists()
 
 
+def test_the_init_template_shows_an_engine_that_loads() -> None:
+    import tomllib
+
+    from custval.cli.template import TEMPLATE
+
+    start = TEMPLATE.index("# [engine]")
+    lines = [line.removeprefix("# ") for line in TEMPLATE[start:].split("\n\n")[0].splitlines()]
+    found = EngineOptions(**tomllib.loads("\n".join(lines))["engine"])
+    assert found.kind == "spark" and found.url.startswith("sc://")
+    assert found.staging.startswith("s3://") and found.train_sample == 1_000_000
+
+
 def test_an_unknown_engine_names_the_flag(tmp_path: Path) -> None:
     config = write_csv_company(tmp_path)
     done = run("features", "-c", str(config), "--engine", "sparkle", cwd=tmp_path)

@@ -100,4 +100,12 @@ uri = "data/id_map.csv"
 # auc_drop = 0.05            # estimated ROC AUC this far below training's alarms
 # promote_margin = 0.005     # ROC AUC a challenger must gain to replace the champion
 # segment_stability = 0.7    # share of customers a new segmentation must keep together
+
+# Where the sources are read, the features computed and the customers scored (docs/scale.md;
+# --engine on the commands overrides kind for one run):
+# [engine]
+# kind = "spark"                              # default "duckdb": this process
+# url = "sc://spark-connect.example.com:15002" # default: the SPARK_REMOTE variable
+# staging = "s3://my-bucket/custval-runs"     # where Spark writes a run's scored rows
+# train_sample = 1000000                      # customers drawn there to fit the models on
 """
