@@ -44,6 +44,7 @@ from custval.flows.scoring import (
     ScoreResult,
     _drift_profiles,
     _Laps,
+    _score_segments,
     model_folder,
     write_score_run,
 )
@@ -57,7 +58,6 @@ from custval.models.btyd_clv import (
 )
 from custval.models.clv import EXACT_ROWS, SURROGATE_TOLERANCE, clv_interval
 from custval.models.explain import importance, reasons
-from custval.models.segments import assign_nearest
 from custval.store import long_reasons, open_store
 from custval.store.bundles import bundle_parts, classifier_from_parts
 
@@ -181,14 +181,10 @@ def clv_models_with_covariance(clv: dict[str, Any]) -> tuple[Any, Any]:
 
 
 def _segment_names(segments: dict[str, Any], frame: pd.DataFrame, out: pd.DataFrame) -> Any:
-    wanted = list(segments["preparation"]["features"])
-    table = frame.assign(clv=out[SCORED_CLV["clv"]]) if SCORED_CLV["clv"] in out else frame
-    labels = assign_nearest(segments, table[wanted])
-    names = np.array(
-        [segments["names"].get(str(k), str(k)) for k in range(len(segments["centers"]))],
-        dtype=object,
-    )
-    return names[labels]
+    """Each row's segment name, as a run on DuckDB places it (its features are checked on
+    the driver, :func:`_segmentation`)."""
+    _, names, _ = _score_segments(frame, out, "", segments)
+    return names
 
 
 def _classifier(models: PartitionModels) -> Any:
