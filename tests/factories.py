@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import fcntl
 import json
+import math
 import os
 import shutil
 import socket
@@ -37,6 +38,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import numpy as np
 import pandas as pd
+import pytest
 from scipy.special import expit
 
 if TYPE_CHECKING:
@@ -227,6 +229,83 @@ def write_csv_company(folder: Path, after: bool = False) -> Path:
     config = folder / "custval.toml"
     config.write_text(project_toml({name: f"{name}.csv" for name in TABLES}))
     return config
+
+
+def assert_same_rows(
+    left: list[dict],
+    right: list[dict],
+    tolerance: float = 1e-9,
+    looser: dict[str, float] | None = None,
+    key: str = "customer_id",
+) -> None:
+    """Value for value: the same rows (by ``key``) and columns; numbers within ``tolerance``
+    (relative; ``looser`` for the columns it names), everything else equal."""
+    assert len(left) == len(right)
+    assert [r[key] for r in left] == [r[key] for r in right]
+    assert list(left[0]) == list(right[0])
+    for a, b in zip(left, right, strict=True):
+        for column, value in a.items():
+            other = b[column]
+            if isinstance(value, float) and isinstance(other, float | int):
+                if math.isnan(value):
+                    assert math.isnan(other), (a[key], column, value, other)
+                else:
+                    rel = (looser or {}).get(column, tolerance)
+                    assert other == pytest.approx(value, rel=rel, abs=1e-12), (
+                        a[key],
+                        column,
+                    )
+            else:
+                assert value == other, (a[key], column, value, other)
+
+
+def broken_company(folder: Path) -> Path:
+    """The hand-made company with contract violations: an impossible and an unreadable date, a
+    negative page count and a flag that is no flag; returns the project file's path."""
+    config = write_csv_company(folder)
+    tx = list(TABLES["transactions"])
+    tx[2] = ("O2", "A1", "2024-13-45 99:00", "50.00", "home", "app")
+    tx[3] = ("O3", "A1", "next tuesday", "1,200.00", "home", "web")
+    web = list(TABLES["web_sessions"])
+    web[1] = ("S1", "V1", "2024-02-01 10:00:00", "-3", "600", "1", "0", "1", "maybe")
+    for name, rows_ in (("transactions", tx), ("web_sessions", web)):
+        with (folder / f"{name}.csv").open("w", newline="") as fh:
+            csv.writer(fh).writerows(rows_)
+    return config
+
+
+def contract_report(project: Any) -> list[tuple]:
+    """Every finding of validating ``project``'s sources on its engine, sorted, as tuples."""
+    from custval import flows
+    from custval.data import engine
+
+    con = engine.connect(project.engine)
+    raw = flows.open_all(project, con)
+    found = flows.validate(project, con, raw)
+    return sorted(
+        (f.source, f.column, f.severity, f.problem, f.count, tuple(map(str, f.examples)))
+        for r in found
+        for f in r.findings
+    )
+
+
+def run_rows(store: Path, table: str, order: str) -> list[dict]:
+    """The rows of the latest succeeded scoring run in ``table`` of the DuckDB store, without
+    the run id, in ``order``."""
+    import duckdb
+
+    con = duckdb.connect(str(store), read_only=True)
+    try:
+        run_id = con.execute(
+            "SELECT run_id FROM runs WHERE kind = 'score' AND status = 'succeeded' "
+            "ORDER BY finished_at DESC LIMIT 1"
+        ).fetchone()[0]
+        found = con.execute(
+            f"SELECT * EXCLUDE (run_id) FROM {table} WHERE run_id = ? ORDER BY {order}", [run_id]
+        ).fetch_arrow_table()
+    finally:
+        con.close()
+    return found.to_pylist()
 
 
 def feature_rows(config: Path) -> tuple[list[dict], list]:

@@ -5,12 +5,10 @@ DuckDB, and clear errors for what only Spark can get wrong."""
 from __future__ import annotations
 
 import csv
-import math
 import shutil
 import time
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -19,7 +17,17 @@ from custval import flows
 from custval.config import EngineOptions, load_project, with_engine
 from custval.data import engine
 from custval.errors import CustvalError, EngineError, SourceError
-from tests.factories import TABLES, Companies, feature_rows, run, write_csv_company
+from tests.factories import (
+    TABLES,
+    Companies,
+    assert_same_rows,
+    broken_company,
+    contract_report,
+    feature_rows,
+    run,
+    run_rows,
+    write_csv_company,
+)
 
 pytest.importorskip("pyspark", reason="the Spark tests need custval[spark]")
 
@@ -40,34 +48,6 @@ def spark_rows(config: Path, url: str) -> list[dict]:
     project = on_spark(config, url)
     ft = flows.features(project, flows.prepare(project))
     return ft.to_pyarrow().to_pylist()
-
-
-def assert_same_rows(
-    left: list[dict],
-    right: list[dict],
-    tolerance: float = 1e-9,
-    looser: dict[str, float] | None = None,
-    key: str = "customer_id",
-) -> None:
-    """Value for value: the same rows (by ``key``) and columns; numbers within ``tolerance``
-    (relative; ``looser`` for the columns it names), everything else equal."""
-    assert len(left) == len(right)
-    assert [r[key] for r in left] == [r[key] for r in right]
-    assert list(left[0]) == list(right[0])
-    for a, b in zip(left, right, strict=True):
-        for column, value in a.items():
-            other = b[column]
-            if isinstance(value, float) and isinstance(other, float | int):
-                if math.isnan(value):
-                    assert math.isnan(other), (a[key], column, value, other)
-                else:
-                    rel = (looser or {}).get(column, tolerance)
-                    assert other == pytest.approx(value, rel=rel, abs=1e-12), (
-                        a[key],
-                        column,
-                    )
-            else:
-                assert value == other, (a[key], column, value, other)
 
 
 # --------------------------------------------------------------------------------------------
@@ -137,30 +117,11 @@ def test_the_sales_series_of_a_forecast_are_the_same_on_spark(
 def test_contract_violations_give_the_same_report_on_spark(tmp_path: Path, spark_url: str) -> None:
     """A missing column, unparseable dates, a negative count and a bad flag: the same
     problems, counts and example rows on both engines."""
-    config = write_csv_company(tmp_path)
-    tx = list(TABLES["transactions"])
-    tx[2] = ("O2", "A1", "2024-13-45 99:00", "50.00", "home", "app")
-    tx[3] = ("O3", "A1", "next tuesday", "1,200.00", "home", "web")
-    rewrite(tmp_path / "transactions.csv", tx)
-    web = list(TABLES["web_sessions"])
-    web[1] = ("S1", "V1", "2024-02-01 10:00:00", "-3", "600", "1", "0", "1", "maybe")
-    rewrite(tmp_path / "web_sessions.csv", web)
-
-    def report(project) -> list[tuple]:
-        con = engine.connect(project.engine)
-        raw = flows.open_all(project, con)
-        found = flows.validate(project, con, raw)
-        return sorted(
-            (f.source, f.column, f.severity, f.problem, f.count, tuple(map(str, f.examples)))
-            for r in found
-            for f in r.findings
-        )
-
-    duck = report(load_project(config))
-    spark = report(on_spark(config, spark_url))
+    config = broken_company(tmp_path)
+    duck = contract_report(load_project(config))
     assert any(f[1] == "ts" and f[4] == 2 for f in duck), duck
     assert any(f[1] == "page_views" for f in duck), duck
-    assert spark == duck
+    assert contract_report(on_spark(config, spark_url)) == duck
 
 
 def test_a_missing_column_stops_features_with_the_same_message(
@@ -320,21 +281,6 @@ def trained(companies: Companies, tmp_path_factory: pytest.TempPathFactory) -> P
     done = run("segment", "-c", str(config), "--k", "4", cwd=folder)
     assert done.returncode == 0, done.stderr
     return config
-
-
-def run_rows(store: Path, table: str, order: str) -> list[dict]:
-    con = duckdb.connect(str(store), read_only=True)
-    try:
-        run_id = con.execute(
-            "SELECT run_id FROM runs WHERE kind = 'score' AND status = 'succeeded' "
-            "ORDER BY finished_at DESC LIMIT 1"
-        ).fetchone()[0]
-        found = con.execute(
-            f"SELECT * EXCLUDE (run_id) FROM {table} WHERE run_id = ? ORDER BY {order}", [run_id]
-        ).fetch_arrow_table()
-    finally:
-        con.close()
-    return found.to_pylist()
 
 
 def test_a_scoring_run_on_spark_equals_the_run_on_duckdb(trained: Path, spark_url: str) -> None:

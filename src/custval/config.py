@@ -271,7 +271,7 @@ class MonitorOptions(_Strict):
     )
 
 
-EngineKind = Literal["duckdb", "spark"]
+EngineKind = Literal["duckdb", "postgres", "spark"]
 #: the engines of ``[engine] kind`` and the commands' ``--engine``
 ENGINE_NAMES: tuple[str, ...] = get_args(EngineKind)
 
@@ -279,14 +279,21 @@ ENGINE_NAMES: tuple[str, ...] = get_args(EngineKind)
 class EngineOptions(_Strict):
     """``[engine]``: where the sources are read and the features computed (and, on Spark, the
     customers scored). ``duckdb`` (default): in this process, sources of any kind (database
-    tables are copied in). ``spark``: on a Spark cluster through ``url``, a Spark Connect address (``sc://host:15002``;
-    default: the ``SPARK_REMOTE`` variable) or a master for a Spark of this machine's pyspark
-    (``local[4]``, needs Java); ``settings`` are Spark settings for the session
+    tables are copied in). ``postgres``: in the PostgreSQL database of ``url``
+    (``postgresql://user@host/db``), where its own tables are read in place and other sources
+    are copied in; the features then come here to be scored. ``spark``: on a Spark cluster
+    through ``url``, a Spark Connect address (``sc://host:15002``; default: the
+    ``SPARK_REMOTE`` variable) or a master for a Spark of this machine's pyspark (``local[4]``,
+    needs Java); ``settings`` are Spark settings for the session
     (``spark.sql.shuffle.partitions`` and the like). Models are trained on this machine, on at
     most ``train_sample`` customers drawn on the engine (:doc:`docs/scale.md`)."""
 
     kind: EngineKind = "duckdb"
-    url: str | None = Field(None, description="Spark: sc://host:port or local[N]; ${VAR} expanded")
+    url: str | None = Field(
+        None,
+        description="Spark: sc://host:port or local[N]; PostgreSQL: postgresql://...; "
+        "${VAR} expanded",
+    )
     settings: dict[str, str] = Field(default_factory=dict)
     connect_timeout_s: float = Field(30.0, gt=0, description="how long to wait for the engine")
     train_sample: int = Field(

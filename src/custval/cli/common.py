@@ -329,8 +329,9 @@ EngineOpt = Annotated[
     str | None,
     typer.Option(
         "--engine",
-        help="Where the sources are read and the features computed: duckdb (this process) or "
-        "spark (default: the project's \\[engine] kind; docs/scale.md).",
+        help="Where the sources are read and the features computed: duckdb (this process), "
+        "postgres (the database of \\[engine] url) or spark (default: the project's \\[engine] "
+        "kind; docs/scale.md).",
     ),
 ]
 #: the models folder of the registry's commands (monitor, retrain, models ...)

@@ -104,8 +104,8 @@ uri = "data/id_map.csv"
 # Where the sources are read, the features computed and the customers scored (docs/scale.md;
 # --engine on the commands overrides kind for one run):
 # [engine]
-# kind = "spark"                              # default "duckdb": this process
-# url = "sc://spark-connect.example.com:15002" # default: the SPARK_REMOTE variable
+# kind = "spark"                              # default "duckdb": this process; or "postgres"
+# url = "sc://spark-connect.example.com:15002" # default: SPARK_REMOTE (postgres: postgresql://...)
 # staging = "s3://my-bucket/custval-runs"     # where Spark writes a run's scored rows
 # train_sample = 1000000                      # customers drawn there to fit the models on
 """

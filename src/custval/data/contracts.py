@@ -25,6 +25,7 @@ import ibis.expr.types as ir
 from ibis.common.exceptions import IbisError
 
 from custval.config import DEFAULT_DATE_FORMATS, SourceSpec
+from custval.data import postgres
 from custval.data.sources import field_separator
 from custval.data.spark import java_pattern
 from custval.data.textfiles import (
@@ -264,14 +265,17 @@ def parse_dates(text: ir.StringValue, formats: tuple[str, ...]) -> ir.TimestampV
 
 def _parser(value: ir.Value) -> Callable[[ir.StringValue, str], ir.TimestampValue]:
     """The engine's parse of text in a strftime format, null where it does not fit: DuckDB's
-    try_strptime, or Spark's try_to_timestamp with the format in Spark's pattern letters."""
+    try_strptime, Spark's try_to_timestamp with the format in Spark's pattern letters, or
+    PostgreSQL's to_timestamp behind the format's shape (:func:`custval.data.postgres.strptime`)."""
     try:
         backend = value._find_backend(use_default=True)
     except IbisError:
         return _try_strptime
-    if backend.name != "pyspark":
-        return _try_strptime
-    return lambda text, fmt: _try_to_timestamp(text, java_pattern(fmt))
+    if backend.name == "pyspark":
+        return lambda text, fmt: _try_to_timestamp(text, java_pattern(fmt))
+    if backend.name == "postgres":
+        return postgres.strptime
+    return _try_strptime
 
 
 def coerce(

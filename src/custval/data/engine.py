@@ -2,8 +2,9 @@
 
 DuckDB in this process is the default: every kind of source meets there (files read where they
 lie, databases and APIs copied in). Spark (:mod:`custval.data.spark`) reads its own sources and
-runs the same Ibis expressions. Everything else in the pipeline is engine-blind Ibis; what is
-not (a temporary table, a copy from Arrow) is here.
+runs the same Ibis expressions; so does PostgreSQL (:mod:`custval.data.postgres`), with the
+sources of its own database read in place and the others copied in. Everything else in the
+pipeline is engine-blind Ibis; what is not (a temporary table, a copy from Arrow) is here.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import ibis.expr.types as ir
 import pyarrow as pa
 
 from custval.config import EngineOptions
-from custval.data import spark
+from custval.data import postgres, spark
 
 DEFAULT_MEMORY_LIMIT = "3GB"
 
@@ -26,6 +27,8 @@ def connect(options: EngineOptions) -> ibis.BaseBackend:
     """The working connection of the engine ``options`` name (see :class:`EngineOptions`)."""
     if options.kind == "spark":
         return spark.connect(options)
+    if options.kind == "postgres":
+        return postgres.connect(options)
     return working_connection()
 
 
@@ -66,6 +69,8 @@ def materialise(con: ibis.BaseBackend, name: str, expr: ir.Table) -> ir.Table:
     table; on Spark, a cached view), replacing an earlier one of that name."""
     if spark.is_spark(con):
         return spark.materialise(con, name, expr)
+    if postgres.is_postgres(con):
+        return postgres.materialise(con, name, expr)
     return con.create_table(name, expr, temp=True, overwrite=True)
 
 
@@ -82,4 +87,6 @@ def load_arrow(con: ibis.BaseBackend, name: str, table: pa.Table) -> ir.Table:
     working table ``name`` on ``con``."""
     if spark.is_spark(con):
         return spark.load_arrow(con, name, table)
+    if postgres.is_postgres(con):
+        return postgres.load_arrow(con, name, table)
     return con.create_table(name, table, temp=True, overwrite=True)

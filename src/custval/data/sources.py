@@ -52,7 +52,7 @@ from custval.config import (
     SourceSpec,
     mask_url,
 )
-from custval.data import spark
+from custval.data import postgres, spark
 from custval.data.engine import working_connection
 from custval.data.textfiles import TextLayout, read_xlsx, text_layout
 from custval.errors import CustvalError, SourceError
@@ -129,6 +129,11 @@ def open_source(spec: SourceSpec, con: ibis.BaseBackend | None = None) -> ibis.T
     is_file = scheme in {"", "file"}
     if con is not None and spark.is_spark(con) and (is_file or spark.opens_here(spec)):
         return _open_on_spark(spec, con)
+    if con is not None and postgres.is_postgres(con):
+        if postgres.in_place(spec, con):
+            return _in_place(spec, con)
+        if is_file:  # read here, then copied in by stage()
+            con = working_connection()
     if (spec.table or spec.query) and (is_file or scheme in {"http", "https"}):
         raise _error(
             spec,
@@ -816,6 +821,11 @@ def _table_or_query(spec: SourceSpec, backend: ibis.BaseBackend, kind: str) -> i
         raise _error(spec, f"cannot open the table '{spec.table}': {_one_line(exc)}") from None
 
 
+def _in_place(spec: SourceSpec, con: ibis.BaseBackend) -> ibis.Table:
+    """A source of the PostgreSQL engine's own database: its table or query, read there."""
+    return _table_or_query(spec, con, "PostgreSQL")
+
+
 def _run_query(spec: SourceSpec, backend: ibis.BaseBackend, kind: str) -> ibis.Table:
     # A trailing semicolon is natural in SQL files but breaks the query as a subquery.
     query = (spec.query or "").strip().rstrip(";").strip()
@@ -914,6 +924,8 @@ def _copy_batches(con: ibis.BaseBackend, name: str, reader: pa.RecordBatchReader
     schema = reader.schema
     if spark.is_spark(con):
         return spark.load_arrow(con, name, reader.read_all())
+    if postgres.is_postgres(con):
+        return postgres.load_arrow(con, name, reader)
     if con.name == "duckdb":
         _drop_temp(con, name)
         view = f"_custval_batch_{uuid.uuid4().hex}"
