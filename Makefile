@@ -44,6 +44,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/clv_scale.py
 	$(BIN)/python bench/monitor.py
 	$(BIN)/python bench/spark.py
+	$(BIN)/python bench/pg_engine.py
 	@if [ -d ../shared/data ]; then \
 		$(BIN)/python bench/btyd_cdnow.py && $(BIN)/python bench/btyd_donations.py && \
 		$(BIN)/python bench/value_telco.py && $(BIN)/python bench/value_cdnow.py && \

@@ -29,6 +29,7 @@ import io
 import os
 import re
 from collections.abc import Iterable
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -151,6 +152,10 @@ def connect(options: EngineOptions) -> ibis.BaseBackend:
             con = ibis.postgres.connect(port=port, connect_timeout=wait)
         with con.begin() as cur:
             cur.execute("SET TIME ZONE 'UTC'")
+            # the feature query's cost estimate (hundreds of joined aggregates) makes the JIT
+            # compile it: 1.1 s for 2,000 customers, over ten minutes for 100,000, to save
+            # milliseconds
+            cur.execute("SET jit = off")
             cur.execute(_FUNCTIONS)
     except Exception as exc:
         where = _address(url) if url else "the address of PGHOST and PGPORT"
@@ -161,12 +166,19 @@ def connect(options: EngineOptions) -> ibis.BaseBackend:
             "connect_timeout_s sets the wait",
         ) from None
     con.compiler = _compiler()
+    con._create_cached_table = partial(_cache, con)
     return con
+
+
+def _cache(con: ibis.BaseBackend, name: str, expr: ir.Table) -> ir.Table:
+    """``Table.cache()`` (the features' shared parts) as a temporary table, analysed."""
+    return materialise(con, name, expr)
 
 
 def _compiler() -> Any:
     """Ibis' PostgreSQL compiler, with ``try_cast`` that returns NULL for text that does not
-    parse (to numbers and timestamps), as DuckDB's does, and booleans cast to any number."""
+    parse (to numbers and timestamps), as DuckDB's does, booleans cast to any number, and text
+    sorted in byte order."""
     from ibis.backends.sql.compilers.postgres import PostgresCompiler
 
     class TryCasts(PostgresCompiler):
@@ -175,6 +187,15 @@ def _compiler() -> Any:
                 # PostgreSQL casts a boolean to integer, and to no other number type
                 arg = sge.Cast(this=arg, to=sge.DataType.build("INT"))
             return super().visit_Cast(op, arg=arg, to=to)
+
+        def visit_SortKey(self, op: Any, *, arg: Any, ascending: bool, nulls_first: bool) -> Any:  # noqa: N802
+            if op.arg.dtype.is_string():
+                # byte order, as DuckDB sorts: a database's locale (en_US) would put "a" before
+                # "B", and the rows a model learns from in another order
+                arg = sge.Collate(
+                    this=arg, expression=sge.Column(this=sge.to_identifier("C", quoted=True))
+                )
+            return super().visit_SortKey(op, arg=arg, ascending=ascending, nulls_first=nulls_first)
 
         def visit_TryCast(self, op: Any, *, arg: Any, to: Any) -> Any:  # noqa: N802
             if not op.arg.dtype.is_string() or not (to.is_floating() or to.is_timestamp()):
