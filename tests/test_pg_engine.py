@@ -259,3 +259,16 @@ def test_a_scoring_run_on_postgres_equals_the_run_on_duckdb(
     assert_same_rows(duck, run_rows(pg_store, "predictions", "customer_id"))
     order = "customer_id, rank"
     assert_same_rows(run_rows(duck_store, "reasons", order), run_rows(pg_store, "reasons", order))
+
+
+def test_the_documented_engine_section_loads() -> None:
+    """docs/scale.md's [engine] example for PostgreSQL is a valid project section."""
+    import re
+    import tomllib
+
+    text = (Path(__file__).parent.parent / "docs" / "scale.md").read_text()
+    blocks = re.findall(r"```toml\n(.*?)```", text, flags=re.S)
+    found = [b for b in blocks if 'kind = "postgres"' in b]
+    assert len(found) == 1
+    options = EngineOptions(**tomllib.loads(found[0])["engine"])
+    assert options.kind == "postgres" and options.url.startswith("postgresql://")
