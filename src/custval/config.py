@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal, get_args
 from urllib.parse import unquote_plus
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from custval.errors import ConfigError, CustvalError
 
@@ -185,11 +185,42 @@ FeatureGroup = Literal[
 ]
 
 
+class AutoSource(_Strict):
+    """``[features.auto.sources.NAME]``: how a source's rows feed the generated features
+    (each setting defaults to what the source's contract says)."""
+
+    time: str | None = Field(None, description="the date or timestamp column the windows use")
+    numeric: list[str] | None = Field(None, description="columns summed, averaged, ...")
+    categorical: list[str] | None = Field(None, description="columns counted by value")
+    group: str | None = Field(None, description="a key of groups of rows (an order's lines)")
+
+
+class AutoFeatureOptions(_Strict):
+    """``[features.auto]``: the generated features (``custval features --auto``): every
+    related table aggregated in ``windows`` of days before the as-of date (and over the whole
+    history), at most ``max_features`` of them."""
+
+    windows: list[int] = Field(
+        default_factory=lambda: [30, 90, 365], min_length=1, description="days, each 1 to 3650"
+    )
+    max_features: int = Field(2000, ge=1, description="more generated features is an error")
+    sources: dict[str, AutoSource] = Field(default_factory=dict)
+
+    @field_validator("windows")
+    @classmethod
+    def _windows(cls, value: list[int]) -> list[int]:
+        if any(not 1 <= w <= 3650 for w in value):
+            raise ValueError("each window is 1 to 3650 days")
+        return sorted(set(value))
+
+
 class FeatureOptions(_Strict):
-    """Feature settings. Windows are in days; ``groups`` picks feature groups (default: all)."""
+    """Feature settings. Windows are in days; ``groups`` picks feature groups (default: all);
+    ``auto`` sets the generated features."""
 
     trend_window_days: int = Field(90, ge=1)
     groups: list[FeatureGroup] = Field(default_factory=lambda: list(get_args(FeatureGroup)))
+    auto: AutoFeatureOptions = Field(default_factory=AutoFeatureOptions)
 
 
 ClvMethod = Literal["btyd", "ml", "hybrid", "auto"]

@@ -132,6 +132,7 @@ def run_features(
     quiet: bool = False,
     groups: list[str] | None = None,
     engine: str | None = None,
+    auto: bool = False,
 ) -> tuple[Any, Any, Path]:
     """Shared by `features` and `demo`: prepare the project and write the feature table.
 
@@ -147,6 +148,8 @@ def run_features(
         prepared = flows.prepare(project, progress=advance)
         advance("computing and writing features")
         ft = flows.features(project, prepared, as_of, groups)
+        if auto:
+            ft = flows.auto_features(project, prepared, ft)
         flows.write_features(ft, out_path)
     return prepared, pq.ParquetFile(out_path).metadata, out_path.with_suffix(".catalogue.json")
 
@@ -172,6 +175,15 @@ def features(
         ),
     ] = None,
     engine: EngineOpt = None,
+    auto: Annotated[
+        bool,
+        typer.Option(
+            "--auto",
+            help="Add the generated features: every related table aggregated in windows of "
+            "days before the as-of date (\\[features.auto]; docs/features.md), each named and "
+            "described in the catalogue.",
+        ),
+    ] = False,
 ) -> None:
     """Build the customer 360 and the feature table (one row per customer) at the as-of date.
 
@@ -189,7 +201,9 @@ def features(
             f"--groups names unknown feature groups {', '.join(unknown)}",
             hint="Known groups: " + ", ".join(GROUPS),
         )
-    prepared, meta, cat_path = run_features(config, out_path, day, groups=chosen, engine=engine)
+    prepared, meta, cat_path = run_features(
+        config, out_path, day, groups=chosen, engine=engine, auto=auto
+    )
     print_rules(prepared)
     out.print(
         f"features: {meta.num_rows:,} customers x {meta.num_columns - 1} features -> "

@@ -27,6 +27,7 @@ _OWNERS = {
     "validate": "preparation",
     "open_all": "preparation",
     "features": "preparation",
+    "auto_features": "preparation",
     "write_features": "preparation",
     "ClvResult": "customer_base",
     "clv": "customer_base",
@@ -57,6 +58,7 @@ __all__ = [
     "TargetRun",
     "ValueTraining",
     "assign_labelled_segments",
+    "auto_features",
     "clv",
     "clv_leaderboard",
     "features",
@@ -93,6 +95,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time the names load l
     from custval.flows.leaderboard import ClvBoard, clv_leaderboard
     from custval.flows.preparation import (
         Prepared,
+        auto_features,
         features,
         open_all,
         prepare,

@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from custval.data.contracts import (
 )
 from custval.data.identity import IdMap, clean_id_map, linker, unlinked_rule
 from custval.errors import CustvalError, IdentityError
+from custval.features import generated
 from custval.features._util import cutoff as midnight
 from custval.features.build import FeatureTable, build_features
 from custval.flows.events import stored_events, with_events
@@ -269,6 +270,44 @@ def features(
         groups=groups or project.features.groups,
         one_row_per_order=prepared.one_row_per_order,
     )
+
+
+def auto_features(project: Project, prepared: Prepared, ft: FeatureTable) -> FeatureTable:
+    """``ft`` with the generated features of ``[features.auto]`` joined in
+    (:mod:`custval.features.generated`): every related table aggregated in windows of days
+    before the as-of date, each feature named and described from its definition."""
+    options = project.features.auto
+    gen = generated.generate(
+        prepared.tables,
+        ft.table,
+        ft.as_of,
+        relations(project, prepared),
+        windows=options.windows,
+        max_features=options.max_features,
+    )
+    table = ft.table.left_join(gen.table, "customer_id").drop("customer_id_right")
+    return FeatureTable(table, [*ft.catalogue, *gen.catalogue], ft.as_of)
+
+
+def relations(project: Project, prepared: Prepared) -> list[generated.Relation]:
+    """The related tables of the generated features: the contracts' defaults, with what
+    ``[features.auto.sources]`` declares for a source's kind."""
+    found = {r.kind: r for r in generated.default_relations(prepared.tables)}
+    for name, declared in project.features.auto.sources.items():
+        spec = project.sources.get(name)
+        if spec is None:
+            raise CustvalError(
+                f"[features.auto.sources.{name}] names no source of the project",
+                hint="Sources: " + ", ".join(project.sources),
+            )
+        rel = found.get(spec.kind) or generated.Relation(spec.kind, declared.time or "")
+        settings = declared.model_dump(exclude_none=True)
+        rel = replace(
+            rel, **{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
+        )
+        generated.check_relation(rel, prepared.tables, name)
+        found[spec.kind] = rel
+    return list(found.values())
 
 
 def write_features(ft: FeatureTable, path: str | Path) -> Path:

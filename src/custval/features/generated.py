@@ -1,0 +1,495 @@
+"""Generated features: aggregations over each table related to the customer, in windows of
+days before the as-of date, point in time (in the manner of Featuretools' deep feature
+synthesis, as Ibis expressions that run on every engine).
+
+For each related table (a :class:`Relation`: its time column, numeric and categorical columns,
+and the key of a group of rows, such as an order's lines) and each window (30, 90 and 365 days
+by default, and the whole history):
+
+* the rows: how many;
+* each numeric column: total, mean, standard deviation, smallest, largest, and the trend (the
+  least-squares slope over the days, per 30 days);
+* each categorical column: distinct values, the most frequent value (a tie goes to the first in
+  byte order) and the share of the rows that have it;
+* depth 2, where rows form groups: each group's total and rows, then their mean, largest and
+  standard deviation across the groups;
+* over the whole history: days since the first and the last row;
+* the recent windows' rows and totals as a share of the longest window's.
+
+Only rows strictly before the as-of date count. Every feature's name and catalogue sentence
+follow from its definition (``web__page_views__mean__90d``: "Mean page views per web session
+in the last 90 days"), so a reason quotes it. A window longer than the table's history is
+marked as partial in its sentence rather than left to look complete.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import date, timedelta
+
+import ibis
+import ibis.expr.types as ir
+
+from custval.errors import CustvalError
+from custval.features._util import cutoff, days_between, safe_ratio
+from custval.features.catalogue import Feature
+
+#: the windows of days before the as-of date, and None for the whole history
+DEFAULT_WINDOWS: tuple[int, ...] = (30, 90, 365)
+#: the days the trend's slope is given per
+TREND_DAYS = 30
+
+# a related table's short name and what one of its rows (and one of its groups) is called
+_KINDS: dict[str, tuple[str, str, str]] = {
+    "transactions": ("tx", "purchase", "purchases"),
+    "web_sessions": ("web", "web session", "web sessions"),
+    "product_usage": ("usage", "day of product use", "days of product use"),
+    "interactions": ("tickets", "service ticket", "service tickets"),
+    "subscriptions": ("subs", "subscription", "subscriptions"),
+    "treatments": ("offers", "offer", "offers"),
+}
+_GROUPS = {"order_id": ("order", "orders")}
+# columns that record what happened after the row (a campaign's outcome): never a feature
+_OUTCOMES = {("treatments", "retained")}
+# what a column is called in a sentence, where its name alone would not say
+_LABELS = {
+    "duration_sec": "session seconds",
+    "time_sec": "seconds of use",
+    "converted": "sales (1 a converted session)",
+    "resolved": "resolved tickets (1 each)",
+    "kind": "ticket kind",
+    "group": "group (treatment or control)",
+}
+
+
+@dataclass(frozen=True)
+class Relation:
+    """How a table relates to the customer: ``kind`` (the table's kind, keyed by customer_id
+    after identity linking), its ``time`` column, the ``numeric`` and ``categorical`` columns
+    aggregated, and ``group``, the key of a group of rows (an order's lines) or None."""
+
+    kind: str
+    time: str
+    numeric: tuple[str, ...] = ()
+    categorical: tuple[str, ...] = ()
+    group: str | None = None
+
+    @property
+    def short(self) -> str:
+        return _KINDS.get(self.kind, (self.kind, "", ""))[0]
+
+    @property
+    def noun(self) -> str:
+        return _KINDS.get(self.kind, ("", "row", ""))[1]
+
+    @property
+    def plural(self) -> str:
+        return _KINDS.get(self.kind, ("", "", f"{self.kind} rows"))[2]
+
+
+@dataclass(frozen=True)
+class Generated:
+    """The generated features: one row per customer of ``table`` (customer_id and the
+    features; customers without a related row have zero counts and totals, and no other
+    value), and their catalogue."""
+
+    table: ir.Table
+    catalogue: list[Feature]
+
+
+# --------------------------------------------------------------------------------------------
+# names and sentences
+# --------------------------------------------------------------------------------------------
+
+
+def window_name(window: int | None) -> str:
+    return "all" if window is None else f"{window}d"
+
+
+def _when(window: int | None) -> str:
+    return "over the whole history" if window is None else f"in the last {window} days"
+
+
+def label(column: str) -> str:
+    """A column as a sentence names it (``page_views`` -> "page views")."""
+    return _LABELS.get(column, column.replace("_", " "))
+
+
+def _feature(
+    rel: Relation, parts: Sequence[str], sentence: str, unit: str, window: int | None
+) -> Feature:
+    name = "__".join([rel.short, *parts, window_name(window)])
+    return Feature(name, f"{sentence} {_when(window)}".strip(), unit, rel.kind)
+
+
+# --------------------------------------------------------------------------------------------
+# the expressions
+# --------------------------------------------------------------------------------------------
+
+
+class _Builder:
+    """The aggregates of one relation, added with their catalogue entries."""
+
+    def __init__(self, rel: Relation, days: ir.IntegerColumn) -> None:
+        self.rel = rel
+        self.days = days  # days before the as-of date, 1 for the day before it
+        self.aggs: dict[str, ir.Scalar] = {}
+        self.after: dict[str, object] = {}  # name: fn(table) -> column, computed from aggs
+        self.hidden: list[str] = []
+        self.catalogue: list[Feature] = []
+        self.zeros: dict[str, int | float] = {}
+
+    def where(self, window: int | None) -> ir.BooleanColumn | None:
+        return None if window is None else self.days <= window
+
+    def add(self, feature: Feature, expr: ir.Scalar, zero: float | None = None) -> None:
+        self.aggs[feature.name] = expr
+        self.catalogue.append(feature)
+        if zero is not None:
+            self.zeros[feature.name] = zero
+
+    def rows(self, t: ir.Table, window: int | None) -> None:
+        rel = self.rel
+        sentence = f"Number of {rel.plural}"
+        self.add(
+            _feature(rel, ["count"], sentence, "count", window),
+            t.count(where=self.where(window)),
+            0,
+        )
+
+    def numeric(self, t: ir.Table, column: str, window: int | None, unit: str) -> None:
+        rel, where, v = self.rel, self.where(window), t[column].cast("float64")
+        name = label(column)
+        specs = (
+            ("sum", f"Total {name} over {rel.plural}", v.sum(where=where), 0.0),
+            ("mean", f"Mean {name} per {rel.noun}", v.mean(where=where), None),
+            ("std", f"Standard deviation of {name} per {rel.noun}", v.std(where=where), None),
+            ("min", f"Smallest {name} in one {rel.noun}", v.min(where=where), None),
+            ("max", f"Largest {name} in one {rel.noun}", v.max(where=where), None),
+        )
+        for primitive, sentence, expr, zero in specs:
+            feature = _feature(rel, [column, primitive], sentence, unit, window)
+            self.add(feature, expr, zero)
+        self._trend(v, column, window, unit)
+
+    def _trend(self, v: ir.FloatingColumn, column: str, window: int | None, unit: str) -> None:
+        """The least-squares slope of the column over the days, per TREND_DAYS days (rising
+        when later rows are larger). The days are whole numbers, so the denominator's sums
+        are exact on every engine."""
+        rel = self.rel
+        where = v.notnull() if window is None else v.notnull() & (self.days <= window)
+        x = self.days.cast("float64")
+        parts = {
+            "n": v.count(where=where).cast("float64"),
+            "sx": x.sum(where=where),
+            "sv": v.sum(where=where),
+            "sxv": (x * v).sum(where=where),
+            "sxx": (x * x).sum(where=where),
+        }
+        feature = _feature(
+            rel,
+            [column, "trend"],
+            f"Trend of {label(column)} per {rel.noun} (change per {TREND_DAYS} days)",
+            f"{unit} per {TREND_DAYS} days",
+            window,
+        )
+        keys = {k: f"_{feature.name}_{k}" for k in parts}
+        self.aggs.update({keys[k]: e for k, e in parts.items()})
+        self.hidden += list(keys.values())
+
+        def slope(t: ir.Table) -> ir.FloatingColumn:
+            n, sx, sv, sxv, sxx = (t[keys[k]] for k in ("n", "sx", "sv", "sxv", "sxx"))
+            # days count backwards from the as-of date: a rise over time is a negative slope
+            return -safe_ratio(n * sxv - sx * sv, n * sxx - sx * sx) * TREND_DAYS
+
+        self.after[feature.name] = slope
+        self.catalogue.append(feature)
+
+    def recency(self) -> None:
+        rel = self.rel
+        for primitive, sentence, expr in (
+            ("first", f"Days since the first {rel.noun}", self.days.max()),
+            ("last", f"Days since the last {rel.noun}", self.days.min()),
+        ):
+            name = f"{rel.short}__days_since_{primitive}"
+            self.aggs[name] = expr
+            self.catalogue.append(Feature(name, sentence, "days", rel.kind))
+
+    def ratios(self, windows: Sequence[int | None], numeric: Sequence[str]) -> None:
+        """The recent windows' rows and totals as a share of the longest window's."""
+        finite = sorted(w for w in windows if w is not None)
+        if len(finite) < 2:
+            return
+        longest, rel = finite[-1], self.rel
+        for window in finite[:-1]:
+            pairs = [("count", rel.plural.capitalize())] + [
+                (f"{c}__sum", f"Total {label(c)}") for c in numeric
+            ]
+            for stem, what in pairs:
+                short, long_ = (f"{rel.short}__{stem}__{window_name(w)}" for w in (window, longest))
+                name = f"{rel.short}__{stem}__ratio_{window}d_{longest}d"
+                sentence = f"{what} in the last {window} days as a share of the last {longest}"
+                self.after[name] = lambda t, s=short, lo=long_: safe_ratio(t[s], t[lo])
+                self.catalogue.append(Feature(name, sentence, "share", rel.kind))
+
+
+def _aggregated(
+    t: ir.Table, rel: Relation, windows: Sequence[int | None], units: dict
+) -> tuple[ir.Table, list[Feature], dict]:
+    """One row per customer: the rows, numeric and recency features of ``rel``."""
+    b = _Builder(rel, t["_days"])
+    for window in windows:
+        b.rows(t, window)
+        for column in rel.numeric:
+            b.numeric(t, column, window, units.get(column, ""))
+    b.recency()
+    b.ratios(windows, rel.numeric)
+    table = t.group_by("customer_id").aggregate(**b.aggs)
+    table = table.mutate(**{name: fn(table) for name, fn in b.after.items()})
+    return table.drop(*b.hidden), b.catalogue, b.zeros
+
+
+def _categorical(
+    t: ir.Table, rel: Relation, column: str, windows: Sequence[int | None]
+) -> tuple[ir.Table, list[Feature], dict]:
+    """One row per customer: distinct values, the most frequent one and its share, per window."""
+    rows = t.filter(t[column].notnull())
+    counts = rows.group_by("customer_id", column).aggregate(
+        **{
+            f"_n_{window_name(w)}": rows.count(where=None if w is None else rows._days <= w)
+            for w in windows
+        }
+    )
+    ranks = {}
+    for w in windows:
+        n = counts[f"_n_{window_name(w)}"]
+        order = [ibis.desc(n), counts[column]]
+        ranks[f"_r_{window_name(w)}"] = ibis.row_number().over(
+            group_by="customer_id", order_by=order
+        )
+    ranked = counts.mutate(**ranks)
+    aggs: dict[str, ir.Scalar] = {}
+    catalogue: list[Feature] = []
+    name = label(column)
+    for w in windows:
+        n, r = ranked[f"_n_{window_name(w)}"], ranked[f"_r_{window_name(w)}"]
+        top = (r == 0) & (n > 0)
+        specs = (
+            (
+                "nunique",
+                f"Number of distinct {name} values among {rel.plural}",
+                (n > 0).cast("int64").sum(),
+                "count",
+            ),
+            (
+                "mode",
+                f"Most frequent {name} among {rel.plural}",
+                ranked[column].max(where=top),
+                "category",
+            ),
+            (
+                "top_share",
+                f"Share of {rel.plural} with their most frequent {name}",
+                n.max(where=top).cast("float64") / n.sum().nullif(0),
+                "share",
+            ),
+        )
+        for primitive, sentence, expr, unit in specs:
+            feature = _feature(rel, [column, primitive], sentence, unit, w)
+            aggs[feature.name] = expr
+            catalogue.append(feature)
+    zeros = {
+        f.name: 0
+        for f in catalogue
+        if f.name.endswith(tuple(f"nunique__{window_name(w)}" for w in windows))
+    }
+    return ranked.group_by("customer_id").aggregate(**aggs), catalogue, zeros
+
+
+def _grouped(
+    t: ir.Table, rel: Relation, windows: Sequence[int | None], units: dict
+) -> tuple[ir.Table, list[Feature], dict]:
+    """Depth 2: each group's (order's) total of every numeric column and its rows, then their
+    mean, largest and standard deviation across the customer's groups, per window."""
+    assert rel.group is not None
+    noun, plural = _GROUPS.get(rel.group, (label(rel.group), label(rel.group) + "s"))
+    rows = t.filter(t[rel.group].notnull())
+    groups = rows.group_by("customer_id", rel.group).aggregate(
+        _days=rows._days.min(),  # a group counts in a window from its last row
+        _lines=rows.count(),
+        **{f"_total_{c}": rows[c].cast("float64").sum() for c in rel.numeric},
+    )
+    aggs: dict[str, ir.Scalar] = {}
+    catalogue: list[Feature] = []
+    measures = [("lines", "rows", "count")] + [
+        (f"total_{c}", f"{label(c)} (its rows added)", units.get(c, "")) for c in rel.numeric
+    ]
+    for w in windows:
+        where = None if w is None else groups._days <= w
+        for stem, what, unit in measures:
+            v = groups[f"_{stem}"].cast("float64")
+            for primitive, sentence, expr in (
+                ("mean", f"Mean {what} per {noun}", v.mean(where=where)),
+                ("max", f"Largest {what} of one {noun}", v.max(where=where)),
+                ("std", f"Standard deviation of {what} per {noun}", v.std(where=where)),
+            ):
+                feature = _feature(rel, [noun, stem, primitive], sentence, unit, w)
+                aggs[feature.name] = expr
+                catalogue.append(feature)
+        feature = _feature(rel, [noun, "count"], f"Number of {plural}", "count", w)
+        aggs[feature.name] = groups.count(where=where)
+        catalogue.append(feature)
+    zeros = {f.name: 0 for f in catalogue if f"__{noun}__count__" in f.name}
+    return groups.group_by("customer_id").aggregate(**aggs), catalogue, zeros
+
+
+# --------------------------------------------------------------------------------------------
+# relations
+# --------------------------------------------------------------------------------------------
+
+
+def default_relations(tables: dict[str, ir.Table]) -> list[Relation]:
+    """The relations the tables' contracts give: every kind with a customer and a time column,
+    its amounts, numbers and flags as numeric columns, its categories as categorical, and an
+    order's lines as a group where the transactions have order ids."""
+    from custval.data.contracts import CONTRACTS
+
+    found = []
+    for kind in _KINDS:
+        if kind not in tables:
+            continue
+        columns = tables[kind].columns
+        contract = CONTRACTS[kind]
+        present = [
+            c for c in contract.columns if c.name in columns and (kind, c.name) not in _OUTCOMES
+        ]
+        time = next(
+            c.name for c in contract.columns if c.type in {"timestamp", "date"} and c.required
+        )
+        found.append(
+            Relation(
+                kind,
+                time,
+                numeric=tuple(c.name for c in present if c.type in {"amount", "number", "bool"}),
+                categorical=tuple(c.name for c in present if c.type == "category"),
+                group="order_id" if kind == "transactions" and "order_id" in columns else None,
+            )
+        )
+    return found
+
+
+def check_relation(rel: Relation, tables: dict[str, ir.Table], source: str) -> None:
+    """A clear error where ``rel`` cannot be generated from: a table with no customer key, a
+    time column that is not a time, a column the table lacks."""
+    table = tables.get(rel.kind)
+    if rel.kind not in _KINDS or table is None or "customer_id" not in table.columns:
+        raise CustvalError(
+            f"the source has no key path to the customer (its kind is {rel.kind})",
+            source=source,
+            hint="Generated features aggregate tables whose rows name a customer: "
+            + ", ".join(_KINDS),
+        )
+    schema = table.schema()
+    for column in (rel.time, *rel.numeric, *rel.categorical, *([rel.group] if rel.group else [])):
+        if column not in schema:
+            raise CustvalError(
+                f"the column '{column}' named for generated features is not in the cleaned table",
+                source=source,
+                column=column,
+                hint="Name one of: " + ", ".join(c for c in schema.names if c != "customer_id"),
+            )
+    if not (schema[rel.time].is_timestamp() or schema[rel.time].is_date()):
+        raise CustvalError(
+            f"the time column '{rel.time}' is not a time (it holds {schema[rel.time]})",
+            source=source,
+            column=rel.time,
+            hint="Name a date or timestamp column as time under [features.auto.sources]",
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# the table
+# --------------------------------------------------------------------------------------------
+
+
+def generate(
+    tables: dict[str, ir.Table],
+    spine: ir.Table,
+    as_of: date,
+    relations: Iterable[Relation],
+    windows: Sequence[int] = DEFAULT_WINDOWS,
+    max_features: int = 2000,
+) -> Generated:
+    """The generated features of every customer of ``spine`` (its customer_id) at ``as_of``
+    from the ``relations``' tables; :class:`CustvalError` when they would be more than
+    ``max_features``."""
+    spans: tuple[int | None, ...] = (*sorted(set(windows)), None)
+    parts: list[tuple[ir.Table, dict]] = []
+    catalogue: list[Feature] = []
+    for rel in relations:
+        t = _before(tables[rel.kind], rel, as_of)
+        units = _units(rel)
+        found = [_aggregated(t, rel, spans, units)]
+        found += [_categorical(t, rel, c, spans) for c in rel.categorical]
+        if rel.group:
+            found.append(_grouped(t, rel, spans, units))
+        for table, features, zeros in found:
+            parts.append((table, zeros))
+            catalogue += features
+    if len(catalogue) > max_features:
+        raise CustvalError(
+            f"{len(catalogue):,} generated features, more than the {max_features:,} allowed",
+            hint="Use fewer windows or columns under [features.auto], or raise max_features",
+        )
+    table = spine.select("customer_id")
+    fills: dict[str, object] = {}
+    for part, zeros in parts:
+        table = table.left_join(part, "customer_id").drop("customer_id_right")
+        fills.update(zeros)
+    table = table.mutate(**{c: table[c].fill_null(v) for c, v in fills.items()})
+    names = [f.name for f in catalogue]
+    return Generated(
+        table.select("customer_id", *names), _marked(catalogue, tables, relations, as_of)
+    )
+
+
+def _before(table: ir.Table, rel: Relation, as_of: date) -> ir.Table:
+    """The rows before ``as_of``, with ``_days``: whole days before it (1: the day before)."""
+    time = table[rel.time]
+    early = time < cutoff(as_of) if time.type().is_timestamp() else time < ibis.date(as_of)
+    rows = table.filter(early)
+    day = rows[rel.time].date() if time.type().is_timestamp() else rows[rel.time]
+    return rows.mutate(_days=days_between(ibis.date(as_of), day))
+
+
+def _units(rel: Relation) -> dict[str, str]:
+    from custval.data.contracts import CONTRACTS
+
+    types = {c.name: c.type for c in CONTRACTS[rel.kind].columns}
+    return {c: "currency" if types.get(c) == "amount" else "number" for c in rel.numeric}
+
+
+def _marked(
+    catalogue: list[Feature],
+    tables: dict[str, ir.Table],
+    relations: Iterable[Relation],
+    as_of: date,
+) -> list[Feature]:
+    """The catalogue with every feature of a window longer than its table's history marked."""
+    starts: dict[str, date | None] = {}
+    for rel in relations:
+        first = tables[rel.kind][rel.time].min().to_pyarrow().as_py()
+        starts[rel.kind] = (
+            None if first is None else (first.date() if hasattr(first, "date") else first)
+        )
+    marked = []
+    for f in catalogue:
+        span = f.name.rsplit("__", 1)[-1]
+        start = starts.get(f.source)
+        window = int(span[:-1]) if span.endswith("d") and span[:-1].isdigit() else None
+        if window is not None and start is not None and as_of - timedelta(days=window) < start:
+            note = f"(partial: the history starts on {start})"
+            f = replace(f, description=f"{f.description} {note}")
+        marked.append(f)
+    return marked
