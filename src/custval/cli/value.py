@@ -330,6 +330,18 @@ TrainConfigOpt = Annotated[
 ]
 
 
+AutoFeaturesOpt = Annotated[
+    bool,
+    typer.Option(
+        "--auto-features",
+        help="Add the generated features (custval features --auto; \\[features.auto]) to "
+        "the hand-built ones and keep those that raise the cross-validated ROC AUC (the "
+        "choice, with each dropped feature's reason, goes into the bundle; scoring computes "
+        "them again). A project only.",
+    ),
+]
+
+
 # a Typer command takes one parameter per flag: the argument-count rules (PLR0913, PLR0917) do
 # not fit it
 @friendly
@@ -364,6 +376,7 @@ def train(
     date_format: DateFormatOpt = None,
     report: ReportOpt = None,
     engine: EngineOpt = None,
+    auto_features: AutoFeaturesOpt = False,
 ) -> None:
     """Train the value classifier, on a project or on any labelled table, and save it as a
     model bundle.
@@ -381,12 +394,12 @@ def train(
     customers drawn there, and the models learn here (docs/scale.md).
 
     Either way the candidates are cross-validated (leaderboard printed and stored), the chosen
-    one refitted on all customers, its calibration checked, and the bundle written with a
-    JSON manifest.
+    one refitted on all customers, its calibration checked, the bundle written (JSON manifest).
     """
     opts = file_options(delimiter, decimal, encoding, no_header, names, date_format)
     fit = {"folds": folds, "candidates": _candidates(models), "seed": seed, "report": report}
     fit.update(threshold_rule=threshold_rule, top_share=top_share, engine=engine)
+    fit.update(auto_features=auto_features)
     if data is not None:
         if config is not None:
             raise CustvalError(
@@ -394,10 +407,10 @@ def train(
                 hint="--data FILE --label COLUMN trains on a customer table's own columns; "
                 "-c PROJECT trains on a project's features",
             )
+        project_only = {k: fit.pop(k) or None for k in ("engine", "auto_features")}
         _refuse_project_flags(
-            cutoff=cutoff, horizon_weeks=horizon_weeks, promote=promote or None, engine=engine
+            cutoff=cutoff, horizon_weeks=horizon_weeks, promote=promote or None, **project_only
         )
-        fit.pop("engine")
         _train_table(data, label, positive, id_col, out_dir, opts, fit, as_json)
         return
     _refuse_table_flags(opts, id_col)

@@ -24,7 +24,7 @@ marked as partial in its sentence rather than left to look complete.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
@@ -50,8 +50,8 @@ _KINDS: dict[str, tuple[str, str, str]] = {
     "treatments": ("offers", "offer", "offers"),
 }
 _GROUPS = {"order_id": ("order", "orders")}
-# columns that record what happened after the row (a campaign's outcome): never a feature
-_OUTCOMES = {("treatments", "retained")}
+#: the kinds of table a customer's rows can be generated from
+KINDS: tuple[str, ...] = tuple(_KINDS)
 # what a column is called in a sentence, where its name alone would not say
 _LABELS = {
     "duration_sec": "session seconds",
@@ -67,13 +67,15 @@ _LABELS = {
 class Relation:
     """How a table relates to the customer: ``kind`` (the table's kind, keyed by customer_id
     after identity linking), its ``time`` column, the ``numeric`` and ``categorical`` columns
-    aggregated, and ``group``, the key of a group of rows (an order's lines) or None."""
+    aggregated, ``group``, the key of a group of rows (an order's lines) or None, and which
+    numeric columns are ``money`` (their unit is the currency)."""
 
     kind: str
     time: str
     numeric: tuple[str, ...] = ()
     categorical: tuple[str, ...] = ()
     group: str | None = None
+    money: tuple[str, ...] = ()
 
     @property
     def short(self) -> str:
@@ -101,6 +103,12 @@ class Generated:
 # --------------------------------------------------------------------------------------------
 # names and sentences
 # --------------------------------------------------------------------------------------------
+
+
+def is_generated(name: str) -> bool:
+    """Whether the feature ``name`` is a generated one: their names join their parts with a
+    double underscore, which no hand-built feature's name holds."""
+    return "__" in name
 
 
 def window_name(window: int | None) -> str:
@@ -349,36 +357,6 @@ def _grouped(
 # --------------------------------------------------------------------------------------------
 
 
-def default_relations(tables: dict[str, ir.Table]) -> list[Relation]:
-    """The relations the tables' contracts give: every kind with a customer and a time column,
-    its amounts, numbers and flags as numeric columns, its categories as categorical, and an
-    order's lines as a group where the transactions have order ids."""
-    from custval.data.contracts import CONTRACTS
-
-    found = []
-    for kind in _KINDS:
-        if kind not in tables:
-            continue
-        columns = tables[kind].columns
-        contract = CONTRACTS[kind]
-        present = [
-            c for c in contract.columns if c.name in columns and (kind, c.name) not in _OUTCOMES
-        ]
-        time = next(
-            c.name for c in contract.columns if c.type in {"timestamp", "date"} and c.required
-        )
-        found.append(
-            Relation(
-                kind,
-                time,
-                numeric=tuple(c.name for c in present if c.type in {"amount", "number", "bool"}),
-                categorical=tuple(c.name for c in present if c.type == "category"),
-                group="order_id" if kind == "transactions" and "order_id" in columns else None,
-            )
-        )
-    return found
-
-
 def check_relation(rel: Relation, tables: dict[str, ir.Table], source: str) -> None:
     """A clear error where ``rel`` cannot be generated from: a table with no customer key, a
     time column that is not a time, a column the table lacks."""
@@ -420,10 +398,14 @@ def generate(
     relations: Iterable[Relation],
     windows: Sequence[int] = DEFAULT_WINDOWS,
     max_features: int = 2000,
+    keep: Callable[[str, ir.Table], ir.Table] | None = None,
 ) -> Generated:
     """The generated features of every customer of ``spine`` (its customer_id) at ``as_of``
     from the ``relations``' tables; :class:`CustvalError` when they would be more than
-    ``max_features``."""
+    ``max_features``. ``keep(name, table)``, when given, computes each part once as a working
+    table (a part is one related table's aggregates): the joined expression then stays small
+    enough for Ibis to compile in a moment (hundreds of aggregates joined in one expression
+    took it 5 s)."""
     spans: tuple[int | None, ...] = (*sorted(set(windows)), None)
     parts: list[tuple[ir.Table, dict]] = []
     catalogue: list[Feature] = []
@@ -444,7 +426,9 @@ def generate(
         )
     table = spine.select("customer_id")
     fills: dict[str, object] = {}
-    for part, zeros in parts:
+    for k, (part, zeros) in enumerate(parts):
+        if keep is not None:
+            part = keep(f"_custval_generated_{k}", part)
         table = table.left_join(part, "customer_id").drop("customer_id_right")
         fills.update(zeros)
     table = table.mutate(**{c: table[c].fill_null(v) for c, v in fills.items()})
@@ -464,10 +448,7 @@ def _before(table: ir.Table, rel: Relation, as_of: date) -> ir.Table:
 
 
 def _units(rel: Relation) -> dict[str, str]:
-    from custval.data.contracts import CONTRACTS
-
-    types = {c.name: c.type for c in CONTRACTS[rel.kind].columns}
-    return {c: "currency" if types.get(c) == "amount" else "number" for c in rel.numeric}
+    return {c: "currency" if c in rel.money else "number" for c in rel.numeric}
 
 
 def _marked(

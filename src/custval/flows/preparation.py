@@ -284,15 +284,48 @@ def auto_features(project: Project, prepared: Prepared, ft: FeatureTable) -> Fea
         relations(project, prepared),
         windows=options.windows,
         max_features=options.max_features,
+        keep=lambda name, part: engine.materialise(prepared.con, name, part),
     )
     table = ft.table.left_join(gen.table, "customer_id").drop("customer_id_right")
+    table = engine.materialise(prepared.con, "_custval_auto_features", table)
     return FeatureTable(table, [*ft.catalogue, *gen.catalogue], ft.as_of)
+
+
+# columns that record what happened after their row (a campaign's outcome): never a feature
+_OUTCOMES = {("treatments", "retained")}
+
+
+def default_relations(tables: dict[str, ir.Table]) -> list[generated.Relation]:
+    """The relations the tables' contracts give: every kind with a customer and a time column,
+    its amounts, numbers and flags as numeric columns, its categories as categorical, and an
+    order's lines as a group where the transactions have order ids."""
+    found = []
+    for kind in generated.KINDS:
+        if kind not in tables:
+            continue
+        columns = tables[kind].columns
+        contract = CONTRACTS[kind]
+        present = [
+            c for c in contract.columns if c.name in columns and (kind, c.name) not in _OUTCOMES
+        ]
+        time = next(c.name for c in contract.columns if c.type in {"timestamp", "date"})
+        found.append(
+            generated.Relation(
+                kind,
+                time,
+                numeric=tuple(c.name for c in present if c.type in {"amount", "number", "bool"}),
+                categorical=tuple(c.name for c in present if c.type == "category"),
+                group="order_id" if kind == "transactions" and "order_id" in columns else None,
+                money=tuple(c.name for c in present if c.type == "amount"),
+            )
+        )
+    return found
 
 
 def relations(project: Project, prepared: Prepared) -> list[generated.Relation]:
     """The related tables of the generated features: the contracts' defaults, with what
     ``[features.auto.sources]`` declares for a source's kind."""
-    found = {r.kind: r for r in generated.default_relations(prepared.tables)}
+    found = {r.kind: r for r in default_relations(prepared.tables)}
     for name, declared in project.features.auto.sources.items():
         spec = project.sources.get(name)
         if spec is None:

@@ -22,14 +22,14 @@ from custval.flows.actions import ActionResult, score_actions
 from custval.flows.customer_base import btyd_columns, clv_settings
 from custval.flows.leaderboard import METHOD_CANDIDATES, clv_leaderboard
 from custval.flows.monitoring import OUTPUTS, run_profiles, run_reference
-from custval.flows.preparation import Prepared, features, prepare
+from custval.flows.preparation import Prepared, auto_features, features, prepare
 from custval.flows.summaries import run_summaries, summary_table
 from custval.models.clv_serving import FILE_NAME
 from custval.models.explain import importance, reasons
 from custval.models.segments import assign_nearest
 from custval.models.value import ValueClassifier
 from custval.store import Store, long_reasons, open_store
-from custval.store.bundles import load_bundle
+from custval.store.bundles import bundle_parts, load_bundle
 from custval.store.registry import ModelRegistry
 
 
@@ -86,7 +86,7 @@ def score(
         prepared = prepared or prepare(project, progress=lap.start)
         lap("prepare")
         lap.start("computing the features")
-        table = features(project, prepared).to_pyarrow().to_pandas()
+        table = model_features(project, prepared, folder)
         lap("features")
         lap.start("the value model's probabilities and reasons")
         explained, imp = _explain(clf, table, top_k, lap)
@@ -135,6 +135,15 @@ def score(
         clv_models.get("method") if clv_models else None,
         actions,
     )
+
+
+def model_features(project: Project, prepared: Prepared, folder: Path) -> pd.DataFrame:
+    """The feature table the model bundle in ``folder`` scores: the hand-built features, and
+    the generated ones when it was trained with them (``train --auto-features``)."""
+    ft = features(project, prepared)
+    if "feature_selection" in bundle_parts(folder)[0]:
+        ft = auto_features(project, prepared, ft)
+    return ft.to_pyarrow().to_pandas()
 
 
 def _summaries(

@@ -17,6 +17,7 @@ import pandas as pd
 from custval.config import Project
 from custval.data.tables import identifier_columns
 from custval.errors import CustvalError, FitError
+from custval.features.generated import is_generated
 from custval.flows.monitoring import bundle_reference
 from custval.flows.preparation import (
     CustomerSample,
@@ -27,7 +28,9 @@ from custval.flows.preparation import (
     prepare,
     training_rows,
 )
+from custval.flows.preparation import auto_features as with_generated
 from custval.models.explain import importance, value_profile
+from custval.models.selection import FeatureSelector
 from custval.models.value import ValueClassifier, binary_label, derive_value_label, label_classes
 from custval.store.bundles import check_new_folder, data_fingerprint, save_bundle
 from custval.store.registry import ModelRegistry
@@ -65,9 +68,13 @@ def train_value(
     prepared: Prepared | None = None,
     threshold_rule: str = "top_share",
     progress: Callable[[str], None] | None = None,
+    auto_features: bool = False,
 ) -> ValueTraining:
     """Train the high/low value classifier of a project and write its bundle; ``progress``
-    hears each stage's name as it starts.
+    hears each stage's name as it starts. With ``auto_features``, the generated features
+    (``[features.auto]``) join the hand-built ones and a :class:`FeatureSelector` keeps those
+    that raise the cross-validated ROC AUC; its record goes into the bundle, and scoring
+    computes them again.
 
     The label is future value: high when a customer's spend in the ``horizon_weeks`` from
     ``cutoff`` (default: the as-of date less the horizon) is in the top ``top_share``, or a
@@ -77,16 +84,12 @@ def train_value(
     """
     say = progress or _silent
     horizon = timedelta(weeks=horizon_weeks)
-    cut = cutoff or project.as_of - horizon
-    if label is None and cut + horizon > project.as_of:
-        raise CustvalError(
-            f"the cutoff {cut} plus {horizon_weeks} weeks ends after the project's as-of date "
-            f"{project.as_of}: the future value is not known yet",
-            hint=f"Use a cutoff on or before {project.as_of - horizon}",
-        )
+    cut = _cutoff(project, cutoff, horizon_weeks, future=label is None)
     prepared = prepared or prepare(project, progress=say)
     say(f"the features at {cut} and the label")
     ft = features(project, prepared, as_of=cut)
+    if auto_features:
+        ft = with_generated(project, prepared, ft)
     table, sample = training_rows(project, ft)
     keys = [f.name for f in ft.catalogue if f.role != "feature" and f.name in table.columns]
     if label is not None:
@@ -95,10 +98,11 @@ def train_value(
     else:
         y, definition = _future_value_label(prepared, table, cut, horizon_weeks, top_share, sample)
     feats = table.drop(columns=list(dict.fromkeys(keys)))
+    feats, selection = _chosen(feats, y, seed, say) if auto_features else (feats, None)
     earlier = (
         None
         if label is not None
-        else _earlier_period(project, prepared, cut, horizon, top_share, keys, sample)
+        else _earlier_period(project, prepared, cut, horizon, top_share, keys, sample, selection)
     )
     say(f"cross-validating {len(candidates)} candidates on {folds} folds")
     settings = {"folds": folds, "top_share": top_share, "seed": seed}
@@ -121,6 +125,7 @@ def train_value(
             **_bundle_extra(project, prepared, catalogue, imp, profile),
             "reference": bundle_reference(feats[clf.schema_.columns], clf.oof_proba_),
             "training": _window(project, cut, horizon, label is None),
+            **({} if selection is None else {"feature_selection": selection.record()}),
         },
     )
     alias = ModelRegistry(folder.parent).register(folder.name)
@@ -238,16 +243,19 @@ def _earlier_period(
     top_share: float,
     keys: list[str],
     sample: CustomerSample,
+    selection: FeatureSelector | None = None,
 ) -> tuple[Any, Any] | None:
     """Features at cut - horizon and the label from the spend up to cut: the period before,
-    for a time-based split (the customers of ``sample``). None when the history is too short
-    for it."""
+    for a time-based split (the customers of ``sample``; the ``selection``'s features where
+    generated ones were chosen). None when the history is too short for it."""
 
     earlier = cut - horizon
     first = first_purchase(prepared)
     if first is None or earlier <= first:
         return None
     ft = features(project, prepared, as_of=earlier)
+    if selection is not None:
+        ft = with_generated(project, prepared, ft)
     old = sample.rows(ft.table).order_by("customer_id").to_pyarrow().to_pandas()
     try:
         y_old = derive_value_label(
@@ -255,7 +263,34 @@ def _earlier_period(
         )
     except FitError:  # too few customers then, or nobody spent: no earlier period to judge on
         return None
-    return old.drop(columns=[k for k in dict.fromkeys(keys) if k in old.columns]), y_old
+    old = old.drop(columns=[k for k in dict.fromkeys(keys) if k in old.columns])
+    return (old if selection is None else old[selection.kept_]), y_old
+
+
+def _chosen(
+    feats: pd.DataFrame, y: Any, seed: int, say: Callable[[str], None]
+) -> tuple[pd.DataFrame, FeatureSelector]:
+    """The hand-built features and the generated ones that raise the cross-validated ROC AUC
+    over them, and the selector that chose."""
+    say("choosing among the generated features")
+    generated = [c for c in feats.columns if is_generated(c)]
+    base = [c for c in feats.columns if not is_generated(c)]
+    selection = FeatureSelector(seed=seed).fit(feats, y, base, generated)
+    return feats[selection.kept_], selection
+
+
+def _cutoff(project: Project, cutoff: date | None, horizon_weeks: int, future: bool) -> date:
+    """The training cutoff (default: the as-of date less the horizon); a future-value label
+    whose horizon would end after the as-of date is refused."""
+    horizon = timedelta(weeks=horizon_weeks)
+    cut = cutoff or project.as_of - horizon
+    if future and cut + horizon > project.as_of:
+        raise CustvalError(
+            f"the cutoff {cut} plus {horizon_weeks} weeks ends after the project's as-of date "
+            f"{project.as_of}: the future value is not known yet",
+            hint=f"Use a cutoff on or before {project.as_of - horizon}",
+        )
+    return cut
 
 
 # ---- any labelled customer table ----------------------------------------------------------
