@@ -295,3 +295,17 @@ def test_hand_built_names_never_look_generated() -> None:
     from custval.features.generated import is_generated
 
     assert not any(is_generated(f.name) for f in STATIC)
+
+
+def test_the_documented_settings_load() -> None:
+    """docs/features.md's [features.auto] example is a valid project section."""
+    import re
+    import tomllib
+
+    from custval.config import FeatureOptions
+
+    text = (Path(__file__).parent.parent / "docs" / "features.md").read_text()
+    block = next(b for b in re.findall(r"```toml\n(.*?)```", text, flags=re.S) if "auto" in b)
+    options = FeatureOptions(**tomllib.loads(block)["features"])
+    assert options.auto.windows == [30, 90, 365] and options.auto.max_features == 2000
+    assert options.auto.sources["web"].numeric == ["page_views", "duration_sec"]
