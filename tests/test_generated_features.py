@@ -288,6 +288,10 @@ def test_training_with_generated_features_records_the_choice_and_scoring_follows
     done = run("score", "-c", str(config), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert len(run_rows(config.parent / "custval.duckdb", "predictions", "customer_id")) > 500
+    # the real-time state keeps the hand-built features only: refused before serving
+    done = run("serve", "-c", str(config), "--realtime", cwd=tmp_path, timeout=60)
+    assert done.returncode != 0
+    assert "trained with generated features" in " ".join(done.stderr.split())
 
 
 def test_hand_built_names_never_look_generated() -> None:

@@ -165,6 +165,27 @@ def _check_realtime(settings: Any, workers: int) -> None:
             "one writing process",
             hint="Use --workers 1, or keep the store in PostgreSQL (store = 'postgresql://...')",
         )
+    _check_hand_built(settings)
+
+
+def _check_hand_built(settings: Any) -> None:
+    """The customer state keeps what the hand-built features need: a model trained with the
+    generated ones (train --auto-features) cannot be answered from it."""
+    from custval.store.bundles import bundle_parts
+    from custval.store.registry import ModelRegistry
+
+    try:
+        folder = settings.models_dir / ModelRegistry(settings.models_dir).resolve(settings.model)
+        manifest = bundle_parts(folder)[0]
+    except CustvalError:
+        return  # no such model: create_app says so, with its own message
+    if "feature_selection" in manifest:
+        raise CustvalError(
+            f"--realtime answers from each customer's state, which keeps the hand-built "
+            f"features; the model {folder.name} was trained with generated features "
+            "(train --auto-features)",
+            hint="Serve a model trained without --auto-features, or serve without --realtime",
+        )
 
 
 @friendly

@@ -33,24 +33,10 @@ import numpy.typing as npt
 import pandas as pd
 
 from custval.errors import CustvalError
+from custval.models.candidates import LightGBM
 from custval.models.encoding import infer_schema
 
 Array = npt.NDArray[np.float64]
-
-_PARAMS = {
-    "objective": "binary",
-    "learning_rate": 0.1,
-    "num_leaves": 8,
-    "max_depth": 3,
-    "min_data_in_leaf": 20,
-    "feature_fraction": 0.9,
-    "bagging_fraction": 0.9,
-    "bagging_freq": 1,
-    "lambda_l2": 1.0,
-    "verbosity": -1,
-    "deterministic": True,
-    "force_row_wise": True,
-}
 
 
 @dataclass(frozen=True)
@@ -76,7 +62,7 @@ class FeatureSelector:
         rounds: int = 100,
         sample_rows: int = 200_000,
         seed: int = 0,
-        threads: int = 0,
+        threads: int = 2,
     ) -> None:
         self.near_constant = near_constant
         self.max_correlation = max_correlation
@@ -190,7 +176,8 @@ class FeatureSelector:
         codes = schema.codes(X.iloc[rows])
         cats = list(range(len(schema.numeric), len(schema.columns)))
         data = lgb.Dataset(codes, label=y[rows], categorical_feature=cats, free_raw_data=True)
-        params = {**_PARAMS, "seed": self.seed, "num_threads": self.threads}
+        # the value model's settings (shallow trees), a fixed number of them
+        params = LightGBM(self.seed, self.threads).params()
         return lgb.train(params, data, num_boost_round=self.rounds), schema
 
     def _gains(
