@@ -171,15 +171,15 @@ def _check_realtime(settings: Any, workers: int) -> None:
 def _check_hand_built(settings: Any) -> None:
     """The customer state keeps what the hand-built features need: a model trained with the
     generated ones (train --auto-features) cannot be answered from it."""
+    from custval.flows.scoring import model_folder, trained_on_generated
     from custval.store.bundles import bundle_parts
-    from custval.store.registry import ModelRegistry
 
     try:
-        folder = settings.models_dir / ModelRegistry(settings.models_dir).resolve(settings.model)
+        folder = model_folder(settings.models_dir, settings.model)
         manifest = bundle_parts(folder)[0]
     except CustvalError:
         return  # no such model: create_app says so, with its own message
-    if "feature_selection" in manifest:
+    if trained_on_generated(manifest):
         raise CustvalError(
             f"--realtime answers from each customer's state, which keeps the hand-built "
             f"features; the model {folder.name} was trained with generated features "

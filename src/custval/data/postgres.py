@@ -166,13 +166,9 @@ def connect(options: EngineOptions) -> ibis.BaseBackend:
             "connect_timeout_s sets the wait",
         ) from None
     con.compiler = _compiler()
-    con._create_cached_table = partial(_cache, con)
+    # Table.cache() (the features' shared parts) as an analysed temporary table
+    con._create_cached_table = partial(materialise, con)
     return con
-
-
-def _cache(con: ibis.BaseBackend, name: str, expr: ir.Table) -> ir.Table:
-    """``Table.cache()`` (the features' shared parts) as a temporary table, analysed."""
-    return materialise(con, name, expr)
 
 
 def _compiler() -> Any:

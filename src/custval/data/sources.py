@@ -131,7 +131,7 @@ def open_source(spec: SourceSpec, con: ibis.BaseBackend | None = None) -> ibis.T
         return _open_on_spark(spec, con)
     if con is not None and postgres.is_postgres(con):
         if postgres.in_place(spec, con):
-            return _in_place(spec, con)
+            return _table_or_query(spec, con, "PostgreSQL")  # read in place
         if is_file:  # read here, then copied in by stage()
             con = working_connection()
     if (spec.table or spec.query) and (is_file or scheme in {"http", "https"}):
@@ -819,11 +819,6 @@ def _table_or_query(spec: SourceSpec, backend: ibis.BaseBackend, kind: str) -> i
         return backend.table(name, database=database)
     except Exception as exc:
         raise _error(spec, f"cannot open the table '{spec.table}': {_one_line(exc)}") from None
-
-
-def _in_place(spec: SourceSpec, con: ibis.BaseBackend) -> ibis.Table:
-    """A source of the PostgreSQL engine's own database: its table or query, read there."""
-    return _table_or_query(spec, con, "PostgreSQL")
 
 
 def _run_query(spec: SourceSpec, backend: ibis.BaseBackend, kind: str) -> ibis.Table:

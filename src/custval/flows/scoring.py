@@ -29,7 +29,7 @@ from custval.models.explain import importance, reasons
 from custval.models.segments import assign_nearest
 from custval.models.value import ValueClassifier
 from custval.store import Store, long_reasons, open_store
-from custval.store.bundles import bundle_parts, load_bundle
+from custval.store.bundles import load_bundle
 from custval.store.registry import ModelRegistry
 
 
@@ -86,7 +86,7 @@ def score(
         prepared = prepared or prepare(project, progress=lap.start)
         lap("prepare")
         lap.start("computing the features")
-        table = model_features(project, prepared, folder)
+        table = model_features(project, prepared, clf.manifest_)
         lap("features")
         lap.start("the value model's probabilities and reasons")
         explained, imp = _explain(clf, table, top_k, lap)
@@ -137,11 +137,11 @@ def score(
     )
 
 
-def model_features(project: Project, prepared: Prepared, folder: Path) -> pd.DataFrame:
-    """The feature table the model bundle in ``folder`` scores: the hand-built features, and
-    the generated ones when it was trained with them (``train --auto-features``)."""
+def model_features(project: Project, prepared: Prepared, manifest: dict) -> pd.DataFrame:
+    """The feature table the model of ``manifest`` scores: the hand-built features, and the
+    generated ones when it was trained with them (:func:`trained_on_generated`)."""
     ft = features(project, prepared)
-    if "feature_selection" in bundle_parts(folder)[0]:
+    if trained_on_generated(manifest):
         ft = auto_features(project, prepared, ft)
     return ft.to_pyarrow().to_pandas()
 
@@ -195,6 +195,12 @@ def _segments_step(
         preds["segment"] = names
     lap("segments")
     return segment_run, segment_note
+
+
+def trained_on_generated(manifest: dict) -> bool:
+    """Whether the model of a bundle's ``manifest`` was trained with generated features
+    (``train --auto-features`` records its feature selection)."""
+    return "feature_selection" in manifest
 
 
 def model_folder(root: Path, version: str | None) -> Path:
