@@ -45,6 +45,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/monitor.py
 	$(BIN)/python bench/spark.py
 	$(BIN)/python bench/pg_engine.py
+	$(BIN)/python bench/features_auto.py
 	@if [ -d ../shared/data ]; then \
 		$(BIN)/python bench/btyd_cdnow.py && $(BIN)/python bench/btyd_donations.py && \
 		$(BIN)/python bench/value_telco.py && $(BIN)/python bench/value_cdnow.py && \

@@ -18,6 +18,7 @@ from custval import flows
 from custval.config import AutoSource, load_project
 from custval.data import engine
 from custval.errors import CustvalError
+from custval.features.build import FeatureTable
 from custval.features.generated import Relation, generate
 from custval.flows.preparation import default_relations
 from tests.factories import Companies, run
@@ -183,6 +184,36 @@ def test_rows_at_or_after_the_as_of_date_never_change_a_feature(companies: Compa
             pairs = zip(before[name].to_pylist(), after[name].to_pylist(), strict=True)
             diffs = [(x, y) for x, y in pairs if not same_value(x, y)]
             assert not diffs, (seed, name, diffs[:3])
+
+
+def test_slices_of_customers_give_the_table_of_all_at_once(
+    companies: Companies, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """DuckDB computes the generated features slice by slice of customer ids, each slice a
+    Parquet file: the file written from many slices is the one table of all customers, row
+    for row, in customer-id order, with one catalogue."""
+    project = load_project(companies.shared(300, seed=5, fmt="parquet").config_path)
+    prepared = flows.prepare(project)
+    hand = flows.features(project, prepared)
+
+    def written(cells: int, name: str) -> tuple[FeatureTable, pa.Table]:
+        monkeypatch.setattr(flows.preparation, "SLICE_CELLS", cells)
+        ft = flows.auto_features(project, prepared, hand)
+        out = flows.write_features(ft, tmp_path / name)
+        return ft, pq.read_table(out)
+
+    whole_ft, whole = written(10**9, "whole.parquet")
+    sliced_ft, sliced = written(100 * 600, "sliced.parquet")  # about 100 customers a slice
+    assert len(whole_ft.parts) == 1 and len(sliced_ft.parts) >= 2
+    ids = sliced["customer_id"].to_pylist()
+    assert ids == sorted(ids) and len(ids) == len(set(ids)) == whole.num_rows
+    assert [f.as_dict() for f in sliced_ft.catalogue] == [f.as_dict() for f in whole_ft.catalogue]
+    assert sliced.column_names == whole.column_names
+    for name in whole.column_names:
+        pairs = zip(whole[name].to_pylist(), sliced[name].to_pylist(), strict=True)
+        diffs = [(x, y) for x, y in pairs if not same_value(x, y)]
+        assert not diffs, (name, diffs[:3])
+    assert sliced_ft.to_pyarrow().equals(sliced)  # what training reads
 
 
 # --------------------------------------------------------------------------------------------

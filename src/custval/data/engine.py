@@ -10,7 +10,9 @@ pipeline is engine-blind Ibis; what is not (a temporary table, a copy from Arrow
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import weakref
 from pathlib import Path
 
 import ibis
@@ -90,3 +92,27 @@ def load_arrow(con: ibis.BaseBackend, name: str, table: pa.Table) -> ir.Table:
     if postgres.is_postgres(con):
         return postgres.load_arrow(con, name, table)
     return con.create_table(name, table, temp=True, overwrite=True)
+
+
+def writes_here(con: ibis.BaseBackend) -> bool:
+    """Whether ``con`` is DuckDB in this process, which writes Parquet files here and reads
+    them back where they lie (Spark's and PostgreSQL's results live on their servers)."""
+    return not spark.is_spark(con) and not postgres.is_postgres(con)
+
+
+_SCRATCH: dict[int, Path] = {}
+
+
+def scratch(con: ibis.BaseBackend) -> Path:
+    """A folder for the working files of ``con``, removed with the connection (or at exit)."""
+    folder = _SCRATCH.get(id(con))
+    if folder is None or not folder.is_dir():
+        folder = Path(tempfile.mkdtemp(prefix="custval-work-"))
+        _SCRATCH[id(con)] = folder
+        weakref.finalize(con, _remove, id(con), folder)
+    return folder
+
+
+def _remove(key: int, folder: Path) -> None:
+    _SCRATCH.pop(key, None)
+    shutil.rmtree(folder, ignore_errors=True)

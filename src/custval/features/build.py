@@ -9,8 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 
 import ibis.expr.types as ir
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from custval.features import catalogue
 from custval.features._util import cutoff
@@ -38,13 +41,20 @@ TX_ZEROS: dict[str, int | float] = {
 
 @dataclass
 class FeatureTable:
-    """The feature expression (lazy, on the working connection) and its catalogue."""
+    """The feature expression (lazy, on the working connection) and its catalogue; ``parts``,
+    when the engine wrote the table out in slices: its Parquet files, each sorted by
+    customer_id and the slices in that order, so that the sorted table is their rows in turn
+    (no sort of a table hundreds of columns wide)."""
 
     table: ir.Table
     catalogue: list[Feature]
     as_of: date
+    parts: tuple[Path, ...] = ()
 
-    def to_pyarrow(self):
+    def to_pyarrow(self) -> pa.Table:
+        """The table sorted by customer_id, in this process."""
+        if self.parts:
+            return pa.concat_tables(pq.read_table(p) for p in self.parts)
         return self.table.order_by("customer_id").to_pyarrow()
 
 
