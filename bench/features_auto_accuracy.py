@@ -22,8 +22,9 @@ features by customer_id). :class:`custval.models.selection.FeatureSelector` (def
 seed 0) chooses among the generated, or the DFS, features with the hand-built ones as base.
 
 How compared: ONE evaluator for every set: custval's LightGBM candidate
-(:class:`custval.models.candidates.LightGBM`, seed 0, 2 threads: the value model's settings and
-its early stopping on a tenth of the training rows), the columns encoded by
+(:class:`custval.models.candidates.LightGBM`, seed 0: the value model's settings and its early
+stopping on a tenth of the training rows; 1 thread, as the selector's, see ``THREADS``), the
+columns encoded by
 :func:`custval.models.encoding.infer_schema` learned on the training rows (text columns, such as
 DFS's MODE features, as categories), the same 5 stratified folds (seed 0). Per set: the ROC AUC
 on each held-out fold, its mean ± sd, and the paired fold-wise differences. The sets:
@@ -47,7 +48,8 @@ differences' spread says whether a gap is beyond the folds' noise. A measurement
 exits 0 whatever the verdicts.
 
 Usage: ``.venv/bin/python bench/features_auto_accuracy.py [-n 20000] [--seed 1]
-[--company DIR] [--dfs-windows all] [--results FILE] [--no-nested]``; writes
+[--company DIR] [--dfs-windows all] [--results FILE] [--labels value,churn] [--no-nested]
+[--skip-dfs] [--threads 1]``; writes
 ``bench/results/features_auto_accuracy.txt``.
 """
 
@@ -76,7 +78,9 @@ TOP_SHARE = 0.2
 LAPSE_WEEKS = 13
 FOLDS = 5
 SEED = 0
-THREADS = 2
+#: LightGBM's threads (``--threads``): on this 2-core machine shared with other work, 2
+#: OpenMP threads ran 40x slower than 1 (busy-waiting), with the same AUCs to the last digit
+THREADS = 1
 
 Array = npt.NDArray[np.float64]
 Splits = list[tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]]
@@ -87,6 +91,10 @@ _lines: list[str] = []
 def say(text: str = "") -> None:
     print(text, flush=True)
     _lines.append(text)
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "s")
 
 
 @dataclass
@@ -332,9 +340,9 @@ def paired(first: Row, second: Row) -> str:
     and the paired t statistic (4 degrees of freedom: |t| > 2.78 at the 5% level)."""
     d = first.aucs - second.aucs
     sd = float(np.std(d, ddof=1))
-    t = float(np.mean(d)) / (sd / np.sqrt(d.size)) if sd > 0 else float("inf")
-    up = int((d > 0).sum())
-    return f"{np.mean(d):+.4f} ± {sd:.4f} ({up}/{d.size} folds up, t = {t:+.2f})"
+    up, down = int((d > 0).sum()), int((d < 0).sum())
+    t = f"t = {float(np.mean(d)) / (sd / np.sqrt(d.size)):+.2f}" if sd > 0 else "identical"
+    return f"{np.mean(d):+.4f} ± {sd:.4f} ({up} folds up, {down} down of {d.size}; {t})"
 
 
 def table(sets: Sets, rows: list[Row]) -> None:
@@ -373,7 +381,8 @@ def selector_report(what: str, sel: Any, pool: int) -> None:
     )
     for k, step in enumerate(sel.steps_):
         mark = "kept" if step.kept else "not kept (selection stops)"
-        say(f"  block {k + 1} ({len(step.features)} features): ROC AUC {step.auc:.4f}, {mark}")
+        size = plural(len(step.features), "feature")
+        say(f"  block {k + 1} ({size}): ROC AUC {step.auc:.4f}, {mark}")
     if sel.chosen_:
         shown = ", ".join(sel.chosen_[:12]) + (", ..." if len(sel.chosen_) > 12 else "")
         say(f"  chosen: {shown}")
@@ -458,6 +467,7 @@ def arguments() -> argparse.Namespace:
     ap.add_argument("--labels", default="value,churn", help="value, churn or both")
     ap.add_argument("--no-nested", action="store_true", help="skip (b') and (e')")
     ap.add_argument("--skip-dfs", action="store_true", help="no Featuretools (d), (e)")
+    ap.add_argument("--threads", type=int, default=THREADS, help="LightGBM's threads (1)")
     args = ap.parse_args()
     if args.company is None:
         args.company = Path(f"/tmp/features-auto-co-{args.customers}-s{args.seed}")
@@ -467,7 +477,9 @@ def arguments() -> argparse.Namespace:
 def main() -> int:
     from custval.flows.preparation import prepare
 
+    global THREADS
     args = arguments()
+    THREADS = args.threads
     command = " ".join([".venv/bin/python", "bench/features_auto_accuracy.py", *sys.argv[1:]])
     say(f"# {command}; load average at the start {os.getloadavg()[0]:.2f} (2 cores)")
     project = company(args.company, args.customers, args.seed)
@@ -478,7 +490,7 @@ def main() -> int:
         f"{args.seed}; as-of {project.as_of}); prepared in {time.perf_counter() - start:.1f} s"
     )
     say(
-        f"evaluator: custval's LightGBM candidate (seed {SEED}, {THREADS} threads, early "
+        f"evaluator: custval's LightGBM candidate (seed {SEED}, {plural(THREADS, 'thread')}, early "
         f"stopping on a tenth of the training rows), infer_schema on the training rows, "
         f"{FOLDS} stratified folds (seed {SEED}); selector: FeatureSelector() defaults"
     )
