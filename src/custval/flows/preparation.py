@@ -497,8 +497,9 @@ def training_rows(project: Project, ft: FeatureTable) -> tuple[pd.DataFrame, Cus
     sample = CustomerSample()
     if spark.is_spark(ft.table._find_backend()):
         sample = CustomerSample.of(ft.table, project.engine.train_sample)
-    found = ft.to_pyarrow() if sample.complete else sample.rows(ft.table).order_by("customer_id")
-    rows = found.to_pyarrow().to_pandas() if isinstance(found, ir.Table) else found.to_pandas()
+    if sample.complete:
+        return ft.to_pyarrow().to_pandas(), sample
+    rows = sample.rows(ft.table).order_by("customer_id").to_pyarrow().to_pandas()
     return rows, sample
 
 
