@@ -432,8 +432,10 @@ def generate(
     relations: Iterable[Relation],
     windows: Sequence[int] = DEFAULT_WINDOWS,
     max_features: int = 2000,
+    *,
     keep: Callable[[str, ir.Table], ir.Table] | None = None,
     only: Callable[[ir.Table], ir.Table] | None = None,
+    starts: dict[str, date | None] | None = None,
 ) -> Generated:
     """The generated features of every customer of ``spine`` (its customer_id) at ``as_of``
     from the ``relations``' tables; :class:`CustvalError` when they would be more than
@@ -442,7 +444,8 @@ def generate(
     enough for Ibis to compile in a moment (hundreds of aggregates joined in one expression
     took it 5 s). ``only(table)``, when given, keeps the rows of some customers (a slice of
     them) in the spine and in every related table: the features of those customers, with the
-    catalogue of all (a window is partial by the whole table's history)."""
+    catalogue of all (a window is partial by the whole table's history). ``starts``, when
+    given, is :func:`history_starts` of the tables, computed once for many slices."""
     spans: tuple[int | None, ...] = (*sorted(set(windows)), None)
     parts: list[tuple[ir.Table, dict]] = []
     catalogue: list[Feature] = []
@@ -478,7 +481,8 @@ def generate(
     table = table.mutate(**{c: table[c].fill_null(v) for c, v in fills.items()})
     names = [f.name for f in catalogue]
     return Generated(
-        table.select("customer_id", *names), _marked(catalogue, tables, relations, as_of)
+        table.select("customer_id", *names),
+        _marked(catalogue, history_starts(tables, relations) if starts is None else starts, as_of),
     )
 
 
@@ -501,19 +505,21 @@ def _units(rel: Relation) -> dict[str, str]:
     return {c: "currency" if c in rel.money else "number" for c in rel.numeric}
 
 
-def _marked(
-    catalogue: list[Feature],
-    tables: dict[str, ir.Table],
-    relations: Iterable[Relation],
-    as_of: date,
-) -> list[Feature]:
-    """The catalogue with every feature of a window longer than its table's history marked."""
+def history_starts(
+    tables: dict[str, ir.Table], relations: Iterable[Relation]
+) -> dict[str, date | None]:
+    """The first day of each relation's table (None when it is empty): one query each."""
     starts: dict[str, date | None] = {}
     for rel in relations:
         first = tables[rel.kind][rel.time].min().to_pyarrow().as_py()
         starts[rel.kind] = (
             None if first is None else (first.date() if hasattr(first, "date") else first)
         )
+    return starts
+
+
+def _marked(catalogue: list[Feature], starts: dict[str, date | None], as_of: date) -> list[Feature]:
+    """The catalogue with every feature of a window longer than its table's history marked."""
     marked = []
     for f in catalogue:
         span = f.name.rsplit("__", 1)[-1]

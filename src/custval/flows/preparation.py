@@ -296,11 +296,13 @@ def auto_features(project: Project, prepared: Prepared, ft: FeatureTable) -> Fea
         kept.add(name)
         return engine.materialise(con, name, part)
 
+    related = relations(project, prepared)
     run = partial(
         generated.generate,
         prepared.tables,
         as_of=ft.as_of,
-        relations=relations(project, prepared),
+        relations=related,
+        starts=generated.history_starts(prepared.tables, related),
         windows=options.windows,
         max_features=options.max_features,
         keep=keep,
