@@ -468,8 +468,8 @@ def test_top_k_breaks_ties_by_the_given_values_whatever_the_row_order() -> None:
 
 
 def test_the_offers_step_caps_duckdb_memory_and_puts_it_back() -> None:
+    from custval.data.engine import _megabytes, capped_memory
     from custval.data.sources import working_connection
-    from custval.flows.offers import _megabytes, capped_memory
 
     con = working_connection()
     con.raw_sql("SET memory_limit = '3GB'")

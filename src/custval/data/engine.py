@@ -13,6 +13,8 @@ import os
 import shutil
 import tempfile
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import ibis
@@ -116,3 +118,27 @@ def scratch(con: ibis.BaseBackend) -> Path:
 def _remove(key: int, folder: Path) -> None:
     _SCRATCH.pop(key, None)
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def capped_memory(con: ibis.BaseBackend, megabytes: int) -> Iterator[None]:
+    """DuckDB's memory limit lowered to ``megabytes`` (never raised) for the block, then put
+    back; other engines are left as they are."""
+    if getattr(con, "name", "") != "duckdb":
+        yield
+        return
+    # DuckDB shows the setting rounded ('2.7 GiB'): put back as shown, a few percent lower
+    before = con.raw_sql("SELECT current_setting('memory_limit')").fetchone()[0]
+    limit = min(megabytes, _megabytes(str(before)))
+    con.raw_sql(f"SET memory_limit = '{limit}MB'")
+    try:
+        yield
+    finally:
+        con.raw_sql(f"SET memory_limit = '{before}'")
+
+
+def _megabytes(setting: str) -> int:
+    """DuckDB's memory_limit setting ('2.7 GiB', '1.4 GiB', '953.6 MiB') in megabytes."""
+    number, unit = setting.split()
+    scale = {"KiB": 1 / 1024, "MiB": 1, "GiB": 1024, "TiB": 1024**2}.get(unit, 1)
+    return int(float(number) * scale * 1.048576)

@@ -41,20 +41,19 @@ TX_ZEROS: dict[str, int | float] = {
 
 @dataclass
 class FeatureTable:
-    """The feature expression (lazy, on the working connection) and its catalogue; ``parts``,
-    when the engine wrote the table out in slices: its Parquet files, each sorted by
-    customer_id and the slices in that order, so that the sorted table is their rows in turn
-    (no sort of a table hundreds of columns wide)."""
+    """The feature expression (lazy, on the working connection) and its catalogue; ``file``,
+    when the engine wrote the table out slice by slice: its Parquet file, in customer-id
+    order (no sort of a table hundreds of columns wide)."""
 
     table: ir.Table
     catalogue: list[Feature]
     as_of: date
-    parts: tuple[Path, ...] = ()
+    file: Path | None = None
 
     def to_pyarrow(self) -> pa.Table:
         """The table sorted by customer_id, in this process."""
-        if self.parts:
-            return pa.concat_tables(pq.read_table(p) for p in self.parts)
+        if self.file is not None:
+            return pq.read_table(self.file)
         return self.table.order_by("customer_id").to_pyarrow()
 
 

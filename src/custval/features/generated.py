@@ -425,6 +425,62 @@ def check_relation(rel: Relation, tables: dict[str, ir.Table], source: str) -> N
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Parts:
+    """The generated features as computed: one table per part (a related table's aggregates,
+    one categorical column's, or its groups'), each with a row for every customer who has a
+    related row, and what the others have (``zeros``: zero counts and totals); the
+    ``catalogue`` of all their features."""
+
+    tables: list[ir.Table]
+    zeros: list[dict[str, int | float]]
+    catalogue: list[Feature]
+
+
+def parts(
+    tables: dict[str, ir.Table],
+    as_of: date,
+    relations: Iterable[Relation],
+    windows: Sequence[int] = DEFAULT_WINDOWS,
+    max_features: int = 2000,
+    *,
+    keep: Callable[[str, ir.Table], ir.Table] | None = None,
+    only: Callable[[ir.Table], ir.Table] | None = None,
+    starts: dict[str, date | None] | None = None,
+) -> Parts:
+    """The generated features at ``as_of`` from the ``relations``' tables, part by part;
+    :class:`CustvalError` when they would be more than ``max_features``. ``keep(name,
+    table)``, when given, computes each part once as a working table. ``only(table)``, when
+    given, keeps the rows of some customers (a slice of them) in every related table: their
+    features, with the catalogue of all (a window is partial by the whole table's history).
+    ``starts``, when given, is :func:`history_starts` of the tables, computed once for many
+    slices."""
+    spans: tuple[int | None, ...] = (*sorted(set(windows)), None)
+    found: list[tuple[ir.Table, list[Feature], dict]] = []
+    relations = list(relations)
+    select = only or (lambda table: table)
+    for rel in relations:
+        t = select(before(tables[rel.kind], rel, as_of))
+        units = _units(rel)
+        found.append(_aggregated(t, rel, spans, units))
+        found += [_categorical(t, rel, c, spans) for c in rel.categorical]
+        if rel.group:
+            found.append(_grouped(t, rel, spans, units))
+    catalogue = [f for _, features, _ in found for f in features]
+    if len(catalogue) > max_features:
+        raise CustvalError(
+            f"{len(catalogue):,} generated features, more than the {max_features:,} allowed",
+            hint="Use fewer windows or columns under [features.auto], or raise max_features",
+        )
+    stored = [
+        table if keep is None else keep(f"_custval_generated_{k}", table)
+        for k, (table, _, _) in enumerate(found)
+    ]
+    if starts is None:
+        starts = history_starts(tables, relations)
+    return Parts(stored, [zeros for _, _, zeros in found], _marked(catalogue, starts, as_of))
+
+
 def generate(
     tables: dict[str, ir.Table],
     spine: ir.Table,
@@ -434,60 +490,27 @@ def generate(
     max_features: int = 2000,
     *,
     keep: Callable[[str, ir.Table], ir.Table] | None = None,
-    only: Callable[[ir.Table], ir.Table] | None = None,
     starts: dict[str, date | None] | None = None,
 ) -> Generated:
     """The generated features of every customer of ``spine`` (its customer_id) at ``as_of``
-    from the ``relations``' tables; :class:`CustvalError` when they would be more than
-    ``max_features``. ``keep(name, table)``, when given, computes each part once as a working
-    table (a part is one related table's aggregates): the joined expression then stays small
+    from the ``relations``' tables (:func:`parts`, joined). ``keep(name, table)``, when given,
+    computes each part once as a working table: the joined expression then stays small
     enough for Ibis to compile in a moment (hundreds of aggregates joined in one expression
-    took it 5 s). ``only(table)``, when given, keeps the rows of some customers (a slice of
-    them) in the spine and in every related table: the features of those customers, with the
-    catalogue of all (a window is partial by the whole table's history). ``starts``, when
-    given, is :func:`history_starts` of the tables, computed once for many slices."""
-    spans: tuple[int | None, ...] = (*sorted(set(windows)), None)
-    parts: list[tuple[ir.Table, dict]] = []
-    catalogue: list[Feature] = []
-    relations = list(relations)
-    select = only or (lambda table: table)
-    spine = select(spine)
-    for rel in relations:
-        t = select(_before(tables[rel.kind], rel, as_of))
-        if keep is not None:
-            # the rows of the window, compact: a slice's rows filtered from the whole table
-            # are scattered thinly over its vectors, which made every aggregate 5x slower
-            t = keep(f"_custval_rows_{rel.short}", t.select(*_used(rel)))
-        units = _units(rel)
-        found = [_aggregated(t, rel, spans, units)]
-        found += [_categorical(t, rel, c, spans) for c in rel.categorical]
-        if rel.group:
-            found.append(_grouped(t, rel, spans, units))
-        for table, features, zeros in found:
-            parts.append((table, zeros))
-            catalogue += features
-    if len(catalogue) > max_features:
-        raise CustvalError(
-            f"{len(catalogue):,} generated features, more than the {max_features:,} allowed",
-            hint="Use fewer windows or columns under [features.auto], or raise max_features",
-        )
+    took it 5 s)."""
+    found = parts(tables, as_of, relations, windows, max_features, keep=keep, starts=starts)
     table = spine.select("customer_id")
     fills: dict[str, object] = {}
-    for k, (part, zeros) in enumerate(parts):
-        if keep is not None:
-            part = keep(f"_custval_generated_{k}", part)
+    for part, zeros in zip(found.tables, found.zeros, strict=True):
         table = table.left_join(part, "customer_id").drop("customer_id_right")
         fills.update(zeros)
     table = table.mutate(**{c: table[c].fill_null(v) for c, v in fills.items()})
-    names = [f.name for f in catalogue]
-    return Generated(
-        table.select("customer_id", *names),
-        _marked(catalogue, history_starts(tables, relations) if starts is None else starts, as_of),
-    )
+    names = [f.name for f in found.catalogue]
+    return Generated(table.select("customer_id", *names), found.catalogue)
 
 
-def _before(table: ir.Table, rel: Relation, as_of: date) -> ir.Table:
-    """The rows before ``as_of``, with ``_days``: whole days before it (1: the day before)."""
+def before(table: ir.Table, rel: Relation, as_of: date) -> ir.Table:
+    """The rows of ``rel``'s table before ``as_of``, with ``_days``: whole days before it
+    (1: the day before)."""
     time = table[rel.time]
     early = time < cutoff(as_of) if time.type().is_timestamp() else time < ibis.date(as_of)
     rows = table.filter(early)
@@ -495,9 +518,9 @@ def _before(table: ir.Table, rel: Relation, as_of: date) -> ir.Table:
     return rows.mutate(_days=days_between(ibis.date(as_of), day))
 
 
-def _used(rel: Relation) -> list[str]:
-    """The columns the features of ``rel`` read, once each."""
-    named = ["customer_id", "_days", *rel.numeric, *rel.categorical, *filter(None, [rel.group])]
+def used(rel: Relation) -> list[str]:
+    """The columns of its table that the features of ``rel`` read, once each."""
+    named = ["customer_id", rel.time, *rel.numeric, *rel.categorical, *filter(None, [rel.group])]
     return list(dict.fromkeys(named))
 
 

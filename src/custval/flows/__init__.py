@@ -2,6 +2,7 @@
 function of a project and what came before it.
 
 * :mod:`.preparation`: open, validate, clean and link the sources; the feature table;
+* :mod:`.generation`: the generated features of a project;
 * :mod:`.customer_base`: the customer-base (BTYD) CLV of a project;
 * :mod:`.leaderboard`: BTYD, machine-learned and hybrid CLV judged side by side;
 * :mod:`.value`: train the high/low value classifier;
@@ -27,7 +28,7 @@ _OWNERS = {
     "validate": "preparation",
     "open_all": "preparation",
     "features": "preparation",
-    "auto_features": "preparation",
+    "auto_features": "generation",
     "write_features": "preparation",
     "ClvResult": "customer_base",
     "clv": "customer_base",
@@ -92,10 +93,10 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # for type checkers and editors; at run time the names load lazily
     from custval.flows.actions import TargetRun, target_run
     from custval.flows.customer_base import ClvResult, clv
+    from custval.flows.generation import auto_features
     from custval.flows.leaderboard import ClvBoard, clv_leaderboard
     from custval.flows.preparation import (
         Prepared,
-        auto_features,
         features,
         open_all,
         prepare,

@@ -23,11 +23,9 @@ from __future__ import annotations
 import io
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from functools import cache, partial
-from typing import Any
 
 import ibis
 import ibis.expr.types as ir
@@ -37,6 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from custval.config import Project
+from custval.data import engine
 from custval.errors import CustvalError
 from custval.features.build import build_features
 from custval.features.copurchase import (
@@ -165,7 +164,7 @@ def train_offers(
     # those who bought nothing in the horizon would be made and dropped (two thirds of a
     # million customers' candidates, and the step's peak memory)
     buyers = known.spine.semi_join(labels.select("customer_id").distinct(), "customer_id")
-    with capped_memory(prepared.con, OFFER_MEMORY_LIMIT_MB):
+    with engine.capped_memory(prepared.con, OFFER_MEMORY_LIMIT_MB):
         cand = _ordered(pd.concat(list(candidate_batches(sources, buyers)), ignore_index=True))
     bought = _ordered(labels.to_pandas())
     model = NextBestOffer(k=k, horizon_days=horizon_days, threads=threads)
@@ -191,34 +190,10 @@ def offer_batches(
     known = customers or customer_rfm(prepared, at)
     sources = sources or offer_sources(project, prepared, at)
     catalogue = _catalogue(prepared, sources) if catalogue is None else catalogue
-    with capped_memory(prepared.con, OFFER_MEMORY_LIMIT_MB):
+    with engine.capped_memory(prepared.con, OFFER_MEMORY_LIMIT_MB):
         for cand in candidate_batches(sources, known.spine):  # a loop over parts of customers
             offers = model.recommend(cand, known.features, catalogue)
             yield _described(offers, catalogue)
-
-
-@contextmanager
-def capped_memory(con: Any, megabytes: int) -> Iterator[None]:
-    """DuckDB's memory limit lowered to ``megabytes`` (never raised) for the block, then put
-    back; other engines are left as they are."""
-    if getattr(con, "name", "") != "duckdb":
-        yield
-        return
-    # DuckDB shows the setting rounded ('2.7 GiB'): put back as shown, a few percent lower
-    before = con.raw_sql("SELECT current_setting('memory_limit')").fetchone()[0]
-    limit = min(megabytes, _megabytes(str(before)))
-    con.raw_sql(f"SET memory_limit = '{limit}MB'")
-    try:
-        yield
-    finally:
-        con.raw_sql(f"SET memory_limit = '{before}'")
-
-
-def _megabytes(setting: str) -> int:
-    """DuckDB's memory_limit setting ('2.7 GiB', '1.4 GiB', '953.6 MiB') in megabytes."""
-    number, unit = setting.split()
-    scale = {"KiB": 1 / 1024, "MiB": 1, "GiB": 1024, "TiB": 1024**2}.get(unit, 1)
-    return int(float(number) * scale * 1.048576)
 
 
 def offer_sources(project: Project, prepared: Prepared, at: date) -> CandidateSources:

@@ -8,13 +8,12 @@ lie, database and HTTP sources are copied into it once.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from functools import partial
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +41,8 @@ from custval.data.contracts import (
 )
 from custval.data.identity import IdMap, clean_id_map, linker, unlinked_rule
 from custval.errors import CustvalError, IdentityError
-from custval.features import generated
 from custval.features._util import cutoff as midnight
 from custval.features.build import FeatureTable, build_features
-from custval.features.catalogue import Feature
 from custval.flows.events import stored_events, with_events
 
 Progress = Callable[[str], None]
@@ -275,132 +272,6 @@ def features(
     )
 
 
-#: the generated values (customers x features) computed at a time on DuckDB: a slice's
-#: aggregation states and rows stay well inside the engine's memory cap (3 GB by default),
-#: where the whole table at once (1M customers x 518 features, 4 GB of values alone) spilled
-SLICE_CELLS = 40_000_000
-
-
-def auto_features(project: Project, prepared: Prepared, ft: FeatureTable) -> FeatureTable:
-    """``ft`` with the generated features of ``[features.auto]`` joined in
-    (:mod:`custval.features.generated`): every related table aggregated in windows of days
-    before the as-of date, each feature named and described from its definition.
-
-    On DuckDB the customers are taken in slices of customer ids (:data:`SLICE_CELLS` values
-    each), each slice written to a Parquet file: memory follows the slice, not the table."""
-    options = project.features.auto
-    con = prepared.con
-    kept: set[str] = set()
-
-    def keep(name: str, part: ir.Table) -> ir.Table:
-        kept.add(name)
-        return engine.materialise(con, name, part)
-
-    related = relations(project, prepared)
-    run = partial(
-        generated.generate,
-        prepared.tables,
-        as_of=ft.as_of,
-        relations=related,
-        starts=generated.history_starts(prepared.tables, related),
-        windows=options.windows,
-        max_features=options.max_features,
-        keep=keep,
-    )
-    if engine.writes_here(con):
-        found = _in_slices(con, ft, run)
-    else:
-        gen = run(ft.table)
-        table = ft.table.left_join(gen.table, "customer_id").drop("customer_id_right")
-        table = engine.materialise(con, "_custval_auto_features", table)
-        found = FeatureTable(table, [*ft.catalogue, *gen.catalogue], ft.as_of)
-    for name in kept:
-        engine.drop(con, name)
-    return found
-
-
-def _in_slices(
-    con: ibis.BaseBackend, ft: FeatureTable, run: Callable[..., generated.Generated]
-) -> FeatureTable:
-    """The generated features slice by slice of customer ids, each slice (hand-built and
-    generated features) a Parquet file sorted by customer_id."""
-    hand = engine.materialise(con, "_custval_hand_features", ft.table)
-    ids = hand.select("customer_id").order_by("customer_id").to_pyarrow().column(0)
-    width = len(hand.columns) + len(run(hand, only=lambda t: t.limit(0)).catalogue)
-    size = max(100, SLICE_CELLS // width)
-    bounds = [None, *(ids[i].as_py() for i in range(size, len(ids), size)), None]
-    folder = engine.scratch(con)
-    parts: list[Path] = []
-    catalogue: list[Feature] = []
-    for k, (low, high) in enumerate(pairwise(bounds)):
-
-        def only(t: ir.Table, low: Any = low, high: Any = high) -> ir.Table:
-            if low is not None:
-                t = t.filter(t.customer_id >= low)
-            return t if high is None else t.filter(t.customer_id < high)
-
-        gen = run(hand, only=only)
-        rows = only(hand).left_join(gen.table, "customer_id").drop("customer_id_right")
-        parts.append(folder / f"features-{id(ft):x}-{k:04d}.parquet")
-        rows.order_by("customer_id").to_parquet(parts[-1])
-        catalogue = gen.catalogue
-    engine.drop(con, "_custval_hand_features")
-    table = con.read_parquet([str(p) for p in parts])
-    return FeatureTable(table, [*ft.catalogue, *catalogue], ft.as_of, tuple(parts))
-
-
-# columns that record what happened after their row (a campaign's outcome): never a feature
-_OUTCOMES = {("treatments", "retained")}
-
-
-def default_relations(tables: dict[str, ir.Table]) -> list[generated.Relation]:
-    """The relations the tables' contracts give: every kind with a customer and a time column,
-    its amounts, numbers and flags as numeric columns, its categories as categorical, and an
-    order's lines as a group where the transactions have order ids."""
-    found = []
-    for kind in generated.KINDS:
-        if kind not in tables:
-            continue
-        columns = tables[kind].columns
-        contract = CONTRACTS[kind]
-        present = [
-            c for c in contract.columns if c.name in columns and (kind, c.name) not in _OUTCOMES
-        ]
-        time = next(c.name for c in contract.columns if c.type in {"timestamp", "date"})
-        found.append(
-            generated.Relation(
-                kind,
-                time,
-                numeric=tuple(c.name for c in present if c.type in {"amount", "number", "bool"}),
-                categorical=tuple(c.name for c in present if c.type == "category"),
-                group="order_id" if kind == "transactions" and "order_id" in columns else None,
-                money=tuple(c.name for c in present if c.type == "amount"),
-            )
-        )
-    return found
-
-
-def relations(project: Project, prepared: Prepared) -> list[generated.Relation]:
-    """The related tables of the generated features: the contracts' defaults, with what
-    ``[features.auto.sources]`` declares for a source's kind."""
-    found = {r.kind: r for r in default_relations(prepared.tables)}
-    for name, declared in project.features.auto.sources.items():
-        spec = project.sources.get(name)
-        if spec is None:
-            raise CustvalError(
-                f"[features.auto.sources.{name}] names no source of the project",
-                hint="Sources: " + ", ".join(project.sources),
-            )
-        rel = found.get(spec.kind) or generated.Relation(spec.kind, declared.time or "")
-        settings = declared.model_dump(exclude_none=True)
-        rel = replace(
-            rel, **{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
-        )
-        generated.check_relation(rel, prepared.tables, name)
-        found[spec.kind] = rel
-    return list(found.values())
-
-
 def write_features(ft: FeatureTable, path: str | Path) -> Path:
     """Write the feature table (sorted by customer_id) to Parquet, with its catalogue as JSON
     beside it (``<name>.catalogue.json``); readers see whole files or none.
@@ -413,8 +284,8 @@ def write_features(ft: FeatureTable, path: str | Path) -> Path:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp_cat = catalogue.with_name(f".{catalogue.name}.tmp")
     try:
-        if ft.parts:
-            _concatenated(ft.parts, tmp)
+        if ft.file is not None:
+            shutil.copyfile(ft.file, tmp)
         else:
             _to_parquet(ft.table.order_by("customer_id"), tmp)
         if pq.ParquetFile(tmp).metadata.num_rows == 0:
@@ -432,16 +303,6 @@ def write_features(ft: FeatureTable, path: str | Path) -> Path:
         tmp.unlink(missing_ok=True)
         tmp_cat.unlink(missing_ok=True)
     return path
-
-
-def _concatenated(parts: tuple[Path, ...], path: Path) -> None:
-    """The rows of the Parquet files ``parts`` in turn, as one file (a row group at a time)."""
-    schema = pq.read_schema(parts[0])
-    with pq.ParquetWriter(path, schema) as writer:
-        for part in parts:
-            file = pq.ParquetFile(part)
-            for group in range(file.num_row_groups):
-                writer.write_table(file.read_row_group(group))
 
 
 def _to_parquet(table: ir.Table, path: Path) -> None:

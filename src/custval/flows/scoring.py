@@ -20,9 +20,10 @@ from custval.config import Project
 from custval.errors import FitError
 from custval.flows.actions import ActionResult, score_actions
 from custval.flows.customer_base import btyd_columns, clv_settings
+from custval.flows.generation import auto_features
 from custval.flows.leaderboard import METHOD_CANDIDATES, clv_leaderboard
 from custval.flows.monitoring import OUTPUTS, run_profiles, run_reference
-from custval.flows.preparation import Prepared, auto_features, features, prepare
+from custval.flows.preparation import Prepared, features, prepare
 from custval.flows.summaries import run_summaries, summary_table
 from custval.models.clv_serving import FILE_NAME
 from custval.models.explain import importance, reasons

@@ -18,6 +18,7 @@ from custval.config import Project
 from custval.data.tables import identifier_columns
 from custval.errors import CustvalError, FitError
 from custval.features.generated import is_generated
+from custval.flows.generation import auto_features as with_generated
 from custval.flows.monitoring import bundle_reference
 from custval.flows.preparation import (
     CustomerSample,
@@ -28,7 +29,6 @@ from custval.flows.preparation import (
     prepare,
     training_rows,
 )
-from custval.flows.preparation import auto_features as with_generated
 from custval.models.explain import importance, value_profile
 from custval.models.selection import FeatureSelector
 from custval.models.value import ValueClassifier, binary_label, derive_value_label, label_classes
