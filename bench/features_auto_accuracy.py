@@ -342,7 +342,7 @@ def paired(first: Row, second: Row) -> str:
     sd = float(np.std(d, ddof=1))
     up, down = int((d > 0).sum()), int((d < 0).sum())
     t = f"t = {float(np.mean(d)) / (sd / np.sqrt(d.size)):+.2f}" if sd > 0 else "identical"
-    return f"{np.mean(d):+.4f} ± {sd:.4f} ({up} folds up, {down} down of {d.size}; {t})"
+    return f"{np.mean(d):+.4f} ± {sd:.4f} ({plural(up, 'fold')} up, {down} down of {d.size}; {t})"
 
 
 def table(sets: Sets, rows: list[Row]) -> None:

@@ -44,6 +44,20 @@ def load() -> pd.DataFrame:
     )
 
 
+def holdout(tx_df: pd.DataFrame, ids: pd.Series) -> pd.DataFrame:
+    """Each customer's spend and purchase days in weeks 40-78 (1997-10-01 to 1998-06-30),
+    zero for none, in the order of ``ids``."""
+    later = tx_df[
+        (tx_df.timestamp >= pd.Timestamp(CAL_END)) & (tx_df.timestamp < pd.Timestamp(HOLD_END))
+    ]
+    per = (
+        later.assign(day=later.timestamp.dt.normalize())
+        .groupby("customer_id")
+        .agg(spend=("amount", "sum"), days=("day", "nunique"))
+    )
+    return per.reindex(ids).fillna(0.0)
+
+
 def lift_top_decile(y: np.ndarray, score: np.ndarray) -> float:
     k = max(1, round(0.1 * y.size))
     top = np.argsort(-score, kind="stable")[:k]
@@ -65,11 +79,7 @@ def main() -> int:
     con = ibis.duckdb.connect()
     tx = con.create_table("tx", tx_df)
     feats = rfm_features(tx, CAL_END, one_row_per_order=True).to_pandas()
-    later = tx_df[
-        (tx_df.timestamp >= pd.Timestamp(CAL_END)) & (tx_df.timestamp < pd.Timestamp(HOLD_END))
-    ]
-    spend = later.groupby("customer_id").amount.sum()
-    future = spend.reindex(feats.customer_id).fillna(0.0).to_numpy()
+    future = holdout(tx_df, feats.customer_id).spend.to_numpy()
     y = derive_value_label(future, 0.2)
     table = feats.drop(columns=["customer_id"])
     print(

@@ -96,6 +96,21 @@ def test_the_values_worked_out_by_hand(tiny: tuple[dict, ibis.Table]) -> None:
     assert c["tx__amount__mean__all"] is None and c["tx__category__mode__all"] is None
 
 
+def test_a_window_without_rows_has_zero_totals_and_shares(
+    tiny: tuple[dict, ibis.Table],
+) -> None:
+    """A buyer with no purchase in the last 3 days has a total and a share of zero there, as a
+    customer who never bought has, not a missing value; the mean and spread are missing."""
+    got = values(*tiny, [REL], windows=(3, 365))
+    for buyer in ("A", "B"):
+        row = got[buyer]
+        assert row["tx__count__3d"] == 0 and row["tx__amount__sum__3d"] == 0.0
+        assert row["tx__count__ratio_3d_365d"] == 0.0
+        assert row["tx__amount__sum__ratio_3d_365d"] == 0.0
+        assert row["tx__amount__mean__3d"] is None and row["tx__amount__std__3d"] is None
+    assert got["C"]["tx__amount__sum__ratio_3d_365d"] is None  # nothing to share
+
+
 def test_names_and_sentences_follow_from_the_definitions(tiny: tuple[dict, ibis.Table]) -> None:
     found = generate(*tiny, AS_OF, [REL], windows=(30, 90, 365))
     by_name = {f.name: f for f in found.catalogue}

@@ -39,6 +39,8 @@ from custval.features.catalogue import Feature
 DEFAULT_WINDOWS: tuple[int, ...] = (30, 90, 365)
 #: the days the trend's slope is given per
 TREND_DAYS = 30
+# the parts joined in one expression before the join is kept as a working table
+_JOINS = 8
 
 # a related table's short name and what one of its rows (and one of its groups) is called
 _KINDS: dict[str, tuple[str, str, str]] = {
@@ -137,16 +139,23 @@ def _feature(
 
 
 class _Builder:
-    """The aggregates of one relation, added with their catalogue entries.
+    """The aggregates of one relation in one window, added with their catalogue entries, over
+    the window's rows alone.
 
-    Aggregates cost the engine time in proportion to their number (about 40 ms per million
-    rows each on DuckDB), so the builder shares what it can: a mean is its total over its
-    count, a trend's sums reuse the total and the count, and a column without missing values
-    shares the window's row count and day sums with every other such column."""
+    Aggregates cost the engine time in proportion to their number and more (DuckDB took 7x
+    one window's time for four windows' aggregates in one query, each with its filter), so a
+    window is a query of its own over its rows, and the builder shares what it can: a mean is
+    its total over its count, a trend's sums reuse the total and the count, and a column
+    without missing values shares the window's row count and day sums with every other such
+    column."""
 
-    def __init__(self, rel: Relation, days: ir.IntegerColumn, complete: frozenset[str]) -> None:
+    def __init__(
+        self, rel: Relation, rows: ir.Table, window: int | None, complete: frozenset[str]
+    ) -> None:
         self.rel = rel
-        self.days = days  # days before the as-of date, 1 for the day before it
+        self.t = rows  # the rows of the window
+        self.window = window
+        self.days = rows["_days"]  # days before the as-of date, 1 for the day before it
         self.complete = complete  # the numeric columns without a missing value
         self.aggs: dict[str, ir.Scalar] = {}
         self.after: dict[str, object] = {}  # name: fn(table) -> column, computed from aggs
@@ -154,8 +163,8 @@ class _Builder:
         self.catalogue: list[Feature] = []
         self.zeros: dict[str, int | float] = {}
 
-    def where(self, window: int | None) -> ir.BooleanColumn | None:
-        return None if window is None else self.days <= window
+    def feature(self, parts: Sequence[str], sentence: str, unit: str) -> Feature:
+        return _feature(self.rel, parts, sentence, unit, self.window)
 
     def add(self, feature: Feature, expr: ir.Scalar, zero: float | None = None) -> None:
         self.aggs[feature.name] = expr
@@ -169,61 +178,49 @@ class _Builder:
         self.hidden.append(name)
         return name
 
-    def rows(self, t: ir.Table, window: int | None) -> None:
+    def rows(self) -> None:
         rel = self.rel
-        sentence = f"Number of {rel.plural}"
-        self.add(
-            _feature(rel, ["count"], sentence, "count", window),
-            t.count(where=self.where(window)),
-            0,
-        )
+        feature = self.feature(["count"], f"Number of {rel.plural}", "count")
+        self.add(feature, self.t.count(), 0)
 
-    def numeric(self, t: ir.Table, column: str, window: int | None, unit: str) -> None:
-        rel, where, v = self.rel, self.where(window), t[column].cast("float64")
-        name, w = label(column), window_name(window)
+    def numeric(self, column: str, unit: str) -> None:
+        rel, v = self.rel, self.t[column].cast("float64")
+        name, w = label(column), window_name(self.window)
         count = f"{rel.short}__count__{w}"
         if column not in self.complete:
-            count = self.hide(f"_{rel.short}__{column}__n__{w}", v.count(where=where))
-        total = _feature(rel, [column, "sum"], f"Total {name} over {rel.plural}", unit, window)
-        self.add(total, v.sum(where=where), 0.0)
-        mean = _feature(rel, [column, "mean"], f"Mean {name} per {rel.noun}", unit, window)
+            count = self.hide(f"_{rel.short}__{column}__n__{w}", v.count())
+        total = self.feature([column, "sum"], f"Total {name} over {rel.plural}", unit)
+        self.add(total, v.sum(), 0.0)
+        mean = self.feature([column, "mean"], f"Mean {name} per {rel.noun}", unit)
         self.after[mean.name] = lambda t, s=total.name, n=count: safe_ratio(t[s], t[n])
         self.catalogue.append(mean)
         for primitive, sentence, expr in (
-            ("std", f"Standard deviation of {name} per {rel.noun}", v.std(where=where)),
-            ("min", f"Smallest {name} in one {rel.noun}", v.min(where=where)),
-            ("max", f"Largest {name} in one {rel.noun}", v.max(where=where)),
+            ("std", f"Standard deviation of {name} per {rel.noun}", v.std()),
+            ("min", f"Smallest {name} in one {rel.noun}", v.min()),
+            ("max", f"Largest {name} in one {rel.noun}", v.max()),
         ):
-            self.add(_feature(rel, [column, primitive], sentence, unit, window), expr)
-        self._trend(v, column, window, unit, (count, total.name))
+            self.add(self.feature([column, primitive], sentence, unit), expr)
+        self._trend(v, column, unit, (count, total.name))
 
     def _trend(
-        self,
-        v: ir.FloatingColumn,
-        column: str,
-        window: int | None,
-        unit: str,
-        count_total: tuple[str, str],
+        self, v: ir.FloatingColumn, column: str, unit: str, count_total: tuple[str, str]
     ) -> None:
         """The least-squares slope of the column over the days, per TREND_DAYS days (rising
         when later rows are larger). The days are whole numbers, so the denominator's sums
         are exact on every engine."""
-        rel, x, w = self.rel, self.days.cast("float64"), window_name(window)
-        counted = v.notnull() if window is None else v.notnull() & (self.days <= window)
+        rel, x, w = self.rel, self.days.cast("float64"), window_name(self.window)
         shared = column in self.complete
         owner = "" if shared else f"{column}__"
-        where = self.where(window) if shared else counted
+        where = None if shared else v.notnull()
         sums = [
             self._day_sum(f"_{rel.short}__{owner}sx__{w}", x, where),
             self._day_sum(f"_{rel.short}__{owner}sxx__{w}", x * x, where),
-            self.hide(f"_{rel.short}__{column}__sxv__{w}", (x * v).sum(where=counted)),
+            self.hide(f"_{rel.short}__{column}__sxv__{w}", (x * v).sum()),
         ]
-        feature = _feature(
-            rel,
+        feature = self.feature(
             [column, "trend"],
             f"Trend of {label(column)} per {rel.noun} (change per {TREND_DAYS} days)",
             f"{unit} per {TREND_DAYS} days",
-            window,
         )
         keys = (*count_total, *sums)
 
@@ -249,18 +246,24 @@ class _Builder:
             self.aggs[name] = expr
             self.catalogue.append(Feature(name, sentence, "days", rel.kind))
 
-    def ratios(self, windows: Sequence[int | None], numeric: Sequence[str]) -> None:
-        """The recent windows' rows and totals as a share of the longest window's."""
-        finite = sorted(w for w in windows if w is not None)
-        if len(finite) < 2:
-            return
-        longest, rel = finite[-1], self.rel
-        for window in finite[:-1]:
-            pairs = [("count", rel.plural.capitalize())] + [
-                (f"{c}__sum", f"Total {label(c)}") for c in numeric
+    def ratios(self, recent: Sequence[int], numeric: Sequence[str]) -> None:
+        """The ``recent`` windows' rows and totals as a share of this (the longest) window's:
+        the recent ones' are counted again here, as hidden aggregates."""
+        rel, longest = self.rel, self.window
+        for window in recent:
+            where = self.days <= window
+            # a total over no rows is zero, as the recent window's own (filled) is
+            pairs = [("count", rel.plural.capitalize(), self.t.count(where=where))] + [
+                (
+                    f"{c}__sum",
+                    f"Total {label(c)}",
+                    self.t[c].cast("float64").sum(where=where).fill_null(0.0),
+                )
+                for c in numeric
             ]
-            for stem, what in pairs:
-                short, long_ = (f"{rel.short}__{stem}__{window_name(w)}" for w in (window, longest))
+            for stem, what, expr in pairs:
+                short = self.hide(f"_{rel.short}__{stem}__{window_name(window)}", expr)
+                long_ = f"{rel.short}__{stem}__{window_name(longest)}"
                 name = f"{rel.short}__{stem}__ratio_{window}d_{longest}d"
                 sentence = f"{what} in the last {window} days as a share of the last {longest}"
                 self.after[name] = lambda t, s=short, lo=long_: safe_ratio(t[s], t[lo])
@@ -269,18 +272,26 @@ class _Builder:
 
 def _aggregated(
     t: ir.Table, rel: Relation, windows: Sequence[int | None], units: dict
-) -> tuple[ir.Table, list[Feature], dict]:
-    """One row per customer: the rows, numeric and recency features of ``rel``."""
-    b = _Builder(rel, t["_days"], _complete(t, rel.numeric))
+) -> list[tuple[ir.Table, list[Feature], dict]]:
+    """Per window, one row per customer with a row in it: the rows and numeric features of
+    ``rel``; over the whole history, the recency too; in the longest finite window, the
+    recent windows' shares of it."""
+    complete = _complete(t, rel.numeric)
+    finite = sorted(w for w in windows if w is not None)
+    found = []
     for window in windows:
-        b.rows(t, window)
+        b = _Builder(rel, t if window is None else t.filter(t._days <= window), window, complete)
+        b.rows()
         for column in rel.numeric:
-            b.numeric(t, column, window, units.get(column, ""))
-    b.recency()
-    b.ratios(windows, rel.numeric)
-    table = t.group_by("customer_id").aggregate(**b.aggs)
-    table = table.mutate(**{name: fn(table) for name, fn in b.after.items()})
-    return table.drop(*b.hidden), b.catalogue, b.zeros
+            b.numeric(column, units.get(column, ""))
+        if window is None:
+            b.recency()
+        elif window == finite[-1]:
+            b.ratios(finite[:-1], rel.numeric)
+        table = b.t.group_by("customer_id").aggregate(**b.aggs)
+        table = table.mutate(**{name: fn(table) for name, fn in b.after.items()})
+        found.append((table.drop(*b.hidden), b.catalogue, b.zeros))
+    return found
 
 
 def _complete(t: ir.Table, columns: Sequence[str]) -> frozenset[str]:
@@ -462,7 +473,7 @@ def parts(
     for rel in relations:
         t = select(before(tables[rel.kind], rel, as_of))
         units = _units(rel)
-        found.append(_aggregated(t, rel, spans, units))
+        found += _aggregated(t, rel, spans, units)
         found += [_categorical(t, rel, c, spans) for c in rel.categorical]
         if rel.group:
             found.append(_grouped(t, rel, spans, units))
@@ -494,15 +505,19 @@ def generate(
 ) -> Generated:
     """The generated features of every customer of ``spine`` (its customer_id) at ``as_of``
     from the ``relations``' tables (:func:`parts`, joined). ``keep(name, table)``, when given,
-    computes each part once as a working table: the joined expression then stays small
-    enough for Ibis to compile in a moment (hundreds of aggregates joined in one expression
-    took it 5 s)."""
+    computes each part once as a working table, and the join every few parts: the joined
+    expression then stays small enough for Ibis to compile in a moment (hundreds of
+    aggregates joined in one expression took it 5 s; Spark's compiler ran out of recursion
+    on a chain of 31 joins)."""
     found = parts(tables, as_of, relations, windows, max_features, keep=keep, starts=starts)
     table = spine.select("customer_id")
     fills: dict[str, object] = {}
-    for part, zeros in zip(found.tables, found.zeros, strict=True):
+    for k, (part, zeros) in enumerate(zip(found.tables, found.zeros, strict=True)):
         table = table.left_join(part, "customer_id").drop("customer_id_right")
         fills.update(zeros)
+        if keep is not None and k % _JOINS == _JOINS - 1:
+            # a chain of dozens of joins overflowed the SQL compiler's recursion (Spark)
+            table = keep(f"_custval_joined_{k}", table)
     table = table.mutate(**{c: table[c].fill_null(v) for c, v in fills.items()})
     names = [f.name for f in found.catalogue]
     return Generated(table.select("customer_id", *names), found.catalogue)
