@@ -178,18 +178,20 @@ def with_btyd(rows: pd.DataFrame, keys: list[str], bg: Any) -> dict[str, pd.Data
     return {"plain": plain, "hybrid": pd.concat([plain, extra], axis=1)}
 
 
-def lapse_at(project: Any, prepared: Any, at: Any) -> dict[str, Any]:
-    """Features at ``at``, BG/NBD on the summary at ``at``, and the lapse label in the 13 weeks
-    after, for every customer with a purchase before ``at``."""
+def lapses(
+    project: Any, prepared: Any, table: pd.DataFrame, bg: Any, at: Any, weeks: int = HORIZON_WEEKS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows of ``table`` (the customers at ``at``) have a purchase before ``at``, and
+    their lapse in the ``weeks`` after (:func:`custval.models.churn.lapse_label`, BG/NBD
+    ``bg`` fitted on the BTYD summary at ``at``)."""
     from custval.features.holdout import calibration_holdout
     from custval.models.churn import lapse_label
 
-    table, keys, bg = table_at(project, prepared, at)
     after = (
         calibration_holdout(
             prepared.tables["transactions"],
             at,
-            at + timedelta(weeks=HORIZON_WEEKS),
+            at + timedelta(weeks=weeks),
             time_unit=project.time_unit,
             one_row_per_order=prepared.one_row_per_order,
         )
@@ -197,11 +199,20 @@ def lapse_at(project: Any, prepared: Any, at: Any) -> dict[str, Any]:
         .set_index("customer_id")
         .frequency_holdout
     )
-    table = table[table.customer_id.isin(after.index)].reset_index(drop=True)
-    summary = table[["frequency", "recency", "T"]]
+    keep = table.customer_id.isin(after.index).to_numpy()
+    summary = table.loc[keep, ["frequency", "recency", "T"]]
+    purchases = after.reindex(table.customer_id[keep]).to_numpy()
     observed = (project.as_of - at).days / 7
-    purchases = after.reindex(table.customer_id).to_numpy()
-    y = lapse_label(bg, summary, purchases, HORIZON_WEEKS, observed_after=observed)
+    return keep, lapse_label(bg, summary, purchases, weeks, observed_after=observed)
+
+
+def lapse_at(project: Any, prepared: Any, at: Any) -> dict[str, Any]:
+    """Features at ``at``, BG/NBD on the summary at ``at``, and the lapse label in the 13 weeks
+    after, for every customer with a purchase before ``at``."""
+    table, keys, bg = table_at(project, prepared, at)
+    keep, y = lapses(project, prepared, table, bg, at)
+    table = table[keep].reset_index(drop=True)
+    summary = table[["frequency", "recency", "T"]]
     return {
         "at": at,
         "ids": table.customer_id.to_numpy(),

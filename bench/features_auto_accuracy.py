@@ -15,7 +15,7 @@ source. Two labels, each at its own cutoff, features computed at the cutoff from
 
 The feature sets, at the cutoff: the hand-built features
 (:func:`custval.flows.preparation.features`, the key columns left out); custval's generated
-features (:func:`custval.flows.preparation.auto_features`, the names with ``__``); Featuretools'
+features (:func:`custval.flows.generation.auto_features`, the names with ``__``); Featuretools'
 DFS features (``bench/featuretools_dfs.py``: the same cleaned tables exported by custval, DFS at
 depth 2 in its own virtual environment with pandas 2, the same cutoff, joined to the hand-built
 features by customer_id). :class:`custval.models.selection.FeatureSelector` (default settings,
@@ -42,6 +42,12 @@ to); DFS (the child's wall time: interpreter start, reading the Parquet, the Ent
 custval's export of the tables, with its own preparation of the project, is shown apart); the
 selector's fit on all rows, and the nested fits in total.
 
+``--usage-fade-weeks W`` measures a company whose related tables carry a sign of leaving that
+purchases do not show: a leaver's product use fades in a straight line over her last W weeks
+(``SynthParams.usage_fade_weeks``; the default company keeps it steady to the end, and then
+its counts and days since the last row, which the hand-built features hold, say all there is
+to say). A positive control: the selection should keep generated features there.
+
 Targets (issue 23), per label: (1) (b) above (a); (2) (b) at least as high as (d). Judged on
 the mean over the folds; the verdicts are also given for the nested (b'), and the paired
 differences' spread says whether a gap is beyond the folds' noise. A measurement, not a gate:
@@ -49,7 +55,7 @@ exits 0 whatever the verdicts.
 
 Usage: ``.venv/bin/python bench/features_auto_accuracy.py [-n 20000] [--seed 1]
 [--company DIR] [--dfs-windows all] [--results FILE] [--labels value,churn] [--no-nested]
-[--skip-dfs] [--threads 1]``; writes
+[--skip-dfs] [--threads 1] [--usage-fade-weeks 12]``; writes
 ``bench/results/features_auto_accuracy.txt``.
 """
 
@@ -57,7 +63,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -127,18 +132,16 @@ class Row:
 # ---- the company and its features -----------------------------------------------------------
 
 
-def company(folder: Path, customers: int, seed: int) -> Any:
-    """The generated company's project, generated first when ``folder`` has no custval.toml."""
+def company(folder: Path, customers: int, seed: int, fade_weeks: float = 0.0) -> Any:
+    """The generated company's project, generated first when ``folder`` has no custval.toml;
+    with ``fade_weeks``, a leaver's product use fades over her last weeks
+    (:attr:`custval.data.synth.SynthParams.usage_fade_weeks`)."""
     from custval.config import load_project
+    from custval.data import synth
 
     if not (folder / "custval.toml").exists():
-        subprocess.run(
-            [
-                *(sys.executable, "-m", "custval", "synth", "-n", str(customers)),
-                *("-o", str(folder), "--format", "parquet", "--seed", str(seed), "--quiet"),
-            ],
-            check=True,
-        )
+        params = synth.SynthParams(usage_fade_weeks=fade_weeks)
+        synth.generate(customers, folder, seed=seed, fmt="parquet", params=params)
     return load_project(folder / "custval.toml")
 
 
@@ -146,7 +149,8 @@ def custval_features(project: Any, prepared: Any, cut: date) -> tuple[pd.DataFra
     """The hand-built and generated features at ``cut`` (customer_id first, sorted by it),
     the hand-built names, the generated names and the seconds of each."""
     from custval.features.generated import is_generated
-    from custval.flows.preparation import auto_features, features, training_rows
+    from custval.flows.generation import auto_features
+    from custval.flows.preparation import features, training_rows
 
     start = time.perf_counter()
     ft = features(project, prepared, as_of=cut)
@@ -177,31 +181,13 @@ def value_label(prepared: Any, table: pd.DataFrame, cut: date) -> tuple[Array, A
 
 def churn_label(project: Any, prepared: Any, table: pd.DataFrame, cut: date) -> Any:
     """The customers with a purchase before ``cut`` and their lapse in the 13 weeks after
-    (bench/churn.py ``lapse_at``: BG/NBD on the BTYD summary at the cutoff)."""
-    from custval.features.holdout import calibration_holdout
+    (bench/churn.py ``lapses``: BG/NBD on the BTYD summary at the cutoff)."""
+    from churn import lapses
     from custval.models.btyd import BetaGeo
-    from custval.models.churn import lapse_label
 
     rft = table[["frequency", "recency", "T"]].dropna()
     bg = BetaGeo().fit(rft.frequency, rft.recency, rft["T"])
-    after = (
-        calibration_holdout(
-            prepared.tables["transactions"],
-            cut,
-            cut + timedelta(weeks=LAPSE_WEEKS),
-            time_unit=project.time_unit,
-            one_row_per_order=prepared.one_row_per_order,
-        )
-        .to_pandas()
-        .set_index("customer_id")
-        .frequency_holdout
-    )
-    keep = table.customer_id.isin(after.index).to_numpy()
-    summary = table.loc[keep, ["frequency", "recency", "T"]]
-    purchases = after.reindex(table.customer_id[keep]).to_numpy()
-    observed = (project.as_of - cut).days / 7
-    y = lapse_label(bg, summary, purchases, LAPSE_WEEKS, observed_after=observed)
-    return keep, y
+    return lapses(project, prepared, table, bg, cut, LAPSE_WEEKS)
 
 
 def with_dfs(sets: Sets, toml: Path, windows: str, work: Path) -> None:
@@ -468,9 +454,16 @@ def arguments() -> argparse.Namespace:
     ap.add_argument("--no-nested", action="store_true", help="skip (b') and (e')")
     ap.add_argument("--skip-dfs", action="store_true", help="no Featuretools (d), (e)")
     ap.add_argument("--threads", type=int, default=THREADS, help="LightGBM's threads (1)")
+    ap.add_argument(
+        "--usage-fade-weeks",
+        type=float,
+        default=0.0,
+        help="a company whose leavers' product use fades over their last weeks (0: none)",
+    )
     args = ap.parse_args()
     if args.company is None:
-        args.company = Path(f"/tmp/features-auto-co-{args.customers}-s{args.seed}")
+        fade = f"-fade{args.usage_fade_weeks:g}" if args.usage_fade_weeks else ""
+        args.company = Path(f"/tmp/features-auto-co-{args.customers}-s{args.seed}{fade}")
     return args
 
 
@@ -482,12 +475,13 @@ def main() -> int:
     THREADS = args.threads
     command = " ".join([".venv/bin/python", "bench/features_auto_accuracy.py", *sys.argv[1:]])
     say(f"# {command}; load average at the start {os.getloadavg()[0]:.2f} (2 cores)")
-    project = company(args.company, args.customers, args.seed)
+    project = company(args.company, args.customers, args.seed, args.usage_fade_weeks)
     start = time.perf_counter()
     prepared = prepare(project)
     say(
         f"generated company: {args.company} (custval synth -n {args.customers} --seed "
-        f"{args.seed}; as-of {project.as_of}); prepared in {time.perf_counter() - start:.1f} s"
+        f"{args.seed}; usage_fade_weeks {args.usage_fade_weeks:g}; as-of {project.as_of}); "
+        f"prepared in {time.perf_counter() - start:.1f} s"
     )
     say(
         f"evaluator: custval's LightGBM candidate (seed {SEED}, {plural(THREADS, 'thread')}, early "

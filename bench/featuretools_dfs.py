@@ -9,7 +9,7 @@ in a folder of Parquet files:
 * :func:`export` (custval's environment) loads a project as ``custval features -c X.toml`` does,
   prepares it (validation, cleaning, identity linking), and writes ``customers.parquet`` (the
   customers of the hand-built feature table's spine), one ``<kind>.parquet`` per relation of
-  ``flows.preparation.relations`` (customer_id, the time column, the numeric, categorical and
+  ``flows.generation.relations`` (customer_id, the time column, the numeric, categorical and
   group columns: every cleaned row, also those at or after the as-of date) and
   ``relations.json``. The engine writes the Parquet, so no table passes through Python.
 * :func:`main` (Featuretools' environment: ``python bench/featuretools_dfs.py --tables DIR --out
@@ -107,7 +107,7 @@ def export(project_toml: Path, out: Path, as_of: date | None = None) -> dict[str
     as-of date and the rows of each table."""
     from custval import flows
     from custval.config import load_project
-    from custval.flows import preparation
+    from custval.flows import generation
 
     project = load_project(Path(project_toml))
     prepared = flows.prepare(project)
@@ -116,7 +116,7 @@ def export(project_toml: Path, out: Path, as_of: date | None = None) -> dict[str
     out.mkdir(parents=True, exist_ok=True)
     rows = {"customers": _write(spine.table.select("customer_id"), out / "customers.parquet")}
     described = []
-    for rel in preparation.relations(project, prepared):
+    for rel in generation.relations(project, prepared):
         columns = _relation_columns(rel)
         table = prepared.tables[rel.kind].select(*columns)
         rows[rel.kind] = _write(table, out / f"{rel.kind}.parquet")

@@ -817,3 +817,31 @@ def test_other_end_dates_move_the_history(tmp_path: Path) -> None:
     assert (ts[~future & ~np.isnat(ts)] < np.datetime64("2024-03-01")).all()
     signup = parse_times(pq.read_table(result.files["crm_customers"])["signup_date"])
     assert (signup >= np.datetime64("2021-02-28")).all()
+
+
+def test_product_use_fades_before_a_dropout_only_when_asked() -> None:
+    """With ``usage_fade_weeks`` a leaver's days of use thin out in a straight line to none
+    at the end of her use (two weeks after the dropout); a stayer's are all kept; the default
+    (0) draws nothing and changes nothing."""
+    from types import SimpleNamespace
+
+    from custval.data.synth import DAY, _faded
+
+    assert SynthParams().usage_fade_weeks == 0.0
+    death_day = 1000
+    cust = SimpleNamespace(death=np.array([death_day * DAY, -1]))
+    rng = np.random.default_rng(0)
+    n = 200_000
+    owner = np.repeat([0, 1], n)
+    day = np.tile(rng.integers(death_day - 200, death_day + 14, n), 2)
+    kept_owner, kept_day = _faded(rng, cust, owner, day, weeks=12)
+    assert (kept_owner == 1).sum() == n  # the stayer keeps every day
+    leaver = kept_day[kept_owner == 0]
+    end, span = death_day + 14, 12 * 7 + 14
+    before = (day[:n] < end - span).sum()
+    assert (leaver < end - span).sum() == before  # before the fade: all kept
+    near = (day[:n] >= end - 14).sum()  # the last two weeks: kept with d / 98, 8% on average
+    assert (leaver >= end - 14).sum() < 0.1 * near
+    mid = (day[:n] >= end - span) & (day[:n] < end - span // 2)
+    share = ((leaver >= end - span) & (leaver < end - span // 2)).sum() / mid.sum()
+    assert share == pytest.approx(0.75, abs=0.03)  # the fade's first half: 1 down to 1/2

@@ -243,6 +243,10 @@ class SynthParams:
     product_active_day_prob: float = 0.05
     tickets_per_week: float = 0.02
     tickets_before_dropout: float = 0.8
+    #: weeks over which a leaver's product use fades to nothing before it stops (two weeks
+    #: after the dropout): a leading sign of leaving that purchases do not show; 0, the
+    #: default, keeps use steady to the end
+    usage_fade_weeks: float = 0.0
     refund_share: float = 0.02
     segment_known_share: float = 0.30
     segment_noise: float = 0.10
@@ -794,6 +798,8 @@ def _product_table(
     counts = rng.binomial(n_days, prob) * cust.has_account
     owner = np.repeat(np.arange(cust.n), counts)
     day = first_day[owner] + (rng.random(owner.size) * n_days[owner]).astype(np.int64)
+    if params.usage_fade_weeks > 0:
+        owner, day = _faded(rng, cust, owner, day, params.usage_fade_weeks)
     # one row per account and day, ordered by day like a daily export
     base = int(first_day.min())
     key = np.sort((day - base) * cust.n + owner)
@@ -827,6 +833,17 @@ def _product_table(
         "date_formats": {"date": _format_counts(fmt)},
     }
     return table, dirt
+
+
+def _faded(
+    rng: np.random.Generator, cust: _Customers, owner: np.ndarray, day: np.ndarray, weeks: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The days of use kept when use fades before a dropout: a leaver's day ``d`` days before
+    her use ends (two weeks after the dropout) is kept with probability d / the fade's days,
+    so that use falls in a straight line to nothing."""
+    last = np.where(cust.death >= 0, cust.death // DAY + 14, np.iinfo(np.int64).max // 2)
+    kept = rng.random(owner.size) < np.clip((last[owner] - day) / (weeks * 7 + 14), 0.0, 1.0)
+    return owner[kept], day[kept]
 
 
 def _interactions_table(
