@@ -152,11 +152,8 @@ def _slice(
     rows = mine.order_by(_KEY).to_pyarrow().drop_columns([_KEY])
     for part, zeros in zip(found.tables, found.zeros, strict=True):
         rows = _placed(rows, part.to_pyarrow(), zeros, keys.start)
-    return rows.select([*rows.column_names[: len(hand.columns) - 1], *_names(found)])
-
-
-def _names(found: generated.Parts) -> list[str]:
-    return [f.name for f in found.catalogue]
+    own = [c for c in hand.columns if c != _KEY]
+    return rows.select([*own, *(f.name for f in found.catalogue)])
 
 
 def _placed(rows: pa.Table, part: pa.Table, zeros: dict[str, int | float], low: int) -> pa.Table:
