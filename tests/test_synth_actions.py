@@ -89,6 +89,8 @@ def test_the_original_sources_and_truth_keep_their_values(tmp_path: Path) -> Non
     params = json.loads((out / "truth/params.json").read_text())
     assert "actions" in params
     params.pop("actions")
+    # a later population setting, off by default, which draws nothing when off
+    assert params["population"].pop("usage_fade_weeks") == 0.0
     found["truth/params"] = digest(params)
     dirt = json.loads((out / "truth/dirt.json").read_text())
     assert dirt["transactions"]["empty"].pop("product_id") >= 0
