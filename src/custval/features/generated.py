@@ -271,12 +271,15 @@ class _Builder:
 
 
 def _aggregated(
-    t: ir.Table, rel: Relation, windows: Sequence[int | None], units: dict
+    t: ir.Table,
+    rel: Relation,
+    windows: Sequence[int | None],
+    units: dict,
+    complete: frozenset[str],
 ) -> list[tuple[ir.Table, list[Feature], dict]]:
     """Per window, one row per customer with a row in it: the rows and numeric features of
     ``rel``; over the whole history, the recency too; in the longest finite window, the
-    recent windows' shares of it."""
-    complete = _complete(t, rel.numeric)
+    recent windows' shares of it. ``complete``: the numeric columns without a missing value."""
     finite = sorted(w for w in windows if w is not None)
     found = []
     for window in windows:
@@ -294,13 +297,21 @@ def _aggregated(
     return found
 
 
-def _complete(t: ir.Table, columns: Sequence[str]) -> frozenset[str]:
-    """The ``columns`` of ``t`` without a missing value (one pass over the table)."""
-    if not columns:
-        return frozenset()
-    counts = t.aggregate(_rows=t.count(), **{c: t[c].count() for c in columns})
-    found = counts.to_pyarrow().to_pylist()[0]
-    return frozenset(c for c in columns if found[c] == found["_rows"])
+def complete(
+    tables: dict[str, ir.Table], relations: Iterable[Relation]
+) -> dict[str, frozenset[str]]:
+    """Per relation, its numeric columns without a missing value in its table (one query
+    each): such columns share their window's row count and day sums."""
+    found = {}
+    for rel in relations:
+        t = tables[rel.kind]
+        if not rel.numeric:
+            found[rel.kind] = frozenset()
+            continue
+        counts = t.aggregate(_rows=t.count(), **{c: t[c].count() for c in rel.numeric})
+        n = counts.to_pyarrow().to_pylist()[0]
+        found[rel.kind] = frozenset(c for c in rel.numeric if n[c] == n["_rows"])
+    return found
 
 
 def _categorical(
@@ -458,6 +469,7 @@ def parts(
     keep: Callable[[str, ir.Table], ir.Table] | None = None,
     only: Callable[[ir.Table], ir.Table] | None = None,
     starts: dict[str, date | None] | None = None,
+    dated: bool = False,
 ) -> Parts:
     """The generated features at ``as_of`` from the ``relations``' tables, part by part;
     :class:`CustvalError` when they would be more than ``max_features``. ``keep(name,
@@ -465,15 +477,21 @@ def parts(
     given, keeps the rows of some customers (a slice of them) in every related table: their
     features, with the catalogue of all (a window is partial by the whole table's history).
     ``starts``, when given, is :func:`history_starts` of the tables, computed once for many
-    slices."""
+    slices. ``dated``: the tables hold only rows before ``as_of``, with their ``_days``
+    (:func:`before` applied once), and :func:`complete` is read from them whole."""
     spans: tuple[int | None, ...] = (*sorted(set(windows)), None)
     found: list[tuple[ir.Table, list[Feature], dict]] = []
     relations = list(relations)
     select = only or (lambda table: table)
+    if dated:
+        whole = complete(tables, relations)
     for rel in relations:
-        t = select(before(tables[rel.kind], rel, as_of))
+        t = tables[rel.kind] if dated else before(tables[rel.kind], rel, as_of)
+        if not dated:
+            whole = complete({rel.kind: select(t)}, [rel])
+        t = select(t)
         units = _units(rel)
-        found += _aggregated(t, rel, spans, units)
+        found += _aggregated(t, rel, spans, units, whole[rel.kind])
         found += [_categorical(t, rel, c, spans) for c in rel.categorical]
         if rel.group:
             found.append(_grouped(t, rel, spans, units))
