@@ -9,9 +9,15 @@ source. Two labels, each at its own cutoff, features computed at the cutoff from
   weeks is in the top 20% (:func:`custval.flows.preparation.future_spend` and
   :func:`custval.models.value.derive_value_label`, as ``custval train`` labels it), for every
   customer of the feature table at c (:func:`custval.flows.preparation.training_rows`);
-- **churn** (lapse): bench/churn.py part (b): c = as-of - 13 weeks, BG/NBD fitted on the BTYD
+- **lapse**: bench/churn.py part (b): c = as-of - 13 weeks, BG/NBD fitted on the BTYD
   summary at c, a lapse in the 13 weeks after c (:func:`custval.models.churn.lapse_label`,
-  k = ln 20), for every customer with a purchase before c.
+  k = ln 20), for every customer with a purchase before c;
+- **cancellation**, the churn label ``custval churn`` uses for this company (it has
+  subscriptions): c = as-of - 91 days, the subscribers active at c, 1 when they cancel in the
+  91 days after (:func:`custval.features.subscriptions.cancelled_between`). Its hand-built set
+  has the BTYD columns ``custval churn`` adds (P(alive), the expected gap...). The planted
+  hazard moves with time (tenure, a stop in purchases, complaints in the last 8 weeks:
+  ``custval.data.synth_actions``), so a customer's recent weeks say more than her totals.
 
 The feature sets, at the cutoff: the hand-built features
 (:func:`custval.flows.preparation.features`, the key columns left out); custval's generated
@@ -34,7 +40,9 @@ ALL the rows (as ``custval train --auto-features`` does before cross-validating:
 saw the held-out folds, so (b) is optimistic); (b') the same, the selector fitted again inside
 each training fold and the held-out fold scored with its choice (nested: an honest estimate);
 (c) hand-built + every generated feature; (d) hand-built + every DFS feature; (e) hand-built +
-the DFS features the selector chose on all rows, and (e') nested, as (b').
+the DFS features the selector chose on all rows, and (e') nested, as (b'). For the
+cancellation label also (p): hand-built + the complaints of the last 56 days, the one windowed
+quantity the planted hazard reads (an oracle: what the best generated feature could add).
 
 Seconds: the hand-built features (:func:`features` and the table to pandas); the generated ones
 (:func:`auto_features` and the table to pandas: it materialises the hand-built table it joins
@@ -54,8 +62,8 @@ differences' spread says whether a gap is beyond the folds' noise. A measurement
 exits 0 whatever the verdicts.
 
 Usage: ``.venv/bin/python bench/features_auto_accuracy.py [-n 20000] [--seed 1]
-[--company DIR] [--dfs-windows all] [--results FILE] [--labels value,churn] [--no-nested]
-[--skip-dfs] [--threads 1] [--usage-fade-weeks 12]``; writes
+[--company DIR] [--dfs-windows all] [--results FILE] [--labels value,lapse,cancellation]
+[--no-nested] [--skip-dfs] [--threads 1] [--usage-fade-weeks 12]``; writes
 ``bench/results/features_auto_accuracy.txt``.
 """
 
@@ -81,6 +89,8 @@ RESULTS = ROOT / "bench" / "results" / "features_auto_accuracy.txt"
 VALUE_WEEKS = 52
 TOP_SHARE = 0.2
 LAPSE_WEEKS = 13
+#: ``custval churn``'s horizon (``horizon_days``): its label and cutoff for cancellations
+CANCEL_DAYS = 91
 FOLDS = 5
 SEED = 0
 #: LightGBM's threads (``--threads``): on this 2-core machine shared with other work, 2
@@ -113,6 +123,7 @@ class Sets:
     hand: list[str]
     generated: list[str]
     dfs: list[str] = field(default_factory=list)
+    planted: list[str] = field(default_factory=list)  # the planted mechanism's own features
     seconds: dict[str, float] = field(default_factory=dict)
     dfs_info: dict[str, Any] = field(default_factory=dict)
 
@@ -214,19 +225,78 @@ def with_dfs(sets: Sets, toml: Path, windows: str, work: Path) -> None:
     sets.dfs_info = {**info, "missing_customers": missing, "exported_rows": exported["rows"]}
 
 
+def cancellation_label(prepared: Any, table: pd.DataFrame, cut: date) -> Any:
+    """The subscribers active at ``cut`` and whether they cancel in the 91 days after
+    (:func:`custval.features.subscriptions.cancelled_between`, as ``custval churn`` labels a
+    company with subscriptions)."""
+    from custval.features.subscriptions import cancelled_between
+
+    end = cut + timedelta(days=CANCEL_DAYS)
+    got = cancelled_between(prepared.tables["subscriptions"], cut, end).to_pandas()
+    y = pd.Series(got.cancelled.to_numpy(np.float64), index=got.customer_id.astype(str))
+    ids = table["customer_id"].astype(str)
+    keep = ids.isin(y.index).to_numpy()
+    return keep, y.reindex(ids[keep]).to_numpy()
+
+
+def with_btyd(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """``table`` with the BTYD columns ``custval churn`` adds to its features (BG/NBD fitted on
+    the customers who bought; :func:`custval.models.churn.btyd_churn_features`), and their
+    names."""
+    from custval.models.btyd import BetaGeo
+    from custval.models.churn import btyd_churn_features
+
+    buyers = table[["frequency", "recency", "T"]].notna().all(axis=1).to_numpy()
+    summary = table.loc[buyers, ["frequency", "recency", "T"]]
+    bg = BetaGeo().fit(summary.frequency, summary.recency, summary["T"])
+    extra = btyd_churn_features(bg, summary.reset_index(drop=True), CANCEL_DAYS / 7)
+    extra.index = table.index[buyers]
+    return table.join(extra), list(extra.columns)
+
+
 def label_sets(project: Any, prepared: Any, label: str) -> Sets:
     """The label's cutoff, its customers, their labels and custval's features at the cutoff."""
-    weeks = VALUE_WEEKS if label == "value" else LAPSE_WEEKS
-    cut = project.as_of - timedelta(weeks=weeks)
+    days = {"value": VALUE_WEEKS * 7, "lapse": LAPSE_WEEKS * 7, "cancellation": CANCEL_DAYS}
+    cut = project.as_of - timedelta(days=days[label])
     table, (hand, generated, hand_seconds, gen_seconds) = custval_features(project, prepared, cut)
     if label == "value":
         keep, y = value_label(prepared, table, cut)
-    else:
+    elif label == "lapse":
         keep, y = churn_label(project, prepared, table, cut)
+    else:
+        keep, y = cancellation_label(prepared, table, cut)
+        table, btyd = with_btyd(table)
+        hand = [*hand, *btyd]
+        table["planted_complaints_56d"] = recent_complaints(prepared, table, cut, 56)
     known = np.isfinite(y)
     rows = table[keep].reset_index(drop=True)[known].reset_index(drop=True)
     seconds = {"hand": hand_seconds, "generated": gen_seconds}
-    return Sets(label, cut, y[known].astype(np.float64), rows, hand, generated, seconds=seconds)
+    planted = [c for c in rows.columns if c.startswith("planted_")]
+    return Sets(
+        label,
+        cut,
+        y[known].astype(np.float64),
+        rows,
+        hand,
+        generated,
+        planted=planted,
+        seconds=seconds,
+    )
+
+
+def recent_complaints(prepared: Any, table: pd.DataFrame, cut: date, days: int) -> Array:
+    """Each customer's complaint tickets in the ``days`` before ``cut``: the planted
+    cancellation hazard doubles with each of the last 8 weeks' (``custval.data.synth_actions``),
+    so this is the one windowed feature the planted mechanism reads."""
+    import ibis
+
+    t = prepared.tables["interactions"]
+    start = ibis.timestamp(pd.Timestamp(cut - timedelta(days=days)).to_pydatetime())
+    end = ibis.timestamp(pd.Timestamp(cut).to_pydatetime())
+    recent = t.filter((t.kind == "complaint") & (t.timestamp >= start) & (t.timestamp < end))
+    counts = recent.group_by("customer_id").aggregate(n=recent.count()).to_pandas()
+    found = table["customer_id"].map(counts.set_index("customer_id").n)
+    return found.fillna(0).to_numpy(np.float64)
 
 
 # ---- the one evaluator ----------------------------------------------------------------------
@@ -317,7 +387,11 @@ def measure(sets: Sets, with_nested: bool) -> tuple[list[Row], dict[str, Any]]:
             total = s["hand"] + made + seconds
             name = f"+ {what} chosen in each fold"
             rows.append(Row(chosen_key + "'", name, size, total, aucs, note))
-    order = ["a", "b", "b'", "c", "d", "e", "e'"]
+    if sets.planted:
+        aucs = cv_aucs(data, y, [*hand, *sets.planted], splits)
+        name = "+ the planted hazard's feature"
+        rows.append(Row("p", name, len(hand) + len(sets.planted), s["hand"], aucs, "an oracle"))
+    order = ["a", "p", "b", "b'", "c", "d", "e", "e'"]
     return sorted(rows, key=lambda r: order.index(r.key)), selectors
 
 
@@ -347,7 +421,8 @@ def table(sets: Sets, rows: list[Row]) -> None:
         say(f"  ({r.key}) " + "  ".join(f"{v:.4f}" for v in r.aucs))
     by = {r.key: r for r in rows}
     say("paired fold-wise differences:")
-    for first, second in (("b", "a"), ("b", "d"), ("b'", "a"), ("b'", "d"), ("b", "e")):
+    pairs = (("p", "a"), ("b", "a"), ("b", "d"), ("b'", "a"), ("b'", "d"), ("b", "e"))
+    for first, second in pairs:
         if first in by and second in by:
             say(f"  ({first}) - ({second}): {paired(by[first], by[second])}")
 
@@ -419,11 +494,12 @@ def verdicts(sets: Sets, rows: list[Row]) -> list[str]:
 def one_label(project: Any, prepared: Any, label: str, args: Any, work: Path) -> list[str]:
     """Features, DFS, the evaluator and the table of one label; returns its verdicts."""
     sets = label_sets(project, prepared, label)
-    what = (
-        "high value: spend in the 52 weeks after the cutoff in the top 20%"
-        if label == "value"
-        else "lapse in the 13 weeks after the cutoff (BG/NBD, k = ln 20)"
-    )
+    what = {
+        "value": "high value: spend in the 52 weeks after the cutoff in the top 20%",
+        "lapse": "lapse in the 13 weeks after the cutoff (BG/NBD, k = ln 20)",
+        "cancellation": "subscribers active at the cutoff who cancel in the 91 days after; "
+        "hand-built features with custval churn's BTYD columns",
+    }[label]
     say(
         f"== {label} label: cutoff {sets.cut}; {sets.y.size:,} customers, "
         f"{sets.y.mean():.1%} positive ({what})"
@@ -450,7 +526,11 @@ def arguments() -> argparse.Namespace:
     ap.add_argument("--company", type=Path, help="default /tmp/features-auto-co-N-sSEED")
     ap.add_argument("--dfs-windows", default="all", help="all, or days such as 30,90,365,all")
     ap.add_argument("--results", type=Path, default=RESULTS, help="where to write the figures")
-    ap.add_argument("--labels", default="value,churn", help="value, churn or both")
+    ap.add_argument(
+        "--labels",
+        default="value,lapse,cancellation",
+        help="some of value, lapse, cancellation (comma-separated)",
+    )
     ap.add_argument("--no-nested", action="store_true", help="skip (b') and (e')")
     ap.add_argument("--skip-dfs", action="store_true", help="no Featuretools (d), (e)")
     ap.add_argument("--threads", type=int, default=THREADS, help="LightGBM's threads (1)")
