@@ -267,6 +267,7 @@ def label_sets(project: Any, prepared: Any, label: str) -> Sets:
         keep, y = cancellation_label(prepared, table, cut)
         table, btyd = with_btyd(table)
         hand = [*hand, *btyd]
+        table = table.copy()  # one block: the column below is added to a joined frame
         table["planted_complaints_56d"] = recent_complaints(prepared, table, cut, 56)
     known = np.isfinite(y)
     rows = table[keep].reset_index(drop=True)[known].reset_index(drop=True)
