@@ -54,7 +54,10 @@ selector's fit on all rows, and the nested fits in total.
 purchases do not show: a leaver's product use fades in a straight line over her last W weeks
 (``SynthParams.usage_fade_weeks``; the default company keeps it steady to the end, and then
 its counts and days since the last row, which the hand-built features hold, say all there is
-to say). A positive control: the selection should keep generated features there.
+to say). ``--use-days-per-week D`` makes the use denser (``product_active_day_prob`` = D / 7;
+0.35 days a week by default, too sparse for a fade to show). A positive control: with
+``--use-days-per-week 3 --usage-fade-weeks 12`` the selection should keep generated features,
+and with ``--use-days-per-week 3`` alone, none.
 
 Targets (issue 23), per label: (1) (b) above (a); (2) (b) at least as high as (d). Judged on
 the mean over the folds; the verdicts are also given for the nested (b'), and the paired
@@ -63,7 +66,7 @@ exits 0 whatever the verdicts.
 
 Usage: ``.venv/bin/python bench/features_auto_accuracy.py [-n 20000] [--seed 1]
 [--company DIR] [--dfs-windows all] [--results FILE] [--labels value,lapse,cancellation]
-[--no-nested] [--skip-dfs] [--threads 1] [--usage-fade-weeks 12]``; writes
+[--no-nested] [--skip-dfs] [--threads 1] [--usage-fade-weeks 12] [--use-days-per-week 3]``; writes
 ``bench/results/features_auto_accuracy.txt``.
 """
 
@@ -74,7 +77,7 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -143,15 +146,20 @@ class Row:
 # ---- the company and its features -----------------------------------------------------------
 
 
-def company(folder: Path, customers: int, seed: int, fade_weeks: float = 0.0) -> Any:
+def company(
+    folder: Path, customers: int, seed: int, fade_weeks: float = 0.0, use_days: float = 0.0
+) -> Any:
     """The generated company's project, generated first when ``folder`` has no custval.toml;
     with ``fade_weeks``, a leaver's product use fades over her last weeks
-    (:attr:`custval.data.synth.SynthParams.usage_fade_weeks`)."""
+    (:attr:`custval.data.synth.SynthParams.usage_fade_weeks`); with ``use_days``, customers use
+    the product on that many days a week on average (default 0.35)."""
     from custval.config import load_project
     from custval.data import synth
 
     if not (folder / "custval.toml").exists():
         params = synth.SynthParams(usage_fade_weeks=fade_weeks)
+        if use_days:
+            params = replace(params, product_active_day_prob=use_days / 7)
         synth.generate(customers, folder, seed=seed, fmt="parquet", params=params)
     return load_project(folder / "custval.toml")
 
@@ -541,9 +549,16 @@ def arguments() -> argparse.Namespace:
         default=0.0,
         help="a company whose leavers' product use fades over their last weeks (0: none)",
     )
+    ap.add_argument(
+        "--use-days-per-week",
+        type=float,
+        default=0.0,
+        help="the days a week customers use the product on average (0: the default 0.35)",
+    )
     args = ap.parse_args()
     if args.company is None:
         fade = f"-fade{args.usage_fade_weeks:g}" if args.usage_fade_weeks else ""
+        fade += f"-use{args.use_days_per_week:g}" if args.use_days_per_week else ""
         args.company = Path(f"/tmp/features-auto-co-{args.customers}-s{args.seed}{fade}")
     return args
 
@@ -556,12 +571,15 @@ def main() -> int:
     THREADS = args.threads
     command = " ".join([".venv/bin/python", "bench/features_auto_accuracy.py", *sys.argv[1:]])
     say(f"# {command}; load average at the start {os.getloadavg()[0]:.2f} (2 cores)")
-    project = company(args.company, args.customers, args.seed, args.usage_fade_weeks)
+    project = company(
+        args.company, args.customers, args.seed, args.usage_fade_weeks, args.use_days_per_week
+    )
     start = time.perf_counter()
     prepared = prepare(project)
     say(
         f"generated company: {args.company} (custval synth -n {args.customers} --seed "
-        f"{args.seed}; usage_fade_weeks {args.usage_fade_weeks:g}; as-of {project.as_of}); "
+        f"{args.seed}; usage_fade_weeks {args.usage_fade_weeks:g}; use days a week "
+        f"{args.use_days_per_week or 0.35:g}; as-of {project.as_of}); "
         f"prepared in {time.perf_counter() - start:.1f} s"
     )
     say(
