@@ -143,3 +143,21 @@ class DataValidationError(CustvalError):
         return f"{len(self.errors)} problems in the data: " + " ".join(
             f"({i}) {e.message}" for i, e in enumerate(self.errors, 1)
         )
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """A database or library error as one line for a message, without SQL excerpts and caret
+    markers, at most ``limit`` characters."""
+    lines = []
+    for raw in str(exc).splitlines():
+        line = raw.strip()
+        if line.startswith("Possible Solution"):
+            break
+        # "LINE 1: ..." and carets point into SQL the user may not have written; DuckDB's
+        # "Original Line" is a row of the user's data, which may name a person.
+        if not line or line.startswith(("LINE ", "Original Line")) or set(line) <= {"^", " "}:
+            continue
+        lines.append(" ".join(line.split()))
+    # The message goes inside a sentence that SourceError ends with a full stop.
+    text = " ".join(lines).rstrip(" .!?") or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

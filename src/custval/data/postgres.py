@@ -41,7 +41,7 @@ import pyarrow.csv as pacsv
 import sqlglot.expressions as sge
 
 from custval.config import EngineOptions, SourceSpec, mask_url
-from custval.errors import EngineError
+from custval.errors import EngineError, one_line
 
 DEFAULT_PORT = 5432
 
@@ -160,7 +160,7 @@ def connect(options: EngineOptions) -> ibis.BaseBackend:
     except Exception as exc:
         where = _address(url) if url else "the address of PGHOST and PGPORT"
         raise EngineError(
-            f"PostgreSQL at {where} cannot be reached: {_one_line(exc)}",
+            f"PostgreSQL at {where} cannot be reached: {one_line(exc)}",
             hint='Check the server, and url = "postgresql://user@host:5432/database" under '
             "[engine] (or the PGHOST, PGPORT, PGUSER and PGDATABASE variables); "
             "connect_timeout_s sets the wait",
@@ -211,11 +211,6 @@ def _compiler() -> Any:
 def _address(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.hostname or 'localhost'}:{parts.port or DEFAULT_PORT}"
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text[:300] or type(exc).__name__
 
 
 def in_place(spec: SourceSpec, con: ibis.BaseBackend) -> bool:

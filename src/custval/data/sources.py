@@ -55,7 +55,7 @@ from custval.config import (
 from custval.data import postgres, spark
 from custval.data.engine import working_connection
 from custval.data.textfiles import TextLayout, read_xlsx, text_layout
-from custval.errors import CustvalError, SourceError
+from custval.errors import CustvalError, SourceError, one_line
 
 if TYPE_CHECKING:
     import httpx
@@ -191,7 +191,7 @@ def stage(table: ibis.Table, con: ibis.BaseBackend, name: str) -> ibis.Table:
         raise
     except Exception as exc:
         raise SourceError(
-            f"copying the table onto the working engine failed: {_one_line(exc)}",
+            f"copying the table onto the working engine failed: {one_line(exc)}",
             source=name,
         ) from exc
 
@@ -265,24 +265,7 @@ def _error(spec: SourceSpec, problem: str, hint: str | None = None) -> SourceErr
 def read_error(spec: SourceSpec, exc: BaseException) -> SourceError:
     """A library's error while reading ``spec`` (say a malformed row deep in a large CSV, which
     lazy reading meets only when a query runs) as a one-paragraph SourceError."""
-    return _error(spec, f"could not be read: {_one_line(exc)}")
-
-
-def _one_line(exc: BaseException, limit: int = 300) -> str:
-    """A database or library error as one line, without SQL excerpts and caret markers."""
-    lines = []
-    for raw in str(exc).splitlines():
-        line = raw.strip()
-        if line.startswith("Possible Solution"):
-            break
-        # "LINE 1: ..." and carets point into SQL the user may not have written; DuckDB's
-        # "Original Line" is a row of the user's data, which may name a person.
-        if not line or line.startswith(("LINE ", "Original Line")) or set(line) <= {"^", " "}:
-            continue
-        lines.append(" ".join(line.split()))
-    # The message goes inside a sentence that SourceError ends with a full stop.
-    text = " ".join(lines).rstrip(" .!?") or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return _error(spec, f"could not be read: {one_line(exc)}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -508,7 +491,7 @@ def _open_files_on(
         target = files[0] if len(files) == 1 else where
         raise _error(
             spec,
-            f"cannot read '{target}' as {_FORMAT_TITLES[fmt]}: {_one_line(exc)}",
+            f"cannot read '{target}' as {_FORMAT_TITLES[fmt]}: {one_line(exc)}",
             hint=None if spec.format is None else "Check that format matches the files",
         ) from None
     if not probe:
@@ -663,9 +646,9 @@ def _connect_duckdb(spec: SourceSpec) -> ibis.BaseBackend:
         try:
             return ibis.duckdb.connect(path)
         except duckdb.Error:
-            raise _error(spec, f"cannot open the DuckDB file '{path}': {_one_line(exc)}") from None
+            raise _error(spec, f"cannot open the DuckDB file '{path}': {one_line(exc)}") from None
     except duckdb.IOException as exc:
-        message = _one_line(exc)
+        message = one_line(exc)
         if "lock" in message.lower():
             raise _error(
                 spec,
@@ -674,7 +657,7 @@ def _connect_duckdb(spec: SourceSpec) -> ibis.BaseBackend:
             ) from None
         raise _error(spec, f"cannot open the DuckDB file '{path}': {message}") from None
     except duckdb.Error as exc:
-        raise _error(spec, f"cannot open the DuckDB file '{path}': {_one_line(exc)}") from None
+        raise _error(spec, f"cannot open the DuckDB file '{path}': {one_line(exc)}") from None
 
 
 def _connect_sqlite(spec: SourceSpec) -> ibis.BaseBackend:
@@ -694,7 +677,7 @@ def _connect_sqlite(spec: SourceSpec) -> ibis.BaseBackend:
         )
         raw.execute("SELECT count(*) FROM sqlite_master").fetchall()
     except sqlite3.Error as exc:
-        raise _error(spec, f"cannot open the SQLite file '{path}': {_one_line(exc)}") from None
+        raise _error(spec, f"cannot open the SQLite file '{path}': {one_line(exc)}") from None
     return SQLiteBackend.from_connection(raw)
 
 
@@ -706,7 +689,7 @@ def _connect_postgres(spec: SourceSpec) -> ibis.BaseBackend:
         info = psycopg.conninfo.conninfo_to_dict(spec.uri)
     except psycopg.Error as exc:
         raise _error(
-            spec, f"the PostgreSQL URL {mask_url(spec.uri)} is invalid: {_one_line(exc)}"
+            spec, f"the PostgreSQL URL {mask_url(spec.uri)} is invalid: {one_line(exc)}"
         ) from None
     where = (
         f"PostgreSQL at {info.get('host') or 'localhost'}:{info.get('port') or 5432}, "
@@ -722,7 +705,7 @@ def _connect_postgres(spec: SourceSpec) -> ibis.BaseBackend:
     except psycopg.Error as exc:
         raise _error(
             spec,
-            f"cannot connect to {where}: {_one_line(exc)}",
+            f"cannot connect to {where}: {one_line(exc)}",
             hint="Check that the server is running and the URL's host, port, user and database",
         ) from None
     return PostgresBackend.from_connection(raw)
@@ -733,7 +716,7 @@ def _open_other_backend(spec: SourceSpec) -> ibis.Table:
     try:
         backend = ibis.connect(spec.uri)
     except Exception as exc:
-        raise _error(spec, f"cannot connect to {mask_url(spec.uri)}: {_one_line(exc)}") from None
+        raise _error(spec, f"cannot connect to {mask_url(spec.uri)}: {one_line(exc)}") from None
     return _table_or_query(spec, backend, backend.name)
 
 
@@ -794,7 +777,7 @@ def _table_or_query(spec: SourceSpec, backend: ibis.BaseBackend, kind: str) -> i
         available = _list_tables(backend, database)
     except Exception as exc:
         raise _error(
-            spec, f"cannot list the tables of the {kind} database: {_one_line(exc)}"
+            spec, f"cannot list the tables of the {kind} database: {one_line(exc)}"
         ) from None
     if name not in available:
         # Unquoted names fold case in most databases; accept the one match that differs in case.
@@ -818,7 +801,7 @@ def _table_or_query(spec: SourceSpec, backend: ibis.BaseBackend, kind: str) -> i
     try:
         return backend.table(name, database=database)
     except Exception as exc:
-        raise _error(spec, f"cannot open the table '{spec.table}': {_one_line(exc)}") from None
+        raise _error(spec, f"cannot open the table '{spec.table}': {one_line(exc)}") from None
 
 
 def _run_query(spec: SourceSpec, backend: ibis.BaseBackend, kind: str) -> ibis.Table:
@@ -839,7 +822,7 @@ def _run_query(spec: SourceSpec, backend: ibis.BaseBackend, kind: str) -> ibis.T
             return backend.sql(query, schema=schema)
         return backend.sql(query)
     except Exception as exc:
-        raise _error(spec, f"the query on the {kind} database failed: {_one_line(exc)}") from None
+        raise _error(spec, f"the query on the {kind} database failed: {one_line(exc)}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -955,7 +938,7 @@ def _load_into(
         return _copy_batches(con, name, reader)
     except Exception as exc:
         raise _error(
-            spec, f"cannot load the records onto the working engine: {_one_line(exc)}"
+            spec, f"cannot load the records onto the working engine: {one_line(exc)}"
         ) from None
 
 
@@ -1033,13 +1016,13 @@ def _request(spec: SourceSpec, client: httpx.Client, params: Params, what: str) 
             last = f"timed out after {http.timeout_s:g} s"
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
             raise _error(
-                spec, f"cannot request {_display_url(spec, params)}: {_one_line(exc)}"
+                spec, f"cannot request {_display_url(spec, params)}: {one_line(exc)}"
             ) from None
         except httpx.TransportError as exc:
-            last = f"connection failed ({type(exc).__name__}: {_one_line(exc) or 'no detail'})"
+            last = f"connection failed ({type(exc).__name__}: {one_line(exc) or 'no detail'})"
         except httpx.HTTPError as exc:
             raise _error(
-                spec, f"GET {_display_url(spec, params)} ({what}) failed: {_one_line(exc)}"
+                spec, f"GET {_display_url(spec, params)} ({what}) failed: {one_line(exc)}"
             ) from None
         else:
             status = response.status_code

@@ -483,15 +483,15 @@ def parts(
     found: list[tuple[ir.Table, list[Feature], dict]] = []
     relations = list(relations)
     select = only or (lambda table: table)
-    if dated:
-        whole = complete(tables, relations)
+    rows = {
+        rel.kind: select(tables[rel.kind] if dated else before(tables[rel.kind], rel, as_of))
+        for rel in relations
+    }
+    # dated tables are whole tables, sliced many times: read them once
+    full = complete(tables if dated else rows, relations)
     for rel in relations:
-        t = tables[rel.kind] if dated else before(tables[rel.kind], rel, as_of)
-        if not dated:
-            whole = complete({rel.kind: select(t)}, [rel])
-        t = select(t)
-        units = _units(rel)
-        found += _aggregated(t, rel, spans, units, whole[rel.kind])
+        t, units = rows[rel.kind], _units(rel)
+        found += _aggregated(t, rel, spans, units, full[rel.kind])
         found += [_categorical(t, rel, c, spans) for c in rel.categorical]
         if rel.group:
             found.append(_grouped(t, rel, spans, units))
