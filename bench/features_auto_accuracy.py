@@ -57,7 +57,7 @@ its counts and days since the last row, which the hand-built features hold, say 
 to say). ``--use-days-per-week D`` makes the use denser (``product_active_day_prob`` = D / 7;
 0.35 days a week by default, too sparse for a fade to show). A positive control: with
 ``--use-days-per-week 3 --usage-fade-weeks 12`` the selection should keep generated features,
-and with ``--use-days-per-week 3`` alone, none.
+and with ``--use-days-per-week 3`` alone, none (on all rows).
 
 Targets (issue 23), per label: (1) (b) above (a); (2) (b) at least as high as (d). Judged on
 the mean over the folds; the verdicts are also given for the nested (b'), and the paired
@@ -528,6 +528,13 @@ def one_label(project: Any, prepared: Any, label: str, args: Any, work: Path) ->
     return found
 
 
+def default_use_days() -> float:
+    """The days a week the default company's customers use the product on average."""
+    from custval.data.synth import SynthParams
+
+    return SynthParams().product_active_day_prob * 7
+
+
 def arguments() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("-n", "--customers", type=int, default=20_000)
@@ -556,6 +563,9 @@ def arguments() -> argparse.Namespace:
         help="the days a week customers use the product on average (0: the default 0.35)",
     )
     args = ap.parse_args()
+    unknown = set(args.labels.split(",")) - {"value", "lapse", "cancellation"}
+    if unknown:
+        ap.error(f"--labels: {', '.join(sorted(unknown))} unknown (value, lapse, cancellation)")
     if args.company is None:
         fade = f"-fade{args.usage_fade_weeks:g}" if args.usage_fade_weeks else ""
         fade += f"-use{args.use_days_per_week:g}" if args.use_days_per_week else ""
@@ -579,7 +589,7 @@ def main() -> int:
     say(
         f"generated company: {args.company} (custval synth -n {args.customers} --seed "
         f"{args.seed}; usage_fade_weeks {args.usage_fade_weeks:g}; use days a week "
-        f"{args.use_days_per_week or 0.35:g}; as-of {project.as_of}); "
+        f"{args.use_days_per_week or default_use_days():g}; as-of {project.as_of}); "
         f"prepared in {time.perf_counter() - start:.1f} s"
     )
     say(

@@ -26,30 +26,6 @@ from tests.factories import (
 )
 
 # --------------------------------------------------------------------------------------------
-# Order
-# --------------------------------------------------------------------------------------------
-
-#: the files that take longest (minutes each on 2 cores), run first: pytest-xdist hands files
-#: to the two workers in collection order, and a long file handed out last kept one worker
-#: busy while the other had finished (about half a minute of the suite's wall time)
-LONGEST_FIRST = (
-    "test_docs_commands.py",
-    "test_spark.py",
-    "test_actions.py",
-    "test_dashboard.py",
-    "test_clv_ml.py",
-    "test_score_cli.py",
-)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The files of :data:`LONGEST_FIRST` first, in that order; each file's tests keep their
-    order (some, as the documented commands, run in the order they are written)."""
-    rank = {name: k for k, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
-
-
-# --------------------------------------------------------------------------------------------
 # PostgreSQL
 # --------------------------------------------------------------------------------------------
 

@@ -158,6 +158,6 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
         if not line or line.startswith(("LINE ", "Original Line")) or set(line) <= {"^", " "}:
             continue
         lines.append(" ".join(line.split()))
-    # The message goes inside a sentence that SourceError ends with a full stop.
+    # The message goes inside a sentence that the error ends with a full stop.
     text = " ".join(lines).rstrip(" .!?") or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."

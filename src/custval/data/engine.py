@@ -152,6 +152,7 @@ def compiled(con: ibis.BaseBackend, expr: ir.Expr) -> str:
 
 
 def arrow(con: ibis.BaseBackend, sql: str) -> pa.Table:
-    """The rows of ``sql`` (from :func:`compiled`) on DuckDB, as Arrow, in the engine's own
-    types."""
+    """The rows of ``sql`` (from :func:`compiled`) on DuckDB only (where
+    :func:`writes_here`), as Arrow, in the engine's own types (a sum of integers is a
+    128-bit decimal: cast to the expression's schema)."""
     return con.raw_sql(sql).to_arrow_table()

@@ -302,7 +302,7 @@ def complete(
 ) -> dict[str, frozenset[str]]:
     """Per relation, its numeric columns without a missing value in its table (one query
     each): such columns share their window's row count and day sums."""
-    found = {}
+    found: dict[str, frozenset[str]] = {}
     for rel in relations:
         t = tables[rel.kind]
         if not rel.numeric:
@@ -478,7 +478,10 @@ def parts(
     features, with the catalogue of all (a window is partial by the whole table's history).
     ``starts``, when given, is :func:`history_starts` of the tables, computed once for many
     slices. ``dated``: the tables hold only rows before ``as_of``, with their ``_days``
-    (:func:`before` applied once), and :func:`complete` is read from them whole."""
+    (:func:`before` applied once), and :func:`complete` is read from them whole; the parts
+    are then expressions to run for many slices (``keep`` is refused, ``starts`` needed)."""
+    if dated and (keep is not None or starts is None):
+        raise ValueError("dated tables give expressions per slice: no keep, and starts given")
     spans: tuple[int | None, ...] = (*sorted(set(windows)), None)
     found: list[tuple[ir.Table, list[Feature], dict]] = []
     relations = list(relations)

@@ -146,7 +146,7 @@ class _Query:
         self.sql = engine.compiled(con, expr)
         self.schema = expr.schema().to_pyarrow()
         if str(_LOW) not in self.sql or str(_HIGH) not in self.sql:
-            raise AssertionError("a slice's query lost its bounds")
+            raise RuntimeError("the slice's bounds are not in its compiled SQL")
 
     def run(self, keys: range) -> pa.Table:
         sql = self.sql.replace(str(_LOW), str(int(keys.start)))
@@ -164,7 +164,9 @@ def _keyed(
     found = {}
     for rel in settings["relations"]:
         rows = generated.before(tables[rel.kind], rel, settings["as_of"])
-        rows = rows.select(*generated.used(rel), "_days").inner_join(keys, "customer_id")
+        # the days before the as-of date stand for the time column from here on
+        read = [c for c in generated.used(rel) if c != rel.time]
+        rows = rows.select(*read, "_days").inner_join(keys, "customer_id")
         rows = rows.drop("customer_id").rename(customer_id=_KEY)
         found[rel.kind] = keep(f"_custval_keyed_{rel.short}", rows.order_by("customer_id"))
     return found
