@@ -400,7 +400,7 @@ class ServedOffers:
         t = self.tables
         history = product_history(tx, self.as_of)
         cand = candidates(ids, history, t["pairs"], t["popular"], t["catalogue"], self.as_of)
-        return str(ibis.to_sql(cand, dialect="duckdb"))
+        return engine.compiled(self.con, cand)
 
     def recommend(
         self, customers: pd.DataFrame, purchases: pd.DataFrame, k: int | None = None
@@ -425,7 +425,7 @@ class ServedOffers:
                 raw.execute(f"DELETE FROM {name}")
                 raw.execute(f"INSERT INTO {name} BY NAME SELECT * FROM incoming")
                 raw.unregister("incoming")
-            got = raw.execute(self._sql).fetch_arrow_table()
+            got = engine.arrow(self.con, self._sql)
         frame = got.to_pandas(types_mapper=pd.ArrowDtype)
         if frame.empty:
             empty = ("customer_id", "rank", "product_id", "score", "source", "reason")
